@@ -1,0 +1,351 @@
+//! The pair: how the candidate differs from the baseline on the same samples.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::divergence::{kl_summary, top_k_agreement, KlSummary};
+use crate::metrics::{macro_f1_from_counts, Metrics, Scores};
+use crate::stats::{mcnemar_exact, paired_bootstrap, BootstrapSettings};
+
+/// What one model predicted on every sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicted {
+    /// Top-1 class per sample; `None` where the output was not finite.
+    pub predictions: Vec<Option<usize>>,
+    /// Class probabilities per sample (softmax of logits, or the model's probabilities);
+    /// `None` when the model outputs labels only.
+    pub probs: Option<Scores>,
+}
+
+/// Everything needed to compare two models on one labelled data set.
+#[derive(Debug, Clone, Copy)]
+pub struct PairInput<'a> {
+    /// True class per sample.
+    pub labels: &'a [usize],
+    /// Sample ids, for the flip lists.
+    pub ids: &'a [String],
+    /// Number of classes.
+    pub n_classes: usize,
+    /// The `k` of top-k agreement.
+    pub top_k: usize,
+    /// Class names (may be empty).
+    pub class_names: &'a [String],
+    /// The baseline's predictions.
+    pub baseline: &'a Predicted,
+    /// The candidate's predictions.
+    pub candidate: &'a Predicted,
+    /// Bootstrap settings for the intervals.
+    pub bootstrap: BootstrapSettings,
+    /// A class whose recall drops by more than this (percentage points) is called out.
+    pub class_recall_drop_pp: f64,
+    /// A class whose F1 drops by more than this (percentage points) is called out.
+    pub class_f1_drop_pp: f64,
+}
+
+/// How one class fared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassDelta {
+    /// Class index.
+    pub class: usize,
+    /// Class name.
+    pub name: String,
+    /// Samples of this class.
+    pub support: u64,
+    /// Baseline recall.
+    pub baseline_recall: f64,
+    /// Candidate recall.
+    pub candidate_recall: f64,
+    /// Candidate − baseline recall (fraction).
+    pub recall_delta: f64,
+    /// Candidate − baseline precision (fraction).
+    pub precision_delta: f64,
+    /// Baseline F1.
+    pub baseline_f1: f64,
+    /// Candidate F1.
+    pub candidate_f1: f64,
+    /// Candidate − baseline F1 (fraction).
+    pub f1_delta: f64,
+    /// Correct → wrong samples of this class.
+    pub negative_flips: u64,
+    /// Wrong → correct samples of this class.
+    pub positive_flips: u64,
+    /// Whether recall or F1 dropped beyond the call-out tolerance.
+    pub flagged: bool,
+}
+
+/// One sample whose correctness changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flip {
+    /// Position in the evaluated data.
+    pub index: usize,
+    /// Sample id.
+    pub id: String,
+    /// True class.
+    pub label: usize,
+    /// Baseline's class (`None` = invalid output).
+    pub baseline: Option<usize>,
+    /// Candidate's class.
+    pub candidate: Option<usize>,
+}
+
+/// Sample ids whose correctness changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flips {
+    /// Baseline right, candidate wrong.
+    pub negative: Vec<String>,
+    /// Baseline wrong, candidate right.
+    pub positive: Vec<String>,
+}
+
+/// The pair comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Candidate − baseline accuracy (a fraction).
+    pub accuracy_delta: f64,
+    /// Paired bootstrap interval of `accuracy_delta`.
+    pub accuracy_delta_ci: [f64; 2],
+    /// Candidate accuracy ÷ baseline accuracy.
+    pub relative_accuracy: f64,
+    /// Candidate − baseline macro-F1.
+    pub macro_f1_delta: f64,
+    /// Paired bootstrap interval of `macro_f1_delta`.
+    pub macro_f1_delta_ci: [f64; 2],
+    /// Bootstrap settings used for both intervals.
+    pub bootstrap: BootstrapSettings,
+    /// McNemar's exact two-sided p-value on per-sample correctness.
+    pub mcnemar_p: f64,
+    /// Samples the baseline got right and the candidate wrong.
+    pub negative_flips: u64,
+    /// Samples the baseline got wrong and the candidate right.
+    pub positive_flips: u64,
+    /// `negative_flips / n_samples`.
+    pub negative_flip_rate: f64,
+    /// `positive_flips / n_samples`.
+    pub positive_flip_rate: f64,
+    /// Samples both got wrong but with different answers.
+    pub changed_wrong_answers: u64,
+    /// Flip ids.
+    pub flips: Flips,
+    /// Flip details (label, both answers) in data order.
+    pub flip_details: Vec<Flip>,
+    /// Fraction of samples with the same top-1 class.
+    pub top1_agreement: f64,
+    /// `k` of `top_k_agreement`.
+    pub top_k: usize,
+    /// Fraction of samples with the same set of top-k classes; `None` without scores.
+    pub top_k_agreement: Option<f64>,
+    /// KL(baseline ‖ candidate) of the class probabilities; `None` without scores.
+    pub kl: Option<KlSummary>,
+    /// Per-class deltas, smallest classes first (where quantization hides damage).
+    pub per_class: Vec<ClassDelta>,
+}
+
+impl Comparison {
+    /// Compares the pair. `base_metrics`/`cand_metrics` are the models' own metrics on the
+    /// same samples.
+    pub fn compute(input: &PairInput<'_>, base_metrics: &Metrics, cand_metrics: &Metrics) -> Self {
+        let n = input.labels.len();
+        let (bp, cp) = (&input.baseline.predictions, &input.candidate.predictions);
+        let mut flip_details = Vec::new();
+        let mut neg_ids = Vec::new();
+        let mut pos_ids = Vec::new();
+        let mut changed_wrong = 0u64;
+        let mut same_top1 = 0u64;
+        let mut class_neg = vec![0u64; input.n_classes];
+        let mut class_pos = vec![0u64; input.n_classes];
+        for i in 0..n {
+            let y = input.labels[i];
+            let b_ok = bp[i] == Some(y);
+            let c_ok = cp[i] == Some(y);
+            if bp[i].is_some() && bp[i] == cp[i] {
+                same_top1 += 1;
+            }
+            if b_ok != c_ok {
+                let id = input.ids[i].clone();
+                if b_ok {
+                    neg_ids.push(id.clone());
+                    class_neg[y] += 1;
+                } else {
+                    pos_ids.push(id.clone());
+                    class_pos[y] += 1;
+                }
+                flip_details.push(Flip {
+                    index: i,
+                    id,
+                    label: y,
+                    baseline: bp[i],
+                    candidate: cp[i],
+                });
+            } else if !b_ok && bp[i] != cp[i] {
+                changed_wrong += 1;
+            }
+        }
+        let negative = neg_ids.len() as u64;
+        let positive = pos_ids.len() as u64;
+        let [acc_ci, f1_ci] = bootstrap_deltas(input);
+        let mut per_class: Vec<ClassDelta> = base_metrics
+            .per_class
+            .iter()
+            .zip(&cand_metrics.per_class)
+            .map(|(b, c)| {
+                let recall_delta = c.recall - b.recall;
+                let f1_delta = c.f1 - b.f1;
+                ClassDelta {
+                    class: b.class,
+                    name: b.name.clone(),
+                    support: b.support,
+                    baseline_recall: b.recall,
+                    candidate_recall: c.recall,
+                    recall_delta,
+                    precision_delta: c.precision - b.precision,
+                    baseline_f1: b.f1,
+                    candidate_f1: c.f1,
+                    f1_delta,
+                    negative_flips: class_neg[b.class],
+                    positive_flips: class_pos[b.class],
+                    flagged: -recall_delta * 100.0 > input.class_recall_drop_pp
+                        || -f1_delta * 100.0 > input.class_f1_drop_pp,
+                }
+            })
+            .collect();
+        per_class.sort_by(|a, b| a.support.cmp(&b.support).then(a.class.cmp(&b.class)));
+        let (kl, top_k_agreement) = match (&input.baseline.probs, &input.candidate.probs) {
+            (Some(pb), Some(pc)) => (
+                Some(kl_summary(pb, pc).1),
+                Some(top_k_agreement(pb, pc, input.top_k)),
+            ),
+            _ => (None, None),
+        };
+        let nf = n.max(1) as f64;
+        Comparison {
+            accuracy_delta: cand_metrics.accuracy - base_metrics.accuracy,
+            accuracy_delta_ci: acc_ci,
+            relative_accuracy: if base_metrics.accuracy > 0.0 {
+                cand_metrics.accuracy / base_metrics.accuracy
+            } else {
+                f64::NAN
+            },
+            macro_f1_delta: cand_metrics.macro_avg.f1 - base_metrics.macro_avg.f1,
+            macro_f1_delta_ci: f1_ci,
+            bootstrap: input.bootstrap,
+            mcnemar_p: mcnemar_exact(negative, positive),
+            negative_flips: negative,
+            positive_flips: positive,
+            negative_flip_rate: negative as f64 / nf,
+            positive_flip_rate: positive as f64 / nf,
+            changed_wrong_answers: changed_wrong,
+            flips: Flips {
+                negative: neg_ids,
+                positive: pos_ids,
+            },
+            flip_details,
+            top1_agreement: same_top1 as f64 / nf,
+            top_k: input.top_k,
+            top_k_agreement,
+            kl,
+            per_class,
+        }
+    }
+}
+
+/// Paired bootstrap intervals of the accuracy and macro-F1 deltas. Samples are reduced to
+/// their distinct `(label, baseline, candidate)` triples so that each resample costs one
+/// draw per sample plus O(triples) to evaluate.
+fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
+    let c = input.n_classes;
+    let invalid = c; // code of an invalid prediction
+    let mut triples: Vec<(usize, usize, usize)> = Vec::new();
+    let mut index: HashMap<(usize, usize, usize), u32> = HashMap::new();
+    let codes: Vec<u32> = (0..input.labels.len())
+        .map(|i| {
+            let t = (
+                input.labels[i],
+                input.baseline.predictions[i]
+                    .unwrap_or(invalid)
+                    .min(invalid),
+                input.candidate.predictions[i]
+                    .unwrap_or(invalid)
+                    .min(invalid),
+            );
+            *index.entry(t).or_insert_with(|| {
+                triples.push(t);
+                (triples.len() - 1) as u32
+            })
+        })
+        .collect();
+    let stats = |counts: &[u64]| -> Vec<f64> {
+        let mut support = vec![0u64; c];
+        let mut tp_b = vec![0u64; c];
+        let mut tp_c = vec![0u64; c];
+        let mut pred_b = vec![0u64; c + 1];
+        let mut pred_c = vec![0u64; c + 1];
+        let mut n = 0u64;
+        for (&(y, b, cc), &k) in triples.iter().zip(counts) {
+            if k == 0 {
+                continue;
+            }
+            n += k;
+            support[y] += k;
+            pred_b[b] += k;
+            pred_c[cc] += k;
+            if b == y {
+                tp_b[y] += k;
+            }
+            if cc == y {
+                tp_c[y] += k;
+            }
+        }
+        let acc_b = tp_b.iter().sum::<u64>() as f64 / n as f64;
+        let acc_c = tp_c.iter().sum::<u64>() as f64 / n as f64;
+        let f1_b = macro_f1_from_counts(&tp_b, &pred_b[..c], &support);
+        let f1_c = macro_f1_from_counts(&tp_c, &pred_c[..c], &support);
+        vec![acc_c - acc_b, f1_c - f1_b]
+    };
+    let ci = paired_bootstrap(&codes, triples.len(), input.bootstrap, stats);
+    match ci.as_slice() {
+        [a, f] => [[a.0, a.1], [f.0, f.1]],
+        _ => [[f64::NAN; 2]; 2],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predicted(p: &[usize]) -> Predicted {
+        Predicted {
+            predictions: p.iter().map(|&x| Some(x)).collect(),
+            probs: None,
+        }
+    }
+
+    #[test]
+    fn flips_and_mcnemar() {
+        let labels = [0, 1, 1, 0, 1, 0];
+        let ids: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+        let base = predicted(&[0, 1, 1, 1, 0, 0]);
+        let cand = predicted(&[0, 0, 1, 0, 0, 1]);
+        let bm = Metrics::compute(&labels, &base.predictions, None, 2, 1, &[]);
+        let cm = Metrics::compute(&labels, &cand.predictions, None, 2, 1, &[]);
+        let input = PairInput {
+            labels: &labels,
+            ids: &ids,
+            n_classes: 2,
+            top_k: 1,
+            class_names: &[],
+            baseline: &base,
+            candidate: &cand,
+            bootstrap: BootstrapSettings::default(),
+            class_recall_drop_pp: 5.0,
+            class_f1_drop_pp: 5.0,
+        };
+        let cmp = Comparison::compute(&input, &bm, &cm);
+        assert_eq!(cmp.flips.negative, vec!["s1", "s5"]);
+        assert_eq!(cmp.flips.positive, vec!["s3"]);
+        assert_eq!(cmp.mcnemar_p, mcnemar_exact(2, 1));
+        assert!((cmp.accuracy_delta - (3.0 / 6.0 - 4.0 / 6.0)).abs() < 1e-15);
+        assert!(cmp.accuracy_delta_ci[0] <= cmp.accuracy_delta);
+        assert!(cmp.accuracy_delta <= cmp.accuracy_delta_ci[1]);
+    }
+}

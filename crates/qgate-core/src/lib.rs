@@ -1,0 +1,23 @@
+//! The pure core of qgate: tensors as plain data, classification metrics, paired
+//! statistics, output divergence, named tolerances and the gate policy.
+//!
+//! Nothing here does I/O, spawns threads or knows a runtime: every function takes plain data
+//! and returns plain data, so each figure in a report can be checked against an independent
+//! implementation (scikit-learn, scipy).
+//!
+//! ```
+//! use qgate_core::stats::mcnemar_exact;
+//! // 1 sample lost, 5 gained: two-sided exact p = 2 · (1 + 6) / 64
+//! assert!((mcnemar_exact(1, 5) - 0.21875).abs() < 1e-15);
+//! ```
+
+pub mod array;
+pub mod compare;
+pub mod divergence;
+pub mod metrics;
+pub mod policy;
+pub mod stats;
+pub mod tolerance;
+
+pub use array::{Array, ArrayData, ElemType};
+pub use tolerance::Tolerance;

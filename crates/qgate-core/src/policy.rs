@@ -1,0 +1,566 @@
+//! The gate policy: thresholds read from TOML, with defaults, and their evaluation into a
+//! verdict. One namespace of keys serves every qgate command.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tolerance::Tolerance;
+
+/// The policy keys a user may write, as read from a TOML file. A key not listed here is an
+/// error that names it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Largest allowed drop of top-1 accuracy, percentage points.
+    pub max_accuracy_drop_pp: Option<f64>,
+    /// Candidate accuracy must be at least this fraction of the baseline's (MLPerf: 0.99).
+    pub min_relative_accuracy: Option<f64>,
+    /// Largest allowed drop of any class's recall, percentage points.
+    pub max_class_recall_drop_pp: Option<f64>,
+    /// Largest allowed drop of any class's F1, percentage points.
+    pub max_class_f1_drop_pp: Option<f64>,
+    /// Largest allowed share of samples that went from correct to wrong.
+    pub max_negative_flip_rate: Option<f64>,
+    /// Largest allowed mean KL(baseline ‖ candidate) of the class probabilities, nats.
+    pub max_kl_mean: Option<f64>,
+    /// Smallest allowed share of samples with the same top-1 class.
+    pub min_top1_agreement: Option<f64>,
+}
+
+/// Errors in a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The TOML did not parse or named an unknown key.
+    #[error("policy {origin}: {message}")]
+    Parse {
+        /// Where the policy came from.
+        origin: String,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of its range.
+    #[error("policy {origin}: `{key}` = {value} is out of range: {expected}")]
+    Range {
+        /// Where the policy came from.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// Where a threshold came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "snake_case")]
+pub enum Source {
+    /// qgate's built-in default.
+    Default,
+    /// A policy file (or the `[policy]` table of a run config) at this path.
+    File(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// Whether a criterion asks for "at most" or "at least".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// observed ≤ threshold passes.
+    AtMost,
+    /// observed ≥ threshold passes.
+    AtLeast,
+}
+
+/// One key's definition: name, default, range and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// The TOML key.
+    pub key: &'static str,
+    /// Default threshold; `None` = not judged unless set.
+    pub default: Option<f64>,
+    /// Direction of the comparison.
+    pub direction: Direction,
+    /// Valid range.
+    pub range: (f64, f64),
+    /// Range in words, for errors.
+    pub range_text: &'static str,
+    /// What the key judges, for reports.
+    pub description: &'static str,
+}
+
+/// Every accuracy key, in report order.
+pub const ACCURACY_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "max_accuracy_drop_pp",
+        default: Some(1.0),
+        direction: Direction::AtMost,
+        range: (0.0, 100.0),
+        range_text: "percentage points between 0 and 100",
+        description: "top-1 accuracy drop (pp)",
+    },
+    KeySpec {
+        key: "min_relative_accuracy",
+        default: Some(0.99),
+        direction: Direction::AtLeast,
+        range: (0.0, 10.0),
+        range_text: "a ratio ≥ 0 (0.99 = candidate keeps 99 % of baseline accuracy)",
+        description: "candidate accuracy ÷ baseline accuracy",
+    },
+    KeySpec {
+        key: "max_class_recall_drop_pp",
+        default: Some(5.0),
+        direction: Direction::AtMost,
+        range: (0.0, 100.0),
+        range_text: "percentage points between 0 and 100",
+        description: "worst per-class recall drop (pp)",
+    },
+    KeySpec {
+        key: "max_class_f1_drop_pp",
+        default: Some(5.0),
+        direction: Direction::AtMost,
+        range: (0.0, 100.0),
+        range_text: "percentage points between 0 and 100",
+        description: "worst per-class F1 drop (pp)",
+    },
+    KeySpec {
+        key: "max_negative_flip_rate",
+        default: Some(0.02),
+        direction: Direction::AtMost,
+        range: (0.0, 1.0),
+        range_text: "a fraction between 0 and 1",
+        description: "share of samples correct → wrong",
+    },
+    KeySpec {
+        key: "max_kl_mean",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, f64::INFINITY),
+        range_text: "nats ≥ 0",
+        description: "mean KL(baseline ‖ candidate) of class probabilities (nats)",
+    },
+    KeySpec {
+        key: "min_top1_agreement",
+        default: Some(0.95),
+        direction: Direction::AtLeast,
+        range: (0.0, 1.0),
+        range_text: "a fraction between 0 and 1",
+        description: "share of samples with the same top-1 class",
+    },
+];
+
+/// A threshold in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Threshold {
+    /// The key.
+    pub key: &'static str,
+    /// Its value.
+    pub value: f64,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The thresholds in force for one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// Every threshold that will be judged.
+    pub thresholds: Vec<Threshold>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::resolve(&PolicyFile::default(), &Source::Default)
+    }
+}
+
+impl PolicyFile {
+    /// Parses a policy from TOML text; `origin` (a path) is named in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        file.validate(origin)?;
+        Ok(file)
+    }
+
+    fn get(&self, key: &str) -> Option<f64> {
+        match key {
+            "max_accuracy_drop_pp" => self.max_accuracy_drop_pp,
+            "min_relative_accuracy" => self.min_relative_accuracy,
+            "max_class_recall_drop_pp" => self.max_class_recall_drop_pp,
+            "max_class_f1_drop_pp" => self.max_class_f1_drop_pp,
+            "max_negative_flip_rate" => self.max_negative_flip_rate,
+            "max_kl_mean" => self.max_kl_mean,
+            "min_top1_agreement" => self.min_top1_agreement,
+            _ => None,
+        }
+    }
+
+    /// Checks every value against its key's range.
+    pub fn validate(&self, origin: &str) -> Result<(), PolicyError> {
+        for spec in ACCURACY_KEYS {
+            if let Some(v) = self.get(spec.key) {
+                if !(v >= spec.range.0 && v <= spec.range.1) {
+                    return Err(PolicyError::Range {
+                        origin: origin.to_string(),
+                        key: spec.key,
+                        value: v,
+                        expected: spec.range_text,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// The thresholds in force: each key from `file` where set, else its default.
+    pub fn resolve(file: &PolicyFile, source: &Source) -> Policy {
+        let thresholds = ACCURACY_KEYS
+            .iter()
+            .filter_map(|spec| match (file.get(spec.key), spec.default) {
+                (Some(v), _) => Some(Threshold {
+                    key: spec.key,
+                    value: v,
+                    source: source.clone(),
+                }),
+                (None, Some(d)) => Some(Threshold {
+                    key: spec.key,
+                    value: d,
+                    source: Source::Default,
+                }),
+                (None, None) => None,
+            })
+            .collect();
+        Policy { thresholds }
+    }
+}
+
+/// What the gate looks at, measured beforehand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observations {
+    /// Baseline accuracy.
+    pub baseline_accuracy: f64,
+    /// Candidate accuracy.
+    pub candidate_accuracy: f64,
+    /// Interval of candidate − baseline accuracy.
+    pub accuracy_delta_ci: [f64; 2],
+    /// `(class name, recall delta, f1 delta)` per class.
+    pub class_deltas: Vec<(String, f64, f64)>,
+    /// Negative flips ÷ samples.
+    pub negative_flip_rate: f64,
+    /// Mean KL, when class probabilities exist.
+    pub kl_mean: Option<f64>,
+    /// Top-1 agreement.
+    pub top1_agreement: f64,
+    /// Samples with non-finite outputs, baseline.
+    pub baseline_non_finite: u64,
+    /// Samples with non-finite outputs, candidate.
+    pub candidate_non_finite: u64,
+    /// Samples evaluated.
+    pub n_samples: u64,
+}
+
+/// Outcome of one criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Met.
+    Pass,
+    /// Not met.
+    Fail,
+    /// Could not be judged (e.g. KL of a model that outputs labels); does not fail the gate.
+    Skipped,
+}
+
+/// One judged criterion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CriterionResult {
+    /// The policy key (or `finite_outputs`, which is always judged).
+    pub key: String,
+    /// What it judges.
+    pub description: String,
+    /// `at_most` / `at_least`.
+    pub direction: Direction,
+    /// The threshold.
+    pub threshold: f64,
+    /// Where the threshold came from.
+    pub source: Source,
+    /// The observed value, when measurable.
+    pub observed: Option<f64>,
+    /// The observed value's 95 % interval, where one exists.
+    pub interval: Option<[f64; 2]>,
+    /// Outcome.
+    pub status: Status,
+    /// One sentence a reviewer can act on.
+    pub message: String,
+}
+
+/// Pass or fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every criterion met.
+    Pass,
+    /// At least one criterion failed.
+    Fail,
+}
+
+/// The judged gate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gate {
+    /// Overall verdict.
+    pub verdict: Verdict,
+    /// Each criterion.
+    pub criteria: Vec<CriterionResult>,
+}
+
+impl Gate {
+    /// Judges `obs` against `policy`. Comparisons forgive [`Tolerance::Rounding`] only.
+    pub fn evaluate(policy: &Policy, obs: &Observations) -> Gate {
+        let mut criteria = vec![finite_outputs(obs)];
+        for t in &policy.thresholds {
+            let Some(spec) = ACCURACY_KEYS.iter().find(|s| s.key == t.key) else {
+                continue;
+            };
+            let (observed, interval, detail) = observe(spec.key, t.value, obs);
+            let status = match observed {
+                None => Status::Skipped,
+                Some(v) if v.is_nan() => Status::Fail,
+                Some(v) => {
+                    let ok = match spec.direction {
+                        Direction::AtMost => Tolerance::Rounding.at_most(v, t.value),
+                        Direction::AtLeast => Tolerance::Rounding.at_least(v, t.value),
+                    };
+                    if ok {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    }
+                }
+            };
+            let op = match spec.direction {
+                Direction::AtMost => "≤",
+                Direction::AtLeast => "≥",
+            };
+            let message = match (status, observed) {
+                (Status::Skipped, _) => detail,
+                (_, Some(v)) => {
+                    let verb = if status == Status::Pass {
+                        "meets"
+                    } else {
+                        "fails"
+                    };
+                    let mut m = format!(
+                        "{} = {} {verb} {op} {}",
+                        spec.description,
+                        fmt_num(v),
+                        fmt_num(t.value)
+                    );
+                    if !detail.is_empty() {
+                        m.push_str(&format!(" ({detail})"));
+                    }
+                    m
+                }
+                (_, None) => detail,
+            };
+            criteria.push(CriterionResult {
+                key: spec.key.to_string(),
+                description: spec.description.to_string(),
+                direction: spec.direction,
+                threshold: t.value,
+                source: t.source.clone(),
+                observed,
+                interval,
+                status,
+                message,
+            });
+        }
+        let verdict = if criteria.iter().any(|c| c.status == Status::Fail) {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        Gate { verdict, criteria }
+    }
+}
+
+fn finite_outputs(obs: &Observations) -> CriterionResult {
+    let bad = obs.baseline_non_finite + obs.candidate_non_finite;
+    let message = if bad == 0 {
+        "every output of both models is finite".to_string()
+    } else {
+        format!(
+            "non-finite (NaN or infinite) outputs: baseline on {} sample(s), candidate on {} \
+             sample(s) of {}; those samples count as wrong",
+            obs.baseline_non_finite, obs.candidate_non_finite, obs.n_samples
+        )
+    };
+    CriterionResult {
+        key: "finite_outputs".to_string(),
+        description: "samples with NaN or infinite outputs (always judged)".to_string(),
+        direction: Direction::AtMost,
+        threshold: 0.0,
+        source: Source::Default,
+        observed: Some(bad as f64),
+        interval: None,
+        status: if bad == 0 { Status::Pass } else { Status::Fail },
+        message,
+    }
+}
+
+fn observe(
+    key: &str,
+    threshold: f64,
+    obs: &Observations,
+) -> (Option<f64>, Option<[f64; 2]>, String) {
+    let drop_pp = (obs.baseline_accuracy - obs.candidate_accuracy) * 100.0;
+    match key {
+        "max_accuracy_drop_pp" => {
+            let ci = [
+                -obs.accuracy_delta_ci[1] * 100.0,
+                -obs.accuracy_delta_ci[0] * 100.0,
+            ];
+            (Some(drop_pp), Some(ci), String::new())
+        }
+        "min_relative_accuracy" => {
+            let r = if obs.baseline_accuracy > 0.0 {
+                obs.candidate_accuracy / obs.baseline_accuracy
+            } else {
+                f64::NAN
+            };
+            (Some(r), None, String::new())
+        }
+        "max_class_recall_drop_pp" | "max_class_f1_drop_pp" => {
+            let recall = key == "max_class_recall_drop_pp";
+            let drops: Vec<(&str, f64)> = obs
+                .class_deltas
+                .iter()
+                .map(|(n, r, f)| (n.as_str(), -(if recall { *r } else { *f }) * 100.0))
+                .collect();
+            let worst = drops.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
+            let over: Vec<String> = drops
+                .iter()
+                .filter(|d| !Tolerance::Rounding.at_most(d.1, threshold))
+                .map(|d| format!("class {} −{:.2} pp", d.0, d.1))
+                .collect();
+            let detail = if over.is_empty() {
+                String::new()
+            } else {
+                over.join(", ")
+            };
+            (Some(worst.max(0.0)), None, detail)
+        }
+        "max_negative_flip_rate" => (Some(obs.negative_flip_rate), None, String::new()),
+        "max_kl_mean" => match obs.kl_mean {
+            Some(k) => (Some(k), None, String::new()),
+            None => (
+                None,
+                None,
+                "skipped: the models output labels, not class scores".to_string(),
+            ),
+        },
+        "min_top1_agreement" => (Some(obs.top1_agreement), None, String::new()),
+        _ => (None, None, format!("unknown key {key}")),
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) {
+        format!("{:.4}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs() -> Observations {
+        Observations {
+            baseline_accuracy: 0.95,
+            candidate_accuracy: 0.94,
+            accuracy_delta_ci: [-0.02, 0.0],
+            class_deltas: vec![("3".into(), -0.08, -0.03), ("4".into(), 0.0, 0.0)],
+            negative_flip_rate: 0.015,
+            kl_mean: Some(0.01),
+            top1_agreement: 0.98,
+            baseline_non_finite: 0,
+            candidate_non_finite: 0,
+            n_samples: 100,
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = PolicyFile::parse("max_acc_drop = 1\n", "gate.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gate.toml") && msg.contains("max_acc_drop"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_is_named() {
+        let err = PolicyFile::parse("max_negative_flip_rate = 2\n", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("max_negative_flip_rate"), "{err}");
+    }
+
+    #[test]
+    fn boundary_drop_passes_and_class_drop_fails() {
+        let policy = Policy::default();
+        let gate = Gate::evaluate(&policy, &obs());
+        let get = |k: &str| gate.criteria.iter().find(|c| c.key == k).unwrap().clone();
+        // 1.0 pp drop against a 1.0 pp limit passes despite rounding in 0.95 − 0.94.
+        assert_eq!(get("max_accuracy_drop_pp").status, Status::Pass);
+        let recall = get("max_class_recall_drop_pp");
+        assert_eq!(recall.status, Status::Fail);
+        assert!(recall.message.contains("class 3"), "{}", recall.message);
+        assert_eq!(gate.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn non_finite_outputs_always_fail() {
+        let mut o = obs();
+        o.class_deltas.clear();
+        o.candidate_non_finite = 3;
+        let gate = Gate::evaluate(&Policy::default(), &o);
+        assert_eq!(gate.criteria[0].status, Status::Fail);
+        assert_eq!(gate.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_say_so() {
+        let file = PolicyFile::parse("max_kl_mean = 0.5\n", "p.toml").unwrap();
+        let policy = Policy::resolve(&file, &Source::File("p.toml".into()));
+        let kl = policy
+            .thresholds
+            .iter()
+            .find(|t| t.key == "max_kl_mean")
+            .unwrap();
+        assert_eq!(kl.source, Source::File("p.toml".into()));
+        let acc = policy
+            .thresholds
+            .iter()
+            .find(|t| t.key == "max_accuracy_drop_pp")
+            .unwrap();
+        assert_eq!(acc.source, Source::Default);
+    }
+}

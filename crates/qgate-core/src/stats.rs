@@ -1,0 +1,267 @@
+//! Statistics: a seeded generator, percentiles, McNemar's exact test, Wilson and paired
+//! bootstrap intervals. Pure functions; each cites the method it implements.
+
+/// A small, fast, seeded generator (xoshiro256**, Blackman & Vigna 2018) seeded through
+/// SplitMix64, so that every interval qgate reports is reproducible from its seed.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// A generator whose whole stream is fixed by `seed`.
+    pub fn new(seed: u64) -> Rng {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// A uniform index in `0..n` (Lemire's multiply-shift; bias below 2^-32 for n < 2^32).
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// A uniform float in `[0, 1)`.
+    #[inline]
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
+
+/// The q-th percentile (0–100) of `values` with linear interpolation between closest ranks,
+/// numpy's default (`method="linear"`, Hyndman & Fan type 7). NaN for an empty slice.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile_sorted(&sorted, q)
+}
+
+/// [`percentile`] on data already sorted ascending.
+pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = (q / 100.0).clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let frac = pos - lo as f64;
+    if lo == hi {
+        sorted[lo]
+    } else {
+        sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+    }
+}
+
+/// Arithmetic mean; NaN when empty.
+pub fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// McNemar's exact test (McNemar 1947; exact conditional form, Fagerland et al. 2013):
+/// two-sided p-value that the discordant counts `b` (baseline right, candidate wrong) and `c`
+/// (baseline wrong, candidate right) come from Binomial(b + c, 1/2).
+///
+/// Equals `scipy.stats.binomtest(min(b, c), b + c, 0.5).pvalue`; 1 when there is no
+/// discordant pair.
+pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    let k = b.min(c);
+    // log pmf(0) = -n ln 2; pmf(i+1) = pmf(i) (n - i) / (i + 1). Summed in log space so that
+    // neither tiny terms underflow nor large n loses precision.
+    let mut log_pmf = -(n as f64) * std::f64::consts::LN_2;
+    let mut log_cdf = log_pmf;
+    for i in 0..k {
+        log_pmf += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+        log_cdf = log_add_exp(log_cdf, log_pmf);
+    }
+    (2.0 * log_cdf.exp()).min(1.0)
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp().ln_1p()
+}
+
+/// Wilson score interval (Wilson 1927) of a proportion `successes / n` at the two-sided
+/// level given by `z` (1.959964 for 95 %). `(NaN, NaN)` when `n` is 0.
+pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = n as f64;
+    let p = successes as f64 / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z * ((p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt()) / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// z for a two-sided 95 % interval.
+pub const Z_95: f64 = 1.959_963_984_540_054;
+
+/// Settings of a bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BootstrapSettings {
+    /// Number of resamples.
+    pub resamples: usize,
+    /// Confidence level, e.g. 0.95.
+    pub confidence: f64,
+    /// Seed of the generator: the same seed gives the same interval.
+    pub seed: u64,
+}
+
+impl Default for BootstrapSettings {
+    fn default() -> Self {
+        BootstrapSettings {
+            resamples: 2000,
+            confidence: 0.95,
+            seed: 0,
+        }
+    }
+}
+
+/// Paired percentile bootstrap (Efron & Tibshirani 1993, ch. 13) over samples that have
+/// been reduced to a small alphabet of `codes` (e.g. one code per distinct
+/// `(label, baseline prediction, candidate prediction)` triple).
+///
+/// Each resample draws `codes.len()` samples with replacement, counts how often each code
+/// was drawn and hands the counts to `statistics`, which returns one value per statistic.
+/// Drawing codes instead of rows keeps the cost at one random draw per sample and makes
+/// every statistic O(alphabet) per resample. Returns one `(low, high)` interval per
+/// statistic: the `(1 - confidence) / 2` and `(1 + confidence) / 2` percentiles of the
+/// resampled values (numpy's linear interpolation, as `scipy.stats.bootstrap(...,
+/// method="percentile")`).
+pub fn paired_bootstrap<F>(
+    codes: &[u32],
+    n_codes: usize,
+    settings: BootstrapSettings,
+    statistics: F,
+) -> Vec<(f64, f64)>
+where
+    F: Fn(&[u64]) -> Vec<f64>,
+{
+    if codes.is_empty() || settings.resamples == 0 {
+        return Vec::new();
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut counts = vec![0u64; n_codes];
+    let mut per_stat: Vec<Vec<f64>> = Vec::new();
+    let n = codes.len();
+    for _ in 0..settings.resamples {
+        counts.iter_mut().for_each(|c| *c = 0);
+        for _ in 0..n {
+            counts[codes[rng.below(n)] as usize] += 1;
+        }
+        let values = statistics(&counts);
+        if per_stat.is_empty() {
+            per_stat = vec![Vec::with_capacity(settings.resamples); values.len()];
+        }
+        for (slot, v) in per_stat.iter_mut().zip(values) {
+            slot.push(v);
+        }
+    }
+    let alpha = (1.0 - settings.confidence) / 2.0;
+    per_stat
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            (
+                percentile_sorted(&v, alpha * 100.0),
+                percentile_sorted(&v, (1.0 - alpha) * 100.0),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcnemar_matches_hand_computed_binomial() {
+        // b=1, c=5: 2 * (1 + 6) / 64 = 0.21875
+        assert!((mcnemar_exact(1, 5) - 0.21875).abs() < 1e-15);
+        assert_eq!(mcnemar_exact(3, 3), 1.0);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        // b=0, c=10: 2 / 1024
+        assert!((mcnemar_exact(0, 10) - 2.0 / 1024.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn mcnemar_is_stable_for_large_counts() {
+        let p = mcnemar_exact(50_000, 50_000);
+        assert_eq!(p, 1.0);
+        let p = mcnemar_exact(49_000, 51_000);
+        assert!(p > 0.0 && p < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        // numpy.percentile([1, 2, 3, 4], 25) == 1.75
+        assert_eq!(percentile(&[4.0, 1.0, 3.0, 2.0], 25.0), 1.75);
+        assert_eq!(percentile(&[5.0], 99.0), 5.0);
+    }
+
+    #[test]
+    fn wilson_interval_known_value() {
+        // 8 of 10: statsmodels proportion_confint(8, 10, method="wilson")
+        let (lo, hi) = wilson_interval(8, 10, Z_95);
+        assert!((lo - 0.490_162_1).abs() < 1e-6, "{lo}");
+        assert!((hi - 0.943_317_8).abs() < 1e-6, "{hi}");
+    }
+
+    #[test]
+    fn bootstrap_interval_covers_the_mean_and_is_reproducible() {
+        let codes: Vec<u32> = (0..1000).map(|i| (i % 4 == 0) as u32).collect();
+        let stat = |c: &[u64]| vec![c[1] as f64 / (c[0] + c[1]) as f64];
+        let s = BootstrapSettings {
+            resamples: 500,
+            confidence: 0.95,
+            seed: 7,
+        };
+        let a = paired_bootstrap(&codes, 2, s, stat);
+        let b = paired_bootstrap(&codes, 2, s, stat);
+        assert_eq!(a, b);
+        let (lo, hi) = a[0];
+        assert!(lo < 0.25 && 0.25 < hi, "{lo} {hi}");
+        // normal approximation half-width: 1.96 * sqrt(.25*.75/1000) = 0.0268
+        assert!(((hi - lo) / 2.0 - 0.0268).abs() < 0.005, "{lo} {hi}");
+    }
+}

@@ -1,0 +1,130 @@
+//! CSV tables for tabular models: one row per sample, numeric feature columns, a label
+//! column and an optional id column.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use qgate_core::{Array, ArrayData};
+
+use crate::{DataError, Dataset, LABEL_KEYS};
+
+/// Which columns hold labels and ids.
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    /// Label column; default: the first of `label`, `labels`, `y`, `target`, `class`.
+    pub label_column: Option<String>,
+    /// Id column; default `id` when present.
+    pub id_column: Option<String>,
+}
+
+/// Loads a CSV table. Feature columns (all but id and label) become one float32 array
+/// `features` of shape `[N, F]`. Non-numeric labels are treated as class names, indexed in
+/// sorted order.
+pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("cannot read CSV: {e}"),
+        })?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("cannot read the CSV header: {e}"),
+        })?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let find = |wanted: &Option<String>, defaults: &[&str]| -> Result<Option<usize>, DataError> {
+        match wanted {
+            Some(w) => headers
+                .iter()
+                .position(|h| h == w)
+                .map(Some)
+                .ok_or_else(|| DataError::MissingKey {
+                    path: path.to_path_buf(),
+                    key: w.clone(),
+                    available: headers.join(", "),
+                }),
+            None => Ok(defaults
+                .iter()
+                .find_map(|d| headers.iter().position(|h| h == d))),
+        }
+    };
+    let mut label_defaults = LABEL_KEYS.to_vec();
+    label_defaults.push("class");
+    let label_col = find(&opts.label_column, &label_defaults)?;
+    let id_col = find(&opts.id_column, &["id"])?;
+    let feature_cols: Vec<usize> = (0..headers.len())
+        .filter(|&i| Some(i) != label_col && Some(i) != id_col)
+        .collect();
+    let mut values: Vec<f32> = Vec::new();
+    let mut raw_labels: Vec<String> = Vec::new();
+    let mut ids = Vec::new();
+    for (row, record) in reader.records().enumerate() {
+        let line = row + 2;
+        let record = record.map_err(|e| DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("line {line}: {e}"),
+        })?;
+        for &c in &feature_cols {
+            let cell = record.get(c).unwrap_or("");
+            let v: f32 = cell.parse().map_err(|_| DataError::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {line}, column '{}': '{cell}' is not a number",
+                    headers[c]
+                ),
+            })?;
+            values.push(v);
+        }
+        if let Some(c) = label_col {
+            raw_labels.push(record.get(c).unwrap_or("").to_string());
+        }
+        ids.push(match id_col {
+            Some(c) => record.get(c).unwrap_or("").to_string(),
+            None => row.to_string(),
+        });
+    }
+    if ids.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let (labels, class_names) = if label_col.is_some() {
+        let numeric: Option<Vec<i64>> = raw_labels.iter().map(|s| s.parse().ok()).collect();
+        match numeric {
+            Some(v) => (Some(v), Vec::new()),
+            None => {
+                let mut names: Vec<String> = raw_labels.clone();
+                names.sort();
+                names.dedup();
+                let index: BTreeMap<&str, i64> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.as_str(), i as i64))
+                    .collect();
+                let v = raw_labels.iter().map(|s| index[s.as_str()]).collect();
+                (Some(v), names)
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let n = ids.len();
+    let features = Array {
+        shape: vec![n, feature_cols.len()],
+        data: ArrayData::F32(values),
+    };
+    let mut ds = Dataset::from_arrays(
+        &path.display().to_string(),
+        vec![("features".into(), features)],
+        labels,
+        Some(ids),
+    )?;
+    ds.class_names = class_names;
+    ds.label_key = label_col.map(|c| headers[c].clone());
+    Ok(ds)
+}

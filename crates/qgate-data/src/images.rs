@@ -1,0 +1,205 @@
+//! A folder of images, one subfolder per class (the torchvision `ImageFolder` layout),
+//! turned into one float32 array by declared preprocessing.
+
+use std::path::Path;
+
+use qgate_core::{Array, ArrayData};
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, Dataset};
+
+/// Channel order of the produced array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[N, C, H, W]` (ONNX exports from PyTorch).
+    #[default]
+    Nchw,
+    /// `[N, H, W, C]` (TensorFlow, TFLite).
+    Nhwc,
+}
+
+/// Colour channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    /// Three channels, R G B.
+    #[default]
+    Rgb,
+    /// One luminance channel.
+    Gray,
+}
+
+/// How each image becomes a tensor: `((pixel · scale) − mean[c]) / std[c]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagePreprocess {
+    /// Resize to `[width, height]` (bilinear) before anything else; `None` keeps the size,
+    /// which must then be the same for every image.
+    pub resize: Option<[u32; 2]>,
+    /// Multiplier applied to 8-bit pixel values (default 1/255).
+    pub scale: f32,
+    /// Per-channel mean subtracted after scaling (one value, or one per channel).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by (one value, or one per channel).
+    pub std: Vec<f32>,
+    /// Channel layout.
+    pub layout: Layout,
+    /// Colour mode.
+    pub color: ColorMode,
+    /// Name of the produced array (default `image`).
+    pub array_name: String,
+}
+
+impl Default for ImagePreprocess {
+    fn default() -> Self {
+        ImagePreprocess {
+            resize: None,
+            scale: 1.0 / 255.0,
+            mean: vec![0.0],
+            std: vec![1.0],
+            layout: Layout::Nchw,
+            color: ColorMode::Rgb,
+            array_name: "image".into(),
+        }
+    }
+}
+
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dataset, DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut classes: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            message: "an image folder needs one subfolder per class (e.g. cat/, dog/), found none"
+                .into(),
+        });
+    }
+    let channels = match pre.color {
+        ColorMode::Rgb => 3,
+        ColorMode::Gray => 1,
+    };
+    for (what, v) in [("mean", &pre.mean), ("std", &pre.std)] {
+        if v.len() != 1 && v.len() != channels {
+            return Err(DataError::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "preprocessing `{what}` has {} values; expected 1 or {channels} (one per channel)",
+                    v.len()
+                ),
+            });
+        }
+    }
+    if pre.std.iter().any(|&s| s == 0.0) {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            message: "preprocessing `std` must not be 0".into(),
+        });
+    }
+    let mut values = Vec::new();
+    let mut labels = Vec::new();
+    let mut ids = Vec::new();
+    let mut size: Option<(u32, u32)> = None;
+    for (class, name) in classes.iter().enumerate() {
+        let sub = dir.join(name);
+        let mut files: Vec<_> = std::fs::read_dir(&sub)
+            .map_err(|source| DataError::Io {
+                path: sub.clone(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            let img = image::open(&file).map_err(|e| DataError::Format {
+                path: file.clone(),
+                message: format!("cannot decode image: {e}"),
+            })?;
+            let img = match pre.resize {
+                Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
+                None => img,
+            };
+            let (w, h) = (img.width(), img.height());
+            match size {
+                None => size = Some((w, h)),
+                Some(s) if s != (w, h) => {
+                    return Err(DataError::Format {
+                        path: file.clone(),
+                        message: format!(
+                            "image is {w}×{h} but earlier images are {}×{}; declare `resize`",
+                            s.0, s.1
+                        ),
+                    })
+                }
+                _ => {}
+            }
+            let pixels: Vec<u8> = match pre.color {
+                ColorMode::Rgb => img.to_rgb8().into_raw(),
+                ColorMode::Gray => img.to_luma8().into_raw(),
+            };
+            let hw = (w * h) as usize;
+            let norm = |c: usize, p: u8| {
+                let m = pre.mean[if pre.mean.len() == 1 { 0 } else { c }];
+                let s = pre.std[if pre.std.len() == 1 { 0 } else { c }];
+                (p as f32 * pre.scale - m) / s
+            };
+            match pre.layout {
+                Layout::Nhwc => values.extend(
+                    pixels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &p)| norm(i % channels, p)),
+                ),
+                Layout::Nchw => {
+                    for c in 0..channels {
+                        values.extend((0..hw).map(|i| norm(c, pixels[i * channels + c])));
+                    }
+                }
+            }
+            labels.push(class as i64);
+            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            ids.push(format!("{name}/{stem}"));
+        }
+    }
+    let Some((w, h)) = size else {
+        return Err(DataError::Empty {
+            path: dir.to_path_buf(),
+        });
+    };
+    let n = ids.len();
+    let (w, h, c) = (w as usize, h as usize, channels);
+    let shape = match pre.layout {
+        Layout::Nchw => vec![n, c, h, w],
+        Layout::Nhwc => vec![n, h, w, c],
+    };
+    let array = Array {
+        shape,
+        data: ArrayData::F32(values),
+    };
+    let mut ds = Dataset::from_arrays(
+        &dir.display().to_string(),
+        vec![(pre.array_name.clone(), array)],
+        Some(labels),
+        Some(ids),
+    )?;
+    ds.class_names = classes;
+    ds.label_key = Some("folder".into());
+    Ok(ds)
+}

@@ -1,0 +1,437 @@
+//! Data sets for qgate: `.npz`/`.npy` archives, folders of images (one subfolder per
+//! class) with declared preprocessing, and CSV tables. Every sample keeps an id.
+//!
+//! A [`Dataset`] is plain data: named feature arrays whose first axis is the sample axis,
+//! optional integer labels and class names. Which array feeds which model input is decided
+//! by the caller.
+//!
+//! ```
+//! use qgate_data::Dataset;
+//! use qgate_core::{Array, ArrayData};
+//! let x = Array::new(vec![3, 2], ArrayData::F32(vec![0.0; 6])).unwrap();
+//! let ds = Dataset::from_arrays("memory", vec![("x".into(), x)], Some(vec![0, 1, 1]), None).unwrap();
+//! assert_eq!(ds.len(), 3);
+//! assert_eq!(ds.ids[2], "2");
+//! ```
+
+mod csv_table;
+mod images;
+pub mod npy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use qgate_core::stats::Rng;
+use qgate_core::{Array, ArrayData};
+
+pub use csv_table::CsvOptions;
+pub use images::{ColorMode, ImagePreprocess, Layout};
+
+/// Errors while loading data. Each names the file and the array, column or sample at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file's content is not what its type promises.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An array has the wrong shape or type.
+    #[error("{path}: array '{key}': {message}")]
+    Array {
+        /// The file.
+        path: PathBuf,
+        /// The array.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A key asked for is missing.
+    #[error("{path}: no array '{key}' (it holds: {available})")]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// The key asked for.
+        key: String,
+        /// The keys present.
+        available: String,
+    },
+    /// No sample.
+    #[error("{path}: the data set holds no sample")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Which arrays of an archive hold labels and ids.
+#[derive(Debug, Clone, Default)]
+pub struct ArrayKeys {
+    /// Array of integer labels; default: the first of `label`, `labels`, `y`, `target`.
+    pub label_key: Option<String>,
+    /// Array of sample ids; default: `id` or `ids` when present, else the sample index.
+    pub id_key: Option<String>,
+}
+
+/// Default names of a label array, in order of preference.
+pub const LABEL_KEYS: &[&str] = &["label", "labels", "y", "target"];
+const ID_KEYS: &[&str] = &["id", "ids"];
+const CLASS_NAME_KEYS: &[&str] = &["class_names"];
+
+/// A labelled (or unlabelled) data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Where it came from (a path), for reports and errors.
+    pub source: String,
+    /// One id per sample.
+    pub ids: Vec<String>,
+    /// Feature arrays by name; the first axis of each is the sample axis.
+    pub arrays: BTreeMap<String, Array>,
+    /// Class index per sample, when labelled.
+    pub labels: Option<Vec<i64>>,
+    /// The name of the label array or column, when labelled.
+    pub label_key: Option<String>,
+    /// Class names, index = class.
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Builds a data set from arrays; ids default to the sample index.
+    pub fn from_arrays(
+        source: &str,
+        arrays: Vec<(String, Array)>,
+        labels: Option<Vec<i64>>,
+        ids: Option<Vec<String>>,
+    ) -> Result<Dataset, DataError> {
+        let path = PathBuf::from(source);
+        let n = arrays
+            .first()
+            .map(|(_, a)| a.n_rows())
+            .or(labels.as_ref().map(Vec::len))
+            .unwrap_or(0);
+        let mut map = BTreeMap::new();
+        for (k, a) in arrays {
+            if a.shape.is_empty() || a.n_rows() != n {
+                return Err(DataError::Array {
+                    path,
+                    key: k,
+                    message: format!(
+                        "has shape {:?}, expected {n} samples along the first axis",
+                        a.shape
+                    ),
+                });
+            }
+            map.insert(k, a);
+        }
+        if let Some(l) = &labels {
+            if l.len() != n {
+                return Err(DataError::Array {
+                    path,
+                    key: "labels".into(),
+                    message: format!("holds {} labels for {n} samples", l.len()),
+                });
+            }
+        }
+        let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+        Ok(Dataset {
+            source: source.to_string(),
+            ids,
+            arrays: map,
+            labels,
+            label_key: None,
+            class_names: Vec::new(),
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the set holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Loads a data set, choosing the reader by the path: a directory is an image folder,
+    /// `.npz`, `.npy` and `.csv` files by their extension.
+    pub fn load(
+        path: &Path,
+        keys: &ArrayKeys,
+        images: &ImagePreprocess,
+    ) -> Result<Dataset, DataError> {
+        if path.is_dir() {
+            return images::load_image_folder(path, images);
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "npz" => load_npz(path, keys),
+            "npy" => load_npy(path),
+            "csv" => csv_table::load_csv(
+                path,
+                &CsvOptions {
+                    label_column: keys.label_key.clone(),
+                    id_column: keys.id_key.clone(),
+                },
+            ),
+            _ if !path.exists() => Err(DataError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            }),
+            other => Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "unknown data format '.{other}': expected .npz, .npy, .csv or a folder of images"
+                ),
+            }),
+        }
+    }
+
+    /// Keeps `limit` samples: the first ones, or with `seed` a seeded random subset kept in
+    /// data order.
+    pub fn subset(&mut self, limit: Option<usize>, seed: Option<u64>) {
+        let n = self.len();
+        let Some(limit) = limit.filter(|&l| l < n) else {
+            return;
+        };
+        let mut idx: Vec<usize> = (0..n).collect();
+        if let Some(seed) = seed {
+            Rng::new(seed).shuffle(&mut idx);
+            idx.truncate(limit);
+            idx.sort_unstable();
+        } else {
+            idx.truncate(limit);
+        }
+        self.select(&idx);
+    }
+
+    /// Keeps the samples at `idx`, in that order.
+    pub fn select(&mut self, idx: &[usize]) {
+        for a in self.arrays.values_mut() {
+            *a = a.select_rows(idx);
+        }
+        self.ids = idx.iter().map(|&i| self.ids[i].clone()).collect();
+        if let Some(l) = &self.labels {
+            self.labels = Some(idx.iter().map(|&i| l[i]).collect());
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Loads a single `.npy` array as an unlabelled data set with one array named after the
+/// file stem.
+pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let array = npy::parse_npy(&bytes).map_err(|e| DataError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("x")
+        .to_string();
+    let ds = Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?;
+    non_empty(ds, path)
+}
+
+fn non_empty(ds: Dataset, path: &Path) -> Result<Dataset, DataError> {
+    if ds.is_empty() {
+        Err(DataError::Empty {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Ok(ds)
+    }
+}
+
+/// Loads an `.npz` archive: labels and ids from `keys` (or their default names), class
+/// names from a string array `class_names`, every other array a feature array.
+pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let members =
+        npy::read_npz(std::io::BufReader::new(file)).map_err(|message| DataError::Format {
+            path: path.to_path_buf(),
+            message,
+        })?;
+    let mut arrays = BTreeMap::new();
+    for (key, parsed) in members {
+        let a = parsed.map_err(|e| DataError::Array {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        arrays.insert(key, a);
+    }
+    let listing = arrays.keys().cloned().collect::<Vec<_>>().join(", ");
+    let available = || listing.clone();
+    let find = |wanted: &Option<String>, defaults: &[&str]| -> Result<Option<String>, DataError> {
+        match wanted {
+            Some(k) if arrays.contains_key(k) => Ok(Some(k.clone())),
+            Some(k) => Err(DataError::MissingKey {
+                path: path.to_path_buf(),
+                key: k.clone(),
+                available: available(),
+            }),
+            None => Ok(defaults
+                .iter()
+                .find(|d| arrays.contains_key(**d))
+                .map(|d| d.to_string())),
+        }
+    };
+    let label_key = find(&keys.label_key, LABEL_KEYS)?;
+    let id_key = find(&keys.id_key, ID_KEYS)?;
+    let class_key = find(&None, CLASS_NAME_KEYS)?;
+    let class_names = match class_key.and_then(|k| arrays.remove(&k)) {
+        Some(Array {
+            data: ArrayData::Str(names),
+            ..
+        }) => names,
+        Some(_) => {
+            return Err(DataError::Array {
+                path: path.to_path_buf(),
+                key: "class_names".into(),
+                message: "must be an array of strings".into(),
+            })
+        }
+        None => Vec::new(),
+    };
+    let labels = match &label_key {
+        Some(k) => {
+            let a = arrays.remove(k).ok_or_else(|| DataError::MissingKey {
+                path: path.to_path_buf(),
+                key: k.clone(),
+                available: available(),
+            })?;
+            Some(labels_from_array(path, k, &a)?)
+        }
+        None => None,
+    };
+    let ids = match &id_key {
+        Some(k) => {
+            let a = arrays.remove(k).ok_or_else(|| DataError::MissingKey {
+                path: path.to_path_buf(),
+                key: k.clone(),
+                available: available(),
+            })?;
+            Some(ids_from_array(path, k, &a)?)
+        }
+        None => None,
+    };
+    let n = labels
+        .as_ref()
+        .map(Vec::len)
+        .or(ids.as_ref().map(Vec::len))
+        .or(arrays.values().next().map(Array::n_rows))
+        .unwrap_or(0);
+    for (k, a) in &arrays {
+        if a.shape.is_empty() || a.n_rows() != n {
+            return Err(DataError::Array {
+                path: path.to_path_buf(),
+                key: k.clone(),
+                message: format!(
+                    "has shape {:?}, but the data set has {n} samples (first axis must be the sample axis)",
+                    a.shape
+                ),
+            });
+        }
+    }
+    if let Some(ids) = &ids {
+        if ids.len() != n {
+            return Err(DataError::Array {
+                path: path.to_path_buf(),
+                key: id_key.unwrap_or_default(),
+                message: format!("holds {} ids for {n} samples", ids.len()),
+            });
+        }
+    }
+    let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+    let ds = Dataset {
+        source: path.display().to_string(),
+        ids,
+        arrays,
+        labels,
+        label_key,
+        class_names,
+    };
+    non_empty(ds, path)
+}
+
+/// Integer labels from an array of shape `[N]` or `[N, 1]`; floats must hold whole numbers.
+pub fn labels_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<i64>, DataError> {
+    let err = |message: String| DataError::Array {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    if !(a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[1] == 1)) {
+        return Err(err(format!(
+            "labels must have shape [N] or [N, 1], found {:?} (one-hot labels: store the class index)",
+            a.shape
+        )));
+    }
+    if let Some(v) = a.data.to_i64() {
+        return Ok(v);
+    }
+    match a.data.to_f64() {
+        Some(v) => v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if x.fract() == 0.0 && x.is_finite() {
+                    Ok(x as i64)
+                } else {
+                    Err(err(format!(
+                        "label of sample {i} is {x}, expected a whole class index"
+                    )))
+                }
+            })
+            .collect(),
+        None => Err(err(format!(
+            "labels must be integers, found {} (map class names to indices first)",
+            a.elem_type()
+        ))),
+    }
+}
+
+fn ids_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<String>, DataError> {
+    if a.shape.len() != 1 {
+        return Err(DataError::Array {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message: format!("ids must have shape [N], found {:?}", a.shape),
+        });
+    }
+    Ok(match &a.data {
+        ArrayData::Str(v) => v.clone(),
+        other => match other.to_i64() {
+            Some(v) => v.iter().map(|x| x.to_string()).collect(),
+            None => other
+                .to_f64()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
+        },
+    })
+}

@@ -1,0 +1,117 @@
+//! Which data array feeds which model input.
+
+use qgate_data::Dataset;
+use qgate_runtime::{Dim, ModelInfo};
+use serde::Serialize;
+
+/// The user's mapping of model inputs to data arrays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputMapping {
+    /// `--input-key KEY`: the array feeding a model's single input.
+    pub single_key: Option<String>,
+    /// `--input NAME=KEY`, repeatable: explicit pairs for several inputs.
+    pub pairs: Vec<(String, String)>,
+}
+
+/// One model input and the array that feeds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputBinding {
+    /// Model input name.
+    pub input: String,
+    /// Data array name.
+    pub array: String,
+    /// How the binding was chosen.
+    pub how: String,
+}
+
+/// Binds every model input to a data array and checks shapes and types.
+///
+/// Order: an explicit `NAME=KEY` pair; `--input-key` for a single-input model; an array
+/// named like the input; for a single-input model, the data set's only feature array.
+pub fn resolve_inputs(
+    info: &ModelInfo,
+    data: &Dataset,
+    mapping: &InputMapping,
+) -> Result<Vec<InputBinding>, String> {
+    let available = || data.arrays.keys().cloned().collect::<Vec<_>>().join(", ");
+    for (name, _) in &mapping.pairs {
+        if !info.inputs.iter().any(|i| &i.name == name) {
+            return Err(format!(
+                "--input {name}=…: the model has no input '{name}' (its inputs: {})",
+                info.inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let single = info.inputs.len() == 1;
+    let mut out = Vec::new();
+    for input in &info.inputs {
+        let (array, how) = if let Some((_, k)) =
+            mapping.pairs.iter().find(|(n, _)| n == &input.name)
+        {
+            (k.clone(), format!("--input {}={k}", input.name))
+        } else if let (true, Some(k)) = (single, &mapping.single_key) {
+            (k.clone(), "--input-key".to_string())
+        } else if data.arrays.contains_key(&input.name) {
+            (input.name.clone(), "same name".to_string())
+        } else if single && data.arrays.len() == 1 {
+            let k = data.arrays.keys().next().cloned().unwrap_or_default();
+            (k, "the data set's only array".to_string())
+        } else {
+            return Err(format!(
+                "no data array for model input '{}' {}: the data set {} holds {}; choose one with {}",
+                input.name,
+                input.shape_text(),
+                data.source,
+                available(),
+                if single { "--input-key KEY" } else { "--input NAME=KEY" }
+            ));
+        };
+        let a = data.arrays.get(&array).ok_or_else(|| {
+            format!(
+                "model input '{}': the data set {} has no array '{array}' (it holds {})",
+                input.name,
+                data.source,
+                available()
+            )
+        })?;
+        if !a.elem_type().is_numeric() {
+            return Err(format!(
+                "model input '{}': data array '{array}' holds {}, expected numbers",
+                input.name,
+                a.elem_type()
+            ));
+        }
+        if !input.shape.is_empty() {
+            let fits = input.shape.len() == a.shape.len()
+                && input
+                    .shape
+                    .iter()
+                    .zip(&a.shape)
+                    .skip(1)
+                    .all(|(d, &s)| !matches!(d, Dim::Fixed(n) if *n != s));
+            if !fits {
+                let data_shape: Vec<String> = std::iter::once("N".to_string())
+                    .chain(a.shape.iter().skip(1).map(usize::to_string))
+                    .collect();
+                return Err(format!(
+                    "model input '{}' expects shape {} but data array '{array}' has [{}] ({} samples); \
+                     reshape the data or pick another array",
+                    input.name,
+                    input.shape_text(),
+                    data_shape.join(", "),
+                    a.n_rows()
+                ));
+            }
+        }
+        out.push(InputBinding {
+            input: input.name.clone(),
+            array,
+            how,
+        });
+    }
+    Ok(out)
+}

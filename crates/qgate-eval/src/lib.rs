@@ -1,0 +1,397 @@
+//! Runs models over a data set, turns their outputs into predictions and builds the
+//! baseline/candidate comparison: metrics of each side, the paired comparison, divergence of
+//! every output tensor and the gate. Nothing here prints or formats.
+//!
+//! ```
+//! use qgate_eval::OutputKind;
+//! assert_eq!("logits".parse::<OutputKind>().unwrap(), OutputKind::Logits);
+//! ```
+
+mod inputs;
+mod outputs;
+mod run;
+mod thumbnails;
+
+use std::collections::BTreeMap;
+
+use qgate_core::compare::{Comparison, PairInput, Predicted};
+use qgate_core::divergence::{tensor_divergence, TensorDivergence};
+use qgate_core::metrics::Metrics;
+use qgate_core::policy::{Gate, Observations, Policy};
+use qgate_core::stats::BootstrapSettings;
+use qgate_data::Dataset;
+use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
+use serde::Serialize;
+
+pub use inputs::{resolve_inputs, InputBinding, InputMapping};
+pub use outputs::{run_from_arrays, select_scores, OutputKind, ScoreOutput};
+pub use run::{run_model, ModelRun};
+pub use thumbnails::{thumbnail, Thumbnail};
+
+/// Errors of an evaluation. Each names the model side, tensor, array or sample at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The runtime failed.
+    #[error("{side}: {source}")]
+    Runtime {
+        /// `baseline` or `candidate`.
+        side: String,
+        /// The runtime's error.
+        source: RuntimeError,
+    },
+    /// The data does not fit the model's inputs.
+    #[error("{side}: {message}")]
+    Inputs {
+        /// `baseline` or `candidate`.
+        side: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The model's outputs cannot be read as class scores or labels.
+    #[error("{side}: {message}")]
+    Outputs {
+        /// `baseline` or `candidate`.
+        side: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The labels do not fit.
+    #[error("{0}")]
+    Labels(String),
+}
+
+/// How to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Samples per inference call.
+    pub batch_size: usize,
+    /// `k` of top-k accuracy and top-k agreement.
+    pub top_k: usize,
+    /// Output holding class scores; default: the first output shaped `[N, C]`.
+    pub output: Option<String>,
+    /// Override of the auto-detected output kind.
+    pub output_kind: Option<OutputKind>,
+    /// Which data arrays feed which model inputs.
+    pub inputs: InputMapping,
+    /// Bootstrap settings of the intervals.
+    pub bootstrap: BootstrapSettings,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            batch_size: 32,
+            top_k: 5,
+            output: None,
+            output_kind: None,
+            inputs: InputMapping::default(),
+            bootstrap: BootstrapSettings::default(),
+        }
+    }
+}
+
+/// Everything measured about one side.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideResult {
+    /// Runtime, version, settings.
+    pub provenance: Provenance,
+    /// What the model declares.
+    pub model: ModelInfo,
+    /// Which array fed which input.
+    pub inputs: Vec<InputBinding>,
+    /// The output read as class scores, and how.
+    pub scores: ScoreOutput,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Wall time of inference over the whole data set, seconds (not a benchmark).
+    pub inference_seconds: f64,
+    /// Samples with non-finite values in the score output.
+    pub non_finite_samples: u64,
+}
+
+/// Divergence of one output tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputDivergence {
+    /// Output name.
+    pub output: String,
+    /// Element-wise figures.
+    pub tensor: TensorDivergence,
+    /// Whether this is the output the metrics were read from (KL lives there).
+    pub is_score_output: bool,
+}
+
+/// The whole evaluation of a pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Data set path.
+    pub data_source: String,
+    /// Samples evaluated.
+    pub n_samples: usize,
+    /// Number of classes.
+    pub n_classes: usize,
+    /// Class names (index = class).
+    pub class_names: Vec<String>,
+    /// Baseline.
+    pub baseline: SideResult,
+    /// Candidate.
+    pub candidate: SideResult,
+    /// Pair comparison.
+    pub comparison: Comparison,
+    /// Divergence per output present in both models with the same shape.
+    pub divergence: Vec<OutputDivergence>,
+    /// Outputs not compared, with the reason.
+    pub divergence_skipped: Vec<(String, String)>,
+    /// Thumbnails of flipped samples when the inputs are images (at most 48).
+    pub thumbnails: Vec<Thumbnail>,
+    /// The gate.
+    pub gate: Gate,
+    /// The policy in force.
+    pub policy: Policy,
+}
+
+/// Progress of a long run: `(side, samples done, samples in all)`.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// Evaluates the pair on `data` and judges it against `policy`.
+pub fn evaluate_pair(
+    baseline: &mut dyn Model,
+    candidate: &mut dyn Model,
+    data: &Dataset,
+    policy: &Policy,
+    opts: &EvalOptions,
+    progress: Progress<'_>,
+) -> Result<Evaluation, EvalError> {
+    let labels_raw = data.labels.as_ref().ok_or_else(|| {
+        EvalError::Labels(format!(
+            "{}: the data set has no labels; name the label array with --label-key",
+            data.source
+        ))
+    })?;
+    let sides = [
+        run_side("baseline", baseline, data, opts, progress)?,
+        run_side("candidate", candidate, data, opts, progress)?,
+    ];
+    let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
+    let max_label = labels_raw.iter().copied().max().unwrap_or(0);
+    let n_classes = n_out
+        .max(data.class_names.len())
+        .max((max_label + 1).max(0) as usize);
+    let labels = check_labels(
+        labels_raw,
+        data,
+        &sides.iter().map(|s| (s.0, &s.5)).collect::<Vec<_>>(),
+    )?;
+    let mut results = Vec::new();
+    let mut predicted = Vec::new();
+    for (_, provenance, info, bindings, run, scores) in &sides {
+        let metrics = Metrics::compute(
+            &labels,
+            &scores.predictions,
+            scores.scores.as_ref(),
+            n_classes,
+            opts.top_k,
+            &data.class_names,
+        );
+        let non_finite = scores.predictions.iter().filter(|p| p.is_none()).count() as u64;
+        results.push(SideResult {
+            provenance: provenance.clone(),
+            model: info.clone(),
+            inputs: bindings.clone(),
+            scores: scores.without_values(),
+            metrics,
+            inference_seconds: run.seconds,
+            non_finite_samples: non_finite,
+        });
+        predicted.push(Predicted {
+            predictions: scores.predictions.clone(),
+            probs: scores.probs.clone(),
+        });
+    }
+    let policy_drop = |key: &str, default: f64| {
+        policy
+            .thresholds
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value)
+            .unwrap_or(default)
+    };
+    let input = PairInput {
+        labels: &labels,
+        ids: &data.ids,
+        n_classes,
+        top_k: opts.top_k,
+        class_names: &data.class_names,
+        baseline: &predicted[0],
+        candidate: &predicted[1],
+        bootstrap: opts.bootstrap,
+        class_recall_drop_pp: policy_drop("max_class_recall_drop_pp", 5.0),
+        class_f1_drop_pp: policy_drop("max_class_f1_drop_pp", 5.0),
+    };
+    let comparison = Comparison::compute(&input, &results[0].metrics, &results[1].metrics);
+    let (divergence, divergence_skipped) =
+        output_divergence(&sides[0].4, &sides[1].4, &sides[0].5.name);
+    let thumbnails = comparison
+        .flip_details
+        .iter()
+        .take(48)
+        .filter_map(|f| {
+            sides[0]
+                .3
+                .first()
+                .and_then(|b| data.arrays.get(&b.array))
+                .and_then(|a| thumbnail(a, f.index, &f.id))
+        })
+        .collect();
+    let obs = Observations {
+        baseline_accuracy: results[0].metrics.accuracy,
+        candidate_accuracy: results[1].metrics.accuracy,
+        accuracy_delta_ci: comparison.accuracy_delta_ci,
+        class_deltas: comparison
+            .per_class
+            .iter()
+            .filter(|c| c.support > 0)
+            .map(|c| (c.name.clone(), c.recall_delta, c.f1_delta))
+            .collect(),
+        negative_flip_rate: comparison.negative_flip_rate,
+        kl_mean: comparison.kl.as_ref().map(|k| k.mean),
+        top1_agreement: comparison.top1_agreement,
+        baseline_non_finite: results[0].non_finite_samples,
+        candidate_non_finite: results[1].non_finite_samples,
+        n_samples: labels.len() as u64,
+    };
+    let gate = Gate::evaluate(policy, &obs);
+    let candidate = results
+        .pop()
+        .ok_or_else(|| EvalError::Labels("internal: no candidate".into()))?;
+    let baseline = results
+        .pop()
+        .ok_or_else(|| EvalError::Labels("internal: no baseline".into()))?;
+    Ok(Evaluation {
+        data_source: data.source.clone(),
+        n_samples: labels.len(),
+        n_classes,
+        class_names: (0..n_classes)
+            .map(|c| {
+                data.class_names
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect(),
+        baseline,
+        candidate,
+        comparison,
+        divergence,
+        divergence_skipped,
+        thumbnails,
+        gate,
+        policy: policy.clone(),
+    })
+}
+
+type Side = (
+    &'static str,
+    Provenance,
+    ModelInfo,
+    Vec<InputBinding>,
+    ModelRun,
+    ScoreOutput,
+);
+
+fn run_side(
+    side: &'static str,
+    model: &mut dyn Model,
+    data: &Dataset,
+    opts: &EvalOptions,
+    progress: Progress<'_>,
+) -> Result<Side, EvalError> {
+    let bindings =
+        resolve_inputs(model.info(), data, &opts.inputs).map_err(|message| EvalError::Inputs {
+            side: side.into(),
+            message,
+        })?;
+    let run = run_model(model, data, &bindings, opts.batch_size, &mut |done, all| {
+        progress(side, done, all)
+    })
+    .map_err(|source| EvalError::Runtime {
+        side: side.into(),
+        source,
+    })?;
+    let scores = select_scores(model.info(), &run, opts.output.as_deref(), opts.output_kind)
+        .map_err(|message| EvalError::Outputs {
+            side: side.into(),
+            message,
+        })?;
+    Ok((
+        side,
+        model.provenance(),
+        model.info().clone(),
+        bindings,
+        run,
+        scores,
+    ))
+}
+
+fn check_labels(
+    labels: &[i64],
+    data: &Dataset,
+    sides: &[(&str, &ScoreOutput)],
+) -> Result<Vec<usize>, EvalError> {
+    let label_key = data.label_key.clone().unwrap_or_else(|| "labels".into());
+    for (i, &y) in labels.iter().enumerate() {
+        if y < 0 {
+            return Err(EvalError::Labels(format!(
+                "{}: label array '{label_key}': sample '{}' has label {y}; labels must be class indices ≥ 0",
+                data.source, data.ids[i]
+            )));
+        }
+        for (side, s) in sides {
+            if s.kind != OutputKind::Labels && y as usize >= s.n_classes {
+                return Err(EvalError::Labels(format!(
+                    "{}: label array '{label_key}': sample '{}' has label {y}, out of range for the {side}'s output '{}' with {} classes (0..{})",
+                    data.source, data.ids[i], s.name, s.n_classes, s.n_classes - 1
+                )));
+            }
+        }
+    }
+    Ok(labels.iter().map(|&y| y as usize).collect())
+}
+
+fn output_divergence(
+    base: &ModelRun,
+    cand: &ModelRun,
+    score_output: &str,
+) -> (Vec<OutputDivergence>, Vec<(String, String)>) {
+    let cand_by_name: BTreeMap<&str, &qgate_core::Array> =
+        cand.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, a) in &base.outputs {
+        let Some(b) = cand_by_name.get(name.as_str()) else {
+            skipped.push((
+                name.clone(),
+                "the candidate has no output of this name".into(),
+            ));
+            continue;
+        };
+        if a.shape != b.shape {
+            skipped.push((
+                name.clone(),
+                format!(
+                    "shapes differ: baseline {:?}, candidate {:?}",
+                    a.shape, b.shape
+                ),
+            ));
+            continue;
+        }
+        match (a.to_f64(), b.to_f64()) {
+            (Some(x), Some(y)) => out.push(OutputDivergence {
+                output: name.clone(),
+                tensor: tensor_divergence(&x, &y, a.row_len()),
+                is_score_output: name == score_output,
+            }),
+            _ => skipped.push((name.clone(), "not numeric".into())),
+        }
+    }
+    (out, skipped)
+}

@@ -1,0 +1,241 @@
+//! Reading class scores or labels from a model's outputs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use qgate_core::metrics::{argmax, Scores};
+use qgate_core::Array;
+use qgate_runtime::ModelInfo;
+use serde::Serialize;
+
+use crate::ModelRun;
+
+/// What an output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Unnormalised scores: softmax gives probabilities.
+    Logits,
+    /// Probabilities (rows sum to 1).
+    Probs,
+    /// Class indices, one per sample.
+    Labels,
+}
+
+impl FromStr for OutputKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "logits" => Ok(OutputKind::Logits),
+            "probs" | "probabilities" => Ok(OutputKind::Probs),
+            "labels" => Ok(OutputKind::Labels),
+            other => Err(format!(
+                "unknown output kind '{other}': expected logits, probs or labels"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Logits => "logits",
+            OutputKind::Probs => "probs",
+            OutputKind::Labels => "labels",
+        })
+    }
+}
+
+/// The output read as predictions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreOutput {
+    /// Output name.
+    pub name: String,
+    /// What it holds.
+    pub kind: OutputKind,
+    /// How the output was chosen (`--output`, or the first `[N, C]` output).
+    pub chosen_by: String,
+    /// How the kind was decided (`--output-kind`, or the detection rule that matched).
+    pub kind_by: String,
+    /// Columns (classes) of the output; 0 for labels.
+    pub n_classes: usize,
+    /// Top-1 class per sample (`None` = non-finite output).
+    #[serde(skip)]
+    pub predictions: Vec<Option<usize>>,
+    /// Raw scores, for top-k accuracy.
+    #[serde(skip)]
+    pub scores: Option<Scores>,
+    /// Class probabilities (softmax of logits, or the probabilities).
+    #[serde(skip)]
+    pub probs: Option<Scores>,
+}
+
+impl ScoreOutput {
+    /// A copy without the per-sample values (for reports).
+    pub fn without_values(&self) -> ScoreOutput {
+        ScoreOutput {
+            predictions: Vec::new(),
+            scores: None,
+            probs: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Tolerance on row sums when detecting probabilities: float32 softmax rows sum to 1 within
+/// a few ulps times the class count; 1e-3 also admits quantized probabilities.
+const PROB_ROW_SUM_TOLERANCE: f64 = 1e-3;
+
+/// Picks the output holding class scores and reads predictions from it.
+pub fn select_scores(
+    info: &ModelInfo,
+    run: &ModelRun,
+    output: Option<&str>,
+    kind: Option<OutputKind>,
+) -> Result<ScoreOutput, String> {
+    let listing = || {
+        run.outputs
+            .iter()
+            .map(|(n, a)| format!("'{n}' {:?} {}", a.shape, a.elem_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (name, array, chosen_by) = match output {
+        Some(o) => {
+            let (n, a) = run.outputs.iter().find(|(n, _)| n == o).ok_or_else(|| {
+                format!(
+                    "--output {o}: the model has no such output (its outputs: {})",
+                    listing()
+                )
+            })?;
+            (n.clone(), a, "--output".to_string())
+        }
+        None => {
+            let first_nc = run
+                .outputs
+                .iter()
+                .find(|(_, a)| a.shape.len() == 2 && a.shape[1] >= 2 && a.elem_type().is_numeric());
+            let first_labels = run.outputs.iter().find(|(_, a)| {
+                a.elem_type().is_integer()
+                    && (a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[1] == 1))
+            });
+            match (first_nc, first_labels) {
+                (Some((n, a)), _) => (n.clone(), a, "the first output shaped [N, C]".to_string()),
+                (None, Some((n, a))) => (n.clone(), a, "the first integer output shaped [N]".to_string()),
+                _ => {
+                    return Err(format!(
+                        "no output holds class scores [N, C] or labels [N] (outputs: {}); pick one with --output",
+                        listing()
+                    ))
+                }
+            }
+        }
+    };
+    let _ = info;
+    let n = array.n_rows();
+    let values = array
+        .to_f64()
+        .ok_or_else(|| format!("output '{name}' is not numeric"))?;
+    let is_labels_shape = array.shape.len() == 1 || (array.shape.len() == 2 && array.shape[1] == 1);
+    let (kind, kind_by) = match kind {
+        Some(k) => (k, "--output-kind".to_string()),
+        None if is_labels_shape && array.elem_type().is_integer() => (
+            OutputKind::Labels,
+            "integer output with one value per sample".to_string(),
+        ),
+        None => detect_kind(&values, array.row_len()),
+    };
+    if kind == OutputKind::Labels {
+        if !is_labels_shape {
+            return Err(format!(
+                "output '{name}' has shape {:?}; labels need one value per sample ([N] or [N, 1])",
+                array.shape
+            ));
+        }
+        let predictions = values
+            .iter()
+            .map(|&v| (v.is_finite() && v >= 0.0 && v.fract() == 0.0).then_some(v as usize))
+            .collect();
+        return Ok(ScoreOutput {
+            name,
+            kind,
+            chosen_by,
+            kind_by,
+            n_classes: 0,
+            predictions,
+            scores: None,
+            probs: None,
+        });
+    }
+    if array.shape.len() != 2 {
+        return Err(format!(
+            "output '{name}' has shape {:?}; class scores need shape [N, C]",
+            array.shape
+        ));
+    }
+    let scores = Scores {
+        n_samples: n,
+        n_classes: array.shape[1],
+        values,
+    };
+    let predictions = (0..n).map(|i| argmax(scores.row(i))).collect();
+    let probs = match kind {
+        OutputKind::Logits => scores.softmax(),
+        _ => normalise_rows(&scores),
+    };
+    Ok(ScoreOutput {
+        name,
+        kind,
+        chosen_by,
+        kind_by,
+        n_classes: scores.n_classes,
+        predictions,
+        scores: Some(scores),
+        probs: Some(probs),
+    })
+}
+
+fn detect_kind(values: &[f64], row: usize) -> (OutputKind, String) {
+    let finite_rows: Vec<&[f64]> = values
+        .chunks(row.max(1))
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    let probs = !finite_rows.is_empty()
+        && finite_rows.iter().all(|r| {
+            r.iter().all(|&v| (0.0..=1.0).contains(&v))
+                && (r.iter().sum::<f64>() - 1.0).abs() <= PROB_ROW_SUM_TOLERANCE
+        });
+    if probs {
+        (
+            OutputKind::Probs,
+            "every row lies in [0, 1] and sums to 1".to_string(),
+        )
+    } else {
+        (
+            OutputKind::Logits,
+            "rows are not probability distributions; softmax applied".to_string(),
+        )
+    }
+}
+
+fn normalise_rows(s: &Scores) -> Scores {
+    let mut values = s.values.clone();
+    for row in values.chunks_mut(s.n_classes.max(1)) {
+        let sum: f64 = row.iter().sum();
+        if sum > 0.0 {
+            row.iter_mut().for_each(|v| *v /= sum);
+        }
+    }
+    Scores {
+        values,
+        ..s.clone()
+    }
+}
+
+/// Builds a model run from named arrays (for tests and saved predictions).
+pub fn run_from_arrays(outputs: Vec<(String, Array)>) -> ModelRun {
+    ModelRun {
+        outputs,
+        seconds: 0.0,
+    }
+}

@@ -1,0 +1,79 @@
+//! Running a model over a whole data set in batches.
+
+use std::time::Instant;
+
+use qgate_core::Array;
+use qgate_data::Dataset;
+use qgate_runtime::{Dim, Model, RuntimeError};
+
+use crate::InputBinding;
+
+/// A model's outputs over the whole data set, stacked along the sample axis.
+#[derive(Debug, Clone)]
+pub struct ModelRun {
+    /// `(output name, values)` in declaration order.
+    pub outputs: Vec<(String, Array)>,
+    /// Wall time spent in inference, seconds.
+    pub seconds: f64,
+}
+
+/// Runs `model` over `data` in batches of `batch_size`. A model whose batch dimension is
+/// fixed gets batches of that size; a last, short batch is padded with copies of its last
+/// sample whose outputs are dropped.
+pub fn run_model(
+    model: &mut dyn Model,
+    data: &Dataset,
+    bindings: &[InputBinding],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ModelRun, RuntimeError> {
+    let info = model.info().clone();
+    let fixed_batch = info.inputs.first().and_then(|i| match i.shape.first() {
+        Some(Dim::Fixed(n)) => Some(*n),
+        _ => None,
+    });
+    let batch = fixed_batch.unwrap_or(batch_size).max(1);
+    let n = data.len();
+    let arrays: Vec<&Array> = bindings
+        .iter()
+        .filter_map(|b| data.arrays.get(&b.array))
+        .collect();
+    let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
+    let mut seconds = 0.0;
+    let mut start = 0;
+    progress(0, n);
+    while start < n {
+        let end = (start + batch).min(n);
+        let mut idx: Vec<usize> = (start..end).collect();
+        let real = idx.len();
+        if fixed_batch.is_some() {
+            idx.resize(batch, end - 1);
+        }
+        let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(&idx)).collect();
+        let t = Instant::now();
+        let outputs = model.run(&inputs)?;
+        seconds += t.elapsed().as_secs_f64();
+        for (slot, out) in parts.iter_mut().zip(outputs) {
+            let out = if out.shape.first() == Some(&idx.len()) && real < idx.len() {
+                out.slice_rows(0, real)
+            } else {
+                out
+            };
+            slot.push(out);
+        }
+        start = end;
+        progress(start, n);
+    }
+    let mut outputs = Vec::new();
+    for (info, part) in info.outputs.iter().zip(parts) {
+        let stacked = Array::concat_rows(&part).ok_or_else(|| RuntimeError::Run {
+            path: info.name.clone().into(),
+            message: format!(
+                "output '{}' changes shape or type between batches; qgate needs a sample axis first",
+                info.name
+            ),
+        })?;
+        outputs.push((info.name.clone(), stacked));
+    }
+    Ok(ModelRun { outputs, seconds })
+}

@@ -1,0 +1,149 @@
+//! A Markdown summary that fits a pull-request comment.
+
+use std::fmt::Write;
+
+use qgate_core::policy::{Status, Verdict};
+
+use crate::{num, pct, pval, Exporter, Report, ReportError};
+
+pub(crate) struct Markdown;
+
+/// Classes listed in the Markdown per-class table (worst first); the rest is in the HTML.
+const MAX_CLASS_ROWS: usize = 10;
+
+impl Exporter for Markdown {
+    fn file_name(&self) -> &'static str {
+        "report.md"
+    }
+
+    fn render(&self, r: &Report) -> Result<String, ReportError> {
+        let mut m = String::new();
+        let badge = match r.verdict {
+            Verdict::Pass => "✅ PASS",
+            Verdict::Fail => "❌ FAIL",
+        };
+        let _ = writeln!(m, "## qgate compare: {badge}\n");
+        let _ = writeln!(m, "{}\n", r.summary);
+        let _ = writeln!(
+            m,
+            "Baseline `{}` ({} {}) · candidate `{}` ({} {}) · data `{}` ({} samples, {} classes)\n",
+            r.baseline.runtime.spec,
+            r.baseline.runtime.runtime,
+            r.baseline.runtime.runtime_version,
+            r.candidate.runtime.spec,
+            r.candidate.runtime.runtime,
+            r.candidate.runtime.runtime_version,
+            r.data.source,
+            r.data.n_samples,
+            r.data.n_classes
+        );
+        m.push_str("| criterion | observed | 95% CI | threshold | source | result |\n|---|---:|---:|---:|---|---|\n");
+        for c in &r.gate.criteria {
+            let result = match c.status {
+                Status::Pass => "✅ pass",
+                Status::Fail => "❌ fail",
+                Status::Skipped => "➖ skipped",
+            };
+            let op = match c.direction {
+                qgate_core::policy::Direction::AtMost => "≤",
+                qgate_core::policy::Direction::AtLeast => "≥",
+            };
+            let _ = writeln!(
+                m,
+                "| `{}` | {} | {} | {op} {} | {} | {result} |",
+                c.key,
+                c.observed.map(num).unwrap_or_else(|| "—".into()),
+                c.interval
+                    .map(|[a, b]| format!("[{}, {}]", num(a), num(b)))
+                    .unwrap_or_else(|| "—".into()),
+                num(c.threshold),
+                c.source
+            );
+        }
+        let c = &r.comparison;
+        let _ = writeln!(
+            m,
+            "\n| | baseline | candidate | Δ | 95% CI of Δ |\n|---|---:|---:|---:|---:|"
+        );
+        let _ = writeln!(
+            m,
+            "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp |",
+            pct(r.baseline.accuracy),
+            pct(r.candidate.accuracy),
+            c.accuracy_delta * 100.0,
+            c.accuracy_delta_ci[0] * 100.0,
+            c.accuracy_delta_ci[1] * 100.0
+        );
+        if let (Some(a), Some(b)) = (r.baseline.top_k_accuracy, r.candidate.top_k_accuracy) {
+            let _ = writeln!(
+                m,
+                "| top-{} accuracy | {} | {} | {:+.2} pp | |",
+                r.baseline.top_k,
+                pct(a),
+                pct(b),
+                (b - a) * 100.0
+            );
+        }
+        let _ = writeln!(
+            m,
+            "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}] |",
+            num(r.baseline.macro_avg.f1),
+            num(r.candidate.macro_avg.f1),
+            c.macro_f1_delta,
+            c.macro_f1_delta_ci[0],
+            c.macro_f1_delta_ci[1]
+        );
+        let _ = writeln!(
+            m,
+            "\nMcNemar exact p = {} · flips: {} correct→wrong, {} wrong→correct · top-1 agreement {}{}",
+            pval(c.mcnemar_p),
+            c.negative_flips,
+            c.positive_flips,
+            pct(c.top1_agreement),
+            c.kl
+                .as_ref()
+                .map(|k| format!(" · KL mean {} (p99 {})", num(k.mean), num(k.p99)))
+                .unwrap_or_default()
+        );
+        let mut worst = c.per_class.clone();
+        worst.sort_by(|a, b| {
+            a.recall_delta
+                .total_cmp(&b.recall_delta)
+                .then(a.support.cmp(&b.support))
+        });
+        let worst: Vec<_> = worst
+            .into_iter()
+            .filter(|d| d.recall_delta < 0.0 || d.f1_delta < 0.0)
+            .take(MAX_CLASS_ROWS)
+            .collect();
+        if !worst.is_empty() {
+            m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
+            for d in worst {
+                let _ = writeln!(
+                    m,
+                    "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
+                    d.name,
+                    if d.flagged { " ⚠️" } else { "" },
+                    d.support,
+                    pct(d.baseline_recall),
+                    pct(d.candidate_recall),
+                    d.recall_delta * 100.0,
+                    d.f1_delta * 100.0,
+                    d.negative_flips
+                );
+            }
+        }
+        if !r.warnings.is_empty() {
+            m.push_str("\n**Notes**\n\n");
+            for w in &r.warnings {
+                let _ = writeln!(m, "- {}", w.message);
+            }
+        }
+        let _ = writeln!(
+            m,
+            "\n<sub>qgate {} · schema {} · full report: report.html, report.json</sub>",
+            r.tool.version, r.schema_version
+        );
+        Ok(m)
+    }
+}

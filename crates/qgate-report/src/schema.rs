@@ -1,0 +1,418 @@
+//! The report schema, version [`SCHEMA_VERSION`]. docs/report-schema.md documents every
+//! field; a change that removes or renames a field bumps the major version.
+
+use std::collections::BTreeMap;
+
+use qgate_core::compare::{ClassDelta, Flip, Flips};
+use qgate_core::divergence::{Histogram, KlSummary};
+use qgate_core::metrics::{Averages, ClassMetrics};
+use qgate_core::policy::{CriterionResult, Threshold, Verdict};
+use qgate_core::stats::BootstrapSettings;
+use qgate_eval::{Evaluation, InputBinding, ScoreOutput, SideResult, Thumbnail};
+use qgate_runtime::{ModelInfo, Provenance};
+use serde::Serialize;
+
+/// Version of the JSON schema (semver: major bumps break readers).
+pub const SCHEMA_VERSION: &str = "1.0.0";
+
+/// The whole report of one `qgate compare` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Schema version.
+    pub schema_version: &'static str,
+    /// Tool name and version.
+    pub tool: Tool,
+    /// The command that produced it.
+    pub command: String,
+    /// `pass` or `fail`.
+    pub verdict: Verdict,
+    /// One-line summary a reviewer reads first.
+    pub summary: String,
+    /// The data set.
+    pub data: DataInfo,
+    /// Baseline model.
+    pub baseline: SideReport,
+    /// Candidate model.
+    pub candidate: SideReport,
+    /// The pair comparison.
+    pub comparison: ComparisonReport,
+    /// Judged criteria.
+    pub gate: GateReport,
+    /// Things the reader should know, each with what to do.
+    pub warnings: Vec<Warning>,
+    /// Thumbnails of flipped samples (HTML only).
+    #[serde(skip)]
+    pub thumbnails: Vec<Thumbnail>,
+}
+
+/// Tool identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    /// `qgate`.
+    pub name: &'static str,
+    /// Crate version.
+    pub version: &'static str,
+}
+
+/// The data set.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataInfo {
+    /// Path.
+    pub source: String,
+    /// Samples evaluated.
+    pub n_samples: usize,
+    /// Classes.
+    pub n_classes: usize,
+    /// Class names.
+    pub class_names: Vec<String>,
+}
+
+/// One side's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideReport {
+    /// Runtime provenance.
+    pub runtime: Provenance,
+    /// Declared inputs, outputs, op counts, file size.
+    pub model: ModelInfo,
+    /// Which array fed which input.
+    pub inputs: Vec<InputBinding>,
+    /// The output read as scores.
+    pub score_output: ScoreOutput,
+    /// Samples.
+    pub n_samples: u64,
+    /// Samples with non-finite outputs (counted wrong).
+    pub n_invalid: u64,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Wilson 95 % interval.
+    pub accuracy_ci: [f64; 2],
+    /// k of top-k.
+    pub top_k: usize,
+    /// Top-k accuracy (null for label outputs).
+    pub top_k_accuracy: Option<f64>,
+    /// Per-class figures.
+    pub per_class: Vec<ClassMetrics>,
+    /// Macro averages.
+    pub macro_avg: Averages,
+    /// Support-weighted averages.
+    pub weighted_avg: Averages,
+    /// Rows = true class, columns = predicted.
+    pub confusion_matrix: Vec<Vec<u64>>,
+    /// Inference wall time over the data, seconds (not a benchmark).
+    pub inference_seconds: f64,
+}
+
+/// Divergence of one output.
+#[derive(Debug, Clone, Serialize)]
+pub struct DivergenceEntry {
+    /// Max |Δ|.
+    pub max_abs: f64,
+    /// Mean |Δ|.
+    pub mean_abs: f64,
+    /// Mean per-sample cosine similarity.
+    pub cosine_mean: f64,
+    /// Worst per-sample cosine similarity.
+    pub cosine_min: f64,
+    /// SQNR in dB (null = identical).
+    pub sqnr_db: Option<f64>,
+    /// Values not finite in either model.
+    pub n_non_finite: u64,
+    /// Whether metrics were read from this output.
+    pub is_score_output: bool,
+    /// KL mean (score output only).
+    pub kl_mean: Option<f64>,
+    /// KL median.
+    pub kl_median: Option<f64>,
+    /// KL 95th percentile.
+    pub kl_p95: Option<f64>,
+    /// KL 99th percentile.
+    pub kl_p99: Option<f64>,
+    /// KL max.
+    pub kl_max: Option<f64>,
+}
+
+/// The comparison section.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonReport {
+    /// Candidate − baseline accuracy (fraction).
+    pub accuracy_delta: f64,
+    /// Paired bootstrap 95 % interval.
+    pub accuracy_delta_ci: [f64; 2],
+    /// Candidate ÷ baseline accuracy.
+    pub relative_accuracy: f64,
+    /// Candidate − baseline macro-F1.
+    pub macro_f1_delta: f64,
+    /// Paired bootstrap 95 % interval.
+    pub macro_f1_delta_ci: [f64; 2],
+    /// Bootstrap settings.
+    pub bootstrap: BootstrapSettings,
+    /// McNemar exact p-value.
+    pub mcnemar_p: f64,
+    /// Correct → wrong count.
+    pub negative_flips: u64,
+    /// Wrong → correct count.
+    pub positive_flips: u64,
+    /// Negative flips ÷ samples.
+    pub negative_flip_rate: f64,
+    /// Positive flips ÷ samples.
+    pub positive_flip_rate: f64,
+    /// Both wrong, different answers.
+    pub changed_wrong_answers: u64,
+    /// Flip ids.
+    pub flips: Flips,
+    /// Flip details.
+    pub flip_details: Vec<Flip>,
+    /// Same top-1 share.
+    pub top1_agreement: f64,
+    /// k of top-k agreement.
+    pub top_k: usize,
+    /// Same top-k set share.
+    pub top_k_agreement: Option<f64>,
+    /// KL summary of the score output.
+    pub kl: Option<KlSummary>,
+    /// Per-class deltas, smallest classes first.
+    pub per_class: Vec<ClassDelta>,
+    /// Divergence per output name.
+    pub divergence: BTreeMap<String, DivergenceEntry>,
+    /// Outputs not compared and why.
+    pub divergence_skipped: BTreeMap<String, String>,
+}
+
+/// The gate section.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    /// `pass` or `fail`.
+    pub verdict: Verdict,
+    /// Thresholds in force, with sources.
+    pub thresholds: Vec<Threshold>,
+    /// Judged criteria.
+    pub criteria: Vec<CriterionResult>,
+}
+
+/// Something the reader should know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// Speed figures come from tract running quantized ops.
+    TractInt8Speed,
+    /// Dynamic quantization makes outputs depend on the batch.
+    DynamicQuantBatch,
+    /// Some classes have few samples.
+    SmallClasses,
+    /// The models output labels; KL and top-k are unavailable.
+    LabelsOnly,
+}
+
+/// A warning: what and what to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warning {
+    /// Machine-readable kind.
+    pub kind: WarningKind,
+    /// What to know and what to do.
+    pub message: String,
+}
+
+/// Samples below which per-class figures are flagged as resting on little data.
+pub const SMALL_CLASS_SUPPORT: u64 = 30;
+
+impl Report {
+    /// Builds the report of a comparison.
+    pub fn from_evaluation(eval: &Evaluation, command: &str) -> Report {
+        let c = &eval.comparison;
+        let mut divergence = BTreeMap::new();
+        for d in &eval.divergence {
+            let kl = if d.is_score_output {
+                c.kl.as_ref()
+            } else {
+                None
+            };
+            divergence.insert(
+                d.output.clone(),
+                DivergenceEntry {
+                    max_abs: d.tensor.max_abs,
+                    mean_abs: d.tensor.mean_abs,
+                    cosine_mean: d.tensor.cosine_mean,
+                    cosine_min: d.tensor.cosine_min,
+                    sqnr_db: d.tensor.sqnr_db,
+                    n_non_finite: d.tensor.n_non_finite,
+                    is_score_output: d.is_score_output,
+                    kl_mean: kl.map(|k| k.mean),
+                    kl_median: kl.map(|k| k.median),
+                    kl_p95: kl.map(|k| k.p95),
+                    kl_p99: kl.map(|k| k.p99),
+                    kl_max: kl.map(|k| k.max),
+                },
+            );
+        }
+        let comparison = ComparisonReport {
+            accuracy_delta: c.accuracy_delta,
+            accuracy_delta_ci: c.accuracy_delta_ci,
+            relative_accuracy: c.relative_accuracy,
+            macro_f1_delta: c.macro_f1_delta,
+            macro_f1_delta_ci: c.macro_f1_delta_ci,
+            bootstrap: c.bootstrap,
+            mcnemar_p: c.mcnemar_p,
+            negative_flips: c.negative_flips,
+            positive_flips: c.positive_flips,
+            negative_flip_rate: c.negative_flip_rate,
+            positive_flip_rate: c.positive_flip_rate,
+            changed_wrong_answers: c.changed_wrong_answers,
+            flips: c.flips.clone(),
+            flip_details: c.flip_details.clone(),
+            top1_agreement: c.top1_agreement,
+            top_k: c.top_k,
+            top_k_agreement: c.top_k_agreement,
+            kl: c.kl.clone(),
+            per_class: c.per_class.clone(),
+            divergence,
+            divergence_skipped: eval.divergence_skipped.iter().cloned().collect(),
+        };
+        let gate = GateReport {
+            verdict: eval.gate.verdict,
+            thresholds: eval.policy.thresholds.clone(),
+            criteria: eval.gate.criteria.clone(),
+        };
+        let warnings = warnings(eval);
+        let summary = summary(eval);
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "qgate",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            command: command.to_string(),
+            verdict: eval.gate.verdict,
+            summary,
+            data: DataInfo {
+                source: eval.data_source.clone(),
+                n_samples: eval.n_samples,
+                n_classes: eval.n_classes,
+                class_names: eval.class_names.clone(),
+            },
+            baseline: side(&eval.baseline),
+            candidate: side(&eval.candidate),
+            comparison,
+            gate,
+            warnings,
+            thumbnails: eval.thumbnails.clone(),
+        }
+    }
+
+    /// Histogram of per-sample KL, when present.
+    pub fn kl_histogram(&self) -> Option<&Histogram> {
+        self.comparison.kl.as_ref().map(|k| &k.histogram)
+    }
+}
+
+fn side(s: &SideResult) -> SideReport {
+    let m = &s.metrics;
+    SideReport {
+        runtime: s.provenance.clone(),
+        model: s.model.clone(),
+        inputs: s.inputs.clone(),
+        score_output: s.scores.clone(),
+        n_samples: m.n_samples,
+        n_invalid: m.n_invalid,
+        accuracy: m.accuracy,
+        accuracy_ci: m.accuracy_ci,
+        top_k: m.top_k,
+        top_k_accuracy: m.top_k_accuracy,
+        per_class: m.per_class.clone(),
+        macro_avg: m.macro_avg.clone(),
+        weighted_avg: m.weighted_avg.clone(),
+        confusion_matrix: m.confusion_matrix.clone(),
+        inference_seconds: s.inference_seconds,
+    }
+}
+
+fn is_quantized(info: &ModelInfo) -> bool {
+    info.op_counts.keys().any(|op| {
+        let op = op.rsplit(':').next().unwrap_or(op);
+        op.starts_with("QLinear")
+            || op.starts_with("QuantizeLinear")
+            || op.starts_with("DynamicQuantize")
+            || op.ends_with("Integer")
+            || op == "QGemm"
+    })
+}
+
+fn warnings(eval: &Evaluation) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let sides = [("baseline", &eval.baseline), ("candidate", &eval.candidate)];
+    for (name, s) in sides {
+        if s.provenance.runtime == "tract" && is_quantized(&s.model) {
+            out.push(Warning {
+                kind: WarningKind::TractInt8Speed,
+                message: format!(
+                    "the {name} is quantized and ran in tract, whose INT8 kernels are slower than its FP32 ones: \
+                     its inference time here says nothing about deployment speed; measure speed with the deployment runtime"
+                ),
+            });
+        }
+        if s.model.op_counts.contains_key("DynamicQuantizeLinear") {
+            out.push(Warning {
+                kind: WarningKind::DynamicQuantBatch,
+                message: format!(
+                    "the {name} quantizes activations dynamically (DynamicQuantizeLinear): each batch gets its own scale, \
+                     so outputs depend on which samples share a batch; evaluate with the batch size you deploy"
+                ),
+            });
+        }
+    }
+    let small: Vec<String> = eval
+        .comparison
+        .per_class
+        .iter()
+        .filter(|c| c.support > 0 && c.support < SMALL_CLASS_SUPPORT)
+        .map(|c| format!("{} ({})", c.name, c.support))
+        .collect();
+    if !small.is_empty() {
+        out.push(Warning {
+            kind: WarningKind::SmallClasses,
+            message: format!(
+                "per-class figures of {} rest on fewer than {SMALL_CLASS_SUPPORT} samples each: one sample moves recall by several points; add samples of these classes",
+                small.join(", ")
+            ),
+        });
+    }
+    if eval.comparison.kl.is_none() {
+        out.push(Warning {
+            kind: WarningKind::LabelsOnly,
+            message: "a model outputs labels, not scores: KL divergence, top-k accuracy and top-k agreement are not available; \
+                      point --output at a score output to get them"
+                .into(),
+        });
+    }
+    out
+}
+
+fn summary(eval: &Evaluation) -> String {
+    let c = &eval.comparison;
+    let failed: Vec<&str> = eval
+        .gate
+        .criteria
+        .iter()
+        .filter(|c| c.status == qgate_core::policy::Status::Fail)
+        .map(|c| c.key.as_str())
+        .collect();
+    let sig = if c.mcnemar_p < 0.05 {
+        "a real change (McNemar p < 0.05)"
+    } else {
+        "not distinguishable from noise (McNemar p ≥ 0.05)"
+    };
+    let head = match eval.gate.verdict {
+        Verdict::Pass => "PASS".to_string(),
+        Verdict::Fail => format!("FAIL ({})", failed.join(", ")),
+    };
+    format!(
+        "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
+        eval.baseline.metrics.accuracy * 100.0,
+        eval.candidate.metrics.accuracy * 100.0,
+        c.accuracy_delta * 100.0,
+        c.accuracy_delta_ci[0] * 100.0,
+        c.accuracy_delta_ci[1] * 100.0,
+        c.negative_flips,
+        c.positive_flips,
+        eval.n_samples
+    )
+}

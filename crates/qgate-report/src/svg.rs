@@ -1,0 +1,207 @@
+//! Inline SVG charts: heat maps, grouped bars, histograms. No fonts or system libraries;
+//! the browser draws the text.
+
+use std::fmt::Write;
+
+/// Escapes text for HTML and SVG.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn lerp(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> String {
+    let t = t.clamp(0.0, 1.0);
+    let m = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
+}
+
+const WHITE: (u8, u8, u8) = (255, 255, 255);
+const BLUE: (u8, u8, u8) = (33, 102, 172);
+const RED: (u8, u8, u8) = (178, 24, 43);
+
+/// A confusion-matrix heat map. `diverging` colours negative values red and positive blue
+/// (for differences); otherwise values are shaded by their share of the row.
+pub fn heatmap(title: &str, m: &[Vec<i64>], labels: &[String], diverging: bool) -> String {
+    let n = m.len();
+    let cell = if n <= 12 {
+        28.0
+    } else {
+        (360.0 / n as f64).max(4.0)
+    };
+    let show_text = n <= 20;
+    let left = 44.0;
+    let top = 40.0;
+    let size = cell * n as f64;
+    let (w, h) = (left + size + 10.0, top + size + 34.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{cx}" y="{by}" class="ax" text-anchor="middle">predicted</text><text x="10" y="{cy}" class="ax" transform="rotate(-90 10 {cy})" text-anchor="middle">true</text>"#,
+        t = esc(title),
+        cx = left + size / 2.0,
+        by = top + size + 28.0,
+        cy = top + size / 2.0,
+    );
+    let max_abs = m
+        .iter()
+        .flatten()
+        .map(|v| v.abs())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    for (i, row) in m.iter().enumerate() {
+        let row_sum: i64 = row.iter().map(|v| v.abs()).sum::<i64>().max(1);
+        for (j, &v) in row.iter().enumerate() {
+            let fill = if diverging {
+                if v < 0 {
+                    lerp(WHITE, RED, (-v) as f64 / max_abs)
+                } else {
+                    lerp(WHITE, BLUE, v as f64 / max_abs)
+                }
+            } else {
+                lerp(WHITE, BLUE, v as f64 / row_sum as f64)
+            };
+            let (x, y) = (left + j as f64 * cell, top + i as f64 * cell);
+            let _ = write!(
+                s,
+                r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#ddd"><title>true {} → predicted {}: {v}</title></rect>"##,
+                esc(labels.get(i).map(String::as_str).unwrap_or("?")),
+                esc(labels.get(j).map(String::as_str).unwrap_or("?")),
+            );
+            if show_text && v != 0 {
+                let _ = write!(
+                    s,
+                    r#"<text x="{}" y="{}" class="cell" text-anchor="middle">{v}</text>"#,
+                    x + cell / 2.0,
+                    y + cell / 2.0 + 4.0
+                );
+            }
+        }
+        if show_text {
+            let name = labels.get(i).map(String::as_str).unwrap_or("?");
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="lbl" text-anchor="end">{}</text><text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
+                left - 4.0,
+                top + i as f64 * cell + cell / 2.0 + 4.0,
+                esc(name),
+                left + i as f64 * cell + cell / 2.0,
+                top - 6.0,
+                esc(name)
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Grouped bars of two series (baseline, candidate) over categories, values in [0, 1].
+pub fn paired_bars(title: &str, cats: &[String], a: &[f64], b: &[f64]) -> String {
+    let n = cats.len().max(1);
+    let group = (640.0 / n as f64).clamp(6.0, 48.0);
+    let bar = group * 0.38;
+    let left = 40.0;
+    let top = 24.0;
+    let height = 160.0;
+    let w = left + group * n as f64 + 20.0;
+    let h = top + height + 40.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
+        t = esc(title)
+    );
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let y = top + height * (1.0 - tick);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"##,
+            w - 10.0,
+            left - 4.0,
+            y + 4.0,
+            tick
+        );
+    }
+    for (i, cat) in cats.iter().enumerate() {
+        let x0 = left + group * i as f64 + group * 0.1;
+        for (k, (v, class)) in [(a[i], "base"), (b[i], "cand")].into_iter().enumerate() {
+            let v = if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let bh = height * v;
+            let _ = write!(
+                s,
+                r#"<rect x="{}" y="{}" width="{bar}" height="{bh}" class="{class}"><title>{}: {} {:.4}</title></rect>"#,
+                x0 + k as f64 * bar,
+                top + height - bh,
+                esc(cat),
+                if k == 0 { "baseline" } else { "candidate" },
+                v
+            );
+        }
+        if n <= 40 {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
+                x0 + bar,
+                top + height + 14.0,
+                esc(cat)
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A histogram from bin edges and counts.
+pub fn histogram(title: &str, x_label: &str, edges: &[f64], counts: &[u64]) -> String {
+    let n = counts.len().max(1);
+    let left = 44.0;
+    let top = 24.0;
+    let height = 150.0;
+    let bw = 560.0 / n as f64;
+    let w = left + 560.0 + 20.0;
+    let h = top + height + 44.0;
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
+        left + 280.0,
+        top + height + 36.0,
+        esc(x_label),
+        left - 4.0,
+        top + 8.0,
+        max,
+        t = esc(title)
+    );
+    for (i, &c) in counts.iter().enumerate() {
+        let bh = height * c as f64 / max;
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="{}" height="{bh}" class="cand"><title>[{}, {}): {c}</title></rect>"#,
+            left + bw * i as f64,
+            top + height - bh,
+            (bw - 1.0).max(1.0),
+            crate::num(edges.get(i).copied().unwrap_or(0.0)),
+            crate::num(edges.get(i + 1).copied().unwrap_or(0.0)),
+        );
+    }
+    if let (Some(first), Some(last)) = (edges.first(), edges.last()) {
+        let _ = write!(
+            s,
+            r#"<text x="{left}" y="{}" class="lbl">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
+            top + height + 14.0,
+            crate::num(*first),
+            left + 560.0,
+            top + height + 14.0,
+            crate::num(*last)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}

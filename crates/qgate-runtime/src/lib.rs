@@ -1,0 +1,302 @@
+//! Inference runtimes behind one small trait.
+//!
+//! A model is named by a [`ModelSpec`]: a plain path runs in the embedded tract runtime;
+//! `ort:PATH` (ONNX Runtime), `http(s)://…` (a KServe V2 server) and `preds:PATH` (saved
+//! predictions) are reserved for backends that are not built yet and fail with a clear
+//! message. Every backend implements [`Model`]: describe inputs and outputs, say where its
+//! figures come from ([`Provenance`]), and run a batch. [`mock::MockModel`] serves tests.
+//!
+//! ```
+//! use qgate_runtime::{ModelSpec, SpecKind};
+//! let spec = ModelSpec::parse("ort:model.onnx").unwrap();
+//! assert!(matches!(spec.kind, SpecKind::Ort(_)));
+//! assert!(matches!(ModelSpec::parse("m.onnx").unwrap().kind, SpecKind::Tract(_)));
+//! ```
+
+pub mod mock;
+mod onnx_info;
+mod tract_rt;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use qgate_core::{Array, ElemType};
+use serde::Serialize;
+
+pub use onnx_info::inspect_onnx;
+pub use tract_rt::{tract_unsupported, TractModel, TRACT_VERSION};
+
+/// Errors from loading or running a model. Each names the model file, node or tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The model file could not be read.
+    #[error("{path}: cannot read model: {source}")]
+    Io {
+        /// Model file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid ONNX model.
+    #[error(
+        "{path}: not a valid ONNX model ({message}); is the file truncated or of another format?"
+    )]
+    NotOnnx {
+        /// Model file.
+        path: PathBuf,
+        /// Decoder message.
+        message: String,
+    },
+    /// Nodes whose op the runtime does not implement.
+    #[error("{path}: {runtime} cannot run {n} node(s): {list}", n = nodes.len(), list = list_nodes(nodes))]
+    UnsupportedOps {
+        /// Model file.
+        path: PathBuf,
+        /// Runtime name.
+        runtime: String,
+        /// The offending nodes.
+        nodes: Vec<UnsupportedNode>,
+    },
+    /// The spec names a runtime that is not available in this build.
+    #[error("{spec}: the {runtime} runtime is not available yet in this qgate build ({hint})")]
+    NotAvailable {
+        /// The spec as given.
+        spec: String,
+        /// Runtime name.
+        runtime: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The runtime failed to prepare the model.
+    #[error("{path}: {runtime} could not prepare the model: {message}")]
+    Load {
+        /// Model file.
+        path: PathBuf,
+        /// Runtime name.
+        runtime: String,
+        /// Runtime message.
+        message: String,
+    },
+    /// An input tensor does not fit the model.
+    #[error("{path}: input '{name}': {message}")]
+    Input {
+        /// Model file.
+        path: PathBuf,
+        /// Input name.
+        name: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("{path}: inference failed: {message}")]
+    Run {
+        /// Model file.
+        path: PathBuf,
+        /// Runtime message.
+        message: String,
+    },
+}
+
+fn list_nodes(nodes: &[UnsupportedNode]) -> String {
+    let mut s: Vec<String> = nodes
+        .iter()
+        .take(8)
+        .map(|n| {
+            if n.domain.is_empty() {
+                format!("'{}' ({})", n.node, n.op_type)
+            } else {
+                format!("'{}' ({} from {})", n.node, n.op_type, n.domain)
+            }
+        })
+        .collect();
+    if nodes.len() > 8 {
+        s.push(format!("and {} more", nodes.len() - 8));
+    }
+    s.join(", ")
+}
+
+/// A node the runtime cannot execute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsupportedNode {
+    /// Node name (or its first output when unnamed).
+    pub node: String,
+    /// Op type.
+    pub op_type: String,
+    /// Op domain (`""` for standard ONNX, `com.microsoft` for ONNX Runtime contrib ops).
+    pub domain: String,
+}
+
+/// Which runtime a spec selects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "runtime", content = "target", rename_all = "snake_case")]
+pub enum SpecKind {
+    /// The embedded tract runtime (a plain path).
+    Tract(PathBuf),
+    /// ONNX Runtime (`ort:PATH`).
+    Ort(PathBuf),
+    /// A KServe V2 / Open Inference Protocol server (`http://…`, `https://…`).
+    Remote(String),
+    /// Saved predictions (`preds:PATH`).
+    Preds(PathBuf),
+}
+
+/// A model as named on the command line or in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelSpec {
+    /// The text as given.
+    pub raw: String,
+    /// What it selects.
+    pub kind: SpecKind,
+}
+
+impl ModelSpec {
+    /// Parses `PATH`, `tract:PATH`, `ort:PATH`, `http(s)://…` or `preds:PATH`.
+    pub fn parse(s: &str) -> Result<ModelSpec, RuntimeError> {
+        let kind = if let Some(p) = s.strip_prefix("tract:") {
+            SpecKind::Tract(PathBuf::from(p))
+        } else if let Some(p) = s.strip_prefix("ort:") {
+            SpecKind::Ort(PathBuf::from(p))
+        } else if let Some(p) = s.strip_prefix("preds:") {
+            SpecKind::Preds(PathBuf::from(p))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            SpecKind::Remote(s.to_string())
+        } else {
+            SpecKind::Tract(PathBuf::from(s))
+        };
+        Ok(ModelSpec {
+            raw: s.to_string(),
+            kind,
+        })
+    }
+
+    /// The model file, for file-based specs.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.kind {
+            SpecKind::Tract(p) | SpecKind::Ort(p) | SpecKind::Preds(p) => Some(p),
+            SpecKind::Remote(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// One dimension of a declared tensor shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A named or unknown size (batch, sequence length).
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A declared input or output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// Element type, when declared and known to qgate.
+    pub elem_type: Option<ElemType>,
+    /// Declared shape (may be empty when undeclared).
+    pub shape: Vec<Dim>,
+}
+
+impl TensorInfo {
+    /// The shape as text, e.g. `[N, 64]`.
+    pub fn shape_text(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(Dim::to_string).collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// What a model declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelInfo {
+    /// Inputs fed by data (initializers excluded).
+    pub inputs: Vec<TensorInfo>,
+    /// Outputs.
+    pub outputs: Vec<TensorInfo>,
+    /// Node count per op type (`domain:op` for non-standard domains).
+    pub op_counts: BTreeMap<String, usize>,
+    /// ONNX opset of the default domain.
+    pub opset: i64,
+    /// Producer name and version.
+    pub producer: String,
+    /// Model file size in bytes.
+    pub file_bytes: u64,
+}
+
+/// Where a model's figures come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The spec as given.
+    pub spec: String,
+    /// Runtime name (`tract`, `onnxruntime`, …).
+    pub runtime: String,
+    /// Runtime version.
+    pub runtime_version: String,
+    /// Runtime settings that affect results or speed (threads, optimisation level, …).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Options common to every runtime.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Intra-op threads; `None` = runtime default.
+    pub threads: Option<usize>,
+}
+
+/// A loaded model.
+pub trait Model: Send {
+    /// Declared inputs and outputs.
+    fn info(&self) -> &ModelInfo;
+    /// Runtime, version and settings.
+    fn provenance(&self) -> Provenance;
+    /// Runs one batch. `inputs` holds one array per declared input, in declaration order;
+    /// returns every declared output, in declaration order.
+    fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError>;
+}
+
+/// Loads the model named by `spec`.
+pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Box<dyn Model>, RuntimeError> {
+    match &spec.kind {
+        SpecKind::Tract(path) => Ok(Box::new(TractModel::load(path, spec, opts)?)),
+        SpecKind::Ort(_) => Err(not_yet(
+            spec,
+            "ONNX Runtime",
+            "run the model file without `ort:` to use the embedded tract runtime",
+        )),
+        SpecKind::Remote(_) => Err(not_yet(
+            spec,
+            "remote KServe V2",
+            "run the ONNX file locally instead",
+        )),
+        SpecKind::Preds(_) => Err(not_yet(
+            spec,
+            "saved-predictions",
+            "run the ONNX file instead",
+        )),
+    }
+}
+
+fn not_yet(spec: &ModelSpec, runtime: &str, hint: &str) -> RuntimeError {
+    RuntimeError::NotAvailable {
+        spec: spec.raw.clone(),
+        runtime: runtime.to_string(),
+        hint: hint.to_string(),
+    }
+}

@@ -1,0 +1,166 @@
+//! Reading what an ONNX file declares, straight from its protobuf: inputs, outputs, op
+//! counts, and the nodes a runtime cannot run. No graph is built, so a model tract cannot
+//! run can still be inspected.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use qgate_core::ElemType;
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+
+use crate::{Dim, ModelInfo, RuntimeError, TensorInfo, UnsupportedNode};
+
+/// Decodes the ONNX file at `path`.
+pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, u64), RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| RuntimeError::NotOnnx {
+            path: path.to_path_buf(),
+            message: format!("{e}"),
+        })?;
+    let graph_ok = proto
+        .graph
+        .as_ref()
+        .is_some_and(|g| !g.node.is_empty() && !g.output.is_empty());
+    if !graph_ok {
+        return Err(RuntimeError::NotOnnx {
+            path: path.to_path_buf(),
+            message: "it holds no graph with nodes and outputs".into(),
+        });
+    }
+    Ok((proto, bytes.len() as u64))
+}
+
+/// Inputs, outputs and op counts of the ONNX file at `path`.
+pub fn inspect_onnx(path: &Path) -> Result<ModelInfo, RuntimeError> {
+    let (proto, bytes) = read_proto(path)?;
+    Ok(model_info(&proto, bytes))
+}
+
+pub(crate) fn model_info(proto: &pb::ModelProto, file_bytes: u64) -> ModelInfo {
+    let empty = pb::GraphProto::default();
+    let graph = proto.graph.as_ref().unwrap_or(&empty);
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(tensor_info)
+        .collect();
+    let outputs = graph.output.iter().map(tensor_info).collect();
+    let mut op_counts = BTreeMap::new();
+    for node in &graph.node {
+        *op_counts.entry(op_key(node)).or_insert(0) += 1;
+    }
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(0);
+    let producer = format!("{} {}", proto.producer_name, proto.producer_version)
+        .trim()
+        .to_string();
+    ModelInfo {
+        inputs,
+        outputs,
+        op_counts,
+        opset,
+        producer,
+        file_bytes,
+    }
+}
+
+fn op_key(node: &pb::NodeProto) -> String {
+    if node.domain.is_empty() || node.domain == "ai.onnx" {
+        node.op_type.clone()
+    } else {
+        format!("{}:{}", node.domain, node.op_type)
+    }
+}
+
+fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
+    let (elem_type, shape) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => {
+            let shape = t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match &d.value {
+                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(n))
+                                if *n >= 0 =>
+                            {
+                                Dim::Fixed(*n as usize)
+                            }
+                            Some(pb::tensor_shape_proto::dimension::Value::DimParam(p))
+                                if !p.is_empty() =>
+                            {
+                                Dim::Symbolic(p.clone())
+                            }
+                            _ => Dim::Symbolic("?".into()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (onnx_elem_type(t.elem_type), shape)
+        }
+        None => (None, Vec::new()),
+    };
+    TensorInfo {
+        name: v.name.clone(),
+        elem_type,
+        shape,
+    }
+}
+
+/// Maps an ONNX `TensorProto.DataType` code to qgate's element type.
+pub(crate) fn onnx_elem_type(code: i32) -> Option<ElemType> {
+    Some(match code {
+        1 => ElemType::F32,
+        2 => ElemType::U8,
+        3 => ElemType::I8,
+        4 => ElemType::U16,
+        5 => ElemType::I16,
+        6 => ElemType::I32,
+        7 => ElemType::I64,
+        8 => ElemType::Str,
+        9 => ElemType::Bool,
+        10 => ElemType::F16,
+        11 => ElemType::F64,
+        12 => ElemType::U32,
+        13 => ElemType::U64,
+        _ => return None,
+    })
+}
+
+/// Nodes whose op is not in `known` (an op registry keyed by op type). Ops of a foreign
+/// domain (e.g. `com.microsoft`) count as unknown unless registered under their name.
+pub(crate) fn unsupported_nodes(
+    proto: &pb::ModelProto,
+    known: impl Fn(&str) -> bool,
+) -> Vec<UnsupportedNode> {
+    let Some(graph) = proto.graph.as_ref() else {
+        return Vec::new();
+    };
+    graph
+        .node
+        .iter()
+        .filter(|n| !known(&n.op_type))
+        .map(|n| UnsupportedNode {
+            node: if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name.clone()
+            },
+            op_type: n.op_type.clone(),
+            domain: n.domain.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! The embedded default runtime: tract (pure Rust, builds offline).
+//!
+//! Models are parsed once; a plan is optimised per distinct set of input shapes (in a
+//! comparison: the batch size and the last, smaller batch) so that every plan sees concrete
+//! shapes. `with_ignore_value_info(true)` is needed because quantized models carry symbolic
+//! intermediate shapes that fail to unify; input facts then come from the data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qgate_core::{Array, ArrayData, ElemType};
+use tract_onnx::prelude::*;
+
+use crate::onnx_info::{model_info, read_proto, unsupported_nodes};
+use crate::{LoadOptions, Model, ModelInfo, ModelSpec, Provenance, RuntimeError};
+
+/// The tract version qgate is built with (checked against Cargo.lock by a test).
+pub const TRACT_VERSION: &str = "0.23.9";
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// The nodes of the ONNX file at `path` that tract cannot run.
+pub fn tract_unsupported(path: &Path) -> Result<Vec<crate::UnsupportedNode>, RuntimeError> {
+    let (proto, _) = read_proto(path)?;
+    let onnx = tract_onnx::onnx();
+    Ok(unsupported_nodes(&proto, |op| {
+        onnx.op_register.0.contains_key(op)
+    }))
+}
+
+/// A model loaded in tract.
+pub struct TractModel {
+    path: PathBuf,
+    spec: String,
+    info: ModelInfo,
+    model: InferenceModel,
+    input_types: Vec<DatumType>,
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+}
+
+impl TractModel {
+    /// Parses the model and checks that tract implements every op.
+    pub fn load(
+        path: &Path,
+        spec: &ModelSpec,
+        _opts: &LoadOptions,
+    ) -> Result<TractModel, RuntimeError> {
+        let (proto, bytes) = read_proto(path)?;
+        let info = model_info(&proto, bytes);
+        let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+        let missing = unsupported_nodes(&proto, |op| onnx.op_register.0.contains_key(op));
+        if !missing.is_empty() {
+            return Err(RuntimeError::UnsupportedOps {
+                path: path.to_path_buf(),
+                runtime: "tract".into(),
+                nodes: missing,
+            });
+        }
+        let load_err = |e: TractError| RuntimeError::Load {
+            path: path.to_path_buf(),
+            runtime: "tract".into(),
+            message: format!("{e:#}"),
+        };
+        let dir = path.parent().and_then(|p| p.to_str());
+        let parsed = onnx.parse(&proto, dir).map_err(load_err)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(RuntimeError::Load {
+                path: path.to_path_buf(),
+                runtime: "tract".into(),
+                message: format!("unresolved inputs {:?}", parsed.unresolved_inputs),
+            });
+        }
+        let model = parsed.model;
+        let input_types = info
+            .inputs
+            .iter()
+            .map(|i| {
+                let t = i.elem_type.ok_or_else(|| RuntimeError::Input {
+                    path: path.to_path_buf(),
+                    name: i.name.clone(),
+                    message: "the model does not declare this input's element type".into(),
+                })?;
+                datum_type(t).ok_or_else(|| RuntimeError::Input {
+                    path: path.to_path_buf(),
+                    name: i.name.clone(),
+                    message: format!("element type {t} is not supported"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TractModel {
+            path: path.to_path_buf(),
+            spec: spec.raw.clone(),
+            info,
+            model,
+            input_types,
+            plans: HashMap::new(),
+        })
+    }
+
+    fn plan(&mut self, shapes: Vec<Vec<usize>>) -> Result<Plan, RuntimeError> {
+        if let Some(p) = self.plans.get(&shapes) {
+            return Ok(p.clone());
+        }
+        let err = |e: TractError| RuntimeError::Load {
+            path: self.path.clone(),
+            runtime: "tract".into(),
+            message: format!("{e:#}"),
+        };
+        let mut model = self.model.clone();
+        for (i, (shape, dt)) in shapes.iter().zip(&self.input_types).enumerate() {
+            model = model
+                .with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone()))
+                .map_err(err)?;
+        }
+        let plan = model
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        self.plans.insert(shapes, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Model for TractModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn provenance(&self) -> Provenance {
+        let mut settings = BTreeMap::new();
+        settings.insert("optimisation".into(), "into_optimized".into());
+        settings.insert("threads".into(), "1 (tract runs single-threaded)".into());
+        Provenance {
+            spec: self.spec.clone(),
+            runtime: "tract".into(),
+            runtime_version: TRACT_VERSION.into(),
+            settings,
+        }
+    }
+
+    fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError> {
+        if inputs.len() != self.input_types.len() {
+            return Err(RuntimeError::Run {
+                path: self.path.clone(),
+                message: format!(
+                    "{} input(s) given, the model declares {}",
+                    inputs.len(),
+                    self.input_types.len()
+                ),
+            });
+        }
+        let mut tensors = TVec::new();
+        for ((a, dt), info) in inputs.iter().zip(&self.input_types).zip(&self.info.inputs) {
+            tensors.push(to_tensor(a, *dt).map_err(|message| RuntimeError::Input {
+                path: self.path.clone(),
+                name: info.name.clone(),
+                message,
+            })?);
+        }
+        let shapes = inputs.iter().map(|a| a.shape.clone()).collect();
+        let plan = self.plan(shapes)?;
+        let outputs = plan
+            .run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
+            .map_err(|e| RuntimeError::Run {
+                path: self.path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        outputs
+            .into_iter()
+            .zip(&self.info.outputs)
+            .map(|(t, info)| {
+                from_tensor(&t).map_err(|message| RuntimeError::Run {
+                    path: self.path.clone(),
+                    message: format!("output '{}': {message}", info.name),
+                })
+            })
+            .collect()
+    }
+}
+
+fn datum_type(t: ElemType) -> Option<DatumType> {
+    Some(match t {
+        ElemType::F16 => DatumType::F16,
+        ElemType::F32 => DatumType::F32,
+        ElemType::F64 => DatumType::F64,
+        ElemType::I8 => DatumType::I8,
+        ElemType::I16 => DatumType::I16,
+        ElemType::I32 => DatumType::I32,
+        ElemType::I64 => DatumType::I64,
+        ElemType::U8 => DatumType::U8,
+        ElemType::U16 => DatumType::U16,
+        ElemType::U32 => DatumType::U32,
+        ElemType::U64 => DatumType::U64,
+        ElemType::Bool => DatumType::Bool,
+        ElemType::Str => return None,
+    })
+}
+
+/// Converts data to the declared input type. Floats become integers only when whole.
+fn to_tensor(a: &Array, dt: DatumType) -> Result<Tensor, String> {
+    let shape = &a.shape;
+    let mk = |r: TractResult<Tensor>| r.map_err(|e| format!("{e}"));
+    if let ArrayData::Str(_) = a.data {
+        return Err(format!("the data holds strings; the model expects {dt:?}"));
+    }
+    match (dt, &a.data) {
+        (DatumType::F32, ArrayData::F32(v)) => mk(Tensor::from_shape(shape, v)),
+        (DatumType::F32, d) => {
+            let v: Vec<f32> = d
+                .to_f64()
+                .unwrap_or_default()
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            mk(Tensor::from_shape(shape, &v))
+        }
+        (DatumType::F64, d) => mk(Tensor::from_shape(shape, &d.to_f64().unwrap_or_default())),
+        (DatumType::F16, d) => {
+            let v: Vec<f32> = d
+                .to_f64()
+                .unwrap_or_default()
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let t = mk(Tensor::from_shape(shape, &v))?;
+            t.cast_to::<f16>()
+                .map(|c| c.into_owned())
+                .map_err(|e| format!("{e}"))
+        }
+        (DatumType::Bool, ArrayData::Bool(v)) => mk(Tensor::from_shape(shape, v)),
+        (dt, d) => {
+            let ints: Vec<i64> = match d.to_i64() {
+                Some(v) => v,
+                None => {
+                    let f = d.to_f64().unwrap_or_default();
+                    if let Some(bad) = f.iter().find(|x| x.fract() != 0.0 || !x.is_finite()) {
+                        return Err(format!(
+                            "the model expects {dt:?} but the data holds the non-integer value {bad}"
+                        ));
+                    }
+                    f.iter().map(|&x| x as i64).collect()
+                }
+            };
+            let t = mk(Tensor::from_shape(shape, &ints))?;
+            t.cast_to_dt(dt)
+                .map(|c| c.into_owned())
+                .map_err(|e| format!("{e}"))
+        }
+    }
+}
+
+fn from_tensor(t: &Tensor) -> Result<Array, String> {
+    let shape = t.shape().to_vec();
+    let err = |e: TractError| format!("{e}");
+    let data = match t.datum_type() {
+        DatumType::F32 => ArrayData::F32(
+            t.to_plain_array_view::<f32>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::F64 => ArrayData::F64(
+            t.to_plain_array_view::<f64>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::F16 => {
+            let c = t.cast_to::<f32>().map_err(err)?;
+            ArrayData::F32(
+                c.to_plain_array_view::<f32>()
+                    .map_err(err)?
+                    .iter()
+                    .cloned()
+                    .collect(),
+            )
+        }
+        DatumType::I64 => ArrayData::I64(
+            t.to_plain_array_view::<i64>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::I32 => ArrayData::I32(
+            t.to_plain_array_view::<i32>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::I16 => ArrayData::I16(
+            t.to_plain_array_view::<i16>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::I8 => ArrayData::I8(
+            t.to_plain_array_view::<i8>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::U8 => ArrayData::U8(
+            t.to_plain_array_view::<u8>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::U16 => ArrayData::U16(
+            t.to_plain_array_view::<u16>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::U32 => ArrayData::U32(
+            t.to_plain_array_view::<u32>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::U64 => ArrayData::U64(
+            t.to_plain_array_view::<u64>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        DatumType::Bool => ArrayData::Bool(
+            t.to_plain_array_view::<bool>()
+                .map_err(err)?
+                .iter()
+                .cloned()
+                .collect(),
+        ),
+        other => {
+            let c = t
+                .cast_to::<f32>()
+                .map_err(|_| format!("unsupported output type {other:?}"))?;
+            ArrayData::F32(
+                c.to_plain_array_view::<f32>()
+                    .map_err(err)?
+                    .iter()
+                    .cloned()
+                    .collect(),
+            )
+        }
+    };
+    Ok(Array { shape, data })
+}

@@ -1,0 +1,370 @@
+//! Raw flags and the run config file, merged and validated into a [`CompareConfig`].
+//! Flags win over the config file; relative paths in a config file are relative to it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use qgate_core::policy::{Policy, PolicyFile, Source};
+use qgate_core::stats::BootstrapSettings;
+use qgate_data::{ArrayKeys, ColorMode, ImagePreprocess, Layout};
+use qgate_eval::{EvalOptions, InputMapping, OutputKind};
+use qgate_runtime::ModelSpec;
+use serde::Deserialize;
+
+/// Is this compressed model safe to ship? qgate compares a baseline and a candidate model
+/// on the same data and gives one verdict CI can gate on (exit 0 pass, 1 fail, 2 error).
+#[derive(Debug, Parser)]
+#[command(name = "qgate", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare a baseline and a candidate model on a labelled data set.
+    Compare(CompareArgs),
+    /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
+    Inspect(InspectArgs),
+}
+
+/// `qgate inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The model (a path to an ONNX file).
+    pub model: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qgate compare`.
+#[derive(Debug, Args, Default)]
+pub struct CompareArgs {
+    /// Run config (TOML) holding any of these options under the same names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Reference model: PATH (tract), ort:PATH, http(s)://…, preds:PATH.
+    #[arg(long, value_name = "SPEC")]
+    pub baseline: Option<String>,
+    /// Compressed model, same syntax as --baseline.
+    #[arg(long, value_name = "SPEC")]
+    pub candidate: Option<String>,
+    /// Labelled data: .npz, .npy, .csv, or a folder with one subfolder per class.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Directory for report.json, report.md, report.html and junit.xml.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Gate policy (TOML); built-in defaults otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Data array that feeds a single-input model.
+    #[arg(long, value_name = "KEY")]
+    pub input_key: Option<String>,
+    /// Model input fed by a data array, for several inputs (repeatable).
+    #[arg(long = "input", value_name = "NAME=KEY")]
+    pub inputs: Vec<String>,
+    /// Array or column holding the labels (default: label, labels, y, target).
+    #[arg(long, value_name = "KEY")]
+    pub label_key: Option<String>,
+    /// Array or column holding sample ids (default: id, ids, else the index).
+    #[arg(long, value_name = "KEY")]
+    pub id_key: Option<String>,
+    /// Samples per inference call [default: 32].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// k of top-k accuracy and agreement [default: 5].
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Output holding class scores (default: the first output shaped [N, C]).
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
+    /// What that output holds (default: detected).
+    #[arg(long, value_name = "logits|probs|labels")]
+    pub output_kind: Option<String>,
+    /// Evaluate only N samples (the first N, or a seeded random subset with --seed).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Seed of the --limit subset.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Bootstrap resamples of the confidence intervals [default: 2000].
+    #[arg(long, value_name = "N")]
+    pub bootstrap_resamples: Option<usize>,
+    /// Seed of the bootstrap [default: 0].
+    #[arg(long, value_name = "S")]
+    pub bootstrap_seed: Option<u64>,
+    /// Image folders: resize to WxH.
+    #[arg(long, value_name = "WxH")]
+    pub image_size: Option<String>,
+    /// Image folders: pixel multiplier [default: 1/255].
+    #[arg(long, value_name = "F")]
+    pub image_scale: Option<f32>,
+    /// Image folders: mean subtracted, one value or one per channel (comma-separated).
+    #[arg(long, value_name = "M[,M,M]")]
+    pub image_mean: Option<String>,
+    /// Image folders: std divided by, one value or one per channel.
+    #[arg(long, value_name = "S[,S,S]")]
+    pub image_std: Option<String>,
+    /// Image folders: nchw or nhwc [default: nchw].
+    #[arg(long, value_name = "LAYOUT")]
+    pub image_layout: Option<String>,
+    /// Image folders: rgb or gray [default: rgb].
+    #[arg(long, value_name = "COLOR")]
+    pub image_color: Option<String>,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// The run config file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    baseline: Option<String>,
+    candidate: Option<String>,
+    data: Option<PathBuf>,
+    out: Option<PathBuf>,
+    policy: Option<PolicyValue>,
+    input_key: Option<String>,
+    input: Option<BTreeMap<String, String>>,
+    label_key: Option<String>,
+    id_key: Option<String>,
+    batch_size: Option<usize>,
+    top_k: Option<usize>,
+    output: Option<String>,
+    output_kind: Option<String>,
+    limit: Option<usize>,
+    seed: Option<u64>,
+    bootstrap_resamples: Option<usize>,
+    bootstrap_seed: Option<u64>,
+    image: Option<ImagePreprocessFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PolicyValue {
+    Path(PathBuf),
+    Inline(toml::Table),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ImagePreprocessFile {
+    size: Option<[u32; 2]>,
+    scale: Option<f32>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+    layout: Option<Layout>,
+    color: Option<ColorMode>,
+}
+
+/// Everything `qgate compare` needs, validated.
+#[derive(Debug)]
+pub struct CompareConfig {
+    pub baseline: ModelSpec,
+    pub candidate: ModelSpec,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub keys: ArrayKeys,
+    pub images: ImagePreprocess,
+    pub limit: Option<usize>,
+    pub seed: Option<u64>,
+    pub eval: EvalOptions,
+    pub policy: Policy,
+    pub progress: bool,
+}
+
+fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+fn rel_spec(base: Option<&Path>, spec: String) -> String {
+    let Some(dir) = base else { return spec };
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return spec;
+    }
+    let (prefix, rest) = ["tract:", "ort:", "preds:"]
+        .iter()
+        .find_map(|p| spec.strip_prefix(p).map(|r| (*p, r)))
+        .unwrap_or(("", spec.as_str()));
+    if Path::new(rest).is_relative() {
+        format!("{prefix}{}", dir.join(rest).display())
+    } else {
+        spec
+    }
+}
+
+fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .with_context(|| format!("{flag}: '{v}' is not a number"))
+        })
+        .collect()
+}
+
+impl CompareArgs {
+    /// Merges flags over the config file and validates the result.
+    pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
+        let (file, base) = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim())
+                })?;
+                (file, path.parent().map(Path::to_path_buf))
+            }
+            None => (ConfigFile::default(), None),
+        };
+        let base = base.as_deref();
+        let need = |flag: &str, v: Option<String>| -> Result<String> {
+            v.with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))
+        };
+        let baseline = need(
+            "baseline",
+            self.baseline.or(file.baseline.map(|s| rel_spec(base, s))),
+        )?;
+        let candidate = need(
+            "candidate",
+            self.candidate.or(file.candidate.map(|s| rel_spec(base, s))),
+        )?;
+        let data = self
+            .data
+            .or(file.data.map(|p| rel(base, p)))
+            .context("missing --data (or `data` in the config file)")?;
+        let out = self
+            .out
+            .or(file.out.map(|p| rel(base, p)))
+            .context("missing --out (or `out` in the config file)")?;
+        let policy = match (self.policy, file.policy) {
+            (Some(p), _) => load_policy(&p)?,
+            (None, Some(PolicyValue::Path(p))) => load_policy(&rel(base, p))?,
+            (None, Some(PolicyValue::Inline(t))) => {
+                let origin = format!(
+                    "[policy] in {}",
+                    self.config
+                        .as_deref()
+                        .unwrap_or(Path::new("config"))
+                        .display()
+                );
+                let pf = PolicyFile::parse(&t.to_string(), &origin)?;
+                Policy::resolve(&pf, &Source::File(origin))
+            }
+            (None, None) => Policy::default(),
+        };
+        let mut pairs = Vec::new();
+        for s in &self.inputs {
+            let (n, k) = s
+                .split_once('=')
+                .with_context(|| format!("--input {s}: expected NAME=KEY"))?;
+            pairs.push((n.to_string(), k.to_string()));
+        }
+        if pairs.is_empty() {
+            pairs = file.input.unwrap_or_default().into_iter().collect();
+        }
+        let output_kind = match self.output_kind.or(file.output_kind) {
+            Some(k) => Some(
+                k.parse::<OutputKind>()
+                    .map_err(|e| anyhow::anyhow!("--output-kind: {e}"))?,
+            ),
+            None => None,
+        };
+        let batch_size = self.batch_size.or(file.batch_size).unwrap_or(32);
+        if batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        let top_k = self.top_k.or(file.top_k).unwrap_or(5);
+        if top_k == 0 {
+            bail!("--top-k must be at least 1");
+        }
+        let resamples = self
+            .bootstrap_resamples
+            .or(file.bootstrap_resamples)
+            .unwrap_or(2000);
+        let img = file.image.unwrap_or_default();
+        let mut images = ImagePreprocess::default();
+        if let Some(s) = self.image_size {
+            let (w, h) = s
+                .split_once(['x', 'X'])
+                .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
+            images.resize = Some([
+                w.parse()
+                    .with_context(|| format!("--image-size {s}: bad width"))?,
+                h.parse()
+                    .with_context(|| format!("--image-size {s}: bad height"))?,
+            ]);
+        } else {
+            images.resize = img.size;
+        }
+        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
+        images.mean = match self.image_mean {
+            Some(s) => floats("--image-mean", &s)?,
+            None => img.mean.unwrap_or(images.mean),
+        };
+        images.std = match self.image_std {
+            Some(s) => floats("--image-std", &s)?,
+            None => img.std.unwrap_or(images.std),
+        };
+        images.layout = match self.image_layout.as_deref() {
+            Some("nchw") => Layout::Nchw,
+            Some("nhwc") => Layout::Nhwc,
+            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
+            None => img.layout.unwrap_or_default(),
+        };
+        images.color = match self.image_color.as_deref() {
+            Some("rgb") => ColorMode::Rgb,
+            Some("gray") | Some("grey") => ColorMode::Gray,
+            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
+            None => img.color.unwrap_or_default(),
+        };
+        Ok(CompareConfig {
+            baseline: ModelSpec::parse(&baseline)?,
+            candidate: ModelSpec::parse(&candidate)?,
+            data,
+            out,
+            keys: ArrayKeys {
+                label_key: self.label_key.or(file.label_key),
+                id_key: self.id_key.or(file.id_key),
+            },
+            images,
+            limit: self.limit.or(file.limit),
+            seed: self.seed.or(file.seed),
+            eval: EvalOptions {
+                batch_size,
+                top_k,
+                output: self.output.or(file.output),
+                output_kind,
+                inputs: InputMapping {
+                    single_key: self.input_key.or(file.input_key),
+                    pairs,
+                },
+                bootstrap: BootstrapSettings {
+                    resamples,
+                    confidence: 0.95,
+                    seed: self.bootstrap_seed.or(file.bootstrap_seed).unwrap_or(0),
+                },
+            },
+            policy,
+            progress: interactive && !self.no_progress,
+        })
+    }
+}
+
+fn load_policy(path: &Path) -> Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let origin = path.display().to_string();
+    let file = PolicyFile::parse(&text, &origin)?;
+    Ok(Policy::resolve(&file, &Source::File(origin)))
+}
