@@ -461,7 +461,8 @@ fn observe(
             } else {
                 over.join(", ")
             };
-            (Some(worst.max(0.0)), None, detail)
+            // `+ 0.0` turns a −0 (no class dropped) into 0.
+            (Some(worst.max(0.0) + 0.0), None, detail)
         }
         "max_negative_flip_rate" => (Some(obs.negative_flip_rate), None, String::new()),
         "max_kl_mean" => match obs.kl_mean {

@@ -58,6 +58,9 @@ pub enum EvalError {
     /// The labels do not fit.
     #[error("{0}")]
     Labels(String),
+    /// Nothing to evaluate.
+    #[error("{0}: no sample to evaluate (check --limit and the data file)")]
+    Empty(String),
 }
 
 /// How to evaluate.
@@ -161,6 +164,9 @@ pub fn evaluate_pair(
     opts: &EvalOptions,
     progress: Progress<'_>,
 ) -> Result<Evaluation, EvalError> {
+    if data.is_empty() {
+        return Err(EvalError::Empty(data.source.clone()));
+    }
     let labels_raw = data.labels.as_ref().ok_or_else(|| {
         EvalError::Labels(format!(
             "{}: the data set has no labels; name the label array with --label-key",

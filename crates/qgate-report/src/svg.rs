@@ -38,7 +38,7 @@ pub fn heatmap(title: &str, m: &[Vec<i64>], labels: &[String], diverging: bool) 
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{cx}" y="{by}" class="ax" text-anchor="middle">predicted</text><text x="10" y="{cy}" class="ax" transform="rotate(-90 10 {cy})" text-anchor="middle">true</text>"#,
+        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{cx}" y="{by}" class="ax" text-anchor="middle">predicted</text><text x="10" y="{cy}" class="ax" transform="rotate(-90 10 {cy})" text-anchor="middle">true</text>"#,
         t = esc(title),
         cx = left + size / 2.0,
         by = top + size + 28.0,
@@ -110,7 +110,7 @@ pub fn paired_bars(title: &str, cats: &[String], a: &[f64], b: &[f64]) -> String
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
+        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
         t = esc(title)
     );
     for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
@@ -170,7 +170,7 @@ pub fn histogram(title: &str, x_label: &str, edges: &[f64], counts: &[u64]) -> S
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
+        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
         left + 280.0,
         top + height + 36.0,
         esc(x_label),

@@ -1,0 +1,303 @@
+//! qgate's figures against the independent references in fixtures/digits/reference.json:
+//! scikit-learn metrics, scipy's McNemar (binomtest) and paired bootstrap, and numpy/scipy
+//! divergence, all computed by fixtures/gen/generate.py from onnxruntime's outputs.
+
+use std::path::{Path, PathBuf};
+
+use qgate_core::compare::{Comparison, PairInput, Predicted};
+use qgate_core::divergence::tensor_divergence;
+use qgate_core::metrics::{Metrics, Scores};
+use qgate_core::policy::Policy;
+use qgate_core::stats::BootstrapSettings;
+use qgate_data::{load_npz, ArrayKeys, Dataset};
+use qgate_eval::{evaluate_pair, EvalOptions};
+use qgate_runtime::{load, LoadOptions, ModelSpec};
+use serde_json::Value;
+
+/// sklearn's and qgate's metric definitions agree to the last bits; 1e-9 leaves room for
+/// summation order only.
+const METRIC_TOL: f64 = 1e-9;
+/// Two bootstraps with different generators (scipy 10 000 resamples, qgate 10 000) agree
+/// within Monte-Carlo error: the interval ends are quantiles of a discrete distribution in
+/// steps of 1/540; two steps.
+const BOOTSTRAP_TOL: f64 = 2.0 / 540.0;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn test_set() -> Dataset {
+    load_npz(&fixtures().join("test.npz"), &ArrayKeys::default()).unwrap()
+}
+
+fn labels() -> Vec<usize> {
+    test_set()
+        .labels
+        .unwrap()
+        .iter()
+        .map(|&y| y as usize)
+        .collect()
+}
+
+fn logits(variant: &str) -> Scores {
+    let refs = load_npz(&fixtures().join("ref_outputs.npz"), &ArrayKeys::default()).unwrap();
+    let a = &refs.arrays[&format!("{variant}__logits")];
+    Scores {
+        n_samples: a.shape[0],
+        n_classes: a.shape[1],
+        values: a.to_f64().unwrap(),
+    }
+}
+
+fn close(got: f64, want: &Value, what: &str) {
+    let want = want
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: reference is {want}"));
+    assert!(
+        (got - want).abs() <= METRIC_TOL * (1.0 + want.abs()),
+        "{what}: qgate {got}, reference {want}"
+    );
+}
+
+fn metrics(variant: &str) -> Metrics {
+    let s = logits(variant);
+    Metrics::compute(&labels(), &s.argmax(), Some(&s), 10, 3, &[])
+}
+
+#[test]
+fn every_metric_equals_sklearn() {
+    let r = reference();
+    for (variant, want) in r["models"].as_object().unwrap() {
+        let m = metrics(variant);
+        close(
+            m.accuracy,
+            &want["accuracy"],
+            &format!("{variant} accuracy"),
+        );
+        close(
+            m.top_k_accuracy.unwrap(),
+            &want["top3_accuracy"],
+            &format!("{variant} top3"),
+        );
+        for (c, w) in m
+            .per_class
+            .iter()
+            .zip(want["per_class"].as_array().unwrap())
+        {
+            for key in ["precision", "recall", "f1"] {
+                let got = match key {
+                    "precision" => c.precision,
+                    "recall" => c.recall,
+                    _ => c.f1,
+                };
+                close(got, &w[key], &format!("{variant} class {} {key}", c.class));
+            }
+            assert_eq!(c.support, w["support"].as_u64().unwrap());
+        }
+        for (avg, w) in [
+            (&m.macro_avg, &want["macro"]),
+            (&m.weighted_avg, &want["weighted"]),
+        ] {
+            close(
+                avg.precision,
+                &w["precision"],
+                &format!("{variant} avg precision"),
+            );
+            close(avg.recall, &w["recall"], &format!("{variant} avg recall"));
+            close(avg.f1, &w["f1"], &format!("{variant} avg f1"));
+        }
+        let cm: Vec<Vec<u64>> = serde_json::from_value(want["confusion_matrix"].clone()).unwrap();
+        assert_eq!(m.confusion_matrix, cm, "{variant} confusion matrix");
+    }
+}
+
+fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
+    let (sb, sc) = (logits(base), logits(cand));
+    let labels = labels();
+    let ids = test_set().ids;
+    let (pb, pc) = (
+        Predicted {
+            predictions: sb.argmax(),
+            probs: Some(sb.softmax()),
+        },
+        Predicted {
+            predictions: sc.argmax(),
+            probs: Some(sc.softmax()),
+        },
+    );
+    let input = PairInput {
+        labels: &labels,
+        ids: &ids,
+        n_classes: 10,
+        top_k: 3,
+        class_names: &[],
+        baseline: &pb,
+        candidate: &pc,
+        bootstrap: BootstrapSettings {
+            resamples,
+            confidence: 0.95,
+            seed: 1,
+        },
+        class_recall_drop_pp: 5.0,
+        class_f1_drop_pp: 5.0,
+    };
+    Comparison::compute(&input, &metrics(base), &metrics(cand))
+}
+
+#[test]
+fn pair_statistics_equal_scipy() {
+    let r = reference();
+    for (name, want) in r["pairs"].as_object().unwrap() {
+        let (b, c) = (
+            want["baseline"].as_str().unwrap(),
+            want["candidate"].as_str().unwrap(),
+        );
+        let cmp = pair(b, c, 10_000);
+        close(
+            cmp.accuracy_delta,
+            &want["accuracy_delta"],
+            &format!("{name} accuracy_delta"),
+        );
+        close(
+            cmp.macro_f1_delta,
+            &want["macro_f1_delta"],
+            &format!("{name} macro_f1_delta"),
+        );
+        close(
+            cmp.mcnemar_p,
+            &want["mcnemar_p"],
+            &format!("{name} mcnemar_p"),
+        );
+        assert_eq!(
+            cmp.negative_flips,
+            want["negative_flips"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            cmp.positive_flips,
+            want["positive_flips"].as_u64().unwrap(),
+            "{name}"
+        );
+        close(
+            cmp.top1_agreement,
+            &want["top1_agreement"],
+            &format!("{name} top1_agreement"),
+        );
+        close(
+            cmp.top_k_agreement.unwrap(),
+            &want["top3_agreement"],
+            &format!("{name} top3_agreement"),
+        );
+        for (got, key) in [
+            (cmp.accuracy_delta_ci, "bootstrap_accuracy_delta_ci"),
+            (cmp.macro_f1_delta_ci, "bootstrap_macro_f1_delta_ci"),
+        ] {
+            let w: [f64; 2] = serde_json::from_value(want[key].clone()).unwrap();
+            for (g, w) in got.iter().zip(w) {
+                assert!(
+                    (g - w).abs() <= BOOTSTRAP_TOL,
+                    "{name} {key}: qgate {got:?}, scipy {w}"
+                );
+            }
+        }
+        let kl = cmp.kl.unwrap();
+        let d = &want["divergence"];
+        close(kl.mean, &d["kl_mean"], &format!("{name} kl_mean"));
+        close(kl.p95, &d["kl_p95"], &format!("{name} kl_p95"));
+        close(kl.p99, &d["kl_p99"], &format!("{name} kl_p99"));
+        close(kl.max, &d["kl_max"], &format!("{name} kl_max"));
+        let (sb, sc) = (logits(b), logits(c));
+        let t = tensor_divergence(&sb.values, &sc.values, 10);
+        close(t.max_abs, &d["max_abs"], &format!("{name} max_abs"));
+        close(t.mean_abs, &d["mean_abs"], &format!("{name} mean_abs"));
+        close(
+            t.cosine_mean,
+            &d["cosine_mean"],
+            &format!("{name} cosine_mean"),
+        );
+        match (t.sqnr_db, d["sqnr_db"].as_f64()) {
+            (Some(g), Some(_)) => close(g, &d["sqnr_db"], &format!("{name} sqnr_db")),
+            (None, None) => {}
+            (g, w) => panic!("{name} sqnr_db: qgate {g:?}, reference {w:?}"),
+        }
+        let per_class: Vec<f64> =
+            serde_json::from_value(want["class_recall_delta"].clone()).unwrap();
+        let mut by_class = cmp.per_class.clone();
+        by_class.sort_by_key(|d| d.class);
+        for (d, w) in by_class.iter().zip(per_class) {
+            close(
+                d.recall_delta,
+                &Value::from(w),
+                &format!("{name} class {} recall delta", d.class),
+            );
+        }
+    }
+}
+
+#[test]
+fn bootstrap_is_reproducible_and_seed_dependent() {
+    let a = pair("mlp_fp32", "mlp_pruned", 500);
+    let b = pair("mlp_fp32", "mlp_pruned", 500);
+    assert_eq!(a.accuracy_delta_ci, b.accuracy_delta_ci);
+    assert!(a.accuracy_delta_ci[0] < a.accuracy_delta && a.accuracy_delta < a.accuracy_delta_ci[1]);
+}
+
+/// The whole evaluation through tract on a pair tract runs bit-exactly like onnxruntime
+/// (dynamic INT8; one batch of all samples, since dynamic quantization depends on the batch).
+#[test]
+fn end_to_end_through_tract_equals_the_reference() {
+    let r = reference();
+    let want = &r["pairs"]["mlp_fp32__vs__mlp_int8_dynamic"];
+    let spec =
+        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
+    let mut base = load(&spec("mlp_fp32"), &LoadOptions::default()).unwrap();
+    let mut cand = load(&spec("mlp_int8_dynamic"), &LoadOptions::default()).unwrap();
+    let opts = EvalOptions {
+        batch_size: 540,
+        top_k: 3,
+        ..EvalOptions::default()
+    };
+    let eval = evaluate_pair(
+        base.as_mut(),
+        cand.as_mut(),
+        &test_set(),
+        &Policy::default(),
+        &opts,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    close(
+        eval.baseline.metrics.accuracy,
+        &r["models"]["mlp_fp32"]["accuracy"],
+        "baseline accuracy",
+    );
+    close(
+        eval.candidate.metrics.accuracy,
+        &r["models"]["mlp_int8_dynamic"]["accuracy"],
+        "candidate accuracy",
+    );
+    close(eval.comparison.mcnemar_p, &want["mcnemar_p"], "mcnemar");
+    close(
+        eval.comparison.kl.as_ref().unwrap().mean,
+        &want["divergence"]["kl_mean"],
+        "kl mean",
+    );
+    let logits = eval
+        .divergence
+        .iter()
+        .find(|d| d.output == "logits")
+        .unwrap();
+    close(
+        logits.tensor.max_abs,
+        &want["divergence"]["max_abs"],
+        "max_abs",
+    );
+    assert_eq!(eval.baseline.scores.name, "logits");
+    assert_eq!(eval.baseline.scores.kind, qgate_eval::OutputKind::Logits);
+    assert_eq!(eval.n_samples, 540);
+}

@@ -1,0 +1,676 @@
+//! The `qgate` binary end to end on the committed fixtures: pass, fail and error exits, the
+//! report files, and bad inputs that must give a clear error (exit 2) and never a panic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fx(name: &str) -> String {
+    root()
+        .join("fixtures/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn ex(name: &str) -> String {
+    root()
+        .join("examples/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    out: tempfile::TempDir,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        let text = std::fs::read_to_string(self.out.path().join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.path().join(name)).unwrap()
+    }
+}
+
+/// Runs `qgate compare` with `args` plus `--out` in a fresh temporary directory.
+fn compare(args: &[&str]) -> Run {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::cargo_bin("qgate").unwrap();
+    cmd.arg("compare")
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--no-progress");
+    let o = cmd.output().unwrap();
+    let run = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        out,
+    };
+    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    run
+}
+
+/// An error run: exit 2 and a message containing every `needle`.
+fn check_error(args: &[&str], needles: &[&str]) {
+    let run = compare(args);
+    assert_eq!(
+        run.code, 2,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    for n in needles {
+        assert!(run.stderr.contains(n), "'{n}' missing from: {}", run.stderr);
+    }
+}
+
+#[test]
+fn bundled_example_passes_with_every_report() {
+    let run = compare(&[
+        "--baseline",
+        &ex("model_fp32.onnx"),
+        "--candidate",
+        &ex("model_int8.onnx"),
+        "--data",
+        &ex("test.npz"),
+        "--policy",
+        &ex("policy.toml"),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_eq!(r["schema_version"], "1.0.0");
+    assert_eq!(r["verdict"], "pass");
+    for side in ["baseline", "candidate"] {
+        assert_eq!(r[side]["n_samples"], 540);
+        let acc = r[side]["accuracy"].as_f64().unwrap();
+        assert!((0.9..=1.0).contains(&acc), "{acc}");
+        let pc = r[side]["per_class"].as_array().unwrap();
+        assert_eq!(pc.len(), 10);
+        for key in ["class", "name", "precision", "recall", "f1", "support"] {
+            assert!(pc[3].get(key).is_some(), "per_class lacks {key}");
+        }
+        let cm = r[side]["confusion_matrix"].as_array().unwrap();
+        let total: u64 = cm
+            .iter()
+            .flat_map(|row| row.as_array().unwrap())
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 540);
+    }
+    let c = &r["comparison"];
+    let delta = c["accuracy_delta"].as_f64().unwrap();
+    let base = r["baseline"]["accuracy"].as_f64().unwrap();
+    let cand = r["candidate"]["accuracy"].as_f64().unwrap();
+    assert!((delta - (cand - base)).abs() < 1e-15);
+    let ci = c["accuracy_delta_ci"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= delta && delta <= ci[1].as_f64().unwrap());
+    let neg = c["negative_flips"].as_u64().unwrap();
+    assert_eq!(c["flips"]["negative"].as_array().unwrap().len() as u64, neg);
+    assert!(c["mcnemar_p"].as_f64().unwrap() > 0.0);
+    assert!(c["top1_agreement"].as_f64().unwrap() > 0.97);
+    for key in [
+        "max_abs",
+        "mean_abs",
+        "cosine_mean",
+        "sqnr_db",
+        "kl_mean",
+        "kl_p99",
+    ] {
+        assert!(
+            c["divergence"]["logits"].get(key).is_some(),
+            "divergence lacks {key}"
+        );
+    }
+    // Thresholds say where they came from.
+    let thresholds = r["gate"]["thresholds"].as_array().unwrap();
+    let kl = thresholds
+        .iter()
+        .find(|t| t["key"] == "max_kl_mean")
+        .unwrap();
+    assert!(kl["source"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("policy.toml"));
+    let f1 = thresholds
+        .iter()
+        .find(|t| t["key"] == "max_class_f1_drop_pp")
+        .unwrap();
+    assert_eq!(f1["source"]["kind"], "default");
+    // The other reports.
+    let md = run.file("report.md");
+    assert!(
+        md.contains("PASS") && md.contains("max_accuracy_drop_pp"),
+        "{md}"
+    );
+    let html = run.file("report.html");
+    assert!(html.contains("<svg") && html.contains("Confusion matrices"));
+    for remote in ["src=\"http", "href=\"http", "@import", "<script"] {
+        assert!(
+            !html.contains(remote),
+            "report must be self-contained and work offline: {remote}"
+        );
+    }
+    let junit = run.file("junit.xml");
+    assert!(
+        junit.contains("<testcase") && junit.contains("failures=\"0\""),
+        "{junit}"
+    );
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        r["gate"]["criteria"].as_array().unwrap().len()
+    );
+    assert!(run.stdout.contains("PASS"));
+}
+
+#[test]
+fn pruned_candidate_fails_with_the_reasons() {
+    let run = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &fx("mlp_pruned.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_eq!(r["verdict"], "fail");
+    let failed: Vec<&str> = r["gate"]["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed.contains(&"max_accuracy_drop_pp") && failed.contains(&"max_negative_flip_rate"),
+        "{failed:?}"
+    );
+    let junit = run.file("junit.xml");
+    assert!(junit.contains("<failure"), "{junit}");
+    assert!(r["comparison"]["mcnemar_p"].as_f64().unwrap() < 1e-10);
+    assert!(run.file("report.md").contains("FAIL"));
+}
+
+#[test]
+fn nan_outputs_fail_never_pass() {
+    let run = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &fx("mlp_nan.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    let finite = r["gate"]["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "finite_outputs")
+        .unwrap()
+        .clone();
+    assert_eq!(finite["status"], "fail");
+    assert!(
+        finite["message"]
+            .as_str()
+            .unwrap()
+            .contains("candidate on 540"),
+        "{finite}"
+    );
+}
+
+#[test]
+fn a_strict_policy_fails_a_good_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("strict.toml");
+    std::fs::write(
+        &policy,
+        "max_negative_flip_rate = 0.0\nmin_top1_agreement = 1.0\n",
+    )
+    .unwrap();
+    let run = compare(&[
+        "--baseline",
+        &ex("model_fp32.onnx"),
+        "--candidate",
+        &ex("model_int8.onnx"),
+        "--data",
+        &ex("test.npz"),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+}
+
+#[test]
+fn same_model_twice_passes_with_zero_deltas() {
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["comparison"]["accuracy_delta"], 0.0);
+    assert_eq!(r["comparison"]["mcnemar_p"], 1.0);
+    assert_eq!(
+        r["comparison"]["divergence"]["logits"]["sqnr_db"],
+        Value::Null
+    );
+}
+
+#[test]
+fn run_config_file_with_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model_fp32.onnx", "model_int8.onnx", "test.npz"] {
+        std::fs::copy(ex(f), dir.path().join(f)).unwrap();
+    }
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "baseline = \"model_fp32.onnx\"\ncandidate = \"model_int8.onnx\"\ndata = \"test.npz\"\nbatch-size = 64\ntop-k = 3\nlimit = 200\nseed = 4\n\n[policy]\nmax_accuracy_drop_pp = 2.0\n",
+    )
+    .unwrap();
+    let run = compare(&["--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_eq!(r["data"]["n_samples"], 200);
+    assert_eq!(r["baseline"]["top_k"], 3);
+    let t = r["gate"]["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "max_accuracy_drop_pp")
+        .unwrap()
+        .clone();
+    assert_eq!(t["value"], 2.0);
+}
+
+#[test]
+fn image_folder_data_gets_thumbnails_of_flips() {
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_int8_dynamic.onnx"),
+        "--data",
+        &fx("images"),
+        "--image-color",
+        "gray",
+        "--image-scale",
+        "0.004166667",
+    ]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["data"]["n_samples"], 50);
+    let flips = r["comparison"]["flip_details"].as_array().unwrap().len();
+    let html = run.file("report.html");
+    assert_eq!(html.matches("data:image/png;base64,").count(), flips);
+}
+
+#[test]
+fn flipped_image_samples_get_thumbnails() {
+    let run = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &fx("mlp_pruned.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--input-key",
+        "x",
+    ]);
+    let r = run.json();
+    assert_eq!(
+        r["comparison"]["flip_details"].as_array().unwrap().len(),
+        216
+    );
+    // `x` is [N, 64]: not an image, so no thumbnail.
+    assert_eq!(
+        run.file("report.html")
+            .matches("data:image/png;base64,")
+            .count(),
+        0
+    );
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    let r = run.json();
+    let flips = r["comparison"]["flip_details"].as_array().unwrap().len();
+    assert!(flips >= 1);
+    assert_eq!(
+        run.file("report.html")
+            .matches("data:image/png;base64,")
+            .count(),
+        flips.min(48)
+    );
+}
+
+#[test]
+fn output_kind_and_output_name_are_honoured() {
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--output",
+        "probs",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["baseline"]["score_output"]["name"], "probs");
+    assert_eq!(r["baseline"]["score_output"]["kind"], "probs");
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    let r = run.json();
+    assert_eq!(r["baseline"]["score_output"]["name"], "logits");
+    assert_eq!(r["baseline"]["score_output"]["kind"], "logits");
+}
+
+#[test]
+fn truncated_model_is_an_error_naming_the_file() {
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("truncated.onnx"),
+            "--data",
+            &fx("test.npz"),
+        ],
+        &["truncated.onnx", "not a valid ONNX model"],
+    );
+}
+
+#[test]
+fn contrib_op_model_is_an_error_naming_node_and_op() {
+    check_error(
+        &[
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            &fx("cnn_int8_qop_contrib.onnx"),
+            "--data",
+            &fx("test.npz"),
+        ],
+        &["candidate", "QLinearAdd", "com.microsoft"],
+    );
+}
+
+#[test]
+fn missing_label_key_is_an_error_naming_it() {
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            &fx("test.npz"),
+            "--label-key",
+            "klass",
+        ],
+        &["klass", "test.npz"],
+    );
+}
+
+#[test]
+fn wrong_input_shape_is_an_error_naming_input_and_array() {
+    // The CNN wants [N, 1, 8, 8]; the CSV holds [N, 64].
+    check_error(
+        &[
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            &fx("cnn_fp32.onnx"),
+            "--data",
+            &fx("test.csv"),
+        ],
+        &["'image'", "[N, 1, 8, 8]", "'features'"],
+    );
+}
+
+#[test]
+fn missing_input_array_is_an_error_listing_the_arrays() {
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            &fx("test.npz"),
+            "--input-key",
+            "pixels",
+        ],
+        &["pixels", "image", "x"],
+    );
+}
+
+fn write_csv(dir: &Path, label: i64) -> PathBuf {
+    let path = dir.join("one.csv");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let header: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+    writeln!(f, "id,{},label", header.join(",")).unwrap();
+    writeln!(f, "a,{},{label}", vec!["0.5"; 64].join(",")).unwrap();
+    path
+}
+
+#[test]
+fn label_out_of_range_is_an_error_naming_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), 12);
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            csv.to_str().unwrap(),
+        ],
+        &["label 12", "sample 'a'", "10 classes"],
+    );
+}
+
+#[test]
+fn non_numeric_cell_is_an_error_naming_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.csv");
+    std::fs::write(&path, "p0,p1,label\n0.1,zero,1\n").unwrap();
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            path.to_str().unwrap(),
+        ],
+        &["bad.csv", "line 2", "'p1'", "'zero'"],
+    );
+}
+
+/// Writes an `.npz` holding `x` as a unicode array (wrong dtype for a model input) and int
+/// labels.
+fn write_string_npz(path: &Path) {
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("x.npy", opts).unwrap();
+    zip.write_all(&npy("<U1", "(2,)", &[b'a', 0, 0, 0, b'b', 0, 0, 0]))
+        .unwrap();
+    zip.start_file("label.npy", opts).unwrap();
+    zip.write_all(&npy(
+        "<i8",
+        "(2,)",
+        &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+    ))
+    .unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn wrong_dtype_is_an_error_naming_the_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strings.npz");
+    write_string_npz(&path);
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            path.to_str().unwrap(),
+        ],
+        &["'x'", "string", "expected numbers"],
+    );
+}
+
+#[test]
+fn malformed_policies_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("max_acc_drop = 1.0\n", "max_acc_drop"),
+        ("max_accuracy_drop_pp = \"one\"\n", "max_accuracy_drop_pp"),
+        ("max_negative_flip_rate = 3\n", "max_negative_flip_rate"),
+        ("min_speedup = 1.5\n", "min_speedup"),
+        ("max_accuracy_drop_pp = [\n", "policy"),
+    ] {
+        let p = dir.path().join("policy.toml");
+        std::fs::write(&p, text).unwrap();
+        check_error(
+            &[
+                "--baseline",
+                &ex("model_fp32.onnx"),
+                "--candidate",
+                &ex("model_int8.onnx"),
+                "--data",
+                &ex("test.npz"),
+                "--policy",
+                p.to_str().unwrap(),
+            ],
+            &[needle, "policy.toml"],
+        );
+    }
+}
+
+#[test]
+fn zero_samples_is_an_error() {
+    check_error(
+        &[
+            "--baseline",
+            &ex("model_fp32.onnx"),
+            "--candidate",
+            &ex("model_int8.onnx"),
+            "--data",
+            &ex("test.npz"),
+            "--limit",
+            "0",
+        ],
+        &["no sample"],
+    );
+}
+
+#[test]
+fn reserved_runtime_specs_say_not_available_yet() {
+    check_error(
+        &[
+            "--baseline",
+            &ex("model_fp32.onnx"),
+            "--candidate",
+            &format!("ort:{}", ex("model_int8.onnx")),
+            "--data",
+            &ex("test.npz"),
+        ],
+        &["not available yet", "ONNX Runtime"],
+    );
+}
+
+#[test]
+fn missing_required_option_is_an_error() {
+    check_error(
+        &[
+            "--baseline",
+            &ex("model_fp32.onnx"),
+            "--data",
+            &ex("test.npz"),
+        ],
+        &["--candidate"],
+    );
+}
+
+#[test]
+fn inspect_lists_io_ops_and_unsupported_nodes() {
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .args(["inspect", &fx("cnn_int8_qop_contrib.onnx")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("image") && s.contains("[N, 1, 8, 8]"), "{s}");
+    assert!(
+        s.contains("QLinearConv") && s.contains("tract cannot run") && s.contains("QLinearAdd"),
+        "{s}"
+    );
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .args(["inspect", "--json", &fx("mlp_fp32.onnx")])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"]["inputs"][0]["name"], "x");
+    assert_eq!(v["tract_unsupported"].as_array().unwrap().len(), 0);
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .args(["inspect", &fx("truncated.onnx")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
