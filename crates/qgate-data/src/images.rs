@@ -101,7 +101,7 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
             });
         }
     }
-    if pre.std.iter().any(|&s| s == 0.0) {
+    if pre.std.contains(&0.0) {
         return Err(DataError::Format {
             path: dir.to_path_buf(),
             message: "preprocessing `std` must not be 0".into(),

@@ -218,12 +218,11 @@ fn decode(
                 .map(|c| {
                     c.chunks_exact(4)
                         .map(|b| {
-                            let v = if big {
+                            if big {
                                 u32::from_be_bytes([b[0], b[1], b[2], b[3]])
                             } else {
                                 u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-                            };
-                            v
+                            }
                         })
                         .take_while(|&v| v != 0)
                         .map(|v| char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER))
@@ -300,10 +299,11 @@ fn to_c_order(a: Array) -> Array {
     }
 }
 
+/// The members of an `.npz` archive: name (without `.npy`) and the parsed array.
+pub type NpzMembers = Vec<(String, Result<Array, NpyError>)>;
+
 /// Reads every `.npy` member of an `.npz` archive (stored or deflated), in archive order.
-pub fn read_npz<R: Read + std::io::Seek>(
-    reader: R,
-) -> Result<Vec<(String, Result<Array, NpyError>)>, String> {
+pub fn read_npz<R: Read + std::io::Seek>(reader: R) -> Result<NpzMembers, String> {
     let mut zip =
         zip::ZipArchive::new(reader).map_err(|e| format!("not a valid .npz (zip) archive: {e}"))?;
     let mut out = Vec::new();

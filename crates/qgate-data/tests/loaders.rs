@@ -1,5 +1,7 @@
 //! Loaders against the files fixtures/gen/generate.py wrote with numpy.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use qgate_core::{ArrayData, Tolerance};

@@ -2,6 +2,8 @@
 //! scikit-learn metrics, scipy's McNemar (binomtest) and paired bootstrap, and numpy/scipy
 //! divergence, all computed by fixtures/gen/generate.py from onnxruntime's outputs.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use qgate_core::compare::{Comparison, PairInput, Predicted};

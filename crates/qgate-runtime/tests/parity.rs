@@ -3,6 +3,8 @@
 //! ORT's default graph optimisations (QDQ fused into integer kernels) and
 //! `ref_outputs_unfused.npz` node by node, as the ONNX operator specs define the graph.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use qgate_core::divergence::cosine;

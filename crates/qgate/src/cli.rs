@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compare a baseline and a candidate model on a labelled data set.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
 }

@@ -1,6 +1,8 @@
 //! The `qgate` binary end to end on the committed fixtures: pass, fail and error exits, the
 //! report files, and bad inputs that must give a clear error (exit 2) and never a panic.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
