@@ -163,11 +163,14 @@ impl Default for BootstrapSettings {
 ///
 /// Each resample draws `codes.len()` samples with replacement, counts how often each code
 /// was drawn and hands the counts to `statistics`, which returns one value per statistic.
-/// Drawing codes instead of rows keeps the cost at one random draw per sample and makes
-/// every statistic O(alphabet) per resample. Returns one `(low, high)` interval per
-/// statistic: the `(1 - confidence) / 2` and `(1 + confidence) / 2` percentiles of the
-/// resampled values (numpy's linear interpolation, as `scipy.stats.bootstrap(...,
-/// method="percentile")`).
+/// Drawing a sample uniformly and reading its code is the same as drawing a code with
+/// probability (its frequency ÷ n), which Walker's alias method (Vose 1991) does in O(1)
+/// from a table the size of the alphabet — no random access into the sample array. Every
+/// resample has its own generator derived from `(seed, resample index)`, so resamples run
+/// on all cores and the result does not depend on the number of threads. Returns one
+/// `(low, high)` interval per statistic: the `(1 − confidence) / 2` and
+/// `(1 + confidence) / 2` percentiles of the resampled values (numpy's linear
+/// interpolation, as `scipy.stats.bootstrap(..., method="percentile")`).
 pub fn paired_bootstrap<F>(
     codes: &[u32],
     n_codes: usize,
@@ -175,32 +178,54 @@ pub fn paired_bootstrap<F>(
     statistics: F,
 ) -> Vec<(f64, f64)>
 where
-    F: Fn(&[u64]) -> Vec<f64>,
+    F: Fn(&[u64]) -> Vec<f64> + Sync,
 {
-    if codes.is_empty() || settings.resamples == 0 {
+    if codes.is_empty() || settings.resamples == 0 || n_codes == 0 {
         return Vec::new();
     }
-    let mut rng = Rng::new(settings.seed);
-    let mut counts = vec![0u64; n_codes];
-    let mut per_stat: Vec<Vec<f64>> = Vec::new();
-    let n = codes.len();
-    for _ in 0..settings.resamples {
-        counts.iter_mut().for_each(|c| *c = 0);
-        for _ in 0..n {
-            counts[codes[rng.below(n)] as usize] += 1;
-        }
-        let values = statistics(&counts);
-        if per_stat.is_empty() {
-            per_stat = vec![Vec::with_capacity(settings.resamples); values.len()];
-        }
-        for (slot, v) in per_stat.iter_mut().zip(values) {
-            slot.push(v);
-        }
+    let mut freq = vec![0u64; n_codes];
+    for &c in codes {
+        freq[c as usize] += 1;
     }
+    let alias = Alias::new(&freq);
+    let n = codes.len();
+    let resample = |r: usize| -> Vec<f64> {
+        let mut rng = Rng::new(settings.seed ^ (r as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut counts = vec![0u64; n_codes];
+        for _ in 0..n {
+            counts[alias.draw(&mut rng)] += 1;
+        }
+        statistics(&counts)
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(settings.resamples);
+    let values: Vec<Vec<f64>> = if threads <= 1 || n * settings.resamples < 1 << 16 {
+        (0..settings.resamples).map(resample).collect()
+    } else {
+        let chunk = settings.resamples.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let resample = &resample;
+                    scope.spawn(move || {
+                        let end = ((t + 1) * chunk).min(settings.resamples);
+                        (t * chunk..end).map(resample).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    let n_stats = values.first().map_or(0, Vec::len);
     let alpha = (1.0 - settings.confidence) / 2.0;
-    per_stat
-        .into_iter()
-        .map(|mut v| {
+    (0..n_stats)
+        .map(|k| {
+            let mut v: Vec<f64> = values.iter().map(|row| row[k]).collect();
             v.sort_by(f64::total_cmp);
             (
                 percentile_sorted(&v, alpha * 100.0),
@@ -208,6 +233,66 @@ where
             )
         })
         .collect()
+}
+
+/// Walker/Vose alias table: draws index `i` with probability `weights[i] / Σ weights`.
+/// Each slot packs its acceptance threshold (a 32-bit fraction) and its alias, so a draw
+/// costs one random word and one table read.
+struct Alias {
+    slots: Vec<(u32, u32)>,
+}
+
+impl Alias {
+    fn new(weights: &[u64]) -> Alias {
+        let k = weights.len();
+        let total: u64 = weights.iter().sum();
+        let mut scaled: Vec<f64> = weights
+            .iter()
+            .map(|&w| w as f64 * k as f64 / total as f64)
+            .collect();
+        let mut prob = vec![1.0; k];
+        let mut alias: Vec<usize> = (0..k).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..k).partition(|&i| scaled[i] < 1.0);
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            prob[s] = scaled[s];
+            alias[s] = l;
+            scaled[l] -= 1.0 - scaled[s];
+            if scaled[l] < 1.0 {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // What is left has probability 1 up to rounding: always accepted.
+        let slots = prob
+            .iter()
+            .zip(&alias)
+            .map(|(&p, &a)| {
+                let threshold = if p >= 1.0 {
+                    u32::MAX
+                } else {
+                    (p * 4_294_967_296.0) as u32
+                };
+                (threshold, a as u32)
+            })
+            .collect();
+        Alias { slots }
+    }
+
+    #[inline]
+    fn draw(&self, rng: &mut Rng) -> usize {
+        // Lemire: the high half of r·k is a uniform slot; the low half's top bits are a
+        // uniform fraction, independent of the slot up to 2^-32.
+        let m = rng.next_u64() as u128 * self.slots.len() as u128;
+        let i = (m >> 64) as usize;
+        let frac = ((m as u64) >> 32) as u32;
+        let (threshold, alias) = self.slots[i];
+        if frac < threshold || threshold == u32::MAX {
+            i
+        } else {
+            alias as usize
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +330,19 @@ mod tests {
         let (lo, hi) = wilson_interval(8, 10, Z_95);
         assert!((lo - 0.490_162_1).abs() < 1e-6, "{lo}");
         assert!((hi - 0.943_317_8).abs() < 1e-6, "{hi}");
+    }
+
+    #[test]
+    fn alias_draws_follow_the_weights() {
+        let alias = Alias::new(&[1, 0, 3]);
+        let mut rng = Rng::new(3);
+        let mut counts = [0u32; 3];
+        for _ in 0..40_000 {
+            counts[alias.draw(&mut rng)] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        // expected 10 000 / 30 000; sd ≈ 87
+        assert!((counts[0] as i64 - 10_000).abs() < 500, "{counts:?}");
     }
 
     #[test]

@@ -269,6 +269,21 @@ pub trait Model: Send {
     /// Runs one batch. `inputs` holds one array per declared input, in declaration order;
     /// returns every declared output, in declaration order.
     fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError>;
+
+    /// Runs one batch and returns the named tensors of the graph (intermediate activations
+    /// or outputs), in the order asked. Backends that cannot expose intermediates say so.
+    fn run_tensors(
+        &mut self,
+        inputs: &[Array],
+        names: &[String],
+    ) -> Result<Vec<Array>, RuntimeError> {
+        let _ = (inputs, names);
+        Err(RuntimeError::NotAvailable {
+            spec: self.provenance().spec,
+            runtime: self.provenance().runtime,
+            hint: "this runtime cannot return intermediate tensors".into(),
+        })
+    }
 }
 
 /// Loads the model named by `spec`.

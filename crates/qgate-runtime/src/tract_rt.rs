@@ -36,7 +36,7 @@ pub struct TractModel {
     info: ModelInfo,
     model: InferenceModel,
     input_types: Vec<DatumType>,
-    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    plans: HashMap<(Vec<Vec<usize>>, Vec<String>), Plan>,
 }
 
 impl TractModel {
@@ -98,16 +98,39 @@ impl TractModel {
         })
     }
 
-    fn plan(&mut self, shapes: Vec<Vec<usize>>) -> Result<Plan, RuntimeError> {
-        if let Some(p) = self.plans.get(&shapes) {
+    /// The optimised plan for these input shapes, returning `outputs` (empty = the model's
+    /// declared outputs).
+    fn plan(
+        &mut self,
+        shapes: Vec<Vec<usize>>,
+        outputs: Vec<String>,
+    ) -> Result<Plan, RuntimeError> {
+        let key = (shapes, outputs);
+        if let Some(p) = self.plans.get(&key) {
             return Ok(p.clone());
         }
+        let (shapes, outputs) = &key;
         let err = |e: TractError| RuntimeError::Load {
             path: self.path.clone(),
             runtime: "tract".into(),
             message: format!("{e:#}"),
         };
         let mut model = self.model.clone();
+        if !outputs.is_empty() {
+            let outlets = outputs
+                .iter()
+                .map(|name| {
+                    model
+                        .find_outlet_label(name)
+                        .ok_or_else(|| RuntimeError::Input {
+                            path: self.path.clone(),
+                            name: name.clone(),
+                            message: "no tensor of this name in the graph".into(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            model.select_output_outlets(&outlets).map_err(err)?;
+        }
         for (i, (shape, dt)) in shapes.iter().zip(&self.input_types).enumerate() {
             model = model
                 .with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone()))
@@ -118,8 +141,56 @@ impl TractModel {
             .map_err(err)?
             .into_runnable()
             .map_err(err)?;
-        self.plans.insert(shapes, plan.clone());
+        self.plans.insert(key, plan.clone());
         Ok(plan)
+    }
+
+    fn execute(
+        &mut self,
+        inputs: &[Array],
+        outputs: Vec<String>,
+    ) -> Result<Vec<Array>, RuntimeError> {
+        if inputs.len() != self.input_types.len() {
+            return Err(RuntimeError::Run {
+                path: self.path.clone(),
+                message: format!(
+                    "{} input(s) given, the model declares {}",
+                    inputs.len(),
+                    self.input_types.len()
+                ),
+            });
+        }
+        let mut tensors = TVec::new();
+        for ((a, dt), info) in inputs.iter().zip(&self.input_types).zip(&self.info.inputs) {
+            tensors.push(to_tensor(a, *dt).map_err(|message| RuntimeError::Input {
+                path: self.path.clone(),
+                name: info.name.clone(),
+                message,
+            })?);
+        }
+        let names: Vec<String> = if outputs.is_empty() {
+            self.info.outputs.iter().map(|o| o.name.clone()).collect()
+        } else {
+            outputs.clone()
+        };
+        let shapes = inputs.iter().map(|a| a.shape.clone()).collect();
+        let plan = self.plan(shapes, outputs)?;
+        let results = plan
+            .run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
+            .map_err(|e| RuntimeError::Run {
+                path: self.path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        results
+            .into_iter()
+            .zip(&names)
+            .map(|(t, name)| {
+                from_tensor(&t).map_err(|message| RuntimeError::Run {
+                    path: self.path.clone(),
+                    message: format!("tensor '{name}': {message}"),
+                })
+            })
+            .collect()
     }
 }
 
@@ -141,42 +212,18 @@ impl Model for TractModel {
     }
 
     fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError> {
-        if inputs.len() != self.input_types.len() {
-            return Err(RuntimeError::Run {
-                path: self.path.clone(),
-                message: format!(
-                    "{} input(s) given, the model declares {}",
-                    inputs.len(),
-                    self.input_types.len()
-                ),
-            });
+        self.execute(inputs, Vec::new())
+    }
+
+    fn run_tensors(
+        &mut self,
+        inputs: &[Array],
+        names: &[String],
+    ) -> Result<Vec<Array>, RuntimeError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut tensors = TVec::new();
-        for ((a, dt), info) in inputs.iter().zip(&self.input_types).zip(&self.info.inputs) {
-            tensors.push(to_tensor(a, *dt).map_err(|message| RuntimeError::Input {
-                path: self.path.clone(),
-                name: info.name.clone(),
-                message,
-            })?);
-        }
-        let shapes = inputs.iter().map(|a| a.shape.clone()).collect();
-        let plan = self.plan(shapes)?;
-        let outputs = plan
-            .run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
-            .map_err(|e| RuntimeError::Run {
-                path: self.path.clone(),
-                message: format!("{e:#}"),
-            })?;
-        outputs
-            .into_iter()
-            .zip(&self.info.outputs)
-            .map(|(t, info)| {
-                from_tensor(&t).map_err(|message| RuntimeError::Run {
-                    path: self.path.clone(),
-                    message: format!("output '{}': {message}", info.name),
-                })
-            })
-            .collect()
+        self.execute(inputs, names.to_vec())
     }
 }
 

@@ -204,3 +204,84 @@ fn tract_version_matches_cargo_lock() {
         "update TRACT_VERSION to the tract-onnx version in Cargo.lock"
     );
 }
+
+#[test]
+fn intermediate_tensors_can_be_fetched_by_name() {
+    let path = fixtures().join("mlp_fp32.onnx");
+    let mut model = load(
+        &ModelSpec::parse(path.to_str().unwrap()).unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let data = npz("test.npz");
+    let x = data.arrays["x"].slice_rows(0, 16);
+    let logits = model.run(std::slice::from_ref(&x)).unwrap().remove(0);
+    let info = qgate_runtime::inspect_onnx(&path).unwrap();
+    assert!(info.op_counts.contains_key("Relu"));
+    // The hidden activation (the Relu's output) and the logits, by tensor name.
+    let relu = relu_output(&path);
+    let got = model
+        .run_tensors(std::slice::from_ref(&x), &[relu.clone(), "logits".into()])
+        .unwrap();
+    assert_eq!(got[0].shape, vec![16, 64]);
+    assert!(
+        got[0].to_f64().unwrap().iter().all(|v| *v >= 0.0),
+        "a Relu output is never negative"
+    );
+    assert_eq!(got[1], logits);
+    let err = model
+        .run_tensors(&[x], &["no_such_tensor".into()])
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no_such_tensor"), "{err}");
+}
+
+fn relu_output(path: &Path) -> String {
+    use tract_onnx::prelude::Framework;
+    let proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
+    let graph = proto.graph.unwrap();
+    graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Relu")
+        .unwrap()
+        .output[0]
+        .clone()
+}
+
+#[test]
+fn several_named_inputs_and_outputs() {
+    // mlp_two_inputs takes the 64 pixels as two halves by column and also returns its hidden
+    // activation; its logits must equal mlp_fp32's (onnxruntime's reference).
+    let path = fixtures().join("mlp_two_inputs.onnx");
+    let mut model = load(
+        &ModelSpec::parse(path.to_str().unwrap()).unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let names: Vec<&str> = model
+        .info()
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(names, ["x_left", "x_right"]);
+    let outs: Vec<&str> = model
+        .info()
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(outs, ["logits", "hidden"]);
+    let x = npz("test.npz").arrays["x"].to_f32().unwrap();
+    let half = |lo: usize| -> Array {
+        let v: Vec<f32> = x.chunks(64).flat_map(|r| r[lo..lo + 32].to_vec()).collect();
+        Array::from_f32(vec![540, 32], v).unwrap()
+    };
+    let got = model.run(&[half(0), half(32)]).unwrap();
+    assert_eq!(got[1].shape, vec![540, 64]);
+    let want = &npz("ref_outputs.npz").arrays["mlp_fp32__logits"];
+    for (g, w) in got[0].to_f64().unwrap().iter().zip(want.to_f64().unwrap()) {
+        assert!(Tolerance::Float32Reordering.close(*g, w), "{g} vs {w}");
+    }
+}

@@ -1,0 +1,252 @@
+//! Evaluation mechanics with mock models whose outputs are known: fixed batch sizes,
+//! several inputs, label outputs, probability detection.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use qgate_core::policy::Policy;
+use qgate_core::{Array, ArrayData, ElemType};
+use qgate_data::Dataset;
+use qgate_eval::{evaluate_pair, EvalOptions, InputMapping, OutputKind};
+use qgate_runtime::mock::MockModel;
+use qgate_runtime::{Dim, ModelInfo, TensorInfo};
+
+fn info(inputs: &[(&str, Vec<Dim>)], outputs: &[(&str, ElemType, Vec<Dim>)]) -> ModelInfo {
+    ModelInfo {
+        inputs: inputs
+            .iter()
+            .map(|(n, s)| TensorInfo {
+                name: n.to_string(),
+                elem_type: Some(ElemType::F32),
+                shape: s.clone(),
+            })
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|(n, t, s)| TensorInfo {
+                name: n.to_string(),
+                elem_type: Some(*t),
+                shape: s.clone(),
+            })
+            .collect(),
+        op_counts: BTreeMap::new(),
+        opset: 17,
+        producer: "mock".into(),
+        file_bytes: 0,
+    }
+}
+
+fn n() -> Dim {
+    Dim::Symbolic("N".into())
+}
+
+/// 10 samples; feature `a` holds the label, `b` holds 0.
+fn data() -> Dataset {
+    let labels: Vec<i64> = (0..10).map(|i| i % 3).collect();
+    let a = Array::new(
+        vec![10, 1],
+        ArrayData::F32(labels.iter().map(|&y| y as f32).collect()),
+    )
+    .unwrap();
+    let b = Array::new(vec![10, 1], ArrayData::F32(vec![0.0; 10])).unwrap();
+    Dataset::from_arrays(
+        "mock.npz",
+        vec![("a".into(), a), ("b".into(), b)],
+        Some(labels),
+        None,
+    )
+    .unwrap()
+}
+
+/// Logits with the true class (`a + b`) highest.
+fn logits_of(inputs: &[Array]) -> Array {
+    let a = inputs[0].to_f64().unwrap();
+    let b = inputs
+        .get(1)
+        .map(|x| x.to_f64().unwrap())
+        .unwrap_or_else(|| vec![0.0; a.len()]);
+    let mut v = Vec::new();
+    for (x, y) in a.iter().zip(&b) {
+        let c = (x + y) as usize;
+        v.extend((0..3).map(|k| if k == c { 2.0f32 } else { 0.0 }));
+    }
+    Array::from_f32(vec![a.len(), 3], v).unwrap()
+}
+
+#[test]
+fn fixed_batch_models_get_padded_batches() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let fixed = info(
+        &[("a", vec![Dim::Fixed(4), Dim::Fixed(1)])],
+        &[("logits", ElemType::F32, vec![Dim::Fixed(4), Dim::Fixed(3)])],
+    );
+    let mut base = MockModel::new(fixed.clone(), move |inp| {
+        seen2.lock().unwrap().push(inp[0].shape[0]);
+        Ok(vec![logits_of(inp)])
+    });
+    let mut cand = MockModel::new(fixed, |inp| Ok(vec![logits_of(inp)]));
+    let eval = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &EvalOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![4, 4, 4],
+        "10 samples in batches of the fixed size 4"
+    );
+    assert_eq!(eval.n_samples, 10);
+    assert_eq!(eval.baseline.metrics.accuracy, 1.0);
+}
+
+#[test]
+fn several_inputs_are_bound_by_name_or_mapping() {
+    let two = info(
+        &[
+            ("a", vec![n(), Dim::Fixed(1)]),
+            ("other", vec![n(), Dim::Fixed(1)]),
+        ],
+        &[("logits", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let mut base = MockModel::new(two.clone(), |inp| Ok(vec![logits_of(inp)]));
+    let mut cand = MockModel::new(two, |inp| Ok(vec![logits_of(inp)]));
+    // `other` matches no array: an error that says what to do.
+    let err = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &EvalOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("'other'") && err.contains("--input NAME=KEY"),
+        "{err}"
+    );
+    let opts = EvalOptions {
+        inputs: InputMapping {
+            single_key: None,
+            pairs: vec![("other".into(), "b".into())],
+        },
+        ..EvalOptions::default()
+    };
+    let eval = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &opts,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let how: Vec<_> = eval
+        .baseline
+        .inputs
+        .iter()
+        .map(|b| (b.input.as_str(), b.array.as_str(), b.how.as_str()))
+        .collect();
+    assert_eq!(
+        how,
+        vec![("a", "a", "same name"), ("other", "b", "--input other=b")]
+    );
+    assert_eq!(eval.candidate.metrics.accuracy, 1.0);
+}
+
+#[test]
+fn label_outputs_and_probability_outputs_are_detected() {
+    let labels_info = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("label", ElemType::I64, vec![n()])],
+    );
+    let mut base = MockModel::new(labels_info.clone(), |inp| {
+        let v: Vec<i64> = inp[0].to_f64().unwrap().iter().map(|&x| x as i64).collect();
+        Ok(vec![Array::new(vec![v.len()], ArrayData::I64(v)).unwrap()])
+    });
+    // The candidate gets class 2 wrong (answers 0).
+    let mut cand = MockModel::new(labels_info, |inp| {
+        let v: Vec<i64> = inp[0]
+            .to_f64()
+            .unwrap()
+            .iter()
+            .map(|&x| if x == 2.0 { 0 } else { x as i64 })
+            .collect();
+        Ok(vec![Array::new(vec![v.len()], ArrayData::I64(v)).unwrap()])
+    });
+    let eval = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &EvalOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(eval.baseline.scores.kind, OutputKind::Labels);
+    assert!(eval.comparison.kl.is_none() && eval.baseline.metrics.top_k_accuracy.is_none());
+    assert_eq!(eval.comparison.negative_flips, 3);
+    assert_eq!(eval.n_classes, 3);
+
+    let probs_info = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("p", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let softmaxed = |inp: &[Array]| {
+        let l = logits_of(inp);
+        let v: Vec<f32> = l
+            .to_f64()
+            .unwrap()
+            .chunks(3)
+            .flat_map(|r| {
+                qgate_core::metrics::softmax(r)
+                    .into_iter()
+                    .map(|x| x as f32)
+            })
+            .collect();
+        Ok(vec![Array::from_f32(l.shape, v).unwrap()])
+    };
+    let mut base = MockModel::new(probs_info.clone(), softmaxed);
+    let mut cand = MockModel::new(probs_info, softmaxed);
+    let eval = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &EvalOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(eval.baseline.scores.kind, OutputKind::Probs);
+    assert_eq!(eval.comparison.kl.as_ref().unwrap().max, 0.0);
+}
+
+#[test]
+fn unlabelled_data_is_an_error() {
+    let one = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("logits", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let mut base = MockModel::new(one.clone(), |inp| Ok(vec![logits_of(inp)]));
+    let mut cand = MockModel::new(one, |inp| Ok(vec![logits_of(inp)]));
+    let mut d = data();
+    d.labels = None;
+    let err = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &d,
+        &Policy::default(),
+        &EvalOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("--label-key"), "{err}");
+}
