@@ -396,3 +396,125 @@ mod tests {
         assert_eq!(a.data, ArrayData::Str(vec!["ab".into(), "c".into()]));
     }
 }
+
+/// Encodes an array as a `.npy` file (format 1.0, little-endian, C order). Strings become
+/// fixed-width unicode (`<U`).
+pub fn encode_npy(a: &Array) -> Vec<u8> {
+    let (descr, data): (String, Vec<u8>) = match &a.data {
+        ArrayData::F32(v) => (
+            "<f4".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::F64(v) => (
+            "<f8".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::I8(v) => ("|i1".into(), v.iter().map(|&x| x as u8).collect()),
+        ArrayData::I16(v) => (
+            "<i2".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::I32(v) => (
+            "<i4".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::I64(v) => (
+            "<i8".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::U8(v) => ("|u1".into(), v.clone()),
+        ArrayData::U16(v) => (
+            "<u2".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::U32(v) => (
+            "<u4".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::U64(v) => (
+            "<u8".into(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        ArrayData::Bool(v) => ("|b1".into(), v.iter().map(|&x| x as u8).collect()),
+        ArrayData::Str(v) => {
+            let width = v
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let mut bytes = Vec::with_capacity(v.len() * width * 4);
+            for s in v {
+                let mut n = 0;
+                for c in s.chars() {
+                    bytes.extend_from_slice(&(c as u32).to_le_bytes());
+                    n += 1;
+                }
+                bytes.resize(bytes.len() + (width - n) * 4, 0);
+            }
+            (format!("<U{width}"), bytes)
+        }
+    };
+    let shape = match a.shape.len() {
+        1 => format!("({},)", a.shape[0]),
+        _ => format!(
+            "({})",
+            a.shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Writes arrays as an uncompressed `.npz` archive that `numpy.load` reads.
+pub fn write_npz<W: std::io::Write + std::io::Seek>(
+    writer: W,
+    arrays: &[(&str, &Array)],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(writer);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    for (name, a) in arrays {
+        zip.start_file(format!("{name}.npy"), opts)
+            .map_err(std::io::Error::other)?;
+        zip.write_all(&encode_npy(a))?;
+    }
+    zip.finish().map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn npz_round_trip() {
+        let a = Array::new(
+            vec![2, 3],
+            ArrayData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        )
+        .unwrap();
+        let ids = Array::new(vec![2], ArrayData::Str(vec!["a".into(), "bé".into()])).unwrap();
+        let mut buf = std::io::Cursor::new(Vec::new());
+        write_npz(&mut buf, &[("logits", &a), ("id", &ids)]).unwrap();
+        buf.set_position(0);
+        let back = read_npz(buf).unwrap();
+        assert_eq!(back[0].0, "logits");
+        assert_eq!(back[0].1.as_ref().unwrap(), &a);
+        assert_eq!(back[1].1.as_ref().unwrap(), &ids);
+    }
+}

@@ -110,6 +110,9 @@ pub struct SideResult {
     pub inference_seconds: f64,
     /// Samples with non-finite values in the score output.
     pub non_finite_samples: u64,
+    /// Every output over the whole data set, in declaration order (for `--save-outputs`).
+    #[serde(skip)]
+    pub outputs: Vec<(String, qgate_core::Array)>,
 }
 
 /// Divergence of one output tensor.
@@ -207,6 +210,7 @@ pub fn evaluate_pair(
             metrics,
             inference_seconds: run.seconds,
             non_finite_samples: non_finite,
+            outputs: run.outputs.clone(),
         });
         predicted.push(Predicted {
             predictions: scores.predictions.clone(),

@@ -49,9 +49,14 @@ pub fn run_model(
         if fixed_batch.is_some() {
             idx.resize(batch, end - 1);
         }
-        let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(&idx)).collect();
         let t = Instant::now();
-        let outputs = model.run(&inputs)?;
+        let outputs = if model.keyed_by_sample() {
+            let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+            model.run_samples(&ids, &idx)?
+        } else {
+            let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(&idx)).collect();
+            model.run(&inputs)?
+        };
         seconds += t.elapsed().as_secs_f64();
         for (slot, out) in parts.iter_mut().zip(outputs) {
             let out = if out.shape.first() == Some(&idx.len()) && real < idx.len() {

@@ -34,6 +34,7 @@ fn info(inputs: &[(&str, Vec<Dim>)], outputs: &[(&str, ElemType, Vec<Dim>)]) -> 
         opset: 17,
         producer: "mock".into(),
         file_bytes: 0,
+        sha256: None,
     }
 }
 

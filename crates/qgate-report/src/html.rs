@@ -330,7 +330,11 @@ fn provenance(h: &mut String, r: &Report) {
     side_rows(h, "candidate", &r.candidate);
     let _ = write!(
         h,
-        "</table><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",
+        "</table><p>Host: {} ({} cores, {}){}. Model digests: baseline <code>{}</code>, candidate <code>{}</code>.</p><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",
+        esc(&r.host.cpu), r.host.cores, esc(&r.host.os),
+        r.deployment_runtime.as_deref().map(|d| format!("; deployment runtime: {}", esc(d))).unwrap_or_default(),
+        r.baseline.model.sha256.as_deref().unwrap_or("—"),
+        r.candidate.model.sha256.as_deref().unwrap_or("—"),
         r.tool.version, r.schema_version
     );
 }

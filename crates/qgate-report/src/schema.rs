@@ -9,7 +9,7 @@ use qgate_core::metrics::{Averages, ClassMetrics};
 use qgate_core::policy::{CriterionResult, Threshold, Verdict};
 use qgate_core::stats::BootstrapSettings;
 use qgate_eval::{Evaluation, InputBinding, ScoreOutput, SideResult, Thumbnail};
-use qgate_runtime::{ModelInfo, Provenance};
+use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
@@ -38,6 +38,10 @@ pub struct Report {
     pub comparison: ComparisonReport,
     /// Judged criteria.
     pub gate: GateReport,
+    /// The machine the figures come from.
+    pub host: HostInfo,
+    /// The runtime declared for deployment, if any.
+    pub deployment_runtime: Option<String>,
     /// Things the reader should know, each with what to do.
     pub warnings: Vec<Warning>,
     /// Thumbnails of flipped samples (HTML only).
@@ -201,6 +205,10 @@ pub enum WarningKind {
     SmallClasses,
     /// The models output labels; KL and top-k are unavailable.
     LabelsOnly,
+    /// A side ran on a runtime other than the one declared for deployment.
+    NotDeploymentRuntime,
+    /// The same model file ran on two runtimes: differences are runtime disagreement.
+    CrossRuntime,
 }
 
 /// A warning: what and what to do.
@@ -217,7 +225,12 @@ pub const SMALL_CLASS_SUPPORT: u64 = 30;
 
 impl Report {
     /// Builds the report of a comparison.
-    pub fn from_evaluation(eval: &Evaluation, command: &str) -> Report {
+    pub fn from_evaluation(
+        eval: &Evaluation,
+        command: &str,
+        deployment_runtime: Option<&str>,
+        host: HostInfo,
+    ) -> Report {
         let c = &eval.comparison;
         let mut divergence = BTreeMap::new();
         for d in &eval.divergence {
@@ -272,7 +285,7 @@ impl Report {
             thresholds: eval.policy.thresholds.clone(),
             criteria: eval.gate.criteria.clone(),
         };
-        let warnings = warnings(eval);
+        let warnings = warnings(eval, deployment_runtime);
         let summary = summary(eval);
         Report {
             schema_version: SCHEMA_VERSION,
@@ -293,6 +306,8 @@ impl Report {
             candidate: side(&eval.candidate),
             comparison,
             gate,
+            host,
+            deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
             thumbnails: eval.thumbnails.clone(),
         }
@@ -336,9 +351,57 @@ fn is_quantized(info: &ModelInfo) -> bool {
     })
 }
 
-fn warnings(eval: &Evaluation) -> Vec<Warning> {
+fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning> {
     let mut out = Vec::new();
     let sides = [("baseline", &eval.baseline), ("candidate", &eval.candidate)];
+    let (b, c) = (&eval.baseline, &eval.candidate);
+    if b.model.sha256.is_some() && b.model.sha256 == c.model.sha256 {
+        let how = if b.provenance.runtime == c.provenance.runtime {
+            format!(
+                "twice on {} (settings: {:?} vs {:?})",
+                b.provenance.runtime, b.provenance.settings, c.provenance.settings
+            )
+        } else {
+            format!(
+                "on {} and on {}",
+                b.provenance.runtime, c.provenance.runtime
+            )
+        };
+        let max_abs = eval
+            .divergence
+            .iter()
+            .map(|d| d.tensor.max_abs)
+            .fold(0.0, f64::max);
+        out.push(Warning {
+            kind: WarningKind::CrossRuntime,
+            message: format!(
+                "the same model file ran {how}: every difference in this report is runtime disagreement \
+                 (top-1 agreement {:.4}, {} of {} predictions differ, largest output difference {max_abs:.3e})",
+                eval.comparison.top1_agreement,
+                eval.n_samples - (eval.comparison.top1_agreement * eval.n_samples as f64).round() as usize,
+                eval.n_samples
+            ),
+        });
+    }
+    if let Some(deploy) = deployment_runtime {
+        for (name, s) in sides {
+            if s.provenance.runtime != deploy {
+                out.push(Warning {
+                    kind: WarningKind::NotDeploymentRuntime,
+                    message: format!(
+                        "the {name}'s figures come from {}, not from the deployment runtime {deploy}: \
+                         accuracy and speed may differ there; run that side as {}",
+                        s.provenance.runtime,
+                        match deploy {
+                            "onnxruntime" => "ort:MODEL.onnx",
+                            "kserve-v2" => "http://HOST:PORT/v2/models/NAME",
+                            _ => "the deployment runtime's spec",
+                        }
+                    ),
+                });
+            }
+        }
+    }
     for (name, s) in sides {
         if s.provenance.runtime == "tract" && is_quantized(&s.model) {
             out.push(Warning {

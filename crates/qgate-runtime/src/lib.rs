@@ -13,8 +13,12 @@
 //! assert!(matches!(ModelSpec::parse("m.onnx").unwrap().kind, SpecKind::Tract(_)));
 //! ```
 
+mod host;
 pub mod mock;
 mod onnx_info;
+mod ort_rt;
+mod preds;
+mod remote;
 mod tract_rt;
 
 use std::collections::BTreeMap;
@@ -24,7 +28,11 @@ use std::path::{Path, PathBuf};
 use qgate_core::{Array, ElemType};
 use serde::Serialize;
 
+pub use host::{host_info, sha256_hex, HostInfo};
 pub use onnx_info::inspect_onnx;
+pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};
+pub use preds::PredsModel;
+pub use remote::RemoteModel;
 pub use tract_rt::{tract_unsupported, TractModel, TRACT_VERSION};
 
 /// Errors from loading or running a model. Each names the model file, node or tensor.
@@ -67,6 +75,30 @@ pub enum RuntimeError {
         runtime: String,
         /// What to do instead.
         hint: String,
+    },
+    /// The ONNX Runtime library cannot be found or used.
+    #[error("ONNX Runtime: {reason}; {hint}")]
+    OrtLibrary {
+        /// What is wrong.
+        reason: String,
+        /// How to get a working library.
+        hint: String,
+    },
+    /// A remote inference server failed or answered outside the protocol.
+    #[error("{url}: {message}")]
+    Remote {
+        /// The URL requested.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+    /// A spec's options are malformed.
+    #[error("{spec}: {message}")]
+    Spec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        message: String,
     },
     /// The runtime failed to prepare the model.
     #[error("{path}: {runtime} could not prepare the model: {message}")]
@@ -148,11 +180,49 @@ pub struct ModelSpec {
     pub raw: String,
     /// What it selects.
     pub kind: SpecKind,
+    /// Per-side options given in the spec after `?` (`device=cuda&threads=4`).
+    pub options: SpecOptions,
+}
+
+/// Options that may differ between the two sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpecOptions {
+    /// Execution device (`cpu`, `cuda`, `tensorrt`, `openvino`).
+    pub device: Option<String>,
+    /// Intra-op threads.
+    pub threads: Option<usize>,
 }
 
 impl ModelSpec {
-    /// Parses `PATH`, `tract:PATH`, `ort:PATH`, `http(s)://…` or `preds:PATH`.
-    pub fn parse(s: &str) -> Result<ModelSpec, RuntimeError> {
+    /// Parses `PATH`, `tract:PATH`, `ort:PATH`, `http(s)://…` or `preds:PATH`, each
+    /// optionally followed by `?device=…&threads=…` (file specs only; a URL keeps its query).
+    pub fn parse(raw: &str) -> Result<ModelSpec, RuntimeError> {
+        let is_url = raw.starts_with("http://") || raw.starts_with("https://");
+        let (s, query) = match raw.split_once('?') {
+            Some((s, q)) if !is_url => (s, Some(q)),
+            _ => (raw, None),
+        };
+        let mut options = SpecOptions::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let bad = |message: String| RuntimeError::Spec {
+                spec: raw.to_string(),
+                message,
+            };
+            match pair.split_once('=') {
+                Some(("device", v)) => options.device = Some(v.to_string()),
+                Some(("threads", v)) => {
+                    options.threads = Some(
+                        v.parse()
+                            .map_err(|_| bad(format!("threads={v} is not a count")))?,
+                    )
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option '{pair}' (expected device=… or threads=…)"
+                    )))
+                }
+            }
+        }
         let kind = if let Some(p) = s.strip_prefix("tract:") {
             SpecKind::Tract(PathBuf::from(p))
         } else if let Some(p) = s.strip_prefix("ort:") {
@@ -165,8 +235,9 @@ impl ModelSpec {
             SpecKind::Tract(PathBuf::from(s))
         };
         Ok(ModelSpec {
-            raw: s.to_string(),
+            raw: raw.to_string(),
             kind,
+            options,
         })
     }
 
@@ -238,6 +309,8 @@ pub struct ModelInfo {
     pub producer: String,
     /// Model file size in bytes.
     pub file_bytes: u64,
+    /// SHA-256 of the model file (`None` for a remote model).
+    pub sha256: Option<String>,
 }
 
 /// Where a model's figures come from.
@@ -253,11 +326,34 @@ pub struct Provenance {
     pub settings: BTreeMap<String, String>,
 }
 
-/// Options common to every runtime.
-#[derive(Debug, Clone, Default)]
+/// Options common to every runtime. Values in the spec (`?device=…&threads=…`) win.
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Intra-op threads; `None` = runtime default.
+    /// Intra-op threads; `None` = runtime default (1 for ONNX Runtime, for reproducible figures).
     pub threads: Option<usize>,
+    /// Execution device; `None` = CPU.
+    pub device: Option<String>,
+    /// `--ort-lib`: the ONNX Runtime shared library.
+    pub ort_lib: Option<PathBuf>,
+    /// The value of `ORT_DYLIB_PATH`, read by the binary.
+    pub ort_env_path: Option<PathBuf>,
+    /// The Python interpreter whose `onnxruntime` package is the fallback library.
+    pub python: String,
+    /// Timeout of one remote request; `None` = 60 s.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads: None,
+            device: None,
+            ort_lib: None,
+            ort_env_path: None,
+            python: "python3".into(),
+            timeout: None,
+        }
+    }
 }
 
 /// A loaded model.
@@ -269,6 +365,26 @@ pub trait Model: Send {
     /// Runs one batch. `inputs` holds one array per declared input, in declaration order;
     /// returns every declared output, in declaration order.
     fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError>;
+
+    /// Whether outputs are looked up by sample (saved predictions) instead of computed from
+    /// inputs; such a model declares no input and is called through [`Model::run_samples`].
+    fn keyed_by_sample(&self) -> bool {
+        false
+    }
+
+    /// The outputs of the samples with these ids (at these positions in the data set).
+    fn run_samples(
+        &mut self,
+        ids: &[String],
+        positions: &[usize],
+    ) -> Result<Vec<Array>, RuntimeError> {
+        let _ = (ids, positions);
+        Err(RuntimeError::NotAvailable {
+            spec: self.provenance().spec,
+            runtime: self.provenance().runtime,
+            hint: "this runtime computes outputs from inputs".into(),
+        })
+    }
 
     /// Runs one batch and returns the named tensors of the graph (intermediate activations
     /// or outputs), in the order asked. Backends that cannot expose intermediates say so.
@@ -288,30 +404,27 @@ pub trait Model: Send {
 
 /// Loads the model named by `spec`.
 pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Box<dyn Model>, RuntimeError> {
-    match &spec.kind {
-        SpecKind::Tract(path) => Ok(Box::new(TractModel::load(path, spec, opts)?)),
-        SpecKind::Ort(_) => Err(not_yet(
-            spec,
-            "ONNX Runtime",
-            "run the model file without `ort:` to use the embedded tract runtime",
-        )),
-        SpecKind::Remote(_) => Err(not_yet(
-            spec,
-            "remote KServe V2",
-            "run the ONNX file locally instead",
-        )),
-        SpecKind::Preds(_) => Err(not_yet(
-            spec,
-            "saved-predictions",
-            "run the ONNX file instead",
-        )),
+    let mut opts = opts.clone();
+    if spec.options.device.is_some() {
+        opts.device = spec.options.device.clone();
     }
-}
-
-fn not_yet(spec: &ModelSpec, runtime: &str, hint: &str) -> RuntimeError {
-    RuntimeError::NotAvailable {
-        spec: spec.raw.clone(),
-        runtime: runtime.to_string(),
-        hint: hint.to_string(),
+    if spec.options.threads.is_some() {
+        opts.threads = spec.options.threads;
+    }
+    let opts = &opts;
+    match &spec.kind {
+        SpecKind::Tract(path) => {
+            if let Some(d) = opts.device.as_deref().filter(|d| *d != "cpu") {
+                return Err(RuntimeError::NotAvailable {
+                    spec: spec.raw.clone(),
+                    runtime: format!("tract on device '{d}'"),
+                    hint: "tract runs on the CPU; use ort:PATH for other devices".into(),
+                });
+            }
+            Ok(Box::new(TractModel::load(path, spec, opts)?))
+        }
+        SpecKind::Ort(path) => Ok(Box::new(OrtModel::load(path, spec, opts)?)),
+        SpecKind::Remote(url) => Ok(Box::new(RemoteModel::load(url, spec, opts)?)),
+        SpecKind::Preds(path) => Ok(Box::new(PredsModel::load(path, spec)?)),
     }
 }

@@ -12,7 +12,7 @@ use tract_onnx::prelude::Framework;
 use crate::{Dim, ModelInfo, RuntimeError, TensorInfo, UnsupportedNode};
 
 /// Decodes the ONNX file at `path`.
-pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, u64), RuntimeError> {
+pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, FileFacts), RuntimeError> {
     let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
         path: path.to_path_buf(),
         source,
@@ -33,16 +33,28 @@ pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, u64), RuntimeEr
             message: "it holds no graph with nodes and outputs".into(),
         });
     }
-    Ok((proto, bytes.len() as u64))
+    Ok((
+        proto,
+        FileFacts {
+            bytes: bytes.len() as u64,
+            sha256: crate::host::sha256_hex(&bytes),
+        },
+    ))
+}
+
+/// Size and digest of a model file.
+pub(crate) struct FileFacts {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// Inputs, outputs and op counts of the ONNX file at `path`.
 pub fn inspect_onnx(path: &Path) -> Result<ModelInfo, RuntimeError> {
-    let (proto, bytes) = read_proto(path)?;
-    Ok(model_info(&proto, bytes))
+    let (proto, file) = read_proto(path)?;
+    Ok(model_info(&proto, &file))
 }
 
-pub(crate) fn model_info(proto: &pb::ModelProto, file_bytes: u64) -> ModelInfo {
+pub(crate) fn model_info(proto: &pb::ModelProto, file: &FileFacts) -> ModelInfo {
     let empty = pb::GraphProto::default();
     let graph = proto.graph.as_ref().unwrap_or(&empty);
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -72,7 +84,8 @@ pub(crate) fn model_info(proto: &pb::ModelProto, file_bytes: u64) -> ModelInfo {
         op_counts,
         opset,
         producer,
-        file_bytes,
+        file_bytes: file.bytes,
+        sha256: Some(file.sha256.clone()),
     }
 }
 

@@ -46,8 +46,8 @@ impl TractModel {
         spec: &ModelSpec,
         _opts: &LoadOptions,
     ) -> Result<TractModel, RuntimeError> {
-        let (proto, bytes) = read_proto(path)?;
-        let info = model_info(&proto, bytes);
+        let (proto, file) = read_proto(path)?;
+        let info = model_info(&proto, &file);
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
         let missing = unsupported_nodes(&proto, |op| onnx.op_register.0.contains_key(op));
         if !missing.is_empty() {

@@ -164,17 +164,33 @@ fn a_file_of_another_format_is_not_an_onnx_model() {
 }
 
 #[test]
-fn reserved_specs_say_not_available_yet() {
-    for s in [
-        "ort:m.onnx",
-        "http://127.0.0.1:1/v2/models/m",
-        "preds:out.npz",
-    ] {
-        let err = load(&ModelSpec::parse(s).unwrap(), &LoadOptions::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("not available yet"), "{err}");
-    }
+fn specs_select_runtimes_and_carry_options() {
+    use qgate_runtime::SpecKind;
+    let s = ModelSpec::parse("ort:m.onnx?device=cuda&threads=4").unwrap();
+    assert_eq!(s.kind, SpecKind::Ort("m.onnx".into()));
+    assert_eq!(s.options.device.as_deref(), Some("cuda"));
+    assert_eq!(s.options.threads, Some(4));
+    let s = ModelSpec::parse("http://127.0.0.1:8080/v2/models/m?x=1").unwrap();
+    assert_eq!(
+        s.kind,
+        SpecKind::Remote("http://127.0.0.1:8080/v2/models/m?x=1".into())
+    );
+    assert!(matches!(
+        ModelSpec::parse("preds:out.npz").unwrap().kind,
+        SpecKind::Preds(_)
+    ));
+    let err = ModelSpec::parse("m.onnx?speed=11").unwrap_err().to_string();
+    assert!(err.contains("speed=11"), "{err}");
+    // tract runs on the CPU only.
+    let path = fixtures().join("mlp_fp32.onnx");
+    let err = load(
+        &ModelSpec::parse(&format!("{}?device=cuda", path.display())).unwrap(),
+        &LoadOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("tract") && err.contains("ort:"), "{err}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use qgate_core::policy::{Policy, PolicyFile, Source};
 use qgate_core::stats::BootstrapSettings;
 use qgate_data::{ArrayKeys, ColorMode, ImagePreprocess, Layout};
 use qgate_eval::{EvalOptions, InputMapping, OutputKind};
-use qgate_runtime::ModelSpec;
+use qgate_runtime::{LoadOptions, ModelSpec};
 use serde::Deserialize;
 
 /// Is this compressed model safe to ship? qgate compares a baseline and a candidate model
@@ -117,6 +117,27 @@ pub struct CompareArgs {
     /// Image folders: rgb or gray [default: rgb].
     #[arg(long, value_name = "COLOR")]
     pub image_color: Option<String>,
+    /// Execution device for both sides unless a spec says otherwise (`ort:m.onnx?device=cuda`):
+    /// cpu, cuda, tensorrt, openvino [default: cpu].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Intra-op threads for both sides unless a spec says otherwise [default: 1 for ONNX Runtime].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else the onnxruntime Python package).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Seconds one request to a remote inference server may take [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
+    /// preds:DIR/baseline.npz).
+    #[arg(long, value_name = "DIR")]
+    pub save_outputs: Option<PathBuf>,
+    /// The runtime the model will be deployed on (tract, onnxruntime, kserve-v2); the report
+    /// warns about figures from other runtimes.
+    #[arg(long, value_name = "RUNTIME")]
+    pub deployment_runtime: Option<String>,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -126,8 +147,14 @@ pub struct CompareArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConfigFile {
-    baseline: Option<String>,
-    candidate: Option<String>,
+    baseline: Option<SideValue>,
+    candidate: Option<SideValue>,
+    device: Option<String>,
+    threads: Option<usize>,
+    ort_lib: Option<PathBuf>,
+    timeout: Option<f64>,
+    save_outputs: Option<PathBuf>,
+    deployment_runtime: Option<String>,
     data: Option<PathBuf>,
     out: Option<PathBuf>,
     policy: Option<PolicyValue>,
@@ -144,6 +171,47 @@ struct ConfigFile {
     bootstrap_resamples: Option<usize>,
     bootstrap_seed: Option<u64>,
     image: Option<ImagePreprocessFile>,
+}
+
+/// A side: a spec string, or a table with the spec and per-side options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SideValue {
+    Spec(String),
+    Table(SideTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SideTable {
+    spec: String,
+    device: Option<String>,
+    threads: Option<usize>,
+}
+
+impl SideValue {
+    /// The spec text, with the table's options appended as `?device=…&threads=…`.
+    fn into_spec(self, base: Option<&Path>) -> String {
+        match self {
+            SideValue::Spec(s) => rel_spec(base, s),
+            SideValue::Table(t) => {
+                let mut opts = Vec::new();
+                if let Some(d) = t.device {
+                    opts.push(format!("device={d}"));
+                }
+                if let Some(n) = t.threads {
+                    opts.push(format!("threads={n}"));
+                }
+                let spec = rel_spec(base, t.spec);
+                if opts.is_empty() {
+                    spec
+                } else {
+                    let sep = if spec.contains('?') { '&' } else { '?' };
+                    format!("{spec}{sep}{}", opts.join("&"))
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +246,9 @@ pub struct CompareConfig {
     pub eval: EvalOptions,
     pub policy: Policy,
     pub progress: bool,
+    pub load: LoadOptions,
+    pub save_outputs: Option<PathBuf>,
+    pub deployment_runtime: Option<String>,
 }
 
 fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -233,11 +304,11 @@ impl CompareArgs {
         };
         let baseline = need(
             "baseline",
-            self.baseline.or(file.baseline.map(|s| rel_spec(base, s))),
+            self.baseline.or(file.baseline.map(|s| s.into_spec(base))),
         )?;
         let candidate = need(
             "candidate",
-            self.candidate.or(file.candidate.map(|s| rel_spec(base, s))),
+            self.candidate.or(file.candidate.map(|s| s.into_spec(base))),
         )?;
         let data = self
             .data
@@ -357,6 +428,24 @@ impl CompareArgs {
             },
             policy,
             progress: interactive && !self.no_progress,
+            load: LoadOptions {
+                threads: self.threads.or(file.threads),
+                device: self.device.or(file.device),
+                ort_lib: self.ort_lib.or(file.ort_lib.map(|p| rel(base, p))),
+                ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+                python: "python3".into(),
+                timeout: match self.timeout.or(file.timeout) {
+                    Some(t) if t > 0.0 && t.is_finite() => {
+                        Some(std::time::Duration::from_secs_f64(t))
+                    }
+                    Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
+                    None => None,
+                },
+            },
+            save_outputs: self
+                .save_outputs
+                .or(file.save_outputs.map(|p| rel(base, p))),
+            deployment_runtime: self.deployment_runtime.or(file.deployment_runtime),
         })
     }
 }

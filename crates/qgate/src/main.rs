@@ -13,14 +13,14 @@ use qgate_core::policy::{Status, Verdict};
 use qgate_data::Dataset;
 use qgate_eval::evaluate_pair;
 use qgate_report::{exporters, Report};
-use qgate_runtime::{inspect_onnx, load, tract_unsupported, LoadOptions, ModelSpec};
+use qgate_runtime::{inspect_onnx, load, tract_unsupported, ModelSpec};
 
 use cli::{Cli, Command, CompareConfig, InspectArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compare(args) => args
+        Command::Compare(args) => (*args)
             .resolve(std::io::stderr().is_terminal())
             .and_then(compare),
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
@@ -38,9 +38,8 @@ fn main() -> ExitCode {
 fn compare(cfg: CompareConfig) -> Result<Verdict> {
     let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
     data.subset(cfg.limit, cfg.seed);
-    let opts = LoadOptions::default();
-    let mut baseline = load(&cfg.baseline, &opts).context("baseline")?;
-    let mut candidate = load(&cfg.candidate, &opts).context("candidate")?;
+    let mut baseline = load(&cfg.baseline, &cfg.load).context("baseline")?;
+    let mut candidate = load(&cfg.candidate, &cfg.load).context("candidate")?;
     let bar = if cfg.progress {
         let bar = ProgressBar::new((2 * data.len()) as u64);
         bar.set_style(
@@ -69,7 +68,11 @@ fn compare(cfg: CompareConfig) -> Result<Verdict> {
         &mut progress,
     )?;
     bar.finish_and_clear();
-    let report = Report::from_evaluation(&eval, "compare");
+    if let Some(dir) = &cfg.save_outputs {
+        save_outputs(dir, &data, &eval)?;
+    }
+    let host = qgate_runtime::host_info();
+    let report = Report::from_evaluation(&eval, "compare", cfg.deployment_runtime.as_deref(), host);
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
     for exporter in exporters() {
@@ -91,6 +94,30 @@ fn compare(cfg: CompareConfig) -> Result<Verdict> {
     }
     println!("reports: {}", cfg.out.join("report.html").display());
     Ok(eval.gate.verdict)
+}
+
+/// Writes each side's outputs with the sample ids, as `preds:` reads them back.
+fn save_outputs(
+    dir: &std::path::Path,
+    data: &Dataset,
+    eval: &qgate_eval::Evaluation,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ids = qgate_core::Array {
+        shape: vec![data.len()],
+        data: qgate_core::ArrayData::Str(data.ids.clone()),
+    };
+    for (name, side) in [("baseline", &eval.baseline), ("candidate", &eval.candidate)] {
+        let path = dir.join(format!("{name}.npz"));
+        let mut arrays: Vec<(&str, &qgate_core::Array)> =
+            side.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
+        arrays.push(("id", &ids));
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {

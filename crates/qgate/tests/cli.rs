@@ -620,7 +620,7 @@ fn zero_samples_is_an_error() {
 }
 
 #[test]
-fn reserved_runtime_specs_say_not_available_yet() {
+fn a_missing_onnxruntime_library_says_how_to_get_one() {
     check_error(
         &[
             "--baseline",
@@ -629,8 +629,14 @@ fn reserved_runtime_specs_say_not_available_yet() {
             &format!("ort:{}", ex("model_int8.onnx")),
             "--data",
             &ex("test.npz"),
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so.1.31.1",
         ],
-        &["not available yet", "ONNX Runtime"],
+        &[
+            "candidate",
+            "/nonexistent/libonnxruntime.so.1.31.1",
+            "pip install onnxruntime==",
+        ],
     );
 }
 

@@ -1,0 +1,155 @@
+//! The KServe V2 client against a real V2 server (MLServer serving the ONNX fixtures through
+//! tests/servers/onnx_runtime.py). `.ci/run` starts it and sets `QGATE_V2_URL`; without it
+//! these tests say so and pass, unless `QGATE_REQUIRE_V2=1`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use qgate_core::Tolerance;
+use qgate_data::{load_npz, ArrayKeys, Dataset};
+use qgate_runtime::{load, LoadOptions, ModelSpec, RuntimeError};
+
+fn server() -> Option<String> {
+    match std::env::var("QGATE_V2_URL") {
+        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
+        _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_REQUIRE_V2=1 but QGATE_V2_URL is not set (start tests/servers/start.sh)")
+        }
+        _ => {
+            eprintln!("skipping V2 server tests: QGATE_V2_URL is not set");
+            None
+        }
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
+}
+
+fn npz(file: &str) -> Dataset {
+    load_npz(&fixtures().join(file), &ArrayKeys::default()).unwrap()
+}
+
+fn load_remote(
+    url: &str,
+    timeout: Option<Duration>,
+) -> Result<Box<dyn qgate_runtime::Model>, RuntimeError> {
+    let opts = LoadOptions {
+        timeout,
+        ..LoadOptions::default()
+    };
+    load(&ModelSpec::parse(url).unwrap(), &opts)
+}
+
+#[test]
+fn served_outputs_equal_onnxruntime() {
+    let Some(base) = server() else { return };
+    let data = npz("test.npz");
+    let refs = npz("ref_outputs.npz");
+    for (model, input) in [
+        ("mlp_fp32", "x"),
+        ("mlp_int8_dynamic", "x"),
+        ("cnn_int8_qdq", "image"),
+    ] {
+        let mut m = load_remote(&format!("{base}/v2/models/{model}"), None).unwrap();
+        assert_eq!(m.provenance().runtime, "kserve-v2");
+        assert!(
+            m.provenance().runtime_version.contains("mlserver"),
+            "{:?}",
+            m.provenance()
+        );
+        assert_eq!(m.info().inputs[0].name, input);
+        let outs = m.run(&[data.arrays[input].clone()]).unwrap();
+        for (info, got) in m.info().outputs.clone().iter().zip(outs) {
+            let want = &refs.arrays[&format!("{model}__{}", info.name)];
+            assert_eq!(got.shape, want.shape);
+            for (g, w) in got.to_f64().unwrap().iter().zip(want.to_f64().unwrap()) {
+                // JSON carries float32 values exactly (shortest round-trip form both ways).
+                assert!(
+                    Tolerance::Exact.close(*g, w),
+                    "{model}/{}: {g} vs {w}",
+                    info.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn server_errors_are_reported_with_status_and_message() {
+    let Some(base) = server() else { return };
+    let x = npz("test.npz").arrays["x"].slice_rows(0, 2);
+    let mut broken = load_remote(&format!("{base}/v2/models/broken_json"), None).unwrap();
+    let err = broken
+        .run(std::slice::from_ref(&x))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("HTTP 500") && err.contains("configured to fail"),
+        "{err}"
+    );
+    let mut plain = load_remote(&format!("{base}/v2/models/broken"), None).unwrap();
+    let err = plain
+        .run(std::slice::from_ref(&x))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("HTTP 500") && err.contains("/v2/models/broken/infer"),
+        "{err}"
+    );
+    let err = load_remote(&format!("{base}/v2/models/no_such_model"), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no_such_model") && err.contains("HTTP 404"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_slow_server_times_out_without_retrying() {
+    let Some(base) = server() else { return };
+    let x = npz("test.npz").arrays["x"].slice_rows(0, 2);
+    let mut slow = load_remote(
+        &format!("{base}/v2/models/slow"),
+        Some(Duration::from_millis(1500)),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let err = slow.run(&[x]).err().unwrap().to_string();
+    let took = t.elapsed();
+    assert!(err.contains("timeout"), "{err}");
+    // One attempt only: a timed-out inference may have run, so it is not sent again.
+    assert!(took < Duration::from_millis(4000), "{took:?}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_after_retries() {
+    // A port nothing listens on (bound and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = load_remote(
+        &format!("http://127.0.0.1:{port}/v2/models/m"),
+        Some(Duration::from_secs(2)),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("cannot connect") && err.contains("attempts"),
+        "{err}"
+    );
+    let err = load_remote("http://127.0.0.1:1/not-v2", None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("/v2/models/NAME"), "{err}");
+}

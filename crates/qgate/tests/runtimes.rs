@@ -1,0 +1,273 @@
+//! `qgate compare` across runtimes: ONNX Runtime (`ort:`), a KServe V2 server (`http://`),
+//! saved predictions (`preds:`) and `--save-outputs`, cross-runtime parity reports and the
+//! deployment-runtime warning. ORT and V2 parts follow the rules of the runtime crate's
+//! tests: they need `ORT_DYLIB_PATH`/`QGATE_TEST_PYTHON` and `QGATE_V2_URL` (set by
+//! `.ci/run`) and are required when `QGATE_REQUIRE_ORT=1` / `QGATE_REQUIRE_V2=1`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn fx(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn ort_lib() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let python = std::env::var("QGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    match qgate_runtime::locate_onnxruntime(None, None, &python) {
+        Ok(lib) => Some(lib.path),
+        Err(e) if std::env::var("QGATE_REQUIRE_ORT").is_ok_and(|v| v == "1") => panic!("{e}"),
+        Err(e) => {
+            eprintln!("skipping ONNX Runtime CLI tests: {e}");
+            None
+        }
+    }
+}
+
+fn v2_url() -> Option<String> {
+    match std::env::var("QGATE_V2_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_V2_URL is not set")
+        }
+        _ => None,
+    }
+}
+
+/// Runs `qgate compare ARGS --out TMP`; returns exit code, report.json, stderr and the dir.
+fn compare(args: &[&str]) -> (i32, Value, String, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .arg("compare")
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = std::fs::read_to_string(out.path().join("report.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    (o.status.code().unwrap_or(-1), report, stderr, out)
+}
+
+#[test]
+fn same_int8_model_on_tract_and_onnxruntime_reports_runtime_disagreement() {
+    let Some(lib) = ort_lib() else { return };
+    let lib = lib.display().to_string();
+    let (code, r, err, _out) = compare(&[
+        "--baseline",
+        &fx("cnn_int8_qdq.onnx"),
+        "--candidate",
+        &format!("ort:{}", fx("cnn_int8_qdq.onnx")),
+        "--data",
+        &fx("test.npz"),
+        "--ort-lib",
+        &lib,
+        "--deployment-runtime",
+        "onnxruntime",
+    ]);
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(r["baseline"]["runtime"]["runtime"], "tract");
+    assert_eq!(r["candidate"]["runtime"]["runtime"], "onnxruntime");
+    assert_eq!(
+        r["baseline"]["model"]["sha256"],
+        r["candidate"]["model"]["sha256"]
+    );
+    let kinds: Vec<&str> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"cross_runtime"), "{kinds:?}");
+    // The tract side is not the declared deployment runtime; the ORT side is.
+    let deploy: Vec<&Value> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["kind"] == "not_deployment_runtime")
+        .collect();
+    assert_eq!(deploy.len(), 1);
+    assert!(deploy[0]["message"].as_str().unwrap().contains("baseline"));
+    // tract and ORT's fused kernels disagree on some logits (see ARCHITECTURE.md).
+    assert!(
+        r["comparison"]["divergence"]["logits"]["max_abs"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn contrib_op_model_runs_in_onnxruntime() {
+    let Some(lib) = ort_lib() else { return };
+    let lib = lib.display().to_string();
+    let (code, r, err, _out) = compare(&[
+        "--baseline",
+        &format!("ort:{}", fx("cnn_fp32.onnx")),
+        "--candidate",
+        &format!("ort:{}", fx("cnn_int8_qop_contrib.onnx")),
+        "--data",
+        &fx("test.npz"),
+        "--ort-lib",
+        &lib,
+        "--top-k",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx("reference.json")).unwrap()).unwrap();
+    let want = reference["models"]["cnn_int8_qop_contrib"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(r["candidate"]["accuracy"].as_f64().unwrap(), want);
+    assert_eq!(
+        r["candidate"]["runtime"]["settings"]["execution_provider"],
+        "cpu"
+    );
+}
+
+#[test]
+fn saved_outputs_replay_as_predictions() {
+    let saved = tempfile::tempdir().unwrap();
+    let (code, first, err, _o) = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--save-outputs",
+        saved.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let preds = |side: &str| {
+        format!(
+            "preds:{}",
+            saved.path().join(format!("{side}.npz")).display()
+        )
+    };
+    // Replayed by sample id, on a shuffled subset: the same figures for those samples.
+    let (code, again, err, _o) = compare(&[
+        "--baseline",
+        &preds("baseline"),
+        "--candidate",
+        &preds("candidate"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "accuracy_delta",
+        "mcnemar_p",
+        "negative_flips",
+        "top1_agreement",
+    ] {
+        assert_eq!(again["comparison"][key], first["comparison"][key], "{key}");
+    }
+    assert_eq!(
+        again["comparison"]["kl"]["mean"],
+        first["comparison"]["kl"]["mean"]
+    );
+    assert_eq!(again["baseline"]["runtime"]["runtime"], "saved predictions");
+    let (code, subset, err, _o) = compare(&[
+        "--baseline",
+        &preds("candidate"),
+        "--candidate",
+        &fx("cnn_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--limit",
+        "100",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(subset["data"]["n_samples"], 100);
+    assert_eq!(subset["comparison"]["divergence"]["logits"]["max_abs"], 0.0);
+}
+
+#[test]
+fn predictions_missing_a_sample_are_an_error_naming_it() {
+    let saved = tempfile::tempdir().unwrap();
+    let (code, _, err, _o) = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &fx("mlp_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--limit",
+        "10",
+        "--save-outputs",
+        saved.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err, _o) = compare(&[
+        "--baseline",
+        &format!("preds:{}", saved.path().join("baseline.npz").display()),
+        "--candidate",
+        &fx("mlp_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no saved output for sample id"), "{err}");
+}
+
+#[test]
+fn a_model_served_over_kserve_v2_is_compared_like_a_file() {
+    let Some(url) = v2_url() else { return };
+    let (code, r, err, out) = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &format!("{url}/v2/models/mlp_int8_dynamic"),
+        "--data",
+        &fx("test.npz"),
+        "--batch-size",
+        "540",
+        "--top-k",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["candidate"]["runtime"]["runtime"], "kserve-v2");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx("reference.json")).unwrap()).unwrap();
+    let want = &reference["pairs"]["mlp_fp32__vs__mlp_int8_dynamic"];
+    assert_eq!(
+        r["comparison"]["mcnemar_p"].as_f64(),
+        want["mcnemar_p"].as_f64()
+    );
+    assert_eq!(r["comparison"]["negative_flips"], want["negative_flips"]);
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.contains("kserve-v2"));
+    let (code, _, err, _o) = compare(&[
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &format!("{url}/v2/models/slow"),
+        "--data",
+        &fx("test.npz"),
+        "--limit",
+        "4",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("timeout"), "{err}");
+}
