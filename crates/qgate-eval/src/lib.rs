@@ -135,6 +135,8 @@ pub struct Evaluation {
     pub n_samples: usize,
     /// Number of classes.
     pub n_classes: usize,
+    /// Samples per inference call (a model with a fixed batch dimension uses its own).
+    pub batch_size: usize,
     /// Class names (index = class).
     pub class_names: Vec<String>,
     /// Baseline.
@@ -280,6 +282,7 @@ pub fn evaluate_pair(
         data_source: data.source.clone(),
         n_samples: labels.len(),
         n_classes,
+        batch_size: opts.batch_size,
         class_names: (0..n_classes)
             .map(|c| {
                 data.class_names

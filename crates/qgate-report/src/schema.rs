@@ -13,7 +13,7 @@ use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.0.0";
+pub const SCHEMA_VERSION: &str = "1.1.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +69,8 @@ pub struct DataInfo {
     pub n_classes: usize,
     /// Class names.
     pub class_names: Vec<String>,
+    /// Samples per inference call.
+    pub batch_size: usize,
 }
 
 /// One side's figures.
@@ -301,6 +303,7 @@ impl Report {
                 n_samples: eval.n_samples,
                 n_classes: eval.n_classes,
                 class_names: eval.class_names.clone(),
+                batch_size: eval.batch_size,
             },
             baseline: side(&eval.baseline),
             candidate: side(&eval.candidate),

@@ -93,7 +93,10 @@ fn bundled_example_passes_with_every_report() {
     ]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let r = run.json();
-    assert_eq!(r["schema_version"], "1.0.0");
+    assert_eq!(r["schema_version"], qgate_report::SCHEMA_VERSION);
+    assert_eq!(r["data"]["batch_size"], 32);
+    assert_eq!(r["baseline"]["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(!r["host"]["cpu"].as_str().unwrap().is_empty());
     assert_eq!(r["verdict"], "pass");
     for side in ["baseline", "candidate"] {
         assert_eq!(r[side]["n_samples"], 540);
