@@ -326,17 +326,7 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, shape: &str, fortran: bool, data: &[u8]) -> Vec<u8> {
-        let mut header = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
+        let mut out = npy_header(descr, fortran, shape);
         out.extend_from_slice(data);
         out
     }
@@ -400,41 +390,25 @@ mod tests {
 /// Encodes an array as a `.npy` file (format 1.0, little-endian, C order). Strings become
 /// fixed-width unicode (`<U`).
 pub fn encode_npy(a: &Array) -> Vec<u8> {
+    macro_rules! le {
+        ($descr:expr, $v:expr) => {
+            (
+                $descr.to_string(),
+                $v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        };
+    }
     let (descr, data): (String, Vec<u8>) = match &a.data {
-        ArrayData::F32(v) => (
-            "<f4".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::F64(v) => (
-            "<f8".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::I8(v) => ("|i1".into(), v.iter().map(|&x| x as u8).collect()),
-        ArrayData::I16(v) => (
-            "<i2".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::I32(v) => (
-            "<i4".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::I64(v) => (
-            "<i8".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
+        ArrayData::F32(v) => le!("<f4", v),
+        ArrayData::F64(v) => le!("<f8", v),
+        ArrayData::I8(v) => le!("|i1", v),
+        ArrayData::I16(v) => le!("<i2", v),
+        ArrayData::I32(v) => le!("<i4", v),
+        ArrayData::I64(v) => le!("<i8", v),
         ArrayData::U8(v) => ("|u1".into(), v.clone()),
-        ArrayData::U16(v) => (
-            "<u2".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::U32(v) => (
-            "<u4".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
-        ArrayData::U64(v) => (
-            "<u8".into(),
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ),
+        ArrayData::U16(v) => le!("<u2", v),
+        ArrayData::U32(v) => le!("<u4", v),
+        ArrayData::U64(v) => le!("<u8", v),
         ArrayData::Bool(v) => ("|b1".into(), v.iter().map(|&x| x as u8).collect()),
         ArrayData::Str(v) => {
             let width = v
@@ -466,7 +440,16 @@ pub fn encode_npy(a: &Array) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut out = npy_header(&descr, false, &shape);
+    out.extend_from_slice(&data);
+    out
+}
+
+/// The magic, version 1.0 and the header dict padded to a multiple of 64 bytes.
+fn npy_header(descr: &str, fortran: bool, shape: &str) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -474,7 +457,6 @@ pub fn encode_npy(a: &Array) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&data);
     out
 }
 

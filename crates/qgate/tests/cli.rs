@@ -529,34 +529,11 @@ fn non_numeric_cell_is_an_error_naming_line_and_column() {
 /// Writes an `.npz` holding `x` as a unicode array (wrong dtype for a model input) and int
 /// labels.
 fn write_string_npz(path: &Path) {
-    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out
-    }
+    use qgate_core::{Array, ArrayData};
+    let x = Array::new(vec![2], ArrayData::Str(vec!["a".into(), "b".into()])).unwrap();
+    let label = Array::new(vec![2], ArrayData::I64(vec![0, 1])).unwrap();
     let file = std::fs::File::create(path).unwrap();
-    let mut zip = zip::ZipWriter::new(file);
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("x.npy", opts).unwrap();
-    zip.write_all(&npy("<U1", "(2,)", &[b'a', 0, 0, 0, b'b', 0, 0, 0]))
-        .unwrap();
-    zip.start_file("label.npy", opts).unwrap();
-    zip.write_all(&npy(
-        "<i8",
-        "(2,)",
-        &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-    ))
-    .unwrap();
-    zip.finish().unwrap();
+    qgate_data::npy::write_npz(file, &[("x", &x), ("label", &label)]).unwrap();
 }
 
 #[test]
