@@ -370,16 +370,22 @@ fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning>
                 b.provenance.runtime, c.provenance.runtime
             )
         };
-        let max_abs = eval
+        let worst = eval
             .divergence
             .iter()
-            .map(|d| d.tensor.max_abs)
-            .fold(0.0, f64::max);
+            .max_by(|a, b| a.tensor.max_abs.total_cmp(&b.tensor.max_abs))
+            .map(|d| {
+                format!(
+                    "largest output difference {:.3e} in '{}'",
+                    d.tensor.max_abs, d.output
+                )
+            })
+            .unwrap_or_else(|| "no common output to compare".into());
         out.push(Warning {
             kind: WarningKind::CrossRuntime,
             message: format!(
                 "the same model file ran {how}: every difference in this report is runtime disagreement \
-                 (top-1 agreement {:.4}, {} of {} predictions differ, largest output difference {max_abs:.3e})",
+                 (top-1 agreement {:.4}, {} of {} predictions differ, {worst})",
                 eval.comparison.top1_agreement,
                 eval.n_samples - (eval.comparison.top1_agreement * eval.n_samples as f64).round() as usize,
                 eval.n_samples

@@ -66,8 +66,8 @@ pub enum RuntimeError {
         /// The offending nodes.
         nodes: Vec<UnsupportedNode>,
     },
-    /// The spec names a runtime that is not available in this build.
-    #[error("{spec}: the {runtime} runtime is not available yet in this qgate build ({hint})")]
+    /// The spec asks for something this runtime, library or build cannot do.
+    #[error("{spec}: {runtime} is not available ({hint})")]
     NotAvailable {
         /// The spec as given.
         spec: String,

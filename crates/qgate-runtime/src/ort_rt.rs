@@ -279,7 +279,7 @@ fn execution_provider(
     use ort::ep;
     let missing = |name: &str, pkg: &str| RuntimeError::NotAvailable {
         spec: spec.raw.clone(),
-        runtime: format!("ONNX Runtime {name}"),
+        runtime: format!("device '{device}'"),
         hint: format!("the loaded onnxruntime library was built without {name}; install {pkg}"),
     };
     let available = |r: ort::Result<bool>| r.unwrap_or(false);
@@ -310,7 +310,7 @@ fn execution_provider(
             return Err(RuntimeError::NotAvailable {
                 spec: spec.raw.clone(),
                 runtime: format!("device '{other}'"),
-                hint: "choose cpu, cuda, tensorrt or openvino".into(),
+                hint: "ONNX Runtime devices: cpu, cuda, tensorrt, openvino".into(),
             })
         }
     })
