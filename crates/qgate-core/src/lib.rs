@@ -14,6 +14,7 @@
 pub mod array;
 pub mod compare;
 pub mod divergence;
+pub mod latency;
 pub mod metrics;
 pub mod policy;
 pub mod stats;

@@ -1,0 +1,326 @@
+//! Latency statistics for benchmarking: a summary of repeated timings and the paired
+//! speed-up of a candidate over a baseline measured in interleaved rounds (A B A B …), with
+//! intervals and a decision rule that a noisy machine cannot trip.
+//!
+//! Measuring belongs to the bench crate; these are pure functions over milliseconds.
+
+use serde::Serialize;
+
+use crate::stats::{percentile_sorted, BootstrapSettings, Rng};
+
+/// Summary of repeated latency measurements, milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Measurements.
+    pub n: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n − 1).
+    pub std: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// 95 % percentile-bootstrap interval of the mean.
+    pub mean_ci: [f64; 2],
+    /// 95 % percentile-bootstrap interval of the median.
+    pub median_ci: [f64; 2],
+    /// Measurements whose modified z-score exceeds 3.5 (Iglewicz & Hoaglin 1993), as
+    /// hyperfine flags them: a sign of interference (other processes, frequency changes).
+    pub outliers: usize,
+}
+
+/// Summarises `samples` (milliseconds). Intervals come from a seeded bootstrap, so the same
+/// samples and seed give the same summary. Empty input gives NaNs.
+pub fn summarize(samples: &[f64], settings: BootstrapSettings) -> LatencySummary {
+    let n = samples.len();
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mean = crate::stats::mean(samples);
+    let std = if n > 1 {
+        (samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    let p = |q: f64| percentile_sorted(&sorted, q);
+    let median = p(50.0);
+    let mut deviations: Vec<f64> = samples.iter().map(|x| (x - median).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let mad = percentile_sorted(&deviations, 50.0);
+    let outliers = if mad > 0.0 {
+        samples
+            .iter()
+            .filter(|x| 0.6745 * (*x - median).abs() / mad > 3.5)
+            .count()
+    } else {
+        0
+    };
+    let (mean_ci, median_ci) = bootstrap_mean_median(samples, settings);
+    LatencySummary {
+        n,
+        mean,
+        std,
+        min: sorted.first().copied().unwrap_or(f64::NAN),
+        max: sorted.last().copied().unwrap_or(f64::NAN),
+        p50: median,
+        p90: p(90.0),
+        p95: p(95.0),
+        p99: p(99.0),
+        p999: p(99.9),
+        mean_ci,
+        median_ci,
+        outliers,
+    }
+}
+
+fn bootstrap_mean_median(samples: &[f64], settings: BootstrapSettings) -> ([f64; 2], [f64; 2]) {
+    let n = samples.len();
+    if n == 0 || settings.resamples == 0 {
+        return ([f64::NAN; 2], [f64::NAN; 2]);
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut means = Vec::with_capacity(settings.resamples);
+    let mut medians = Vec::with_capacity(settings.resamples);
+    let mut draw = vec![0.0; n];
+    for _ in 0..settings.resamples {
+        for d in draw.iter_mut() {
+            *d = samples[rng.below(n)];
+        }
+        means.push(crate::stats::mean(&draw));
+        draw.sort_by(f64::total_cmp);
+        medians.push(percentile_sorted(&draw, 50.0));
+    }
+    (
+        interval(means, settings.confidence),
+        interval(medians, settings.confidence),
+    )
+}
+
+fn interval(mut v: Vec<f64>, confidence: f64) -> [f64; 2] {
+    v.sort_by(f64::total_cmp);
+    let alpha = (1.0 - confidence) / 2.0 * 100.0;
+    [
+        percentile_sorted(&v, alpha),
+        percentile_sorted(&v, 100.0 - alpha),
+    ]
+}
+
+/// Confidence of the intervals speed criteria are judged on (reports show 95 % ones).
+pub const DECISION_CONFIDENCE: f64 = 0.99;
+
+/// Speed-up of the candidate over the baseline from interleaved rounds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Speedup {
+    /// Baseline median latency ÷ candidate median latency over all measurements (> 1: the
+    /// candidate is faster).
+    pub ratio: f64,
+    /// Interval at the requested confidence: paired t on per-round log ratios (a round keeps
+    /// its baseline and candidate measurements together, so slow phases cancel out).
+    pub ci: [f64; 2],
+    /// Rounds.
+    pub rounds: usize,
+}
+
+/// The speed-up from `rounds`, each holding the baseline's and the candidate's latencies
+/// measured back to back. The point estimate is the ratio of the overall medians. The
+/// interval is a paired Student-t interval on the per-round log ratios
+/// `ln(median_baseline / median_candidate)` (log: ratios are multiplicative; per round: a
+/// slow phase of the machine slows both sides and cancels), exponentiated. With few rounds
+/// the t quantile widens the interval where a bootstrap would be too narrow.
+pub fn paired_speedup(rounds: &[(Vec<f64>, Vec<f64>)], confidence: f64) -> Speedup {
+    let all = |side: usize| -> Vec<f64> {
+        let mut v: Vec<f64> = rounds
+            .iter()
+            .flat_map(|r| if side == 0 { r.0.clone() } else { r.1.clone() })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let ratio = percentile_sorted(&all(0), 50.0) / percentile_sorted(&all(1), 50.0);
+    let logs: Vec<f64> = rounds
+        .iter()
+        .map(|(a, b)| (median(a) / median(b)).ln())
+        .filter(|x| x.is_finite())
+        .collect();
+    let k = logs.len();
+    let ci = if k < 2 {
+        [f64::NAN; 2]
+    } else {
+        let m = crate::stats::mean(&logs);
+        let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+        let half = t_critical(confidence, k - 1) * sd / (k as f64).sqrt();
+        [(m - half).exp(), (m + half).exp()]
+    };
+    Speedup {
+        ratio,
+        ci,
+        rounds: rounds.len(),
+    }
+}
+
+/// Two-sided Student-t critical values for 95 % and 99 % confidence (df 1–30; the normal
+/// value beyond). Other confidences use the nearer of the two, conservatively.
+fn t_critical(confidence: f64, df: usize) -> f64 {
+    const T95: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    const T99: [f64; 30] = [
+        63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012,
+        2.977, 2.947, 2.921, 2.898, 2.878, 2.861, 2.845, 2.831, 2.819, 2.807, 2.797, 2.787, 2.779,
+        2.771, 2.763, 2.756, 2.750,
+    ];
+    let (table, z) = if confidence > 0.95 {
+        (&T99, 2.576)
+    } else {
+        (&T95, 1.960)
+    };
+    table.get(df.saturating_sub(1)).copied().unwrap_or(z)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile_sorted(&s, 50.0)
+}
+
+/// The speed criteria's rule: a "higher is better" figure (speed-up) fails only when its
+/// whole interval lies below the threshold, so noise alone cannot fail an A/A comparison
+/// while a clear slowdown does. Judge on a 99 % interval ([`DECISION_CONFIDENCE`]): with a
+/// 95 % one an A/A run would still fail one time in forty. NaN intervals (too few rounds)
+/// fall back to the point value.
+pub fn fails_at_least(point: f64, ci: [f64; 2], threshold: f64) -> bool {
+    if ci[1].is_finite() {
+        ci[1] < threshold
+    } else {
+        point.is_nan() || point < threshold
+    }
+}
+
+/// The mirror rule for "lower is better" figures (p99 latency, memory, energy): fails only
+/// when the whole interval lies above the threshold.
+pub fn fails_at_most(point: f64, ci: [f64; 2], threshold: f64) -> bool {
+    if ci[0].is_finite() {
+        ci[0] > threshold
+    } else {
+        point.is_nan() || point > threshold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log-normal latencies around `median_ms` (σ = 0.15), the shape real timings have, plus
+    /// rare 3× spikes, from a seeded generator.
+    fn latencies(rng: &mut Rng, median_ms: f64, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                let (u1, u2) = (rng.unit().max(1e-300), rng.unit());
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                let spike = if rng.unit() < 0.01 { 3.0 } else { 1.0 };
+                median_ms * (0.15 * z).exp() * spike
+            })
+            .collect()
+    }
+
+    /// `rounds` interleaved rounds; a machine whose speed drifts by up to ±30 % between
+    /// rounds (shared with both sides of a round).
+    fn experiment(
+        seed: u64,
+        base_ms: f64,
+        cand_ms: f64,
+        rounds: usize,
+    ) -> Vec<(Vec<f64>, Vec<f64>)> {
+        let mut rng = Rng::new(seed);
+        (0..rounds)
+            .map(|_| {
+                let drift = 0.7 + 0.6 * rng.unit();
+                (
+                    latencies(&mut rng, base_ms * drift, 50),
+                    latencies(&mut rng, cand_ms * drift, 50),
+                )
+            })
+            .collect()
+    }
+
+    fn settings(seed: u64) -> BootstrapSettings {
+        BootstrapSettings {
+            resamples: 1000,
+            confidence: 0.95,
+            seed,
+        }
+    }
+
+    #[test]
+    fn summary_of_known_values() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = summarize(&v, settings(0));
+        assert_eq!((s.min, s.max, s.p50, s.mean), (1.0, 100.0, 50.5, 50.5));
+        assert!((s.p99 - 99.01).abs() < 1e-9, "{}", s.p99);
+        assert!((s.std - 29.011_491_975_882_016).abs() < 1e-9);
+        assert!(s.mean_ci[0] < 50.5 && 50.5 < s.mean_ci[1]);
+        assert_eq!(s.outliers, 0);
+        let mut spiky = v.clone();
+        spiky.push(10_000.0);
+        assert_eq!(summarize(&spiky, settings(0)).outliers, 1);
+    }
+
+    #[test]
+    fn an_a_a_comparison_passes_on_a_noisy_machine() {
+        // Judged on a 99 % interval, an A/A run fails about 0.5 % of the time by chance
+        // (one-sided); over 200 noisy experiments allow at most 2 %.
+        let trials = 200;
+        let failed = (0..trials)
+            .filter(|&seed| {
+                let sp = paired_speedup(&experiment(seed, 2.0, 2.0, 10), DECISION_CONFIDENCE);
+                fails_at_least(sp.ratio, sp.ci, 1.0)
+            })
+            .count();
+        assert!(
+            failed as f64 / trials as f64 <= 0.02,
+            "{failed} of {trials} A/A runs failed"
+        );
+    }
+
+    #[test]
+    fn a_two_times_slower_candidate_fails() {
+        for seed in 0..200 {
+            let sp = paired_speedup(&experiment(seed, 2.0, 4.0, 10), DECISION_CONFIDENCE);
+            assert!(fails_at_least(sp.ratio, sp.ci, 1.0), "seed {seed}: {sp:?}");
+            assert!((sp.ratio - 0.5).abs() < 0.05, "{sp:?}");
+        }
+    }
+
+    #[test]
+    fn intervals_cover_the_true_ratio() {
+        // True speed-up 1.5; a 95 % interval should cover it in about 95 % of experiments.
+        let trials = 200;
+        let covered = (0..trials)
+            .filter(|&seed| {
+                let sp = paired_speedup(&experiment(1000 + seed, 3.0, 2.0, 12), 0.95);
+                sp.ci[0] <= 1.5 && 1.5 <= sp.ci[1]
+            })
+            .count();
+        let rate = covered as f64 / trials as f64;
+        assert!(rate >= 0.88, "coverage {rate}");
+    }
+
+    #[test]
+    fn lower_is_better_rule_mirrors() {
+        assert!(!fails_at_most(10.5, [9.0, 11.0], 10.0));
+        assert!(fails_at_most(12.0, [11.0, 13.0], 10.0));
+        assert!(fails_at_most(12.0, [f64::NAN; 2], 10.0));
+    }
+}
