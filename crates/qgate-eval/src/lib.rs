@@ -24,7 +24,7 @@ use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
 pub use inputs::{resolve_inputs, InputBinding, InputMapping};
-pub use outputs::{run_from_arrays, select_scores, OutputKind, ScoreOutput};
+pub use outputs::{select_scores, OutputKind, ScoreOutput};
 pub use run::{run_model, ModelRun};
 pub use thumbnails::{thumbnail, Thumbnail};
 
@@ -192,9 +192,7 @@ pub fn evaluate_pair(
         data,
         &sides.iter().map(|s| (s.0, &s.5)).collect::<Vec<_>>(),
     )?;
-    let mut results = Vec::new();
-    let mut predicted = Vec::new();
-    for (_, provenance, info, bindings, run, scores) in &sides {
+    let side_result = |(_, provenance, info, bindings, run, scores): &Side| {
         let metrics = Metrics::compute(
             &labels,
             &scores.predictions,
@@ -204,7 +202,7 @@ pub fn evaluate_pair(
             &data.class_names,
         );
         let non_finite = scores.predictions.iter().filter(|p| p.is_none()).count() as u64;
-        results.push(SideResult {
+        let result = SideResult {
             provenance: provenance.clone(),
             model: info.clone(),
             inputs: bindings.clone(),
@@ -213,12 +211,15 @@ pub fn evaluate_pair(
             inference_seconds: run.seconds,
             non_finite_samples: non_finite,
             outputs: run.outputs.clone(),
-        });
-        predicted.push(Predicted {
+        };
+        let predicted = Predicted {
             predictions: scores.predictions.clone(),
             probs: scores.probs.clone(),
-        });
-    }
+        };
+        (result, predicted)
+    };
+    let (baseline, base_pred) = side_result(&sides[0]);
+    let (candidate, cand_pred) = side_result(&sides[1]);
     let policy_drop = |key: &str, default: f64| {
         policy
             .thresholds
@@ -233,13 +234,13 @@ pub fn evaluate_pair(
         n_classes,
         top_k: opts.top_k,
         class_names: &data.class_names,
-        baseline: &predicted[0],
-        candidate: &predicted[1],
+        baseline: &base_pred,
+        candidate: &cand_pred,
         bootstrap: opts.bootstrap,
         class_recall_drop_pp: policy_drop("max_class_recall_drop_pp", 5.0),
         class_f1_drop_pp: policy_drop("max_class_f1_drop_pp", 5.0),
     };
-    let comparison = Comparison::compute(&input, &results[0].metrics, &results[1].metrics);
+    let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
     let (divergence, divergence_skipped) =
         output_divergence(&sides[0].4, &sides[1].4, &sides[0].5.name);
     let thumbnails = comparison
@@ -255,8 +256,8 @@ pub fn evaluate_pair(
         })
         .collect();
     let obs = Observations {
-        baseline_accuracy: results[0].metrics.accuracy,
-        candidate_accuracy: results[1].metrics.accuracy,
+        baseline_accuracy: baseline.metrics.accuracy,
+        candidate_accuracy: candidate.metrics.accuracy,
         accuracy_delta_ci: comparison.accuracy_delta_ci,
         class_deltas: comparison
             .per_class
@@ -267,17 +268,11 @@ pub fn evaluate_pair(
         negative_flip_rate: comparison.negative_flip_rate,
         kl_mean: comparison.kl.as_ref().map(|k| k.mean),
         top1_agreement: comparison.top1_agreement,
-        baseline_non_finite: results[0].non_finite_samples,
-        candidate_non_finite: results[1].non_finite_samples,
+        baseline_non_finite: baseline.non_finite_samples,
+        candidate_non_finite: candidate.non_finite_samples,
         n_samples: labels.len() as u64,
     };
     let gate = Gate::evaluate(policy, &obs);
-    let candidate = results
-        .pop()
-        .ok_or_else(|| EvalError::Labels("internal: no candidate".into()))?;
-    let baseline = results
-        .pop()
-        .ok_or_else(|| EvalError::Labels("internal: no baseline".into()))?;
     Ok(Evaluation {
         data_source: data.source.clone(),
         n_samples: labels.len(),
@@ -330,10 +325,12 @@ fn run_side(
         side: side.into(),
         source,
     })?;
-    let scores = select_scores(model.info(), &run, opts.output.as_deref(), opts.output_kind)
-        .map_err(|message| EvalError::Outputs {
-            side: side.into(),
-            message,
+    let scores =
+        select_scores(&run, opts.output.as_deref(), opts.output_kind).map_err(|message| {
+            EvalError::Outputs {
+                side: side.into(),
+                message,
+            }
         })?;
     Ok((
         side,

@@ -4,8 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use qgate_core::metrics::{argmax, Scores};
-use qgate_core::Array;
-use qgate_runtime::ModelInfo;
 use serde::Serialize;
 
 use crate::ModelRun;
@@ -88,7 +86,6 @@ const PROB_ROW_SUM_TOLERANCE: f64 = 1e-3;
 
 /// Picks the output holding class scores and reads predictions from it.
 pub fn select_scores(
-    info: &ModelInfo,
     run: &ModelRun,
     output: Option<&str>,
     kind: Option<OutputKind>,
@@ -131,7 +128,6 @@ pub fn select_scores(
             }
         }
     };
-    let _ = info;
     let n = array.n_rows();
     let values = array
         .to_f64()
@@ -229,13 +225,5 @@ fn normalise_rows(s: &Scores) -> Scores {
     Scores {
         values,
         ..s.clone()
-    }
-}
-
-/// Builds a model run from named arrays (for tests and saved predictions).
-pub fn run_from_arrays(outputs: Vec<(String, Array)>) -> ModelRun {
-    ModelRun {
-        outputs,
-        seconds: 0.0,
     }
 }
