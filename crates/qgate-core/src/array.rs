@@ -147,6 +147,22 @@ pub struct ShapeError {
     pub actual: usize,
 }
 
+/// Values that cannot be read as integers.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum NotIntegers {
+    /// A float that is not a whole finite number.
+    #[error("the data holds the non-integer value {value} (element {index})")]
+    Fraction {
+        /// Position in the buffer.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Not numbers at all.
+    #[error("the data holds {0}, expected numbers")]
+    NotNumeric(ElemType),
+}
+
 impl Array {
     /// Builds an array, checking that the buffer fits the shape.
     pub fn new(shape: Vec<usize>, data: ArrayData) -> Result<Array, ShapeError> {
@@ -335,6 +351,28 @@ impl ArrayData {
             ArrayData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
             ArrayData::Str(_) => return None,
         })
+    }
+
+    /// Values as `i64`: integer types as they are, floats only when every value is a whole
+    /// finite number (class indices or token ids saved as floats). The one rule every
+    /// backend and loader applies when integers are needed.
+    pub fn to_i64_whole(&self) -> Result<Vec<i64>, NotIntegers> {
+        if let Some(v) = self.to_i64() {
+            return Ok(v);
+        }
+        let f = self
+            .to_f64()
+            .ok_or(NotIntegers::NotNumeric(self.elem_type()))?;
+        f.iter()
+            .enumerate()
+            .map(|(index, &value)| {
+                if value.is_finite() && value.fract() == 0.0 {
+                    Ok(value as i64)
+                } else {
+                    Err(NotIntegers::Fraction { index, value })
+                }
+            })
+            .collect()
     }
 
     /// Integer values as `i64`, `None` when the type is not an integer type or a value

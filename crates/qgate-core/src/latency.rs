@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::stats::{percentile_sorted, BootstrapSettings, Rng};
+use crate::stats::{percentile_interval, percentile_sorted, BootstrapSettings, Rng};
 
 /// Summary of repeated latency measurements, milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,18 +101,9 @@ fn bootstrap_mean_median(samples: &[f64], settings: BootstrapSettings) -> ([f64;
         medians.push(percentile_sorted(&draw, 50.0));
     }
     (
-        interval(means, settings.confidence),
-        interval(medians, settings.confidence),
+        percentile_interval(means, settings.confidence),
+        percentile_interval(medians, settings.confidence),
     )
-}
-
-fn interval(mut v: Vec<f64>, confidence: f64) -> [f64; 2] {
-    v.sort_by(f64::total_cmp);
-    let alpha = (1.0 - confidence) / 2.0 * 100.0;
-    [
-        percentile_sorted(&v, alpha),
-        percentile_sorted(&v, 100.0 - alpha),
-    ]
 }
 
 /// Confidence of the intervals speed criteria are judged on (reports show 95 % ones).

@@ -20,5 +20,5 @@ pub mod policy;
 pub mod stats;
 pub mod tolerance;
 
-pub use array::{Array, ArrayData, ElemType};
+pub use array::{Array, ArrayData, ElemType, NotIntegers};
 pub use tolerance::Tolerance;

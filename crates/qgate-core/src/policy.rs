@@ -226,6 +226,14 @@ impl PolicyFile {
 }
 
 impl Policy {
+    /// The value in force for `key`, `None` when the key is not judged.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        self.thresholds
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value)
+    }
+
     /// The thresholds in force: each key from `file` where set, else its default.
     pub fn resolve(file: &PolicyFile, source: &Source) -> Policy {
         let thresholds = ACCURACY_KEYS

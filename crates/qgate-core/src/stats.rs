@@ -222,17 +222,26 @@ where
         })
     };
     let n_stats = values.first().map_or(0, Vec::len);
-    let alpha = (1.0 - settings.confidence) / 2.0;
     (0..n_stats)
         .map(|k| {
-            let mut v: Vec<f64> = values.iter().map(|row| row[k]).collect();
-            v.sort_by(f64::total_cmp);
-            (
-                percentile_sorted(&v, alpha * 100.0),
-                percentile_sorted(&v, (1.0 - alpha) * 100.0),
-            )
+            let [lo, hi] = percentile_interval(
+                values.iter().map(|row| row[k]).collect(),
+                settings.confidence,
+            );
+            (lo, hi)
         })
         .collect()
+}
+
+/// The central `confidence` interval of resampled values: their `(1 − confidence) / 2` and
+/// `(1 + confidence) / 2` percentiles (the percentile bootstrap interval).
+pub fn percentile_interval(mut values: Vec<f64>, confidence: f64) -> [f64; 2] {
+    values.sort_by(f64::total_cmp);
+    let alpha = (1.0 - confidence) / 2.0;
+    [
+        percentile_sorted(&values, alpha * 100.0),
+        percentile_sorted(&values, (1.0 - alpha) * 100.0),
+    ]
 }
 
 /// Walker/Vose alias table: draws index `i` with probability `weights[i] / Σ weights`.

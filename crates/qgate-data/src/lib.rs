@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use qgate_core::stats::Rng;
-use qgate_core::{Array, ArrayData};
+use qgate_core::{Array, ArrayData, NotIntegers};
 
 pub use csv_table::CsvOptions;
 pub use images::{ColorMode, ImagePreprocess, Layout};
@@ -390,28 +390,14 @@ pub fn labels_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<i64>, 
             a.shape
         )));
     }
-    if let Some(v) = a.data.to_i64() {
-        return Ok(v);
-    }
-    match a.data.to_f64() {
-        Some(v) => v
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| {
-                if x.fract() == 0.0 && x.is_finite() {
-                    Ok(x as i64)
-                } else {
-                    Err(err(format!(
-                        "label of sample {i} is {x}, expected a whole class index"
-                    )))
-                }
-            })
-            .collect(),
-        None => Err(err(format!(
-            "labels must be integers, found {} (map class names to indices first)",
-            a.elem_type()
-        ))),
-    }
+    a.data.to_i64_whole().map_err(|e| match e {
+        NotIntegers::Fraction { index, value } => err(format!(
+            "label of sample {index} is {value}, expected a whole class index"
+        )),
+        NotIntegers::NotNumeric(t) => err(format!(
+            "labels must be integers, found {t} (map class names to indices first)"
+        )),
+    })
 }
 
 fn ids_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<String>, DataError> {

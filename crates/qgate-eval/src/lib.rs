@@ -220,14 +220,6 @@ pub fn evaluate_pair(
     };
     let (baseline, base_pred) = side_result(&sides[0]);
     let (candidate, cand_pred) = side_result(&sides[1]);
-    let policy_drop = |key: &str, default: f64| {
-        policy
-            .thresholds
-            .iter()
-            .find(|t| t.key == key)
-            .map(|t| t.value)
-            .unwrap_or(default)
-    };
     let input = PairInput {
         labels: &labels,
         ids: &data.ids,
@@ -237,8 +229,13 @@ pub fn evaluate_pair(
         baseline: &base_pred,
         candidate: &cand_pred,
         bootstrap: opts.bootstrap,
-        class_recall_drop_pp: policy_drop("max_class_recall_drop_pp", 5.0),
-        class_f1_drop_pp: policy_drop("max_class_f1_drop_pp", 5.0),
+        // Classes are called out at the policy's per-class limits (never judged: no call-out).
+        class_recall_drop_pp: policy
+            .value("max_class_recall_drop_pp")
+            .unwrap_or(f64::INFINITY),
+        class_f1_drop_pp: policy
+            .value("max_class_f1_drop_pp")
+            .unwrap_or(f64::INFINITY),
     };
     let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
     let (divergence, divergence_skipped) =

@@ -295,7 +295,7 @@ impl TensorInfo {
 }
 
 /// What a model declares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ModelInfo {
     /// Inputs fed by data (initializers excluded).
     pub inputs: Vec<TensorInfo>,

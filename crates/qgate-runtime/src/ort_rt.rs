@@ -215,6 +215,9 @@ pub struct OrtModel {
     spec: String,
     info: ModelInfo,
     session: Session,
+    /// The session's inputs (name, element type) and output names, read once at load.
+    declared_inputs: Vec<(String, Option<TensorElementType>)>,
+    output_names: Vec<String>,
     settings: BTreeMap<String, String>,
     version: String,
 }
@@ -261,11 +264,23 @@ impl OrtModel {
         settings.insert("intra_op_threads".into(), threads.to_string());
         settings.insert("graph_optimization".into(), "all".into());
         settings.insert("library".into(), lib.path.display().to_string());
+        let declared_inputs = session
+            .inputs()
+            .iter()
+            .map(|o| (o.name().to_string(), o.dtype().tensor_type()))
+            .collect();
+        let output_names = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         Ok(OrtModel {
             path: path.to_path_buf(),
             spec: spec.raw.clone(),
             info,
             session,
+            declared_inputs,
+            output_names,
             settings,
             version: env.version.clone(),
         })
@@ -332,12 +347,7 @@ impl Model for OrtModel {
 
     fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError> {
         let mut feed: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
-        let declared: Vec<(String, Option<TensorElementType>)> = self
-            .session
-            .inputs()
-            .iter()
-            .map(|o| (o.name().to_string(), o.dtype().tensor_type()))
-            .collect();
+        let declared = &self.declared_inputs;
         if inputs.len() != declared.len() {
             return Err(RuntimeError::Run {
                 path: self.path.clone(),
@@ -348,7 +358,7 @@ impl Model for OrtModel {
                 ),
             });
         }
-        for (a, (name, ty)) in inputs.iter().zip(&declared) {
+        for (a, (name, ty)) in inputs.iter().zip(declared) {
             let value = to_value(a, *ty).map_err(|message| RuntimeError::Input {
                 path: self.path.clone(),
                 name: name.clone(),
@@ -356,18 +366,12 @@ impl Model for OrtModel {
             })?;
             feed.push((Cow::Owned(name.clone()), value.into()));
         }
-        let names: Vec<String> = self
-            .session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
         let path = self.path.clone();
         let outputs = self.session.run(feed).map_err(|e| RuntimeError::Run {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        names
+        self.output_names
             .iter()
             .map(|n| {
                 let v = outputs.get(n).ok_or_else(|| RuntimeError::Run {
@@ -390,17 +394,10 @@ fn to_value(a: &Array, ty: Option<TensorElementType>) -> Result<DynValue, String
         a.to_f64()
             .ok_or_else(|| format!("the data holds {}, expected numbers", a.elem_type()))
     };
-    let ints = || -> Result<Vec<i64>, String> {
-        if let Some(v) = a.data.to_i64() {
-            return Ok(v);
-        }
-        let f = f64s()?;
-        if let Some(bad) = f.iter().find(|x| x.fract() != 0.0 || !x.is_finite()) {
-            return Err(format!(
-                "the model expects integers but the data holds {bad}"
-            ));
-        }
-        Ok(f.iter().map(|&x| x as i64).collect())
+    let ints = || {
+        a.data
+            .to_i64_whole()
+            .map_err(|e| format!("the model expects integers but {e}"))
     };
     Ok(match ty {
         Some(TensorElementType::Float32) | None => {

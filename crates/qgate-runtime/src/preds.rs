@@ -103,13 +103,11 @@ impl PredsModel {
             path: path.to_path_buf(),
             spec: spec.raw.clone(),
             info: ModelInfo {
-                inputs: Vec::new(),
                 outputs: infos,
-                op_counts: BTreeMap::new(),
-                opset: 0,
                 producer: producer.clone(),
                 file_bytes: bytes.len() as u64,
                 sha256: Some(crate::host::sha256_hex(&bytes)),
+                ..ModelInfo::default()
             },
             outputs,
             rows,

@@ -75,15 +75,7 @@ impl RemoteModel {
             url: url.clone(),
             spec: spec.raw.clone(),
             agent,
-            info: ModelInfo {
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-                op_counts: BTreeMap::new(),
-                opset: 0,
-                producer: String::new(),
-                file_bytes: 0,
-                sha256: None,
-            },
+            info: ModelInfo::default(),
             server: String::from("unknown"),
             timeout,
         };
@@ -283,11 +275,7 @@ fn metadata_info(url: &str, meta: &Value) -> Result<ModelInfo, RuntimeError> {
     Ok(ModelInfo {
         inputs: tensors("inputs")?,
         outputs: tensors("outputs")?,
-        op_counts: BTreeMap::new(),
-        opset: 0,
-        producer: String::new(),
-        file_bytes: 0,
-        sha256: None,
+        ..ModelInfo::default()
     })
 }
 
@@ -355,12 +343,11 @@ fn cast(a: &Array, t: Option<ElemType>) -> Result<Array, String> {
                 a.elem_type()
             ))
         }
-        _ => {
-            if let Some(bad) = v.iter().find(|x| x.fract() != 0.0 || !x.is_finite()) {
-                return Err(format!("the server expects {t} but the data holds {bad}"));
-            }
-            ArrayData::I64(v.iter().map(|&x| x as i64).collect())
-        }
+        _ => ArrayData::I64(
+            a.data
+                .to_i64_whole()
+                .map_err(|e| format!("the server expects {t} but {e}"))?,
+        ),
     };
     // Integer types other than int64 travel as JSON numbers too; only the datatype differs.
     Ok(Array {

@@ -278,18 +278,9 @@ fn to_tensor(a: &Array, dt: DatumType) -> Result<Tensor, String> {
         }
         (DatumType::Bool, ArrayData::Bool(v)) => mk(Tensor::from_shape(shape, v)),
         (dt, d) => {
-            let ints: Vec<i64> = match d.to_i64() {
-                Some(v) => v,
-                None => {
-                    let f = d.to_f64().unwrap_or_default();
-                    if let Some(bad) = f.iter().find(|x| x.fract() != 0.0 || !x.is_finite()) {
-                        return Err(format!(
-                            "the model expects {dt:?} but the data holds the non-integer value {bad}"
-                        ));
-                    }
-                    f.iter().map(|&x| x as i64).collect()
-                }
-            };
+            let ints = d
+                .to_i64_whole()
+                .map_err(|e| format!("the model expects {dt:?} but {e}"))?;
             let t = mk(Tensor::from_shape(shape, &ints))?;
             t.cast_to_dt(dt)
                 .map(|c| c.into_owned())
