@@ -143,20 +143,47 @@ pub fn paired_speedup(rounds: &[(Vec<f64>, Vec<f64>)], confidence: f64) -> Speed
         .map(|(a, b)| (median(a) / median(b)).ln())
         .filter(|x| x.is_finite())
         .collect();
-    let k = logs.len();
-    let ci = if k < 2 {
-        [f64::NAN; 2]
-    } else {
-        let m = crate::stats::mean(&logs);
-        let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
-        let half = t_critical(confidence, k - 1) * sd / (k as f64).sqrt();
-        [(m - half).exp(), (m + half).exp()]
-    };
+    let (_, log_ci) = t_interval(&logs, confidence);
+    let ci = [log_ci[0].exp(), log_ci[1].exp()];
     Speedup {
         ratio,
         ci,
         rounds: rounds.len(),
     }
+}
+
+/// Mean of `values` and its Student-t interval at `confidence` (NaN interval below two
+/// values). Used for per-round figures (log speed-up ratios, energy per inference), whose
+/// rounds are independent repetitions.
+pub fn t_interval(values: &[f64], confidence: f64) -> (f64, [f64; 2]) {
+    let k = values.len();
+    let m = crate::stats::mean(values);
+    if k < 2 {
+        return (m, [f64::NAN; 2]);
+    }
+    let sd = (values.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+    let half = t_critical(confidence, k - 1) * sd / (k as f64).sqrt();
+    (m, [m - half, m + half])
+}
+
+/// Percentile-bootstrap interval of the `q`-th percentile of `samples` (e.g. q = 99 for a
+/// p99 criterion), seeded.
+pub fn percentile_ci(samples: &[f64], q: f64, settings: BootstrapSettings) -> [f64; 2] {
+    let n = samples.len();
+    if n == 0 || settings.resamples == 0 {
+        return [f64::NAN; 2];
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut draw = vec![0.0; n];
+    let mut stats = Vec::with_capacity(settings.resamples);
+    for _ in 0..settings.resamples {
+        for d in draw.iter_mut() {
+            *d = samples[rng.below(n)];
+        }
+        draw.sort_by(f64::total_cmp);
+        stats.push(percentile_sorted(&draw, q));
+    }
+    percentile_interval(stats, settings.confidence)
 }
 
 /// Two-sided Student-t critical values for 95 % and 99 % confidence (df 1–30; the normal
@@ -306,6 +333,27 @@ mod tests {
             .count();
         let rate = covered as f64 / trials as f64;
         assert!(rate >= 0.88, "coverage {rate}");
+    }
+
+    #[test]
+    fn t_interval_of_known_values() {
+        // mean 3, sd 1.5811, n 5: half width = 2.776 * 1.5811 / sqrt(5) = 1.9630
+        let (m, ci) = t_interval(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.95);
+        assert_eq!(m, 3.0);
+        assert!(
+            (ci[0] - 1.0370).abs() < 1e-3 && (ci[1] - 4.9630).abs() < 1e-3,
+            "{ci:?}"
+        );
+        assert!(t_interval(&[1.0], 0.95).1[0].is_nan());
+    }
+
+    #[test]
+    fn p99_interval_brackets_the_true_percentile() {
+        let mut rng = Rng::new(5);
+        let v: Vec<f64> = (0..5000).map(|_| rng.unit() * 10.0).collect();
+        let ci = percentile_ci(&v, 99.0, settings(1));
+        assert!(ci[0] < 9.9 && 9.9 < ci[1], "{ci:?}");
+        assert!(ci[1] - ci[0] < 0.2, "{ci:?}");
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub struct PolicyFile {
     pub max_kl_mean: Option<f64>,
     /// Smallest allowed share of samples with the same top-1 class.
     pub min_top1_agreement: Option<f64>,
+    /// Smallest allowed speed-up (baseline median latency ÷ candidate median latency).
+    pub min_speedup: Option<f64>,
+    /// Largest allowed candidate p99 latency, milliseconds.
+    pub max_p99_ms: Option<f64>,
+    /// Largest allowed candidate peak resident memory, MiB.
+    pub max_peak_rss_mb: Option<f64>,
+    /// Largest allowed candidate energy per inference, joules.
+    pub max_joules_per_inference: Option<f64>,
 }
 
 /// Errors in a policy.
@@ -159,6 +167,50 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
     },
 ];
 
+/// Every performance key (judged by `qgate bench` and `qgate check`), in report order. None
+/// has a default: speed and memory goals depend on the deployment, so they are judged only
+/// when a policy sets them. Each fails only when its whole interval lies on the wrong side
+/// (see `latency::fails_at_least`).
+pub const PERFORMANCE_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "min_speedup",
+        default: None,
+        direction: Direction::AtLeast,
+        range: (0.0, 1e6),
+        range_text: "a ratio > 0 (1.5 = candidate at least 1.5× faster at the median)",
+        description: "speed-up, baseline median latency ÷ candidate median latency",
+    },
+    KeySpec {
+        key: "max_p99_ms",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, f64::INFINITY),
+        range_text: "milliseconds ≥ 0",
+        description: "candidate p99 latency (ms)",
+    },
+    KeySpec {
+        key: "max_peak_rss_mb",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, f64::INFINITY),
+        range_text: "MiB ≥ 0",
+        description: "candidate peak resident memory (MiB)",
+    },
+    KeySpec {
+        key: "max_joules_per_inference",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, f64::INFINITY),
+        range_text: "joules ≥ 0",
+        description: "candidate energy per inference (J)",
+    },
+];
+
+/// Every key, accuracy then performance.
+pub fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
+    ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS)
+}
+
 /// A threshold in force.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Threshold {
@@ -203,13 +255,17 @@ impl PolicyFile {
             "max_negative_flip_rate" => self.max_negative_flip_rate,
             "max_kl_mean" => self.max_kl_mean,
             "min_top1_agreement" => self.min_top1_agreement,
+            "min_speedup" => self.min_speedup,
+            "max_p99_ms" => self.max_p99_ms,
+            "max_peak_rss_mb" => self.max_peak_rss_mb,
+            "max_joules_per_inference" => self.max_joules_per_inference,
             _ => None,
         }
     }
 
     /// Checks every value against its key's range.
     pub fn validate(&self, origin: &str) -> Result<(), PolicyError> {
-        for spec in ACCURACY_KEYS {
+        for spec in all_keys() {
             if let Some(v) = self.get(spec.key) {
                 if !(v >= spec.range.0 && v <= spec.range.1) {
                     return Err(PolicyError::Range {
@@ -234,10 +290,16 @@ impl Policy {
             .map(|t| t.value)
     }
 
+    /// Whether any performance key is in force.
+    pub fn has_performance_keys(&self) -> bool {
+        self.thresholds
+            .iter()
+            .any(|t| PERFORMANCE_KEYS.iter().any(|s| s.key == t.key))
+    }
+
     /// The thresholds in force: each key from `file` where set, else its default.
     pub fn resolve(file: &PolicyFile, source: &Source) -> Policy {
-        let thresholds = ACCURACY_KEYS
-            .iter()
+        let thresholds = all_keys()
             .filter_map(|spec| match (file.get(spec.key), spec.default) {
                 (Some(v), _) => Some(Threshold {
                     key: spec.key,
@@ -344,58 +406,13 @@ impl Gate {
                 continue;
             };
             let (observed, interval, detail) = observe(spec.key, t.value, obs);
-            let status = match observed {
-                None => Status::Skipped,
-                Some(v) if v.is_nan() => Status::Fail,
-                Some(v) => {
-                    let ok = match spec.direction {
-                        Direction::AtMost => Tolerance::Rounding.at_most(v, t.value),
-                        Direction::AtLeast => Tolerance::Rounding.at_least(v, t.value),
-                    };
-                    if ok {
-                        Status::Pass
-                    } else {
-                        Status::Fail
-                    }
-                }
-            };
-            let op = match spec.direction {
-                Direction::AtMost => "≤",
-                Direction::AtLeast => "≥",
-            };
-            let message = match (status, observed) {
-                (Status::Skipped, _) => detail,
-                (_, Some(v)) => {
-                    let verb = if status == Status::Pass {
-                        "meets"
-                    } else {
-                        "fails"
-                    };
-                    let mut m = format!(
-                        "{} = {} {verb} {op} {}",
-                        spec.description,
-                        fmt_num(v),
-                        fmt_num(t.value)
-                    );
-                    if !detail.is_empty() {
-                        m.push_str(&format!(" ({detail})"));
-                    }
-                    m
-                }
-                (_, None) => detail,
-            };
-            criteria.push(CriterionResult {
-                key: spec.key.to_string(),
-                description: spec.description.to_string(),
-                direction: spec.direction,
-                threshold: t.value,
-                source: t.source.clone(),
-                observed,
-                interval,
-                status,
-                message,
-            });
+            criteria.push(judge(spec, t, observed, interval, detail));
         }
+        Gate::from_criteria(criteria)
+    }
+
+    /// A gate over already judged criteria: fails when any fails.
+    pub fn from_criteria(criteria: Vec<CriterionResult>) -> Gate {
         let verdict = if criteria.iter().any(|c| c.status == Status::Fail) {
             Verdict::Fail
         } else {
@@ -403,7 +420,199 @@ impl Gate {
         };
         Gate { verdict, criteria }
     }
+
+    /// Criteria for performance keys set in `policy` that this command does not measure:
+    /// listed as skipped so a reader sees they were not judged, and why.
+    pub fn unmeasured_performance(policy: &Policy, why: &str) -> Vec<CriterionResult> {
+        policy
+            .thresholds
+            .iter()
+            .filter_map(|t| {
+                let spec = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key)?;
+                Some(judge(spec, t, None, None, why.to_string()))
+            })
+            .collect()
+    }
 }
+
+/// Judges one observation against its threshold. A point value fails when it is on the
+/// wrong side (forgiving [`Tolerance::Rounding`]); `None` is skipped with `detail` as
+/// the reason; NaN fails.
+pub fn judge(
+    spec: &KeySpec,
+    t: &Threshold,
+    observed: Option<f64>,
+    interval: Option<[f64; 2]>,
+    detail: String,
+) -> CriterionResult {
+    judge_with(spec, t, observed, interval, detail, |v| {
+        match spec.direction {
+            Direction::AtMost => Tolerance::Rounding.at_most(v, t.value),
+            Direction::AtLeast => Tolerance::Rounding.at_least(v, t.value),
+        }
+    })
+}
+
+/// [`judge`] with the pass rule given: `passes(observed)` decides for finite values
+/// (performance criteria pass unless their whole interval is on the wrong side).
+pub fn judge_with(
+    spec: &KeySpec,
+    t: &Threshold,
+    observed: Option<f64>,
+    interval: Option<[f64; 2]>,
+    detail: String,
+    passes: impl Fn(f64) -> bool,
+) -> CriterionResult {
+    let status = match observed {
+        None => Status::Skipped,
+        Some(v) if v.is_nan() => Status::Fail,
+        Some(v) => {
+            if passes(v) {
+                Status::Pass
+            } else {
+                Status::Fail
+            }
+        }
+    };
+    let op = match spec.direction {
+        Direction::AtMost => "≤",
+        Direction::AtLeast => "≥",
+    };
+    let message = match (status, observed) {
+        (Status::Skipped, _) => detail,
+        (_, Some(v)) => {
+            let verb = if status == Status::Pass {
+                "meets"
+            } else {
+                "fails"
+            };
+            let mut m = format!(
+                "{} = {} {verb} {op} {}",
+                spec.description,
+                fmt_num(v),
+                fmt_num(t.value)
+            );
+            if !detail.is_empty() {
+                m.push_str(&format!(" ({detail})"));
+            }
+            m
+        }
+        (_, None) => detail,
+    };
+    CriterionResult {
+        key: spec.key.to_string(),
+        description: spec.description.to_string(),
+        direction: spec.direction,
+        threshold: t.value,
+        source: t.source.clone(),
+        observed,
+        interval,
+        status,
+        message,
+    }
+}
+
+/// What the performance criteria look at, measured by `qgate bench`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerfObservations {
+    /// Baseline median ÷ candidate median latency.
+    pub speedup: f64,
+    /// Its interval at [`crate::latency::DECISION_CONFIDENCE`] (the rule judges this one).
+    pub speedup_decision_ci: [f64; 2],
+    /// Candidate p99 latency, ms.
+    pub p99_ms: f64,
+    /// Its interval at the decision confidence.
+    pub p99_decision_ci: [f64; 2],
+    /// Candidate peak resident memory, bytes, when measurable.
+    pub peak_rss_bytes: Option<u64>,
+    /// Candidate joules per inference and its decision interval, or why there is none.
+    pub joules_per_inference: Result<(f64, [f64; 2]), String>,
+    /// Outputs of timed runs against an untimed pass: `(all equal, what was compared)`.
+    pub same_outputs: Option<(bool, String)>,
+}
+
+impl Gate {
+    /// Judges the performance keys set in `policy`, plus `same_outputs` (always judged
+    /// when the check ran). Interval rule: a criterion fails only when its whole
+    /// decision interval lies on the wrong side of the threshold, so noise alone cannot
+    /// fail an A/A run.
+    pub fn evaluate_performance(policy: &Policy, obs: &PerfObservations) -> Vec<CriterionResult> {
+        use crate::latency::{fails_at_least, fails_at_most};
+        let mut criteria = Vec::new();
+        if let Some((same, detail)) = &obs.same_outputs {
+            criteria.push(CriterionResult {
+                key: "same_outputs".into(),
+                description: "outputs of the timed runs equal an untimed pass (always judged)"
+                    .into(),
+                direction: Direction::AtMost,
+                threshold: 0.0,
+                source: Source::Default,
+                observed: Some(if *same { 0.0 } else { 1.0 }),
+                interval: None,
+                status: if *same { Status::Pass } else { Status::Fail },
+                message: detail.clone(),
+            });
+        }
+        for t in &policy.thresholds {
+            let Some(spec) = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key) else {
+                continue;
+            };
+            let c = match spec.key {
+                "min_speedup" => {
+                    let ci = obs.speedup_decision_ci;
+                    judge_with(
+                        spec,
+                        t,
+                        Some(obs.speedup),
+                        Some(ci),
+                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
+                        |v| !fails_at_least(v, ci, t.value),
+                    )
+                }
+                "max_p99_ms" => {
+                    let ci = obs.p99_decision_ci;
+                    judge_with(
+                        spec,
+                        t,
+                        Some(obs.p99_ms),
+                        Some(ci),
+                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
+                        |v| !fails_at_most(v, ci, t.value),
+                    )
+                }
+                "max_peak_rss_mb" => match obs.peak_rss_bytes {
+                    Some(b) => judge(spec, t, Some(b as f64 / MIB), None, String::new()),
+                    None => judge(
+                        spec,
+                        t,
+                        None,
+                        None,
+                        "skipped: resident memory is not measurable on this system".into(),
+                    ),
+                },
+                "max_joules_per_inference" => match &obs.joules_per_inference {
+                    Ok((v, ci)) => {
+                        let ci = *ci;
+                        judge_with(
+                            spec,
+                            t,
+                            Some(*v),
+                            Some(ci),
+                            format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
+                            |v| !fails_at_most(v, ci, t.value),
+                        )
+                    }
+                    Err(why) => judge(spec, t, None, None, format!("skipped: {why}")),
+                },
+                _ => continue,
+            };
+            criteria.push(c);
+        }
+        criteria
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn finite_outputs(obs: &Observations) -> CriterionResult {
     let bad = obs.baseline_non_finite + obs.candidate_non_finite;
@@ -553,6 +762,64 @@ mod tests {
         let gate = Gate::evaluate(&Policy::default(), &o);
         assert_eq!(gate.criteria[0].status, Status::Fail);
         assert_eq!(gate.verdict, Verdict::Fail);
+    }
+
+    fn perf() -> PerfObservations {
+        PerfObservations {
+            speedup: 0.97,
+            speedup_decision_ci: [0.9, 1.04],
+            p99_ms: 12.0,
+            p99_decision_ci: [10.5, 13.0],
+            peak_rss_bytes: Some(300 * 1024 * 1024),
+            joules_per_inference: Err("no energy counter on this machine".into()),
+            same_outputs: Some((true, "540 batches equal".into())),
+        }
+    }
+
+    fn perf_policy(text: &str) -> Policy {
+        Policy::resolve(
+            &PolicyFile::parse(text, "p.toml").unwrap(),
+            &Source::Default,
+        )
+    }
+
+    #[test]
+    fn speed_criteria_fail_only_when_the_whole_interval_is_wrong() {
+        let policy = perf_policy(
+            "min_speedup = 1.0\nmax_p99_ms = 11\nmax_peak_rss_mb = 200\nmax_joules_per_inference = 1\n",
+        );
+        let c = Gate::evaluate_performance(&policy, &perf());
+        let get = |k: &str| c.iter().find(|x| x.key == k).unwrap().clone();
+        // 0.97 < 1.0 but the interval reaches 1.04: not proven slower.
+        assert_eq!(get("min_speedup").status, Status::Pass);
+        // p99 12 > 11 but the interval starts at 10.5.
+        assert_eq!(get("max_p99_ms").status, Status::Pass);
+        // Memory is a point value: 300 MiB > 200 MiB fails.
+        assert_eq!(get("max_peak_rss_mb").status, Status::Fail);
+        let j = get("max_joules_per_inference");
+        assert_eq!(j.status, Status::Skipped);
+        assert!(j.message.contains("no energy counter"), "{}", j.message);
+        assert_eq!(get("same_outputs").status, Status::Pass);
+        let mut slow = perf();
+        slow.speedup_decision_ci = [0.45, 0.55];
+        slow.same_outputs = Some((false, "3 batches differ".into()));
+        let c = Gate::evaluate_performance(&policy, &slow);
+        assert_eq!(
+            c.iter().find(|x| x.key == "min_speedup").unwrap().status,
+            Status::Fail
+        );
+        assert_eq!(c[0].status, Status::Fail);
+    }
+
+    #[test]
+    fn accuracy_gate_ignores_performance_keys() {
+        let policy = perf_policy("min_speedup = 2\n");
+        assert!(policy.has_performance_keys());
+        let gate = Gate::evaluate(&policy, &obs());
+        assert!(gate.criteria.iter().all(|c| c.key != "min_speedup"));
+        let skipped = Gate::unmeasured_performance(&policy, "run qgate check");
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].status, Status::Skipped);
     }
 
     #[test]

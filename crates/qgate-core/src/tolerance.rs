@@ -2,7 +2,7 @@
 //! that accepts "close enough" says how close and why (after tract's `Approximation`).
 
 /// How close two numbers must be to count as equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tolerance {
     /// Bit-for-bit equal.

@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use qgate_core::{Array, ElemType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use host::{host_info, sha256_hex, HostInfo};
 pub use onnx_info::inspect_onnx;
@@ -257,7 +257,7 @@ impl fmt::Display for ModelSpec {
 }
 
 /// One dimension of a declared tensor shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Dim {
     /// A fixed size.
@@ -276,7 +276,7 @@ impl fmt::Display for Dim {
 }
 
 /// A declared input or output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorInfo {
     /// Tensor name.
     pub name: String,
@@ -295,7 +295,7 @@ impl TensorInfo {
 }
 
 /// What a model declares.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Inputs fed by data (initializers excluded).
     pub inputs: Vec<TensorInfo>,
@@ -314,7 +314,7 @@ pub struct ModelInfo {
 }
 
 /// Where a model's figures come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The spec as given.
     pub spec: String,
