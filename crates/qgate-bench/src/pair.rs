@@ -161,6 +161,8 @@ pub struct SidePerformance {
     pub timer_overhead: TimerOverhead,
     /// Median latency of each round, ms.
     pub round_medians_ms: Vec<f64>,
+    /// Timed calls in each round.
+    pub round_calls: Vec<usize>,
     /// Every timed call, ms, in order (exported to latencies.csv, not to JSON).
     #[serde(skip)]
     pub raw_latencies_ms: Vec<f64>,
@@ -608,6 +610,7 @@ fn side_figures(
             .iter()
             .map(|m| percentile(&m.latencies_ms, 50.0))
             .collect(),
+        round_calls: measured.iter().map(|m| m.latencies_ms.len()).collect(),
         latency_ms: latency,
         raw_latencies_ms: raw,
     }

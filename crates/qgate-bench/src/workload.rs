@@ -207,12 +207,14 @@ fn synthetic_shape(
     for (i, d) in t.shape.iter().enumerate().skip(1) {
         match d {
             Dim::Fixed(n) => shape.push(*n),
-            Dim::Symbolic(s) => return Err(BenchError::Workload(format!(
+            Dim::Symbolic(s) => {
+                return Err(BenchError::Workload(format!(
                 "input '{}' {}: dimension {i} ('{s}') is not fixed; give --data or --shape {}=…",
                 t.name,
                 t.shape_text(),
                 t.name
-            ))),
+            )))
+            }
         }
     }
     Ok(shape)

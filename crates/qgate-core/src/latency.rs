@@ -84,26 +84,79 @@ pub fn summarize(samples: &[f64], settings: BootstrapSettings) -> LatencySummary
 }
 
 fn bootstrap_mean_median(samples: &[f64], settings: BootstrapSettings) -> ([f64; 2], [f64; 2]) {
-    let n = samples.len();
-    if n == 0 || settings.resamples == 0 {
-        return ([f64::NAN; 2], [f64::NAN; 2]);
-    }
-    let mut rng = Rng::new(settings.seed);
     let mut means = Vec::with_capacity(settings.resamples);
     let mut medians = Vec::with_capacity(settings.resamples);
-    let mut draw = vec![0.0; n];
-    for _ in 0..settings.resamples {
-        for d in draw.iter_mut() {
-            *d = samples[rng.below(n)];
-        }
-        means.push(crate::stats::mean(&draw));
-        draw.sort_by(f64::total_cmp);
-        medians.push(percentile_sorted(&draw, 50.0));
+    bootstrap_sorted(samples, settings, &[50.0], |mean, q| {
+        means.push(mean);
+        medians.push(q[0]);
+    });
+    if means.is_empty() {
+        return ([f64::NAN; 2], [f64::NAN; 2]);
     }
     (
         percentile_interval(means, settings.confidence),
         percentile_interval(medians, settings.confidence),
     )
+}
+
+/// Runs `settings.resamples` bootstrap resamples of `samples` and calls `f(mean, [q-th
+/// percentiles])` for each. A resample is drawn as counts over the sorted samples, so its
+/// statistics come from one O(n) walk instead of a sort (15 000 timings × 2 000 resamples
+/// stays well under a second).
+fn bootstrap_sorted(
+    samples: &[f64],
+    settings: BootstrapSettings,
+    qs: &[f64],
+    mut f: impl FnMut(f64, &[f64]),
+) {
+    let n = samples.len();
+    if n == 0 || settings.resamples == 0 {
+        return;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut rng = Rng::new(settings.seed);
+    let mut counts = vec![0u32; n];
+    // Ranks (0-based) around each percentile's position, numpy's linear method.
+    let positions: Vec<(usize, usize, f64)> = qs
+        .iter()
+        .map(|q| {
+            let h = (n - 1) as f64 * q / 100.0;
+            let lo = h.floor() as usize;
+            (lo, (lo + 1).min(n - 1), h - lo as f64)
+        })
+        .collect();
+    let mut values = vec![0.0; qs.len()];
+    for _ in 0..settings.resamples {
+        counts.iter_mut().for_each(|c| *c = 0);
+        for _ in 0..n {
+            counts[rng.below(n)] += 1;
+        }
+        let mut sum = 0.0;
+        let mut seen = 0usize;
+        let mut lo_val = vec![f64::NAN; qs.len()];
+        let mut hi_val = vec![f64::NAN; qs.len()];
+        for (i, &c) in counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            sum += sorted[i] * c as f64;
+            let next = seen + c as usize;
+            for (k, &(lo, hi, _)) in positions.iter().enumerate() {
+                if lo >= seen && lo < next {
+                    lo_val[k] = sorted[i];
+                }
+                if hi >= seen && hi < next {
+                    hi_val[k] = sorted[i];
+                }
+            }
+            seen = next;
+        }
+        for (k, &(_, _, frac)) in positions.iter().enumerate() {
+            values[k] = lo_val[k] + (hi_val[k] - lo_val[k]) * frac;
+        }
+        f(sum / n as f64, &values);
+    }
 }
 
 /// Confidence of the intervals speed criteria are judged on (reports show 95 % ones).
@@ -169,19 +222,10 @@ pub fn t_interval(values: &[f64], confidence: f64) -> (f64, [f64; 2]) {
 /// Percentile-bootstrap interval of the `q`-th percentile of `samples` (e.g. q = 99 for a
 /// p99 criterion), seeded.
 pub fn percentile_ci(samples: &[f64], q: f64, settings: BootstrapSettings) -> [f64; 2] {
-    let n = samples.len();
-    if n == 0 || settings.resamples == 0 {
-        return [f64::NAN; 2];
-    }
-    let mut rng = Rng::new(settings.seed);
-    let mut draw = vec![0.0; n];
     let mut stats = Vec::with_capacity(settings.resamples);
-    for _ in 0..settings.resamples {
-        for d in draw.iter_mut() {
-            *d = samples[rng.below(n)];
-        }
-        draw.sort_by(f64::total_cmp);
-        stats.push(percentile_sorted(&draw, q));
+    bootstrap_sorted(samples, settings, &[q], |_, v| stats.push(v[0]));
+    if stats.is_empty() {
+        return [f64::NAN; 2];
     }
     percentile_interval(stats, settings.confidence)
 }
@@ -354,6 +398,32 @@ mod tests {
         let ci = percentile_ci(&v, 99.0, settings(1));
         assert!(ci[0] < 9.9 && 9.9 < ci[1], "{ci:?}");
         assert!(ci[1] - ci[0] < 0.2, "{ci:?}");
+    }
+
+    #[test]
+    fn count_resampling_gives_the_statistics_of_the_drawn_values() {
+        // Whatever the draw, the walk's mean and percentiles must equal those of the
+        // explicit resample: check by rebuilding it from a fresh generator.
+        let v: Vec<f64> = (0..37).map(|i| ((i * 7919) % 101) as f64).collect();
+        let settings = BootstrapSettings {
+            resamples: 5,
+            confidence: 0.95,
+            seed: 9,
+        };
+        let mut got = Vec::new();
+        bootstrap_sorted(&v, settings, &[50.0, 99.0], |m, q| {
+            got.push((m, q.to_vec()))
+        });
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut rng = Rng::new(9);
+        for (m, q) in got {
+            let mut draw: Vec<f64> = (0..v.len()).map(|_| sorted[rng.below(v.len())]).collect();
+            draw.sort_by(f64::total_cmp);
+            assert!((m - crate::stats::mean(&draw)).abs() < 1e-9);
+            assert!((q[0] - percentile_sorted(&draw, 50.0)).abs() < 1e-9);
+            assert!((q[1] - percentile_sorted(&draw, 99.0)).abs() < 1e-9);
+        }
     }
 
     #[test]

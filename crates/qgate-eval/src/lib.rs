@@ -269,7 +269,13 @@ pub fn evaluate_pair(
         candidate_non_finite: candidate.non_finite_samples,
         n_samples: labels.len() as u64,
     };
-    let gate = Gate::evaluate(policy, &obs);
+    let mut gate = Gate::evaluate(policy, &obs);
+    // Speed and memory keys are judged by `qgate bench` / `qgate check`; list them as not
+    // measured so nobody reads their absence as a pass.
+    gate.criteria.extend(Gate::unmeasured_performance(
+        policy,
+        "skipped: performance is measured by `qgate bench` and `qgate check`, not `qgate compare`",
+    ));
     Ok(Evaluation {
         data_source: data.source.clone(),
         n_samples: labels.len(),

@@ -44,23 +44,32 @@ impl Exporter for Html {
         );
         let _ = write!(
             h,
-            "<h1>qgate compare <span class=\"verdict {verdict}\">{}</span></h1><p>{}</p>",
+            "<h1>qgate {} <span class=\"verdict {verdict}\">{}</span></h1><p>{}</p>",
+            esc(&r.command),
             verdict.to_uppercase(),
             esc(&r.summary)
         );
-        let _ = write!(
-            h,
-            "<p>Baseline <code>{}</code> ({} {}) vs candidate <code>{}</code> ({} {}) on <code>{}</code>, {} samples, {} classes.</p>",
-            esc(&r.baseline.runtime.spec),
-            esc(&r.baseline.runtime.runtime),
-            esc(&r.baseline.runtime.runtime_version),
-            esc(&r.candidate.runtime.spec),
-            esc(&r.candidate.runtime.runtime),
-            esc(&r.candidate.runtime.runtime_version),
-            esc(&r.data.source),
-            r.data.n_samples,
-            r.data.n_classes
-        );
+        if let Some((b, c)) = r.sides() {
+            let _ = write!(
+                h,
+                "<p>Baseline <code>{}</code> ({} {}) vs candidate <code>{}</code> ({} {}){}.</p>",
+                esc(&b.spec),
+                esc(&b.runtime),
+                esc(&b.runtime_version),
+                esc(&c.spec),
+                esc(&c.runtime),
+                esc(&c.runtime_version),
+                r.data
+                    .as_ref()
+                    .map(|d| format!(
+                        " on <code>{}</code>, {} samples, {} classes",
+                        esc(&d.source),
+                        d.n_samples,
+                        d.n_classes
+                    ))
+                    .unwrap_or_default()
+            );
+        }
         for w in &r.warnings {
             let _ = write!(h, "<div class=\"warn\">{}</div>", esc(&w.message));
         }
@@ -70,6 +79,9 @@ impl Exporter for Html {
         confusion(&mut h, r);
         divergence(&mut h, r);
         flips(&mut h, r);
+        if let Some(p) = &r.performance {
+            crate::perf::html(&mut h, p);
+        }
         provenance(&mut h, r);
         h.push_str("</body></html>\n");
         Ok(h)
@@ -106,8 +118,11 @@ fn gate(h: &mut String, r: &Report) {
 }
 
 fn headline(h: &mut String, r: &Report) {
-    let c = &r.comparison;
-    let (b, k) = (&r.baseline, &r.candidate);
+    let Some(a) = r.accuracy() else {
+        return;
+    };
+    let c = &a.comparison;
+    let (b, k) = (&a.baseline, &a.candidate);
     h.push_str("<h2>Accuracy</h2><table><tr><th class=l></th><th>baseline</th><th>candidate</th><th>Δ (cand − base)</th><th>95% CI of Δ</th></tr>");
     let _ = write!(
         h,
@@ -141,7 +156,10 @@ fn headline(h: &mut String, r: &Report) {
 }
 
 fn per_class(h: &mut String, r: &Report) {
-    let c = &r.comparison;
+    let Some(a) = r.accuracy() else {
+        return;
+    };
+    let c = &a.comparison;
     let mut by_class = c.per_class.clone();
     by_class.sort_by_key(|d| d.class);
     let cats: Vec<String> = by_class.iter().map(|d| d.name.clone()).collect();
@@ -174,9 +192,12 @@ fn to_i64(m: &[Vec<u64>]) -> Vec<Vec<i64>> {
 }
 
 fn confusion(h: &mut String, r: &Report) {
-    let names = &r.data.class_names;
-    let b = to_i64(&r.baseline.confusion_matrix);
-    let k = to_i64(&r.candidate.confusion_matrix);
+    let Some(a) = r.accuracy() else {
+        return;
+    };
+    let names = &a.data.class_names;
+    let b = to_i64(&a.baseline.confusion_matrix);
+    let k = to_i64(&a.candidate.confusion_matrix);
     let diff: Vec<Vec<i64>> = b
         .iter()
         .zip(&k)
@@ -195,7 +216,10 @@ fn confusion(h: &mut String, r: &Report) {
 }
 
 fn divergence(h: &mut String, r: &Report) {
-    let c = &r.comparison;
+    let Some(a) = r.accuracy() else {
+        return;
+    };
+    let c = &a.comparison;
     h.push_str("<h2>Output divergence</h2><table><tr><th class=l>output</th><th>max |Δ|</th><th>mean |Δ|</th><th>cosine mean</th><th>cosine min</th><th>SQNR dB</th><th>KL mean</th><th>KL p95</th><th>KL p99</th><th>KL max</th></tr>");
     let opt = |v: Option<f64>| v.map(num).unwrap_or_else(|| "—".into());
     for (name, d) in &c.divergence {
@@ -239,10 +263,13 @@ fn divergence(h: &mut String, r: &Report) {
 }
 
 fn flips(h: &mut String, r: &Report) {
-    let c = &r.comparison;
+    let Some(a) = r.accuracy() else {
+        return;
+    };
+    let c = &a.comparison;
     let name = |k: Option<usize>| {
         k.map(|k| {
-            r.data
+            a.data
                 .class_names
                 .get(k)
                 .cloned()
@@ -325,16 +352,19 @@ fn side_rows(h: &mut String, label: &str, s: &SideReport) {
 }
 
 fn provenance(h: &mut String, r: &Report) {
+    let Some(a) = r.accuracy() else {
+        return;
+    };
     h.push_str("<h2>Provenance</h2><table><tr><th class=l>side</th><th class=l>model</th><th class=l>runtime</th><th class=l>inputs</th><th class=l>score output</th><th>file</th><th>inference</th><th class=l>ops</th></tr>");
-    side_rows(h, "baseline", &r.baseline);
-    side_rows(h, "candidate", &r.candidate);
+    side_rows(h, "baseline", &a.baseline);
+    side_rows(h, "candidate", &a.candidate);
     let _ = write!(
         h,
         "</table><p>Host: {} ({} cores, {}){}. Model digests: baseline <code>{}</code>, candidate <code>{}</code>.</p><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",
         esc(&r.host.cpu), r.host.cores, esc(&r.host.os),
         r.deployment_runtime.as_deref().map(|d| format!("; deployment runtime: {}", esc(d))).unwrap_or_default(),
-        r.baseline.model.sha256.as_deref().unwrap_or("—"),
-        r.candidate.model.sha256.as_deref().unwrap_or("—"),
+        a.baseline.model.sha256.as_deref().unwrap_or("—"),
+        a.candidate.model.sha256.as_deref().unwrap_or("—"),
         r.tool.version, r.schema_version
     );
 }

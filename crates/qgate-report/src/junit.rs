@@ -30,12 +30,16 @@ impl Exporter for Junit {
             esc(&r.command),
             crit.len()
         );
+        let (b, c) = r
+            .sides()
+            .map(|(b, c)| (b.spec.as_str(), c.spec.as_str()))
+            .unwrap_or(("", ""));
         let _ = writeln!(
             x,
             "    <properties><property name=\"baseline\" value=\"{}\"/><property name=\"candidate\" value=\"{}\"/><property name=\"data\" value=\"{}\"/></properties>",
-            esc(&r.baseline.runtime.spec),
-            esc(&r.candidate.runtime.spec),
-            esc(&r.data.source)
+            esc(b),
+            esc(c),
+            esc(r.data.as_ref().map(|d| d.source.as_str()).unwrap_or("synthetic or benchmark inputs"))
         );
         for c in crit {
             let _ = write!(

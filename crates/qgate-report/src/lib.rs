@@ -7,13 +7,14 @@
 //! ```
 //! use qgate_report::{exporters, SCHEMA_VERSION};
 //! let names: Vec<&str> = exporters().iter().map(|e| e.file_name()).collect();
-//! assert_eq!(names, ["report.json", "report.md", "report.html", "junit.xml"]);
+//! assert_eq!(names, ["report.json", "report.md", "report.html", "junit.xml", "latencies.csv"]);
 //! assert!(SCHEMA_VERSION.starts_with("1."));
 //! ```
 
 mod html;
 mod junit;
 mod markdown;
+mod perf;
 mod png;
 mod schema;
 mod svg;
@@ -34,6 +35,11 @@ pub trait Exporter {
     fn file_name(&self) -> &'static str;
     /// The rendered text.
     fn render(&self, report: &Report) -> Result<String, ReportError>;
+    /// Whether this file belongs to this report (raw latencies only exist for benchmarks).
+    fn applies(&self, report: &Report) -> bool {
+        let _ = report;
+        true
+    }
 }
 
 struct Json;
@@ -54,6 +60,7 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(markdown::Markdown),
         Box::new(html::Html),
         Box::new(junit::Junit),
+        Box::new(perf::LatencyCsv),
     ]
 }
 

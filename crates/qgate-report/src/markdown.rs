@@ -22,21 +22,27 @@ impl Exporter for Markdown {
             Verdict::Pass => "✅ PASS",
             Verdict::Fail => "❌ FAIL",
         };
-        let _ = writeln!(m, "## qgate compare: {badge}\n");
+        let _ = writeln!(m, "## qgate {}: {badge}\n", r.command);
         let _ = writeln!(m, "{}\n", r.summary);
-        let _ = writeln!(
-            m,
-            "Baseline `{}` ({} {}) · candidate `{}` ({} {}) · data `{}` ({} samples, {} classes)\n",
-            r.baseline.runtime.spec,
-            r.baseline.runtime.runtime,
-            r.baseline.runtime.runtime_version,
-            r.candidate.runtime.spec,
-            r.candidate.runtime.runtime,
-            r.candidate.runtime.runtime_version,
-            r.data.source,
-            r.data.n_samples,
-            r.data.n_classes
-        );
+        if let Some((b, c)) = r.sides() {
+            let _ = writeln!(
+                m,
+                "Baseline `{}` ({} {}) · candidate `{}` ({} {}){}\n",
+                b.spec,
+                b.runtime,
+                b.runtime_version,
+                c.spec,
+                c.runtime,
+                c.runtime_version,
+                r.data
+                    .as_ref()
+                    .map(|d| format!(
+                        " · data `{}` ({} samples, {} classes)",
+                        d.source, d.n_samples, d.n_classes
+                    ))
+                    .unwrap_or_default()
+            );
+        }
         m.push_str("| criterion | observed | 95% CI | threshold | source | result |\n|---|---:|---:|---:|---|---|\n");
         for c in &r.gate.criteria {
             let result = match c.status {
@@ -60,78 +66,84 @@ impl Exporter for Markdown {
                 c.source
             );
         }
-        let c = &r.comparison;
-        let _ = writeln!(
-            m,
-            "\n| | baseline | candidate | Δ | 95% CI of Δ |\n|---|---:|---:|---:|---:|"
-        );
-        let _ = writeln!(
-            m,
-            "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp |",
-            pct(r.baseline.accuracy),
-            pct(r.candidate.accuracy),
-            c.accuracy_delta * 100.0,
-            c.accuracy_delta_ci[0] * 100.0,
-            c.accuracy_delta_ci[1] * 100.0
-        );
-        if let (Some(a), Some(b)) = (r.baseline.top_k_accuracy, r.candidate.top_k_accuracy) {
+        if let Some(acc) = r.accuracy() {
+            let c = &acc.comparison;
             let _ = writeln!(
                 m,
-                "| top-{} accuracy | {} | {} | {:+.2} pp | |",
-                r.baseline.top_k,
-                pct(a),
-                pct(b),
-                (b - a) * 100.0
+                "\n| | baseline | candidate | Δ | 95% CI of Δ |\n|---|---:|---:|---:|---:|"
             );
-        }
-        let _ = writeln!(
-            m,
-            "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}] |",
-            num(r.baseline.macro_avg.f1),
-            num(r.candidate.macro_avg.f1),
-            c.macro_f1_delta,
-            c.macro_f1_delta_ci[0],
-            c.macro_f1_delta_ci[1]
-        );
-        let _ = writeln!(
-            m,
-            "\nMcNemar exact p = {} · flips: {} correct→wrong, {} wrong→correct · top-1 agreement {}{}",
-            pval(c.mcnemar_p),
-            c.negative_flips,
-            c.positive_flips,
-            pct(c.top1_agreement),
-            c.kl
-                .as_ref()
-                .map(|k| format!(" · KL mean {} (p99 {})", num(k.mean), num(k.p99)))
-                .unwrap_or_default()
-        );
-        let mut worst = c.per_class.clone();
-        worst.sort_by(|a, b| {
-            a.recall_delta
-                .total_cmp(&b.recall_delta)
-                .then(a.support.cmp(&b.support))
-        });
-        let worst: Vec<_> = worst
-            .into_iter()
-            .filter(|d| d.recall_delta < 0.0 || d.f1_delta < 0.0)
-            .take(MAX_CLASS_ROWS)
-            .collect();
-        if !worst.is_empty() {
-            m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
-            for d in worst {
+            let _ = writeln!(
+                m,
+                "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp |",
+                pct(acc.baseline.accuracy),
+                pct(acc.candidate.accuracy),
+                c.accuracy_delta * 100.0,
+                c.accuracy_delta_ci[0] * 100.0,
+                c.accuracy_delta_ci[1] * 100.0
+            );
+            if let (Some(a), Some(b)) = (acc.baseline.top_k_accuracy, acc.candidate.top_k_accuracy)
+            {
                 let _ = writeln!(
                     m,
-                    "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
-                    d.name,
-                    if d.flagged { " ⚠️" } else { "" },
-                    d.support,
-                    pct(d.baseline_recall),
-                    pct(d.candidate_recall),
-                    d.recall_delta * 100.0,
-                    d.f1_delta * 100.0,
-                    d.negative_flips
+                    "| top-{} accuracy | {} | {} | {:+.2} pp | |",
+                    acc.baseline.top_k,
+                    pct(a),
+                    pct(b),
+                    (b - a) * 100.0
                 );
             }
+            let _ = writeln!(
+                m,
+                "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}] |",
+                num(acc.baseline.macro_avg.f1),
+                num(acc.candidate.macro_avg.f1),
+                c.macro_f1_delta,
+                c.macro_f1_delta_ci[0],
+                c.macro_f1_delta_ci[1]
+            );
+            let _ = writeln!(
+                m,
+                "\nMcNemar exact p = {} · flips: {} correct→wrong, {} wrong→correct · top-1 agreement {}{}",
+                pval(c.mcnemar_p),
+                c.negative_flips,
+                c.positive_flips,
+                pct(c.top1_agreement),
+                c.kl
+                    .as_ref()
+                    .map(|k| format!(" · KL mean {} (p99 {})", num(k.mean), num(k.p99)))
+                    .unwrap_or_default()
+            );
+            let mut worst = c.per_class.clone();
+            worst.sort_by(|a, b| {
+                a.recall_delta
+                    .total_cmp(&b.recall_delta)
+                    .then(a.support.cmp(&b.support))
+            });
+            let worst: Vec<_> = worst
+                .into_iter()
+                .filter(|d| d.recall_delta < 0.0 || d.f1_delta < 0.0)
+                .take(MAX_CLASS_ROWS)
+                .collect();
+            if !worst.is_empty() {
+                m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
+                for d in worst {
+                    let _ = writeln!(
+                        m,
+                        "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
+                        d.name,
+                        if d.flagged { " ⚠️" } else { "" },
+                        d.support,
+                        pct(d.baseline_recall),
+                        pct(d.candidate_recall),
+                        d.recall_delta * 100.0,
+                        d.f1_delta * 100.0,
+                        d.negative_flips
+                    );
+                }
+            }
+        }
+        if let Some(p) = &r.performance {
+            crate::perf::markdown(&mut m, p);
         }
         if !r.warnings.is_empty() {
             m.push_str("\n**Notes**\n\n");

@@ -3,17 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use qgate_bench::Performance;
 use qgate_core::compare::{ClassDelta, Flip, Flips};
 use qgate_core::divergence::{Histogram, KlSummary};
 use qgate_core::metrics::{Averages, ClassMetrics};
-use qgate_core::policy::{CriterionResult, Threshold, Verdict};
+use qgate_core::policy::{CriterionResult, Gate, Policy, Threshold, Verdict};
 use qgate_core::stats::BootstrapSettings;
 use qgate_eval::{Evaluation, InputBinding, ScoreOutput, SideResult, Thumbnail};
 use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.1.0";
+pub const SCHEMA_VERSION: &str = "1.2.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]
@@ -28,14 +29,21 @@ pub struct Report {
     pub verdict: Verdict,
     /// One-line summary a reviewer reads first.
     pub summary: String,
-    /// The data set.
-    pub data: DataInfo,
-    /// Baseline model.
-    pub baseline: SideReport,
-    /// Candidate model.
-    pub candidate: SideReport,
-    /// The pair comparison.
-    pub comparison: ComparisonReport,
+    /// The data set (accuracy runs: `compare`, `check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataInfo>,
+    /// Baseline model's accuracy figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<SideReport>,
+    /// Candidate model's accuracy figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<SideReport>,
+    /// The accuracy comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonReport>,
+    /// Inference performance (`bench`, `check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance: Option<Performance>,
     /// Judged criteria.
     pub gate: GateReport,
     /// The machine the figures come from.
@@ -211,6 +219,8 @@ pub enum WarningKind {
     NotDeploymentRuntime,
     /// The same model file ran on two runtimes: differences are runtime disagreement.
     CrossRuntime,
+    /// Something about how the performance figures were measured (warm-up, noise, governor).
+    Measurement,
 }
 
 /// A warning: what and what to do.
@@ -298,16 +308,17 @@ impl Report {
             command: command.to_string(),
             verdict: eval.gate.verdict,
             summary,
-            data: DataInfo {
+            data: Some(DataInfo {
                 source: eval.data_source.clone(),
                 n_samples: eval.n_samples,
                 n_classes: eval.n_classes,
                 class_names: eval.class_names.clone(),
                 batch_size: eval.batch_size,
-            },
-            baseline: side(&eval.baseline),
-            candidate: side(&eval.candidate),
-            comparison,
+            }),
+            baseline: Some(side(&eval.baseline)),
+            candidate: Some(side(&eval.candidate)),
+            comparison: Some(comparison),
+            performance: None,
             gate,
             host,
             deployment_runtime: deployment_runtime.map(str::to_string),
@@ -318,7 +329,190 @@ impl Report {
 
     /// Histogram of per-sample KL, when present.
     pub fn kl_histogram(&self) -> Option<&Histogram> {
-        self.comparison.kl.as_ref().map(|k| &k.histogram)
+        self.comparison.as_ref()?.kl.as_ref().map(|k| &k.histogram)
+    }
+
+    /// The accuracy sections, when this run evaluated accuracy.
+    pub fn accuracy(&self) -> Option<Accuracy<'_>> {
+        Some(Accuracy {
+            data: self.data.as_ref()?,
+            baseline: self.baseline.as_ref()?,
+            candidate: self.candidate.as_ref()?,
+            comparison: self.comparison.as_ref()?,
+        })
+    }
+
+    /// The two sides' provenance, from whichever section exists.
+    pub fn sides(&self) -> Option<(&Provenance, &Provenance)> {
+        if let Some(a) = self.accuracy() {
+            return Some((&a.baseline.runtime, &a.candidate.runtime));
+        }
+        self.performance
+            .as_ref()
+            .map(|p| (&p.baseline.runtime, &p.candidate.runtime))
+    }
+
+    /// The report of a benchmark: performance figures judged by `criteria` (built by
+    /// `Gate::evaluate_performance`).
+    pub fn from_performance(
+        perf: Performance,
+        policy: &Policy,
+        criteria: Vec<CriterionResult>,
+        command: &str,
+        deployment_runtime: Option<&str>,
+        host: HostInfo,
+    ) -> Report {
+        let gate = Gate::from_criteria(criteria);
+        let mut warnings = Vec::new();
+        perf_warnings(&perf, deployment_runtime, &mut warnings);
+        let summary = perf_summary(&perf, &gate);
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "qgate",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            command: command.to_string(),
+            verdict: gate.verdict,
+            summary,
+            data: None,
+            baseline: None,
+            candidate: None,
+            comparison: None,
+            performance: Some(perf),
+            gate: GateReport {
+                verdict: gate.verdict,
+                thresholds: policy.thresholds.clone(),
+                criteria: gate.criteria,
+            },
+            host,
+            deployment_runtime: deployment_runtime.map(str::to_string),
+            warnings,
+            thumbnails: Vec::new(),
+        }
+    }
+
+    /// Adds performance figures and their criteria to an accuracy report (`qgate check`):
+    /// one report, one verdict. Skipped "not measured" entries of performance keys are
+    /// replaced by the judged ones.
+    pub fn with_performance(mut self, perf: Performance, criteria: Vec<CriterionResult>) -> Report {
+        let mut all: Vec<CriterionResult> = self
+            .gate
+            .criteria
+            .into_iter()
+            .filter(|c| !criteria.iter().any(|p| p.key == c.key))
+            .collect();
+        all.extend(criteria);
+        let gate = Gate::from_criteria(all);
+        perf_warnings(
+            &perf,
+            self.deployment_runtime.as_deref(),
+            &mut self.warnings,
+        );
+        let acc_summary = self
+            .summary
+            .split_once(": ")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        let perf_line = perf_summary(&perf, &gate);
+        let perf_tail = perf_line
+            .split_once(": ")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        self.summary = format!("{}: {acc_summary}; {perf_tail}", verdict_head(&gate));
+        self.verdict = gate.verdict;
+        self.gate.verdict = gate.verdict;
+        self.gate.criteria = gate.criteria;
+        self.performance = Some(perf);
+        self
+    }
+}
+
+/// The accuracy sections of a report, borrowed together.
+#[derive(Debug, Clone, Copy)]
+pub struct Accuracy<'a> {
+    /// The data set.
+    pub data: &'a DataInfo,
+    /// Baseline.
+    pub baseline: &'a SideReport,
+    /// Candidate.
+    pub candidate: &'a SideReport,
+    /// The pair.
+    pub comparison: &'a ComparisonReport,
+}
+
+fn verdict_head(gate: &Gate) -> String {
+    match gate.verdict {
+        Verdict::Pass => "PASS".to_string(),
+        Verdict::Fail => {
+            let failed: Vec<&str> = gate
+                .criteria
+                .iter()
+                .filter(|c| c.status == qgate_core::policy::Status::Fail)
+                .map(|c| c.key.as_str())
+                .collect();
+            format!("FAIL ({})", failed.join(", "))
+        }
+    }
+}
+
+fn perf_summary(p: &Performance, gate: &Gate) -> String {
+    let (b, c) = (&p.baseline, &p.candidate);
+    let mib = |x: Option<u64>| {
+        x.map(|v| format!("{:.1}", v as f64 / 1048576.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "{}: {}; median latency {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms (batch {}); peak RSS {} → {} MiB",
+        verdict_head(gate),
+        p.comparison.summary,
+        b.latency_ms.p50,
+        c.latency_ms.p50,
+        b.latency_ms.p99,
+        c.latency_ms.p99,
+        p.batch_size,
+        mib(b.peak_rss_bytes),
+        mib(c.peak_rss_bytes)
+    )
+}
+
+fn perf_warnings(p: &Performance, deployment_runtime: Option<&str>, out: &mut Vec<Warning>) {
+    for (name, s) in [("baseline", &p.baseline), ("candidate", &p.candidate)] {
+        if s.runtime.runtime == "tract" && is_quantized(&s.model) {
+            out.push(Warning {
+                kind: WarningKind::TractInt8Speed,
+                message: format!(
+                    "the {name} is quantized and was timed in tract, whose INT8 kernels are slower than its FP32 ones: \
+                     this speed says nothing about a runtime with fast integer kernels; bench with the deployment runtime (e.g. ort:MODEL.onnx)"
+                ),
+            });
+        }
+        if let Some(deploy) = deployment_runtime {
+            if s.runtime.runtime != deploy {
+                out.push(Warning {
+                    kind: WarningKind::NotDeploymentRuntime,
+                    message: format!(
+                        "the {name} was timed on {}, not on the deployment runtime {deploy}: speed there may differ",
+                        s.runtime.runtime
+                    ),
+                });
+            }
+        }
+    }
+    if p.baseline.runtime.runtime != p.candidate.runtime.runtime {
+        out.push(Warning {
+            kind: WarningKind::CrossRuntime,
+            message: format!(
+                "the sides were timed on different runtimes ({} vs {}): the speed-up mixes model and runtime",
+                p.baseline.runtime.runtime, p.candidate.runtime.runtime
+            ),
+        });
+    }
+    for n in &p.notes {
+        out.push(Warning {
+            kind: WarningKind::Measurement,
+            message: n.clone(),
+        });
     }
 }
 

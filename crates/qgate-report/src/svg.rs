@@ -205,3 +205,164 @@ pub fn histogram(title: &str, x_label: &str, edges: &[f64], counts: &[u64]) -> S
     s.push_str("</svg>");
     s
 }
+
+/// One series of a line chart: name, CSS class (`base` / `cand`) and points.
+pub struct Series<'a> {
+    /// Legend name.
+    pub name: &'a str,
+    /// `base` or `cand`.
+    pub class: &'a str,
+    /// `(x, y)` points, drawn in order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart with markers; `step` draws a step function (for CDFs).
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    step: bool,
+) -> String {
+    let (left, top, width, height) = (56.0, 24.0, 460.0, 170.0);
+    let (w, h) = (left + width + 20.0, top + height + 48.0);
+    let pts = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+    };
+    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let x_max = pts().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let y_max = pts().map(|p| p.1).fold(0.0, f64::max);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="12" y="{cy}" class="ax" transform="rotate(-90 12 {cy})" text-anchor="middle">{}</text>"#,
+        left + width / 2.0,
+        top + height + 40.0,
+        esc(x_label),
+        esc(y_label),
+        t = esc(title),
+        cy = top + height / 2.0,
+    );
+    if !x_min.is_finite() || !x_max.is_finite() {
+        s.push_str("</svg>");
+        return s;
+    }
+    let x_span = if x_max > x_min { x_max - x_min } else { 1.0 };
+    let y_top = if y_max > 0.0 { y_max * 1.05 } else { 1.0 };
+    let px = |x: f64| left + (x - x_min) / x_span * width;
+    let py = |y: f64| top + height * (1.0 - y / y_top);
+    for k in 0..=4 {
+        let v = y_top * k as f64 / 4.0;
+        let y = py(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"##,
+            left + width,
+            left - 4.0,
+            y + 4.0,
+            crate::num(v)
+        );
+    }
+    for k in 0..=4 {
+        let v = x_min + x_span * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
+            px(v),
+            top + height + 14.0,
+            crate::num(v)
+        );
+    }
+    for (i, sr) in series.iter().enumerate() {
+        let color = if sr.class == "base" {
+            "#6baed6"
+        } else {
+            "#2166ac"
+        };
+        let mut d = String::new();
+        let mut prev: Option<(f64, f64)> = None;
+        for &(x, y) in sr
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+        {
+            match prev {
+                None => {
+                    let _ = write!(d, "M{:.1},{:.1}", px(x), py(y));
+                }
+                Some((_, py0)) if step => {
+                    let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", px(x), py0, px(x), py(y));
+                }
+                Some(_) => {
+                    let _ = write!(d, " L{:.1},{:.1}", px(x), py(y));
+                }
+            }
+            prev = Some((x, py(y)));
+        }
+        let dash = if sr.class == "base" {
+            r#" stroke-dasharray="5 3""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#
+        );
+        if !step {
+            for &(x, y) in sr
+                .points
+                .iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+            {
+                let _ = write!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{}: {} → {}</title></circle>"#,
+                    px(x),
+                    py(y),
+                    esc(sr.name),
+                    crate::num(x),
+                    crate::num(y)
+                );
+            }
+        }
+        let lx = left + 10.0 + 140.0 * i as f64;
+        let _ = write!(
+            s,
+            r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}" class="lbl">{}</text>"#,
+            lx + 18.0,
+            top + 6.0,
+            top + 6.0,
+            lx + 22.0,
+            top + 10.0,
+            esc(sr.name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Two histograms over the same bins, drawn as outlines (baseline dashed).
+pub fn histogram_pair(title: &str, x_label: &str, edges: &[f64], a: &[u64], b: &[u64]) -> String {
+    let centre = |i: usize| (edges[i] + edges[i + 1]) / 2.0;
+    let total = |c: &[u64]| c.iter().sum::<u64>().max(1) as f64;
+    let series = [
+        Series {
+            name: "baseline",
+            class: "base",
+            points: (0..a.len().min(edges.len().saturating_sub(1)))
+                .map(|i| (centre(i), a[i] as f64 / total(a)))
+                .collect(),
+        },
+        Series {
+            name: "candidate",
+            class: "cand",
+            points: (0..b.len().min(edges.len().saturating_sub(1)))
+                .map(|i| (centre(i), b[i] as f64 / total(b)))
+                .collect(),
+        },
+    ];
+    line_chart(title, x_label, "share of calls", &series, true)
+}

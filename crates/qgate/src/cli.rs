@@ -28,8 +28,159 @@ pub struct Cli {
 pub enum Command {
     /// Compare a baseline and a candidate model on a labelled data set.
     Compare(Box<CompareArgs>),
+    /// Measure inference performance of a baseline and a candidate (latency, throughput,
+    /// memory, CPU, energy), each in its own worker process, interleaved.
+    Bench(Box<BenchArgs>),
+    /// Accuracy and performance together: one report, one verdict.
+    Check(Box<CheckArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
+    /// Internal: the measuring worker of `bench` (JSON lines on stdin/stdout).
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+/// `qgate bench`.
+#[derive(Debug, Args, Default)]
+pub struct BenchArgs {
+    /// Reference model: PATH (tract), ort:PATH, http(s)://…/v2/models/NAME.
+    #[arg(long, value_name = "SPEC")]
+    pub baseline: Option<String>,
+    /// Compressed model, same syntax as --baseline.
+    #[arg(long, value_name = "SPEC")]
+    pub candidate: Option<String>,
+    /// Inputs to feed (.npz, .npy, .csv or an image folder); synthetic inputs shaped like
+    /// the model's when absent.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Directory for report.json, report.md, report.html, junit.xml and latencies.csv.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Gate policy (TOML): min_speedup, max_p99_ms, max_peak_rss_mb, max_joules_per_inference.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Data array that feeds a single-input model.
+    #[arg(long, value_name = "KEY")]
+    pub input_key: Option<String>,
+    /// Model input fed by a data array, for several inputs (repeatable).
+    #[arg(long = "input", value_name = "NAME=KEY")]
+    pub inputs: Vec<String>,
+    /// Image folders: resize to WxH.
+    #[arg(long, value_name = "WxH")]
+    pub image_size: Option<String>,
+    /// Execution device for both sides unless a spec says otherwise [default: cpu].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Intra-op threads for both sides unless a spec says otherwise.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// ONNX Runtime shared library.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Seconds one request to a remote server may take [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// The runtime the model will be deployed on; the report warns about other runtimes.
+    #[arg(long, value_name = "RUNTIME")]
+    pub deployment_runtime: Option<String>,
+    /// Never draw a progress spinner.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub perf: PerfFlags,
+}
+
+/// `qgate check`: every `compare` option plus the benchmark's.
+#[derive(Debug, Args, Default)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub compare: CompareArgs,
+    #[command(flatten)]
+    pub perf: PerfFlags,
+}
+
+/// How to measure (shared by `bench` and `check`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct PerfFlags {
+    /// Samples per call of the latency test [default: 1, MLPerf SingleStream].
+    #[arg(long, value_name = "N")]
+    pub latency_batch: Option<usize>,
+    /// Warm-up: at least N calls [default: 10], then until latency is steady.
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<u64>,
+    /// Warm-up: at least SECS seconds [default: 0.5].
+    #[arg(long, value_name = "SECS")]
+    pub warmup_time: Option<f64>,
+    /// Warm-up: at most SECS seconds even if not steady [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub warmup_max: Option<f64>,
+    /// Timed calls per model (split over the rounds) instead of --duration.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<u64>,
+    /// Timed seconds per model, split over the rounds [default: 3].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Interleaved rounds (A B, B A, …) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+    /// Batch sizes of the throughput sweep, comma-separated, or `none` [default: 1,8,32].
+    #[arg(long, value_name = "LIST")]
+    pub batch_sizes: Option<String>,
+    /// Requests in flight of the closed-loop sweep, or `none` [default: 1,2,…,cores].
+    #[arg(long, value_name = "LIST")]
+    pub concurrency: Option<String>,
+    /// Poisson load points as fractions of the baseline's capacity, or `none`
+    /// [default: 0.25,0.5,0.75,0.9].
+    #[arg(long, value_name = "LIST")]
+    pub load_fractions: Option<String>,
+    /// Extra Poisson arrival rates, queries per second, comma-separated.
+    #[arg(long, value_name = "LIST")]
+    pub arrival_rates: Option<String>,
+    /// Search the highest Poisson rate whose p99 latency stays under MS milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub slo_p99_ms: Option<f64>,
+    /// Model instances serving Poisson arrivals and the offline run [default: 1].
+    #[arg(long, value_name = "N")]
+    pub servers: Option<usize>,
+    /// Batch of the offline (maximum throughput) run, or `none` [default: 32].
+    #[arg(long, value_name = "N")]
+    pub offline_batch: Option<String>,
+    /// Seconds per sweep point and model [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub sweep_duration: Option<f64>,
+    /// Skip every sweep (latency, memory, energy only).
+    #[arg(long)]
+    pub no_sweeps: bool,
+    /// Distinct samples of --data cycled through (MLPerf's performance sample count)
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub perf_samples: Option<usize>,
+    /// Shape of a synthetic input, for symbolic dimensions (repeatable): NAME=1x3x224x224.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shapes: Vec<String>,
+    /// Do not compare the timed outputs with an untimed pass.
+    #[arg(long)]
+    pub no_output_check: bool,
+    /// Tolerance of that comparison: exact, float32 or float16 [default: exact for CPU
+    /// runtimes, float32 for GPUs and servers].
+    #[arg(long, value_name = "LEVEL")]
+    pub output_tolerance: Option<String>,
+    /// A `--save-outputs` directory of an accuracy run: the timed outputs must match
+    /// DIR/baseline.npz and DIR/candidate.npz (float32 tolerance).
+    #[arg(long, value_name = "DIR")]
+    pub reference_outputs: Option<PathBuf>,
+    /// Where the RAPL (powercap), Jetson (INA3221) and cpufreq readers look [default: /sys].
+    #[arg(long, value_name = "DIR")]
+    pub sysfs_root: Option<PathBuf>,
+    /// NVIDIA management library (libnvidia-ml.so.1) [default: the driver's].
+    #[arg(long, value_name = "PATH")]
+    pub nvml_lib: Option<PathBuf>,
+    /// Do not query NVIDIA GPUs.
+    #[arg(long)]
+    pub no_nvml: bool,
+    /// Seed of synthetic inputs and arrival times [default: 0].
+    #[arg(long, value_name = "S")]
+    pub bench_seed: Option<u64>,
 }
 
 /// `qgate inspect`.
@@ -456,4 +607,275 @@ fn load_policy(path: &Path) -> Result<Policy> {
     let origin = path.display().to_string();
     let file = PolicyFile::parse(&text, &origin)?;
     Ok(Policy::resolve(&file, &Source::File(origin)))
+}
+
+/// What `bench` (and the performance half of `check`) needs, validated.
+#[derive(Debug)]
+pub struct PerfConfig {
+    pub plan: qgate_bench::Plan,
+    pub perf_samples: usize,
+    pub shapes: BTreeMap<String, Vec<usize>>,
+    pub probe: qgate_bench::protocol::ProbeSpec,
+    pub tolerance: Option<qgate_core::Tolerance>,
+    pub seed: u64,
+}
+
+/// Everything `qgate bench` needs, validated.
+#[derive(Debug)]
+pub struct BenchConfig {
+    pub baseline: ModelSpec,
+    pub candidate: ModelSpec,
+    pub data: Option<PathBuf>,
+    pub images: ImagePreprocess,
+    pub mapping: InputMapping,
+    pub out: PathBuf,
+    pub policy: Policy,
+    pub load: LoadOptions,
+    pub perf: PerfConfig,
+    pub progress: bool,
+    pub deployment_runtime: Option<String>,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{flag}: '{v}' is not a valid value (expected a comma-separated list or `none`)"))
+        })
+        .collect()
+}
+
+fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
+    match v {
+        Some(x) if !(x > 0.0 && x.is_finite()) => {
+            bail!("{flag} {x}: expected a positive number")
+        }
+        other => Ok(other),
+    }
+}
+
+impl PerfFlags {
+    /// Validates the measuring options.
+    pub fn resolve(&self) -> Result<PerfConfig> {
+        let mut plan = qgate_bench::Plan::default();
+        if let Some(b) = self.latency_batch {
+            if b == 0 {
+                bail!("--latency-batch must be at least 1");
+            }
+            plan.batch = b;
+        }
+        plan.warmup_iterations = self.warmup.unwrap_or(plan.warmup_iterations);
+        if let Some(t) = self.warmup_time {
+            if !(t >= 0.0 && t.is_finite()) {
+                bail!("--warmup-time {t}: expected seconds ≥ 0");
+            }
+            plan.warmup_seconds = t;
+        }
+        if let Some(t) = positive("--warmup-max", self.warmup_max)? {
+            plan.warmup_max_seconds = t;
+        }
+        plan.warmup_max_seconds = plan.warmup_max_seconds.max(plan.warmup_seconds);
+        if let Some(i) = self.iterations {
+            if i == 0 {
+                bail!("--iterations must be at least 1");
+            }
+            plan.iterations = Some(i);
+        }
+        if let Some(d) = positive("--duration", self.duration)? {
+            plan.seconds = d;
+        }
+        if let Some(r) = self.rounds {
+            if r < 2 {
+                bail!("--rounds {r}: at least 2 rounds are needed for a speed-up interval");
+            }
+            plan.rounds = r;
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        plan.concurrency_sweep = std::iter::successors(Some(1usize), |n| Some(n * 2))
+            .take_while(|&n| n <= cores.max(2))
+            .collect();
+        if let Some(s) = &self.batch_sizes {
+            plan.batch_sweep = list("--batch-sizes", s)?;
+        }
+        if let Some(s) = &self.concurrency {
+            plan.concurrency_sweep = list("--concurrency", s)?;
+        }
+        if let Some(s) = &self.load_fractions {
+            plan.load_fractions = list("--load-fractions", s)?;
+        }
+        if let Some(s) = &self.arrival_rates {
+            plan.arrival_rates = list("--arrival-rates", s)?;
+        }
+        if plan.batch_sweep.contains(&0) || plan.concurrency_sweep.contains(&0) {
+            bail!("--batch-sizes and --concurrency take counts ≥ 1");
+        }
+        if plan
+            .load_fractions
+            .iter()
+            .chain(&plan.arrival_rates)
+            .any(|x| !(*x > 0.0 && x.is_finite()))
+        {
+            bail!("--load-fractions and --arrival-rates take positive numbers");
+        }
+        plan.slo_p99_ms = positive("--slo-p99-ms", self.slo_p99_ms)?;
+        if let Some(n) = self.servers {
+            if n == 0 {
+                bail!("--servers must be at least 1");
+            }
+            plan.servers = n;
+        }
+        if let Some(s) = &self.offline_batch {
+            plan.offline_batch = match s.trim() {
+                "none" => None,
+                v => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => bail!("--offline-batch {v}: expected a count ≥ 1 or `none`"),
+                },
+            };
+        }
+        if let Some(d) = positive("--sweep-duration", self.sweep_duration)? {
+            plan.sweep_seconds = d;
+        }
+        if self.no_sweeps {
+            plan.batch_sweep.clear();
+            plan.concurrency_sweep.clear();
+            plan.load_fractions.clear();
+            plan.arrival_rates.clear();
+            plan.offline_batch = None;
+            if plan.slo_p99_ms.is_some() {
+                bail!("--slo-p99-ms needs the load sweep; drop --no-sweeps");
+            }
+        }
+        plan.output_check = !self.no_output_check;
+        let tolerance = match self.output_tolerance.as_deref() {
+            None => None,
+            Some("exact") => Some(qgate_core::Tolerance::Exact),
+            Some("float32") => Some(qgate_core::Tolerance::Float32Reordering),
+            Some("float16") => Some(qgate_core::Tolerance::Float16Compute),
+            Some(o) => bail!("--output-tolerance {o}: expected exact, float32 or float16"),
+        };
+        if let Some(dir) = &self.reference_outputs {
+            for side in ["baseline", "candidate"] {
+                let p = dir.join(format!("{side}.npz"));
+                if !p.is_file() {
+                    bail!(
+                        "--reference-outputs {}: no {side}.npz there (write it with `qgate compare --save-outputs DIR`)",
+                        dir.display()
+                    );
+                }
+            }
+            plan.reference_outputs = [
+                Some(dir.join("baseline.npz")),
+                Some(dir.join("candidate.npz")),
+            ];
+        }
+        let seed = self.bench_seed.unwrap_or(0);
+        plan.seed = seed;
+        let perf_samples = self.perf_samples.unwrap_or(1024);
+        if perf_samples == 0 {
+            bail!("--perf-samples must be at least 1");
+        }
+        let mut shapes = BTreeMap::new();
+        for s in &self.shapes {
+            let (name, dims) = s
+                .split_once('=')
+                .with_context(|| format!("--shape {s}: expected NAME=1x3x224x224"))?;
+            let dims: Vec<usize> = dims
+                .split(['x', 'X', ','])
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    anyhow::anyhow!("--shape {s}: dimensions must be counts, e.g. 1x128")
+                })?;
+            shapes.insert(name.to_string(), dims);
+        }
+        let sys = self
+            .sysfs_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys"));
+        Ok(PerfConfig {
+            plan,
+            perf_samples,
+            shapes,
+            probe: qgate_bench::protocol::ProbeSpec {
+                proc_root: PathBuf::from("/proc"),
+                sys_root: sys,
+                nvml_lib: self.nvml_lib.clone(),
+                enable_nvml: !self.no_nvml,
+            },
+            tolerance,
+            seed,
+        })
+    }
+}
+
+impl BenchArgs {
+    /// Validates `qgate bench`'s flags.
+    pub fn resolve(self, interactive: bool) -> Result<BenchConfig> {
+        let baseline = self
+            .baseline
+            .context("missing --baseline (the reference model)")?;
+        let candidate = self
+            .candidate
+            .context("missing --candidate (the compressed model)")?;
+        let out = self.out.context("missing --out (the report directory)")?;
+        let policy = match &self.policy {
+            Some(p) => load_policy(p)?,
+            None => Policy::default(),
+        };
+        let mut pairs = Vec::new();
+        for s in &self.inputs {
+            let (n, k) = s
+                .split_once('=')
+                .with_context(|| format!("--input {s}: expected NAME=KEY"))?;
+            pairs.push((n.to_string(), k.to_string()));
+        }
+        let mut images = ImagePreprocess::default();
+        if let Some(s) = &self.image_size {
+            let (w, h) = s
+                .split_once(['x', 'X'])
+                .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
+            images.resize = Some([
+                w.parse()
+                    .with_context(|| format!("--image-size {s}: bad width"))?,
+                h.parse()
+                    .with_context(|| format!("--image-size {s}: bad height"))?,
+            ]);
+        }
+        Ok(BenchConfig {
+            baseline: ModelSpec::parse(&baseline)?,
+            candidate: ModelSpec::parse(&candidate)?,
+            data: self.data,
+            images,
+            mapping: InputMapping {
+                single_key: self.input_key,
+                pairs,
+            },
+            out,
+            policy,
+            load: LoadOptions {
+                threads: self.threads,
+                device: self.device,
+                ort_lib: self.ort_lib,
+                ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+                python: "python3".into(),
+                timeout: match self.timeout {
+                    Some(t) if t > 0.0 && t.is_finite() => {
+                        Some(std::time::Duration::from_secs_f64(t))
+                    }
+                    Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
+                    None => None,
+                },
+            },
+            perf: self.perf.resolve()?,
+            progress: interactive && !self.no_progress,
+            deployment_runtime: self.deployment_runtime,
+        })
+    }
 }

@@ -9,21 +9,40 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use qgate_core::policy::{Status, Verdict};
+use qgate_bench::protocol::{Init, LoadSpec};
+use qgate_bench::{run_pair, ChildSide, WorkloadSpec};
+use qgate_core::policy::{Gate, Status, Verdict};
 use qgate_data::Dataset;
 use qgate_eval::evaluate_pair;
 use qgate_report::{exporters, Report};
-use qgate_runtime::{inspect_onnx, load, tract_unsupported, ModelSpec};
+use qgate_runtime::{inspect_onnx, load, tract_unsupported, LoadOptions, ModelSpec, SpecKind};
 
-use cli::{Cli, Command, CompareConfig, InspectArgs};
+use cli::{BenchConfig, Cli, Command, CompareConfig, InspectArgs, PerfConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let interactive = std::io::stderr().is_terminal();
     let result = match cli.command {
-        Command::Compare(args) => (*args)
-            .resolve(std::io::stderr().is_terminal())
-            .and_then(compare),
+        Command::Compare(args) => (*args).resolve(interactive).and_then(compare),
+        Command::Bench(args) => (*args).resolve(interactive).and_then(bench),
+        Command::Check(args) => {
+            let args = *args;
+            args.perf.resolve().and_then(|perf| {
+                args.compare
+                    .resolve(interactive)
+                    .and_then(|cfg| check(cfg, perf))
+            })
+        }
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
+        Command::Worker => {
+            return match qgate_bench::serve_worker(std::io::stdin(), std::io::stdout()) {
+                Ok(()) => ExitCode::from(0),
+                Err(e) => {
+                    eprintln!("qgate worker: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(Verdict::Pass) => ExitCode::from(0),
@@ -36,6 +55,13 @@ fn main() -> ExitCode {
 }
 
 fn compare(cfg: CompareConfig) -> Result<Verdict> {
+    let (report, _, _) = accuracy(&cfg)?;
+    write_report(&report, &cfg.out)
+}
+
+/// The accuracy half: evaluates the pair and builds its report; returns the data set and
+/// the evaluation too (`check` benchmarks on the same data and compares outputs).
+fn accuracy(cfg: &CompareConfig) -> Result<(Report, Dataset, qgate_eval::Evaluation)> {
     let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
     data.subset(cfg.limit, cfg.seed);
     let mut baseline = load(&cfg.baseline, &cfg.load).context("baseline")?;
@@ -73,11 +99,19 @@ fn compare(cfg: CompareConfig) -> Result<Verdict> {
     }
     let host = qgate_runtime::host_info();
     let report = Report::from_evaluation(&eval, "compare", cfg.deployment_runtime.as_deref(), host);
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
+    Ok((report, data, eval))
+}
+
+/// Writes every report file and prints the verdict, criteria and notes.
+fn write_report(report: &Report, out: &std::path::Path) -> Result<Verdict> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
     for exporter in exporters() {
-        let text = exporter.render(&report)?;
-        let path = cfg.out.join(exporter.file_name());
+        if !exporter.applies(report) {
+            continue;
+        }
+        let text = exporter.render(report)?;
+        let path = out.join(exporter.file_name());
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("{}", report.summary);
@@ -92,8 +126,167 @@ fn compare(cfg: CompareConfig) -> Result<Verdict> {
     for w in &report.warnings {
         println!("  note: {}", w.message);
     }
-    println!("reports: {}", cfg.out.join("report.html").display());
-    Ok(eval.gate.verdict)
+    println!("reports: {}", out.join("report.html").display());
+    Ok(report.verdict)
+}
+
+fn bench(cfg: BenchConfig) -> Result<Verdict> {
+    let data = match &cfg.data {
+        Some(path) => {
+            let mut d = Dataset::load(path, &Default::default(), &cfg.images)?;
+            d.subset(Some(cfg.perf.perf_samples), None);
+            Some(d)
+        }
+        None => None,
+    };
+    let perf = measure(
+        &cfg.baseline,
+        &cfg.candidate,
+        data.as_ref(),
+        &cfg.mapping,
+        &cfg.load,
+        &cfg.perf,
+        cfg.progress,
+    )?;
+    let criteria = Gate::evaluate_performance(&cfg.policy, &qgate_bench::observations(&perf));
+    let report = Report::from_performance(
+        perf,
+        &cfg.policy,
+        criteria,
+        "bench",
+        cfg.deployment_runtime.as_deref(),
+        qgate_runtime::host_info(),
+    );
+    write_report(&report, &cfg.out)
+}
+
+fn check(cfg: CompareConfig, mut perf_cfg: PerfConfig) -> Result<Verdict> {
+    let (report, mut data, eval) = accuracy(&cfg)?;
+    // The timed outputs must be the outputs whose accuracy was just measured.
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    save_outputs(scratch.path(), &data, &eval)?;
+    perf_cfg.plan.reference_outputs = [
+        Some(scratch.path().join("baseline.npz")),
+        Some(scratch.path().join("candidate.npz")),
+    ];
+    data.subset(Some(perf_cfg.perf_samples), None);
+    let perf = measure(
+        &cfg.baseline,
+        &cfg.candidate,
+        Some(&data),
+        &cfg.eval.inputs,
+        &cfg.load,
+        &perf_cfg,
+        cfg.progress,
+    )?;
+    let criteria = Gate::evaluate_performance(&cfg.policy, &qgate_bench::observations(&perf));
+    let mut report = report.with_performance(perf, criteria);
+    report.command = "check".into();
+    write_report(&report, &cfg.out)
+}
+
+/// Output tolerance of the same-artifact check: exact where the runtime is deterministic
+/// on the CPU, float32 reordering on GPUs and behind servers (batching, kernels chosen at
+/// run time).
+fn output_tolerance(spec: &ModelSpec, load: &LoadOptions) -> qgate_core::Tolerance {
+    let device = spec.options.device.as_deref().or(load.device.as_deref());
+    match (&spec.kind, device) {
+        (SpecKind::Remote(_), _) => qgate_core::Tolerance::Float32Reordering,
+        (_, Some(d)) if d != "cpu" => qgate_core::Tolerance::Float32Reordering,
+        _ => qgate_core::Tolerance::Exact,
+    }
+}
+
+/// Runs the benchmark: each side in a worker process of this binary.
+fn measure(
+    baseline: &ModelSpec,
+    candidate: &ModelSpec,
+    data: Option<&Dataset>,
+    mapping: &qgate_eval::InputMapping,
+    load: &LoadOptions,
+    perf: &PerfConfig,
+    progress: bool,
+) -> Result<qgate_bench::Performance> {
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let data_npz = match data {
+        Some(d) => {
+            let path = scratch.path().join("inputs.npz");
+            let ids = qgate_core::Array {
+                shape: vec![d.len()],
+                data: qgate_core::ArrayData::Str(d.ids.clone()),
+            };
+            let mut arrays: Vec<(&str, &qgate_core::Array)> =
+                d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+            arrays.push(("id", &ids));
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let exe =
+        std::env::current_exe().context("cannot locate the qgate executable for its workers")?;
+    let mut plan = perf.plan.clone();
+    plan.output_tolerance = [
+        perf.tolerance
+            .unwrap_or_else(|| output_tolerance(baseline, load)),
+        perf.tolerance
+            .unwrap_or_else(|| output_tolerance(candidate, load)),
+    ];
+    let init = |side: &str, spec: &ModelSpec| Init {
+        side: side.into(),
+        spec: spec.raw.clone(),
+        load: LoadSpec {
+            threads: load.threads,
+            device: load.device.clone(),
+            ort_lib: load.ort_lib.clone(),
+            ort_env_path: load.ort_env_path.clone(),
+            python: load.python.clone(),
+            timeout_s: load.timeout.map(|t| t.as_secs_f64()),
+        },
+        workload: WorkloadSpec {
+            data: data_npz.clone(),
+            single_key: mapping.single_key.clone(),
+            pairs: mapping.pairs.clone(),
+            shapes: perf.shapes.clone(),
+            seed: perf.seed,
+        },
+        probe: perf.probe.clone(),
+    };
+    let spinner = if progress {
+        let s = ProgressBar::new_spinner();
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    } else {
+        ProgressBar::hidden()
+    };
+    spinner.set_message("loading baseline");
+    let mut b = ChildSide::spawn(
+        &exe,
+        &["__worker"],
+        init("baseline", baseline),
+        plan.batch,
+        scratch.path(),
+    )?;
+    spinner.set_message("loading candidate");
+    let mut c = ChildSide::spawn(
+        &exe,
+        &["__worker"],
+        init("candidate", candidate),
+        plan.batch,
+        scratch.path(),
+    )?;
+    let env = qgate_probe::Fingerprint::read(&qgate_probe::Roots {
+        proc: perf.probe.proc_root.clone(),
+        sys: perf.probe.sys_root.clone(),
+    });
+    let perf = run_pair(&mut b, &mut c, &plan, env, &mut |m: &str| {
+        spinner.set_message(m.to_string())
+    })?;
+    spinner.finish_and_clear();
+    Ok(perf)
 }
 
 /// Writes each side's outputs with the sample ids, as `preds:` reads them back.

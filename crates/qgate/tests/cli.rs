@@ -561,7 +561,7 @@ fn malformed_policies_are_errors_naming_the_key() {
         ("max_acc_drop = 1.0\n", "max_acc_drop"),
         ("max_accuracy_drop_pp = \"one\"\n", "max_accuracy_drop_pp"),
         ("max_negative_flip_rate = 3\n", "max_negative_flip_rate"),
-        ("min_speedup = 1.5\n", "min_speedup"),
+        ("min_speedup = -1\n", "min_speedup"),
         ("max_accuracy_drop_pp = [\n", "policy"),
     ] {
         let p = dir.path().join("policy.toml");
