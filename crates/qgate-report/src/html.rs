@@ -356,8 +356,8 @@ fn provenance(h: &mut String, r: &Report) {
         return;
     };
     h.push_str("<h2>Provenance</h2><table><tr><th class=l>side</th><th class=l>model</th><th class=l>runtime</th><th class=l>inputs</th><th class=l>score output</th><th>file</th><th>inference</th><th class=l>ops</th></tr>");
-    side_rows(h, "baseline", &a.baseline);
-    side_rows(h, "candidate", &a.candidate);
+    side_rows(h, "baseline", a.baseline);
+    side_rows(h, "candidate", a.candidate);
     let _ = write!(
         h,
         "</table><p>Host: {} ({} cores, {}){}. Model digests: baseline <code>{}</code>, candidate <code>{}</code>.</p><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",

@@ -14,7 +14,11 @@ use assert_cmd::Command;
 use serde_json::Value;
 
 fn fx(name: &str) -> String {
-    root().join("fixtures/digits").join(name).display().to_string()
+    root()
+        .join("fixtures/digits")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn root() -> PathBuf {
@@ -125,7 +129,10 @@ fn an_a_a_bench_passes_and_reports_every_promised_field() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let r = run.json();
     assert_eq!(r["command"], "bench");
-    assert!(r.get("comparison").is_none(), "no accuracy section in a bench report");
+    assert!(
+        r.get("comparison").is_none(),
+        "no accuracy section in a bench report"
+    );
     let p = &r["performance"];
     for side in ["baseline", "candidate"] {
         let s = &p[side];
@@ -140,7 +147,11 @@ fn an_a_a_bench_passes_and_reports_every_promised_field() {
         let peak = s["peak_rss_bytes"].as_u64().unwrap();
         let after = s["memory"]["rss_after_load_bytes"].as_u64().unwrap();
         let before = s["memory"]["rss_before_load_bytes"].as_u64().unwrap();
-        assert!(before > 0 && after >= before && peak >= after, "{}", s["memory"]);
+        assert!(
+            before > 0 && after >= before && peak >= after,
+            "{}",
+            s["memory"]
+        );
         assert!(s["startup"]["load_ms"].as_f64().unwrap() > 0.0);
         assert!(s["startup"]["first_inference_ms"].as_f64().unwrap() > 0.0);
         assert_eq!(s["output_check"]["mismatched_batches"], 0);
@@ -163,7 +174,10 @@ fn an_a_a_bench_passes_and_reports_every_promised_field() {
     assert_eq!(run.criterion("min_speedup")["status"], "pass");
     assert_eq!(run.criterion("max_p99_ms")["status"], "pass");
     assert_eq!(run.criterion("max_peak_rss_mb")["status"], "pass");
-    assert_eq!(run.criterion("max_joules_per_inference")["status"], "skipped");
+    assert_eq!(
+        run.criterion("max_joules_per_inference")["status"],
+        "skipped"
+    );
     assert_eq!(run.criterion("same_outputs")["status"], "pass");
     // Sweeps as asked.
     let sw = &p["sweeps"];
@@ -182,7 +196,13 @@ fn an_a_a_bench_passes_and_reports_every_promised_field() {
     assert_eq!(csv.lines().count() as u64, n + 1);
     assert!(csv.starts_with("side,round,call,latency_ms\nbaseline,0,0,"));
     let html = run.file("report.html");
-    for needle in ["Latency CDF", "Latency histogram", "Throughput vs concurrency", "p99 latency vs offered load", "Environment"] {
+    for needle in [
+        "Latency CDF",
+        "Latency histogram",
+        "Throughput vs concurrency",
+        "p99 latency vs offered load",
+        "Environment",
+    ] {
         assert!(html.contains(needle), "{needle} missing from the HTML");
     }
     assert!(run.file("report.md").contains("**Performance**"));
@@ -312,7 +332,10 @@ fn energy_comes_from_a_fake_rapl_tree_and_is_judged() {
         .as_f64()
         .unwrap();
     let joules = src["joules"].as_f64().unwrap();
-    assert!(((jpi * calls) / joules - 1.0).abs() < 0.35, "{jpi} × {calls} vs {joules}");
+    assert!(
+        ((jpi * calls) / joules - 1.0).abs() < 0.35,
+        "{jpi} × {calls} vs {joules}"
+    );
     assert_eq!(run.criterion("max_joules_per_inference")["status"], "fail");
 }
 
@@ -343,7 +366,11 @@ fn worker_memory_agrees_with_the_kernel() {
     )
     .unwrap();
     let pid = side.startup().pid;
-    assert_ne!(pid, std::process::id(), "the model must be measured in its own process");
+    assert_ne!(
+        pid,
+        std::process::id(),
+        "the model must be measured in its own process"
+    );
     let Response::Memory(m) = side.call(&Request::Memory).unwrap() else {
         panic!("expected a memory answer")
     };
@@ -361,10 +388,16 @@ fn worker_memory_agrees_with_the_kernel() {
     let kernel_rss = kb(&rollup, "Rss:");
     let rss = m.rss_bytes.unwrap();
     let ratio = rss as f64 / kernel_rss as f64;
-    assert!((0.95..1.05).contains(&ratio), "worker says {rss}, kernel {kernel_rss}");
+    assert!(
+        (0.95..1.05).contains(&ratio),
+        "worker says {rss}, kernel {kernel_rss}"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hwm = kb(&status, "VmHWM:");
-    assert!(m.peak_rss_bytes.unwrap() >= hwm.min(rss), "{m:?} vs VmHWM {hwm}");
+    assert!(
+        m.peak_rss_bytes.unwrap() >= hwm.min(rss),
+        "{m:?} vs VmHWM {hwm}"
+    );
     assert!(m.peak_rss_bytes.unwrap() >= rss);
     drop(side);
     // The worker is gone after the side is dropped.
@@ -410,7 +443,11 @@ fn check_runs_accuracy_and_performance_into_one_verdict() {
     assert_eq!(oc["reference_mismatches"], 0, "{oc}");
     assert_eq!(run.criterion("same_outputs")["status"], "pass");
     assert_eq!(run.criterion("max_accuracy_drop_pp")["status"], "pass");
-    assert!(r["summary"].as_str().unwrap().contains("speed"), "{}", r["summary"]);
+    assert!(
+        r["summary"].as_str().unwrap().contains("speed"),
+        "{}",
+        r["summary"]
+    );
 }
 
 #[test]
@@ -434,45 +471,95 @@ fn compare_lists_performance_keys_as_not_measured() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let c = run.criterion("min_speedup");
     assert_eq!(c["status"], "skipped");
-    assert!(c["message"].as_str().unwrap().contains("qgate bench"), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("qgate bench"),
+        "{c}"
+    );
 }
 
 #[test]
 fn bad_bench_input_is_a_clear_error() {
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (
-            vec!["--baseline".into(), fx("missing.onnx"), "--candidate".into(), fx("mlp_fp32.onnx")],
+            vec![
+                "--baseline".into(),
+                fx("missing.onnx"),
+                "--candidate".into(),
+                fx("mlp_fp32.onnx"),
+            ],
             vec!["baseline", "missing.onnx"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("truncated.onnx")],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("truncated.onnx"),
+            ],
             vec!["candidate", "truncated.onnx"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("cnn_int8_qop_contrib.onnx")],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("cnn_int8_qop_contrib.onnx"),
+            ],
             vec!["candidate", "QLinearAdd"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("cnn_fp32.onnx"), "--data".into(), fx("test.csv")],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("cnn_fp32.onnx"),
+                "--data".into(),
+                fx("test.csv"),
+            ],
             vec!["candidate", "expects shape"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("mlp_fp32.onnx"), "--batch-sizes".into(), "1,0".into()],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("mlp_fp32.onnx"),
+                "--batch-sizes".into(),
+                "1,0".into(),
+            ],
             vec!["--batch-sizes"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("mlp_fp32.onnx"), "--rounds".into(), "1".into()],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("mlp_fp32.onnx"),
+                "--rounds".into(),
+                "1".into(),
+            ],
             vec!["--rounds"],
         ),
         (
-            vec!["--baseline".into(), fx("mlp_fp32.onnx"), "--candidate".into(), fx("mlp_fp32.onnx"), "--output-tolerance".into(), "loose".into()],
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("mlp_fp32.onnx"),
+                "--output-tolerance".into(),
+                "loose".into(),
+            ],
             vec!["--output-tolerance", "loose"],
         ),
     ];
     for (args, needles) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = qgate("bench", &args, false);
-        assert_eq!(run.code, 2, "{args:?}\nstdout {}\nstderr {}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 2,
+            "{args:?}\nstdout {}\nstderr {}",
+            run.stdout, run.stderr
+        );
         for n in needles {
             assert!(run.stderr.contains(n), "'{n}' missing from: {}", run.stderr);
         }

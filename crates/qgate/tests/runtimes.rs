@@ -271,3 +271,104 @@ fn a_model_served_over_kserve_v2_is_compared_like_a_file() {
     assert_eq!(code, 2);
     assert!(err.contains("timeout"), "{err}");
 }
+
+/// Runs `qgate bench ARGS --out TMP` with short durations.
+fn bench(args: &[&str]) -> (i32, Value, String, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .arg("bench")
+        .args(args)
+        .args([
+            "--duration",
+            "0.5",
+            "--rounds",
+            "4",
+            "--warmup-time",
+            "0.1",
+            "--sweep-duration",
+            "0.2",
+            "--batch-sizes",
+            "1,8",
+            "--concurrency",
+            "1,2",
+            "--load-fractions",
+            "0.5",
+            "--offline-batch",
+            "none",
+            "--no-nvml",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = std::fs::read_to_string(out.path().join("report.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    (o.status.code().unwrap_or(-1), report, stderr, out)
+}
+
+fn assert_bench_figures(r: &Value, runtime: &str) {
+    let p = &r["performance"];
+    for side in ["baseline", "candidate"] {
+        assert_eq!(p[side]["runtime"]["runtime"], runtime, "{side}");
+        assert!(p[side]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        assert!(p[side]["throughput_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(p[side]["output_check"]["mismatched_batches"], 0, "{side}");
+        let conc = &p["sweeps"]["concurrency"];
+        assert!(
+            conc[1][side]["samples_per_s"].as_f64().unwrap() > 0.0,
+            "{side}: two requests in flight"
+        );
+    }
+    assert!(p["comparison"]["speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["gate"]["verdict"], "pass", "{}", r["summary"]);
+}
+
+#[test]
+fn bench_runs_on_onnxruntime_including_contrib_ops() {
+    let Some(lib) = ort_lib() else { return };
+    let lib = lib.display().to_string();
+    let (code, r, err, _out) = bench(&[
+        "--baseline",
+        &format!("ort:{}", fx("cnn_fp32.onnx")),
+        "--candidate",
+        &format!("ort:{}", fx("cnn_int8_qop_contrib.onnx")),
+        "--data",
+        &fx("test.npz"),
+        "--ort-lib",
+        &lib,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_bench_figures(&r, "onnxruntime");
+    // ONNX Runtime on the CPU is deterministic: the check is exact.
+    assert_eq!(
+        r["performance"]["candidate"]["output_check"]["tolerance"],
+        "exact"
+    );
+}
+
+#[test]
+fn bench_runs_against_a_kserve_v2_server() {
+    let Some(url) = v2_url() else { return };
+    let (code, r, err, _out) = bench(&[
+        "--baseline",
+        &format!("{url}/v2/models/cnn_fp32"),
+        "--candidate",
+        &format!("{url}/v2/models/cnn_int8_qdq"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_bench_figures(&r, "kserve-v2");
+    let p = &r["performance"];
+    // Behind a server the check allows float32 reordering, and there is no model file.
+    assert_eq!(
+        p["candidate"]["output_check"]["tolerance"],
+        "float32_reordering"
+    );
+    assert!(p["candidate"]["model_bytes"].is_null());
+}
