@@ -471,7 +471,7 @@ pub fn run_pair(
                 s.runtime.spec, w.seconds, w.iterations
             ));
         }
-        if s.latency_ms.outliers * 20 > s.latency_ms.n.max(1) {
+        if s.latency_ms.outliers * 10 > s.latency_ms.n.max(1) {
             notes.push(format!(
                 "{}: {} of {} timings are outliers (modified z-score > 3.5): other processes or \
                  frequency changes interfered; the paired rounds keep the speed-up fair, but \
@@ -512,10 +512,13 @@ pub fn speed_sentence(ratio: f64, ci: [f64; 2]) -> String {
     if !ratio.is_finite() {
         return "speed-up could not be measured".into();
     }
-    let verdict = if ci[0] > 1.0 {
+    let margin = qgate_core::latency::LAYOUT_MARGIN;
+    let verdict = if ci[0] > 1.0 + margin {
         "faster"
-    } else if ci[1] < 1.0 {
+    } else if ci[1] < 1.0 - margin {
         "slower"
+    } else if ci[0] > 1.0 || ci[1] < 1.0 {
+        "within 3 %, no material difference"
     } else {
         "no clear difference"
     };

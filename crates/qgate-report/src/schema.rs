@@ -404,11 +404,16 @@ impl Report {
             .collect();
         all.extend(criteria);
         let gate = Gate::from_criteria(all);
-        perf_warnings(
-            &perf,
-            self.deployment_runtime.as_deref(),
-            &mut self.warnings,
-        );
+        let mut extra = Vec::new();
+        perf_warnings(&perf, self.deployment_runtime.as_deref(), &mut extra);
+        // The accuracy half already explains tract's INT8 and the deployment runtime.
+        extra.retain(|w| {
+            !matches!(
+                w.kind,
+                WarningKind::TractInt8Speed | WarningKind::NotDeploymentRuntime
+            ) || !self.warnings.iter().any(|x| x.kind == w.kind)
+        });
+        self.warnings.extend(extra);
         let acc_summary = self
             .summary
             .split_once(": ")
