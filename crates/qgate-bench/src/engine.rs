@@ -248,9 +248,7 @@ impl Engine {
         let clock = self.clock.clone();
         let deadline = seconds.map(|s| clock.now() + Duration::from_secs_f64(s.max(0.0)));
         let mut latencies = Vec::new();
-        self.monitor.start();
-        let cpu0 = cpu_seconds(&self.roots, None).ok();
-        let start = clock.now();
+        let phase = self.begin_phase();
         let model = &mut self.instances[0];
         loop {
             let slot = self.cursor % batches.len();
@@ -275,19 +273,36 @@ impl Engine {
                 break;
             }
         }
-        let wall_s = clock.now().saturating_sub(start).as_secs_f64();
+        Ok(self.end_phase(phase, latencies, batch))
+    }
+
+    /// Starts the meters and notes the clock and CPU time at the start of a phase.
+    fn begin_phase(&mut self) -> (Duration, Option<f64>) {
+        self.monitor.start();
+        let cpu0 = cpu_seconds(&self.roots, None).ok();
+        (self.clock.now(), cpu0)
+    }
+
+    /// Stops the meters and wraps a phase's timings.
+    fn end_phase(
+        &mut self,
+        (start, cpu0): (Duration, Option<f64>),
+        latencies: Vec<f64>,
+        batch: usize,
+    ) -> Measured {
+        let wall_s = self.clock.now().saturating_sub(start).as_secs_f64();
         let cpu_s = match (cpu0, cpu_seconds(&self.roots, None).ok()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
         let phase = self.monitor.stop();
-        Ok(Measured {
+        Measured {
             samples: latencies.len() as u64 * batch as u64,
             latencies_ms: latencies,
             wall_s,
             cpu_s,
             phase,
-        })
+        }
     }
 
     fn ensure_instances(&mut self, n: usize) -> Result<(), BenchError> {
@@ -308,10 +323,8 @@ impl Engine {
         let batches = self.batches(batch)?;
         self.ensure_instances(streams)?;
         let clock = self.clock.clone();
-        self.monitor.start();
-        let cpu0 = cpu_seconds(&self.roots, None).ok();
-        let start = clock.now();
-        let deadline = start + Duration::from_secs_f64(seconds.max(0.0));
+        let phase = self.begin_phase();
+        let deadline = phase.0 + Duration::from_secs_f64(seconds.max(0.0));
         let results: Vec<Result<Vec<f64>, RuntimeError>> = std::thread::scope(|s| {
             let handles: Vec<_> = self.instances[..streams]
                 .iter_mut()
@@ -348,23 +361,19 @@ impl Engine {
                 })
                 .collect()
         });
-        let wall_s = clock.now().saturating_sub(start).as_secs_f64();
-        let cpu_s = match (cpu0, cpu_seconds(&self.roots, None).ok()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
-        let phase = self.monitor.stop();
         let mut latencies = Vec::new();
+        let mut failure = None;
         for r in results {
-            latencies.extend(r.map_err(BenchError::Runtime)?);
+            match r {
+                Ok(l) => latencies.extend(l),
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
-        Ok(Measured {
-            samples: latencies.len() as u64 * batch as u64,
-            latencies_ms: latencies,
-            wall_s,
-            cpu_s,
-            phase,
-        })
+        let measured = self.end_phase(phase, latencies, batch);
+        match failure {
+            Some(e) => Err(BenchError::Runtime(e)),
+            None => Ok(measured),
+        }
     }
 
     fn poisson(

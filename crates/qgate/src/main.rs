@@ -211,17 +211,8 @@ fn measure(
     let data_npz = match data {
         Some(d) => {
             let path = scratch.path().join("inputs.npz");
-            let ids = qgate_core::Array {
-                shape: vec![d.len()],
-                data: qgate_core::ArrayData::Str(d.ids.clone()),
-            };
-            let mut arrays: Vec<(&str, &qgate_core::Array)> =
-                d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
-            arrays.push(("id", &ids));
-            let file = std::fs::File::create(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let arrays = d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+            write_with_ids(&path, arrays, &d.ids)?;
             Some(path)
         }
         None => None,
@@ -296,21 +287,31 @@ fn save_outputs(
     eval: &qgate_eval::Evaluation,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ids = qgate_core::Array {
-        shape: vec![data.len()],
-        data: qgate_core::ArrayData::Str(data.ids.clone()),
-    };
     for (name, side) in [("baseline", &eval.baseline), ("candidate", &eval.candidate)] {
-        let path = dir.join(format!("{name}.npz"));
-        let mut arrays: Vec<(&str, &qgate_core::Array)> =
+        let arrays: Vec<(&str, &qgate_core::Array)> =
             side.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
-        arrays.push(("id", &ids));
-        let file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_with_ids(&dir.join(format!("{name}.npz")), arrays, &data.ids)?;
     }
     Ok(())
+}
+
+/// Writes `arrays` plus an `id` array to an `.npz` (the layout `preds:` and the bench
+/// workers read).
+fn write_with_ids(
+    path: &std::path::Path,
+    arrays: Vec<(&str, &qgate_core::Array)>,
+    ids: &[String],
+) -> Result<()> {
+    let ids = qgate_core::Array {
+        shape: vec![ids.len()],
+        data: qgate_core::ArrayData::Str(ids.to_vec()),
+    };
+    let mut arrays = arrays;
+    arrays.push(("id", &ids));
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {

@@ -6,24 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use assert_cmd::Command;
-use serde_json::Value;
+mod common;
 
-fn fx(name: &str) -> String {
-    root()
-        .join("fixtures/digits")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{fx, Run};
 
 /// Short measurement so a run takes seconds.
 const QUICK: &[&str] = &[
@@ -48,54 +37,8 @@ const QUICK: &[&str] = &[
     "--no-nvml",
 ];
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    out: tempfile::TempDir,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        let text = std::fs::read_to_string(self.out.path().join("report.json"))
-            .unwrap_or_else(|e| panic!("{e}\nstdout {}\nstderr {}", self.stdout, self.stderr));
-        serde_json::from_str(&text).unwrap()
-    }
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.out.path().join(name)).unwrap()
-    }
-    fn criterion(&self, key: &str) -> Value {
-        self.json()["gate"]["criteria"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["key"] == key)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-}
-
 fn qgate(cmd: &str, args: &[&str], quick: bool) -> Run {
-    let out = tempfile::tempdir().unwrap();
-    let mut c = Command::cargo_bin("qgate").unwrap();
-    c.arg(cmd).args(args);
-    if quick {
-        c.args(QUICK);
-    }
-    let o = c
-        .arg("--out")
-        .arg(out.path())
-        .arg("--no-progress")
-        .output()
-        .unwrap();
-    let run = Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        out,
-    };
-    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
-    run
+    common::qgate(cmd, args, if quick { QUICK } else { &[] })
 }
 
 fn policy(dir: &Path, text: &str) -> String {
@@ -410,7 +353,7 @@ fn worker_memory_agrees_with_the_kernel() {
 
 #[test]
 fn check_runs_accuracy_and_performance_into_one_verdict() {
-    let ex = |n: &str| root().join("examples/digits").join(n).display().to_string();
+    let ex = common::ex;
     let run = qgate(
         "check",
         &[

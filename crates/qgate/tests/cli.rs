@@ -6,64 +6,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use assert_cmd::Command;
+use common::{ex, fx, Run};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fx(name: &str) -> String {
-    root()
-        .join("fixtures/digits")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn ex(name: &str) -> String {
-    root()
-        .join("examples/digits")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    out: tempfile::TempDir,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        let text = std::fs::read_to_string(self.out.path().join("report.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.out.path().join(name)).unwrap()
-    }
-}
 
 /// Runs `qgate compare` with `args` plus `--out` in a fresh temporary directory.
 fn compare(args: &[&str]) -> Run {
-    let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::cargo_bin("qgate").unwrap();
-    cmd.arg("compare")
-        .args(args)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--no-progress");
-    let o = cmd.output().unwrap();
-    let run = Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        out,
-    };
-    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
-    run
+    common::qgate("compare", args, &[])
 }
 
 /// An error run: exit 2 and a message containing every `needle`.

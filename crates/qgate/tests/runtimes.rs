@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+mod common;
+
 use serde_json::Value;
 
 fn fx(name: &str) -> String {
@@ -46,22 +47,8 @@ fn v2_url() -> Option<String> {
 
 /// Runs `qgate compare ARGS --out TMP`; returns exit code, report.json, stderr and the dir.
 fn compare(args: &[&str]) -> (i32, Value, String, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    let o = Command::cargo_bin("qgate")
-        .unwrap()
-        .arg("compare")
-        .args(args)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--no-progress")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let report = std::fs::read_to_string(out.path().join("report.json"))
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), report, stderr, out)
+    let run = common::qgate("compare", args, &[]);
+    (run.code, run.json_or_null(), run.stderr, run.out)
 }
 
 #[test]
@@ -274,12 +261,10 @@ fn a_model_served_over_kserve_v2_is_compared_like_a_file() {
 
 /// Runs `qgate bench ARGS --out TMP` with short durations.
 fn bench(args: &[&str]) -> (i32, Value, String, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    let o = Command::cargo_bin("qgate")
-        .unwrap()
-        .arg("bench")
-        .args(args)
-        .args([
+    let run = common::qgate(
+        "bench",
+        args,
+        &[
             "--duration",
             "0.5",
             "--rounds",
@@ -297,18 +282,9 @@ fn bench(args: &[&str]) -> (i32, Value, String, tempfile::TempDir) {
             "--offline-batch",
             "none",
             "--no-nvml",
-            "--no-progress",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let report = std::fs::read_to_string(out.path().join("report.json"))
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), report, stderr, out)
+        ],
+    );
+    (run.code, run.json_or_null(), run.stderr, run.out)
 }
 
 fn assert_bench_figures(r: &Value, runtime: &str) {

@@ -1,0 +1,95 @@
+//! Helpers shared by the binary's integration tests: fixture paths and one way to run
+//! `qgate` in a temporary output directory.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file of fixtures/digits.
+pub fn fx(name: &str) -> String {
+    root()
+        .join("fixtures/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A file of examples/digits.
+pub fn ex(name: &str) -> String {
+    root()
+        .join("examples/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// One finished run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub out: tempfile::TempDir,
+}
+
+impl Run {
+    /// report.json, parsed.
+    pub fn json(&self) -> Value {
+        let text = std::fs::read_to_string(self.out.path().join("report.json"))
+            .unwrap_or_else(|e| panic!("{e}\nstdout {}\nstderr {}", self.stdout, self.stderr));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// report.json, or null when none was written (error runs).
+    pub fn json_or_null(&self) -> Value {
+        std::fs::read_to_string(self.out.path().join("report.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Another file of the output directory.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.path().join(name)).unwrap()
+    }
+
+    /// The gate criterion `key` (null when absent).
+    pub fn criterion(&self, key: &str) -> Value {
+        self.json()["gate"]["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == key)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Runs `qgate CMD ARGS EXTRA --out TMP --no-progress`; a panic in stderr fails the test.
+pub fn qgate(cmd: &str, args: &[&str], extra: &[&str]) -> Run {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .arg(cmd)
+        .args(args)
+        .args(extra)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    let run = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        out,
+    };
+    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    run
+}
