@@ -9,6 +9,7 @@
 
 mod inputs;
 mod outputs;
+mod quant_eval;
 mod run;
 mod thumbnails;
 
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 pub use inputs::{resolve_inputs, InputBinding, InputMapping};
 pub use outputs::{select_scores, OutputKind, ScoreOutput};
+pub use quant_eval::SubsetEvaluator;
 pub use run::{run_model, ModelRun};
 pub use thumbnails::{thumbnail, Thumbnail};
 

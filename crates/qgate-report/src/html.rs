@@ -82,6 +82,9 @@ impl Exporter for Html {
         if let Some(p) = &r.performance {
             crate::perf::html(&mut h, p);
         }
+        if let Some(s) = &r.sensitivity {
+            crate::sens::html(&mut h, s);
+        }
         provenance(&mut h, r);
         h.push_str("</body></html>\n");
         Ok(h)

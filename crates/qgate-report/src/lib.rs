@@ -17,6 +17,7 @@ mod markdown;
 mod perf;
 mod png;
 mod schema;
+mod sens;
 mod svg;
 
 pub use schema::*;

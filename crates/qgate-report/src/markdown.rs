@@ -145,6 +145,9 @@ impl Exporter for Markdown {
         if let Some(p) = &r.performance {
             crate::perf::markdown(&mut m, p);
         }
+        if let Some(s) = &r.sensitivity {
+            crate::sens::markdown(&mut m, s);
+        }
         if !r.warnings.is_empty() {
             m.push_str("\n**Notes**\n\n");
             for w in &r.warnings {

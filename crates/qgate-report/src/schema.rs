@@ -44,6 +44,9 @@ pub struct Report {
     /// Inference performance (`bench`, `check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
+    /// Layer sensitivity and mixed precision (`sensitivity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<SensitivityReport>,
     /// Judged criteria.
     pub gate: GateReport,
     /// The machine the figures come from.
@@ -319,6 +322,7 @@ impl Report {
             candidate: Some(side(&eval.candidate)),
             comparison: Some(comparison),
             performance: None,
+            sensitivity: None,
             gate,
             host,
             deployment_runtime: deployment_runtime.map(str::to_string),
@@ -380,6 +384,7 @@ impl Report {
             candidate: None,
             comparison: None,
             performance: Some(perf),
+            sensitivity: None,
             gate: GateReport {
                 verdict: gate.verdict,
                 thresholds: policy.thresholds.clone(),
@@ -388,6 +393,88 @@ impl Report {
             host,
             deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
+            thumbnails: Vec::new(),
+        }
+    }
+
+    /// The report of a sensitivity analysis: the gate is whether a configuration meeting the
+    /// policy was found.
+    pub fn from_sensitivity(sens: SensitivityReport, policy: &Policy, host: HostInfo) -> Report {
+        let rec = &sens.analysis.recommendation;
+        let criterion = CriterionResult {
+            key: "mixed_precision_found".into(),
+            description: "a mixed-precision configuration meets the accuracy policy".into(),
+            direction: qgate_core::policy::Direction::AtLeast,
+            threshold: 1.0,
+            source: qgate_core::policy::Source::Default,
+            observed: Some(if rec.passes { 1.0 } else { 0.0 }),
+            interval: None,
+            status: if rec.passes {
+                qgate_core::policy::Status::Pass
+            } else {
+                qgate_core::policy::Status::Fail
+            },
+            message: if rec.passes {
+                format!(
+                    "keeping {} of {} layers in float meets the policy: {}",
+                    rec.n_float_layers,
+                    sens.analysis.layers.len(),
+                    if rec.keep_float.is_empty() {
+                        "none needed".to_string()
+                    } else {
+                        rec.keep_float.join(", ")
+                    }
+                )
+            } else {
+                format!(
+                    "no configuration evaluated meets the policy; the best ({} in float) reaches {:.2}% against FP32 {:.2}%",
+                    rec.n_float_layers,
+                    rec.metric * 100.0,
+                    sens.analysis.fp32_metric * 100.0
+                )
+            },
+        };
+        let gate = Gate::from_criteria(vec![criterion]);
+        let top: Vec<String> = sens
+            .analysis
+            .layers
+            .iter()
+            .take(3)
+            .map(|l| format!("{} (−{:.2} pp)", l.node, l.metric_drop))
+            .collect();
+        let summary = format!(
+            "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive: {}",
+            verdict_head(&gate),
+            sens.analysis.fp32_metric * 100.0,
+            sens.analysis.all_int8.metric * 100.0,
+            rec.metric * 100.0,
+            rec.n_float_layers,
+            rec.keep_float.join(", "),
+            top.join(", ")
+        );
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "qgate",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            command: "sensitivity".into(),
+            verdict: gate.verdict,
+            summary,
+            data: None,
+            baseline: None,
+            candidate: None,
+            comparison: None,
+            performance: None,
+            sensitivity: Some(sens),
+            gate: GateReport {
+                verdict: gate.verdict,
+                thresholds: policy.thresholds.clone(),
+                criteria: gate.criteria,
+            },
+            host,
+            deployment_runtime: None,
+            warnings: Vec::new(),
             thumbnails: Vec::new(),
         }
     }
@@ -431,6 +518,46 @@ impl Report {
         self.performance = Some(perf);
         self
     }
+}
+
+/// The `sensitivity` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct SensitivityReport {
+    /// The FP32 model.
+    pub model: String,
+    /// The user's quantized model, when given (`--quantized`).
+    pub quantized: Option<String>,
+    /// How activation ranges were calibrated.
+    pub calibration: CalibrationInfo,
+    /// The evaluation subset.
+    pub evaluation: SubsetInfo,
+    /// Layers, front, recommendation, localisation.
+    #[serde(flatten)]
+    pub analysis: qgate_quant::Analysis,
+    /// The written mixed-precision model.
+    pub mixed_model: String,
+    /// Wall time of the analysis, seconds.
+    pub seconds: f64,
+}
+
+/// Calibration, as done.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationInfo {
+    /// `min_max`, `percentile`, `entropy`, or `given model` with `--quantized`.
+    pub method: String,
+    /// Where the calibration samples came from.
+    pub source: String,
+    /// How many.
+    pub samples: usize,
+}
+
+/// The evaluation subset.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubsetInfo {
+    /// Where it came from.
+    pub source: String,
+    /// Samples.
+    pub samples: usize,
 }
 
 /// The accuracy sections of a report, borrowed together.

@@ -29,10 +29,12 @@ use qgate_core::{Array, ElemType};
 use serde::{Deserialize, Serialize};
 
 pub use host::{host_info, sha256_hex, HostInfo};
-pub use onnx_info::inspect_onnx;
+pub use onnx_info::{inspect_onnx, read_onnx};
 pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};
 pub use preds::PredsModel;
 pub use remote::RemoteModel;
+/// The ONNX protobuf types (prost), for crates that edit graphs.
+pub use tract_onnx::pb as onnx_pb;
 pub use tract_rt::{tract_unsupported, TractModel, TRACT_VERSION};
 
 /// Errors from loading or running a model. Each names the model file, node or tensor.

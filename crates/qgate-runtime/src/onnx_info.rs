@@ -48,6 +48,11 @@ pub(crate) struct FileFacts {
     pub sha256: String,
 }
 
+/// Decodes the ONNX file at `path` (errors name the file: unreadable, truncated, no graph).
+pub fn read_onnx(path: &Path) -> Result<pb::ModelProto, RuntimeError> {
+    read_proto(path).map(|(proto, _)| proto)
+}
+
 /// Inputs, outputs and op counts of the ONNX file at `path`.
 pub fn inspect_onnx(path: &Path) -> Result<ModelInfo, RuntimeError> {
     let (proto, file) = read_proto(path)?;

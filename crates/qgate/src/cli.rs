@@ -33,6 +33,8 @@ pub enum Command {
     Bench(Box<BenchArgs>),
     /// Accuracy and performance together: one report, one verdict.
     Check(Box<CheckArgs>),
+    /// Which layers quantization hurts, and a mixed-precision model that meets the policy.
+    Sensitivity(Box<SensitivityArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
     /// Internal: the measuring worker of `bench` (JSON lines on stdin/stdout).
@@ -601,7 +603,7 @@ impl CompareArgs {
     }
 }
 
-fn load_policy(path: &Path) -> Result<Policy> {
+pub fn load_policy(path: &Path) -> Result<Policy> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read policy {}", path.display()))?;
     let origin = path.display().to_string();
@@ -878,4 +880,50 @@ impl BenchArgs {
             deployment_runtime: self.deployment_runtime,
         })
     }
+}
+
+/// `qgate sensitivity`.
+#[derive(Debug, Args, Default)]
+pub struct SensitivityArgs {
+    /// The FP32 model (ONNX).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Labelled evaluation data (.npz, .npy, .csv or an image folder).
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Calibration data; without it the first --calib-samples samples of --data calibrate
+    /// and the rest evaluate (the report says so).
+    #[arg(long, value_name = "PATH")]
+    pub calibration: Option<PathBuf>,
+    /// An existing QDQ model (e.g. from onnxruntime.quantization): its own calibration is
+    /// used, its error is localised, and mixed.onnx is it with the kept layers' Q/DQ removed.
+    #[arg(long, value_name = "PATH")]
+    pub quantized: Option<PathBuf>,
+    /// Gate policy (TOML); the accuracy keys judge each configuration against FP32.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Directory for the reports and mixed.onnx.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Activation calibration: minmax, percentile[:P] or entropy [default: minmax].
+    #[arg(long, value_name = "METHOD")]
+    pub calibration_method: Option<String>,
+    /// Calibration samples [default: 200].
+    #[arg(long, value_name = "N")]
+    pub calib_samples: Option<usize>,
+    /// Evaluate on at most N samples.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Data array that feeds a single-input model.
+    #[arg(long, value_name = "KEY")]
+    pub input_key: Option<String>,
+    /// Array holding the labels.
+    #[arg(long, value_name = "KEY")]
+    pub label_key: Option<String>,
+    /// Samples per inference call [default: 64].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Never draw a progress spinner.
+    #[arg(long)]
+    pub no_progress: bool,
 }

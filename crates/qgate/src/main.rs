@@ -33,6 +33,7 @@ fn main() -> ExitCode {
                     .and_then(|cfg| check(cfg, perf))
             })
         }
+        Command::Sensitivity(args) => sensitivity(*args, interactive),
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
         Command::Worker => {
             return match qgate_bench::serve_worker(std::io::stdin(), std::io::stdout()) {
@@ -48,10 +49,24 @@ fn main() -> ExitCode {
         Ok(Verdict::Pass) => ExitCode::from(0),
         Ok(Verdict::Fail) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("qgate: error: {e:#}");
+            eprintln!("qgate: error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, joined with ": ", skipping a cause whose text the message
+/// already quotes (library messages often include their OS error).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn compare(cfg: CompareConfig) -> Result<Verdict> {
@@ -312,6 +327,197 @@ fn write_with_ids(
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict> {
+    use qgate_quant::{
+        analyze, calibrate, quantizable_layers, quantize_layers, strip_qdq, CalibMethod,
+    };
+    let started = std::time::Instant::now();
+    let model_path = args
+        .model
+        .context("missing --model (the FP32 ONNX model)")?;
+    let data_path = args
+        .data
+        .context("missing --data (labelled evaluation data)")?;
+    let out = args.out.context("missing --out (the report directory)")?;
+    let policy = match &args.policy {
+        Some(p) => cli::load_policy(p)?,
+        None => qgate_core::policy::Policy::default(),
+    };
+    let method: CalibMethod = args
+        .calibration_method
+        .as_deref()
+        .unwrap_or("minmax")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
+    let calib_n = args.calib_samples.unwrap_or(200);
+    let batch_size = args.batch_size.unwrap_or(64).max(1);
+    let fp32 = qgate_runtime::read_onnx(&model_path)?;
+    let layers = quantizable_layers(&fp32)?;
+    if layers.is_empty() {
+        anyhow::bail!(
+            "{}: no quantizable layer (Conv, Gemm or MatMul with a float weight initializer)",
+            model_path.display()
+        );
+    }
+    let keys = qgate_data::ArrayKeys {
+        label_key: args.label_key.clone(),
+        id_key: None,
+    };
+    let mut data = Dataset::load(&data_path, &keys, &Default::default())?;
+    let (mut calib, calib_source) = match &args.calibration {
+        Some(p) => {
+            let mut c = Dataset::load(p, &qgate_data::ArrayKeys::default(), &Default::default())?;
+            c.subset(Some(calib_n), None);
+            let src = format!("{} (first {} samples)", p.display(), c.len());
+            (c, src)
+        }
+        None => {
+            // No calibration set: the first samples calibrate, the rest evaluate, so no
+            // sample is both.
+            let n = data.len();
+            let k = calib_n.min(n / 3);
+            let mut c = data.clone();
+            c.select(&(0..k).collect::<Vec<_>>());
+            data.select(&(k..n).collect::<Vec<_>>());
+            let src = format!(
+                "the first {k} samples of {} (no --calibration given; evaluation uses the other {})",
+                data_path.display(),
+                n - k
+            );
+            (c, src)
+        }
+    };
+    data.subset(args.limit, None);
+    calib.labels = None;
+    let mapping = qgate_eval::InputMapping {
+        single_key: args.input_key.clone(),
+        pairs: Vec::new(),
+    };
+    let load_opts = LoadOptions::default();
+    let spinner = if interactive && !args.no_progress {
+        let s = ProgressBar::new_spinner();
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    } else {
+        ProgressBar::hidden()
+    };
+    let quantized = match &args.quantized {
+        Some(p) => Some(qgate_runtime::read_onnx(p)?),
+        None => None,
+    };
+    let ranges = if quantized.is_none() {
+        spinner.set_message("calibrating");
+        let spec = ModelSpec::parse(&model_path.display().to_string())?;
+        let mut m = load(&spec, &load_opts)?;
+        let bindings = qgate_eval::resolve_inputs(m.info(), &calib, &mapping)
+            .map_err(|e| anyhow::anyhow!("calibration data: {e}"))?;
+        let arrays: Vec<&qgate_core::Array> = bindings
+            .iter()
+            .filter_map(|b| calib.arrays.get(&b.array))
+            .collect();
+        let batches: Vec<Vec<qgate_core::Array>> = (0..calib.len())
+            .step_by(batch_size)
+            .map(|s| {
+                let idx: Vec<usize> = (s..(s + batch_size).min(calib.len())).collect();
+                arrays.iter().map(|a| a.select_rows(&idx)).collect()
+            })
+            .collect();
+        let mut tensors: Vec<String> = layers.iter().flat_map(|l| l.activations.clone()).collect();
+        tensors.sort();
+        tensors.dedup();
+        calibrate(m.as_mut(), &batches, &tensors, method)?
+    } else {
+        Default::default()
+    };
+    let build = |keep: &[String]| -> Result<_, qgate_quant::QuantError> {
+        match &quantized {
+            Some(q) => strip_qdq(q, keep),
+            None => {
+                let chosen: Vec<&qgate_quant::Layer> =
+                    layers.iter().filter(|l| !keep.contains(&l.node)).collect();
+                quantize_layers(&fp32, &chosen, &ranges)
+            }
+        }
+    };
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let eval_opts = qgate_eval::EvalOptions {
+        batch_size,
+        inputs: mapping.clone(),
+        bootstrap: qgate_core::stats::BootstrapSettings {
+            resamples: 200,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let n_eval = data.len();
+    let mut evaluator = qgate_eval::SubsetEvaluator::new(
+        data,
+        policy.clone(),
+        eval_opts,
+        load_opts,
+        scratch.path(),
+    );
+    let analysis = analyze(
+        &fp32,
+        quantized.as_ref(),
+        &layers,
+        &build,
+        &mut evaluator,
+        scratch.path(),
+        &mut |m: &str| spinner.set_message(m.to_string()),
+    )?;
+    spinner.finish_and_clear();
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let mixed_path = out.join("mixed.onnx");
+    qgate_quant::write_model(&build(&analysis.recommendation.keep_float)?, &mixed_path)?;
+    let rec = &analysis.recommendation;
+    std::fs::write(
+        out.join("exclusions.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "onnxruntime_nodes_to_exclude": rec.ort_nodes_to_exclude,
+            "tensorrt_layer_precisions": rec.tensorrt_layer_precisions,
+            "nncf_ignored_scope": rec.nncf_ignored_scope,
+        }))? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", out.join("exclusions.json").display()))?;
+    let report = Report::from_sensitivity(
+        qgate_report::SensitivityReport {
+            model: model_path.display().to_string(),
+            quantized: args.quantized.as_ref().map(|p| p.display().to_string()),
+            calibration: qgate_report::CalibrationInfo {
+                method: if quantized.is_some() {
+                    "the given quantized model's own".into()
+                } else {
+                    serde_json::to_value(method)
+                        .ok()
+                        .and_then(|v| v["method"].as_str().map(str::to_string))
+                        .unwrap_or_default()
+                },
+                source: if quantized.is_some() {
+                    args.quantized
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                } else {
+                    calib_source
+                },
+                samples: if quantized.is_some() { 0 } else { calib.len() },
+            },
+            evaluation: qgate_report::SubsetInfo {
+                source: data_path.display().to_string(),
+                samples: n_eval,
+            },
+            analysis,
+            mixed_model: mixed_path.display().to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        &policy,
+        qgate_runtime::host_info(),
+    );
+    write_report(&report, &out)
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {

@@ -1,0 +1,161 @@
+//! Reading an ONNX graph for quantization: float initializers, the layers that can be
+//! quantized, and their weight layouts.
+
+use std::collections::{HashMap, HashSet};
+
+use qgate_runtime::onnx_pb as pb;
+use serde::Serialize;
+
+use crate::QuantError;
+
+/// ONNX `TensorProto.DataType` codes used here.
+pub(crate) mod dt {
+    pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+}
+
+/// A layer whose weight and activation inputs can be quantized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layer {
+    /// Node name (the name every toolchain's exclusion list uses).
+    pub node: String,
+    /// `Conv`, `Gemm` or `MatMul`.
+    pub op_type: String,
+    /// Position of the node in the graph.
+    pub index: usize,
+    /// The weight initializer.
+    pub weight: String,
+    /// Input slot of the weight.
+    pub weight_slot: usize,
+    /// Axis of the weight's output channels (per-channel quantization axis).
+    pub weight_axis: usize,
+    /// Activation inputs (not initializers) that get quantized with the layer.
+    pub activations: Vec<String>,
+    /// The node's first output.
+    pub output: String,
+}
+
+/// A float initializer, decoded.
+#[derive(Debug, Clone)]
+pub struct FloatTensor {
+    /// Dimensions.
+    pub dims: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// The graph of `model`, or an error naming what is missing.
+pub(crate) fn graph(model: &pb::ModelProto) -> Result<&pb::GraphProto, QuantError> {
+    model
+        .graph
+        .as_ref()
+        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))
+}
+
+/// Decodes float initializer `name`.
+pub fn float_initializer(g: &pb::GraphProto, name: &str) -> Option<FloatTensor> {
+    let t = g.initializer.iter().find(|t| t.name == name)?;
+    if t.data_type != dt::FLOAT {
+        return None;
+    }
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let values: Vec<f32> = if !t.raw_data.is_empty() {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        t.float_data.clone()
+    };
+    (values.len() == dims.iter().product::<usize>()).then_some(FloatTensor { dims, values })
+}
+
+fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// Conv, Gemm and MatMul nodes with a float initializer as weight, in graph order.
+pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantError> {
+    let g = graph(model)?;
+    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut out = Vec::new();
+    for (index, n) in g.node.iter().enumerate() {
+        if !n.domain.is_empty() && n.domain != "ai.onnx" {
+            continue;
+        }
+        let (slot, axis) = match n.op_type.as_str() {
+            "Conv" => (1, 0),
+            "Gemm" => (1, if attr_i(n, "transB") == Some(1) { 0 } else { 1 }),
+            "MatMul" => (1, 1),
+            _ => continue,
+        };
+        let Some(w) = n.input.get(slot) else { continue };
+        let Some(wt) = float_initializer(g, w) else {
+            continue;
+        };
+        let rank_ok = match n.op_type.as_str() {
+            "Conv" => wt.dims.len() >= 3,
+            _ => wt.dims.len() == 2,
+        };
+        if !rank_ok {
+            continue;
+        }
+        let name = if n.name.is_empty() {
+            n.output.first().cloned().unwrap_or_default()
+        } else {
+            n.name.clone()
+        };
+        out.push(Layer {
+            node: name,
+            op_type: n.op_type.clone(),
+            index,
+            weight: w.clone(),
+            weight_slot: slot,
+            weight_axis: axis,
+            activations: n
+                .input
+                .iter()
+                .take(1)
+                .filter(|i| !i.is_empty() && !inits.contains(i.as_str()))
+                .cloned()
+                .collect(),
+            output: n.output.first().cloned().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every node output in graph order (for activation matching and error localisation).
+pub fn node_outputs(model: &pb::ModelProto) -> Result<Vec<(String, String)>, QuantError> {
+    let g = graph(model)?;
+    Ok(g.node
+        .iter()
+        .flat_map(|n| {
+            n.output
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(move |o| (o.clone(), n.op_type.clone()))
+        })
+        .collect())
+}
+
+/// Looks layers up by node name; an unknown name is an error listing the known ones.
+pub fn select<'a>(layers: &'a [Layer], names: &[String]) -> Result<Vec<&'a Layer>, QuantError> {
+    let by_name: HashMap<&str, &Layer> = layers.iter().map(|l| (l.node.as_str(), l)).collect();
+    names
+        .iter()
+        .map(|n| {
+            by_name.get(n.as_str()).copied().ok_or_else(|| {
+                QuantError::Model(format!(
+                    "no quantizable layer named '{n}' (they are: {})",
+                    layers
+                        .iter()
+                        .map(|l| l.node.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,399 @@
+//! Which layers quantization hurts, and the smallest set to keep in float: one-at-a-time
+//! sensitivity (only this layer quantized; everything but this layer), error localisation
+//! against an existing QDQ model, and the mixed-precision search (greedy by sensitivity and
+//! bisection over the ranking, Polygraphy `debug precision` style), reporting the whole
+//! trade-off front. Evaluation is the caller's ([`Evaluator`]): this crate edits graphs.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use qgate_core::divergence::tensor_divergence;
+use qgate_core::Array;
+use qgate_runtime::onnx_pb as pb;
+use serde::Serialize;
+
+use crate::graph::{float_initializer, graph, node_outputs, Layer};
+use crate::qdq::{effective_weight, weight_sqnr_db};
+use crate::QuantError;
+
+/// What one evaluation of a model on the evaluation subset gives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalResult {
+    /// Task metric (top-1 accuracy, fraction).
+    pub metric: f64,
+    /// Mean KL(FP32 ‖ model) of the class probabilities.
+    pub kl_mean: Option<f64>,
+    /// Whether the policy's accuracy criteria pass against the FP32 model.
+    pub passes: bool,
+    /// Criteria that failed.
+    pub failed: Vec<String>,
+}
+
+/// Evaluates model files on the evaluation subset against the FP32 model.
+pub trait Evaluator {
+    /// Metric, divergence and the policy's verdict of the model at `path`.
+    fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError>;
+    /// The named tensors of the model at `path` over (part of) the evaluation subset,
+    /// stacked along the sample axis.
+    fn tensors(&mut self, path: &Path, names: &[String]) -> Result<Vec<Array>, QuantError>;
+}
+
+/// Builds the model that keeps `keep_float` in float and quantizes every other layer.
+pub type Builder<'a> = &'a dyn Fn(&[String]) -> Result<pb::ModelProto, QuantError>;
+
+/// One layer's sensitivity.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSensitivity {
+    /// Node name.
+    pub node: String,
+    /// Op type.
+    pub op_type: String,
+    /// Metric drop (pp) when only this layer is quantized.
+    pub metric_drop: f64,
+    /// Mean KL when only this layer is quantized.
+    pub kl: Option<f64>,
+    /// SQNR (dB) of the layer's output activation with only this layer quantized.
+    pub sqnr_db: Option<f64>,
+    /// SQNR (dB) of its weights quantized per channel.
+    pub weight_sqnr_db: Option<f64>,
+    /// Metric drop (pp) when every layer but this one is quantized.
+    pub all_but_metric_drop: f64,
+}
+
+/// A configuration on the trade-off front.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontPoint {
+    /// `greedy` or `bisection`.
+    pub method: String,
+    /// Layers kept in float.
+    pub keep_float: Vec<String>,
+    /// Their count.
+    pub n_float_layers: usize,
+    /// Metric.
+    pub metric: f64,
+    /// Mean KL against FP32.
+    pub kl: Option<f64>,
+    /// Whether the policy passes.
+    pub passes: bool,
+    /// Size of the written model, bytes.
+    pub model_bytes: u64,
+}
+
+/// The recommended configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recommendation {
+    /// Layers to keep in float (node names).
+    pub keep_float: Vec<String>,
+    /// Metric of the mixed model.
+    pub metric: f64,
+    /// Their count.
+    pub n_float_layers: usize,
+    /// Whether it passes the policy (false: the best configuration found).
+    pub passes: bool,
+    /// onnxruntime `quantize_static(nodes_to_exclude=…)`.
+    pub ort_nodes_to_exclude: Vec<String>,
+    /// trtexec `--layerPrecisions=…` (with `--precisionConstraints=obey`).
+    pub tensorrt_layer_precisions: String,
+    /// NNCF `IgnoredScope(names=…)` as JSON.
+    pub nncf_ignored_scope: serde_json::Value,
+}
+
+/// Per-tensor error of an existing quantized model against FP32.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorError {
+    /// Tensor name (the same in both models).
+    pub tensor: String,
+    /// Op producing it.
+    pub op_type: String,
+    /// SQNR, dB (null = identical).
+    pub sqnr_db: Option<f64>,
+    /// Mean per-sample cosine similarity.
+    pub cosine: f64,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+}
+
+/// Error localisation of a given QDQ model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Localisation {
+    /// Activations in graph order.
+    pub activations: Vec<TensorError>,
+    /// Per-layer weight SQNR of the given model's weights (dB).
+    pub weights: Vec<(String, Option<f64>)>,
+    /// The tensor where SQNR falls most from the tensor before it.
+    pub first_jump: Option<String>,
+}
+
+/// Everything the analysis found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// FP32 metric on the evaluation subset.
+    pub fp32_metric: f64,
+    /// Every layer quantized.
+    pub all_int8: EvalResult,
+    /// Layers, most sensitive first.
+    pub layers: Vec<LayerSensitivity>,
+    /// Every configuration evaluated by the searches.
+    pub front: Vec<FrontPoint>,
+    /// The answer.
+    pub recommendation: Recommendation,
+    /// Models evaluated in total.
+    pub evaluations: usize,
+    /// Error localisation, with `--quantized`.
+    pub localisation: Option<Localisation>,
+}
+
+/// Writes `model` to `path`.
+pub fn write_model(model: &pb::ModelProto, path: &Path) -> Result<u64, QuantError> {
+    let bytes = model.encode_to_vec();
+    std::fs::write(path, &bytes).map_err(|e| QuantError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(bytes.len() as u64)
+}
+
+struct Runner<'a> {
+    eval: &'a mut dyn Evaluator,
+    scratch: PathBuf,
+    count: usize,
+}
+
+impl Runner<'_> {
+    fn run(&mut self, model: &pb::ModelProto) -> Result<(EvalResult, PathBuf, u64), QuantError> {
+        self.count += 1;
+        let path = self.scratch.join(format!("model_{}.onnx", self.count));
+        let bytes = write_model(model, &path)?;
+        let r = self.eval.evaluate(&path)?;
+        Ok((r, path, bytes))
+    }
+}
+
+/// Progress messages.
+pub type Progress<'a> = &'a mut dyn FnMut(&str);
+
+/// Runs the analysis and the search. `build(keep_float)` makes each configuration; `fp32`
+/// is the float model; `quantized` the user's QDQ model, for error localisation.
+pub fn analyze(
+    fp32: &pb::ModelProto,
+    quantized: Option<&pb::ModelProto>,
+    layers: &[Layer],
+    build: Builder,
+    eval: &mut dyn Evaluator,
+    scratch: &Path,
+    progress: Progress,
+) -> Result<Analysis, QuantError> {
+    let mut runner = Runner {
+        eval,
+        scratch: scratch.to_path_buf(),
+        count: 0,
+    };
+    let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
+    progress("evaluating the FP32 model");
+    let (fp32_r, fp32_path, _) = runner.run(fp32)?;
+    let fp32_metric = fp32_r.metric;
+    progress("evaluating the fully quantized model");
+    let (all_r, _, all_bytes) = runner.run(&build(&[])?)?;
+    let outputs: Vec<String> = layers.iter().map(|l| l.output.clone()).collect();
+    let fp32_acts = runner.eval.tensors(&fp32_path, &outputs)?;
+    let g = graph(fp32)?;
+    let mut sens = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        progress(&format!("layer {}/{}: {}", i + 1, layers.len(), l.node));
+        let others: Vec<String> = names.iter().filter(|n| **n != l.node).cloned().collect();
+        let (only, only_path, _) = runner.run(&build(&others)?)?;
+        let act = runner
+            .eval
+            .tensors(&only_path, std::slice::from_ref(&l.output))?;
+        let sqnr = match (fp32_acts.get(i), act.first()) {
+            (Some(a), Some(b)) => match (a.to_f64(), b.to_f64()) {
+                (Some(x), Some(y)) if x.len() == y.len() => {
+                    tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let (all_but, _, _) = runner.run(&build(std::slice::from_ref(&l.node))?)?;
+        sens.push(LayerSensitivity {
+            node: l.node.clone(),
+            op_type: l.op_type.clone(),
+            metric_drop: (fp32_metric - only.metric) * 100.0,
+            kl: only.kl_mean,
+            sqnr_db: sqnr,
+            weight_sqnr_db: float_initializer(g, &l.weight)
+                .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
+            all_but_metric_drop: (fp32_metric - all_but.metric) * 100.0,
+        });
+    }
+    // Most sensitive first: the metric drop of quantizing the layer alone, then its KL,
+    // then the recovery from keeping it float.
+    sens.sort_by(|a, b| {
+        b.metric_drop
+            .total_cmp(&a.metric_drop)
+            .then(b.kl.unwrap_or(0.0).total_cmp(&a.kl.unwrap_or(0.0)))
+            .then(a.all_but_metric_drop.total_cmp(&b.all_but_metric_drop))
+    });
+    let order: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
+    let mut front = vec![FrontPoint {
+        method: "none".into(),
+        keep_float: Vec::new(),
+        n_float_layers: 0,
+        metric: all_r.metric,
+        kl: all_r.kl_mean,
+        passes: all_r.passes,
+        model_bytes: all_bytes,
+    }];
+    let point = |runner: &mut Runner, method: &str, k: usize| -> Result<FrontPoint, QuantError> {
+        let keep: Vec<String> = order.iter().take(k).cloned().collect();
+        let (r, _, bytes) = runner.run(&build(&keep)?)?;
+        Ok(FrontPoint {
+            method: method.into(),
+            n_float_layers: keep.len(),
+            keep_float: keep,
+            metric: r.metric,
+            kl: r.kl_mean,
+            passes: r.passes,
+            model_bytes: bytes,
+        })
+    };
+    if !all_r.passes {
+        // Greedy: keep the next most sensitive layer until the policy passes.
+        for k in 1..=order.len() {
+            progress(&format!("greedy: {k} layer(s) in float"));
+            let p = point(&mut runner, "greedy", k)?;
+            let done = p.passes;
+            front.push(p);
+            if done {
+                break;
+            }
+        }
+        // Bisection over the same ranking: smallest k whose top-k set passes (assumes
+        // keeping more layers never hurts; reported apart so a violation is visible).
+        let (mut lo, mut hi) = (0usize, order.len());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            progress(&format!("bisection: {mid} layer(s) in float"));
+            let p = point(&mut runner, "bisection", mid)?;
+            if p.passes {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+            front.push(p);
+        }
+    }
+    let best = front
+        .iter()
+        .filter(|p| p.passes)
+        .min_by(|a, b| {
+            a.n_float_layers
+                .cmp(&b.n_float_layers)
+                .then(b.metric.total_cmp(&a.metric))
+        })
+        .or_else(|| front.iter().max_by(|a, b| a.metric.total_cmp(&b.metric)))
+        .cloned()
+        .ok_or_else(|| QuantError::Model("no configuration was evaluated".into()))?;
+    let keep = best.keep_float.clone();
+    let localisation = quantized
+        .map(|q| localise(fp32, q, layers, &fp32_path, &mut runner))
+        .transpose()?;
+    Ok(Analysis {
+        fp32_metric,
+        all_int8: all_r,
+        layers: sens,
+        recommendation: Recommendation {
+            metric: best.metric,
+            n_float_layers: keep.len(),
+            passes: best.passes,
+            ort_nodes_to_exclude: keep.clone(),
+            tensorrt_layer_precisions: keep
+                .iter()
+                .map(|n| format!("{n}:fp32"))
+                .collect::<Vec<_>>()
+                .join(","),
+            nncf_ignored_scope: serde_json::json!({ "names": keep }),
+            keep_float: keep,
+        },
+        front,
+        evaluations: runner.count,
+        localisation,
+    })
+}
+
+fn localise(
+    fp32: &pb::ModelProto,
+    q: &pb::ModelProto,
+    layers: &[Layer],
+    fp32_path: &Path,
+    runner: &mut Runner,
+) -> Result<Localisation, QuantError> {
+    let q_outputs: std::collections::HashSet<String> =
+        node_outputs(q)?.into_iter().map(|(o, _)| o).collect();
+    let common: Vec<(String, String)> = node_outputs(fp32)?
+        .into_iter()
+        .filter(|(o, _)| q_outputs.contains(o))
+        .collect();
+    let names: Vec<String> = common.iter().map(|(o, _)| o.clone()).collect();
+    let q_path = runner.scratch.join("quantized.onnx");
+    write_model(q, &q_path)?;
+    let a = runner.eval.tensors(fp32_path, &names)?;
+    let b = runner.eval.tensors(&q_path, &names)?;
+    let mut activations = Vec::new();
+    for (((name, op), x), y) in common.iter().zip(&a).zip(&b) {
+        let (Some(xv), Some(yv)) = (x.to_f64(), y.to_f64()) else {
+            continue;
+        };
+        if xv.len() != yv.len() {
+            continue;
+        }
+        let d = tensor_divergence(&xv, &yv, x.row_len().max(1));
+        activations.push(TensorError {
+            tensor: name.clone(),
+            op_type: op.clone(),
+            sqnr_db: d.sqnr_db,
+            cosine: d.cosine_mean,
+            max_abs: d.max_abs,
+        });
+    }
+    let mut first_jump = None;
+    let mut worst = 0.0;
+    let mut prev = f64::INFINITY;
+    for t in &activations {
+        let s = t.sqnr_db.unwrap_or(f64::INFINITY);
+        let fall = if prev.is_finite() { prev - s } else { 0.0 };
+        if fall > worst {
+            worst = fall;
+            first_jump = Some(t.tensor.clone());
+        }
+        prev = s;
+    }
+    let g = graph(fp32)?;
+    let weights = layers
+        .iter()
+        .map(|l| {
+            let sqnr = match (
+                float_initializer(g, &l.weight),
+                effective_weight(q, &l.node, l.weight_slot),
+            ) {
+                (Some(w), Some(e)) if w.values.len() == e.len() => {
+                    let signal: f64 = w.values.iter().map(|v| (*v as f64).powi(2)).sum();
+                    let noise: f64 = w
+                        .values
+                        .iter()
+                        .zip(&e)
+                        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                        .sum();
+                    (noise > 0.0).then(|| 10.0 * (signal / noise).log10())
+                }
+                _ => None,
+            };
+            (l.node.clone(), sqnr)
+        })
+        .collect();
+    Ok(Localisation {
+        activations,
+        weights,
+        first_jump,
+    })
+}

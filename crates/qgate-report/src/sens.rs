@@ -1,0 +1,182 @@
+//! The sensitivity sections of the HTML and Markdown reports.
+
+use std::fmt::Write;
+
+use crate::svg::{esc, line_chart, Series};
+use crate::{num, pct, SensitivityReport};
+
+fn opt(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_else(|| "—".into())
+}
+
+/// Appends the sensitivity sections to the HTML page.
+pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
+    let a = &s.analysis;
+    let rec = &a.recommendation;
+    let _ = write!(
+        h,
+        "<h2>Sensitivity</h2><p>FP32 <b>{}</b> · all layers INT8 <b>{}</b> · recommended mixed precision <b>{}</b> with <b>{}</b> of {} layers in float. Calibration: {} on {} ({} samples); evaluation: {} ({} samples); {} models evaluated in {:.1} s.</p>",
+        pct(a.fp32_metric),
+        pct(a.all_int8.metric),
+        pct(rec.metric),
+        rec.n_float_layers,
+        a.layers.len(),
+        esc(&s.calibration.method),
+        esc(&s.calibration.source),
+        s.calibration.samples,
+        esc(&s.evaluation.source),
+        s.evaluation.samples,
+        a.evaluations,
+        s.seconds
+    );
+    h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th class=l>kept float</th></tr>");
+    for (i, l) in a.layers.iter().enumerate() {
+        let kept = rec.keep_float.contains(&l.node);
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td class=l><code>{}</code></td><td class=l>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td class=l>{}</td></tr>",
+            if kept { " class=flag" } else { "" },
+            i + 1,
+            esc(&l.node),
+            esc(&l.op_type),
+            l.metric_drop,
+            opt(l.kl),
+            opt(l.sqnr_db),
+            opt(l.weight_sqnr_db),
+            l.all_but_metric_drop,
+            if kept { "yes" } else { "" }
+        );
+    }
+    h.push_str("</table><div class=charts>");
+    let drops = Series {
+        name: "drop (pp), only this layer INT8",
+        class: "cand",
+        points: a
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((i + 1) as f64, l.metric_drop))
+            .collect(),
+    };
+    h.push_str(&line_chart(
+        "Metric drop by sensitivity rank",
+        "rank (table above)",
+        "drop (pp)",
+        &[drops],
+        false,
+    ));
+    let front = |method: &str, class: &'static str| Series {
+        name: if method == "greedy" {
+            "greedy"
+        } else {
+            "bisection"
+        },
+        class,
+        points: {
+            let mut p: Vec<(f64, f64)> = a
+                .front
+                .iter()
+                .filter(|f| f.method == method || f.method == "none")
+                .map(|f| (f.n_float_layers as f64, f.metric * 100.0))
+                .collect();
+            p.sort_by(|x, y| x.0.total_cmp(&y.0));
+            p
+        },
+    };
+    h.push_str(&line_chart(
+        "Trade-off: metric vs layers kept in float",
+        "layers in float",
+        "metric (%)",
+        &[front("greedy", "cand"), front("bisection", "base")],
+        false,
+    ));
+    h.push_str("</div><table><tr><th class=l>method</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th class=l>passes</th><th class=l>kept float</th></tr>");
+    for f in &a.front {
+        let _ = write!(
+            h,
+            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td><td class=l>{}</td></tr>",
+            esc(&f.method),
+            f.n_float_layers,
+            pct(f.metric),
+            opt(f.kl),
+            f.model_bytes,
+            if f.passes { "pass" } else { "fail" },
+            if f.passes { "pass" } else { "fail" },
+            esc(&f.keep_float.join(", "))
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
+        esc(&s.mixed_model),
+        esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
+        esc(&rec.tensorrt_layer_precisions),
+        esc(&serde_json::to_string(&rec.keep_float).unwrap_or_default()),
+    );
+    if let Some(l) = &a.localisation {
+        let _ = write!(
+            h,
+            "<h2>Error localisation of the given quantized model</h2><p>Largest fall of SQNR from one tensor to the next: <b>{}</b>.</p><table><tr><th class=l>tensor</th><th class=l>op</th><th>SQNR dB</th><th>cosine</th><th>max |Δ|</th></tr>",
+            esc(l.first_jump.as_deref().unwrap_or("—"))
+        );
+        for t in &l.activations {
+            let _ = write!(
+                h,
+                "<tr{}><td class=l><code>{}</code></td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if l.first_jump.as_deref() == Some(t.tensor.as_str()) { " class=flag" } else { "" },
+                esc(&t.tensor),
+                esc(&t.op_type),
+                opt(t.sqnr_db),
+                num(t.cosine),
+                num(t.max_abs)
+            );
+        }
+        h.push_str("</table><table><tr><th class=l>layer</th><th>weight SQNR dB</th></tr>");
+        for (n, db) in &l.weights {
+            let _ = write!(
+                h,
+                "<tr><td class=l><code>{}</code></td><td>{}</td></tr>",
+                esc(n),
+                opt(*db)
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
+/// Appends the sensitivity summary to the Markdown report.
+pub(crate) fn markdown(m: &mut String, s: &SensitivityReport) {
+    let a = &s.analysis;
+    let rec = &a.recommendation;
+    let _ = writeln!(
+        m,
+        "\n**Sensitivity** — FP32 {} · all INT8 {} · mixed {} with {} of {} layers in float (`{}`)\n",
+        pct(a.fp32_metric),
+        pct(a.all_int8.metric),
+        pct(rec.metric),
+        rec.n_float_layers,
+        a.layers.len(),
+        rec.keep_float.join("`, `")
+    );
+    m.push_str("| rank | layer | op | drop (pp) | KL | output SQNR dB | weight SQNR dB |\n|---:|---|---|---:|---:|---:|---:|\n");
+    for (i, l) in a.layers.iter().take(10).enumerate() {
+        let _ = writeln!(
+            m,
+            "| {} | `{}` | {} | {:.2} | {} | {} | {} |",
+            i + 1,
+            l.node,
+            l.op_type,
+            l.metric_drop,
+            opt(l.kl),
+            opt(l.sqnr_db),
+            opt(l.weight_sqnr_db)
+        );
+    }
+    let _ = writeln!(
+        m,
+        "\nonnxruntime `nodes_to_exclude={}` · TensorRT `--layerPrecisions={}` · NNCF `IgnoredScope(names={})`",
+        serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default(),
+        rec.tensorrt_layer_precisions,
+        serde_json::to_string(&rec.keep_float).unwrap_or_default()
+    );
+}
