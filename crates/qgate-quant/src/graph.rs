@@ -32,7 +32,8 @@ pub struct Layer {
     pub weight_axis: usize,
     /// Activation inputs (not initializers) that get quantized with the layer.
     pub activations: Vec<String>,
-    /// The node's first output.
+    /// The layer's output after the Relu/Clip that alone follows it, if any (the tensor
+    /// onnxruntime quantizes as the layer's output).
     pub output: String,
 }
 
@@ -120,7 +121,10 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
                 .filter(|i| !i.is_empty() && !inits.contains(i.as_str()))
                 .cloned()
                 .collect(),
-            output: n.output.first().cloned().unwrap_or_default(),
+            output: crate::qdq::activation_output(
+                g,
+                n.output.first().map(String::as_str).unwrap_or(""),
+            ),
         });
     }
     Ok(out)

@@ -19,7 +19,8 @@ mod sensitivity;
 pub use calib::{calibrate, CalibMethod, Range};
 pub use graph::{float_initializer, node_outputs, quantizable_layers, select, FloatTensor, Layer};
 pub use qdq::{
-    act_qparams, effective_weight, quantize_layers, quantize_weight, strip_qdq, weight_sqnr_db,
+    act_qparams, effective_weight, quantize_layers, quantize_weight, quantized_tensors, strip_qdq,
+    weight_sqnr_db,
 };
 pub use sensitivity::{
     analyze, write_model, Analysis, Builder, EvalResult, Evaluator, FrontPoint, LayerSensitivity,

@@ -137,10 +137,52 @@ fn check_opset(model: &pb::ModelProto) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// A copy of `model` with `layers` quantized: each activation input gets a
-/// QuantizeLinear → DequantizeLinear pair with the calibrated range (shared between layers
-/// reading the same tensor), each weight is stored as INT8 with per-channel scales and a
-/// DequantizeLinear. Biases stay float. Every other layer is untouched (float).
+/// The activation tensors quantizing `layers` puts Q/DQ pairs on, as onnxruntime's QDQ
+/// quantizer does: every activation input of a quantized layer and its output — after the
+/// Relu/Clip that follows it, which onnxruntime folds into the layer's output range. A
+/// tensor is quantized for every reader once any quantized layer touches it.
+pub fn quantized_tensors(
+    model: &pb::ModelProto,
+    layers: &[&Layer],
+) -> Result<Vec<String>, QuantError> {
+    let g = graph(model)?;
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |t: &str| {
+        if !t.is_empty() && !out.iter().any(|x| x == t) {
+            out.push(t.to_string());
+        }
+    };
+    for l in layers {
+        for x in &l.activations {
+            push(x);
+        }
+        push(&activation_output(g, &l.output));
+    }
+    Ok(out)
+}
+
+/// A layer output, or the output of the Relu/Clip that alone reads it.
+pub(crate) fn activation_output(g: &pb::GraphProto, output: &str) -> String {
+    let readers: Vec<&pb::NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| i == output))
+        .collect();
+    match readers.as_slice() {
+        [r] if matches!(r.op_type.as_str(), "Relu" | "Clip") => r
+            .output
+            .first()
+            .cloned()
+            .unwrap_or_else(|| output.to_string()),
+        _ => output.to_string(),
+    }
+}
+
+/// A copy of `model` with `layers` quantized: each tensor of [`quantized_tensors`] gets a
+/// QuantizeLinear → DequantizeLinear pair with its calibrated range right after it is
+/// produced (every reader then reads the dequantized values; a graph output keeps its
+/// name), each weight is stored as INT8 with per-channel scales and a DequantizeLinear.
+/// Biases stay float. Every other layer computes in float.
 pub fn quantize_layers(
     model: &pb::ModelProto,
     layers: &[&Layer],
@@ -149,57 +191,71 @@ pub fn quantize_layers(
     check_opset(model)?;
     let mut out = model.clone();
     let g0 = graph(model)?;
+    let tensors = quantized_tensors(model, layers)?;
+    let graph_outputs: HashSet<&str> = g0.output.iter().map(|o| o.name.as_str()).collect();
     let by_index: HashMap<usize, &Layer> = layers.iter().map(|l| (l.index, *l)).collect();
-    let mut nodes = Vec::with_capacity(g0.node.len() + 4 * layers.len());
     let mut inits = g0.initializer.clone();
-    let mut act_done: HashMap<String, String> = HashMap::new();
+    // Q/DQ of one tensor: the nodes, and the name readers use afterwards.
+    let qdq = |x: &str,
+               inits: &mut Vec<pb::TensorProto>|
+     -> Result<(Vec<pb::NodeProto>, String, String), QuantError> {
+        let r = ranges
+            .get(x)
+            .ok_or_else(|| QuantError::Model(format!("no calibrated range for tensor '{x}'")))?;
+        let (scale, zp) = act_qparams(*r);
+        let (s_name, z_name) = (format!("{x}_scale"), format!("{x}_zero_point"));
+        inits.push(tensor(
+            &s_name,
+            dt::FLOAT,
+            vec![],
+            scale.to_le_bytes().to_vec(),
+        ));
+        inits.push(tensor(&z_name, dt::UINT8, vec![], vec![zp]));
+        // A graph output keeps its name: the producer writes `{x}_QuantizeLinear_Input`.
+        let (src, dq_out) = if graph_outputs.contains(x) {
+            (format!("{x}_QuantizeLinear_Input"), x.to_string())
+        } else {
+            (x.to_string(), format!("{x}_DequantizeLinear_Output"))
+        };
+        let q_out = format!("{x}_QuantizeLinear_Output");
+        Ok((
+            vec![
+                node(
+                    "QuantizeLinear",
+                    &format!("{x}_QuantizeLinear"),
+                    vec![src.clone(), s_name.clone(), z_name.clone()],
+                    &q_out,
+                    None,
+                ),
+                node(
+                    "DequantizeLinear",
+                    &format!("{x}_DequantizeLinear"),
+                    vec![q_out, s_name, z_name],
+                    &dq_out,
+                    None,
+                ),
+            ],
+            src,
+            dq_out,
+        ))
+    };
+    let mut renamed: HashMap<String, String> = HashMap::new(); // tensor → what readers read
+    let mut nodes = Vec::with_capacity(g0.node.len() + 4 * layers.len());
+    let inputs: HashSet<&str> = g0.input.iter().map(|i| i.name.as_str()).collect();
+    for x in tensors.iter().filter(|t| inputs.contains(t.as_str())) {
+        let (qd, _, dq_out) = qdq(x, &mut inits)?;
+        nodes.extend(qd);
+        renamed.insert(x.clone(), dq_out);
+    }
     let mut weight_done: HashMap<String, String> = HashMap::new();
     for (i, n) in g0.node.iter().enumerate() {
         let mut n = n.clone();
-        if let Some(layer) = by_index.get(&i) {
-            for x in &layer.activations {
-                let dq = match act_done.get(x) {
-                    Some(dq) => dq.clone(),
-                    None => {
-                        let r = ranges.get(x).ok_or_else(|| {
-                            QuantError::Model(format!(
-                                "no calibrated range for tensor '{x}' (input of '{}')",
-                                layer.node
-                            ))
-                        })?;
-                        let (scale, zp) = act_qparams(*r);
-                        let (s_name, z_name) = (format!("{x}_scale"), format!("{x}_zero_point"));
-                        let (q_out, dq_out) =
-                            (format!("{x}_quantized"), format!("{x}_dequantized"));
-                        inits.push(tensor(
-                            &s_name,
-                            dt::FLOAT,
-                            vec![],
-                            scale.to_le_bytes().to_vec(),
-                        ));
-                        inits.push(tensor(&z_name, dt::UINT8, vec![], vec![zp]));
-                        nodes.push(node(
-                            "QuantizeLinear",
-                            &format!("{x}_QuantizeLinear"),
-                            vec![x.clone(), s_name.clone(), z_name.clone()],
-                            &q_out,
-                            None,
-                        ));
-                        nodes.push(node(
-                            "DequantizeLinear",
-                            &format!("{x}_DequantizeLinear"),
-                            vec![q_out, s_name, z_name],
-                            &dq_out,
-                            None,
-                        ));
-                        act_done.insert(x.clone(), dq_out.clone());
-                        dq_out
-                    }
-                };
-                for inp in n.input.iter_mut().filter(|s| *s == x) {
-                    *inp = dq.clone();
-                }
+        for inp in n.input.iter_mut() {
+            if let Some(r) = renamed.get(inp.as_str()) {
+                *inp = r.clone();
             }
+        }
+        if let Some(layer) = by_index.get(&i) {
             let w_name = &layer.weight;
             let dq = match weight_done.get(w_name) {
                 Some(dq) => dq.clone(),
@@ -241,8 +297,27 @@ pub fn quantize_layers(
                 }
             };
             n.input[layer.weight_slot] = dq;
+            if let Some(b) = quantize_bias(g0, layer, &n, ranges, &mut inits, &mut nodes)? {
+                n.input[2] = b;
+            }
+        }
+        let produced: Vec<String> = n
+            .output
+            .iter()
+            .filter(|o| tensors.contains(o))
+            .cloned()
+            .collect();
+        let mut after = Vec::new();
+        for x in produced {
+            let (qd, src, dq_out) = qdq(&x, &mut inits)?;
+            for o in n.output.iter_mut().filter(|o| **o == x) {
+                *o = src.clone();
+            }
+            after.extend(qd);
+            renamed.insert(x, dq_out);
         }
         nodes.push(n);
+        nodes.extend(after);
     }
     let g = out
         .graph
@@ -252,6 +327,75 @@ pub fn quantize_layers(
     g.initializer = inits;
     prune_initializers(g);
     Ok(out)
+}
+
+/// INT32 bias of a quantized Conv/Gemm, as onnxruntime stores it: scale = input scale ×
+/// weight scale (per output channel), zero point 0, values round(b / scale). Returns the
+/// name the layer reads, or `None` when the layer has no float bias.
+fn quantize_bias(
+    g: &pb::GraphProto,
+    layer: &Layer,
+    n: &pb::NodeProto,
+    ranges: &BTreeMap<String, Range>,
+    inits: &mut Vec<pb::TensorProto>,
+    nodes: &mut Vec<pb::NodeProto>,
+) -> Result<Option<String>, QuantError> {
+    if !matches!(layer.op_type.as_str(), "Conv" | "Gemm") {
+        return Ok(None);
+    }
+    let Some(b_name) = n.input.get(2).filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let Some(bias) = float_initializer(g, b_name) else {
+        return Ok(None);
+    };
+    let (Some(x), Some(w)) = (
+        layer.activations.first().and_then(|x| ranges.get(x)),
+        float_initializer(g, &layer.weight),
+    ) else {
+        return Ok(None);
+    };
+    let (sx, _) = act_qparams(*x);
+    let (sw, _) = quantize_weight(&w, layer.weight_axis);
+    if sw.len() != bias.values.len() && sw.len() != 1 {
+        return Ok(None);
+    }
+    let scales: Vec<f32> = (0..bias.values.len())
+        .map(|c| sx * sw[c.min(sw.len() - 1)])
+        .collect();
+    let q: Vec<i32> = bias
+        .values
+        .iter()
+        .zip(&scales)
+        .map(|(v, s)| (*v as f64 / *s as f64).round_ties_even() as i32)
+        .collect();
+    let (q_name, s_name) = (format!("{b_name}_quantized"), format!("{b_name}_scale"));
+    let c = q.len() as i64;
+    if !inits.iter().any(|t| t.name == q_name) {
+        inits.push(tensor(
+            &q_name,
+            6,
+            vec![c],
+            q.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        inits.push(tensor(
+            &s_name,
+            dt::FLOAT,
+            vec![c],
+            scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let out = format!("{b_name}_DequantizeLinear_Output");
+    if !nodes.iter().any(|n| n.output.first() == Some(&out)) {
+        nodes.push(node(
+            "DequantizeLinear",
+            &format!("{b_name}_DequantizeLinear"),
+            vec![q_name, s_name],
+            &out,
+            Some(0),
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// Drops initializers no node reads and no graph output names.
@@ -327,6 +471,7 @@ fn dequantize_initializer(g: &pb::GraphProto, dq: &pb::NodeProto) -> Option<(Vec
 pub fn strip_qdq(
     quantized: &pb::ModelProto,
     keep: &[String],
+    fp32: Option<&pb::ModelProto>,
 ) -> Result<pb::ModelProto, QuantError> {
     let mut out = quantized.clone();
     let g0 = graph(quantized)?.clone();
@@ -335,6 +480,17 @@ pub fn strip_qdq(
         .iter()
         .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
         .collect();
+    let f = fp32.and_then(|m| m.graph.as_ref());
+    // Who produces each tensor in the FP32 graph: quantizers fold a Relu/Clip into the
+    // clipping of the Q/DQ pair after a layer, so removing the pair must restore it.
+    let fp32_producer: HashMap<&str, &pb::NodeProto> = f
+        .map(|g| {
+            g.node
+                .iter()
+                .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+                .collect()
+        })
+        .unwrap_or_default();
     let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
     let found: HashSet<&str> = g0.node.iter().map(|n| n.name.as_str()).collect();
     if let Some(missing) = keep.iter().find(|k| !found.contains(*k)) {
@@ -342,12 +498,14 @@ pub fn strip_qdq(
             "the quantized model has no node named '{missing}'"
         )));
     }
-    let mut new_inits = Vec::new();
-    let mut nodes = Vec::new();
+    let mut new_inits: Vec<pb::TensorProto> = Vec::new();
+    let mut nodes: Vec<pb::NodeProto> = Vec::new();
     for n in &g0.node {
         let mut n = n.clone();
         if keep.contains(n.name.as_str()) {
-            for inp in n.input.iter_mut() {
+            let fp32_node = f.and_then(|g| g.node.iter().find(|m| m.name == n.name));
+            let mut before = Vec::new();
+            for (slot, inp) in n.input.iter_mut().enumerate() {
                 let Some(dq) = producer
                     .get(inp.as_str())
                     .filter(|d| d.op_type == "DequantizeLinear")
@@ -355,14 +513,63 @@ pub fn strip_qdq(
                     continue;
                 };
                 let src = dq.input.first().cloned().unwrap_or_default();
-                if let Some(q) = producer
+                let q = producer
                     .get(src.as_str())
-                    .filter(|q| q.op_type == "QuantizeLinear")
-                {
-                    *inp = q.input.first().cloned().unwrap_or_default();
+                    .filter(|q| q.op_type == "QuantizeLinear");
+                if let Some(q) = q {
+                    let t = q.input.first().cloned().unwrap_or_default();
+                    let folded = fp32_producer.get(t.as_str()).filter(|p| {
+                        matches!(p.op_type.as_str(), "Relu" | "Clip")
+                            && producer.get(t.as_str()).map(|x| x.op_type.as_str())
+                                != Some(p.op_type.as_str())
+                    });
+                    *inp = match folded {
+                        Some(act) => {
+                            let restored = format!("{t}_{}_restored", act.op_type);
+                            let exists = nodes
+                                .iter()
+                                .chain(&before)
+                                .any(|m| m.output.first() == Some(&restored));
+                            if !exists {
+                                let mut r = (*act).clone();
+                                r.name = format!("{}_restored", act.name);
+                                if let Some(first) = r.input.first_mut() {
+                                    *first = t.clone();
+                                }
+                                r.output = vec![restored.clone()];
+                                for extra in r.input.iter().skip(1).filter(|x| !x.is_empty()) {
+                                    let init = f.and_then(|g| {
+                                        g.initializer.iter().find(|i| &i.name == extra)
+                                    });
+                                    if let Some(init) = init {
+                                        if !g0.initializer.iter().any(|i| &i.name == extra) {
+                                            new_inits.push(init.clone());
+                                        }
+                                    }
+                                }
+                                before.push(r);
+                            }
+                            restored
+                        }
+                        None => t,
+                    };
+                    continue;
+                }
+                let orig = fp32_node.and_then(|m| m.input.get(slot)).and_then(|name| {
+                    f.and_then(|g| g.initializer.iter().find(|i| &i.name == name))
+                });
+                if let Some(orig) = orig {
+                    // The FP32 model's own weight or bias, not its quantized approximation.
+                    let name = format!("{}_float", orig.name);
+                    if !new_inits.iter().any(|t| t.name == name) {
+                        let mut t = orig.clone();
+                        t.name = name.clone();
+                        new_inits.push(t);
+                    }
+                    *inp = name;
                 } else if let Some((dims, values)) = dequantize_initializer(&g0, dq) {
                     let name = format!("{src}_float");
-                    if !new_inits.iter().any(|t: &pb::TensorProto| t.name == name) {
+                    if !new_inits.iter().any(|t| t.name == name) {
                         new_inits.push(tensor(
                             &name,
                             dt::FLOAT,
@@ -373,6 +580,7 @@ pub fn strip_qdq(
                     *inp = name;
                 }
             }
+            nodes.extend(before);
         }
         nodes.push(n);
     }
@@ -381,7 +589,7 @@ pub fn strip_qdq(
     loop {
         let read: HashSet<String> = nodes
             .iter()
-            .flat_map(|n: &pb::NodeProto| n.input.iter().cloned())
+            .flat_map(|n| n.input.iter().cloned())
             .chain(outputs.iter().cloned())
             .collect();
         let before = nodes.len();

@@ -283,16 +283,27 @@ pub fn analyze(
             front.push(p);
         }
     }
+    // Keeping every layer in float is the FP32 model, not a mixed-precision answer.
+    let n_layers = layers.len();
     let best = front
         .iter()
-        .filter(|p| p.passes)
+        .filter(|p| p.passes && p.n_float_layers < n_layers)
         .min_by(|a, b| {
             a.n_float_layers
                 .cmp(&b.n_float_layers)
                 .then(b.metric.total_cmp(&a.metric))
         })
-        .or_else(|| front.iter().max_by(|a, b| a.metric.total_cmp(&b.metric)))
+        .or_else(|| {
+            front
+                .iter()
+                .filter(|p| p.n_float_layers < n_layers)
+                .max_by(|a, b| a.metric.total_cmp(&b.metric))
+        })
         .cloned()
+        .map(|mut p| {
+            p.passes = p.passes && p.n_float_layers < n_layers;
+            p
+        })
         .ok_or_else(|| QuantError::Model("no configuration was evaluated".into()))?;
     let keep = best.keep_float.clone();
     let localisation = quantized
@@ -335,10 +346,28 @@ fn localise(
         .filter(|(o, _)| q_outputs.contains(o))
         .collect();
     let names: Vec<String> = common.iter().map(|(o, _)| o.clone()).collect();
+    // What the quantized model's readers see: the DequantizeLinear output where a tensor
+    // goes through a Q/DQ pair (a folded Relu only applies there).
+    let qg = graph(q)?;
+    let seen: Vec<String> = names
+        .iter()
+        .map(|t| {
+            qg.node
+                .iter()
+                .find(|n| n.op_type == "QuantizeLinear" && n.input.first() == Some(t))
+                .and_then(|qn| {
+                    qg.node.iter().find(|d| {
+                        d.op_type == "DequantizeLinear" && d.input.first() == qn.output.first()
+                    })
+                })
+                .and_then(|d| d.output.first().cloned())
+                .unwrap_or_else(|| t.clone())
+        })
+        .collect();
     let q_path = runner.scratch.join("quantized.onnx");
     write_model(q, &q_path)?;
     let a = runner.eval.tensors(fp32_path, &names)?;
-    let b = runner.eval.tensors(&q_path, &names)?;
+    let b = runner.eval.tensors(&q_path, &seen)?;
     let mut activations = Vec::new();
     for (((name, op), x), y) in common.iter().zip(&a).zip(&b) {
         let (Some(xv), Some(yv)) = (x.to_f64(), y.to_f64()) else {

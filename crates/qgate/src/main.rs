@@ -367,6 +367,8 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     };
     let mut data = Dataset::load(&data_path, &keys, &Default::default())?;
     let (mut calib, calib_source) = match &args.calibration {
+        // A given quantized model brings its own calibration: evaluate on every sample.
+        _ if args.quantized.is_some() => (data.clone(), String::new()),
         Some(p) => {
             let mut c = Dataset::load(p, &qgate_data::ArrayKeys::default(), &Default::default())?;
             c.subset(Some(calib_n), None);
@@ -424,16 +426,15 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
                 arrays.iter().map(|a| a.select_rows(&idx)).collect()
             })
             .collect();
-        let mut tensors: Vec<String> = layers.iter().flat_map(|l| l.activations.clone()).collect();
-        tensors.sort();
-        tensors.dedup();
+        let all: Vec<&qgate_quant::Layer> = layers.iter().collect();
+        let tensors = qgate_quant::quantized_tensors(&fp32, &all)?;
         calibrate(m.as_mut(), &batches, &tensors, method)?
     } else {
         Default::default()
     };
     let build = |keep: &[String]| -> Result<_, qgate_quant::QuantError> {
         match &quantized {
-            Some(q) => strip_qdq(q, keep),
+            Some(q) => strip_qdq(q, keep, Some(&fp32)),
             None => {
                 let chosen: Vec<&qgate_quant::Layer> =
                     layers.iter().filter(|l| !keep.contains(&l.node)).collect();

@@ -348,3 +348,38 @@ fn bench_runs_against_a_kserve_v2_server() {
     );
     assert!(p["candidate"]["model_bytes"].is_null());
 }
+
+#[test]
+fn models_written_by_sensitivity_load_in_onnxruntime() {
+    let Some(lib) = ort_lib() else { return };
+    let lib = lib.display().to_string();
+    let run = common::qgate(
+        "sensitivity",
+        &[
+            "--model",
+            &fx("sens_cnn_fragile_fp32.onnx"),
+            "--data",
+            &fx("test.npz"),
+            "--calibration",
+            &fx("calib.npz"),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mixed = run.out.path().join("mixed.onnx").display().to_string();
+    // The same file in tract and in ONNX Runtime (node by node is what tract matches;
+    // fused kernels may differ by a few samples, so only loading and agreement are asked).
+    let (code, r, err, _o) = compare(&[
+        "--baseline",
+        &mixed,
+        "--candidate",
+        &format!("ort:{mixed}"),
+        "--data",
+        &fx("test.npz"),
+        "--ort-lib",
+        &lib,
+    ]);
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(r["candidate"]["runtime"]["runtime"], "onnxruntime");
+    assert!(r["comparison"]["top1_agreement"].as_f64().unwrap() > 0.95);
+}

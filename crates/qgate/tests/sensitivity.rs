@@ -1,0 +1,256 @@
+//! `qgate sensitivity` on the fixture CNNs against onnxruntime.quantization's figures in
+//! fixtures/digits/sens_reference.json: a deliberately fragile layer ranks first, the
+//! recommended set matches, and the written mixed model's accuracy is within one sample of
+//! what onnxruntime gives when told to exclude the same nodes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{fx, qgate, Run};
+use serde_json::Value;
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fx("sens_reference.json")).unwrap()).unwrap()
+}
+
+fn sensitivity(args: &[&str]) -> Run {
+    qgate("sensitivity", args, &[])
+}
+
+/// Correct predictions of `model` on test.npz, measured by `qgate compare` (tract).
+fn correct(model: &str) -> i64 {
+    let run = qgate(
+        "compare",
+        &[
+            "--baseline",
+            model,
+            "--candidate",
+            model,
+            "--data",
+            &fx("test.npz"),
+        ],
+        &[],
+    );
+    assert_ne!(run.code, 2, "{}", run.stderr);
+    let r = run.json();
+    (r["candidate"]["accuracy"].as_f64().unwrap() * r["candidate"]["n_samples"].as_f64().unwrap())
+        .round() as i64
+}
+
+/// The reference key of a node set: names in graph order joined by ",".
+fn key(reference: &Value, model: &str, nodes: &[String]) -> String {
+    reference["models"][model]["quantizable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .filter(|n| nodes.contains(n))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_fragile_layer_ranks_first_and_the_mixed_model_matches_onnxruntime() {
+    let refs = reference();
+    let run = sensitivity(&[
+        "--model",
+        &fx("sens_cnn_fragile_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--calibration",
+        &fx("calib.npz"),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    let s = &r["sensitivity"];
+    let layers = s["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 10);
+    assert_eq!(layers[0]["node"], "conv4", "{}", layers[0]);
+    assert_eq!(layers[0]["op_type"], "Conv");
+    for k in ["metric_drop", "kl", "sqnr_db"] {
+        assert!(layers[0][k].is_number(), "{k}: {}", layers[0]);
+    }
+    assert!(layers[0]["metric_drop"].as_f64().unwrap() > 10.0);
+    let rec = &s["recommendation"];
+    let keep: Vec<String> = rec["keep_float"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rec["n_float_layers"], keep.len());
+    assert!(keep.contains(&"conv4".to_string()), "{keep:?}");
+    // onnxruntime's own greedy search (fixture generator) ends at the same set.
+    let greedy = refs["models"]["sens_cnn_fragile_fp32"]["greedy"]
+        .as_array()
+        .unwrap();
+    let ort_final: Vec<String> = greedy.last().unwrap()["exclude"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut a = keep.clone();
+    let mut b = ort_final.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "qgate {keep:?} vs onnxruntime greedy {ort_final:?}");
+    // The written model, measured by `qgate compare`, against onnxruntime excluding the
+    // same nodes (node-by-node execution, which tract matches on QDQ).
+    let mixed = run.out.path().join("mixed.onnx");
+    let ours = correct(mixed.to_str().unwrap());
+    let k = key(&refs, "sens_cnn_fragile_fp32", &keep);
+    let theirs = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][&k]["correct_unfused"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (ours - theirs).abs() <= 1,
+        "mixed {ours} vs onnxruntime {theirs} ({k})"
+    );
+    // Every layer INT8: within one sample of onnxruntime too.
+    let all = (s["all_int8"]["metric"].as_f64().unwrap() * 540.0).round() as i64;
+    let ort_all = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][""]["correct_unfused"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (all - ort_all).abs() <= 1,
+        "all INT8 {all} vs onnxruntime {ort_all}"
+    );
+    // The exclusion lists every toolchain reads.
+    let ex: Value = serde_json::from_str(&run.file("exclusions.json")).unwrap();
+    assert_eq!(
+        ex["onnxruntime_nodes_to_exclude"].as_array().unwrap().len(),
+        keep.len()
+    );
+    assert!(ex["tensorrt_layer_precisions"]
+        .as_str()
+        .unwrap()
+        .contains("conv4:fp32"));
+    assert_eq!(ex["nncf_ignored_scope"]["names"], rec["keep_float"]);
+    assert!(run.file("report.html").contains("Trade-off"));
+    assert!(run.file("report.md").contains("**Sensitivity**"));
+    // The front holds more than the first passing configuration.
+    assert!(s["front"].as_array().unwrap().len() >= 3);
+}
+
+#[test]
+fn a_robust_model_needs_no_float_layer_and_matches_onnxruntime() {
+    let refs = reference();
+    let run = sensitivity(&[
+        "--model",
+        &fx("sens_cnn_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--calibration",
+        &fx("calib.npz"),
+        "--calibration-method",
+        "minmax",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let s = &run.json()["sensitivity"];
+    assert_eq!(s["recommendation"]["n_float_layers"], 0);
+    let mixed = run.out.path().join("mixed.onnx");
+    let ours = correct(mixed.to_str().unwrap());
+    let theirs = refs["models"]["sens_cnn_fp32"]["exclude"][""]["correct_unfused"]
+        .as_i64()
+        .unwrap();
+    assert!((ours - theirs).abs() <= 1, "{ours} vs {theirs}");
+}
+
+#[test]
+fn a_given_quantized_model_is_localised_and_stripped() {
+    let run = sensitivity(&[
+        "--model",
+        &fx("sens_cnn_fragile_fp32.onnx"),
+        "--quantized",
+        &fx("sens_cnn_fragile_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let s = &run.json()["sensitivity"];
+    let loc = &s["localisation"];
+    assert_eq!(loc["first_jump"], "conv4_relu", "{loc}");
+    let acts = loc["activations"].as_array().unwrap();
+    let sqnr = |t: &str| {
+        acts.iter().find(|a| a["tensor"] == t).unwrap()["sqnr_db"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(sqnr("conv3_relu") > 30.0 && sqnr("conv4_relu") < 10.0);
+    assert_eq!(s["layers"][0]["node"], "conv4");
+    // Keeping conv4 float in the given model recovers most of the loss.
+    let ours = correct(run.out.path().join("mixed.onnx").to_str().unwrap());
+    let all = correct(&fx("sens_cnn_fragile_int8_qdq.onnx"));
+    assert!(ours > all + 50, "mixed {ours} vs given {all}");
+    assert!(s["calibration"]["method"]
+        .as_str()
+        .unwrap()
+        .contains("given"));
+}
+
+#[test]
+fn no_passing_configuration_exits_1_and_still_writes_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("p.toml");
+    // Any quantization changes the probabilities: only the FP32 model meets KL = 0.
+    std::fs::write(&pol, "max_kl_mean = 0\n").unwrap();
+    let run = sensitivity(&[
+        "--model",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--policy",
+        pol.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.out.path().join("mixed.onnx").exists());
+    let s = &run.json()["sensitivity"];
+    assert_eq!(s["recommendation"]["passes"], false);
+    // No --calibration: a documented slice calibrates and the report says so.
+    let src = s["calibration"]["source"].as_str().unwrap();
+    assert!(
+        src.contains("first 180 samples") && src.contains("no --calibration"),
+        "{src}"
+    );
+    assert_eq!(s["evaluation"]["samples"], 360);
+}
+
+#[test]
+fn bad_sensitivity_input_is_a_clear_error() {
+    for (args, needle) in [
+        (
+            vec![
+                "--model",
+                &fx("truncated.onnx") as &str,
+                "--data",
+                &fx("test.npz"),
+            ],
+            "truncated.onnx",
+        ),
+        (
+            vec![
+                "--model",
+                &fx("cnn_fp32.onnx"),
+                "--data",
+                &fx("test.npz"),
+                "--calibration-method",
+                "kl",
+            ],
+            "--calibration-method",
+        ),
+        (
+            vec!["--model", &fx("cnn_fp32.onnx"), "--data", &fx("test.csv")],
+            "expects shape",
+        ),
+    ] {
+        let run = sensitivity(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(needle),
+            "'{needle}' missing from {}",
+            run.stderr
+        );
+    }
+}
