@@ -163,3 +163,78 @@ pub fn select<'a>(layers: &'a [Layer], names: &[String]) -> Result<Vec<&'a Layer
         })
         .collect()
 }
+
+/// The part of `model` computed from `feeds` (tensor name, per-sample dims): the feeds
+/// become float graph inputs `[N, dims…]`, and every node whose inputs are all fed,
+/// initializers or outputs of included nodes is kept. Used to rerun only the graph after a
+/// layer on cached FP32 activations. An error when no graph output can be computed.
+pub fn cut_at(
+    model: &pb::ModelProto,
+    feeds: &[(String, Vec<usize>)],
+) -> Result<pb::ModelProto, QuantError> {
+    use pb::tensor_shape_proto::{dimension, Dimension};
+    let g = graph(model)?;
+    let mut available: HashSet<String> = feeds.iter().map(|(n, _)| n.clone()).collect();
+    available.extend(g.initializer.iter().map(|t| t.name.clone()));
+    let mut nodes = Vec::new();
+    for n in &g.node {
+        if n.input
+            .iter()
+            .filter(|i| !i.is_empty())
+            .all(|i| available.contains(i))
+        {
+            available.extend(n.output.iter().cloned());
+            nodes.push(n.clone());
+        }
+    }
+    let outputs: Vec<pb::ValueInfoProto> = g
+        .output
+        .iter()
+        .filter(|o| available.contains(&o.name))
+        .cloned()
+        .collect();
+    if outputs.is_empty() {
+        return Err(QuantError::Model(format!(
+            "no graph output can be computed from {}",
+            feeds
+                .iter()
+                .map(|f| f.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let inputs = feeds
+        .iter()
+        .map(|(name, dims)| {
+            let mut dim = vec![Dimension {
+                value: Some(dimension::Value::DimParam("N".into())),
+                ..Default::default()
+            }];
+            dim.extend(dims.iter().map(|&d| Dimension {
+                value: Some(dimension::Value::DimValue(d as i64)),
+                ..Default::default()
+            }));
+            pb::ValueInfoProto {
+                name: name.clone(),
+                r#type: Some(pb::TypeProto {
+                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                        elem_type: dt::FLOAT,
+                        shape: Some(pb::TensorShapeProto { dim }),
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let used: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let mut out = model.clone();
+    if let Some(gm) = out.graph.as_mut() {
+        gm.node = nodes;
+        gm.input = inputs;
+        gm.output = outputs;
+        gm.initializer.retain(|t| used.contains(&t.name));
+        gm.value_info.clear();
+    }
+    Ok(out)
+}

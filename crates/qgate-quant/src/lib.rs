@@ -17,14 +17,16 @@ mod qdq;
 mod sensitivity;
 
 pub use calib::{calibrate, CalibMethod, Range};
-pub use graph::{float_initializer, node_outputs, quantizable_layers, select, FloatTensor, Layer};
+pub use graph::{
+    cut_at, float_initializer, node_outputs, quantizable_layers, select, FloatTensor, Layer,
+};
 pub use qdq::{
     act_qparams, effective_weight, quantize_layers, quantize_weight, quantized_tensors, strip_qdq,
     weight_sqnr_db,
 };
 pub use sensitivity::{
-    analyze, write_model, Analysis, Builder, EvalResult, Evaluator, FrontPoint, LayerSensitivity,
-    Localisation, Recommendation, TensorError,
+    analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontPoint,
+    LayerSensitivity, Localisation, OnlyBuilder, Recommendation, TensorError,
 };
 
 /// Errors of graph editing. Each names the node, tensor or file at fault.

@@ -21,6 +21,8 @@ use crate::QuantError;
 pub struct EvalResult {
     /// Task metric (top-1 accuracy, fraction).
     pub metric: f64,
+    /// The FP32 model's metric on the same samples (drops are measured against it).
+    pub baseline_metric: f64,
     /// Mean KL(FP32 ‖ model) of the class probabilities.
     pub kl_mean: Option<f64>,
     /// Whether the policy's accuracy criteria pass against the FP32 model.
@@ -29,13 +31,62 @@ pub struct EvalResult {
     pub failed: Vec<String>,
 }
 
-/// Evaluates model files on the evaluation subset against the FP32 model.
+/// Evaluates model files on the evaluation data against the FP32 model.
 pub trait Evaluator {
+    /// Samples of the evaluation data.
+    fn samples(&self) -> usize;
     /// Metric, divergence and the policy's verdict of the model at `path`.
     fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError>;
-    /// The named tensors of the model at `path` over (part of) the evaluation subset,
-    /// stacked along the sample axis.
-    fn tensors(&mut self, path: &Path, names: &[String]) -> Result<Vec<Array>, QuantError>;
+    /// The same for a model whose inputs are given (cached activations of the first
+    /// `rows` samples, named as the model's inputs); judged on those samples.
+    fn evaluate_fed(
+        &mut self,
+        path: &Path,
+        inputs: &[(String, Array)],
+    ) -> Result<EvalResult, QuantError>;
+    /// The named tensors of the model at `path` over the first `n` samples, stacked.
+    fn tensors(
+        &mut self,
+        path: &Path,
+        names: &[String],
+        n: usize,
+    ) -> Result<Vec<Array>, QuantError>;
+    /// The named tensors of a model fed with `inputs`.
+    fn tensors_fed(
+        &mut self,
+        path: &Path,
+        inputs: &[(String, Array)],
+        names: &[String],
+    ) -> Result<Vec<Array>, QuantError>;
+}
+
+/// Builds the model that quantizes only `layer`, cut to start at the layer's activation
+/// inputs (everything before it is FP32, so cached FP32 activations can feed it).
+/// It receives the inputs to start from, with their per-sample dimensions.
+pub type OnlyBuilder<'a> =
+    &'a dyn Fn(&Layer, &[(String, Vec<usize>)]) -> Result<pb::ModelProto, QuantError>;
+
+/// How configurations are built.
+pub struct Builders<'a> {
+    /// Whole models keeping the given layers in float.
+    pub full: Builder<'a>,
+    /// Models quantizing one layer, starting at its inputs (for cached activations);
+    /// `None` evaluates whole models instead.
+    pub only: Option<OnlyBuilder<'a>>,
+}
+
+/// What the one-at-a-time analysis cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    /// Wall time of one full evaluation (the all-INT8 model on every sample), seconds.
+    pub full_evaluation_s: f64,
+    /// Wall time of the one-at-a-time analysis of every layer (only that layer
+    /// quantized), caching included, seconds.
+    pub one_at_a_time_s: f64,
+    /// `one_at_a_time_s ÷ (layers × full_evaluation_s)`.
+    pub full_evaluations_per_layer: f64,
+    /// How: `cached activations, proxy on N samples, top K confirmed on all` or `full`.
+    pub method: String,
 }
 
 /// Builds the model that keeps `keep_float` in float and quantizes every other layer.
@@ -56,8 +107,11 @@ pub struct LayerSensitivity {
     pub sqnr_db: Option<f64>,
     /// SQNR (dB) of its weights quantized per channel.
     pub weight_sqnr_db: Option<f64>,
-    /// Metric drop (pp) when every layer but this one is quantized.
-    pub all_but_metric_drop: f64,
+    /// Metric drop (pp) when every layer but this one is quantized (the confirmed layers).
+    pub all_but_metric_drop: Option<f64>,
+    /// Whether `metric_drop` and `kl` were measured on every evaluation sample (else on
+    /// the proxy subset).
+    pub confirmed: bool,
 }
 
 /// A configuration on the trade-off front.
@@ -141,6 +195,8 @@ pub struct Analysis {
     pub evaluations: usize,
     /// Error localisation, with `--quantized`.
     pub localisation: Option<Localisation>,
+    /// What the one-at-a-time analysis cost.
+    pub cost: Cost,
 }
 
 /// Writes `model` to `path`.
@@ -178,11 +234,12 @@ pub fn analyze(
     fp32: &pb::ModelProto,
     quantized: Option<&pb::ModelProto>,
     layers: &[Layer],
-    build: Builder,
+    builders: Builders,
     eval: &mut dyn Evaluator,
     scratch: &Path,
     progress: Progress,
 ) -> Result<Analysis, QuantError> {
+    let (build, build_only) = (builders.full, builders.only);
     let mut runner = Runner {
         eval,
         scratch: scratch.to_path_buf(),
@@ -193,47 +250,154 @@ pub fn analyze(
     let (fp32_r, fp32_path, _) = runner.run(fp32)?;
     let fp32_metric = fp32_r.metric;
     progress("evaluating the fully quantized model");
+    let t_full = std::time::Instant::now();
     let (all_r, _, all_bytes) = runner.run(&build(&[])?)?;
-    let outputs: Vec<String> = layers.iter().map(|l| l.output.clone()).collect();
-    let fp32_acts = runner.eval.tensors(&fp32_path, &outputs)?;
+    let full_evaluation_s = t_full.elapsed().as_secs_f64();
     let g = graph(fp32)?;
+    let t_one = std::time::Instant::now();
+    let n = runner.eval.samples();
     let mut sens = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        progress(&format!("layer {}/{}: {}", i + 1, layers.len(), l.node));
-        let others: Vec<String> = names.iter().filter(|n| **n != l.node).cloned().collect();
-        let (only, only_path, _) = runner.run(&build(&others)?)?;
-        let act = runner
-            .eval
-            .tensors(&only_path, std::slice::from_ref(&l.output))?;
-        let sqnr = match (fp32_acts.get(i), act.first()) {
-            (Some(a), Some(b)) => match (a.to_f64(), b.to_f64()) {
-                (Some(x), Some(y)) if x.len() == y.len() => {
-                    tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
+    let method;
+    match build_only {
+        Some(build_only) => {
+            // Cache every layer's FP32 inputs and outputs once; each layer's model then
+            // starts at its inputs, on a proxy subset, and only the top of the ranking is
+            // confirmed on every sample.
+            let proxy = n.min(128.max(n / 4));
+            let mut names: Vec<String> = Vec::new();
+            for l in layers {
+                for t in l.activations.iter().chain(std::iter::once(&l.output)) {
+                    if !names.contains(t) {
+                        names.push(t.clone());
+                    }
                 }
-                _ => None,
-            },
-            _ => None,
-        };
-        let (all_but, _, _) = runner.run(&build(std::slice::from_ref(&l.node))?)?;
-        sens.push(LayerSensitivity {
-            node: l.node.clone(),
-            op_type: l.op_type.clone(),
-            metric_drop: (fp32_metric - only.metric) * 100.0,
-            kl: only.kl_mean,
-            sqnr_db: sqnr,
-            weight_sqnr_db: float_initializer(g, &l.weight)
-                .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
-            all_but_metric_drop: (fp32_metric - all_but.metric) * 100.0,
-        });
+            }
+            let cached = runner.eval.tensors(&fp32_path, &names, n)?;
+            let get = |t: &str, rows: usize| -> Option<(String, Array)> {
+                let k = names.iter().position(|x| x == t)?;
+                Some((
+                    t.to_string(),
+                    cached[k].slice_rows(0, rows.min(cached[k].n_rows())),
+                ))
+            };
+            let mut paths = Vec::new();
+            for (i, l) in layers.iter().enumerate() {
+                progress(&format!(
+                    "layer {}/{}: {} (proxy)",
+                    i + 1,
+                    layers.len(),
+                    l.node
+                ));
+                let dims: Vec<(String, Vec<usize>)> = l
+                    .activations
+                    .iter()
+                    .filter_map(|t| get(t, 1).map(|(n, a)| (n, a.shape[1..].to_vec())))
+                    .collect();
+                let model = build_only(l, &dims)?;
+                runner.count += 1;
+                let path = runner.scratch.join(format!("only_{}.onnx", runner.count));
+                write_model(&model, &path)?;
+                let feed: Vec<(String, Array)> =
+                    l.activations.iter().filter_map(|t| get(t, proxy)).collect();
+                let r = runner.eval.evaluate_fed(&path, &feed)?;
+                let out = runner
+                    .eval
+                    .tensors_fed(&path, &feed, std::slice::from_ref(&l.output))?;
+                let sqnr = match (get(&l.output, proxy), out.first()) {
+                    (Some((_, a)), Some(b)) => match (a.to_f64(), b.to_f64()) {
+                        (Some(x), Some(y)) if x.len() == y.len() => {
+                            tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                paths.push((path, feed.iter().map(|f| f.0.clone()).collect::<Vec<_>>()));
+                sens.push(LayerSensitivity {
+                    node: l.node.clone(),
+                    op_type: l.op_type.clone(),
+                    metric_drop: (r.baseline_metric - r.metric) * 100.0,
+                    kl: r.kl_mean,
+                    sqnr_db: sqnr,
+                    weight_sqnr_db: float_initializer(g, &l.weight)
+                        .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
+                    all_but_metric_drop: None,
+                    confirmed: proxy == n,
+                });
+            }
+            // Confirm the proxy's top three on every sample (still from cached inputs).
+            let mut order: Vec<usize> = (0..sens.len()).collect();
+            order.sort_by(|&a, &b| rank(&sens[a], &sens[b]));
+            const CONFIRM: usize = 3;
+            for &i in order.iter().take(CONFIRM) {
+                if sens[i].confirmed {
+                    continue;
+                }
+                progress(&format!("confirming {} on every sample", sens[i].node));
+                let (path, feeds) = &paths[i];
+                let feed: Vec<(String, Array)> = feeds.iter().filter_map(|t| get(t, n)).collect();
+                let r = runner.eval.evaluate_fed(path, &feed)?;
+                sens[i].metric_drop = (r.baseline_metric - r.metric) * 100.0;
+                sens[i].kl = r.kl_mean;
+                sens[i].confirmed = true;
+            }
+            method = format!(
+                "cached FP32 activations, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
+            );
+        }
+        None => {
+            for (i, l) in layers.iter().enumerate() {
+                progress(&format!("layer {}/{}: {}", i + 1, layers.len(), l.node));
+                let others: Vec<String> = names.iter().filter(|x| **x != l.node).cloned().collect();
+                let (only, only_path, _) = runner.run(&build(&others)?)?;
+                let a = runner
+                    .eval
+                    .tensors(&fp32_path, std::slice::from_ref(&l.output), 128)?;
+                let b = runner
+                    .eval
+                    .tensors(&only_path, std::slice::from_ref(&l.output), 128)?;
+                let sqnr = match (a.first(), b.first()) {
+                    (Some(a), Some(b)) => match (a.to_f64(), b.to_f64()) {
+                        (Some(x), Some(y)) if x.len() == y.len() => {
+                            tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                sens.push(LayerSensitivity {
+                    node: l.node.clone(),
+                    op_type: l.op_type.clone(),
+                    metric_drop: (fp32_metric - only.metric) * 100.0,
+                    kl: only.kl_mean,
+                    sqnr_db: sqnr,
+                    weight_sqnr_db: float_initializer(g, &l.weight)
+                        .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
+                    all_but_metric_drop: None,
+                    confirmed: true,
+                });
+            }
+            method = "full evaluation of every configuration".to_string();
+        }
     }
-    // Most sensitive first: the metric drop of quantizing the layer alone, then its KL,
-    // then the recovery from keeping it float.
-    sens.sort_by(|a, b| {
-        b.metric_drop
-            .total_cmp(&a.metric_drop)
-            .then(b.kl.unwrap_or(0.0).total_cmp(&a.kl.unwrap_or(0.0)))
-            .then(a.all_but_metric_drop.total_cmp(&b.all_but_metric_drop))
-    });
+    let one_at_a_time_s = t_one.elapsed().as_secs_f64();
+    // Everything but the layer, for the top of the ranking.
+    let mut order: Vec<usize> = (0..sens.len()).collect();
+    order.sort_by(|&a, &b| rank(&sens[a], &sens[b]));
+    for &i in order.iter().take(3) {
+        progress(&format!("all but {}", sens[i].node));
+        let (r, _, _) = runner.run(&build(std::slice::from_ref(&sens[i].node))?)?;
+        sens[i].all_but_metric_drop = Some((fp32_metric - r.metric) * 100.0);
+    }
+    let cost = Cost {
+        full_evaluation_s,
+        one_at_a_time_s,
+        full_evaluations_per_layer: one_at_a_time_s
+            / (layers.len().max(1) as f64 * full_evaluation_s.max(1e-9)),
+        method,
+    };
+    // Most sensitive first: the metric drop of quantizing the layer alone, then its KL.
+    sens.sort_by(rank);
     let order: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
     let mut front = vec![FrontPoint {
         method: "none".into(),
@@ -329,7 +493,14 @@ pub fn analyze(
         front,
         evaluations: runner.count,
         localisation,
+        cost,
     })
+}
+
+fn rank(a: &LayerSensitivity, b: &LayerSensitivity) -> std::cmp::Ordering {
+    b.metric_drop
+        .total_cmp(&a.metric_drop)
+        .then(b.kl.unwrap_or(0.0).total_cmp(&a.kl.unwrap_or(0.0)))
 }
 
 fn localise(
@@ -366,8 +537,9 @@ fn localise(
         .collect();
     let q_path = runner.scratch.join("quantized.onnx");
     write_model(q, &q_path)?;
-    let a = runner.eval.tensors(fp32_path, &names)?;
-    let b = runner.eval.tensors(&q_path, &seen)?;
+    let n = runner.eval.samples().min(128);
+    let a = runner.eval.tensors(fp32_path, &names, n)?;
+    let b = runner.eval.tensors(&q_path, &seen, n)?;
     let mut activations = Vec::new();
     for (((name, op), x), y) in common.iter().zip(&a).zip(&b) {
         let (Some(xv), Some(yv)) = (x.to_f64(), y.to_f64()) else {

@@ -135,7 +135,8 @@ fn the_written_qdq_model_runs_in_tract_close_to_fp32() {
             .iter()
             .map(|n| n.op_type.clone())
             .collect();
-        // image, conv1_relu, conv2_relu, flat, fc_mm; plus three weights.
+        // image, conv1_relu, conv2_relu, flat, fc_mm; plus three weights and the two
+        // Conv biases (INT32).
         assert_eq!(
             ops.iter().filter(|o| *o == "QuantizeLinear").count(),
             5,
@@ -143,7 +144,7 @@ fn the_written_qdq_model_runs_in_tract_close_to_fp32() {
         );
         assert_eq!(
             ops.iter().filter(|o| *o == "DequantizeLinear").count(),
-            8,
+            10,
             "{ops:?}"
         );
         let (a, b) = (accuracy(&fx("cnn_fp32.onnx")), accuracy(&path));
@@ -232,4 +233,48 @@ fn per_channel_weights_and_every_activation_match_onnxruntime() {
             assert_eq!(z as f64, rz, "{name} {t}: zero point");
         }
     }
+}
+
+#[test]
+fn a_graph_cut_at_a_layer_fed_cached_activations_gives_the_full_models_outputs() {
+    let path = fx("sens_cnn_fp32.onnx");
+    let fp32 = read_onnx(&path).unwrap();
+    let d = load_npz(&fx("test.npz"), &ArrayKeys::default()).unwrap();
+    let images = d.arrays["image"].slice_rows(0, 64);
+    let spec = ModelSpec::parse(path.to_str().unwrap()).unwrap();
+    let mut full = load(&spec, &LoadOptions::default()).unwrap();
+    let t = full
+        .run_tensors(
+            std::slice::from_ref(&images),
+            &["conv3_relu".to_string(), "logits".to_string()],
+        )
+        .unwrap();
+    let cut = qgate_quant::cut_at(
+        &fp32,
+        &[("conv3_relu".to_string(), t[0].shape[1..].to_vec())],
+    )
+    .unwrap();
+    let g = cut.graph.as_ref().unwrap();
+    assert_eq!(g.input.len(), 1);
+    assert!(g
+        .node
+        .iter()
+        .all(|n| n.name != "conv1" && n.name != "conv3"));
+    assert!(g.node.iter().any(|n| n.name == "conv4"));
+    let dir = tempfile::tempdir().unwrap();
+    let cut_path = dir.path().join("cut.onnx");
+    write_model(&cut, &cut_path).unwrap();
+    let spec = ModelSpec::parse(cut_path.to_str().unwrap()).unwrap();
+    let mut part = load(&spec, &LoadOptions::default()).unwrap();
+    let out = part.run(&[t[0].clone()]).unwrap();
+    let (a, b) = (t[1].to_f64().unwrap(), out[0].to_f64().unwrap());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            qgate_core::Tolerance::Float32Reordering.close(*y, *x),
+            "{x} vs {y}"
+        );
+    }
+    // Nothing computable from an unknown tensor.
+    assert!(qgate_quant::cut_at(&fp32, &[("nope".to_string(), vec![1])]).is_err());
 }

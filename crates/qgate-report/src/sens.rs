@@ -34,20 +34,30 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         let kept = rec.keep_float.contains(&l.node);
         let _ = write!(
             h,
-            "<tr{}><td>{}</td><td class=l><code>{}</code></td><td class=l>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td class=l>{}</td></tr>",
+            "<tr{}><td>{}</td><td class=l><code>{}</code></td><td class=l>{}</td><td>{:.2}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
             if kept { " class=flag" } else { "" },
             i + 1,
             esc(&l.node),
             esc(&l.op_type),
             l.metric_drop,
+            if l.confirmed { "" } else { " <small>(proxy)</small>" },
             opt(l.kl),
             opt(l.sqnr_db),
             opt(l.weight_sqnr_db),
-            l.all_but_metric_drop,
+            l.all_but_metric_drop
+                .map(|d| format!("{d:.2}"))
+                .unwrap_or_else(|| "—".into()),
             if kept { "yes" } else { "" }
         );
     }
-    h.push_str("</table><div class=charts>");
+    let _ = write!(
+        h,
+        "</table><p>One-at-a-time analysis: {} — {:.2} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer.</p><div class=charts>",
+        esc(&a.cost.method),
+        a.cost.one_at_a_time_s,
+        a.cost.full_evaluation_s,
+        a.cost.full_evaluations_per_layer
+    );
     let drops = Series {
         name: "drop (pp), only this layer INT8",
         class: "cand",

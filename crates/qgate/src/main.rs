@@ -460,11 +460,28 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         load_opts,
         scratch.path(),
     );
+    // With qgate's own quantization, "only this layer" models start at the layer's inputs
+    // and are fed cached FP32 activations (everything before the layer is FP32 anyway).
+    let build_only = |l: &qgate_quant::Layer,
+                      feeds: &[(String, Vec<usize>)]|
+     -> Result<_, qgate_quant::QuantError> {
+        let cut = qgate_quant::cut_at(&fp32, feeds)?;
+        let cut_layers = quantizable_layers(&cut)?;
+        let chosen = qgate_quant::select(&cut_layers, std::slice::from_ref(&l.node))?;
+        quantize_layers(&cut, &chosen, &ranges)
+    };
     let analysis = analyze(
         &fp32,
         quantized.as_ref(),
         &layers,
-        &build,
+        qgate_quant::Builders {
+            full: &build,
+            only: if quantized.is_none() {
+                Some(&build_only)
+            } else {
+                None
+            },
+        },
         &mut evaluator,
         scratch.path(),
         &mut |m: &str| spinner.set_message(m.to_string()),

@@ -132,6 +132,16 @@ fn a_fragile_layer_ranks_first_and_the_mixed_model_matches_onnxruntime() {
     assert!(run.file("report.md").contains("**Sensitivity**"));
     // The front holds more than the first passing configuration.
     assert!(s["front"].as_array().unwrap().len() >= 3);
+    // The ranking's top was confirmed on every sample and measured with the rest of the
+    // graph fed from cached activations; the cost is reported.
+    assert_eq!(layers[0]["confirmed"], true);
+    assert!(layers[0]["all_but_metric_drop"].is_number());
+    let cost = &s["cost"];
+    assert!(cost["method"]
+        .as_str()
+        .unwrap()
+        .starts_with("cached FP32 activations"));
+    assert!(cost["full_evaluations_per_layer"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
