@@ -23,6 +23,8 @@ pub struct SubsetEvaluator {
     baseline: Option<PathBuf>,
     /// The last model loaded: a variant is often evaluated and then asked for tensors.
     last: Option<(PathBuf, Box<dyn Model>)>,
+    /// The replayed FP32 outputs, loaded once.
+    replay: Option<PredsModel>,
 }
 
 impl SubsetEvaluator {
@@ -42,6 +44,7 @@ impl SubsetEvaluator {
             scratch: scratch.to_path_buf(),
             baseline: None,
             last: None,
+            replay: None,
         }
     }
 
@@ -103,9 +106,14 @@ impl SubsetEvaluator {
             .baseline
             .clone()
             .ok_or_else(|| QuantError::Eval("the FP32 model must be evaluated first".into()))?;
-        let spec = ModelSpec::parse(&format!("preds:{}", baseline.display()))
-            .map_err(QuantError::Runtime)?;
-        let mut base = PredsModel::load(&baseline, &spec).map_err(QuantError::Runtime)?;
+        let mut base = match self.replay.take() {
+            Some(b) => b,
+            None => {
+                let spec = ModelSpec::parse(&format!("preds:{}", baseline.display()))
+                    .map_err(QuantError::Runtime)?;
+                PredsModel::load(&baseline, &spec).map_err(QuantError::Runtime)?
+            }
+        };
         let mut cand = self.model(path)?;
         let eval = evaluate_pair(
             &mut base,
@@ -117,6 +125,7 @@ impl SubsetEvaluator {
         )
         .map_err(|e| QuantError::Eval(e.to_string()))?;
         self.keep(path, cand);
+        self.replay = Some(base);
         Ok(EvalResult {
             metric: eval.candidate.metrics.accuracy,
             baseline_metric: eval.baseline.metrics.accuracy,

@@ -440,7 +440,7 @@ impl Report {
             .layers
             .iter()
             .take(3)
-            .map(|l| format!("{} ({:+.2} pp)", l.node, -l.metric_drop))
+            .map(|l| format!("{} ({:+.2} pp)", l.node, -l.metric_drop + 0.0))
             .collect();
         let summary = format!(
             "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive: {}",
