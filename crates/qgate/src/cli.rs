@@ -42,6 +42,42 @@ pub enum Command {
     Worker,
 }
 
+/// Where and how models run (shared by `compare`, `check` and `bench`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct RuntimeFlags {
+    /// Execution device for both sides unless a spec says otherwise (`ort:m.onnx?device=cuda`):
+    /// cpu, cuda, tensorrt, openvino [default: cpu].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Intra-op threads for both sides unless a spec says otherwise [default: 1 for ONNX Runtime].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else the onnxruntime Python package).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Seconds one request to a remote inference server may take [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+impl RuntimeFlags {
+    /// The runtime options: each flag, else the same key of the run config (`file`).
+    fn load_options(self, file: RuntimeFlags) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            threads: self.threads.or(file.threads),
+            device: self.device.or(file.device),
+            ort_lib: self.ort_lib.or(file.ort_lib),
+            ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+            python: "python3".into(),
+            timeout: match self.timeout.or(file.timeout) {
+                Some(t) if t > 0.0 && t.is_finite() => Some(std::time::Duration::from_secs_f64(t)),
+                Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
+                None => None,
+            },
+        })
+    }
+}
+
 /// `qgate bench`.
 #[derive(Debug, Args, Default)]
 pub struct BenchArgs {
@@ -70,18 +106,8 @@ pub struct BenchArgs {
     /// Image folders: resize to WxH.
     #[arg(long, value_name = "WxH")]
     pub image_size: Option<String>,
-    /// Execution device for both sides unless a spec says otherwise [default: cpu].
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
-    /// Intra-op threads for both sides unless a spec says otherwise.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// ONNX Runtime shared library.
-    #[arg(long, value_name = "PATH")]
-    pub ort_lib: Option<PathBuf>,
-    /// Seconds one request to a remote server may take [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
     /// The runtime the model will be deployed on; the report warns about other runtimes.
     #[arg(long, value_name = "RUNTIME")]
     pub deployment_runtime: Option<String>,
@@ -270,19 +296,8 @@ pub struct CompareArgs {
     /// Image folders: rgb or gray [default: rgb].
     #[arg(long, value_name = "COLOR")]
     pub image_color: Option<String>,
-    /// Execution device for both sides unless a spec says otherwise (`ort:m.onnx?device=cuda`):
-    /// cpu, cuda, tensorrt, openvino [default: cpu].
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
-    /// Intra-op threads for both sides unless a spec says otherwise [default: 1 for ONNX Runtime].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else the onnxruntime Python package).
-    #[arg(long, value_name = "PATH")]
-    pub ort_lib: Option<PathBuf>,
-    /// Seconds one request to a remote inference server may take [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
     /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
     /// preds:DIR/baseline.npz).
     #[arg(long, value_name = "DIR")]
@@ -581,20 +596,12 @@ impl CompareArgs {
             },
             policy,
             progress: interactive && !self.no_progress,
-            load: LoadOptions {
-                threads: self.threads.or(file.threads),
-                device: self.device.or(file.device),
-                ort_lib: self.ort_lib.or(file.ort_lib.map(|p| rel(base, p))),
-                ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
-                python: "python3".into(),
-                timeout: match self.timeout.or(file.timeout) {
-                    Some(t) if t > 0.0 && t.is_finite() => {
-                        Some(std::time::Duration::from_secs_f64(t))
-                    }
-                    Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
-                    None => None,
-                },
-            },
+            load: self.runtime.load_options(RuntimeFlags {
+                device: file.device,
+                threads: file.threads,
+                ort_lib: file.ort_lib.map(|p| rel(base, p)),
+                timeout: file.timeout,
+            })?,
             save_outputs: self
                 .save_outputs
                 .or(file.save_outputs.map(|p| rel(base, p))),
@@ -861,20 +868,7 @@ impl BenchArgs {
             },
             out,
             policy,
-            load: LoadOptions {
-                threads: self.threads,
-                device: self.device,
-                ort_lib: self.ort_lib,
-                ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
-                python: "python3".into(),
-                timeout: match self.timeout {
-                    Some(t) if t > 0.0 && t.is_finite() => {
-                        Some(std::time::Duration::from_secs_f64(t))
-                    }
-                    Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
-                    None => None,
-                },
-            },
+            load: self.runtime.load_options(RuntimeFlags::default())?,
             perf: self.perf.resolve()?,
             progress: interactive && !self.no_progress,
             deployment_runtime: self.deployment_runtime,
