@@ -13,6 +13,7 @@ pub(crate) mod dt {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
+    pub const FLOAT16: i32 = 10;
 }
 
 /// A layer whose weight and activation inputs can be quantized.

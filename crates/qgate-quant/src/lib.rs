@@ -21,8 +21,8 @@ pub use graph::{
     cut_at, float_initializer, node_outputs, quantizable_layers, select, FloatTensor, Layer,
 };
 pub use qdq::{
-    act_qparams, effective_weight, quantize_layers, quantize_weight, quantized_tensors, strip_qdq,
-    weight_sqnr_db,
+    act_qparams, effective_weight, f32_to_f16_bits, layers_to_fp16, quantize_layers,
+    quantize_weight, quantized_tensors, strip_qdq, weight_sqnr_db,
 };
 pub use sensitivity::{
     analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontPoint,

@@ -648,6 +648,25 @@ mod tests {
     }
 
     #[test]
+    fn f16_rounding_matches_ieee() {
+        // Exact values, round-to-nearest-even at a tie, overflow, subnormals.
+        for (x, h) in [
+            (1.0f32, 0x3c00u16),
+            (-2.0, 0xc000),
+            (65504.0, 0x7bff),
+            (1e6, 0x7c00),
+            (0.0, 0),
+            (1.0 + 1.0 / 2048.0, 0x3c00), // tie → even (down)
+            (1.0 + 3.0 / 2048.0, 0x3c02), // tie → even (up)
+            (5.960_464_5e-8, 0x0001),     // smallest subnormal
+            (6.103_515_6e-5, 0x0400),     // smallest normal
+        ] {
+            assert_eq!(f32_to_f16_bits(x), h, "{x}");
+        }
+        assert!(f32_to_f16_bits(f32::NAN) & 0x7c00 == 0x7c00);
+    }
+
+    #[test]
     fn weights_quantize_per_output_channel() {
         let w = FloatTensor {
             dims: vec![2, 3],
@@ -660,4 +679,200 @@ mod tests {
         let db = weight_sqnr_db(&w, 0).unwrap();
         assert!(db > 40.0, "{db}");
     }
+}
+
+fn attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
+    n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// A Gemm that is `A·B (+ C)`: alpha = beta = 1 and A not transposed.
+fn plain_gemm(n: &pb::NodeProto) -> bool {
+    let f = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.f);
+    f("alpha").is_none_or(|a| a == 1.0)
+        && f("beta").is_none_or(|b| b == 1.0)
+        && attr(n, "transA").is_none_or(|t| t == 0)
+}
+
+fn transpose(t: &FloatTensor) -> FloatTensor {
+    let (r, c) = (t.dims[0], t.dims[1]);
+    let mut values = vec![0.0; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            values[j * r + i] = t.values[i * c + j];
+        }
+    }
+    FloatTensor {
+        dims: vec![c, r],
+        values,
+    }
+}
+
+/// IEEE binary16 bits of `x`, rounded to nearest even (overflow to ±∞, NaN kept).
+pub fn f32_to_f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let mant = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if mant != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        // Subnormal (or zero): shift the implicit bit in, round to nearest even.
+        if e < -10 {
+            return sign;
+        }
+        let m = mant | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rest = m & ((1u32 << shift) - 1);
+        let mut h = m >> shift;
+        if rest > half || (rest == half && h & 1 == 1) {
+            h += 1;
+        }
+        return sign | h as u16;
+    }
+    let mut h = ((e as u32) << 10) | (mant >> 13);
+    let rest = mant & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) {
+        h += 1; // may carry into the exponent, which is the right result
+    }
+    sign | h as u16
+}
+
+/// A copy of `model` where the named layers compute in FP16: their float weights and
+/// biases are stored as FLOAT16, their activation inputs are cast to FLOAT16 in front of
+/// them and their output is cast back to FLOAT after them.
+pub fn layers_to_fp16(
+    model: &pb::ModelProto,
+    layers: &[&Layer],
+) -> Result<pb::ModelProto, QuantError> {
+    let mut out = model.clone();
+    let g0 = graph(model)?;
+    let names: HashSet<&str> = layers.iter().map(|l| l.node.as_str()).collect();
+    let mut inits = g0.initializer.clone();
+    let mut nodes = Vec::with_capacity(g0.node.len() + 3 * layers.len());
+    let cast = |name: String, input: String, output: String, to: i64| pb::NodeProto {
+        op_type: "Cast".into(),
+        name,
+        input: vec![input],
+        output: vec![output],
+        attribute: vec![pb::AttributeProto {
+            name: "to".into(),
+            r#type: 2,
+            i: to,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for n in &g0.node {
+        let node_name = if n.name.is_empty() {
+            n.output.first().cloned().unwrap_or_default()
+        } else {
+            n.name.clone()
+        };
+        if !names.contains(node_name.as_str()) {
+            nodes.push(n.clone());
+            continue;
+        }
+        let mut n = n.clone();
+        // tract cannot run an FP16 Gemm; a plain one (alpha = beta = 1, no transA) is the
+        // same MatMul + Add, which it runs in FP16.
+        let gemm_as_matmul = n.op_type == "Gemm" && plain_gemm(&n);
+        let trans_b = attr(&n, "transB") == Some(1);
+        let mut transposed_b = false;
+        for (slot, inp) in n.input.iter_mut().enumerate() {
+            if inp.is_empty() {
+                continue;
+            }
+            if let Some(mut t) = float_initializer(g0, inp) {
+                if gemm_as_matmul && slot == 1 && trans_b && t.dims.len() == 2 {
+                    t = transpose(&t);
+                    transposed_b = true;
+                }
+                let name = format!(
+                    "{inp}_fp16{}",
+                    if transposed_b && slot == 1 { "_t" } else { "" }
+                );
+                if !inits.iter().any(|i| i.name == name) {
+                    inits.push(tensor(
+                        &name,
+                        dt::FLOAT16,
+                        t.dims.iter().map(|&d| d as i64).collect(),
+                        t.values
+                            .iter()
+                            .flat_map(|v| f32_to_f16_bits(*v).to_le_bytes())
+                            .collect(),
+                    ));
+                }
+                *inp = name;
+            } else {
+                let casted = format!("{inp}_to_fp16_{node_name}_{slot}");
+                nodes.push(cast(
+                    format!("{node_name}_cast_input_{slot}"),
+                    inp.clone(),
+                    casted.clone(),
+                    dt::FLOAT16 as i64,
+                ));
+                *inp = casted;
+            }
+        }
+        let mut after = Vec::new();
+        if gemm_as_matmul {
+            let y = n.output.first().cloned().unwrap_or_default();
+            let mm = format!("{y}_matmul_fp16");
+            let mut matmul = pb::NodeProto {
+                op_type: "MatMul".into(),
+                name: format!("{node_name}_matmul"),
+                input: n.input.iter().take(2).cloned().collect(),
+                output: vec![mm.clone()],
+                ..Default::default()
+            };
+            let mut last = mm;
+            if let Some(bias) = n.input.get(2).filter(|b| !b.is_empty()) {
+                let added = format!("{y}_add_fp16");
+                nodes.push(std::mem::take(&mut matmul));
+                nodes.push(pb::NodeProto {
+                    op_type: "Add".into(),
+                    name: format!("{node_name}_add"),
+                    input: vec![last, bias.clone()],
+                    output: vec![added.clone()],
+                    ..Default::default()
+                });
+                last = added;
+            } else {
+                nodes.push(matmul);
+            }
+            nodes.push(cast(
+                format!("{node_name}_cast_output_0"),
+                last,
+                y,
+                dt::FLOAT as i64,
+            ));
+            continue;
+        }
+        for (k, o) in n.output.iter_mut().enumerate() {
+            let y = o.clone();
+            *o = format!("{y}_fp16");
+            after.push(cast(
+                format!("{node_name}_cast_output_{k}"),
+                o.clone(),
+                y,
+                dt::FLOAT as i64,
+            ));
+        }
+        nodes.push(n);
+        nodes.extend(after);
+    }
+    let g = out
+        .graph
+        .as_mut()
+        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
+    g.node = nodes;
+    g.initializer = inits;
+    prune_initializers(g);
+    Ok(out)
 }

@@ -73,6 +73,8 @@ pub struct Builders<'a> {
     /// Models quantizing one layer, starting at its inputs (for cached activations);
     /// `None` evaluates whole models instead.
     pub only: Option<OnlyBuilder<'a>>,
+    /// Precision of the layers kept out of INT8 (`fp32` or `fp16`), for the exclusion lists.
+    pub float_type: &'a str,
 }
 
 /// What the one-at-a-time analysis cost.
@@ -239,7 +241,7 @@ pub fn analyze(
     scratch: &Path,
     progress: Progress,
 ) -> Result<Analysis, QuantError> {
-    let (build, build_only) = (builders.full, builders.only);
+    let (build, build_only, float_type) = (builders.full, builders.only, builders.float_type);
     let mut runner = Runner {
         eval,
         scratch: scratch.to_path_buf(),
@@ -484,7 +486,7 @@ pub fn analyze(
             ort_nodes_to_exclude: keep.clone(),
             tensorrt_layer_precisions: keep
                 .iter()
-                .map(|n| format!("{n}:fp32"))
+                .map(|n| format!("{n}:{float_type}"))
                 .collect::<Vec<_>>()
                 .join(","),
             nncf_ignored_scope: serde_json::json!({ "names": keep }),

@@ -902,6 +902,9 @@ pub struct SensitivityArgs {
     /// Activation calibration: minmax, percentile[:P] or entropy [default: minmax].
     #[arg(long, value_name = "METHOD")]
     pub calibration_method: Option<String>,
+    /// Precision of the layers kept out of INT8: fp32 or fp16 [default: fp32].
+    #[arg(long, value_name = "TYPE")]
+    pub float_type: Option<String>,
     /// Calibration samples [default: 200].
     #[arg(long, value_name = "N")]
     pub calib_samples: Option<usize>,

@@ -352,6 +352,16 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         .parse()
         .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
     let calib_n = args.calib_samples.unwrap_or(200);
+    let fp16 = match args.float_type.as_deref() {
+        None | Some("fp32") => false,
+        Some("fp16") => true,
+        Some(o) => anyhow::bail!("--float-type {o}: expected fp32 or fp16"),
+    };
+    if fp16 && args.quantized.is_some() {
+        anyhow::bail!(
+            "--float-type fp16 applies to qgate's own quantization; with --quantized the kept layers get their FP32 weights back"
+        );
+    }
     let batch_size = args.batch_size.unwrap_or(64).max(1);
     let fp32 = qgate_runtime::read_onnx(&model_path)?;
     let layers = quantizable_layers(&fp32)?;
@@ -438,7 +448,14 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             None => {
                 let chosen: Vec<&qgate_quant::Layer> =
                     layers.iter().filter(|l| !keep.contains(&l.node)).collect();
-                quantize_layers(&fp32, &chosen, &ranges)
+                let q = quantize_layers(&fp32, &chosen, &ranges)?;
+                if fp16 {
+                    let kept: Vec<&qgate_quant::Layer> =
+                        layers.iter().filter(|l| keep.contains(&l.node)).collect();
+                    qgate_quant::layers_to_fp16(&q, &kept)
+                } else {
+                    Ok(q)
+                }
             }
         }
     };
@@ -481,6 +498,7 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             } else {
                 None
             },
+            float_type: if fp16 { "fp16" } else { "fp32" },
         },
         &mut evaluator,
         scratch.path(),

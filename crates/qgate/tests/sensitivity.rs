@@ -264,3 +264,62 @@ fn bad_sensitivity_input_is_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn fp16_keeps_the_sensitive_layers_in_half_precision() {
+    let refs = reference();
+    let run = sensitivity(&[
+        "--model",
+        &fx("sens_cnn_fragile_fp32.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--calibration",
+        &fx("calib.npz"),
+        "--float-type",
+        "fp16",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let s = &run.json()["sensitivity"];
+    let keep: Vec<String> = s["recommendation"]["keep_float"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(s["recommendation"]["tensorrt_layer_precisions"]
+        .as_str()
+        .unwrap()
+        .contains("conv4:fp16"));
+    let mixed = run.out.path().join("mixed.onnx");
+    let model = qgate_runtime::read_onnx(&mixed).unwrap();
+    let g = model.graph.as_ref().unwrap();
+    // conv4's weights are stored as FLOAT16 and the layer sits between Casts.
+    assert!(g
+        .initializer
+        .iter()
+        .any(|t| t.name.starts_with("conv4_w") && t.data_type == 10));
+    assert!(g.node.iter().filter(|n| n.op_type == "Cast").count() >= 2 * keep.len());
+    // FP16 for the kept layers costs at most one sample against keeping them in FP32
+    // (onnxruntime, node by node).
+    let ours = correct(mixed.to_str().unwrap());
+    let k = key(&refs, "sens_cnn_fragile_fp32", &keep);
+    let fp32_kept = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][&k]["correct_unfused"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (ours - fp32_kept).abs() <= 1,
+        "fp16 {ours} vs fp32-kept {fp32_kept}"
+    );
+    let bad = sensitivity(&[
+        "--model",
+        &fx("sens_cnn_fragile_fp32.onnx"),
+        "--quantized",
+        &fx("sens_cnn_fragile_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--float-type",
+        "fp16",
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("--float-type"), "{}", bad.stderr);
+}
