@@ -627,60 +627,6 @@ pub fn effective_weight(model: &pb::ModelProto, node: &str, slot: usize) -> Opti
     dequantize_initializer(g, dq).map(|(_, v)| v)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn activation_qparams_follow_onnxruntime() {
-        // compute_scale_zp(0, 6, 0, 255): scale 6/255, zero point 0.
-        let (s, z) = act_qparams(Range { min: 0.0, max: 6.0 });
-        assert_eq!((s, z), ((6.0f64 / 255.0) as f32, 0));
-        // (-1, 3): scale 4/255, zp round(1 / (4/255)) = round(63.75) = 64.
-        let (s, z) = act_qparams(Range {
-            min: -1.0,
-            max: 3.0,
-        });
-        assert_eq!(z, 64);
-        assert!((s as f64 - 4.0 / 255.0).abs() < 1e-9);
-        // Degenerate range.
-        assert_eq!(act_qparams(Range { min: 0.0, max: 0.0 }), (1.0, 0));
-    }
-
-    #[test]
-    fn f16_rounding_matches_ieee() {
-        // Exact values, round-to-nearest-even at a tie, overflow, subnormals.
-        for (x, h) in [
-            (1.0f32, 0x3c00u16),
-            (-2.0, 0xc000),
-            (65504.0, 0x7bff),
-            (1e6, 0x7c00),
-            (0.0, 0),
-            (1.0 + 1.0 / 2048.0, 0x3c00), // tie → even (down)
-            (1.0 + 3.0 / 2048.0, 0x3c02), // tie → even (up)
-            (5.960_464_5e-8, 0x0001),     // smallest subnormal
-            (6.103_515_6e-5, 0x0400),     // smallest normal
-        ] {
-            assert_eq!(f32_to_f16_bits(x), h, "{x}");
-        }
-        assert!(f32_to_f16_bits(f32::NAN) & 0x7c00 == 0x7c00);
-    }
-
-    #[test]
-    fn weights_quantize_per_output_channel() {
-        let w = FloatTensor {
-            dims: vec![2, 3],
-            values: vec![1.0, -0.5, 0.25, 100.0, 50.0, -25.0],
-        };
-        let (scales, q) = quantize_weight(&w, 0);
-        assert_eq!(scales, vec![1.0 / 127.0, 100.0 / 127.0]);
-        assert_eq!(q, vec![127, -64, 32, 127, 64, -32]);
-        // A per-tensor scale would have zeroed the first row; per channel keeps ~42 dB.
-        let db = weight_sqnr_db(&w, 0).unwrap();
-        assert!(db > 40.0, "{db}");
-    }
-}
-
 fn attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
     n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
@@ -875,4 +821,58 @@ pub fn layers_to_fp16(
     g.initializer = inits;
     prune_initializers(g);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_qparams_follow_onnxruntime() {
+        // compute_scale_zp(0, 6, 0, 255): scale 6/255, zero point 0.
+        let (s, z) = act_qparams(Range { min: 0.0, max: 6.0 });
+        assert_eq!((s, z), ((6.0f64 / 255.0) as f32, 0));
+        // (-1, 3): scale 4/255, zp round(1 / (4/255)) = round(63.75) = 64.
+        let (s, z) = act_qparams(Range {
+            min: -1.0,
+            max: 3.0,
+        });
+        assert_eq!(z, 64);
+        assert!((s as f64 - 4.0 / 255.0).abs() < 1e-9);
+        // Degenerate range.
+        assert_eq!(act_qparams(Range { min: 0.0, max: 0.0 }), (1.0, 0));
+    }
+
+    #[test]
+    fn f16_rounding_matches_ieee() {
+        // Exact values, round-to-nearest-even at a tie, overflow, subnormals.
+        for (x, h) in [
+            (1.0f32, 0x3c00u16),
+            (-2.0, 0xc000),
+            (65504.0, 0x7bff),
+            (1e6, 0x7c00),
+            (0.0, 0),
+            (1.0 + 1.0 / 2048.0, 0x3c00), // tie → even (down)
+            (1.0 + 3.0 / 2048.0, 0x3c02), // tie → even (up)
+            (5.960_464_5e-8, 0x0001),     // smallest subnormal
+            (6.103_515_6e-5, 0x0400),     // smallest normal
+        ] {
+            assert_eq!(f32_to_f16_bits(x), h, "{x}");
+        }
+        assert!(f32_to_f16_bits(f32::NAN) & 0x7c00 == 0x7c00);
+    }
+
+    #[test]
+    fn weights_quantize_per_output_channel() {
+        let w = FloatTensor {
+            dims: vec![2, 3],
+            values: vec![1.0, -0.5, 0.25, 100.0, 50.0, -25.0],
+        };
+        let (scales, q) = quantize_weight(&w, 0);
+        assert_eq!(scales, vec![1.0 / 127.0, 100.0 / 127.0]);
+        assert_eq!(q, vec![127, -64, 32, 127, 64, -32]);
+        // A per-tensor scale would have zeroed the first row; per channel keeps ~42 dB.
+        let db = weight_sqnr_db(&w, 0).unwrap();
+        assert!(db > 40.0, "{db}");
+    }
 }
