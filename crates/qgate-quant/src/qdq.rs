@@ -189,7 +189,7 @@ pub fn quantize_layers(
     ranges: &BTreeMap<String, Range>,
 ) -> Result<pb::ModelProto, QuantError> {
     check_opset(model)?;
-    let mut out = model.clone();
+    let out = model.clone();
     let g0 = graph(model)?;
     let tensors = quantized_tensors(model, layers)?;
     let graph_outputs: HashSet<&str> = g0.output.iter().map(|o| o.name.as_str()).collect();
@@ -319,14 +319,7 @@ pub fn quantize_layers(
         nodes.push(n);
         nodes.extend(after);
     }
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
-    g.node = nodes;
-    g.initializer = inits;
-    prune_initializers(g);
-    Ok(out)
+    replace_graph(out, nodes, inits)
 }
 
 /// INT32 bias of a quantized Conv/Gemm, as onnxruntime stores it: scale = input scale ×
@@ -396,6 +389,22 @@ fn quantize_bias(
         ));
     }
     Ok(Some(out))
+}
+
+/// `model` with these nodes and initializers (unread initializers dropped).
+fn replace_graph(
+    mut model: pb::ModelProto,
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+) -> Result<pb::ModelProto, QuantError> {
+    let g = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
+    g.node = nodes;
+    g.initializer = initializers;
+    prune_initializers(g);
+    Ok(model)
 }
 
 /// Drops initializers no node reads and no graph output names.
@@ -473,7 +482,7 @@ pub fn strip_qdq(
     keep: &[String],
     fp32: Option<&pb::ModelProto>,
 ) -> Result<pb::ModelProto, QuantError> {
-    let mut out = quantized.clone();
+    let out = quantized.clone();
     let g0 = graph(quantized)?.clone();
     let producer: HashMap<&str, &pb::NodeProto> = g0
         .node
@@ -601,14 +610,9 @@ pub fn strip_qdq(
             break;
         }
     }
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
-    g.node = nodes;
-    g.initializer.extend(new_inits);
-    prune_initializers(g);
-    Ok(out)
+    let mut inits = g0.initializer.clone();
+    inits.extend(new_inits);
+    replace_graph(out, nodes, inits)
 }
 
 /// The float weights a QDQ model's layer effectively uses (its weight DequantizeLinear
@@ -696,7 +700,7 @@ pub fn layers_to_fp16(
     model: &pb::ModelProto,
     layers: &[&Layer],
 ) -> Result<pb::ModelProto, QuantError> {
-    let mut out = model.clone();
+    let out = model.clone();
     let g0 = graph(model)?;
     let names: HashSet<&str> = layers.iter().map(|l| l.node.as_str()).collect();
     let mut inits = g0.initializer.clone();
@@ -813,14 +817,7 @@ pub fn layers_to_fp16(
         nodes.push(n);
         nodes.extend(after);
     }
-    let g = out
-        .graph
-        .as_mut()
-        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
-    g.node = nodes;
-    g.initializer = inits;
-    prune_initializers(g);
-    Ok(out)
+    replace_graph(out, nodes, inits)
 }
 
 #[cfg(test)]
