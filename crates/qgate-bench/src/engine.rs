@@ -56,10 +56,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         probe: &ProbeSpec,
     ) -> Result<Engine, BenchError> {
-        let roots = Roots {
-            proc: probe.proc_root.clone(),
-            sys: probe.sys_root.clone(),
-        };
+        let roots = probe.roots();
         let rss_before = mem_status(&roots, None).ok().map(|m| m.rss_bytes);
         let t0 = clock.now();
         let mut model = factory().map_err(BenchError::Runtime)?;
@@ -447,7 +444,6 @@ impl Engine {
             }
         }
         Ok(Served {
-            offered_per_s: rate,
             queries: arrivals.len() as u64,
             unserved,
             wall_s: end.saturating_sub(start).as_secs_f64(),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use qgate_core::latency::{
-    paired_speedup, percentile_ci, summarize, t_interval, LatencySummary, DECISION_CONFIDENCE,
+    paired_speedup, summarize_with_p99, t_interval, LatencySummary, DECISION_CONFIDENCE,
 };
 use qgate_core::policy::PerfObservations;
 use qgate_core::stats::{percentile, BootstrapSettings};
@@ -440,10 +440,10 @@ pub fn run_pair(
     };
     let b = side_perf(0, &*sides[0]);
     let c = side_perf(1, &*sides[1]);
-    let pairs: Vec<(Vec<f64>, Vec<f64>)> = measured[0]
+    let pairs: Vec<(&[f64], &[f64])> = measured[0]
         .iter()
         .zip(&measured[1])
-        .map(|(a, b)| (a.latencies_ms.clone(), b.latencies_ms.clone()))
+        .map(|(a, b)| (a.latencies_ms.as_slice(), b.latencies_ms.as_slice()))
         .collect();
     let sp95 = paired_speedup(&pairs, 0.95);
     let sp99 = paired_speedup(&pairs, DECISION_CONFIDENCE);
@@ -559,16 +559,7 @@ fn side_figures(
         .iter()
         .flat_map(|m| m.latencies_ms.iter().copied())
         .collect();
-    let latency = summarize(&raw, plan.bootstrap);
-    let p99_ci = percentile_ci(&raw, 99.0, plan.bootstrap);
-    let p99_decision = percentile_ci(
-        &raw,
-        99.0,
-        BootstrapSettings {
-            confidence: DECISION_CONFIDENCE,
-            ..plan.bootstrap
-        },
-    );
+    let (latency, p99_ci, p99_decision) = summarize_with_p99(&raw, plan.bootstrap);
     let samples: u64 = measured.iter().map(|m| m.samples).sum();
     let wall: f64 = measured.iter().map(|m| m.wall_s).sum();
     let cpu: Option<f64> = measured.iter().map(|m| m.cpu_s).sum();
@@ -733,7 +724,7 @@ fn run_sweeps(
                       batch: usize,
                       streams: usize,
                       skipped: &mut Vec<String>|
-     -> Option<SweepPoint> {
+     -> SweepPoint {
         let mut figs: [Option<PointFigures>; 2] = [None, None];
         for (k, s) in sides.iter_mut().enumerate() {
             progress(&format!("{}: batch {batch}, {streams} in flight", s.name()));
@@ -757,23 +748,23 @@ fn run_sweeps(
             }
         }
         let [baseline, candidate] = figs;
-        Some(SweepPoint {
+        SweepPoint {
             batch,
             streams,
             baseline,
             candidate,
-        })
+        }
     };
     let mut skipped = Vec::new();
     for &b in &plan.batch_sweep {
-        sw.batch.extend(closed(sides, b, 1, &mut skipped));
+        sw.batch.push(closed(sides, b, 1, &mut skipped));
     }
     for &n in &plan.concurrency_sweep {
         sw.concurrency
-            .extend(closed(sides, plan.batch, n, &mut skipped));
+            .push(closed(sides, plan.batch, n, &mut skipped));
     }
     if let Some(b) = plan.offline_batch {
-        sw.offline = closed(sides, b, plan.servers.max(1), &mut skipped);
+        sw.offline = Some(closed(sides, b, plan.servers.max(1), &mut skipped));
     }
     // Open loop. Rates as fractions of the baseline's capacity at batch 1, so both sides
     // see the same offered load.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use qgate_core::Tolerance;
-use qgate_probe::{GpuDeviceReading, PhaseReading, Unavailable};
+use qgate_probe::{PhaseReading, Roots, Unavailable};
 use qgate_runtime::{ModelInfo, Provenance};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,32 @@ pub struct LoadSpec {
     pub timeout_s: Option<f64>,
 }
 
+impl From<&qgate_runtime::LoadOptions> for LoadSpec {
+    fn from(o: &qgate_runtime::LoadOptions) -> LoadSpec {
+        LoadSpec {
+            threads: o.threads,
+            device: o.device.clone(),
+            ort_lib: o.ort_lib.clone(),
+            ort_env_path: o.ort_env_path.clone(),
+            python: o.python.clone(),
+            timeout_s: o.timeout.map(|t| t.as_secs_f64()),
+        }
+    }
+}
+
+impl From<&LoadSpec> for qgate_runtime::LoadOptions {
+    fn from(s: &LoadSpec) -> qgate_runtime::LoadOptions {
+        qgate_runtime::LoadOptions {
+            threads: s.threads,
+            device: s.device.clone(),
+            ort_lib: s.ort_lib.clone(),
+            ort_env_path: s.ort_env_path.clone(),
+            python: s.python.clone(),
+            timeout: s.timeout_s.map(std::time::Duration::from_secs_f64),
+        }
+    }
+}
+
 /// Where probes read from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeSpec {
@@ -55,6 +81,16 @@ pub struct ProbeSpec {
     pub nvml_lib: Option<PathBuf>,
     /// Whether to try NVML at all.
     pub enable_nvml: bool,
+}
+
+impl ProbeSpec {
+    /// The `/proc` and `/sys` roots.
+    pub fn roots(&self) -> Roots {
+        Roots {
+            proc: self.proc_root.clone(),
+            sys: self.sys_root.clone(),
+        }
+    }
 }
 
 impl Default for ProbeSpec {
@@ -217,8 +253,6 @@ pub struct Measured {
 /// An open-loop run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Served {
-    /// Offered rate, queries per second.
-    pub offered_per_s: f64,
     /// Queries issued.
     pub queries: u64,
     /// Queries still waiting at the cut-off (3 × the run + 1 s): the server could not keep
@@ -268,6 +302,3 @@ pub struct MemoryReading {
     /// Peak resident since measuring began (after load), where the kernel can reset it.
     pub peak_rss_run_bytes: Option<u64>,
 }
-
-/// GPU figures gathered across phases.
-pub type GpuReadings = Vec<GpuDeviceReading>;

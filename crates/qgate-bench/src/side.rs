@@ -292,24 +292,12 @@ pub fn serve_worker(input: impl Read, mut output: impl Write) -> Result<(), Benc
         side: "worker".into(),
         message: format!("unreadable first message: {e}"),
     })?;
-    let started = start_worker_engine(&hello);
-    let mut engine = match started {
+    let mut engine = match start_worker_engine(&hello) {
         Ok(engine) => {
-            let text = serde_json::to_string(&Ok::<_, String>(engine.startup().clone()))
-                .map_err(|e| BenchError::Workload(e.to_string()))?;
-            writeln!(output, "{text}")
-                .and_then(|()| output.flush())
-                .map_err(io)?;
+            reply(&mut output, &Ok::<_, String>(engine.startup().clone()))?;
             engine
         }
-        Err(e) => {
-            let text = serde_json::to_string(&Err::<Startup, String>(e.to_string()))
-                .map_err(|e| BenchError::Workload(e.to_string()))?;
-            writeln!(output, "{text}")
-                .and_then(|()| output.flush())
-                .map_err(io)?;
-            return Ok(());
-        }
+        Err(e) => return reply(&mut output, &Err::<Startup, String>(e.to_string())),
     };
     loop {
         line.clear();
@@ -323,11 +311,19 @@ pub fn serve_worker(input: impl Read, mut output: impl Write) -> Result<(), Benc
                 message: format!("unreadable request: {e}"),
             },
         };
-        let text = serde_json::to_string(&resp).map_err(|e| BenchError::Workload(e.to_string()))?;
-        writeln!(output, "{text}")
-            .and_then(|()| output.flush())
-            .map_err(io)?;
+        reply(&mut output, &resp)?;
     }
+}
+
+/// Writes one answer line and flushes it.
+fn reply(output: &mut impl Write, msg: &impl serde::Serialize) -> Result<(), BenchError> {
+    let text = serde_json::to_string(msg).map_err(|e| BenchError::Workload(e.to_string()))?;
+    writeln!(output, "{text}")
+        .and_then(|()| output.flush())
+        .map_err(|e| BenchError::Side {
+            side: "worker".into(),
+            message: e.to_string(),
+        })
 }
 
 fn start_worker_engine(hello: &Hello) -> Result<Engine, BenchError> {
@@ -347,14 +343,7 @@ fn start_worker_engine(hello: &Hello) -> Result<Engine, BenchError> {
         None => None,
     };
     let spec = ModelSpec::parse(&init.spec).map_err(BenchError::Runtime)?;
-    let opts = LoadOptions {
-        threads: init.load.threads,
-        device: init.load.device.clone(),
-        ort_lib: init.load.ort_lib.clone(),
-        ort_env_path: init.load.ort_env_path.clone(),
-        python: init.load.python.clone(),
-        timeout: init.load.timeout_s.map(std::time::Duration::from_secs_f64),
-    };
+    let opts = LoadOptions::from(&init.load);
     let factory: Factory = Box::new(move || load(&spec, &opts));
     Engine::start(
         factory,

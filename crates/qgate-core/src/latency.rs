@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::stats::{percentile_interval, percentile_sorted, BootstrapSettings, Rng};
+use crate::stats::{percentile, percentile_interval, percentile_sorted, BootstrapSettings, Rng};
 
 /// Summary of repeated latency measurements, milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +43,15 @@ pub struct LatencySummary {
 /// Summarises `samples` (milliseconds). Intervals come from a seeded bootstrap, so the same
 /// samples and seed give the same summary. Empty input gives NaNs.
 pub fn summarize(samples: &[f64], settings: BootstrapSettings) -> LatencySummary {
+    summarize_with_p99(samples, settings).0
+}
+
+/// [`summarize`], plus the bootstrap intervals of p99 at `settings.confidence` and at
+/// [`DECISION_CONFIDENCE`] — from the same resamples, so one pass serves all three.
+pub fn summarize_with_p99(
+    samples: &[f64],
+    settings: BootstrapSettings,
+) -> (LatencySummary, [f64; 2], [f64; 2]) {
     let n = samples.len();
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -65,8 +74,20 @@ pub fn summarize(samples: &[f64], settings: BootstrapSettings) -> LatencySummary
     } else {
         0
     };
-    let (mean_ci, median_ci) = bootstrap_mean_median(samples, settings);
-    LatencySummary {
+    let (mut means, mut medians, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    bootstrap_sorted(samples, settings, &[50.0, 99.0], |mean, q| {
+        means.push(mean);
+        medians.push(q[0]);
+        p99s.push(q[1]);
+    });
+    let interval = |v: Vec<f64>, confidence: f64| {
+        if v.is_empty() {
+            [f64::NAN; 2]
+        } else {
+            percentile_interval(v, confidence)
+        }
+    };
+    let summary = LatencySummary {
         n,
         mean,
         std,
@@ -77,26 +98,13 @@ pub fn summarize(samples: &[f64], settings: BootstrapSettings) -> LatencySummary
         p95: p(95.0),
         p99: p(99.0),
         p999: p(99.9),
-        mean_ci,
-        median_ci,
+        mean_ci: interval(means, settings.confidence),
+        median_ci: interval(medians, settings.confidence),
         outliers,
-    }
-}
-
-fn bootstrap_mean_median(samples: &[f64], settings: BootstrapSettings) -> ([f64; 2], [f64; 2]) {
-    let mut means = Vec::with_capacity(settings.resamples);
-    let mut medians = Vec::with_capacity(settings.resamples);
-    bootstrap_sorted(samples, settings, &[50.0], |mean, q| {
-        means.push(mean);
-        medians.push(q[0]);
-    });
-    if means.is_empty() {
-        return ([f64::NAN; 2], [f64::NAN; 2]);
-    }
-    (
-        percentile_interval(means, settings.confidence),
-        percentile_interval(medians, settings.confidence),
-    )
+    };
+    let p99_ci = interval(p99s.clone(), settings.confidence);
+    let p99_decision = interval(p99s, DECISION_CONFIDENCE);
+    (summary, p99_ci, p99_decision)
 }
 
 /// Runs `settings.resamples` bootstrap resamples of `samples` (fewer, down to 200, when
@@ -131,6 +139,8 @@ fn bootstrap_sorted(
         })
         .collect();
     let mut values = vec![0.0; qs.len()];
+    let mut lo_val = vec![f64::NAN; qs.len()];
+    let mut hi_val = vec![f64::NAN; qs.len()];
     for _ in 0..resamples {
         counts.iter_mut().for_each(|c| *c = 0);
         for _ in 0..n {
@@ -138,8 +148,8 @@ fn bootstrap_sorted(
         }
         let mut sum = 0.0;
         let mut seen = 0usize;
-        let mut lo_val = vec![f64::NAN; qs.len()];
-        let mut hi_val = vec![f64::NAN; qs.len()];
+        lo_val.fill(f64::NAN);
+        hi_val.fill(f64::NAN);
         for (i, &c) in counts.iter().enumerate() {
             if c == 0 {
                 continue;
@@ -185,11 +195,18 @@ pub struct Speedup {
 /// `ln(median_baseline / median_candidate)` (log: ratios are multiplicative; per round: a
 /// slow phase of the machine slows both sides and cancels), exponentiated. With few rounds
 /// the t quantile widens the interval where a bootstrap would be too narrow.
-pub fn paired_speedup(rounds: &[(Vec<f64>, Vec<f64>)], confidence: f64) -> Speedup {
+pub fn paired_speedup<A: AsRef<[f64]>>(rounds: &[(A, A)], confidence: f64) -> Speedup {
     let all = |side: usize| -> Vec<f64> {
         let mut v: Vec<f64> = rounds
             .iter()
-            .flat_map(|r| if side == 0 { r.0.clone() } else { r.1.clone() })
+            .flat_map(|r| {
+                if side == 0 {
+                    r.0.as_ref()
+                } else {
+                    r.1.as_ref()
+                }
+            })
+            .copied()
             .collect();
         v.sort_by(f64::total_cmp);
         v
@@ -197,7 +214,7 @@ pub fn paired_speedup(rounds: &[(Vec<f64>, Vec<f64>)], confidence: f64) -> Speed
     let ratio = percentile_sorted(&all(0), 50.0) / percentile_sorted(&all(1), 50.0);
     let logs: Vec<f64> = rounds
         .iter()
-        .map(|(a, b)| (median(a) / median(b)).ln())
+        .map(|(a, b)| (percentile(a.as_ref(), 50.0) / percentile(b.as_ref(), 50.0)).ln())
         .filter(|x| x.is_finite())
         .collect();
     let (_, log_ci) = t_interval(&logs, confidence);
@@ -253,12 +270,6 @@ fn t_critical(confidence: f64, df: usize) -> f64 {
         (&T95, 1.960)
     };
     table.get(df.saturating_sub(1)).copied().unwrap_or(z)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    percentile_sorted(&s, 50.0)
 }
 
 /// Relative margin below which a timing difference is not judged: two processes running

@@ -557,29 +557,20 @@ impl Gate {
             let Some(spec) = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key) else {
                 continue;
             };
+            // Speed and energy: judged on their 99 % interval.
+            let by_interval = |v: f64, ci: [f64; 2], fails: fn(f64, [f64; 2], f64) -> bool| {
+                judge_with(
+                    spec,
+                    t,
+                    Some(v),
+                    Some(ci),
+                    format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
+                    |x| !fails(x, ci, t.value),
+                )
+            };
             let c = match spec.key {
-                "min_speedup" => {
-                    let ci = obs.speedup_decision_ci;
-                    judge_with(
-                        spec,
-                        t,
-                        Some(obs.speedup),
-                        Some(ci),
-                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
-                        |v| !fails_at_least(v, ci, t.value),
-                    )
-                }
-                "max_p99_ms" => {
-                    let ci = obs.p99_decision_ci;
-                    judge_with(
-                        spec,
-                        t,
-                        Some(obs.p99_ms),
-                        Some(ci),
-                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
-                        |v| !fails_at_most(v, ci, t.value),
-                    )
-                }
+                "min_speedup" => by_interval(obs.speedup, obs.speedup_decision_ci, fails_at_least),
+                "max_p99_ms" => by_interval(obs.p99_ms, obs.p99_decision_ci, fails_at_most),
                 "max_peak_rss_mb" => match obs.peak_rss_bytes {
                     Some(b) => judge(spec, t, Some(b as f64 / MIB), None, String::new()),
                     None => judge(
@@ -591,17 +582,7 @@ impl Gate {
                     ),
                 },
                 "max_joules_per_inference" => match &obs.joules_per_inference {
-                    Ok((v, ci)) => {
-                        let ci = *ci;
-                        judge_with(
-                            spec,
-                            t,
-                            Some(*v),
-                            Some(ci),
-                            format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
-                            |v| !fails_at_most(v, ci, t.value),
-                        )
-                    }
+                    Ok((v, ci)) => by_interval(*v, *ci, fails_at_most),
                     Err(why) => judge(spec, t, None, None, format!("skipped: {why}")),
                 },
                 _ => continue,

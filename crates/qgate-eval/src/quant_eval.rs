@@ -4,6 +4,7 @@
 //! Variants cut to start at a layer are fed cached FP32 activations instead of the data.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use qgate_core::policy::{Policy, Status, Verdict};
 use qgate_core::{Array, ArrayData};
@@ -15,7 +16,8 @@ use crate::{evaluate_pair, resolve_inputs, run_model, EvalOptions, InputMapping}
 
 /// Evaluates model files on `data` against the first model evaluated (the FP32 model).
 pub struct SubsetEvaluator {
-    data: Dataset,
+    /// Shared, so each evaluation borrows it while `self` keeps its model cache.
+    data: Arc<Dataset>,
     policy: Policy,
     opts: EvalOptions,
     load: LoadOptions,
@@ -37,7 +39,7 @@ impl SubsetEvaluator {
         scratch: &Path,
     ) -> SubsetEvaluator {
         SubsetEvaluator {
-            data,
+            data: Arc::new(data),
             policy,
             opts,
             load,
@@ -185,25 +187,9 @@ impl SubsetEvaluator {
                 .filter_map(|b| data.arrays.get(&b.array))
                 .map(|a| a.select_rows(&idx))
                 .collect();
-            // Graph inputs are not computed tensors: take them from the batch itself.
-            let input_names: Vec<String> = m.info().inputs.iter().map(|t| t.name.clone()).collect();
-            let computed: Vec<String> = names
-                .iter()
-                .filter(|n| !input_names.contains(n))
-                .cloned()
-                .collect();
-            let mut outs = m
-                .run_tensors(&inputs, &computed)
-                .map_err(QuantError::Runtime)?
-                .into_iter();
-            for (p, name) in parts.iter_mut().zip(names) {
-                let a = match input_names.iter().position(|i| i == name) {
-                    Some(k) => inputs.get(k).cloned(),
-                    None => outs.next(),
-                };
-                p.push(a.ok_or_else(|| {
-                    QuantError::Eval(format!("the runtime returned no tensor '{name}'"))
-                })?);
+            let outs = m.run_tensors(&inputs, names).map_err(QuantError::Runtime)?;
+            for (p, o) in parts.iter_mut().zip(outs) {
+                p.push(o);
             }
             start = end;
         }
@@ -230,7 +216,7 @@ impl Evaluator for SubsetEvaluator {
             let b = self.save_baseline(path)?;
             self.baseline = Some(b);
         }
-        let (data, opts) = (self.data.clone(), self.opts.clone());
+        let (data, opts) = (Arc::clone(&self.data), self.opts.clone());
         self.judge(path, &data, &opts)
     }
 
@@ -253,7 +239,7 @@ impl Evaluator for SubsetEvaluator {
         names: &[String],
         n: usize,
     ) -> Result<Vec<Array>, QuantError> {
-        let (data, mapping) = (self.data.clone(), self.opts.inputs.clone());
+        let (data, mapping) = (Arc::clone(&self.data), self.opts.inputs.clone());
         self.run_tensors_over(path, &data, &mapping, names, n)
     }
 

@@ -64,7 +64,7 @@ pub fn calibrate(
     let mut lo = vec![f64::INFINITY; tensors.len()];
     let mut hi = vec![f64::NEG_INFINITY; tensors.len()];
     for b in batches {
-        let outs = fetch(model, b, tensors)?;
+        let outs = model.run_tensors(b, tensors).map_err(QuantError::Runtime)?;
         for (k, a) in outs.iter().enumerate() {
             for v in values(a, &tensors[k])? {
                 if v.is_finite() {
@@ -88,7 +88,7 @@ pub fn calibrate(
         .collect();
     let mut hist = vec![vec![0u64; BINS]; tensors.len()];
     for b in batches {
-        let outs = fetch(model, b, tensors)?;
+        let outs = model.run_tensors(b, tensors).map_err(QuantError::Runtime)?;
         for (k, a) in outs.iter().enumerate() {
             let width = absmax[k] / BINS as f64;
             for v in values(a, &tensors[k])? {
@@ -105,7 +105,7 @@ pub fn calibrate(
         let threshold = match method {
             CalibMethod::Percentile { p } => percentile_threshold(&hist[k], p) * width,
             CalibMethod::Entropy => entropy_threshold(&hist[k]) * width,
-            CalibMethod::MinMax => unreachable_minmax(),
+            CalibMethod::MinMax => absmax[k],
         };
         let threshold = threshold.min(absmax[k]);
         ranges.insert(
@@ -121,42 +121,6 @@ pub fn calibrate(
         );
     }
     Ok(ranges)
-}
-
-/// The named tensors for one batch: graph inputs come from the batch itself (runtimes
-/// return only computed tensors), the rest from the model.
-fn fetch(
-    model: &mut dyn Model,
-    batch: &[Array],
-    tensors: &[String],
-) -> Result<Vec<Array>, QuantError> {
-    let inputs: Vec<String> = model.info().inputs.iter().map(|t| t.name.clone()).collect();
-    let computed: Vec<String> = tensors
-        .iter()
-        .filter(|t| !inputs.contains(t))
-        .cloned()
-        .collect();
-    let mut out = model
-        .run_tensors(batch, &computed)
-        .map_err(QuantError::Runtime)?
-        .into_iter();
-    tensors
-        .iter()
-        .map(|t| match inputs.iter().position(|i| i == t) {
-            Some(k) => batch
-                .get(k)
-                .cloned()
-                .ok_or_else(|| QuantError::Model(format!("no data for model input '{t}'"))),
-            None => out
-                .next()
-                .ok_or_else(|| QuantError::Model(format!("the runtime returned no tensor '{t}'"))),
-        })
-        .collect()
-}
-
-fn unreachable_minmax() -> f64 {
-    // Min-max returned above; kept total so no panic is possible.
-    f64::INFINITY
 }
 
 fn values(a: &Array, name: &str) -> Result<Vec<f64>, QuantError> {

@@ -73,7 +73,7 @@ pub fn float_initializer(g: &pb::GraphProto, name: &str) -> Option<FloatTensor> 
     (values.len() == dims.iter().product::<usize>()).then_some(FloatTensor { dims, values })
 }
 
-fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
+pub(crate) fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use qgate_runtime::onnx_pb as pb;
 
 use crate::calib::Range;
-use crate::graph::{dt, float_initializer, graph, FloatTensor, Layer};
+use crate::graph::{attr_i, dt, float_initializer, graph, FloatTensor, Layer};
 use crate::QuantError;
 
 /// Activation quantization: UINT8, asymmetric.
@@ -247,7 +247,8 @@ pub fn quantize_layers(
         nodes.extend(qd);
         renamed.insert(x.clone(), dq_out);
     }
-    let mut weight_done: HashMap<String, String> = HashMap::new();
+    // Weight → (the name layers read, its per-channel scales).
+    let mut weight_done: HashMap<String, (String, Vec<f32>)> = HashMap::new();
     for (i, n) in g0.node.iter().enumerate() {
         let mut n = n.clone();
         for inp in n.input.iter_mut() {
@@ -257,8 +258,8 @@ pub fn quantize_layers(
         }
         if let Some(layer) = by_index.get(&i) {
             let w_name = &layer.weight;
-            let dq = match weight_done.get(w_name) {
-                Some(dq) => dq.clone(),
+            let (dq, w_scales) = match weight_done.get(w_name) {
+                Some(done) => done.clone(),
                 None => {
                     let w = float_initializer(g0, w_name).ok_or_else(|| {
                         QuantError::Model(format!("weight '{w_name}' is not a float initializer"))
@@ -292,12 +293,14 @@ pub fn quantize_layers(
                         &dq_out,
                         Some(layer.weight_axis as i64),
                     ));
-                    weight_done.insert(w_name.clone(), dq_out.clone());
-                    dq_out
+                    weight_done.insert(w_name.clone(), (dq_out.clone(), scales.clone()));
+                    (dq_out, scales)
                 }
             };
             n.input[layer.weight_slot] = dq;
-            if let Some(b) = quantize_bias(g0, layer, &n, ranges, &mut inits, &mut nodes)? {
+            if let Some(b) =
+                quantize_bias(g0, layer, &n, &w_scales, ranges, &mut inits, &mut nodes)?
+            {
                 n.input[2] = b;
             }
         }
@@ -329,6 +332,7 @@ fn quantize_bias(
     g: &pb::GraphProto,
     layer: &Layer,
     n: &pb::NodeProto,
+    sw: &[f32],
     ranges: &BTreeMap<String, Range>,
     inits: &mut Vec<pb::TensorProto>,
     nodes: &mut Vec<pb::NodeProto>,
@@ -342,14 +346,10 @@ fn quantize_bias(
     let Some(bias) = float_initializer(g, b_name) else {
         return Ok(None);
     };
-    let (Some(x), Some(w)) = (
-        layer.activations.first().and_then(|x| ranges.get(x)),
-        float_initializer(g, &layer.weight),
-    ) else {
+    let Some(x) = layer.activations.first().and_then(|x| ranges.get(x)) else {
         return Ok(None);
     };
     let (sx, _) = act_qparams(*x);
-    let (sw, _) = quantize_weight(&w, layer.weight_axis);
     if sw.len() != bias.values.len() && sw.len() != 1 {
         return Ok(None);
     }
@@ -631,16 +631,12 @@ pub fn effective_weight(model: &pb::ModelProto, node: &str, slot: usize) -> Opti
     dequantize_initializer(g, dq).map(|(_, v)| v)
 }
 
-fn attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
-    n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
 /// A Gemm that is `A·B (+ C)`: alpha = beta = 1 and A not transposed.
 fn plain_gemm(n: &pb::NodeProto) -> bool {
     let f = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.f);
     f("alpha").is_none_or(|a| a == 1.0)
         && f("beta").is_none_or(|b| b == 1.0)
-        && attr(n, "transA").is_none_or(|t| t == 0)
+        && attr_i(n, "transA").is_none_or(|t| t == 0)
 }
 
 fn transpose(t: &FloatTensor) -> FloatTensor {
@@ -732,7 +728,7 @@ pub fn layers_to_fp16(
         // tract cannot run an FP16 Gemm; a plain one (alpha = beta = 1, no transA) is the
         // same MatMul + Add, which it runs in FP16.
         let gemm_as_matmul = n.op_type == "Gemm" && plain_gemm(&n);
-        let trans_b = attr(&n, "transB") == Some(1);
+        let trans_b = attr_i(&n, "transB") == Some(1);
         let mut transposed_b = false;
         for (slot, inp) in n.input.iter_mut().enumerate() {
             if inp.is_empty() {

@@ -306,12 +306,7 @@ pub fn analyze(
                     .eval
                     .tensors_fed(&path, &feed, std::slice::from_ref(&l.output))?;
                 let sqnr = match (get(&l.output, proxy), out.first()) {
-                    (Some((_, a)), Some(b)) => match (a.to_f64(), b.to_f64()) {
-                        (Some(x), Some(y)) if x.len() == y.len() => {
-                            tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
-                        }
-                        _ => None,
-                    },
+                    (Some((_, a)), Some(b)) => output_sqnr(&a, b),
                     _ => None,
                 };
                 paths.push((path, feed.iter().map(|f| f.0.clone()).collect::<Vec<_>>()));
@@ -348,23 +343,18 @@ pub fn analyze(
             );
         }
         None => {
+            // Every layer's FP32 output once; each variant then gives its own.
+            let outputs: Vec<String> = layers.iter().map(|l| l.output.clone()).collect();
+            let fp32_outputs = runner.eval.tensors(&fp32_path, &outputs, 128)?;
             for (i, l) in layers.iter().enumerate() {
                 progress(&format!("layer {}/{}: {}", i + 1, layers.len(), l.node));
                 let others: Vec<String> = names.iter().filter(|x| **x != l.node).cloned().collect();
                 let (only, only_path, _) = runner.run(&build(&others)?)?;
-                let a = runner
-                    .eval
-                    .tensors(&fp32_path, std::slice::from_ref(&l.output), 128)?;
                 let b = runner
                     .eval
                     .tensors(&only_path, std::slice::from_ref(&l.output), 128)?;
-                let sqnr = match (a.first(), b.first()) {
-                    (Some(a), Some(b)) => match (a.to_f64(), b.to_f64()) {
-                        (Some(x), Some(y)) if x.len() == y.len() => {
-                            tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
-                        }
-                        _ => None,
-                    },
+                let sqnr = match (fp32_outputs.get(i), b.first()) {
+                    (Some(a), Some(b)) => output_sqnr(a, b),
                     _ => None,
                 };
                 sens.push(LayerSensitivity {
@@ -497,6 +487,16 @@ pub fn analyze(
         localisation,
         cost,
     })
+}
+
+/// SQNR (dB) of `b` against `a`, same shape; `None` when identical or not comparable.
+fn output_sqnr(a: &Array, b: &Array) -> Option<f64> {
+    match (a.to_f64(), b.to_f64()) {
+        (Some(x), Some(y)) if x.len() == y.len() => {
+            tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
+        }
+        _ => None,
+    }
 }
 
 fn rank(a: &LayerSensitivity, b: &LayerSensitivity) -> std::cmp::Ordering {

@@ -786,22 +786,12 @@ fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning>
 
 fn summary(eval: &Evaluation) -> String {
     let c = &eval.comparison;
-    let failed: Vec<&str> = eval
-        .gate
-        .criteria
-        .iter()
-        .filter(|c| c.status == qgate_core::policy::Status::Fail)
-        .map(|c| c.key.as_str())
-        .collect();
     let sig = if c.mcnemar_p < 0.05 {
         "a real change (McNemar p < 0.05)"
     } else {
         "not distinguishable from noise (McNemar p ≥ 0.05)"
     };
-    let head = match eval.gate.verdict {
-        Verdict::Pass => "PASS".to_string(),
-        Verdict::Fail => format!("FAIL ({})", failed.join(", ")),
-    };
+    let head = verdict_head(&eval.gate);
     format!(
         "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
         eval.baseline.metrics.accuracy * 100.0,

@@ -388,8 +388,9 @@ pub trait Model: Send {
         })
     }
 
-    /// Runs one batch and returns the named tensors of the graph (intermediate activations
-    /// or outputs), in the order asked. Backends that cannot expose intermediates say so.
+    /// Runs one batch and returns the named tensors of the graph (intermediate activations,
+    /// outputs, or inputs — returned as given), in the order asked. Backends that cannot
+    /// expose intermediates say so.
     fn run_tensors(
         &mut self,
         inputs: &[Array],

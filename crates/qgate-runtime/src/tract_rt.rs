@@ -220,10 +220,34 @@ impl Model for TractModel {
         inputs: &[Array],
         names: &[String],
     ) -> Result<Vec<Array>, RuntimeError> {
-        if names.is_empty() {
-            return Ok(Vec::new());
+        // Graph inputs are not computed: they are the arrays given.
+        let input_names: Vec<String> = self.info.inputs.iter().map(|i| i.name.clone()).collect();
+        let position = |n: &String| input_names.iter().position(|i| i == n);
+        let computed: Vec<String> = names
+            .iter()
+            .filter(|n| position(n).is_none())
+            .cloned()
+            .collect();
+        let mut out = if computed.is_empty() {
+            Vec::new()
+        } else {
+            self.execute(inputs, computed)?
         }
-        self.execute(inputs, names.to_vec())
+        .into_iter();
+        names
+            .iter()
+            .map(|n| match position(n) {
+                Some(k) => inputs.get(k).cloned().ok_or_else(|| RuntimeError::Input {
+                    path: self.path.clone(),
+                    name: n.clone(),
+                    message: "no array given for this input".into(),
+                }),
+                None => out.next().ok_or_else(|| RuntimeError::Run {
+                    path: self.path.clone(),
+                    message: format!("tract returned no tensor '{n}'"),
+                }),
+            })
+            .collect()
     }
 }
 

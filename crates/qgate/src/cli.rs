@@ -442,6 +442,40 @@ fn rel_spec(base: Option<&Path>, spec: String) -> String {
     }
 }
 
+/// `--input NAME=KEY` pairs.
+fn input_pairs(inputs: &[String]) -> Result<Vec<(String, String)>> {
+    inputs
+        .iter()
+        .map(|s| {
+            let (n, k) = s
+                .split_once('=')
+                .with_context(|| format!("--input {s}: expected NAME=KEY"))?;
+            Ok((n.to_string(), k.to_string()))
+        })
+        .collect()
+}
+
+/// `--image-size WxH`.
+fn image_size(s: &str) -> Result<[u32; 2]> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
+    Ok([
+        w.parse()
+            .with_context(|| format!("--image-size {s}: bad width"))?,
+        h.parse()
+            .with_context(|| format!("--image-size {s}: bad height"))?,
+    ])
+}
+
+/// The policy file's thresholds, or the built-in defaults.
+pub fn policy_or_default(path: Option<&Path>) -> Result<Policy> {
+    match path {
+        Some(p) => load_policy(p),
+        None => Ok(Policy::default()),
+    }
+}
+
 fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
     s.split(',')
         .map(|v| {
@@ -502,13 +536,7 @@ impl CompareArgs {
             }
             (None, None) => Policy::default(),
         };
-        let mut pairs = Vec::new();
-        for s in &self.inputs {
-            let (n, k) = s
-                .split_once('=')
-                .with_context(|| format!("--input {s}: expected NAME=KEY"))?;
-            pairs.push((n.to_string(), k.to_string()));
-        }
+        let mut pairs = input_pairs(&self.inputs)?;
         if pairs.is_empty() {
             pairs = file.input.unwrap_or_default().into_iter().collect();
         }
@@ -533,16 +561,8 @@ impl CompareArgs {
             .unwrap_or(2000);
         let img = file.image.unwrap_or_default();
         let mut images = ImagePreprocess::default();
-        if let Some(s) = self.image_size {
-            let (w, h) = s
-                .split_once(['x', 'X'])
-                .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
-            images.resize = Some([
-                w.parse()
-                    .with_context(|| format!("--image-size {s}: bad width"))?,
-                h.parse()
-                    .with_context(|| format!("--image-size {s}: bad height"))?,
-            ]);
+        if let Some(s) = &self.image_size {
+            images.resize = Some(image_size(s)?);
         } else {
             images.resize = img.size;
         }
@@ -610,7 +630,7 @@ impl CompareArgs {
     }
 }
 
-pub fn load_policy(path: &Path) -> Result<Policy> {
+fn load_policy(path: &Path) -> Result<Policy> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read policy {}", path.display()))?;
     let origin = path.display().to_string();
@@ -626,7 +646,6 @@ pub struct PerfConfig {
     pub shapes: BTreeMap<String, Vec<usize>>,
     pub probe: qgate_bench::protocol::ProbeSpec,
     pub tolerance: Option<qgate_core::Tolerance>,
-    pub seed: u64,
 }
 
 /// Everything `qgate bench` needs, validated.
@@ -784,8 +803,7 @@ impl PerfFlags {
                 Some(dir.join("candidate.npz")),
             ];
         }
-        let seed = self.bench_seed.unwrap_or(0);
-        plan.seed = seed;
+        plan.seed = self.bench_seed.unwrap_or(0);
         let perf_samples = self.perf_samples.unwrap_or(1024);
         if perf_samples == 0 {
             bail!("--perf-samples must be at least 1");
@@ -819,7 +837,6 @@ impl PerfFlags {
                 enable_nvml: !self.no_nvml,
             },
             tolerance,
-            seed,
         })
     }
 }
@@ -834,28 +851,11 @@ impl BenchArgs {
             .candidate
             .context("missing --candidate (the compressed model)")?;
         let out = self.out.context("missing --out (the report directory)")?;
-        let policy = match &self.policy {
-            Some(p) => load_policy(p)?,
-            None => Policy::default(),
-        };
-        let mut pairs = Vec::new();
-        for s in &self.inputs {
-            let (n, k) = s
-                .split_once('=')
-                .with_context(|| format!("--input {s}: expected NAME=KEY"))?;
-            pairs.push((n.to_string(), k.to_string()));
-        }
+        let policy = policy_or_default(self.policy.as_deref())?;
+        let pairs = input_pairs(&self.inputs)?;
         let mut images = ImagePreprocess::default();
         if let Some(s) = &self.image_size {
-            let (w, h) = s
-                .split_once(['x', 'X'])
-                .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
-            images.resize = Some([
-                w.parse()
-                    .with_context(|| format!("--image-size {s}: bad width"))?,
-                h.parse()
-                    .with_context(|| format!("--image-size {s}: bad height"))?,
-            ]);
+            images.resize = Some(image_size(s)?);
         }
         Ok(BenchConfig {
             baseline: ModelSpec::parse(&baseline)?,

@@ -154,16 +154,18 @@ fn bench(cfg: BenchConfig) -> Result<Verdict> {
         }
         None => None,
     };
-    let perf = measure(
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let (perf, criteria) = measure(
         &cfg.baseline,
         &cfg.candidate,
         data.as_ref(),
         &cfg.mapping,
         &cfg.load,
         &cfg.perf,
+        &cfg.policy,
+        scratch.path(),
         cfg.progress,
     )?;
-    let criteria = Gate::evaluate_performance(&cfg.policy, &qgate_bench::observations(&perf));
     let report = Report::from_performance(
         perf,
         &cfg.policy,
@@ -185,16 +187,17 @@ fn check(cfg: CompareConfig, mut perf_cfg: PerfConfig) -> Result<Verdict> {
         Some(scratch.path().join("candidate.npz")),
     ];
     data.subset(Some(perf_cfg.perf_samples), None);
-    let perf = measure(
+    let (perf, criteria) = measure(
         &cfg.baseline,
         &cfg.candidate,
         Some(&data),
         &cfg.eval.inputs,
         &cfg.load,
         &perf_cfg,
+        &cfg.policy,
+        scratch.path(),
         cfg.progress,
     )?;
-    let criteria = Gate::evaluate_performance(&cfg.policy, &qgate_bench::observations(&perf));
     let mut report = report.with_performance(perf, criteria);
     report.command = "check".into();
     write_report(&report, &cfg.out)
@@ -212,7 +215,9 @@ fn output_tolerance(spec: &ModelSpec, load: &LoadOptions) -> qgate_core::Toleran
     }
 }
 
-/// Runs the benchmark: each side in a worker process of this binary.
+/// Runs the benchmark, each side in a worker process of this binary, and judges the
+/// policy's performance keys. Inputs and worker logs go to `scratch`.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     baseline: &ModelSpec,
     candidate: &ModelSpec,
@@ -220,12 +225,16 @@ fn measure(
     mapping: &qgate_eval::InputMapping,
     load: &LoadOptions,
     perf: &PerfConfig,
+    policy: &qgate_core::policy::Policy,
+    scratch: &std::path::Path,
     progress: bool,
-) -> Result<qgate_bench::Performance> {
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+) -> Result<(
+    qgate_bench::Performance,
+    Vec<qgate_core::policy::CriterionResult>,
+)> {
     let data_npz = match data {
         Some(d) => {
-            let path = scratch.path().join("inputs.npz");
+            let path = scratch.join("inputs.npz");
             let arrays = d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
             write_with_ids(&path, arrays, &d.ids)?;
             Some(path)
@@ -244,37 +253,24 @@ fn measure(
     let init = |side: &str, spec: &ModelSpec| Init {
         side: side.into(),
         spec: spec.raw.clone(),
-        load: LoadSpec {
-            threads: load.threads,
-            device: load.device.clone(),
-            ort_lib: load.ort_lib.clone(),
-            ort_env_path: load.ort_env_path.clone(),
-            python: load.python.clone(),
-            timeout_s: load.timeout.map(|t| t.as_secs_f64()),
-        },
+        load: LoadSpec::from(load),
         workload: WorkloadSpec {
             data: data_npz.clone(),
             single_key: mapping.single_key.clone(),
             pairs: mapping.pairs.clone(),
             shapes: perf.shapes.clone(),
-            seed: perf.seed,
+            seed: perf.plan.seed,
         },
         probe: perf.probe.clone(),
     };
-    let spinner = if progress {
-        let s = ProgressBar::new_spinner();
-        s.enable_steady_tick(std::time::Duration::from_millis(120));
-        s
-    } else {
-        ProgressBar::hidden()
-    };
+    let spinner = spinner(progress);
     spinner.set_message("loading baseline");
     let mut b = ChildSide::spawn(
         &exe,
         &["__worker"],
         init("baseline", baseline),
         plan.batch,
-        scratch.path(),
+        scratch,
     )?;
     spinner.set_message("loading candidate");
     let mut c = ChildSide::spawn(
@@ -282,17 +278,26 @@ fn measure(
         &["__worker"],
         init("candidate", candidate),
         plan.batch,
-        scratch.path(),
+        scratch,
     )?;
-    let env = qgate_probe::Fingerprint::read(&qgate_probe::Roots {
-        proc: perf.probe.proc_root.clone(),
-        sys: perf.probe.sys_root.clone(),
-    });
+    let env = qgate_probe::Fingerprint::read(&perf.probe.roots());
     let perf = run_pair(&mut b, &mut c, &plan, env, &mut |m: &str| {
         spinner.set_message(m.to_string())
     })?;
     spinner.finish_and_clear();
-    Ok(perf)
+    let criteria = Gate::evaluate_performance(policy, &qgate_bench::observations(&perf));
+    Ok((perf, criteria))
+}
+
+/// A spinner on a terminal, nothing otherwise.
+fn spinner(show: bool) -> ProgressBar {
+    if show {
+        let s = ProgressBar::new_spinner();
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    } else {
+        ProgressBar::hidden()
+    }
 }
 
 /// Writes each side's outputs with the sample ids, as `preds:` reads them back.
@@ -341,10 +346,7 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         .data
         .context("missing --data (labelled evaluation data)")?;
     let out = args.out.context("missing --out (the report directory)")?;
-    let policy = match &args.policy {
-        Some(p) => cli::load_policy(p)?,
-        None => qgate_core::policy::Policy::default(),
-    };
+    let policy = cli::policy_or_default(args.policy.as_deref())?;
     let method: CalibMethod = args
         .calibration_method
         .as_deref()
@@ -376,16 +378,16 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         id_key: None,
     };
     let mut data = Dataset::load(&data_path, &keys, &Default::default())?;
-    let (mut calib, calib_source) = match &args.calibration {
+    let (calib, calib_source) = match (&args.quantized, &args.calibration) {
         // A given quantized model brings its own calibration: evaluate on every sample.
-        _ if args.quantized.is_some() => (data.clone(), String::new()),
-        Some(p) => {
+        (Some(q), _) => (None, q.display().to_string()),
+        (None, Some(p)) => {
             let mut c = Dataset::load(p, &qgate_data::ArrayKeys::default(), &Default::default())?;
             c.subset(Some(calib_n), None);
             let src = format!("{} (first {} samples)", p.display(), c.len());
-            (c, src)
+            (Some(c), src)
         }
-        None => {
+        (None, None) => {
             // No calibration set: the first samples calibrate, the rest evaluate, so no
             // sample is both.
             let n = data.len();
@@ -398,32 +400,25 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
                 data_path.display(),
                 n - k
             );
-            (c, src)
+            (Some(c), src)
         }
     };
     data.subset(args.limit, None);
-    calib.labels = None;
     let mapping = qgate_eval::InputMapping {
         single_key: args.input_key.clone(),
         pairs: Vec::new(),
     };
     let load_opts = LoadOptions::default();
-    let spinner = if interactive && !args.no_progress {
-        let s = ProgressBar::new_spinner();
-        s.enable_steady_tick(std::time::Duration::from_millis(120));
-        s
-    } else {
-        ProgressBar::hidden()
-    };
+    let spinner = spinner(interactive && !args.no_progress);
     let quantized = match &args.quantized {
         Some(p) => Some(qgate_runtime::read_onnx(p)?),
         None => None,
     };
-    let ranges = if quantized.is_none() {
+    let ranges = if let Some(calib) = &calib {
         spinner.set_message("calibrating");
         let spec = ModelSpec::parse(&model_path.display().to_string())?;
         let mut m = load(&spec, &load_opts)?;
-        let bindings = qgate_eval::resolve_inputs(m.info(), &calib, &mapping)
+        let bindings = qgate_eval::resolve_inputs(m.info(), calib, &mapping)
             .map_err(|e| anyhow::anyhow!("calibration data: {e}"))?;
         let arrays: Vec<&qgate_core::Array> = bindings
             .iter()
@@ -532,15 +527,8 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
                         .and_then(|v| v["method"].as_str().map(str::to_string))
                         .unwrap_or_default()
                 },
-                source: if quantized.is_some() {
-                    args.quantized
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                } else {
-                    calib_source
-                },
-                samples: if quantized.is_some() { 0 } else { calib.len() },
+                source: calib_source,
+                samples: calib.as_ref().map_or(0, Dataset::len),
             },
             evaluation: qgate_report::SubsetInfo {
                 source: data_path.display().to_string(),

@@ -6,19 +6,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
 
+use common::fx;
 use serde_json::Value;
-
-fn fx(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/digits")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn ort_lib() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
