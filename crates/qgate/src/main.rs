@@ -178,6 +178,11 @@ fn bench(cfg: BenchConfig) -> Result<Verdict> {
 }
 
 fn check(cfg: CompareConfig, mut perf_cfg: PerfConfig) -> Result<Verdict> {
+    if perf_cfg.plan.reference_outputs.iter().any(Option::is_some) {
+        anyhow::bail!(
+            "--reference-outputs: `qgate check` compares the timed outputs with its own accuracy run's outputs; give saved outputs to `qgate bench` instead"
+        );
+    }
     let (report, mut data, eval) = accuracy(&cfg)?;
     // The timed outputs must be the outputs whose accuracy was just measured.
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;

@@ -508,3 +508,28 @@ fn bad_bench_input_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn check_refuses_reference_outputs_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    for side in ["baseline", "candidate"] {
+        std::fs::write(dir.path().join(format!("{side}.npz")), b"").unwrap();
+    }
+    let ex = common::ex;
+    let run = qgate(
+        "check",
+        &[
+            "--baseline",
+            &ex("model_fp32.onnx"),
+            "--candidate",
+            &ex("model_int8.onnx"),
+            "--data",
+            &ex("test.npz"),
+            "--reference-outputs",
+            dir.path().to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("--reference-outputs"), "{}", run.stderr);
+}
