@@ -219,13 +219,10 @@ impl Fingerprint {
                 .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
                 .unwrap_or(1)
         };
-        let memory_total_bytes = std::fs::read_to_string(roots.proc.join("meminfo"))
+        let meminfo = roots.proc.join("meminfo");
+        let memory_total_bytes = std::fs::read_to_string(&meminfo)
             .ok()
-            .and_then(|t| {
-                let rest = t.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-                let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-                kb.checked_mul(1024)
-            });
+            .and_then(|t| crate::memory::kb_line(&t, "MemTotal", &meminfo).ok());
         let os_release = roots
             .proc
             .parent()

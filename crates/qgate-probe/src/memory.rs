@@ -28,7 +28,7 @@ fn proc_dir(roots: &Roots, pid: Option<u32>) -> PathBuf {
 }
 
 /// The value of a `Key:   <n> kB` line, in bytes.
-fn kb_line(text: &str, key: &str, path: &Path) -> Result<u64, ProbeError> {
+pub(crate) fn kb_line(text: &str, key: &str, path: &Path) -> Result<u64, ProbeError> {
     let bad = || ProbeError::Parse {
         path: path.to_path_buf(),
         expected: format!("a line \"{key}: <number> kB\""),
