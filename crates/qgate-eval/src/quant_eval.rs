@@ -2,17 +2,22 @@
 //! FP32 model's outputs are computed once and replayed as the baseline of every comparison,
 //! so each variant costs one run, and the policy is judged as `qgate compare` judges it.
 //! Variants cut to start at a layer are fed cached FP32 activations instead of the data.
+//! A probe (the task metric, KL and MSE against FP32, no verdict) runs every batch at the
+//! same size, padding the last one, so one compiled plan serves a model however many rows
+//! it is asked for; the models of the current top candidates stay loaded.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use qgate_core::divergence::kl_divergence;
 use qgate_core::policy::{Policy, Status, Verdict};
 use qgate_core::{Array, ArrayData};
 use qgate_data::Dataset;
-use qgate_quant::{EvalResult, Evaluator, QuantError};
-use qgate_runtime::{load, LoadOptions, Model, ModelSpec, PredsModel};
+use qgate_quant::{EvalResult, Evaluator, Probe, QuantError};
+use qgate_runtime::{load, Dim, LoadOptions, Model, ModelSpec, PredsModel};
 
-use crate::{evaluate_pair, resolve_inputs, run_model, EvalOptions, InputMapping};
+use crate::{evaluate_pair, resolve_inputs, select_scores, EvalOptions, ModelRun, ScoreOutput};
 
 /// Evaluates model files on `data` against the first model evaluated (the FP32 model).
 pub struct SubsetEvaluator {
@@ -23,8 +28,11 @@ pub struct SubsetEvaluator {
     load: LoadOptions,
     scratch: PathBuf,
     baseline: Option<PathBuf>,
-    /// The last model loaded: a variant is often evaluated and then asked for tensors.
-    last: Option<(PathBuf, Box<dyn Model>)>,
+    /// The FP32 model's scores on every sample (the probes' reference).
+    fp32_scores: Option<ScoreOutput>,
+    /// Loaded models: the pinned ones and the last one used.
+    models: Vec<(PathBuf, Box<dyn Model>)>,
+    pinned: Vec<PathBuf>,
     /// The replayed FP32 outputs, loaded once.
     replay: Option<PredsModel>,
 }
@@ -45,46 +53,36 @@ impl SubsetEvaluator {
             load,
             scratch: scratch.to_path_buf(),
             baseline: None,
-            last: None,
+            fp32_scores: None,
+            models: Vec::new(),
+            pinned: Vec::new(),
             replay: None,
         }
     }
 
     fn model(&mut self, path: &Path) -> Result<Box<dyn Model>, QuantError> {
-        if let Some((p, m)) = self.last.take() {
-            if p == path {
-                return Ok(m);
-            }
+        if let Some(k) = self.models.iter().position(|(p, _)| p == path) {
+            return Ok(self.models.swap_remove(k).1);
         }
         let spec = ModelSpec::parse(&path.display().to_string()).map_err(QuantError::Runtime)?;
         load(&spec, &self.load).map_err(QuantError::Runtime)
     }
 
-    /// Keeps `model` for the next call on the same file.
+    /// Keeps `model` for the next call on the same file; drops the others not pinned.
     fn keep(&mut self, path: &Path, model: Box<dyn Model>) {
-        self.last = Some((path.to_path_buf(), model));
+        let pinned = &self.pinned;
+        self.models.retain(|(p, _)| pinned.contains(p));
+        self.models.push((path.to_path_buf(), model));
     }
 
-    /// Runs the FP32 model once and saves its outputs as the replayed baseline.
-    fn save_baseline(&mut self, path: &Path) -> Result<PathBuf, QuantError> {
-        let mut m = self.model(path)?;
-        let bindings =
-            resolve_inputs(m.info(), &self.data, &self.opts.inputs).map_err(QuantError::Eval)?;
-        let run = run_model(
-            m.as_mut(),
-            &self.data,
-            &bindings,
-            self.opts.batch_size,
-            &mut |_, _| {},
-        )
-        .map_err(QuantError::Runtime)?;
-        self.keep(path, m);
+    /// Saves the FP32 model's outputs as the replayed baseline of every later evaluation.
+    fn save_baseline(&mut self, outputs: &[(String, Array)]) -> Result<(), QuantError> {
         let ids = Array {
             shape: vec![self.data.len()],
             data: ArrayData::Str(self.data.ids.clone()),
         };
         let mut arrays: Vec<(&str, &Array)> =
-            run.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
+            outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
         arrays.push(("id", &ids));
         let out = self.scratch.join("fp32_outputs.npz");
         let io = |e: String| QuantError::Io {
@@ -94,16 +92,12 @@ impl SubsetEvaluator {
         let file = std::fs::File::create(&out).map_err(|e| io(e.to_string()))?;
         qgate_data::npy::write_npz(std::io::BufWriter::new(file), &arrays)
             .map_err(|e| io(e.to_string()))?;
-        Ok(out)
+        self.baseline = Some(out);
+        Ok(())
     }
 
-    /// Evaluates the model at `path` on `data` against the replayed FP32 outputs.
-    fn judge(
-        &mut self,
-        path: &Path,
-        data: &Dataset,
-        opts: &EvalOptions,
-    ) -> Result<EvalResult, QuantError> {
+    /// Evaluates the model at `path` on every sample against the replayed FP32 outputs.
+    fn judge(&mut self, path: &Path) -> Result<EvalResult, QuantError> {
         let baseline = self
             .baseline
             .clone()
@@ -117,12 +111,13 @@ impl SubsetEvaluator {
             }
         };
         let mut cand = self.model(path)?;
+        let data = Arc::clone(&self.data);
         let eval = evaluate_pair(
             &mut base,
             cand.as_mut(),
-            data,
+            &data,
             &self.policy,
-            opts,
+            &self.opts,
             &mut |_, _, _| {},
         )
         .map_err(|e| QuantError::Eval(e.to_string()))?;
@@ -143,57 +138,78 @@ impl SubsetEvaluator {
         })
     }
 
-    /// The first samples (as many as `inputs` hold), with `inputs` as their only arrays.
-    fn fed(&self, inputs: &[(String, Array)]) -> Result<Dataset, QuantError> {
-        let rows = inputs
-            .first()
-            .map(|(_, a)| a.n_rows())
-            .unwrap_or(0)
-            .min(self.data.len());
-        let mut d = Dataset::from_arrays(
-            "cached FP32 activations",
-            inputs
-                .iter()
-                .map(|(n, a)| (n.clone(), a.slice_rows(0, rows)))
-                .collect(),
-            self.data.labels.as_ref().map(|l| l[..rows].to_vec()),
-            Some(self.data.ids[..rows].to_vec()),
-        )
-        .map_err(|e| QuantError::Eval(e.to_string()))?;
-        d.class_names = self.data.class_names.clone();
-        Ok(d)
+    /// The named tensors of `model` over `rows` of `inputs` (arrays in the model's input
+    /// order), in batches of one size: a short last batch is padded with copies of its
+    /// last row, whose results are dropped.
+    fn run_rows(
+        &self,
+        model: &mut dyn Model,
+        inputs: &[&Array],
+        rows: Range<usize>,
+        names: &[String],
+    ) -> Result<Vec<Array>, QuantError> {
+        self.run_rows_within(model, inputs, rows, names, names.len(), None)
     }
 
-    /// Named tensors of the model at `path` over the first `n` samples of `data`.
-    fn run_tensors_over(
-        &mut self,
-        path: &Path,
-        data: &Dataset,
-        mapping: &InputMapping,
+    /// [`Self::run_rows`], keeping the tensors after the first `always` for every row only
+    /// while they take at most `budget.1` bytes, else for the first `budget.0` rows.
+    fn run_rows_within(
+        &self,
+        model: &mut dyn Model,
+        inputs: &[&Array],
+        rows: Range<usize>,
         names: &[String],
-        n: usize,
+        always: usize,
+        budget: Option<(usize, usize)>,
     ) -> Result<Vec<Array>, QuantError> {
-        let mut m = self.model(path)?;
-        let bindings = resolve_inputs(m.info(), data, mapping).map_err(QuantError::Eval)?;
-        let n = data.len().min(n);
-        let batch = self.opts.batch_size.max(1);
+        let mut keep_rows = rows.end;
+        let fixed = model
+            .info()
+            .inputs
+            .first()
+            .and_then(|i| match i.shape.first() {
+                Some(Dim::Fixed(n)) => Some(*n),
+                _ => None,
+            });
+        let batch = fixed.unwrap_or(self.opts.batch_size).max(1);
         let mut parts: Vec<Vec<Array>> = vec![Vec::new(); names.len()];
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch).min(n);
-            let idx: Vec<usize> = (start..end).collect();
-            let inputs: Vec<Array> = bindings
-                .iter()
-                .filter_map(|b| data.arrays.get(&b.array))
-                .map(|a| a.select_rows(&idx))
-                .collect();
-            let outs = m.run_tensors(&inputs, names).map_err(QuantError::Runtime)?;
-            for (p, o) in parts.iter_mut().zip(outs) {
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = (start + batch).min(rows.end);
+            let mut idx: Vec<usize> = (start..end).collect();
+            let real = idx.len();
+            // Pad only when a full batch exists to share its plan.
+            if rows.len() >= batch || fixed.is_some() {
+                idx.resize(batch, end - 1);
+            }
+            let batch_inputs: Vec<Array> = inputs.iter().map(|a| a.select_rows(&idx)).collect();
+            let outs = model
+                .run_tensors(&batch_inputs, names)
+                .map_err(QuantError::Runtime)?;
+            if let (Some((min_rows, bytes)), true) = (budget, start == rows.start) {
+                let row_bytes: usize = outs[always..].iter().map(|a| a.row_len() * 4).sum();
+                if row_bytes.saturating_mul(rows.len()) > bytes {
+                    keep_rows = rows.start + min_rows;
+                }
+            }
+            for (k, (p, o)) in parts.iter_mut().zip(outs).enumerate() {
+                let take = if k < always {
+                    real
+                } else {
+                    keep_rows.saturating_sub(start).min(real)
+                };
+                if take == 0 {
+                    continue;
+                }
+                let o = if o.shape.first() == Some(&idx.len()) && take < idx.len() {
+                    o.slice_rows(0, take)
+                } else {
+                    o
+                };
                 p.push(o);
             }
             start = end;
         }
-        self.keep(path, m);
         parts
             .iter()
             .zip(names)
@@ -204,6 +220,41 @@ impl SubsetEvaluator {
             })
             .collect()
     }
+
+    /// The arrays feeding `model`: the data's (through the input mapping) or `feed` (by
+    /// input name), in the model's input order.
+    fn inputs_of<'a>(
+        &'a self,
+        model: &dyn Model,
+        feed: Option<&[(&str, &'a Array)]>,
+    ) -> Result<Vec<&'a Array>, QuantError> {
+        match feed {
+            None => {
+                let bindings = resolve_inputs(model.info(), &self.data, &self.opts.inputs)
+                    .map_err(QuantError::Eval)?;
+                Ok(bindings
+                    .iter()
+                    .filter_map(|b| self.data.arrays.get(&b.array))
+                    .collect())
+            }
+            Some(feed) => model
+                .info()
+                .inputs
+                .iter()
+                .map(|i| {
+                    feed.iter()
+                        .find(|(n, _)| *n == i.name)
+                        .map(|(_, a)| *a)
+                        .ok_or_else(|| {
+                            QuantError::Eval(format!(
+                                "no cached activation for the cut model's input '{}'",
+                                i.name
+                            ))
+                        })
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Evaluator for SubsetEvaluator {
@@ -211,45 +262,158 @@ impl Evaluator for SubsetEvaluator {
         self.data.len()
     }
 
-    fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError> {
-        if self.baseline.is_none() {
-            let b = self.save_baseline(path)?;
-            self.baseline = Some(b);
-        }
-        let (data, opts) = (Arc::clone(&self.data), self.opts.clone());
-        self.judge(path, &data, &opts)
+    fn batch_size(&self) -> usize {
+        self.opts.batch_size.max(1)
     }
 
-    fn evaluate_fed(
+    fn reference(
         &mut self,
         path: &Path,
-        inputs: &[(String, Array)],
-    ) -> Result<EvalResult, QuantError> {
-        let data = self.fed(inputs)?;
-        let opts = EvalOptions {
-            inputs: InputMapping::default(),
-            ..self.opts.clone()
+        names: &[String],
+        min_rows: usize,
+        budget: usize,
+    ) -> Result<(f64, Vec<Array>), QuantError> {
+        let mut m = self.model(path)?;
+        let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
+        let mut all = declared.clone();
+        all.extend(names.iter().cloned());
+        let n = self.data.len();
+        let result = self.inputs_of(m.as_ref(), None).and_then(|inputs| {
+            self.run_rows_within(
+                m.as_mut(),
+                &inputs,
+                0..n,
+                &all,
+                declared.len(),
+                Some((min_rows, budget)),
+            )
+        });
+        self.keep(path, m);
+        let mut outs = result?;
+        let tensors = outs.split_off(declared.len());
+        let run = ModelRun {
+            outputs: declared.into_iter().zip(outs).collect(),
+            seconds: 0.0,
         };
-        self.judge(path, &data, &opts)
+        let scores = select_scores(&run, self.opts.output.as_deref(), self.opts.output_kind)
+            .map_err(|e| QuantError::Eval(format!("the FP32 model: {e}")))?;
+        self.save_baseline(&run.outputs)?;
+        let labels = self
+            .data
+            .labels
+            .as_ref()
+            .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
+        let metric = accuracy(&scores.predictions, labels, n);
+        self.fp32_scores = Some(scores);
+        Ok((metric, tensors))
+    }
+
+    fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError> {
+        self.judge(path)
+    }
+
+    fn probe(
+        &mut self,
+        path: &Path,
+        feed: Option<&[(&str, &Array)]>,
+        rows: usize,
+        names: &[String],
+    ) -> Result<Probe, QuantError> {
+        let mut m = self.model(path)?;
+        let rows = rows.min(self.data.len());
+        let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
+        let mut all = declared.clone();
+        all.extend(names.iter().cloned());
+        let result = self
+            .inputs_of(m.as_ref(), feed)
+            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, 0..rows, &all));
+        self.keep(path, m);
+        let mut outs = result?;
+        let tensors = outs.split_off(declared.len());
+        let run = ModelRun {
+            outputs: declared.into_iter().zip(outs).collect(),
+            seconds: 0.0,
+        };
+        let base = self
+            .fp32_scores
+            .as_ref()
+            .ok_or_else(|| QuantError::Eval("the FP32 model must be evaluated first".into()))?;
+        // The FP32 model's score output, read the same way.
+        let cand = select_scores(&run, Some(&base.name), Some(base.kind))
+            .map_err(|e| QuantError::Eval(format!("{}: {e}", path.display())))?;
+        let labels = self
+            .data
+            .labels
+            .as_ref()
+            .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
+
+        let kl_mean = match (&base.probs, &cand.probs) {
+            (Some(b), Some(c)) if b.n_classes == c.n_classes => {
+                let kl: Vec<f64> = (0..rows)
+                    .map(|i| kl_divergence(b.row(i), c.row(i)))
+                    .filter(|v| !v.is_nan())
+                    .collect();
+                Some(qgate_core::stats::mean(&kl))
+            }
+            _ => None,
+        };
+        let mse = match (&base.scores, &cand.scores) {
+            (Some(b), Some(c)) if b.n_classes == c.n_classes => {
+                let k = rows * b.n_classes;
+                let sum: f64 = b.values[..k]
+                    .iter()
+                    .zip(&c.values[..k])
+                    .map(|(x, y)| (x - y) * (x - y))
+                    .sum();
+                Some(sum / k.max(1) as f64)
+            }
+            _ => None,
+        };
+        Ok(Probe {
+            rows,
+            metric: accuracy(&cand.predictions, labels, rows),
+            baseline_metric: accuracy(&base.predictions, labels, rows),
+            kl_mean,
+            mse,
+            tensors,
+        })
     }
 
     fn tensors(
         &mut self,
         path: &Path,
         names: &[String],
-        n: usize,
+        rows: Range<usize>,
     ) -> Result<Vec<Array>, QuantError> {
-        let (data, mapping) = (Arc::clone(&self.data), self.opts.inputs.clone());
-        self.run_tensors_over(path, &data, &mapping, names, n)
+        let mut m = self.model(path)?;
+        let rows = rows.start.min(self.data.len())..rows.end.min(self.data.len());
+        let result = self
+            .inputs_of(m.as_ref(), None)
+            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, rows, names));
+        self.keep(path, m);
+        result
     }
 
-    fn tensors_fed(
-        &mut self,
-        path: &Path,
-        inputs: &[(String, Array)],
-        names: &[String],
-    ) -> Result<Vec<Array>, QuantError> {
-        let data = self.fed(inputs)?;
-        self.run_tensors_over(path, &data, &InputMapping::default(), names, usize::MAX)
+    fn pin(&mut self, paths: &[PathBuf]) {
+        self.pinned = paths.to_vec();
+        let pinned = &self.pinned;
+        let last = self.models.len().saturating_sub(1);
+        let mut k = 0;
+        self.models.retain(|(p, _)| {
+            let keep = k == last || pinned.contains(p);
+            k += 1;
+            keep
+        });
     }
+}
+
+/// Top-1 accuracy of the first `rows` predictions.
+fn accuracy(predictions: &[Option<usize>], labels: &[i64], rows: usize) -> f64 {
+    let hits = predictions
+        .iter()
+        .zip(labels)
+        .take(rows)
+        .filter(|(p, l)| p.map(|p| p as i64) == Some(**l))
+        .count();
+    hits as f64 / rows.max(1) as f64
 }

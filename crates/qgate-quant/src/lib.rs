@@ -25,8 +25,8 @@ pub use qdq::{
     quantize_weight, quantized_tensors, strip_qdq, weight_sqnr_db,
 };
 pub use sensitivity::{
-    analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontPoint,
-    LayerSensitivity, Localisation, OnlyBuilder, Recommendation, TensorError,
+    analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontLatency,
+    FrontPoint, LayerSensitivity, Localisation, OnlyBuilder, Probe, Recommendation, TensorError,
 };
 
 /// Errors of graph editing. Each names the node, tensor or file at fault.

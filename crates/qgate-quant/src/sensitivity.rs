@@ -4,6 +4,7 @@
 //! bisection over the ranking, Polygraphy `debug precision` style), reporting the whole
 //! trade-off front. Evaluation is the caller's ([`Evaluator`]): this crate edits graphs.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -31,33 +32,62 @@ pub struct EvalResult {
     pub failed: Vec<String>,
 }
 
+/// A light measurement of one model: the task metric and output divergence against the
+/// FP32 model on the first `rows` samples, without the policy's verdict.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Samples measured.
+    pub rows: usize,
+    /// Task metric (top-1 accuracy, fraction).
+    pub metric: f64,
+    /// The FP32 model's metric on the same samples.
+    pub baseline_metric: f64,
+    /// Mean KL(FP32 ‖ model) of the class probabilities.
+    pub kl_mean: Option<f64>,
+    /// Mean squared difference of the score output (logits or probabilities).
+    pub mse: Option<f64>,
+    /// The tensors asked for, over those samples.
+    pub tensors: Vec<Array>,
+}
+
 /// Evaluates model files on the evaluation data against the FP32 model.
 pub trait Evaluator {
     /// Samples of the evaluation data.
     fn samples(&self) -> usize;
-    /// Metric, divergence and the policy's verdict of the model at `path`.
-    fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError>;
-    /// The same for a model whose inputs are given (cached activations of the first
-    /// `rows` samples, named as the model's inputs); judged on those samples.
-    fn evaluate_fed(
+    /// Samples per inference call.
+    fn batch_size(&self) -> usize;
+    /// Runs the FP32 model at `path` on every sample once: the reference of everything
+    /// after. Returns its metric and the tensors `names` (FP32 activations to cache), over
+    /// every sample while they take at most `budget` bytes, else over the first `min_rows`.
+    fn reference(
         &mut self,
         path: &Path,
-        inputs: &[(String, Array)],
-    ) -> Result<EvalResult, QuantError>;
-    /// The named tensors of the model at `path` over the first `n` samples, stacked.
+        names: &[String],
+        min_rows: usize,
+        budget: usize,
+    ) -> Result<(f64, Vec<Array>), QuantError>;
+    /// Metric, divergence and the policy's verdict of the model at `path` on every sample,
+    /// against the reference.
+    fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError>;
+    /// Metric and divergence of the model at `path` on the first `rows` samples, with the
+    /// tensors `names`. `feed` gives its inputs by name (cached activations, at least
+    /// `rows` of them); `None` feeds the evaluation data.
+    fn probe(
+        &mut self,
+        path: &Path,
+        feed: Option<&[(&str, &Array)]>,
+        rows: usize,
+        names: &[String],
+    ) -> Result<Probe, QuantError>;
+    /// The named tensors of the model at `path` over the samples `rows`, stacked.
     fn tensors(
         &mut self,
         path: &Path,
         names: &[String],
-        n: usize,
+        rows: Range<usize>,
     ) -> Result<Vec<Array>, QuantError>;
-    /// The named tensors of a model fed with `inputs`.
-    fn tensors_fed(
-        &mut self,
-        path: &Path,
-        inputs: &[(String, Array)],
-        names: &[String],
-    ) -> Result<Vec<Array>, QuantError>;
+    /// Keeps these models loaded (and drops the others) until the next call.
+    fn pin(&mut self, paths: &[PathBuf]);
 }
 
 /// Builds the model that quantizes only `layer`, cut to start at the layer's activation
@@ -77,17 +107,24 @@ pub struct Builders<'a> {
     pub float_type: &'a str,
 }
 
-/// What the one-at-a-time analysis cost.
+/// What the analysis cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cost {
-    /// Wall time of one full evaluation (the all-INT8 model on every sample), seconds.
+    /// Wall time of the FP32 reference pass over every sample, recording the activations
+    /// the layers' models are fed, seconds.
+    pub reference_s: f64,
+    /// Wall time of one full evaluation (the all-INT8 model on every sample, loading and
+    /// the policy's statistics included), seconds.
     pub full_evaluation_s: f64,
     /// Wall time of the one-at-a-time analysis of every layer (only that layer
-    /// quantized), caching included, seconds.
+    /// quantized): the proxy and the confirmations, seconds.
     pub one_at_a_time_s: f64,
     /// `one_at_a_time_s ÷ (layers × full_evaluation_s)`.
     pub full_evaluations_per_layer: f64,
-    /// How: `cached activations, proxy on N samples, top K confirmed on all` or `full`.
+    /// Wall time of "everything but this layer" for every layer (on the proxy samples).
+    pub all_but_s: f64,
+    /// How: `cached activations, proxy on N samples, top K confirmed on all`, or whole
+    /// models on the proxy samples.
     pub method: String,
 }
 
@@ -103,23 +140,29 @@ pub struct LayerSensitivity {
     pub op_type: String,
     /// Metric drop (pp) when only this layer is quantized.
     pub metric_drop: f64,
-    /// Mean KL when only this layer is quantized.
+    /// Mean KL(FP32 ‖ model) of the class probabilities when only this layer is quantized.
     pub kl: Option<f64>,
+    /// Mean squared difference of the score output (logits) from FP32's, same setting.
+    pub mse: Option<f64>,
     /// SQNR (dB) of the layer's output activation with only this layer quantized.
     pub sqnr_db: Option<f64>,
     /// SQNR (dB) of its weights quantized per channel.
     pub weight_sqnr_db: Option<f64>,
-    /// Metric drop (pp) when every layer but this one is quantized (the confirmed layers).
+    /// Metric drop (pp) when every layer but this one is quantized, on the proxy samples
+    /// (what keeping this layer alone in float recovers, against the all-INT8 drop).
     pub all_but_metric_drop: Option<f64>,
-    /// Whether `metric_drop` and `kl` were measured on every evaluation sample (else on
-    /// the proxy subset).
+    /// Mean KL when every layer but this one is quantized, on the proxy samples.
+    pub all_but_kl: Option<f64>,
+    /// Whether `metric_drop`, `kl` and `mse` were measured on every evaluation sample
+    /// (else on the proxy samples).
     pub confirmed: bool,
 }
 
 /// A configuration on the trade-off front.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontPoint {
-    /// `greedy` or `bisection`.
+    /// What found it: `none` (every layer INT8), `greedy`, `bisection`, `prune` (a greedy
+    /// set with one layer less), or several joined by `+` when searches met.
     pub method: String,
     /// Layers kept in float.
     pub keep_float: Vec<String>,
@@ -133,6 +176,22 @@ pub struct FrontPoint {
     pub passes: bool,
     /// Size of the written model, bytes.
     pub model_bytes: u64,
+    /// Latency measured by `qgate bench`'s engine, filled in by the caller.
+    pub latency: Option<FrontLatency>,
+}
+
+/// Latency of a front configuration against the FP32 model, measured in interleaved
+/// rounds (batch 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontLatency {
+    /// Median latency, ms.
+    pub median_ms: f64,
+    /// p99 latency, ms.
+    pub p99_ms: f64,
+    /// FP32 median ÷ this median, paired over rounds.
+    pub speedup_vs_fp32: f64,
+    /// Its 95 % interval.
+    pub speedup_ci: [f64; 2],
 }
 
 /// The recommended configuration.
@@ -193,8 +252,13 @@ pub struct Analysis {
     pub front: Vec<FrontPoint>,
     /// The answer.
     pub recommendation: Recommendation,
-    /// Models evaluated in total.
+    /// Models evaluated in total (full evaluations and probes).
     pub evaluations: usize,
+    /// Samples of the proxy (the first ones of the evaluation data).
+    pub proxy_samples: usize,
+    /// Whether the policy's verdict never went from pass to fail as more layers of the
+    /// ranking were kept in float (bisection assumes so); `None` when nothing was searched.
+    pub monotone: Option<bool>,
     /// Error localisation, with `--quantized`.
     pub localisation: Option<Localisation>,
     /// What the one-at-a-time analysis cost.
@@ -218,10 +282,16 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    fn run(&mut self, model: &pb::ModelProto) -> Result<(EvalResult, PathBuf, u64), QuantError> {
+    /// Writes `model` to a fresh scratch file.
+    fn write(&mut self, model: &pb::ModelProto, stem: &str) -> Result<(PathBuf, u64), QuantError> {
         self.count += 1;
-        let path = self.scratch.join(format!("model_{}.onnx", self.count));
+        let path = self.scratch.join(format!("{stem}_{}.onnx", self.count));
         let bytes = write_model(model, &path)?;
+        Ok((path, bytes))
+    }
+
+    fn run(&mut self, model: &pb::ModelProto) -> Result<(EvalResult, PathBuf, u64), QuantError> {
+        let (path, bytes) = self.write(model, "model")?;
         let r = self.eval.evaluate(&path)?;
         Ok((r, path, bytes))
     }
@@ -230,8 +300,24 @@ impl Runner<'_> {
 /// Progress messages.
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
 
-/// Runs the analysis and the search. `build(keep_float)` makes each configuration; `fp32`
-/// is the float model; `quantized` the user's QDQ model, for error localisation.
+/// Layers confirmed on every sample after the proxy ranking.
+const CONFIRM: usize = 3;
+
+/// Cached FP32 activations cover every sample up to this size; past it only the proxy
+/// samples are kept and the confirmed layers' inputs are computed again.
+const CACHE_BYTES: usize = 1 << 30;
+
+/// The proxy: the first quarter of the data, at least 128 samples, in whole batches.
+fn proxy_rows(n: usize, batch: usize) -> usize {
+    let want = 128.max(n / 4).min(n);
+    if want < batch || want == n {
+        return want;
+    }
+    want / batch * batch
+}
+
+/// Runs the analysis and the search. `builders.full(keep_float)` makes each configuration;
+/// `fp32` is the float model; `quantized` the user's QDQ model, for error localisation.
 pub fn analyze(
     fp32: &pb::ModelProto,
     quantized: Option<&pb::ModelProto>,
@@ -248,146 +334,179 @@ pub fn analyze(
         count: 0,
     };
     let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
+    let n = runner.eval.samples();
+    let proxy = proxy_rows(n, runner.eval.batch_size());
+    let cut = build_only.is_some();
+    // The FP32 reference pass also records every layer's FP32 inputs and output: with
+    // qgate's own quantization each layer's model starts at its inputs (all before it is
+    // FP32 anyway) and is fed them; else whole models run and only the outputs are needed.
+    let mut cache_names: Vec<String> = Vec::new();
+    for l in layers {
+        let inputs = if cut { l.activations.as_slice() } else { &[] };
+        for t in inputs.iter().chain(std::iter::once(&l.output)) {
+            if !cache_names.contains(t) {
+                cache_names.push(t.clone());
+            }
+        }
+    }
     progress("evaluating the FP32 model");
-    let (fp32_r, fp32_path, _) = runner.run(fp32)?;
-    let fp32_metric = fp32_r.metric;
+    let t_ref = std::time::Instant::now();
+    let (fp32_path, _) = runner.write(fp32, "fp32")?;
+    let (fp32_metric, cached) =
+        runner
+            .eval
+            .reference(&fp32_path, &cache_names, proxy, CACHE_BYTES)?;
+    let reference_s = t_ref.elapsed().as_secs_f64();
+    let cached_all = cached.first().is_some_and(|a| a.n_rows() >= n);
     progress("evaluating the fully quantized model");
     let t_full = std::time::Instant::now();
     let (all_r, _, all_bytes) = runner.run(&build(&[])?)?;
     let full_evaluation_s = t_full.elapsed().as_secs_f64();
     let g = graph(fp32)?;
+
+    // One at a time: the proxy ranks, the top is confirmed on every sample, its models
+    // kept loaded meanwhile.
     let t_one = std::time::Instant::now();
-    let n = runner.eval.samples();
-    let mut sens = Vec::new();
-    let method;
-    match build_only {
-        Some(build_only) => {
-            // Cache every layer's FP32 inputs and outputs once; each layer's model then
-            // starts at its inputs, on a proxy subset, and only the top of the ranking is
-            // confirmed on every sample.
-            let proxy = n.min(128.max(n / 4));
-            let mut names: Vec<String> = Vec::new();
-            for l in layers {
-                for t in l.activations.iter().chain(std::iter::once(&l.output)) {
-                    if !names.contains(t) {
-                        names.push(t.clone());
+    let cached_of = |t: &str| cache_names.iter().position(|x| x == t).map(|k| &cached[k]);
+    let mut sens: Vec<LayerSensitivity> = Vec::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        progress(&format!(
+            "layer {}/{}: {} (proxy, {proxy} samples)",
+            i + 1,
+            layers.len(),
+            l.node
+        ));
+        let (path, feed): (PathBuf, Option<Vec<(&str, &Array)>>) = match build_only {
+            Some(build_only) => {
+                let feed: Vec<(&str, &Array)> = l
+                    .activations
+                    .iter()
+                    .filter_map(|t| cached_of(t).map(|a| (t.as_str(), a)))
+                    .collect();
+                let dims: Vec<(String, Vec<usize>)> = feed
+                    .iter()
+                    .map(|(t, a)| (t.to_string(), a.shape[1..].to_vec()))
+                    .collect();
+                (runner.write(&build_only(l, &dims)?, "only")?.0, Some(feed))
+            }
+            None => {
+                let others: Vec<String> = names.iter().filter(|x| **x != l.node).cloned().collect();
+                (runner.write(&build(&others)?, "only")?.0, None)
+            }
+        };
+        let p = runner.eval.probe(
+            &path,
+            feed.as_deref(),
+            proxy,
+            std::slice::from_ref(&l.output),
+        )?;
+        let sqnr = match (cached_of(&l.output), p.tensors.first()) {
+            (Some(a), Some(b)) => output_sqnr(a, b),
+            _ => None,
+        };
+        sens.push(LayerSensitivity {
+            node: l.node.clone(),
+            op_type: l.op_type.clone(),
+            metric_drop: (p.baseline_metric - p.metric) * 100.0,
+            kl: p.kl_mean,
+            mse: p.mse,
+            sqnr_db: sqnr,
+            weight_sqnr_db: float_initializer(g, &l.weight)
+                .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
+            all_but_metric_drop: None,
+            all_but_kl: None,
+            confirmed: proxy == n,
+        });
+        paths.push(path);
+        // Keep the models of the current top candidates loaded for their confirmation.
+        let top: Vec<PathBuf> = top_of(&sens, CONFIRM)
+            .into_iter()
+            .map(|k| paths[k].clone())
+            .collect();
+        runner.eval.pin(&top);
+    }
+    let top: Vec<usize> = top_of(&sens, CONFIRM)
+        .into_iter()
+        .filter(|&k| !sens[k].confirmed)
+        .collect();
+    if !top.is_empty() {
+        // The confirmed layers' FP32 inputs on every sample (cut models only).
+        let inputs: Vec<String> = if cut && !cached_all {
+            let mut v: Vec<String> = Vec::new();
+            for &k in &top {
+                for t in &layers[k].activations {
+                    if !v.contains(t) {
+                        v.push(t.clone());
                     }
                 }
             }
-            let cached = runner.eval.tensors(&fp32_path, &names, n)?;
-            let get = |t: &str, rows: usize| -> Option<(String, Array)> {
-                let k = names.iter().position(|x| x == t)?;
-                Some((
-                    t.to_string(),
-                    cached[k].slice_rows(0, rows.min(cached[k].n_rows())),
-                ))
-            };
-            let mut paths = Vec::new();
-            for (i, l) in layers.iter().enumerate() {
-                progress(&format!(
-                    "layer {}/{}: {} (proxy)",
-                    i + 1,
-                    layers.len(),
-                    l.node
-                ));
-                let dims: Vec<(String, Vec<usize>)> = l
+            v
+        } else {
+            Vec::new()
+        };
+        let all_rows = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            runner.eval.tensors(&fp32_path, &inputs, 0..n)?
+        };
+        for &k in &top {
+            progress(&format!("confirming {} on all {n} samples", sens[k].node));
+            let feed: Option<Vec<(&str, &Array)>> = cut.then(|| {
+                layers[k]
                     .activations
                     .iter()
-                    .filter_map(|t| get(t, 1).map(|(n, a)| (n, a.shape[1..].to_vec())))
-                    .collect();
-                let model = build_only(l, &dims)?;
-                runner.count += 1;
-                let path = runner.scratch.join(format!("only_{}.onnx", runner.count));
-                write_model(&model, &path)?;
-                let feed: Vec<(String, Array)> =
-                    l.activations.iter().filter_map(|t| get(t, proxy)).collect();
-                let r = runner.eval.evaluate_fed(&path, &feed)?;
-                let out = runner
-                    .eval
-                    .tensors_fed(&path, &feed, std::slice::from_ref(&l.output))?;
-                let sqnr = match (get(&l.output, proxy), out.first()) {
-                    (Some((_, a)), Some(b)) => output_sqnr(&a, b),
-                    _ => None,
-                };
-                paths.push((path, feed.iter().map(|f| f.0.clone()).collect::<Vec<_>>()));
-                sens.push(LayerSensitivity {
-                    node: l.node.clone(),
-                    op_type: l.op_type.clone(),
-                    metric_drop: (r.baseline_metric - r.metric) * 100.0,
-                    kl: r.kl_mean,
-                    sqnr_db: sqnr,
-                    weight_sqnr_db: float_initializer(g, &l.weight)
-                        .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
-                    all_but_metric_drop: None,
-                    confirmed: proxy == n,
-                });
-            }
-            // Confirm the proxy's top three on every sample (still from cached inputs).
-            let mut order: Vec<usize> = (0..sens.len()).collect();
-            order.sort_by(|&a, &b| rank(&sens[a], &sens[b]));
-            const CONFIRM: usize = 3;
-            for &i in order.iter().take(CONFIRM) {
-                if sens[i].confirmed {
-                    continue;
-                }
-                progress(&format!("confirming {} on every sample", sens[i].node));
-                let (path, feeds) = &paths[i];
-                let feed: Vec<(String, Array)> = feeds.iter().filter_map(|t| get(t, n)).collect();
-                let r = runner.eval.evaluate_fed(path, &feed)?;
-                sens[i].metric_drop = (r.baseline_metric - r.metric) * 100.0;
-                sens[i].kl = r.kl_mean;
-                sens[i].confirmed = true;
-            }
-            method = format!(
-                "cached FP32 activations, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
-            );
-        }
-        None => {
-            // Every layer's FP32 output once; each variant then gives its own.
-            let outputs: Vec<String> = layers.iter().map(|l| l.output.clone()).collect();
-            let fp32_outputs = runner.eval.tensors(&fp32_path, &outputs, 128)?;
-            for (i, l) in layers.iter().enumerate() {
-                progress(&format!("layer {}/{}: {}", i + 1, layers.len(), l.node));
-                let others: Vec<String> = names.iter().filter(|x| **x != l.node).cloned().collect();
-                let (only, only_path, _) = runner.run(&build(&others)?)?;
-                let b = runner
-                    .eval
-                    .tensors(&only_path, std::slice::from_ref(&l.output), 128)?;
-                let sqnr = match (fp32_outputs.get(i), b.first()) {
-                    (Some(a), Some(b)) => output_sqnr(a, b),
-                    _ => None,
-                };
-                sens.push(LayerSensitivity {
-                    node: l.node.clone(),
-                    op_type: l.op_type.clone(),
-                    metric_drop: (fp32_metric - only.metric) * 100.0,
-                    kl: only.kl_mean,
-                    sqnr_db: sqnr,
-                    weight_sqnr_db: float_initializer(g, &l.weight)
-                        .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
-                    all_but_metric_drop: None,
-                    confirmed: true,
-                });
-            }
-            method = "full evaluation of every configuration".to_string();
+                    .filter_map(|t| match inputs.iter().position(|x| x == t) {
+                        Some(j) => Some((t.as_str(), &all_rows[j])),
+                        None => cached_of(t).map(|a| (t.as_str(), a)),
+                    })
+                    .collect()
+            });
+            // The same tensors as the proxy asked for: the compiled plan is reused.
+            let p = runner.eval.probe(
+                &paths[k],
+                feed.as_deref(),
+                n,
+                std::slice::from_ref(&layers[k].output),
+            )?;
+            sens[k].metric_drop = (p.baseline_metric - p.metric) * 100.0;
+            sens[k].kl = p.kl_mean;
+            sens[k].mse = p.mse;
+            sens[k].confirmed = true;
         }
     }
+    runner.eval.pin(&[]);
     let one_at_a_time_s = t_one.elapsed().as_secs_f64();
-    // Everything but the layer, for the top of the ranking.
-    let mut order: Vec<usize> = (0..sens.len()).collect();
-    order.sort_by(|&a, &b| rank(&sens[a], &sens[b]));
-    for &i in order.iter().take(3) {
-        progress(&format!("all but {}", sens[i].node));
-        let (r, _, _) = runner.run(&build(std::slice::from_ref(&sens[i].node))?)?;
-        sens[i].all_but_metric_drop = Some((fp32_metric - r.metric) * 100.0);
+    let method = if cut {
+        format!(
+            "FP32 activations recorded by the reference pass, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
+        )
+    } else {
+        format!(
+            "whole models (the given quantized model with one layer's Q/DQ kept); proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
+        )
+    };
+
+    // Everything but this layer, for every layer, on the proxy samples.
+    let t_all_but = std::time::Instant::now();
+    for (i, s) in sens.iter_mut().enumerate() {
+        progress(&format!("all but {} ({}/{})", s.node, i + 1, layers.len()));
+        let (path, _) = runner.write(&build(std::slice::from_ref(&s.node))?, "all_but")?;
+        let p = runner.eval.probe(&path, None, proxy, &[])?;
+        s.all_but_metric_drop = Some((p.baseline_metric - p.metric) * 100.0);
+        s.all_but_kl = p.kl_mean;
     }
+    let all_but_s = t_all_but.elapsed().as_secs_f64();
     let cost = Cost {
+        reference_s,
         full_evaluation_s,
         one_at_a_time_s,
         full_evaluations_per_layer: one_at_a_time_s
             / (layers.len().max(1) as f64 * full_evaluation_s.max(1e-9)),
+        all_but_s,
         method,
     };
+
     // Most sensitive first: the metric drop of quantizing the layer alone, then its KL.
     sens.sort_by(rank);
     let order: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
@@ -399,11 +518,29 @@ pub fn analyze(
         kl: all_r.kl_mean,
         passes: all_r.passes,
         model_bytes: all_bytes,
+        latency: None,
     }];
-    let point = |runner: &mut Runner, method: &str, k: usize| -> Result<FrontPoint, QuantError> {
-        let keep: Vec<String> = order.iter().take(k).cloned().collect();
+    // Evaluates a configuration once; a search meeting it again only adds its name.
+    let point = |runner: &mut Runner,
+                 front: &mut Vec<FrontPoint>,
+                 method: &str,
+                 keep: Vec<String>|
+     -> Result<bool, QuantError> {
+        let mut sorted = keep.clone();
+        sorted.sort();
+        let same = |p: &FrontPoint| {
+            let mut k = p.keep_float.clone();
+            k.sort();
+            k == sorted
+        };
+        if let Some(p) = front.iter_mut().find(|p| same(p)) {
+            if !p.method.split('+').any(|m| m == method) {
+                p.method = format!("{}+{method}", p.method);
+            }
+            return Ok(p.passes);
+        }
         let (r, _, bytes) = runner.run(&build(&keep)?)?;
-        Ok(FrontPoint {
+        front.push(FrontPoint {
             method: method.into(),
             n_float_layers: keep.len(),
             keep_float: keep,
@@ -411,33 +548,56 @@ pub fn analyze(
             kl: r.kl_mean,
             passes: r.passes,
             model_bytes: bytes,
-        })
+            latency: None,
+        });
+        Ok(r.passes)
     };
+    let top_k = |k: usize| order.iter().take(k).cloned().collect::<Vec<_>>();
+    let mut monotone = None;
     if !all_r.passes {
         // Greedy: keep the next most sensitive layer until the policy passes.
+        let mut greedy_k = None;
         for k in 1..=order.len() {
             progress(&format!("greedy: {k} layer(s) in float"));
-            let p = point(&mut runner, "greedy", k)?;
-            let done = p.passes;
-            front.push(p);
-            if done {
+            if point(&mut runner, &mut front, "greedy", top_k(k))? {
+                greedy_k = Some(k);
                 break;
             }
         }
-        // Bisection over the same ranking: smallest k whose top-k set passes (assumes
-        // keeping more layers never hurts; reported apart so a violation is visible).
+        // Bisection over the same ranking (Polygraphy `debug precision` style): the smallest
+        // k whose top-k set passes, assuming keeping more layers never hurts.
         let (mut lo, mut hi) = (0usize, order.len());
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
             progress(&format!("bisection: {mid} layer(s) in float"));
-            let p = point(&mut runner, "bisection", mid)?;
-            if p.passes {
+            if point(&mut runner, &mut front, "bisection", top_k(mid))? {
                 hi = mid;
             } else {
                 lo = mid;
             }
-            front.push(p);
         }
+        // Prune: drop each layer of the greedy set, least sensitive first, while it passes.
+        if let Some(k) = greedy_k.filter(|&k| k >= 2) {
+            let mut keep = top_k(k);
+            for layer in top_k(k).into_iter().rev() {
+                if keep.len() < 2 {
+                    break;
+                }
+                let fewer: Vec<String> = keep.iter().filter(|x| **x != layer).cloned().collect();
+                progress(&format!("prune: without {layer}"));
+                if point(&mut runner, &mut front, "prune", fewer.clone())? {
+                    keep = fewer;
+                }
+            }
+        }
+        // Along the ranking, a pass must not turn into a fail as k grows.
+        let mut along: Vec<(usize, bool)> = front
+            .iter()
+            .filter(|p| p.keep_float == top_k(p.n_float_layers))
+            .map(|p| (p.n_float_layers, p.passes))
+            .collect();
+        along.sort();
+        monotone = Some(along.windows(2).all(|w| !w[0].1 || w[1].1));
     }
     // Keeping every layer in float is the FP32 model, not a mixed-precision answer.
     let n_layers = layers.len();
@@ -484,13 +644,29 @@ pub fn analyze(
         },
         front,
         evaluations: runner.count,
+        proxy_samples: proxy,
+        monotone,
         localisation,
         cost,
     })
 }
 
-/// SQNR (dB) of `b` against `a`, same shape; `None` when identical or not comparable.
+/// Indices of the `k` most sensitive layers so far.
+fn top_of(sens: &[LayerSensitivity], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sens.len()).collect();
+    order.sort_by(|&a, &b| rank(&sens[a], &sens[b]));
+    order.truncate(k);
+    order
+}
+
+/// SQNR (dB) of `b` against the first rows of `a`, same shape; `None` when identical or
+/// not comparable.
 fn output_sqnr(a: &Array, b: &Array) -> Option<f64> {
+    let a = if a.n_rows() > b.n_rows() {
+        a.slice_rows(0, b.n_rows())
+    } else {
+        a.clone()
+    };
     match (a.to_f64(), b.to_f64()) {
         (Some(x), Some(y)) if x.len() == y.len() => {
             tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
@@ -540,8 +716,8 @@ fn localise(
     let q_path = runner.scratch.join("quantized.onnx");
     write_model(q, &q_path)?;
     let n = runner.eval.samples().min(128);
-    let a = runner.eval.tensors(fp32_path, &names, n)?;
-    let b = runner.eval.tensors(&q_path, &seen, n)?;
+    let a = runner.eval.tensors(fp32_path, &names, 0..n)?;
+    let b = runner.eval.tensors(&q_path, &seen, 0..n)?;
     let mut activations = Vec::new();
     for (((name, op), x), y) in common.iter().zip(&a).zip(&b) {
         let (Some(xv), Some(yv)) = (x.to_f64(), y.to_f64()) else {

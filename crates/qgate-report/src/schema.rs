@@ -14,7 +14,7 @@ use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.2.0";
+pub const SCHEMA_VERSION: &str = "1.3.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]
@@ -536,8 +536,25 @@ pub struct SensitivityReport {
     pub analysis: qgate_quant::Analysis,
     /// The written mixed-precision model.
     pub mixed_model: String,
+    /// How the front's latency was measured (`None`: `--bench-seconds 0`).
+    pub latency: Option<FrontLatencyInfo>,
     /// Wall time of the analysis, seconds.
     pub seconds: f64,
+}
+
+/// How the trade-off front's latency was measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontLatencyInfo {
+    /// Runtime and version that ran the models.
+    pub runtime: String,
+    /// Timed seconds per side of each pair (FP32 against one configuration).
+    pub seconds_per_side: f64,
+    /// Samples per call.
+    pub batch_size: usize,
+    /// The FP32 model's median latency, ms (from the first pair).
+    pub fp32_median_ms: f64,
+    /// Things to know about these figures.
+    pub notes: Vec<String>,
 }
 
 /// Calibration, as done.

@@ -29,12 +29,12 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         a.evaluations,
         s.seconds
     );
-    h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th class=l>kept float</th></tr>");
+    h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>logit MSE</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th>KL, all but this layer</th><th class=l>kept float</th></tr>");
     for (i, l) in a.layers.iter().enumerate() {
         let kept = rec.keep_float.contains(&l.node);
         let _ = write!(
             h,
-            "<tr{}><td>{}</td><td class=l><code>{}</code></td><td class=l>{}</td><td>{:.2}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
+            "<tr{}><td>{}</td><td class=l><code>{}</code></td><td class=l>{}</td><td>{:.2}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
             if kept { " class=flag" } else { "" },
             i + 1,
             esc(&l.node),
@@ -42,21 +42,26 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             l.metric_drop,
             if l.confirmed { "" } else { " <small>(proxy)</small>" },
             opt(l.kl),
+            opt(l.mse),
             opt(l.sqnr_db),
             opt(l.weight_sqnr_db),
             l.all_but_metric_drop
                 .map(|d| format!("{d:.2}"))
                 .unwrap_or_else(|| "—".into()),
+            opt(l.all_but_kl),
             if kept { "yes" } else { "" }
         );
     }
     let _ = write!(
         h,
-        "</table><p>One-at-a-time analysis: {} — {:.2} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer.</p><div class=charts>",
+        "</table><p>One-at-a-time analysis: {} — {:.3} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer (the FP32 reference pass that records the activations took {:.3} s). \"All but this layer\" ran on the {} proxy samples in {:.3} s. Rows marked <small>(proxy)</small> were measured on the proxy samples only.</p><div class=charts>",
         esc(&a.cost.method),
         a.cost.one_at_a_time_s,
         a.cost.full_evaluation_s,
-        a.cost.full_evaluations_per_layer
+        a.cost.full_evaluations_per_layer,
+        a.cost.reference_s,
+        a.proxy_samples,
+        a.cost.all_but_s
     );
     let drops = Series {
         name: "drop (pp), only this layer INT8",
@@ -86,7 +91,7 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             let mut p: Vec<(f64, f64)> = a
                 .front
                 .iter()
-                .filter(|f| f.method == method || f.method == "none")
+                .filter(|f| f.method.split('+').any(|m| m == method || m == "none"))
                 .map(|f| (f.n_float_layers as f64, f.metric * 100.0))
                 .collect();
             p.sort_by(|x, y| x.0.total_cmp(&y.0));
@@ -100,24 +105,78 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         &[front("greedy", "cand"), front("bisection", "base")],
         false,
     ));
-    h.push_str("</div><table><tr><th class=l>method</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th class=l>passes</th><th class=l>kept float</th></tr>");
+    let timed: Vec<(f64, f64)> = {
+        let mut p: Vec<(f64, f64)> = a
+            .front
+            .iter()
+            .filter_map(|f| f.latency.as_ref().map(|l| (l.median_ms, f.metric * 100.0)))
+            .collect();
+        p.sort_by(|x, y| x.0.total_cmp(&y.0));
+        p
+    };
+    if !timed.is_empty() {
+        h.push_str(&line_chart(
+            "Trade-off: metric vs median latency (batch 1)",
+            "median latency (ms)",
+            "metric (%)",
+            &[Series {
+                name: "front configurations",
+                class: "cand",
+                points: timed,
+            }],
+            false,
+        ));
+    }
+    h.push_str("</div><table><tr><th class=l>found by</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th>median ms</th><th>p99 ms</th><th>speed-up vs FP32 (95 % CI)</th><th class=l>passes</th><th class=l>kept float</th></tr>");
     for f in &a.front {
+        let (median, p99, speedup) = match &f.latency {
+            Some(l) => (
+                num(l.median_ms),
+                num(l.p99_ms),
+                format!(
+                    "{:.2}× ({:.2}–{:.2})",
+                    l.speedup_vs_fp32, l.speedup_ci[0], l.speedup_ci[1]
+                ),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
         let _ = write!(
             h,
-            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td><td class=l>{}</td></tr>",
+            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td><td class=l>{}</td></tr>",
             esc(&f.method),
             f.n_float_layers,
             pct(f.metric),
             opt(f.kl),
             f.model_bytes,
+            median,
+            p99,
+            speedup,
             if f.passes { "pass" } else { "fail" },
             if f.passes { "pass" } else { "fail" },
             esc(&f.keep_float.join(", "))
         );
     }
+    h.push_str("</table>");
+    if a.monotone == Some(false) {
+        h.push_str("<p class=fail>The verdict went from pass to fail as more layers of the ranking were kept in float: the ranking is not monotone here, so the bisection's answer may not be the smallest; the greedy and pruned sets were evaluated directly.</p>");
+    }
+    if let Some(l) = &s.latency {
+        let _ = write!(
+            h,
+            "<p>Latency: {} at batch {}, {:.1} s per side and pair; FP32 median {} ms.</p><ul>",
+            esc(&l.runtime),
+            l.batch_size,
+            l.seconds_per_side,
+            num(l.fp32_median_ms)
+        );
+        for n in &l.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        h.push_str("</ul>");
+    }
     let _ = write!(
         h,
-        "</table><p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
+        "<p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
         esc(&s.mixed_model),
         esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
         esc(&rec.tensorrt_layer_precisions),
@@ -168,19 +227,37 @@ pub(crate) fn markdown(m: &mut String, s: &SensitivityReport) {
         a.layers.len(),
         rec.keep_float.join("`, `")
     );
-    m.push_str("| rank | layer | op | drop (pp) | KL | output SQNR dB | weight SQNR dB |\n|---:|---|---|---:|---:|---:|---:|\n");
+    m.push_str("| rank | layer | op | drop (pp) | KL | logit MSE | output SQNR dB | weight SQNR dB | all-but drop (pp) |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (i, l) in a.layers.iter().take(10).enumerate() {
         let _ = writeln!(
             m,
-            "| {} | `{}` | {} | {:.2} | {} | {} | {} |",
+            "| {} | `{}` | {} | {:.2} | {} | {} | {} | {} | {} |",
             i + 1,
             l.node,
             l.op_type,
             l.metric_drop,
             opt(l.kl),
+            opt(l.mse),
             opt(l.sqnr_db),
-            opt(l.weight_sqnr_db)
+            opt(l.weight_sqnr_db),
+            opt(l.all_but_metric_drop)
         );
+    }
+    if a.front.iter().any(|f| f.latency.is_some()) {
+        m.push_str("\n| layers in float | metric | median ms | speed-up vs FP32 | passes |\n|---:|---:|---:|---:|---|\n");
+        for f in &a.front {
+            if let Some(l) = &f.latency {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {:.2}× | {} |",
+                    f.n_float_layers,
+                    pct(f.metric),
+                    num(l.median_ms),
+                    l.speedup_vs_fp32,
+                    if f.passes { "pass" } else { "fail" }
+                );
+            }
+        }
     }
     let _ = writeln!(
         m,

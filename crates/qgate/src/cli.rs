@@ -62,7 +62,7 @@ pub struct RuntimeFlags {
 
 impl RuntimeFlags {
     /// The runtime options: each flag, else the same key of the run config (`file`).
-    fn load_options(self, file: RuntimeFlags) -> Result<LoadOptions> {
+    pub(crate) fn load_options(self, file: RuntimeFlags) -> Result<LoadOptions> {
         Ok(LoadOptions {
             threads: self.threads.or(file.threads),
             device: self.device.or(file.device),
@@ -920,6 +920,17 @@ pub struct SensitivityArgs {
     /// Samples per inference call [default: 64].
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Seconds per side to time each configuration of the trade-off front against FP32
+    /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 0.5].
+    #[arg(long, value_name = "SECS")]
+    pub bench_seconds: Option<f64>,
+    /// Runtime that times the front: tract or ort (ONNX Runtime, CPU) [default: tract].
+    #[arg(long, value_name = "RUNTIME")]
+    pub latency_runtime: Option<String>,
+    /// ONNX Runtime shared library for `--latency-runtime ort` (else ORT_DYLIB_PATH, else
+    /// the onnxruntime Python package).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
     /// Never draw a progress spinner.
     #[arg(long)]
     pub no_progress: bool,

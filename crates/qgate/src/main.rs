@@ -370,6 +370,19 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         );
     }
     let batch_size = args.batch_size.unwrap_or(64).max(1);
+    let bench_seconds = args.bench_seconds.unwrap_or(0.5);
+    if !(bench_seconds >= 0.0 && bench_seconds.is_finite()) {
+        anyhow::bail!("--bench-seconds {bench_seconds}: expected 0 (no latency) or more seconds");
+    }
+    let latency_runtime = args.latency_runtime.as_deref().unwrap_or("tract");
+    if !matches!(latency_runtime, "tract" | "ort") {
+        anyhow::bail!("--latency-runtime {latency_runtime}: expected tract or ort");
+    }
+    let bench_load = cli::RuntimeFlags {
+        ort_lib: args.ort_lib.clone(),
+        ..Default::default()
+    }
+    .load_options(cli::RuntimeFlags::default())?;
     let fp32 = qgate_runtime::read_onnx(&model_path)?;
     let layers = quantizable_layers(&fp32)?;
     if layers.is_empty() {
@@ -470,6 +483,11 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         ..Default::default()
     };
     let n_eval = data.len();
+    let bench_data = {
+        let mut d = data.clone();
+        d.subset(Some(64), None);
+        d
+    };
     let mut evaluator = qgate_eval::SubsetEvaluator::new(
         data,
         policy.clone(),
@@ -487,7 +505,7 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         let chosen = qgate_quant::select(&cut_layers, std::slice::from_ref(&l.node))?;
         quantize_layers(&cut, &chosen, &ranges)
     };
-    let analysis = analyze(
+    let mut analysis = analyze(
         &fp32,
         quantized.as_ref(),
         &layers,
@@ -504,6 +522,24 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         scratch.path(),
         &mut |m: &str| spinner.set_message(m.to_string()),
     )?;
+    let latency = if bench_seconds > 0.0 {
+        Some(time_front(
+            &mut analysis,
+            &build,
+            &model_path,
+            &FrontTiming {
+                data: &bench_data,
+                mapping: &mapping,
+                runtime: latency_runtime,
+                load: &bench_load,
+                seconds: bench_seconds,
+            },
+            scratch.path(),
+            &mut |m: &str| spinner.set_message(m.to_string()),
+        )?)
+    } else {
+        None
+    };
     spinner.finish_and_clear();
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
@@ -541,12 +577,117 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             },
             analysis,
             mixed_model: mixed_path.display().to_string(),
+            latency,
             seconds: started.elapsed().as_secs_f64(),
         },
         &policy,
         qgate_runtime::host_info(),
     );
     write_report(&report, &out)
+}
+
+/// How the trade-off front is timed.
+struct FrontTiming<'a> {
+    data: &'a Dataset,
+    mapping: &'a qgate_eval::InputMapping,
+    runtime: &'a str,
+    load: &'a LoadOptions,
+    seconds: f64,
+}
+
+/// Times every configuration of the trade-off front against the FP32 model: batch 1,
+/// interleaved rounds, each pair in its own worker processes, as `qgate bench` measures.
+fn time_front(
+    analysis: &mut qgate_quant::Analysis,
+    build: &dyn Fn(
+        &[String],
+    ) -> Result<qgate_runtime::onnx_pb::ModelProto, qgate_quant::QuantError>,
+    fp32: &std::path::Path,
+    t: &FrontTiming,
+    scratch: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<qgate_report::FrontLatencyInfo> {
+    let spec = |p: &std::path::Path| -> Result<ModelSpec> {
+        let raw = match t.runtime {
+            "ort" => format!("ort:{}", p.display()),
+            _ => p.display().to_string(),
+        };
+        Ok(ModelSpec::parse(&raw)?)
+    };
+    let base = spec(fp32)?;
+    let perf = PerfConfig {
+        plan: qgate_bench::Plan {
+            batch: 1,
+            warmup_seconds: 0.2,
+            warmup_max_seconds: 2.0,
+            seconds: t.seconds,
+            rounds: 6,
+            batch_sweep: Vec::new(),
+            concurrency_sweep: Vec::new(),
+            load_fractions: Vec::new(),
+            offline_batch: None,
+            output_check: false,
+            ..Default::default()
+        },
+        perf_samples: t.data.len(),
+        shapes: Default::default(),
+        probe: Default::default(),
+        tolerance: None,
+    };
+    let none = qgate_core::policy::Policy::default();
+    let mut fp32_median = None;
+    let mut runtime = String::new();
+    let n = analysis.front.len();
+    for (i, point) in analysis.front.iter_mut().enumerate() {
+        progress(&format!(
+            "timing the front {}/{n}: {} layer(s) in float against FP32",
+            i + 1,
+            point.n_float_layers
+        ));
+        let path = scratch.join(format!("front_{i}.onnx"));
+        qgate_quant::write_model(&build(&point.keep_float)?, &path)?;
+        let (p, _) = measure(
+            &base,
+            &spec(&path)?,
+            Some(t.data),
+            t.mapping,
+            t.load,
+            &perf,
+            &none,
+            scratch,
+            false,
+        )
+        .with_context(|| format!("timing {} against {}", path.display(), fp32.display()))?;
+        fp32_median.get_or_insert(p.baseline.latency_ms.p50);
+        if runtime.is_empty() {
+            runtime = format!(
+                "{} {}",
+                p.candidate.runtime.runtime, p.candidate.runtime.runtime_version
+            );
+        }
+        point.latency = Some(qgate_quant::FrontLatency {
+            median_ms: p.candidate.latency_ms.p50,
+            p99_ms: p.candidate.latency_ms.p99,
+            speedup_vs_fp32: p.comparison.speedup,
+            speedup_ci: p.comparison.speedup_ci,
+        });
+    }
+    let mut notes = vec![
+        "each configuration is timed in a pair with the FP32 model (its own worker processes, interleaved rounds); the speed-up is paired within that pair".to_string(),
+    ];
+    if t.runtime == "tract" {
+        notes.push(
+            "tract simulates INT8 (QDQ) in float and runs it slower than FP32: these are tract's latencies, not your deployment runtime's; use --latency-runtime ort or `qgate bench` with the runtime you ship"
+                .into(),
+        );
+    }
+    Ok(qgate_report::FrontLatencyInfo {
+        runtime,
+        seconds_per_side: t.seconds,
+        batch_size: 1,
+        fp32_median_ms: fp32_median.unwrap_or(f64::NAN),
+        notes,
+    })
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {
