@@ -36,6 +36,10 @@ pub struct Layer {
     /// The layer's output after the Relu/Clip that alone follows it, if any (the tensor
     /// onnxruntime quantizes as the layer's output).
     pub output: String,
+    /// What the graph from this layer on reads that earlier nodes or the graph's inputs
+    /// produce — the inputs of a model cut at this layer ([`cut_at`]): the layer's own
+    /// activations first, then e.g. the skip tensor a later residual Add reads.
+    pub cut_inputs: Vec<String>,
 }
 
 /// A float initializer, decoded.
@@ -108,6 +112,31 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
         } else {
             n.name.clone()
         };
+        let activations: Vec<String> = n
+            .input
+            .iter()
+            .take(1)
+            .filter(|i| !i.is_empty() && !inits.contains(i.as_str()))
+            .cloned()
+            .collect();
+        // Nodes are in topological order (ONNX requires it): what the nodes from this one
+        // on read, produced before it.
+        let mut before: HashSet<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+        before.extend(
+            g.node[..index]
+                .iter()
+                .flat_map(|m| m.output.iter().map(String::as_str)),
+        );
+        let mut cut_inputs = activations.clone();
+        for t in g.node[index..].iter().flat_map(|m| m.input.iter()) {
+            if !t.is_empty()
+                && before.contains(t.as_str())
+                && !inits.contains(t.as_str())
+                && !cut_inputs.contains(t)
+            {
+                cut_inputs.push(t.clone());
+            }
+        }
         out.push(Layer {
             node: name,
             op_type: n.op_type.clone(),
@@ -115,13 +144,8 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
             weight: w.clone(),
             weight_slot: slot,
             weight_axis: axis,
-            activations: n
-                .input
-                .iter()
-                .take(1)
-                .filter(|i| !i.is_empty() && !inits.contains(i.as_str()))
-                .cloned()
-                .collect(),
+            activations,
+            cut_inputs,
             output: crate::qdq::activation_output(
                 g,
                 n.output.first().map(String::as_str).unwrap_or(""),

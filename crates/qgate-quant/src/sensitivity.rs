@@ -91,7 +91,7 @@ pub trait Evaluator {
 }
 
 /// Builds the model that quantizes only `layer`, cut to start at the layer's activation
-/// inputs (everything before it is FP32, so cached FP32 activations can feed it).
+/// cut inputs (everything before it is FP32, so cached FP32 activations can feed it).
 /// It receives the inputs to start from, with their per-sample dimensions.
 pub type OnlyBuilder<'a> =
     &'a dyn Fn(&Layer, &[(String, Vec<usize>)]) -> Result<pb::ModelProto, QuantError>;
@@ -342,7 +342,7 @@ pub fn analyze(
     // FP32 anyway) and is fed them; else whole models run and only the outputs are needed.
     let mut cache_names: Vec<String> = Vec::new();
     for l in layers {
-        let inputs = if cut { l.activations.as_slice() } else { &[] };
+        let inputs = if cut { l.cut_inputs.as_slice() } else { &[] };
         for t in inputs.iter().chain(std::iter::once(&l.output)) {
             if !cache_names.contains(t) {
                 cache_names.push(t.clone());
@@ -380,7 +380,7 @@ pub fn analyze(
         let (path, feed): (PathBuf, Option<Vec<(&str, &Array)>>) = match build_only {
             Some(build_only) => {
                 let feed: Vec<(&str, &Array)> = l
-                    .activations
+                    .cut_inputs
                     .iter()
                     .filter_map(|t| cached_of(t).map(|a| (t.as_str(), a)))
                     .collect();
@@ -435,7 +435,7 @@ pub fn analyze(
         let inputs: Vec<String> = if cut && !cached_all {
             let mut v: Vec<String> = Vec::new();
             for &k in &top {
-                for t in &layers[k].activations {
+                for t in &layers[k].cut_inputs {
                     if !v.contains(t) {
                         v.push(t.clone());
                     }
@@ -454,7 +454,7 @@ pub fn analyze(
             progress(&format!("confirming {} on all {n} samples", sens[k].node));
             let feed: Option<Vec<(&str, &Array)>> = cut.then(|| {
                 layers[k]
-                    .activations
+                    .cut_inputs
                     .iter()
                     .filter_map(|t| match inputs.iter().position(|x| x == t) {
                         Some(j) => Some((t.as_str(), &all_rows[j])),

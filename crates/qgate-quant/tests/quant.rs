@@ -278,3 +278,82 @@ fn a_graph_cut_at_a_layer_fed_cached_activations_gives_the_full_models_outputs()
     // Nothing computable from an unknown tensor.
     assert!(qgate_quant::cut_at(&fp32, &[("nope".to_string(), vec![1])]).is_err());
 }
+
+/// `sens_cnn_fp32` with a residual skip: conv6 reads `conv5_relu + conv3_relu`, so the
+/// graph after conv5 reads a tensor computed before conv5's input.
+fn residual(dir: &Path) -> PathBuf {
+    let mut m = read_onnx(&fx("sens_cnn_fp32.onnx")).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let at = g.node.iter().position(|n| n.name == "conv6").unwrap();
+    g.node[at].input[0] = "res5".into();
+    g.node.insert(
+        at,
+        pb::NodeProto {
+            name: "res5_add".into(),
+            op_type: "Add".into(),
+            input: vec!["conv5_relu".into(), "conv3_relu".into()],
+            output: vec!["res5".into()],
+            ..Default::default()
+        },
+    );
+    let path = dir.join("residual.onnx");
+    write_model(&m, &path).unwrap();
+    path
+}
+
+#[test]
+fn a_residual_skip_is_a_cut_input_and_the_cut_model_equals_the_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = residual(dir.path());
+    let model = read_onnx(&path).unwrap();
+    let layers = quantizable_layers(&model).unwrap();
+    let by = |n: &str| layers.iter().find(|l| l.node == n).unwrap();
+    assert_eq!(by("conv5").cut_inputs, ["conv4_relu", "conv3_relu"]);
+    assert_eq!(by("conv4").cut_inputs, ["conv3_relu"]);
+    assert_eq!(by("conv1").cut_inputs, ["image"]);
+    let conv5 = by("conv5");
+    // FP32 activations of the whole model, and its logits with only conv5 quantized.
+    let d = load_npz(&fx("test.npz"), &ArrayKeys::default()).unwrap();
+    let images = d.arrays["image"].slice_rows(0, 64);
+    let run = |p: &Path, inputs: &[Array], names: &[String]| {
+        let spec = ModelSpec::parse(p.to_str().unwrap()).unwrap();
+        let mut m = load(&spec, &LoadOptions::default()).unwrap();
+        m.run_tensors(inputs, names).unwrap()
+    };
+    let mut names = conv5.cut_inputs.clone();
+    names.push("logits".into());
+    let mut acts = run(&path, std::slice::from_ref(&images), &names);
+    let fp32_logits = acts.pop().unwrap().to_f64().unwrap();
+    let r = ranges(&path, &layers, CalibMethod::MinMax);
+    let only = quantize_layers(&model, &[conv5], &r).unwrap();
+    let only_path = dir.path().join("only.onnx");
+    write_model(&only, &only_path).unwrap();
+    let whole = run(&only_path, &[images], &["logits".to_string()]);
+    // The same, cut at conv5's inputs and fed the FP32 activations.
+    let feeds: Vec<(String, Vec<usize>)> = conv5
+        .cut_inputs
+        .iter()
+        .zip(&acts)
+        .map(|(n, a)| (n.clone(), a.shape[1..].to_vec()))
+        .collect();
+    let cut = qgate_quant::cut_at(&model, &feeds).unwrap();
+    let cut_layers = quantizable_layers(&cut).unwrap();
+    let chosen = qgate_quant::select(&cut_layers, &["conv5".to_string()]).unwrap();
+    let cut_only = quantize_layers(&cut, &chosen, &r).unwrap();
+    let cut_path = dir.path().join("cut.onnx");
+    write_model(&cut_only, &cut_path).unwrap();
+    let part = run(&cut_path, &acts, &["logits".to_string()]);
+    let (a, b) = (whole[0].to_f64().unwrap(), part[0].to_f64().unwrap());
+    assert_eq!(a.len(), b.len());
+    // Quantizing conv5 changed the logits: the comparison is not FP32 against FP32.
+    assert!(a.iter().zip(&fp32_logits).any(|(x, y)| x != y));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            qgate_core::Tolerance::Float32Reordering.close(*y, *x),
+            "{x} vs {y}"
+        );
+    }
+    // Cut at conv5's own input alone, the skip cannot be computed: no logits.
+    let alone = qgate_quant::cut_at(&model, &feeds[..1]).unwrap_err();
+    assert!(alone.to_string().contains("no graph output"), "{alone}");
+}

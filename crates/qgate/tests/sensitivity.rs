@@ -477,3 +477,41 @@ fn fp16_keeps_the_sensitive_layers_in_half_precision() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("--float-type"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_residual_model_is_analysed_from_cut_graphs_with_its_skip_fed() {
+    // sens_cnn_fp32 with a skip: conv6 reads conv5_relu + conv3_relu.
+    let mut m = qgate_runtime::read_onnx(std::path::Path::new(&fx("sens_cnn_fp32.onnx"))).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let at = g.node.iter().position(|n| n.name == "conv6").unwrap();
+    g.node[at].input[0] = "res5".into();
+    let mut add = g.node[at].clone();
+    add.name = "res5_add".into();
+    add.op_type = "Add".into();
+    add.input = vec!["conv5_relu".into(), "conv3_relu".into()];
+    add.output = vec!["res5".into()];
+    add.attribute.clear();
+    g.node.insert(at, add);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("residual.onnx");
+    qgate_quant::write_model(&m, &path).unwrap();
+    let run = sensitivity(&[
+        "--model",
+        path.to_str().unwrap(),
+        "--data",
+        &fx("test.npz"),
+        "--calibration",
+        &fx("calib.npz"),
+    ]);
+    assert_ne!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let s = &run.json()["sensitivity"];
+    assert_eq!(s["layers"].as_array().unwrap().len(), 10);
+    assert!(s["cost"]["method"]
+        .as_str()
+        .unwrap()
+        .starts_with("FP32 activations recorded"));
+    // Every layer's "only this layer" model ran: each has an output SQNR.
+    for l in s["layers"].as_array().unwrap() {
+        assert!(l["sqnr_db"].is_number(), "{l}");
+    }
+}
