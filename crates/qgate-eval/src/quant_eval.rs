@@ -303,7 +303,7 @@ impl Evaluator for SubsetEvaluator {
             .labels
             .as_ref()
             .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
-        let metric = accuracy(&scores.predictions, labels, n);
+        let metric = accuracy(&scores.predictions, labels);
         self.fp32_scores = Some(scores);
         Ok((metric, tensors))
     }
@@ -316,17 +316,17 @@ impl Evaluator for SubsetEvaluator {
         &mut self,
         path: &Path,
         feed: Option<&[(&str, &Array)]>,
-        rows: usize,
+        rows: Range<usize>,
         names: &[String],
     ) -> Result<Probe, QuantError> {
         let mut m = self.model(path)?;
-        let rows = rows.min(self.data.len());
+        let rows = rows.start.min(self.data.len())..rows.end.min(self.data.len());
         let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
         let mut all = declared.clone();
         all.extend(names.iter().cloned());
         let result = self
             .inputs_of(m.as_ref(), feed)
-            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, 0..rows, &all));
+            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, rows.clone(), &all));
         self.keep(path, m);
         let mut outs = result?;
         let tensors = outs.split_off(declared.len());
@@ -347,10 +347,12 @@ impl Evaluator for SubsetEvaluator {
             .as_ref()
             .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
 
+        // Candidate row i is sample `rows.start + i`.
+        let (start, len) = (rows.start, rows.len());
         let kl_mean = match (&base.probs, &cand.probs) {
             (Some(b), Some(c)) if b.n_classes == c.n_classes => {
-                let kl: Vec<f64> = (0..rows)
-                    .map(|i| kl_divergence(b.row(i), c.row(i)))
+                let kl: Vec<f64> = (0..len)
+                    .map(|i| kl_divergence(b.row(start + i), c.row(i)))
                     .filter(|v| !v.is_nan())
                     .collect();
                 Some(qgate_core::stats::mean(&kl))
@@ -359,20 +361,21 @@ impl Evaluator for SubsetEvaluator {
         };
         let mse = match (&base.scores, &cand.scores) {
             (Some(b), Some(c)) if b.n_classes == c.n_classes => {
-                let k = rows * b.n_classes;
-                let sum: f64 = b.values[..k]
+                let k = b.n_classes;
+                let sum: f64 = b.values[start * k..(start + len) * k]
                     .iter()
-                    .zip(&c.values[..k])
+                    .zip(&c.values[..len * k])
                     .map(|(x, y)| (x - y) * (x - y))
                     .sum();
-                Some(sum / k.max(1) as f64)
+                Some(sum / (len * k).max(1) as f64)
             }
             _ => None,
         };
+        let labels = &labels[rows.clone()];
         Ok(Probe {
-            rows,
-            metric: accuracy(&cand.predictions, labels, rows),
-            baseline_metric: accuracy(&base.predictions, labels, rows),
+            rows: len,
+            metric: accuracy(&cand.predictions, labels),
+            baseline_metric: accuracy(&base.predictions[rows], labels),
             kl_mean,
             mse,
             tensors,
@@ -407,13 +410,12 @@ impl Evaluator for SubsetEvaluator {
     }
 }
 
-/// Top-1 accuracy of the first `rows` predictions.
-fn accuracy(predictions: &[Option<usize>], labels: &[i64], rows: usize) -> f64 {
+/// Top-1 accuracy of `predictions` against `labels` (same samples).
+fn accuracy(predictions: &[Option<usize>], labels: &[i64]) -> f64 {
     let hits = predictions
         .iter()
         .zip(labels)
-        .take(rows)
         .filter(|(p, l)| p.map(|p| p as i64) == Some(**l))
         .count();
-    hits as f64 / rows.max(1) as f64
+    hits as f64 / labels.len().max(1) as f64
 }

@@ -33,7 +33,7 @@ pub struct EvalResult {
 }
 
 /// A light measurement of one model: the task metric and output divergence against the
-/// FP32 model on the first `rows` samples, without the policy's verdict.
+/// FP32 model on some samples, without the policy's verdict.
 #[derive(Debug, Clone)]
 pub struct Probe {
     /// Samples measured.
@@ -69,14 +69,14 @@ pub trait Evaluator {
     /// Metric, divergence and the policy's verdict of the model at `path` on every sample,
     /// against the reference.
     fn evaluate(&mut self, path: &Path) -> Result<EvalResult, QuantError>;
-    /// Metric and divergence of the model at `path` on the first `rows` samples, with the
-    /// tensors `names`. `feed` gives its inputs by name (cached activations, at least
-    /// `rows` of them); `None` feeds the evaluation data.
+    /// Metric and divergence of the model at `path` on the samples `rows`, with the tensors
+    /// `names`. `feed` gives its inputs by name (cached activations of every sample up to
+    /// `rows.end`); `None` feeds the evaluation data.
     fn probe(
         &mut self,
         path: &Path,
         feed: Option<&[(&str, &Array)]>,
-        rows: usize,
+        rows: Range<usize>,
         names: &[String],
     ) -> Result<Probe, QuantError>;
     /// The named tensors of the model at `path` over the samples `rows`, stacked.
@@ -370,6 +370,7 @@ pub fn analyze(
     let cached_of = |t: &str| cache_names.iter().position(|x| x == t).map(|k| &cached[k]);
     let mut sens: Vec<LayerSensitivity> = Vec::new();
     let mut paths: Vec<PathBuf> = Vec::new();
+    let mut proxies: Vec<Probe> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         progress(&format!(
             "layer {}/{}: {} (proxy, {proxy} samples)",
@@ -398,7 +399,7 @@ pub fn analyze(
         let p = runner.eval.probe(
             &path,
             feed.as_deref(),
-            proxy,
+            0..proxy,
             std::slice::from_ref(&l.output),
         )?;
         let sqnr = match (cached_of(&l.output), p.tensors.first()) {
@@ -419,6 +420,10 @@ pub fn analyze(
             confirmed: proxy == n,
         });
         paths.push(path);
+        proxies.push(Probe {
+            tensors: Vec::new(),
+            ..p
+        });
         // Keep the models of the current top candidates loaded for their confirmation.
         let top: Vec<PathBuf> = top_of(&sens, CONFIRM)
             .into_iter()
@@ -462,16 +467,21 @@ pub fn analyze(
                     })
                     .collect()
             });
-            // The same tensors as the proxy asked for: the compiled plan is reused.
+            // The samples the proxy did not see, with the same tensors as the proxy asked
+            // for (the compiled plan is reused); the two parts weigh by their samples.
             let p = runner.eval.probe(
                 &paths[k],
                 feed.as_deref(),
-                n,
+                proxy..n,
                 std::slice::from_ref(&layers[k].output),
             )?;
-            sens[k].metric_drop = (p.baseline_metric - p.metric) * 100.0;
-            sens[k].kl = p.kl_mean;
-            sens[k].mse = p.mse;
+            let q = &proxies[k];
+            let w = |a: f64, b: f64| (a * q.rows as f64 + b * p.rows as f64) / n as f64;
+            let both = |a: Option<f64>, b: Option<f64>| Some(w(a?, b?));
+            sens[k].metric_drop =
+                w(q.baseline_metric - q.metric, p.baseline_metric - p.metric) * 100.0;
+            sens[k].kl = both(q.kl_mean, p.kl_mean);
+            sens[k].mse = both(q.mse, p.mse);
             sens[k].confirmed = true;
         }
     }
@@ -492,7 +502,7 @@ pub fn analyze(
     for (i, s) in sens.iter_mut().enumerate() {
         progress(&format!("all but {} ({}/{})", s.node, i + 1, layers.len()));
         let (path, _) = runner.write(&build(std::slice::from_ref(&s.node))?, "all_but")?;
-        let p = runner.eval.probe(&path, None, proxy, &[])?;
+        let p = runner.eval.probe(&path, None, 0..proxy, &[])?;
         s.all_but_metric_drop = Some((p.baseline_metric - p.metric) * 100.0);
         s.all_but_kl = p.kl_mean;
     }
