@@ -221,6 +221,40 @@ impl SubsetEvaluator {
             .collect()
     }
 
+    /// The model's declared outputs and the tensors `names` over `rows` (the latter kept
+    /// within `budget`, see [`Self::run_rows_within`]).
+    fn outputs_and(
+        &mut self,
+        path: &Path,
+        feed: Option<&[(&str, &Array)]>,
+        rows: Range<usize>,
+        names: &[String],
+        budget: Option<(usize, usize)>,
+    ) -> Result<(ModelRun, Vec<Array>), QuantError> {
+        let mut m = self.model(path)?;
+        let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
+        let mut all = declared.clone();
+        all.extend(names.iter().cloned());
+        let result = self.inputs_of(m.as_ref(), feed).and_then(|inputs| {
+            self.run_rows_within(m.as_mut(), &inputs, rows, &all, declared.len(), budget)
+        });
+        self.keep(path, m);
+        let mut outs = result?;
+        let tensors = outs.split_off(declared.len());
+        let run = ModelRun {
+            outputs: declared.into_iter().zip(outs).collect(),
+            seconds: 0.0,
+        };
+        Ok((run, tensors))
+    }
+
+    fn labels(&self) -> Result<&[i64], QuantError> {
+        self.data
+            .labels
+            .as_deref()
+            .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))
+    }
+
     /// The arrays feeding `model`: the data's (through the input mapping) or `feed` (by
     /// input name), in the model's input order.
     fn inputs_of<'a>(
@@ -273,37 +307,12 @@ impl Evaluator for SubsetEvaluator {
         min_rows: usize,
         budget: usize,
     ) -> Result<(f64, Vec<Array>), QuantError> {
-        let mut m = self.model(path)?;
-        let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
-        let mut all = declared.clone();
-        all.extend(names.iter().cloned());
         let n = self.data.len();
-        let result = self.inputs_of(m.as_ref(), None).and_then(|inputs| {
-            self.run_rows_within(
-                m.as_mut(),
-                &inputs,
-                0..n,
-                &all,
-                declared.len(),
-                Some((min_rows, budget)),
-            )
-        });
-        self.keep(path, m);
-        let mut outs = result?;
-        let tensors = outs.split_off(declared.len());
-        let run = ModelRun {
-            outputs: declared.into_iter().zip(outs).collect(),
-            seconds: 0.0,
-        };
+        let (run, tensors) = self.outputs_and(path, None, 0..n, names, Some((min_rows, budget)))?;
         let scores = select_scores(&run, self.opts.output.as_deref(), self.opts.output_kind)
             .map_err(|e| QuantError::Eval(format!("the FP32 model: {e}")))?;
         self.save_baseline(&run.outputs)?;
-        let labels = self
-            .data
-            .labels
-            .as_ref()
-            .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
-        let metric = accuracy(&scores.predictions, labels);
+        let metric = accuracy(&scores.predictions, self.labels()?);
         self.fp32_scores = Some(scores);
         Ok((metric, tensors))
     }
@@ -319,21 +328,8 @@ impl Evaluator for SubsetEvaluator {
         rows: Range<usize>,
         names: &[String],
     ) -> Result<Probe, QuantError> {
-        let mut m = self.model(path)?;
         let rows = rows.start.min(self.data.len())..rows.end.min(self.data.len());
-        let declared: Vec<String> = m.info().outputs.iter().map(|o| o.name.clone()).collect();
-        let mut all = declared.clone();
-        all.extend(names.iter().cloned());
-        let result = self
-            .inputs_of(m.as_ref(), feed)
-            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, rows.clone(), &all));
-        self.keep(path, m);
-        let mut outs = result?;
-        let tensors = outs.split_off(declared.len());
-        let run = ModelRun {
-            outputs: declared.into_iter().zip(outs).collect(),
-            seconds: 0.0,
-        };
+        let (run, tensors) = self.outputs_and(path, feed, rows.clone(), names, None)?;
         let base = self
             .fp32_scores
             .as_ref()
@@ -341,11 +337,7 @@ impl Evaluator for SubsetEvaluator {
         // The FP32 model's score output, read the same way.
         let cand = select_scores(&run, Some(&base.name), Some(base.kind))
             .map_err(|e| QuantError::Eval(format!("{}: {e}", path.display())))?;
-        let labels = self
-            .data
-            .labels
-            .as_ref()
-            .ok_or_else(|| QuantError::Eval("the evaluation data has no labels".into()))?;
+        let labels = self.labels()?;
 
         // Candidate row i is sample `rows.start + i`.
         let (start, len) = (rows.start, rows.len());

@@ -23,6 +23,14 @@ fn sensitivity(args: &[&str]) -> Run {
     qgate("sensitivity", &args, &[])
 }
 
+/// `qgate sensitivity` on `model` (a path) with test.npz and calib.npz, plus `extra`.
+fn calibrated(model: &str, extra: &[&str]) -> Run {
+    let (data, calib) = (fx("test.npz"), fx("calib.npz"));
+    let mut args = vec!["--model", model, "--data", &data, "--calibration", &calib];
+    args.extend_from_slice(extra);
+    sensitivity(&args)
+}
+
 /// The metric drop (pp) onnxruntime gives on qgate's proxy samples when `exclude` is
 /// kept in float: "everything but this layer" for one layer.
 fn ort_proxy_drop(refs: &Value, model: &str, exclude: &str) -> f64 {
@@ -84,14 +92,7 @@ fn key(reference: &Value, model: &str, nodes: &[String]) -> String {
 #[test]
 fn a_fragile_layer_ranks_first_and_the_mixed_model_matches_onnxruntime() {
     let refs = reference();
-    let run = sensitivity(&[
-        "--model",
-        &fx("sens_cnn_fragile_fp32.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-    ]);
+    let run = calibrated(&fx("sens_cnn_fragile_fp32.onnx"), &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let r = run.json();
     let s = &r["sensitivity"];
@@ -204,14 +205,7 @@ fn a_fragile_layer_ranks_first_and_the_mixed_model_matches_onnxruntime() {
 #[test]
 fn the_mlp_ranking_and_mixed_model_match_onnxruntime() {
     let refs = reference();
-    let run = sensitivity(&[
-        "--model",
-        &fx("mlp_fp32.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-    ]);
+    let run = calibrated(&fx("mlp_fp32.onnx"), &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let s = &run.json()["sensitivity"];
     let mut nodes: Vec<&str> = s["layers"]
@@ -241,16 +235,10 @@ fn the_mlp_ranking_and_mixed_model_match_onnxruntime() {
 
 #[test]
 fn the_front_is_timed_against_fp32_as_bench_measures() {
-    let run = sensitivity(&[
-        "--model",
+    let run = calibrated(
         &fx("sens_cnn_fragile_fp32.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-        "--bench-seconds",
-        "0.2",
-    ]);
+        &["--bench-seconds", "0.2"],
+    );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let s = &run.json()["sensitivity"];
     let info = &s["latency"];
@@ -279,16 +267,10 @@ fn the_front_is_timed_against_fp32_as_bench_measures() {
 #[test]
 fn a_robust_model_needs_no_float_layer_and_matches_onnxruntime() {
     let refs = reference();
-    let run = sensitivity(&[
-        "--model",
+    let run = calibrated(
         &fx("sens_cnn_fp32.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-        "--calibration-method",
-        "minmax",
-    ]);
+        &["--calibration-method", "minmax"],
+    );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let s = &run.json()["sensitivity"];
     assert_eq!(s["recommendation"]["n_float_layers"], 0);
@@ -422,16 +404,7 @@ fn bad_sensitivity_input_is_a_clear_error() {
 #[test]
 fn fp16_keeps_the_sensitive_layers_in_half_precision() {
     let refs = reference();
-    let run = sensitivity(&[
-        "--model",
-        &fx("sens_cnn_fragile_fp32.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-        "--float-type",
-        "fp16",
-    ]);
+    let run = calibrated(&fx("sens_cnn_fragile_fp32.onnx"), &["--float-type", "fp16"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let s = &run.json()["sensitivity"];
     let keep: Vec<String> = s["recommendation"]["keep_float"]
@@ -495,14 +468,7 @@ fn a_residual_model_is_analysed_from_cut_graphs_with_its_skip_fed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("residual.onnx");
     qgate_quant::write_model(&m, &path).unwrap();
-    let run = sensitivity(&[
-        "--model",
-        path.to_str().unwrap(),
-        "--data",
-        &fx("test.npz"),
-        "--calibration",
-        &fx("calib.npz"),
-    ]);
+    let run = calibrated(path.to_str().unwrap(), &[]);
     assert_ne!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     let s = &run.json()["sensitivity"];
     assert_eq!(s["layers"].as_array().unwrap().len(), 10);
