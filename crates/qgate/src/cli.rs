@@ -921,7 +921,7 @@ pub struct SensitivityArgs {
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Seconds per side to time each configuration of the trade-off front against FP32
-    /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 0.5].
+    /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 1].
     #[arg(long, value_name = "SECS")]
     pub bench_seconds: Option<f64>,
     /// Runtime that times the front: tract or ort (ONNX Runtime, CPU) [default: tract].

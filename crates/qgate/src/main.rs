@@ -370,7 +370,7 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         );
     }
     let batch_size = args.batch_size.unwrap_or(64).max(1);
-    let bench_seconds = args.bench_seconds.unwrap_or(0.5);
+    let bench_seconds = args.bench_seconds.unwrap_or(1.0);
     if !(bench_seconds >= 0.0 && bench_seconds.is_finite()) {
         anyhow::bail!("--bench-seconds {bench_seconds}: expected 0 (no latency) or more seconds");
     }
@@ -621,7 +621,7 @@ fn time_front(
             warmup_seconds: 0.2,
             warmup_max_seconds: 2.0,
             seconds: t.seconds,
-            rounds: 6,
+            rounds: 10,
             batch_sweep: Vec::new(),
             concurrency_sweep: Vec::new(),
             load_fractions: Vec::new(),
