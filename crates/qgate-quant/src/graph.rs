@@ -62,10 +62,7 @@ pub(crate) fn graph(model: &pb::ModelProto) -> Result<&pb::GraphProto, QuantErro
 /// Decodes float initializer `name`.
 pub fn float_initializer(g: &pb::GraphProto, name: &str) -> Option<FloatTensor> {
     let t = g.initializer.iter().find(|t| t.name == name)?;
-    if t.data_type != dt::FLOAT {
-        return None;
-    }
-    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let dims = float_dims(t)?;
     let values: Vec<f32> = if !t.raw_data.is_empty() {
         t.raw_data
             .chunks_exact(4)
@@ -74,7 +71,22 @@ pub fn float_initializer(g: &pb::GraphProto, name: &str) -> Option<FloatTensor> 
     } else {
         t.float_data.clone()
     };
-    (values.len() == dims.iter().product::<usize>()).then_some(FloatTensor { dims, values })
+    Some(FloatTensor { dims, values })
+}
+
+/// The dimensions of a float tensor whose data holds exactly that many values (without
+/// decoding them).
+fn float_dims(t: &pb::TensorProto) -> Option<Vec<usize>> {
+    if t.data_type != dt::FLOAT {
+        return None;
+    }
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let values = if t.raw_data.is_empty() {
+        t.float_data.len()
+    } else {
+        t.raw_data.len() / 4
+    };
+    (values == dims.iter().product::<usize>()).then_some(dims)
 }
 
 pub(crate) fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
@@ -84,9 +96,28 @@ pub(crate) fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
 /// Conv, Gemm and MatMul nodes with a float initializer as weight, in graph order.
 pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantError> {
     let g = graph(model)?;
-    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inits: HashMap<&str, &pb::TensorProto> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    // Nodes are in topological order (ONNX requires it). `live`: the tensors produced so
+    // far (graph inputs first) that a node from here on still reads, in production order.
+    let mut last_read: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for t in n.input.iter().filter(|t| !t.is_empty()) {
+            last_read.insert(t.as_str(), i);
+        }
+    }
+    let mut live: Vec<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|t| !inits.contains_key(t))
+        .collect();
     let mut out = Vec::new();
     for (index, n) in g.node.iter().enumerate() {
+        if let Some(prev) = index.checked_sub(1) {
+            live.extend(g.node[prev].output.iter().map(String::as_str));
+        }
+        live.retain(|t| last_read.get(t).is_some_and(|&r| r >= index));
         if !n.domain.is_empty() && n.domain != "ai.onnx" {
             continue;
         }
@@ -97,12 +128,12 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
             _ => continue,
         };
         let Some(w) = n.input.get(slot) else { continue };
-        let Some(wt) = float_initializer(g, w) else {
+        let Some(dims) = inits.get(w.as_str()).and_then(|t| float_dims(t)) else {
             continue;
         };
         let rank_ok = match n.op_type.as_str() {
-            "Conv" => wt.dims.len() >= 3,
-            _ => wt.dims.len() == 2,
+            "Conv" => dims.len() >= 3,
+            _ => dims.len() == 2,
         };
         if !rank_ok {
             continue;
@@ -116,25 +147,13 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
             .input
             .iter()
             .take(1)
-            .filter(|i| !i.is_empty() && !inits.contains(i.as_str()))
+            .filter(|i| !i.is_empty() && !inits.contains_key(i.as_str()))
             .cloned()
             .collect();
-        // Nodes are in topological order (ONNX requires it): what the nodes from this one
-        // on read, produced before it.
-        let mut before: HashSet<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
-        before.extend(
-            g.node[..index]
-                .iter()
-                .flat_map(|m| m.output.iter().map(String::as_str)),
-        );
         let mut cut_inputs = activations.clone();
-        for t in g.node[index..].iter().flat_map(|m| m.input.iter()) {
-            if !t.is_empty()
-                && before.contains(t.as_str())
-                && !inits.contains(t.as_str())
-                && !cut_inputs.contains(t)
-            {
-                cut_inputs.push(t.clone());
+        for t in &live {
+            if !cut_inputs.iter().any(|c| c == t) {
+                cut_inputs.push(t.to_string());
             }
         }
         out.push(Layer {
