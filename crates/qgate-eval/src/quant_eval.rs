@@ -125,7 +125,6 @@ impl SubsetEvaluator {
         self.replay = Some(base);
         Ok(EvalResult {
             metric: eval.candidate.metrics.accuracy,
-            baseline_metric: eval.baseline.metrics.accuracy,
             kl_mean: eval.comparison.kl.as_ref().map(|k| k.mean),
             passes: eval.gate.verdict == Verdict::Pass,
             failed: eval
@@ -140,20 +139,10 @@ impl SubsetEvaluator {
 
     /// The named tensors of `model` over `rows` of `inputs` (arrays in the model's input
     /// order), in batches of one size: a short last batch is padded with copies of its
-    /// last row, whose results are dropped.
+    /// last row, whose results are dropped. The tensors after the first `always` are kept
+    /// for every row only while they take at most `budget.1` bytes, else for the first
+    /// `budget.0` rows.
     fn run_rows(
-        &self,
-        model: &mut dyn Model,
-        inputs: &[&Array],
-        rows: Range<usize>,
-        names: &[String],
-    ) -> Result<Vec<Array>, QuantError> {
-        self.run_rows_within(model, inputs, rows, names, names.len(), None)
-    }
-
-    /// [`Self::run_rows`], keeping the tensors after the first `always` for every row only
-    /// while they take at most `budget.1` bytes, else for the first `budget.0` rows.
-    fn run_rows_within(
         &self,
         model: &mut dyn Model,
         inputs: &[&Array],
@@ -222,7 +211,7 @@ impl SubsetEvaluator {
     }
 
     /// The model's declared outputs and the tensors `names` over `rows` (the latter kept
-    /// within `budget`, see [`Self::run_rows_within`]).
+    /// within `budget`, see [`Self::run_rows`]).
     fn outputs_and(
         &mut self,
         path: &Path,
@@ -236,7 +225,7 @@ impl SubsetEvaluator {
         let mut all = declared.clone();
         all.extend(names.iter().cloned());
         let result = self.inputs_of(m.as_ref(), feed).and_then(|inputs| {
-            self.run_rows_within(m.as_mut(), &inputs, rows, &all, declared.len(), budget)
+            self.run_rows(m.as_mut(), &inputs, rows, &all, declared.len(), budget)
         });
         self.keep(path, m);
         let mut outs = result?;
@@ -380,13 +369,8 @@ impl Evaluator for SubsetEvaluator {
         names: &[String],
         rows: Range<usize>,
     ) -> Result<Vec<Array>, QuantError> {
-        let mut m = self.model(path)?;
         let rows = rows.start.min(self.data.len())..rows.end.min(self.data.len());
-        let result = self
-            .inputs_of(m.as_ref(), None)
-            .and_then(|inputs| self.run_rows(m.as_mut(), &inputs, rows, names));
-        self.keep(path, m);
-        result
+        Ok(self.outputs_and(path, None, rows, names, None)?.1)
     }
 
     fn pin(&mut self, paths: &[PathBuf]) {

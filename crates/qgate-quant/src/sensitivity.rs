@@ -22,8 +22,6 @@ use crate::QuantError;
 pub struct EvalResult {
     /// Task metric (top-1 accuracy, fraction).
     pub metric: f64,
-    /// The FP32 model's metric on the same samples (drops are measured against it).
-    pub baseline_metric: f64,
     /// Mean KL(FP32 ‖ model) of the class probabilities.
     pub kl_mean: Option<f64>,
     /// Whether the policy's accuracy criteria pass against the FP32 model.
@@ -123,8 +121,8 @@ pub struct Cost {
     pub full_evaluations_per_layer: f64,
     /// Wall time of "everything but this layer" for every layer (on the proxy samples).
     pub all_but_s: f64,
-    /// How: `cached activations, proxy on N samples, top K confirmed on all`, or whole
-    /// models on the proxy samples.
+    /// How: cut graphs fed recorded FP32 activations or whole models, the proxy samples,
+    /// how many layers were confirmed on all.
     pub method: String,
 }
 
@@ -176,6 +174,9 @@ pub struct FrontPoint {
     pub passes: bool,
     /// Size of the written model, bytes.
     pub model_bytes: u64,
+    /// The written model (in the scratch directory).
+    #[serde(skip)]
+    pub model: PathBuf,
     /// Latency measured by `qgate bench`'s engine, filled in by the caller.
     pub latency: Option<FrontLatency>,
 }
@@ -211,6 +212,9 @@ pub struct Recommendation {
     pub tensorrt_layer_precisions: String,
     /// NNCF `IgnoredScope(names=…)` as JSON.
     pub nncf_ignored_scope: serde_json::Value,
+    /// The written model (in the scratch directory).
+    #[serde(skip)]
+    pub model: PathBuf,
 }
 
 /// Per-tensor error of an existing quantized model against FP32.
@@ -360,7 +364,7 @@ pub fn analyze(
     let cached_all = cached.first().is_some_and(|a| a.n_rows() >= n);
     progress("evaluating the fully quantized model");
     let t_full = std::time::Instant::now();
-    let (all_r, _, all_bytes) = runner.run(&build(&[])?)?;
+    let (all_r, all_path, all_bytes) = runner.run(&build(&[])?)?;
     let full_evaluation_s = t_full.elapsed().as_secs_f64();
     let g = graph(fp32)?;
 
@@ -528,6 +532,7 @@ pub fn analyze(
         kl: all_r.kl_mean,
         passes: all_r.passes,
         model_bytes: all_bytes,
+        model: all_path,
         latency: None,
     }];
     // Evaluates a configuration once; a search meeting it again only adds its name.
@@ -549,7 +554,7 @@ pub fn analyze(
             }
             return Ok(p.passes);
         }
-        let (r, _, bytes) = runner.run(&build(&keep)?)?;
+        let (r, path, bytes) = runner.run(&build(&keep)?)?;
         front.push(FrontPoint {
             method: method.into(),
             n_float_layers: keep.len(),
@@ -558,6 +563,7 @@ pub fn analyze(
             kl: r.kl_mean,
             passes: r.passes,
             model_bytes: bytes,
+            model: path,
             latency: None,
         });
         Ok(r.passes)
@@ -651,6 +657,7 @@ pub fn analyze(
                 .join(","),
             nncf_ignored_scope: serde_json::json!({ "names": keep }),
             keep_float: keep,
+            model: best.model,
         },
         front,
         evaluations: runner.count,
@@ -669,16 +676,15 @@ fn top_of(sens: &[LayerSensitivity], k: usize) -> Vec<usize> {
     order
 }
 
-/// SQNR (dB) of `b` against the first rows of `a`, same shape; `None` when identical or
-/// not comparable.
+/// SQNR (dB) of `b` against the first rows of `a`, same row shape; `None` when identical
+/// or not comparable.
 fn output_sqnr(a: &Array, b: &Array) -> Option<f64> {
-    let a = if a.n_rows() > b.n_rows() {
-        a.slice_rows(0, b.n_rows())
-    } else {
-        a.clone()
-    };
+    if a.shape.get(1..) != b.shape.get(1..) || a.n_rows() < b.n_rows() {
+        return None;
+    }
     match (a.to_f64(), b.to_f64()) {
-        (Some(x), Some(y)) if x.len() == y.len() => {
+        (Some(mut x), Some(y)) => {
+            x.truncate(y.len());
             tensor_divergence(&x, &y, a.row_len().max(1)).sqnr_db
         }
         _ => None,

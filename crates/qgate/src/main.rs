@@ -525,7 +525,6 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     let latency = if bench_seconds > 0.0 {
         Some(time_front(
             &mut analysis,
-            &build,
             &model_path,
             &FrontTiming {
                 data: &bench_data,
@@ -544,7 +543,14 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
     let mixed_path = out.join("mixed.onnx");
-    qgate_quant::write_model(&build(&analysis.recommendation.keep_float)?, &mixed_path)?;
+    let rec_model = &analysis.recommendation.model;
+    std::fs::copy(rec_model, &mixed_path).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            rec_model.display(),
+            mixed_path.display()
+        )
+    })?;
     let rec = &analysis.recommendation;
     std::fs::write(
         out.join("exclusions.json"),
@@ -599,9 +605,6 @@ struct FrontTiming<'a> {
 /// interleaved rounds, each pair in its own worker processes, as `qgate bench` measures.
 fn time_front(
     analysis: &mut qgate_quant::Analysis,
-    build: &dyn Fn(
-        &[String],
-    ) -> Result<qgate_runtime::onnx_pb::ModelProto, qgate_quant::QuantError>,
     fp32: &std::path::Path,
     t: &FrontTiming,
     scratch: &std::path::Path,
@@ -644,11 +647,10 @@ fn time_front(
             i + 1,
             point.n_float_layers
         ));
-        let path = scratch.join(format!("front_{i}.onnx"));
-        qgate_quant::write_model(&build(&point.keep_float)?, &path)?;
+        let path = &point.model;
         let (p, _) = measure(
             &base,
-            &spec(&path)?,
+            &spec(path)?,
             Some(t.data),
             t.mapping,
             t.load,
