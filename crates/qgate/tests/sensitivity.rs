@@ -77,16 +77,19 @@ fn correct(model: &str) -> i64 {
         .round() as i64
 }
 
-/// The reference key of a node set: names in graph order joined by ",".
-fn key(reference: &Value, model: &str, nodes: &[String]) -> String {
-    reference["models"][model]["quantizable"]
+/// Correct predictions (of 540) onnxruntime gives with `nodes` excluded from quantization,
+/// executed node by node. Reference keys are the names in graph order joined by ",".
+fn ort_correct(reference: &Value, model: &str, nodes: &[String]) -> i64 {
+    let m = &reference["models"][model];
+    let key = m["quantizable"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .filter(|n| nodes.contains(n))
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    m["exclude"][&key]["correct_unfused"].as_i64().unwrap()
 }
 
 #[test]
@@ -132,19 +135,14 @@ fn a_fragile_layer_ranks_first_and_the_mixed_model_matches_onnxruntime() {
     // same nodes (node-by-node execution, which tract matches on QDQ).
     let mixed = run.out.path().join("mixed.onnx");
     let ours = correct(mixed.to_str().unwrap());
-    let k = key(&refs, "sens_cnn_fragile_fp32", &keep);
-    let theirs = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][&k]["correct_unfused"]
-        .as_i64()
-        .unwrap();
+    let theirs = ort_correct(&refs, "sens_cnn_fragile_fp32", &keep);
     assert!(
         (ours - theirs).abs() <= 1,
-        "mixed {ours} vs onnxruntime {theirs} ({k})"
+        "mixed {ours} vs onnxruntime {theirs} ({keep:?})"
     );
     // Every layer INT8: within one sample of onnxruntime too.
     let all = (s["all_int8"]["metric"].as_f64().unwrap() * 540.0).round() as i64;
-    let ort_all = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][""]["correct_unfused"]
-        .as_i64()
-        .unwrap();
+    let ort_all = ort_correct(&refs, "sens_cnn_fragile_fp32", &[]);
     assert!(
         (all - ort_all).abs() <= 1,
         "all INT8 {all} vs onnxruntime {ort_all}"
@@ -223,10 +221,9 @@ fn the_mlp_ranking_and_mixed_model_match_onnxruntime() {
         }
     }
     // onnxruntime loses nothing on this MLP (unfused, every exclusion): no float layer.
-    let m = &refs["models"]["mlp_fp32"];
     assert_eq!(s["recommendation"]["n_float_layers"], 0);
     let ours = correct(run.out.path().join("mixed.onnx").to_str().unwrap());
-    let theirs = m["exclude"][""]["correct_unfused"].as_i64().unwrap();
+    let theirs = ort_correct(&refs, "mlp_fp32", &[]);
     assert!((ours - theirs).abs() <= 1, "{ours} vs {theirs}");
     let all_int8 = (s["all_int8"]["metric"].as_f64().unwrap() * 540.0).round() as i64;
     assert!((all_int8 - theirs).abs() <= 1, "{all_int8} vs {theirs}");
@@ -276,9 +273,7 @@ fn a_robust_model_needs_no_float_layer_and_matches_onnxruntime() {
     assert_eq!(s["recommendation"]["n_float_layers"], 0);
     let mixed = run.out.path().join("mixed.onnx");
     let ours = correct(mixed.to_str().unwrap());
-    let theirs = refs["models"]["sens_cnn_fp32"]["exclude"][""]["correct_unfused"]
-        .as_i64()
-        .unwrap();
+    let theirs = ort_correct(&refs, "sens_cnn_fp32", &[]);
     assert!((ours - theirs).abs() <= 1, "{ours} vs {theirs}");
 }
 
@@ -429,10 +424,7 @@ fn fp16_keeps_the_sensitive_layers_in_half_precision() {
     // FP16 for the kept layers costs at most one sample against keeping them in FP32
     // (onnxruntime, node by node).
     let ours = correct(mixed.to_str().unwrap());
-    let k = key(&refs, "sens_cnn_fragile_fp32", &keep);
-    let fp32_kept = refs["models"]["sens_cnn_fragile_fp32"]["exclude"][&k]["correct_unfused"]
-        .as_i64()
-        .unwrap();
+    let fp32_kept = ort_correct(&refs, "sens_cnn_fragile_fp32", &keep);
     assert!(
         (ours - fp32_kept).abs() <= 1,
         "fp16 {ours} vs fp32-kept {fp32_kept}"
