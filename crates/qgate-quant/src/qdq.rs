@@ -74,13 +74,20 @@ pub fn quantize_weight(w: &FloatTensor, axis: usize) -> (Vec<f32>, Vec<i8>) {
 pub fn weight_sqnr_db(w: &FloatTensor, axis: usize) -> Option<f64> {
     let (scales, q) = quantize_weight(w, axis);
     let channels = scales.len();
-    let inner: usize = w.dims.iter().skip(axis + 1).product();
+    let inner: usize = w.dims.iter().skip(axis + 1).product::<usize>().max(1);
+    let dequantized = q
+        .iter()
+        .enumerate()
+        .map(|(i, qi)| *qi as f64 * scales[(i / inner) % channels] as f64);
+    sqnr_db(&w.values, dequantized)
+}
+
+/// SQNR (dB) of `approx` against `exact`: 10·log10(Σx² / Σ(x − x̂)²); `None` when equal.
+pub(crate) fn sqnr_db(exact: &[f32], approx: impl IntoIterator<Item = f64>) -> Option<f64> {
     let (mut signal, mut noise) = (0.0f64, 0.0f64);
-    for (i, (v, qi)) in w.values.iter().zip(&q).enumerate() {
-        let s = scales[(i / inner.max(1)) % channels];
-        let deq = *qi as f64 * s as f64;
+    for (v, a) in exact.iter().zip(approx) {
         signal += (*v as f64).powi(2);
-        noise += (*v as f64 - deq).powi(2);
+        noise += (*v as f64 - a).powi(2);
     }
     (noise > 0.0).then(|| 10.0 * (signal / noise).log10())
 }

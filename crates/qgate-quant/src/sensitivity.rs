@@ -14,7 +14,7 @@ use qgate_runtime::onnx_pb as pb;
 use serde::Serialize;
 
 use crate::graph::{float_initializer, graph, node_outputs, Layer};
-use crate::qdq::{effective_weight, weight_sqnr_db};
+use crate::qdq::{effective_weight, sqnr_db, weight_sqnr_db};
 use crate::QuantError;
 
 /// What one evaluation of a model on the evaluation subset gives.
@@ -772,14 +772,7 @@ fn localise(
                 effective_weight(q, &l.node, l.weight_slot),
             ) {
                 (Some(w), Some(e)) if w.values.len() == e.len() => {
-                    let signal: f64 = w.values.iter().map(|v| (*v as f64).powi(2)).sum();
-                    let noise: f64 = w
-                        .values
-                        .iter()
-                        .zip(&e)
-                        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-                        .sum();
-                    (noise > 0.0).then(|| 10.0 * (signal / noise).log10())
+                    sqnr_db(&w.values, e.iter().map(|v| *v as f64))
                 }
                 _ => None,
             };
