@@ -80,12 +80,8 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         &[drops],
         false,
     ));
-    let front = |method: &str, class: &'static str| Series {
-        name: if method == "greedy" {
-            "greedy"
-        } else {
-            "bisection"
-        },
+    let front = |method: &'static str, class: &'static str| Series {
+        name: method,
         class,
         points: {
             let mut p: Vec<(f64, f64)> = a
