@@ -28,7 +28,7 @@ pub struct Init {
 }
 
 /// The serialisable part of `qgate_runtime::LoadOptions`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadSpec {
     /// Intra-op threads.
     pub threads: Option<usize>,
@@ -42,6 +42,19 @@ pub struct LoadSpec {
     pub python: String,
     /// Remote request timeout, seconds.
     pub timeout_s: Option<f64>,
+    /// tract gets qgate's graph rewrites (off only in tests).
+    #[serde(default = "yes")]
+    pub tract_rewrites: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LoadSpec {
+    fn default() -> LoadSpec {
+        LoadSpec::from(&qgate_runtime::LoadOptions::default())
+    }
 }
 
 impl From<&qgate_runtime::LoadOptions> for LoadSpec {
@@ -53,6 +66,7 @@ impl From<&qgate_runtime::LoadOptions> for LoadSpec {
             ort_env_path: o.ort_env_path.clone(),
             python: o.python.clone(),
             timeout_s: o.timeout.map(|t| t.as_secs_f64()),
+            tract_rewrites: o.tract_rewrites,
         }
     }
 }
@@ -66,6 +80,8 @@ impl From<&LoadSpec> for qgate_runtime::LoadOptions {
             ort_env_path: s.ort_env_path.clone(),
             python: s.python.clone(),
             timeout: s.timeout_s.map(std::time::Duration::from_secs_f64),
+            tract_rewrites: s.tract_rewrites,
+            ort_optimize: true,
         }
     }
 }

@@ -103,6 +103,15 @@ pub struct Dataset {
     pub label_key: Option<String>,
     /// Class names, index = class.
     pub class_names: Vec<String>,
+    /// Arrays of the file that cannot feed a model (another sample count, an unreadable
+    /// dtype), with the reason. They are checked only if a run asks for one, so a file that
+    /// also holds a second split, texts or indices still serves the arrays that fit.
+    pub unusable: BTreeMap<String, String>,
+    /// Each sample's row in the file, which `--limit`/`--seed` keep while they select rows:
+    /// saved outputs without ids are matched to samples by it.
+    pub rows: Vec<usize>,
+    /// Samples in the file before any selection.
+    pub file_rows: usize,
 }
 
 impl Dataset {
@@ -150,6 +159,9 @@ impl Dataset {
             labels,
             label_key: None,
             class_names: Vec::new(),
+            unusable: BTreeMap::new(),
+            rows: (0..n).collect(),
+            file_rows: n,
         })
     }
 
@@ -225,6 +237,7 @@ impl Dataset {
             *a = a.select_rows(idx);
         }
         self.ids = idx.iter().map(|&i| self.ids[i].clone()).collect();
+        self.rows = idx.iter().map(|&i| self.rows[i]).collect();
         if let Some(l) = &self.labels {
             self.labels = Some(idx.iter().map(|&i| l[i]).collect());
         }
@@ -275,15 +288,23 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
             message,
         })?;
     let mut arrays = BTreeMap::new();
+    let mut unusable = BTreeMap::new();
     for (key, parsed) in members {
-        let a = parsed.map_err(|e| DataError::Array {
-            path: path.to_path_buf(),
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        arrays.insert(key, a);
+        match parsed {
+            Ok(a) => {
+                arrays.insert(key, a);
+            }
+            Err(e) => {
+                unusable.insert(key, e.to_string());
+            }
+        }
     }
-    let listing = arrays.keys().cloned().collect::<Vec<_>>().join(", ");
+    let listing = arrays
+        .keys()
+        .chain(unusable.keys())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     let available = || listing.clone();
     let find = |wanted: &Option<String>, defaults: &[&str]| -> Result<Option<String>, DataError> {
         match wanted {
@@ -342,18 +363,25 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         .as_ref()
         .map(Vec::len)
         .or(ids.as_ref().map(Vec::len))
-        .or(arrays.values().next().map(Array::n_rows))
-        .unwrap_or(0);
-    for (k, a) in &arrays {
-        if a.shape.is_empty() || a.n_rows() != n {
-            return Err(DataError::Array {
-                path: path.to_path_buf(),
-                key: k.clone(),
-                message: format!(
-                    "has shape {:?}, but the data set has {n} samples (first axis must be the sample axis)",
+        .unwrap_or_else(|| most_common_rows(&arrays));
+    let counted_from = match (&label_key, &id_key) {
+        (Some(k), _) | (None, Some(k)) => format!("'{k}' holds {n}"),
+        (None, None) => format!("most arrays hold {n}"),
+    };
+    let misfits: Vec<String> = arrays
+        .iter()
+        .filter(|(_, a)| a.shape.is_empty() || a.n_rows() != n)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in misfits {
+        if let Some(a) = arrays.remove(&k) {
+            unusable.insert(
+                k,
+                format!(
+                    "has shape {:?}, but the data set has {n} samples ({counted_from}; the first axis must be the sample axis)",
                     a.shape
                 ),
-            });
+            );
         }
     }
     if let Some(ids) = &ids {
@@ -373,8 +401,24 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         labels,
         label_key,
         class_names,
+        unusable,
+        rows: (0..n).collect(),
+        file_rows: n,
     };
     non_empty(ds, path)
+}
+
+/// The row count shared by the most arrays (ties: the larger count), for a file without
+/// labels or ids to count samples by.
+fn most_common_rows(arrays: &BTreeMap<String, Array>) -> usize {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for a in arrays.values().filter(|a| !a.shape.is_empty()) {
+        *counts.entry(a.n_rows()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(rows, count)| (count, rows))
+        .map_or(0, |(rows, _)| rows)
 }
 
 /// Integer labels from an array of shape `[N]` or `[N, 1]`; floats must hold whole numbers.

@@ -55,7 +55,7 @@ pub fn resolve_inputs(
             (k.clone(), format!("--input {}={k}", input.name))
         } else if let (true, Some(k)) = (single, &mapping.single_key) {
             (k.clone(), "--input-key".to_string())
-        } else if data.arrays.contains_key(&input.name) {
+        } else if data.arrays.contains_key(&input.name) || data.unusable.contains_key(&input.name) {
             (input.name.clone(), "same name".to_string())
         } else if single && data.arrays.len() == 1 {
             let k = data.arrays.keys().next().cloned().unwrap_or_default();
@@ -70,6 +70,12 @@ pub fn resolve_inputs(
                 if single { "--input-key KEY" } else { "--input NAME=KEY" }
             ));
         };
+        if let Some(why) = data.unusable.get(&array) {
+            return Err(format!(
+                "model input '{}': data array '{array}' of {} cannot be used: it {why}",
+                input.name, data.source
+            ));
+        }
         let a = data.arrays.get(&array).ok_or_else(|| {
             format!(
                 "model input '{}': the data set {} has no array '{array}' (it holds {})",
@@ -114,4 +120,34 @@ pub fn resolve_inputs(
         });
     }
     Ok(out)
+}
+
+/// The data set's arrays that no binding reads, with the reason each was left aside: the
+/// unusable ones with why they could not be used, the rest as not read by the model(s).
+pub fn ignored_arrays(data: &Dataset, bindings: &[&[InputBinding]]) -> Vec<IgnoredArray> {
+    let read = |k: &str| bindings.iter().any(|bs| bs.iter().any(|b| b.array == k));
+    let unread = data
+        .arrays
+        .keys()
+        .filter(|k| !read(k))
+        .map(|k| IgnoredArray {
+            name: k.clone(),
+            reason: "not read by the model".into(),
+        });
+    let unusable = data.unusable.iter().map(|(k, why)| IgnoredArray {
+        name: k.clone(),
+        reason: format!("not checked: it {why}"),
+    });
+    let mut all: Vec<IgnoredArray> = unread.chain(unusable).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+/// A data array the run did not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredArray {
+    /// Array name.
+    pub name: String,
+    /// Why it was not read.
+    pub reason: String,
 }

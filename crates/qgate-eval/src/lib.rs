@@ -11,6 +11,7 @@ mod inputs;
 mod outputs;
 mod quant_eval;
 mod run;
+mod runtime_check;
 mod thumbnails;
 
 use std::collections::BTreeMap;
@@ -24,10 +25,14 @@ use qgate_data::Dataset;
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
-pub use inputs::{resolve_inputs, InputBinding, InputMapping};
+pub use inputs::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
 pub use outputs::{select_scores, OutputKind, ScoreOutput};
 pub use quant_eval::SubsetEvaluator;
 pub use run::{run_model, ModelRun};
+pub use runtime_check::{
+    check_against_onnxruntime, guard_tract_sides, DivergingTensor, RuntimeCheck,
+    RuntimeCheckOutcome, RuntimeCheckSettings, DEFAULT_SAMPLES as RUNTIME_CHECK_SAMPLES,
+};
 pub use thumbnails::{thumbnail, Thumbnail};
 
 /// Errors of an evaluation. Each names the model side, tensor, array or sample at fault.
@@ -63,6 +68,9 @@ pub enum EvalError {
     /// Nothing to evaluate.
     #[error("{0}: no sample to evaluate (check --limit and the data file)")]
     Empty(String),
+    /// tract disagrees with onnxruntime's node-by-node execution on a quantized model.
+    #[error("{0}")]
+    RuntimeCheck(Box<RuntimeCheck>),
 }
 
 /// How to evaluate.
@@ -141,6 +149,8 @@ pub struct Evaluation {
     pub batch_size: usize,
     /// Class names (index = class).
     pub class_names: Vec<String>,
+    /// Arrays of the data file that neither model read (not checked), with the reason.
+    pub ignored_arrays: Vec<IgnoredArray>,
     /// Baseline.
     pub baseline: SideResult,
     /// Candidate.
@@ -157,6 +167,9 @@ pub struct Evaluation {
     pub gate: Gate,
     /// The policy in force.
     pub policy: Policy,
+    /// The runtime checks of quantized models run in tract (filled by the caller that ran
+    /// them: [`guard_tract_sides`]).
+    pub runtime_checks: Vec<RuntimeCheckOutcome>,
 }
 
 /// Progress of a long run: `(side, samples done, samples in all)`.
@@ -291,6 +304,7 @@ pub fn evaluate_pair(
                     .unwrap_or_else(|| c.to_string())
             })
             .collect(),
+        ignored_arrays: ignored_arrays(data, &[&sides[0].3, &sides[1].3]),
         baseline,
         candidate,
         comparison,
@@ -299,6 +313,7 @@ pub fn evaluate_pair(
         thumbnails,
         gate,
         policy: policy.clone(),
+        runtime_checks: Vec::new(),
     })
 }
 

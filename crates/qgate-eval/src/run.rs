@@ -38,6 +38,17 @@ pub fn run_model(
         .iter()
         .filter_map(|b| data.arrays.get(&b.array))
         .collect();
+    if let Some(rows) = model.rows_by_position() {
+        if rows != data.file_rows {
+            return Err(RuntimeError::Run {
+                path: model.provenance().spec.into(),
+                message: format!(
+                    "holds {rows} rows of saved outputs matched to samples by position, but the data set {} has {} samples; save the outputs of every sample in data order (or save an `id` array with them)",
+                    data.source, data.file_rows
+                ),
+            });
+        }
+    }
     let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
     let mut seconds = 0.0;
     let mut start = 0;
@@ -52,7 +63,8 @@ pub fn run_model(
         let t = Instant::now();
         let outputs = if model.keyed_by_sample() {
             let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-            model.run_samples(&ids, &idx)?
+            let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+            model.run_samples(&ids, &rows)?
         } else {
             let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(&idx)).collect();
             model.run(&inputs)?

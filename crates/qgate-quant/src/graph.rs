@@ -13,6 +13,8 @@ pub(crate) mod dt {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
+    pub const INT64: i32 = 7;
     pub const FLOAT16: i32 = 10;
 }
 
@@ -279,6 +281,48 @@ pub fn cut_at(
         gm.output = outputs;
         gm.initializer.retain(|t| used.contains(&t.name));
         gm.value_info.clear();
+    }
+    Ok(out)
+}
+
+/// The quantization step of tensor `t`: the scalar scale of the `DequantizeLinear` that
+/// produces it (float values on a grid of that step), or 1 for the output of a
+/// `QuantizeLinear` (integer codes). `None` for other tensors and per-channel scales.
+pub fn quant_step(model: &pb::ModelProto, t: &str) -> Option<f64> {
+    let g = model.graph.as_ref()?;
+    let n = g
+        .node
+        .iter()
+        .find(|n| n.output.first().is_some_and(|o| o == t))?;
+    match n.op_type.as_str() {
+        "QuantizeLinear" => Some(1.0),
+        "DequantizeLinear" => {
+            let s = n.input.get(1)?;
+            let scale = float_initializer(g, s)?;
+            (scale.values.len() == 1).then(|| scale.values[0] as f64)
+        }
+        _ => None,
+    }
+}
+
+/// A copy of `model` whose graph outputs are its declared outputs followed by every tensor
+/// in `tensors` (by name only: runtimes infer their types), for reading intermediate
+/// tensors from a runtime that returns only graph outputs.
+pub fn with_outputs(
+    model: &pb::ModelProto,
+    tensors: &[String],
+) -> Result<pb::ModelProto, QuantError> {
+    let mut out = model.clone();
+    let g = out
+        .graph
+        .as_mut()
+        .ok_or_else(|| QuantError::Model("the model holds no graph".into()))?;
+    let declared: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    for t in tensors.iter().filter(|t| !declared.contains(*t)) {
+        g.output.push(pb::ValueInfoProto {
+            name: t.clone(),
+            ..Default::default()
+        });
     }
     Ok(out)
 }

@@ -13,20 +13,26 @@
 
 mod calib;
 mod graph;
+mod normalize;
 mod qdq;
 mod sensitivity;
 
 pub use calib::{calibrate, CalibMethod, Range};
 pub use graph::{
-    cut_at, float_initializer, node_outputs, quantizable_layers, select, FloatTensor, Layer,
+    cut_at, float_initializer, node_outputs, quant_step, quantizable_layers, select, with_outputs,
+    FloatTensor, Layer,
+};
+pub use normalize::{
+    default_opset, normalize, weight_scales, Normalization, WeightScales, PER_CHANNEL_OPSET,
 };
 pub use qdq::{
     act_qparams, effective_weight, f32_to_f16_bits, layers_to_fp16, quantize_layers,
-    quantize_weight, quantized_tensors, strip_qdq, weight_sqnr_db,
+    quantize_weight, quantize_weight_per_tensor, quantized_tensors, strip_qdq, weight_sqnr_db,
 };
 pub use sensitivity::{
     analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontLatency,
-    FrontPoint, LayerSensitivity, Localisation, OnlyBuilder, Probe, Recommendation, TensorError,
+    FrontPoint, LayerSensitivity, Localisation, OnlyBuilder, Probe, Recommendation, Signal,
+    TensorError,
 };
 
 /// Errors of graph editing. Each names the node, tensor or file at fault.

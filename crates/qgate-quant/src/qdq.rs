@@ -9,6 +9,7 @@ use qgate_runtime::onnx_pb as pb;
 
 use crate::calib::Range;
 use crate::graph::{attr_i, dt, float_initializer, graph, FloatTensor, Layer};
+use crate::normalize::{weight_scales, WeightScales};
 use crate::QuantError;
 
 /// Activation quantization: UINT8, asymmetric.
@@ -67,6 +68,16 @@ pub fn quantize_weight(w: &FloatTensor, axis: usize) -> (Vec<f32>, Vec<i8>) {
         })
         .collect();
     (scales, q)
+}
+
+/// Per-tensor symmetric INT8 quantization of a weight (opset 10–12, or
+/// `quantize_static(per_channel=False)`): one scale, absmax / 127, for the whole tensor.
+pub fn quantize_weight_per_tensor(w: &FloatTensor) -> (Vec<f32>, Vec<i8>) {
+    let flat = FloatTensor {
+        dims: vec![1, w.values.len()],
+        values: w.values.clone(),
+    };
+    quantize_weight(&flat, 0)
 }
 
 /// SQNR (dB) of a weight quantized per channel: 10·log10(Σw² / Σ(w − ŵ)²); `None` when
@@ -128,22 +139,6 @@ fn node(
     }
 }
 
-fn check_opset(model: &pb::ModelProto) -> Result<(), QuantError> {
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .unwrap_or(0);
-    if opset < 13 {
-        return Err(QuantError::Model(format!(
-            "the model uses opset {opset}; per-channel QuantizeLinear/DequantizeLinear need \
-             opset 13 or later (convert it with onnx.version_converter)"
-        )));
-    }
-    Ok(())
-}
-
 /// The activation tensors quantizing `layers` puts Q/DQ pairs on, as onnxruntime's QDQ
 /// quantizer does: every activation input of a quantized layer and its output — after the
 /// Relu/Clip that follows it, which onnxruntime folds into the layer's output range. A
@@ -195,7 +190,7 @@ pub fn quantize_layers(
     layers: &[&Layer],
     ranges: &BTreeMap<String, Range>,
 ) -> Result<pb::ModelProto, QuantError> {
-    check_opset(model)?;
+    let per_channel = weight_scales(model)? == WeightScales::PerChannel;
     let out = model.clone();
     let g0 = graph(model)?;
     let tensors = quantized_tensors(model, layers)?;
@@ -271,9 +266,19 @@ pub fn quantize_layers(
                     let w = float_initializer(g0, w_name).ok_or_else(|| {
                         QuantError::Model(format!("weight '{w_name}' is not a float initializer"))
                     })?;
-                    let (scales, q) = quantize_weight(&w, layer.weight_axis);
+                    let (scales, q) = if per_channel {
+                        quantize_weight(&w, layer.weight_axis)
+                    } else {
+                        quantize_weight_per_tensor(&w)
+                    };
                     let dims: Vec<i64> = w.dims.iter().map(|&d| d as i64).collect();
                     let c = scales.len() as i64;
+                    // Per tensor (opset < 13): scalar scale and zero point, no axis.
+                    let (s_dims, axis) = if per_channel {
+                        (vec![c], Some(layer.weight_axis as i64))
+                    } else {
+                        (vec![], None)
+                    };
                     let (q_name, s_name, z_name) = (
                         format!("{w_name}_quantized"),
                         format!("{w_name}_scale"),
@@ -288,17 +293,17 @@ pub fn quantize_layers(
                     inits.push(tensor(
                         &s_name,
                         dt::FLOAT,
-                        vec![c],
+                        s_dims.clone(),
                         scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
                     ));
-                    inits.push(tensor(&z_name, dt::INT8, vec![c], vec![0; c as usize]));
+                    inits.push(tensor(&z_name, dt::INT8, s_dims, vec![0; c as usize]));
                     let dq_out = format!("{w_name}_DequantizeLinear_Output");
                     nodes.push(node(
                         "DequantizeLinear",
                         &format!("{w_name}_DequantizeLinear"),
                         vec![q_name, s_name, z_name],
                         &dq_out,
-                        Some(layer.weight_axis as i64),
+                        axis,
                     ));
                     weight_done.insert(w_name.clone(), (dq_out.clone(), scales.clone()));
                     (dq_out, scales)
@@ -360,6 +365,8 @@ fn quantize_bias(
     if sw.len() != bias.values.len() && sw.len() != 1 {
         return Ok(None);
     }
+    // One weight scale (per tensor, opset < 13): one bias scale, a scalar without axis.
+    let per_tensor = sw.len() == 1;
     let scales: Vec<f32> = (0..bias.values.len())
         .map(|c| sx * sw[c.min(sw.len() - 1)])
         .collect();
@@ -374,15 +381,20 @@ fn quantize_bias(
     if !inits.iter().any(|t| t.name == q_name) {
         inits.push(tensor(
             &q_name,
-            6,
+            dt::INT32,
             vec![c],
             q.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
+        let (s_dims, s_values) = if per_tensor {
+            (vec![], &scales[..1])
+        } else {
+            (vec![c], &scales[..])
+        };
         inits.push(tensor(
             &s_name,
             dt::FLOAT,
-            vec![c],
-            scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            s_dims,
+            s_values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
     }
     let out = format!("{b_name}_DequantizeLinear_Output");
@@ -392,7 +404,7 @@ fn quantize_bias(
             &format!("{b_name}_DequantizeLinear"),
             vec![q_name, s_name],
             &out,
-            Some(0),
+            (!per_tensor).then_some(0),
         ));
     }
     Ok(Some(out))

@@ -252,6 +252,9 @@ pub struct Analysis {
     pub all_int8: EvalResult,
     /// Layers, most sensitive first.
     pub layers: Vec<LayerSensitivity>,
+    /// The signals that ordered the first layers (metric drop; where drops tie, KL; then
+    /// logit MSE).
+    pub ranked_by: Vec<Signal>,
     /// Every configuration evaluated by the searches.
     pub front: Vec<FrontPoint>,
     /// The answer.
@@ -521,8 +524,8 @@ pub fn analyze(
         method,
     };
 
-    // Most sensitive first: the metric drop of quantizing the layer alone, then its KL.
     sens.sort_by(rank);
+    let ranked_by = ranked_by(&sens, CONFIRM);
     let order: Vec<String> = sens.iter().map(|s| s.node.clone()).collect();
     let mut front = vec![FrontPoint {
         method: "none".into(),
@@ -660,6 +663,7 @@ pub fn analyze(
             model: best.model,
         },
         front,
+        ranked_by,
         evaluations: runner.count,
         proxy_samples: proxy,
         monotone,
@@ -691,10 +695,66 @@ fn output_sqnr(a: &Array, b: &Array) -> Option<f64> {
     }
 }
 
+/// A signal the layers are ranked by, in the order the ranking consults them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Metric drop with the layer alone quantized.
+    MetricDrop,
+    /// Mean KL(FP32 ‖ model), same setting.
+    Kl,
+    /// Mean squared logit difference, same setting.
+    LogitMse,
+}
+
+impl Signal {
+    /// Every signal, in ranking order.
+    pub const ALL: [Signal; 3] = [Signal::MetricDrop, Signal::Kl, Signal::LogitMse];
+
+    /// The layer's value of this signal (larger = more sensitive; unmeasured = 0).
+    pub fn of(self, l: &LayerSensitivity) -> f64 {
+        match self {
+            Signal::MetricDrop => l.metric_drop,
+            Signal::Kl => l.kl.unwrap_or(0.0),
+            Signal::LogitMse => l.mse.unwrap_or(0.0),
+        }
+    }
+
+    /// Its name in prose.
+    pub fn label(self) -> &'static str {
+        match self {
+            Signal::MetricDrop => "metric drop",
+            Signal::Kl => "KL",
+            Signal::LogitMse => "logit MSE",
+        }
+    }
+}
+
+/// Most sensitive first: the metric drop of quantizing the layer alone; where drops tie
+/// (e.g. no single layer moves the metric), its KL; then its logit MSE.
 fn rank(a: &LayerSensitivity, b: &LayerSensitivity) -> std::cmp::Ordering {
-    b.metric_drop
-        .total_cmp(&a.metric_drop)
-        .then(b.kl.unwrap_or(0.0).total_cmp(&a.kl.unwrap_or(0.0)))
+    Signal::ALL
+        .iter()
+        .map(|s| s.of(b).total_cmp(&s.of(a)))
+        .fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then)
+}
+
+/// The signals that decided the order of the first `k` layers of a ranked list (and which
+/// layers made the cut): for each neighbouring pair the first signal that differs; the
+/// deepest of them and every signal before it.
+pub fn ranked_by(ranked: &[LayerSensitivity], k: usize) -> Vec<Signal> {
+    let deepest = ranked
+        .windows(2)
+        .take(k)
+        .map(|w| {
+            Signal::ALL
+                .iter()
+                .position(|s| s.of(&w[0]) != s.of(&w[1]))
+                .unwrap_or(Signal::ALL.len() - 1)
+        })
+        .max()
+        .unwrap_or(0);
+    Signal::ALL[..=deepest].to_vec()
 }
 
 fn localise(

@@ -361,9 +361,13 @@ fn provenance(h: &mut String, r: &Report) {
     h.push_str("<h2>Provenance</h2><table><tr><th class=l>side</th><th class=l>model</th><th class=l>runtime</th><th class=l>inputs</th><th class=l>score output</th><th>file</th><th>inference</th><th class=l>ops</th></tr>");
     side_rows(h, "baseline", a.baseline);
     side_rows(h, "candidate", a.candidate);
+    h.push_str("</table>");
+    for line in crate::runtime_check_lines(r) {
+        let _ = write!(h, "<p>{}</p>", esc(&line));
+    }
     let _ = write!(
         h,
-        "</table><p>Host: {} ({} cores, {}){}. Model digests: baseline <code>{}</code>, candidate <code>{}</code>.</p><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",
+        "<p>Host: {} ({} cores, {}){}. Model digests: baseline <code>{}</code>, candidate <code>{}</code>.</p><p><small>qgate {} · report schema {} · inference times are wall-clock over the whole data set, not a benchmark.</small></p>",
         esc(&r.host.cpu), r.host.cores, esc(&r.host.os),
         r.deployment_runtime.as_deref().map(|d| format!("; deployment runtime: {}", esc(d))).unwrap_or_default(),
         a.baseline.model.sha256.as_deref().unwrap_or("—"),

@@ -65,6 +65,29 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
     ]
 }
 
+/// One sentence per runtime check, for people.
+pub(crate) fn runtime_check_lines(r: &Report) -> Vec<String> {
+    r.runtime_checks
+        .iter()
+        .map(|c| match c {
+            qgate_eval::RuntimeCheckOutcome::Passed(c) => format!(
+                "Runtime check ({}): tract agrees with {} on the first {} samples — top-1 agreement {}, largest difference of '{}' {} (tolerance {}: {}).",
+                c.side,
+                c.reference,
+                c.samples,
+                sig(c.top1_agreement, 3),
+                c.output,
+                num(c.max_abs_diff),
+                num(c.tolerance),
+                c.tolerance_basis
+            ),
+            qgate_eval::RuntimeCheckOutcome::Skipped { side, reason } => {
+                format!("Runtime check ({side}): skipped — {reason}.")
+            }
+        })
+        .collect()
+}
+
 /// Formats a fraction as a percentage with two decimals.
 pub(crate) fn pct(v: f64) -> String {
     if v.is_finite() {
@@ -74,22 +97,64 @@ pub(crate) fn pct(v: f64) -> String {
     }
 }
 
-/// Formats a number compactly.
+/// Formats a number compactly: four significant digits (see [`sig`]).
 pub(crate) fn num(v: f64) -> String {
+    sig(v, 4)
+}
+
+/// Formats `v` for people: `digits` significant digits, thousands separated by commas from
+/// 1 000 on (no decimals there: `41,124` for 41124.0994), trailing zeros dropped, scientific
+/// notation below 0.001 and from 10¹⁵. JSON keeps full precision; this is for prose and tables.
+pub(crate) fn sig(v: f64, digits: usize) -> String {
     if !v.is_finite() {
         return if v.is_nan() {
             "n/a".into()
-        } else {
+        } else if v > 0.0 {
             "∞".into()
+        } else {
+            "−∞".into()
         };
     }
+    let digits = digits.max(1);
     if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 1e-3 && v.abs() < 1e5 {
-        let s = format!("{v:.4}");
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e15).contains(&a) {
+        return format!("{v:.*e}", digits - 1);
+    }
+    if a >= 999.5 {
+        return thousands(v.round());
+    }
+    let magnitude = a.log10().floor() as i32;
+    let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v:.3e}")
+        s
+    };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+/// A whole number with thousands separated by commas: `-1,234,567`.
+pub(crate) fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 && digits != "0" {
+        format!("-{out}")
+    } else {
+        out
     }
 }
 
@@ -99,5 +164,35 @@ pub(crate) fn pval(p: f64) -> String {
         format!("{p:.2e}")
     } else {
         format!("{p:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{num, sig, thousands};
+
+    #[test]
+    fn numbers_for_people() {
+        let cases = [
+            (41124.0994, "41,124"),
+            (10628.3479, "10,628"),
+            (1_234_567.0, "1,234,567"),
+            (999.4, "999.4"),
+            (999.96, "1,000"),
+            (12.3456, "12.35"),
+            (0.0123456, "0.01235"),
+            (1.0, "1"),
+            (0.5, "0.5"),
+            (-0.00001, "-1.000e-5"),
+            (-2500.0, "-2,500"),
+            (0.0, "0"),
+            (f64::NAN, "n/a"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(num(v), want, "{v}");
+        }
+        assert_eq!(sig(0.012345, 2), "0.012");
+        assert_eq!(thousands(-0.2), "0");
+        assert_eq!(thousands(100.0), "100");
     }
 }

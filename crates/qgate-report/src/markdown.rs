@@ -148,10 +148,14 @@ impl Exporter for Markdown {
         if let Some(s) = &r.sensitivity {
             crate::sens::markdown(&mut m, s);
         }
-        if !r.warnings.is_empty() {
+        let checks = crate::runtime_check_lines(r);
+        if !r.warnings.is_empty() || !checks.is_empty() {
             m.push_str("\n**Notes**\n\n");
             for w in &r.warnings {
                 let _ = writeln!(m, "- {}", w.message);
+            }
+            for c in checks {
+                let _ = writeln!(m, "- {c}");
             }
         }
         let _ = writeln!(

@@ -9,7 +9,7 @@ use qgate_core::divergence::{Histogram, KlSummary};
 use qgate_core::metrics::{Averages, ClassMetrics};
 use qgate_core::policy::{CriterionResult, Gate, Policy, Threshold, Verdict};
 use qgate_core::stats::BootstrapSettings;
-use qgate_eval::{Evaluation, InputBinding, ScoreOutput, SideResult, Thumbnail};
+use qgate_eval::{Evaluation, IgnoredArray, InputBinding, ScoreOutput, SideResult, Thumbnail};
 use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
@@ -55,6 +55,10 @@ pub struct Report {
     pub deployment_runtime: Option<String>,
     /// Things the reader should know, each with what to do.
     pub warnings: Vec<Warning>,
+    /// The runtime checks of quantized models run in tract against onnxruntime's
+    /// node-by-node execution (`passed` or `skipped` with the reason; a failed check stops
+    /// the run with an error instead).
+    pub runtime_checks: Vec<qgate_eval::RuntimeCheckOutcome>,
     /// Thumbnails of flipped samples (HTML only).
     #[serde(skip)]
     pub thumbnails: Vec<Thumbnail>,
@@ -82,6 +86,8 @@ pub struct DataInfo {
     pub class_names: Vec<String>,
     /// Samples per inference call.
     pub batch_size: usize,
+    /// Arrays of the data file that the run did not read, and why (never checked).
+    pub ignored_arrays: Vec<IgnoredArray>,
 }
 
 /// One side's figures.
@@ -317,6 +323,7 @@ impl Report {
                 n_classes: eval.n_classes,
                 class_names: eval.class_names.clone(),
                 batch_size: eval.batch_size,
+                ignored_arrays: eval.ignored_arrays.clone(),
             }),
             baseline: Some(side(&eval.baseline)),
             candidate: Some(side(&eval.candidate)),
@@ -327,6 +334,7 @@ impl Report {
             host,
             deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
+            runtime_checks: eval.runtime_checks.clone(),
             thumbnails: eval.thumbnails.clone(),
         }
     }
@@ -393,6 +401,7 @@ impl Report {
             host,
             deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
+            runtime_checks: Vec::new(),
             thumbnails: Vec::new(),
         }
     }
@@ -440,16 +449,18 @@ impl Report {
             .layers
             .iter()
             .take(3)
-            .map(|l| format!("{} ({:+.2} pp)", l.node, -l.metric_drop + 0.0))
+            .map(|l| format!("{} ({})", l.node, sens_figures(l, &sens.analysis.ranked_by)))
             .collect();
+        let by: Vec<&str> = sens.analysis.ranked_by.iter().map(|s| s.label()).collect();
         let summary = format!(
-            "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive: {}",
+            "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive by {}: {}",
             verdict_head(&gate),
             sens.analysis.fp32_metric * 100.0,
             sens.analysis.all_int8.metric * 100.0,
             rec.metric * 100.0,
             rec.n_float_layers,
             rec.keep_float.join(", "),
+            by.join(", then "),
             top.join(", ")
         );
         Report {
@@ -475,6 +486,7 @@ impl Report {
             host,
             deployment_runtime: None,
             warnings: Vec::new(),
+            runtime_checks: Vec::new(),
             thumbnails: Vec::new(),
         }
     }
@@ -590,6 +602,19 @@ pub struct Accuracy<'a> {
     pub comparison: &'a ComparisonReport,
 }
 
+/// A layer's figures for the signals that ranked it (`-0.53 pp`, `+0.00 pp, KL 0.0123`).
+fn sens_figures(l: &qgate_quant::LayerSensitivity, by: &[qgate_quant::Signal]) -> String {
+    use qgate_quant::Signal;
+    by.iter()
+        .map(|s| match s {
+            Signal::MetricDrop => format!("{:+.2} pp", -l.metric_drop + 0.0),
+            Signal::Kl => format!("KL {}", crate::sig(l.kl.unwrap_or(0.0), 3)),
+            Signal::LogitMse => format!("MSE {}", crate::sig(l.mse.unwrap_or(0.0), 3)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn verdict_head(gate: &Gate) -> String {
     match gate.verdict {
         Verdict::Pass => "PASS".to_string(),
@@ -687,14 +712,7 @@ fn side(s: &SideResult) -> SideReport {
 }
 
 fn is_quantized(info: &ModelInfo) -> bool {
-    info.op_counts.keys().any(|op| {
-        let op = op.rsplit(':').next().unwrap_or(op);
-        op.starts_with("QLinear")
-            || op.starts_with("QuantizeLinear")
-            || op.starts_with("DynamicQuantize")
-            || op.ends_with("Integer")
-            || op == "QGemm"
-    })
+    info.is_quantized()
 }
 
 fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning> {

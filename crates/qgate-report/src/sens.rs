@@ -9,6 +9,19 @@ fn opt(v: Option<f64>) -> String {
     v.map(num).unwrap_or_else(|| "—".into())
 }
 
+/// How the ranking was ordered, in prose: which signals decided it, and why when it is not
+/// the metric alone.
+fn ranked_by_text(a: &qgate_quant::Analysis) -> String {
+    let by: Vec<&str> = a.ranked_by.iter().map(|s| s.label()).collect();
+    let mut t = by.join(", then ");
+    if a.ranked_by.len() > 1 {
+        t.push_str(
+            " (the metric drops of the first layers tie, so the next signal decides their order)",
+        );
+    }
+    t
+}
+
 /// Appends the sensitivity sections to the HTML page.
 pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
     let a = &s.analysis;
@@ -29,6 +42,7 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         a.evaluations,
         s.seconds
     );
+    let _ = write!(h, "<p>Ranked by {}.</p>", ranked_by_text(a));
     h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>logit MSE</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th>KL, all but this layer</th><th class=l>kept float</th></tr>");
     for (i, l) in a.layers.iter().enumerate() {
         let kept = rec.keep_float.contains(&l.node);
@@ -223,6 +237,7 @@ pub(crate) fn markdown(m: &mut String, s: &SensitivityReport) {
         a.layers.len(),
         rec.keep_float.join("`, `")
     );
+    let _ = writeln!(m, "Ranked by {}.\n", ranked_by_text(a));
     m.push_str("| rank | layer | op | drop (pp) | KL | logit MSE | output SQNR dB | weight SQNR dB | all-but drop (pp) |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (i, l) in a.layers.iter().take(10).enumerate() {
         let _ = writeln!(

@@ -19,6 +19,7 @@ mod onnx_info;
 mod ort_rt;
 mod preds;
 mod remote;
+mod tract_fix;
 mod tract_rt;
 
 use std::collections::BTreeMap;
@@ -315,6 +316,21 @@ pub struct ModelInfo {
     pub sha256: Option<String>,
 }
 
+impl ModelInfo {
+    /// Whether the model computes in integers anywhere: Q/DQ pairs, QOperator or dynamic
+    /// quantization ops (contrib ops included).
+    pub fn is_quantized(&self) -> bool {
+        self.op_counts.keys().any(|op| {
+            let op = op.rsplit(':').next().unwrap_or(op);
+            op.starts_with("QLinear")
+                || op.starts_with("QuantizeLinear")
+                || op.starts_with("DynamicQuantize")
+                || op.ends_with("Integer")
+                || op == "QGemm"
+        })
+    }
+}
+
 /// Where a model's figures come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -343,6 +359,14 @@ pub struct LoadOptions {
     pub python: String,
     /// Timeout of one remote request; `None` = 60 s.
     pub timeout: Option<std::time::Duration>,
+    /// Apply the graph rewrites that make tract follow the ONNX specification where tract
+    /// 0.23 does not (`tract_fix`); off only to test the runtime check on a model tract
+    /// gets wrong.
+    pub tract_rewrites: bool,
+    /// ONNX Runtime's graph optimisations (default: all, as deployments run); off runs
+    /// node by node as the operator specs define the graph (the runtime check's reference
+    /// for locating a divergence).
+    pub ort_optimize: bool,
 }
 
 impl Default for LoadOptions {
@@ -354,6 +378,8 @@ impl Default for LoadOptions {
             ort_env_path: None,
             python: "python3".into(),
             timeout: None,
+            tract_rewrites: true,
+            ort_optimize: true,
         }
     }
 }
@@ -374,7 +400,14 @@ pub trait Model: Send {
         false
     }
 
-    /// The outputs of the samples with these ids (at these positions in the data set).
+    /// For saved outputs matched to samples by row position (no ids): how many rows they
+    /// hold, which must equal the data file's sample count.
+    fn rows_by_position(&self) -> Option<usize> {
+        None
+    }
+
+    /// The outputs of the samples with these ids (at these rows of the data file, before
+    /// `--limit`/`--seed` selected samples).
     fn run_samples(
         &mut self,
         ids: &[String],

@@ -250,7 +250,11 @@ impl OrtModel {
             .map_err(|e| load_err(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| load_err(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(if opts.ort_optimize {
+                GraphOptimizationLevel::All
+            } else {
+                GraphOptimizationLevel::Disable
+            })
             .map_err(|e| load_err(e.to_string()))?;
         let ep = execution_provider(&device, spec)?;
         builder = builder
@@ -262,7 +266,15 @@ impl OrtModel {
         let mut settings = BTreeMap::new();
         settings.insert("execution_provider".into(), device);
         settings.insert("intra_op_threads".into(), threads.to_string());
-        settings.insert("graph_optimization".into(), "all".into());
+        settings.insert(
+            "graph_optimization".into(),
+            if opts.ort_optimize {
+                "all"
+            } else {
+                "disabled (node by node)"
+            }
+            .into(),
+        );
         settings.insert("library".into(), lib.path.display().to_string());
         let declared_inputs = session
             .inputs()

@@ -1,13 +1,15 @@
 //! Saved predictions as a model: outputs computed elsewhere (PyTorch, TFLite, a phone, an
 //! earlier `--save-outputs` run), stored in an `.npz` with one array per output (first axis
-//! = samples) and optionally an `id` array that keys rows by sample id. Without ids, rows are
-//! taken in data order.
+//! = samples) and optionally an `id` array that keys rows by sample id, or in an `.npy`
+//! holding one array: the scores, named after the file stem (`np.save("logits.npy", out)`).
+//! Without ids, row *i* is the data file's sample *i* (before `--limit`/`--seed`), and the
+//! row count must equal the data's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use qgate_core::{Array, ArrayData};
-use qgate_data::npy::read_npz;
+use qgate_data::npy::{parse_npy, read_npz};
 
 use crate::{Dim, Model, ModelInfo, ModelSpec, Provenance, RuntimeError, TensorInfo};
 
@@ -37,7 +39,27 @@ impl PredsModel {
             path: path.to_path_buf(),
             source,
         })?;
-        let members = read_npz(std::io::Cursor::new(&bytes)).map_err(bad)?;
+        let members = match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("npz") => read_npz(std::io::Cursor::new(&bytes)).map_err(bad)?,
+            Some("npy") => {
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("scores")
+                    .to_string();
+                vec![(stem, parse_npy(&bytes))]
+            }
+            _ => {
+                return Err(bad(
+                    "saved predictions must be an .npy file (one array: the scores) or an .npz archive (one array per output, optionally `id`)".into(),
+                ))
+            }
+        };
         let mut ids: Option<Vec<String>> = None;
         let mut producer = String::new();
         let mut outputs = Vec::new();
@@ -153,6 +175,10 @@ impl Model for PredsModel {
 
     fn keyed_by_sample(&self) -> bool {
         true
+    }
+
+    fn rows_by_position(&self) -> Option<usize> {
+        self.by_id.is_none().then_some(self.rows)
     }
 
     fn run_samples(

@@ -37,6 +37,8 @@ pub struct TractModel {
     model: InferenceModel,
     input_types: Vec<DatumType>,
     plans: HashMap<(Vec<Vec<usize>>, Vec<String>), Plan>,
+    /// Graph rewrites applied before tract saw the model ([`crate::tract_fix`]).
+    rewrites: Vec<String>,
 }
 
 impl TractModel {
@@ -44,9 +46,9 @@ impl TractModel {
     pub fn load(
         path: &Path,
         spec: &ModelSpec,
-        _opts: &LoadOptions,
+        opts: &LoadOptions,
     ) -> Result<TractModel, RuntimeError> {
-        let (proto, file) = read_proto(path)?;
+        let (mut proto, file) = read_proto(path)?;
         let info = model_info(&proto, &file);
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
         let missing = unsupported_nodes(&proto, |op| onnx.op_register.0.contains_key(op));
@@ -61,6 +63,11 @@ impl TractModel {
             path: path.to_path_buf(),
             runtime: "tract".into(),
             message: format!("{e:#}"),
+        };
+        let rewrites = if opts.tract_rewrites {
+            crate::tract_fix::rewrite_for_tract(&mut proto)
+        } else {
+            Vec::new()
         };
         let dir = path.parent().and_then(|p| p.to_str());
         let parsed = onnx.parse(&proto, dir).map_err(load_err)?;
@@ -95,6 +102,7 @@ impl TractModel {
             model,
             input_types,
             plans: HashMap::new(),
+            rewrites,
         })
     }
 
@@ -203,6 +211,9 @@ impl Model for TractModel {
         let mut settings = BTreeMap::new();
         settings.insert("optimisation".into(), "into_optimized".into());
         settings.insert("threads".into(), "1 (tract runs single-threaded)".into());
+        if !self.rewrites.is_empty() {
+            settings.insert("graph_rewrites".into(), self.rewrites.join("; "));
+        }
         Provenance {
             spec: self.spec.clone(),
             runtime: "tract".into(),

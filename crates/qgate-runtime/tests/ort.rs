@@ -1,5 +1,6 @@
-//! The ONNX Runtime backend against onnxruntime's own Python outputs (ref_outputs.npz, same
-//! onnxruntime version, same default optimisation level): every fixture variant, contrib
+//! The ONNX Runtime backend against onnxruntime's own Python outputs computed on this machine
+//! (tests/reference/ort_outputs.py: same onnxruntime version, same default optimisation
+//! level, same CPU — fused INT8 kernels differ between CPUs): every fixture variant, contrib
 //! ops included.
 //!
 //! Needs an onnxruntime library: `--ort-lib`-style from `ORT_DYLIB_PATH`, or the
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 use qgate_core::{Array, Tolerance};
 use qgate_data::{load_npz, ArrayKeys, Dataset};
 use qgate_runtime::{load, locate_onnxruntime, LoadOptions, Model, ModelSpec};
+
+#[path = "../../../tests/reference/ort_refs.rs"]
+mod ort_refs;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
@@ -58,7 +62,6 @@ fn model(variant: &str, opts: &LoadOptions) -> Box<dyn Model> {
 fn every_variant_equals_onnxruntime_python() {
     let Some(opts) = options() else { return };
     let data = npz("test.npz");
-    let refs = npz("ref_outputs.npz");
     let variants = [
         "mlp_fp32",
         "mlp_fp16",
@@ -76,6 +79,13 @@ fn every_variant_equals_onnxruntime_python() {
         "cnn_wide_fp32",
         "cnn_wide_int8_qdq",
     ];
+    let paths: Vec<PathBuf> = variants
+        .iter()
+        .map(|v| fixtures().join(format!("{v}.onnx")))
+        .collect();
+    let Some(refs) = ort_refs::onnxruntime_outputs(&fixtures().join("test.npz"), &paths) else {
+        return;
+    };
     for v in variants {
         let mut m = model(v, &opts);
         assert_eq!(m.provenance().runtime, "onnxruntime");

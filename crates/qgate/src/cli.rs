@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use qgate_core::policy::{Policy, PolicyFile, Source};
 use qgate_core::stats::BootstrapSettings;
 use qgate_data::{ArrayKeys, ColorMode, ImagePreprocess, Layout};
-use qgate_eval::{EvalOptions, InputMapping, OutputKind};
+use qgate_eval::{EvalOptions, InputMapping, OutputKind, RuntimeCheckSettings};
 use qgate_runtime::{LoadOptions, ModelSpec};
 use serde::Deserialize;
 
@@ -74,6 +74,7 @@ impl RuntimeFlags {
                 Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
                 None => None,
             },
+            ..LoadOptions::default()
         })
     }
 }
@@ -306,6 +307,17 @@ pub struct CompareArgs {
     /// warns about figures from other runtimes.
     #[arg(long, value_name = "RUNTIME")]
     pub deployment_runtime: Option<String>,
+    /// Skip the runtime check: a quantized model run in tract is first compared with
+    /// onnxruntime's node-by-node execution on a few samples when onnxruntime is found.
+    #[arg(long)]
+    pub no_runtime_check: bool,
+    /// Samples the runtime check compares [default: 32].
+    #[arg(long, value_name = "N")]
+    pub runtime_check_samples: Option<usize>,
+    /// Testing only: hand models to tract without qgate's graph rewrites, so the runtime
+    /// check can be shown to catch a model tract gets wrong.
+    #[arg(long, hide = true)]
+    pub no_tract_rewrites: bool,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -323,6 +335,8 @@ struct ConfigFile {
     timeout: Option<f64>,
     save_outputs: Option<PathBuf>,
     deployment_runtime: Option<String>,
+    no_runtime_check: Option<bool>,
+    runtime_check_samples: Option<usize>,
     data: Option<PathBuf>,
     out: Option<PathBuf>,
     policy: Option<PolicyValue>,
@@ -417,6 +431,7 @@ pub struct CompareConfig {
     pub load: LoadOptions,
     pub save_outputs: Option<PathBuf>,
     pub deployment_runtime: Option<String>,
+    pub runtime_check: RuntimeCheckSettings,
 }
 
 fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -587,6 +602,25 @@ impl CompareArgs {
             Some(o) => bail!("--image-color {o}: expected rgb or gray"),
             None => img.color.unwrap_or_default(),
         };
+        let mut load = self.runtime.load_options(RuntimeFlags {
+            device: file.device,
+            threads: file.threads,
+            ort_lib: file.ort_lib.map(|p| rel(base, p)),
+            timeout: file.timeout,
+        })?;
+        load.tract_rewrites = !self.no_tract_rewrites;
+        let check_samples = self
+            .runtime_check_samples
+            .or(file.runtime_check_samples)
+            .unwrap_or(qgate_eval::RUNTIME_CHECK_SAMPLES);
+        if check_samples == 0 {
+            bail!("--runtime-check-samples must be at least 1 (use --no-runtime-check to skip the check)");
+        }
+        let runtime_check = RuntimeCheckSettings {
+            enabled: !(self.no_runtime_check || file.no_runtime_check.unwrap_or(false)),
+            samples: check_samples,
+            ort: load.clone(),
+        };
         Ok(CompareConfig {
             baseline: ModelSpec::parse(&baseline)?,
             candidate: ModelSpec::parse(&candidate)?,
@@ -616,16 +650,12 @@ impl CompareArgs {
             },
             policy,
             progress: interactive && !self.no_progress,
-            load: self.runtime.load_options(RuntimeFlags {
-                device: file.device,
-                threads: file.threads,
-                ort_lib: file.ort_lib.map(|p| rel(base, p)),
-                timeout: file.timeout,
-            })?,
+            load,
             save_outputs: self
                 .save_outputs
                 .or(file.save_outputs.map(|p| rel(base, p))),
             deployment_runtime: self.deployment_runtime.or(file.deployment_runtime),
+            runtime_check,
         })
     }
 }

@@ -94,13 +94,24 @@ fn accuracy(cfg: &CompareConfig) -> Result<(Report, Dataset, qgate_eval::Evaluat
     } else {
         ProgressBar::hidden()
     };
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let runtime_checks = qgate_eval::guard_tract_sides(
+        [
+            ("baseline", &cfg.baseline, baseline.as_mut()),
+            ("candidate", &cfg.candidate, candidate.as_mut()),
+        ],
+        &data,
+        &cfg.eval,
+        &cfg.runtime_check,
+        scratch.path(),
+    )?;
     let n = data.len() as u64;
     let mut progress = |side: &str, done: usize, _all: usize| {
         let offset = if side == "candidate" { n } else { 0 };
         bar.set_message(side.to_string());
         bar.set_position(offset + done as u64);
     };
-    let eval = evaluate_pair(
+    let mut eval = evaluate_pair(
         baseline.as_mut(),
         candidate.as_mut(),
         &data,
@@ -108,6 +119,7 @@ fn accuracy(cfg: &CompareConfig) -> Result<(Report, Dataset, qgate_eval::Evaluat
         &cfg.eval,
         &mut progress,
     )?;
+    eval.runtime_checks = runtime_checks;
     bar.finish_and_clear();
     if let Some(dir) = &cfg.save_outputs {
         save_outputs(dir, &data, &eval)?;
