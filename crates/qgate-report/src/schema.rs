@@ -546,6 +546,12 @@ pub struct SensitivityReport {
     /// Layers, front, recommendation, localisation.
     #[serde(flatten)]
     pub analysis: qgate_quant::Analysis,
+    /// How the model file was read: Constant-node weights lifted, nodes named, external
+    /// data inlined, opset upgraded or per-tensor weight scales.
+    pub normalization: qgate_quant::Normalization,
+    /// The model as qgate read it (`model_normalized.onnx`), written when it differs from
+    /// the file: the exclusion lists resolve against its node names.
+    pub normalized_model: Option<String>,
     /// The written mixed-precision model.
     pub mixed_model: String,
     /// How the front's latency was measured (`None`: `--bench-seconds 0`).

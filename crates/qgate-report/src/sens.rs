@@ -42,7 +42,19 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         a.evaluations,
         s.seconds
     );
-    let _ = write!(h, "<p>Ranked by {}.</p>", ranked_by_text(a));
+    let _ = write!(
+        h,
+        "<p>Model as read: {}.{}</p><p>Ranked by {}.</p>",
+        esc(&s.normalization.notes().join("; ")),
+        s.normalized_model
+            .as_deref()
+            .map(|p| format!(
+                " The exclusion lists name nodes of <code>{}</code>, the model as qgate read it.",
+                esc(p)
+            ))
+            .unwrap_or_default(),
+        ranked_by_text(a)
+    );
     h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>logit MSE</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th>KL, all but this layer</th><th class=l>kept float</th></tr>");
     for (i, l) in a.layers.iter().enumerate() {
         let kept = rec.keep_float.contains(&l.node);
@@ -237,7 +249,12 @@ pub(crate) fn markdown(m: &mut String, s: &SensitivityReport) {
         a.layers.len(),
         rec.keep_float.join("`, `")
     );
-    let _ = writeln!(m, "Ranked by {}.\n", ranked_by_text(a));
+    let _ = writeln!(
+        m,
+        "Model as read: {}.\n\nRanked by {}.\n",
+        s.normalization.notes().join("; "),
+        ranked_by_text(a)
+    );
     m.push_str("| rank | layer | op | drop (pp) | KL | logit MSE | output SQNR dB | weight SQNR dB | all-but drop (pp) |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (i, l) in a.layers.iter().take(10).enumerate() {
         let _ = writeln!(

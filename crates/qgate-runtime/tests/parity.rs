@@ -115,6 +115,33 @@ fn qdq_models_are_bit_exact_with_the_onnx_semantics() {
 }
 
 #[test]
+fn a_quantized_softmax_is_bit_exact_with_the_onnx_semantics() {
+    // DequantizeLinear → Softmax → QuantizeLinear: tract 0.23 alone gives every class the
+    // same probability (see qgate_runtime's tract_fix); with qgate's rewrite it computes what
+    // onnxruntime's node-by-node execution computes, bit for bit.
+    check(
+        "ref_outputs_unfused.npz",
+        "cnn_int8_qdq",
+        "probs",
+        Tolerance::Exact,
+    );
+    let (got, _) = outputs("ref_outputs_unfused.npz", "cnn_int8_qdq", "probs");
+    let path = fixtures().join("cnn_int8_qdq.onnx");
+    let spec = ModelSpec::parse(path.to_str().unwrap()).unwrap();
+    let opts = LoadOptions {
+        tract_rewrites: false,
+        ..LoadOptions::default()
+    };
+    let mut raw = load(&spec, &opts).unwrap();
+    let data = npz("test.npz");
+    let unfixed = raw.run(&[data.arrays["image"].clone()]).unwrap();
+    assert_ne!(
+        unfixed[1], got,
+        "the rewrite is needed on this tract version"
+    );
+}
+
+#[test]
 fn qdq_and_qoperator_models_agree_with_onnxruntime_fused_kernels() {
     // ORT fuses QDQ into integer kernels that requantize differently from the operator
     // definitions (measured: 14 % of MLP logits differ by 1–4 quantization steps); the

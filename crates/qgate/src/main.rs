@@ -395,11 +395,17 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         ..Default::default()
     }
     .load_options(cli::RuntimeFlags::default())?;
-    let fp32 = qgate_runtime::read_onnx(&model_path)?;
+    let model_dir = model_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let (fp32, normalization) =
+        qgate_quant::normalize(qgate_runtime::read_onnx(&model_path)?, &model_dir)
+            .with_context(|| model_path.display().to_string())?;
     let layers = quantizable_layers(&fp32)?;
     if layers.is_empty() {
         anyhow::bail!(
-            "{}: no quantizable layer (Conv, Gemm or MatMul with a float weight initializer)",
+            "{}: no quantizable layer (Conv, Gemm or MatMul with a float weight, as an initializer or a Constant node)",
             model_path.display()
         );
     }
@@ -441,7 +447,12 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     let load_opts = LoadOptions::default();
     let spinner = spinner(interactive && !args.no_progress);
     let quantized = match &args.quantized {
-        Some(p) => Some(qgate_runtime::read_onnx(p)?),
+        Some(p) => {
+            let dir = p.parent().unwrap_or(std::path::Path::new("."));
+            let (q, _) = qgate_quant::normalize(qgate_runtime::read_onnx(p)?, dir)
+                .with_context(|| p.display().to_string())?;
+            Some(q)
+        }
         None => None,
     };
     let ranges = if let Some(calib) = &calib {
@@ -563,6 +574,15 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             mixed_path.display()
         )
     })?;
+    // The exclusion lists name nodes of the model as qgate read it (generated names
+    // included): write that model when it differs from the file.
+    let normalized_model = if normalization.changed() {
+        let p = out.join("model_normalized.onnx");
+        qgate_quant::write_model(&fp32, &p)?;
+        Some(p.display().to_string())
+    } else {
+        None
+    };
     let rec = &analysis.recommendation;
     std::fs::write(
         out.join("exclusions.json"),
@@ -594,6 +614,8 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
                 samples: n_eval,
             },
             analysis,
+            normalization,
+            normalized_model,
             mixed_model: mixed_path.display().to_string(),
             latency,
             seconds: started.elapsed().as_secs_f64(),
@@ -711,8 +733,21 @@ fn inspect(args: InspectArgs) -> Result<()> {
         .with_context(|| format!("{}: inspect reads model files, not servers", spec.raw))?;
     let info = inspect_onnx(path)?;
     let unsupported = tract_unsupported(path)?;
+    // How `qgate sensitivity` reads it: weights in Constant nodes, unnamed nodes, external
+    // data, the opset and weight scales.
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let normalization = qgate_quant::normalize(qgate_runtime::read_onnx(path)?, dir)
+        .map(|(_, n)| n)
+        .map_err(|e| e.to_string());
     if args.json {
-        let v = serde_json::json!({ "model": info, "tract_unsupported": unsupported });
+        let v = serde_json::json!({
+            "model": info,
+            "tract_unsupported": unsupported,
+            "quantization_reading": match &normalization {
+                Ok(n) => serde_json::to_value(n)?,
+                Err(e) => serde_json::json!({ "error": e }),
+            },
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -742,6 +777,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
     println!("ops ({} nodes):", info.op_counts.values().sum::<usize>());
     for (op, n) in &info.op_counts {
         println!("  {op:<32} {n}");
+    }
+    match &normalization {
+        Ok(n) => println!("for quantization: {}", n.notes().join("; ")),
+        Err(e) => println!("for quantization: {e}"),
     }
     if unsupported.is_empty() {
         println!("tract: every op is supported");

@@ -613,3 +613,81 @@ fn inspect_lists_io_ops_and_unsupported_nodes() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn arrays_the_run_does_not_read_are_not_checked_but_listed() {
+    // A file that also holds a second split, texts and indices of other lengths.
+    let test = qgate_data::load_npz(
+        std::path::Path::new(&fx("test.npz")),
+        &qgate_data::ArrayKeys::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.npz");
+    let other = test.arrays["x"].slice_rows(0, 100);
+    let mask = qgate_core::Array::new(
+        vec![100, 128],
+        qgate_core::ArrayData::I64(vec![1; 100 * 128]),
+    )
+    .unwrap();
+    let labels = qgate_core::Array::new(
+        vec![540],
+        qgate_core::ArrayData::I64(test.labels.clone().unwrap()),
+    )
+    .unwrap();
+    let ids =
+        qgate_core::Array::new(vec![540], qgate_core::ArrayData::Str(test.ids.clone())).unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    qgate_data::npy::write_npz(
+        file,
+        &[
+            ("image", &test.arrays["image"]),
+            ("x", &test.arrays["x"]),
+            ("label", &labels),
+            ("id", &ids),
+            ("val_x", &other),
+            ("sent_attention_mask", &mask),
+        ],
+    )
+    .unwrap();
+    let run = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_int8_qdq.onnx"),
+        "--data",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["data"]["n_samples"], 540);
+    let ignored: Vec<(String, String)> = r["data"]["ignored_arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = ignored.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["sent_attention_mask", "val_x", "x"], "{ignored:?}");
+    assert!(ignored[0].1.contains("[100, 128]"), "{ignored:?}");
+    assert!(ignored[2].1.contains("not read"), "{ignored:?}");
+    // Asked for, an unusable array is an error naming it and why.
+    check_error(
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_fp32.onnx"),
+            "--data",
+            path.to_str().unwrap(),
+            "--input-key",
+            "val_x",
+        ],
+        &["val_x", "100", "540"],
+    );
+}

@@ -411,3 +411,95 @@ fn models_written_by_sensitivity_load_in_onnxruntime() {
     assert_eq!(r["candidate"]["runtime"]["runtime"], "onnxruntime");
     assert!(r["comparison"]["top1_agreement"].as_f64().unwrap() > 0.95);
 }
+
+#[test]
+fn preds_npy_equals_preds_npz_equals_the_live_model() {
+    // `np.save("logits.npy", out)`: one array, rows in the data file's order.
+    let saved = tempfile::tempdir().unwrap();
+    let (code, live, err, _o) = compare(&[
+        "--baseline",
+        &fx("cnn_fp32.onnx"),
+        "--candidate",
+        &fx("cnn_int8_qdq.onnx"),
+        "--data",
+        &fx("test.npz"),
+        "--save-outputs",
+        saved.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let npz = saved.path().join("candidate.npz");
+    let outputs = qgate_data::load_npz(&npz, &qgate_data::ArrayKeys::default()).unwrap();
+    let npy = saved.path().join("logits.npy");
+    std::fs::write(&npy, qgate_data::npy::encode_npy(&outputs.arrays["logits"])).unwrap();
+    let spec = |p: &std::path::Path| format!("preds:{}", p.display());
+    let run = |candidate: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            candidate,
+            "--data",
+            &fx("test.npz"),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        compare(&args)
+    };
+    let (code, from_npz, err, _o) = run(&spec(&npz), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, from_npy, err, _o) = run(&spec(&npy), &[]);
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "accuracy_delta",
+        "mcnemar_p",
+        "negative_flips",
+        "top1_agreement",
+    ] {
+        assert_eq!(
+            from_npz["comparison"][key], live["comparison"][key],
+            "{key}"
+        );
+        assert_eq!(
+            from_npy["comparison"][key], live["comparison"][key],
+            "{key}"
+        );
+    }
+    assert_eq!(
+        from_npy["comparison"]["divergence"]["logits"],
+        live["comparison"]["divergence"]["logits"]
+    );
+    assert_eq!(
+        from_npy["candidate"]["accuracy"],
+        live["candidate"]["accuracy"]
+    );
+    // Rows are matched by their position in the file, before --limit/--seed pick samples.
+    let (code, subset, err, _o) = run(&spec(&npy), &["--limit", "100", "--seed", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, live_subset, _, _o) = run(&fx("cnn_int8_qdq.onnx"), &["--limit", "100", "--seed", "5"]);
+    assert_eq!(
+        subset["candidate"]["accuracy"],
+        live_subset["candidate"]["accuracy"]
+    );
+    assert_eq!(
+        subset["comparison"]["divergence"]["logits"],
+        live_subset["comparison"]["divergence"]["logits"]
+    );
+    // Another row count is an error naming both counts; another format names the accepted ones.
+    let short = saved.path().join("short.npy");
+    std::fs::write(
+        &short,
+        qgate_data::npy::encode_npy(&outputs.arrays["logits"].slice_rows(0, 539)),
+    )
+    .unwrap();
+    let (code, _, err, _o) = run(&spec(&short), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("539") && err.contains("540"), "{err}");
+    let txt = saved.path().join("logits.txt");
+    std::fs::write(&txt, "1 2 3").unwrap();
+    let (code, _, err, _o) = run(&spec(&txt), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains(".npy") && err.contains(".npz"), "{err}");
+}
