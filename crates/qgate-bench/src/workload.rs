@@ -21,6 +21,10 @@ pub const SYNTHETIC_SAMPLES: usize = 64;
 pub struct WorkloadSpec {
     /// Data arrays to read (an `.npz` written by the parent), or synthetic inputs.
     pub data: Option<std::path::PathBuf>,
+    /// The user's data file those arrays come from, named in the report instead of the
+    /// parent's scratch copy.
+    #[serde(default)]
+    pub data_source: Option<String>,
     /// Which array feeds which input.
     pub single_key: Option<String>,
     /// `NAME=KEY` pairs.
@@ -96,7 +100,11 @@ impl Workload {
                     inputs,
                     ids: data.ids.clone(),
                     info: WorkloadInfo {
-                        source: format!("data {} ({} samples)", data.source, data.len()),
+                        source: format!(
+                            "data {} ({} samples)",
+                            spec.data_source.as_deref().unwrap_or(&data.source),
+                            data.len()
+                        ),
                         samples: data.len(),
                         fixed_batch,
                     },

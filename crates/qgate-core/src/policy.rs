@@ -26,7 +26,8 @@ pub struct PolicyFile {
     pub max_kl_mean: Option<f64>,
     /// Smallest allowed share of samples with the same top-1 class.
     pub min_top1_agreement: Option<f64>,
-    /// Smallest allowed speed-up (baseline median latency ÷ candidate median latency).
+    /// Smallest allowed speed-up (geometric mean over rounds of baseline median latency ÷
+    /// candidate median latency).
     pub min_speedup: Option<f64>,
     /// Largest allowed candidate p99 latency, milliseconds.
     pub max_p99_ms: Option<f64>,
@@ -178,7 +179,8 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
         direction: Direction::AtLeast,
         range: (0.0, 1e6),
         range_text: "a ratio > 0 (1.5 = candidate at least 1.5× faster at the median)",
-        description: "speed-up, baseline median latency ÷ candidate median latency",
+        description:
+            "speed-up, geometric mean over rounds of baseline median ÷ candidate median latency",
     },
     KeySpec {
         key: "max_p99_ms",
@@ -515,7 +517,7 @@ pub fn judge_with(
 /// What the performance criteria look at, measured by `qgate bench`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerfObservations {
-    /// Baseline median ÷ candidate median latency.
+    /// Geometric mean over rounds of baseline median ÷ candidate median latency.
     pub speedup: f64,
     /// Its interval at [`crate::latency::DECISION_CONFIDENCE`] (the rule judges this one).
     pub speedup_decision_ci: [f64; 2],

@@ -845,3 +845,55 @@ fn localise(
         first_jump,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(node: &str, drop: f64, kl: f64, mse: f64) -> LayerSensitivity {
+        LayerSensitivity {
+            node: node.into(),
+            op_type: "Conv".into(),
+            metric_drop: drop,
+            kl: Some(kl),
+            mse: Some(mse),
+            sqnr_db: None,
+            weight_sqnr_db: None,
+            all_but_metric_drop: None,
+            all_but_kl: None,
+            confirmed: true,
+        }
+    }
+
+    fn ranked(mut layers: Vec<LayerSensitivity>) -> (Vec<String>, Vec<Signal>) {
+        layers.sort_by(rank);
+        let by = ranked_by(&layers, CONFIRM);
+        (layers.into_iter().map(|l| l.node).collect(), by)
+    }
+
+    #[test]
+    fn tied_metric_drops_are_ranked_by_kl_then_mse() {
+        // No single layer moves the metric (the case that printed "+0.00 pp" three times).
+        let (order, by) = ranked(vec![
+            layer("a", 0.0, 0.001, 5.0),
+            layer("b", 0.0, 0.009, 1.0),
+            layer("c", 0.0, 0.004, 2.0),
+            layer("d", 0.0, 0.004, 3.0),
+        ]);
+        assert_eq!(order, ["b", "d", "c", "a"]);
+        assert_eq!(by, [Signal::MetricDrop, Signal::Kl, Signal::LogitMse]);
+        // Distinct drops at the top: the metric alone decides.
+        let (order, by) = ranked(vec![
+            layer("a", 0.5, 0.001, 5.0),
+            layer("b", 2.0, 0.0, 0.0),
+            layer("c", 1.0, 0.004, 2.0),
+            layer("d", 0.0, 0.9, 3.0),
+        ]);
+        assert_eq!(order, ["b", "c", "a", "d"]);
+        assert_eq!(by, [Signal::MetricDrop]);
+        // Ties only among the first two: KL breaks them and is named.
+        let (order, by) = ranked(vec![layer("a", 1.0, 0.1, 0.0), layer("b", 1.0, 0.2, 0.0)]);
+        assert_eq!(order, ["b", "a"]);
+        assert_eq!(by, [Signal::MetricDrop, Signal::Kl]);
+    }
+}

@@ -18,7 +18,7 @@ td.l,th.l{text-align:left}.pass{color:#11772d;font-weight:600}.fail{color:#b3261
 .verdict{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:18px}
 .verdict.pass{background:#1a7f37;color:#fff}.verdict.fail{background:#c62828;color:#fff}
 .warn{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px;margin:6px 0}
-.charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}svg{max-width:100%;height:auto}
 svg .ttl{font-size:13px;font-weight:600}svg .lbl{font-size:10px;fill:#444}svg .ax{font-size:11px;fill:#444}svg .cell{font-size:9px;fill:#111}
 svg .base{fill:#9ecae1}svg .cand{fill:#2166ac}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 .flag{background:#fdecea}.thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumb{text-align:center;font-size:11px}
@@ -129,10 +129,11 @@ fn headline(h: &mut String, r: &Report) {
     h.push_str("<h2>Accuracy</h2><table><tr><th class=l></th><th>baseline</th><th>candidate</th><th>Δ (cand − base)</th><th>95% CI of Δ</th></tr>");
     let _ = write!(
         h,
-        "<tr><td class=l>top-1 accuracy</td><td>{}<br><small>[{}, {}]</small></td><td>{}<br><small>[{}, {}]</small></td><td>{:+.2} pp</td><td>[{:+.2}, {:+.2}] pp</td></tr>",
+        "<tr><td class=l>top-1 accuracy</td><td>{}<br><small>[{}, {}]</small></td><td>{}<br><small>[{}, {}]</small></td><td>{:+.2} pp</td><td>[{:+.2}, {:+.2}] pp{}</td></tr>",
         pct(b.accuracy), pct(b.accuracy_ci[0]), pct(b.accuracy_ci[1]),
         pct(k.accuracy), pct(k.accuracy_ci[0]), pct(k.accuracy_ci[1]),
-        c.accuracy_delta * 100.0, c.accuracy_delta_ci[0] * 100.0, c.accuracy_delta_ci[1] * 100.0
+        c.accuracy_delta * 100.0, c.accuracy_delta_ci[0] * 100.0, c.accuracy_delta_ci[1] * 100.0,
+        crate::ci_note(c.accuracy_delta, c.accuracy_delta_ci)
     );
     if let (Some(tb), Some(tk)) = (b.top_k_accuracy, k.top_k_accuracy) {
         let _ = write!(
@@ -143,8 +144,9 @@ fn headline(h: &mut String, r: &Report) {
     }
     let _ = write!(
         h,
-        "<tr><td class=l>macro F1</td><td>{}</td><td>{}</td><td>{:+.4}</td><td>[{:+.4}, {:+.4}]</td></tr>",
-        num(b.macro_avg.f1), num(k.macro_avg.f1), c.macro_f1_delta, c.macro_f1_delta_ci[0], c.macro_f1_delta_ci[1]
+        "<tr><td class=l>macro F1</td><td>{}</td><td>{}</td><td>{:+.4}</td><td>[{:+.4}, {:+.4}]{}</td></tr>",
+        num(b.macro_avg.f1), num(k.macro_avg.f1), c.macro_f1_delta, c.macro_f1_delta_ci[0], c.macro_f1_delta_ci[1],
+        crate::ci_note(c.macro_f1_delta, c.macro_f1_delta_ci)
     );
     let _ = write!(
         h,

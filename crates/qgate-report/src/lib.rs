@@ -88,6 +88,17 @@ pub(crate) fn runtime_check_lines(r: &Report) -> Vec<String> {
         .collect()
 }
 
+/// Said beside a percentile-bootstrap interval that does not contain its own point (rare,
+/// for skewed resampling distributions, e.g. a macro-F1 delta driven by a few samples of a
+/// small class): the figure is still the statistic the interval is for.
+pub(crate) fn ci_note(point: f64, ci: [f64; 2]) -> &'static str {
+    if point < ci[0] || point > ci[1] {
+        " (the percentile bootstrap interval excludes the observed Δ: its resampling distribution is skewed)"
+    } else {
+        ""
+    }
+}
+
 /// Formats a fraction as a percentage with two decimals.
 pub(crate) fn pct(v: f64) -> String {
     if v.is_finite() {
@@ -194,5 +205,11 @@ mod tests {
         assert_eq!(sig(0.012345, 2), "0.012");
         assert_eq!(thousands(-0.2), "0");
         assert_eq!(thousands(100.0), "100");
+    }
+
+    #[test]
+    fn an_interval_that_excludes_its_point_is_said_so() {
+        assert_eq!(super::ci_note(-0.01, [-0.02, 0.0]), "");
+        assert!(super::ci_note(0.01, [-0.02, 0.0]).contains("excludes"));
     }
 }

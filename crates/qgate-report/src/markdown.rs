@@ -74,12 +74,13 @@ impl Exporter for Markdown {
             );
             let _ = writeln!(
                 m,
-                "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp |",
+                "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp{} |",
                 pct(acc.baseline.accuracy),
                 pct(acc.candidate.accuracy),
                 c.accuracy_delta * 100.0,
                 c.accuracy_delta_ci[0] * 100.0,
-                c.accuracy_delta_ci[1] * 100.0
+                c.accuracy_delta_ci[1] * 100.0,
+                crate::ci_note(c.accuracy_delta, c.accuracy_delta_ci)
             );
             if let (Some(a), Some(b)) = (acc.baseline.top_k_accuracy, acc.candidate.top_k_accuracy)
             {
@@ -94,12 +95,13 @@ impl Exporter for Markdown {
             }
             let _ = writeln!(
                 m,
-                "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}] |",
+                "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}]{} |",
                 num(acc.baseline.macro_avg.f1),
                 num(acc.candidate.macro_avg.f1),
                 c.macro_f1_delta,
                 c.macro_f1_delta_ci[0],
-                c.macro_f1_delta_ci[1]
+                c.macro_f1_delta_ci[1],
+                crate::ci_note(c.macro_f1_delta, c.macro_f1_delta_ci)
             );
             let _ = writeln!(
                 m,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use qgate_bench::{LoadFigures, Performance, PointFigures, SidePerformance};
 use qgate_core::stats::percentile;
 
-use crate::svg::{esc, histogram_pair, line_chart, Series};
+use crate::svg::{esc, histogram_pair, line_chart, line_chart_x, Series, XAxis};
 use crate::{num, Exporter, Report, ReportError};
 
 fn mib(v: Option<u64>) -> String {
@@ -203,7 +203,7 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
     let cmp = &p.comparison;
     let _ = write!(
         h,
-        "<h2>Performance</h2><p><b>{}</b>. Speed-up = baseline median ÷ candidate median latency = <b>{:.3}</b>, 95% CI [{:.3}, {:.3}], 99% CI [{:.3}, {:.3}] (paired Student-t over {} interleaved rounds; speed criteria fail only when the whole 99% interval is on the wrong side).</p><p>Scenario: {}. Inputs: {}.</p>",
+        "<h2>Performance</h2><p><b>{}</b>. Speed-up = geometric mean over the interleaved rounds of (baseline median ÷ candidate median latency) = <b>{:.3}</b>, 95% CI [{:.3}, {:.3}], 99% CI [{:.3}, {:.3}] (paired Student-t on the log ratios of {} rounds; speed criteria fail only when the whole 99% interval is on the wrong side).</p><p>Scenario: {}. Inputs: {}.</p>",
         esc(&cmp.summary),
         cmp.speedup,
         cmp.speedup_ci[0],
@@ -249,8 +249,24 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
     let (rb, rc) = (&p.baseline.raw_latencies_ms, &p.candidate.raw_latencies_ms);
     h.push_str("<div class=charts>");
     if !rb.is_empty() && !rc.is_empty() {
+        // Both charts stop at the larger p99.9: one slow call must not squeeze the curves
+        // into a vertical line. The tail is stated in the title.
         let lo = percentile(rb, 0.5).min(percentile(rc, 0.5));
-        let hi = percentile(rb, 99.5).max(percentile(rc, 99.5));
+        let hi = percentile(rb, 99.9).max(percentile(rc, 99.9));
+        let beyond = rb.iter().chain(rc).filter(|&&x| x > hi).count();
+        let max = rb
+            .iter()
+            .chain(rc)
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let x_label = if beyond > 0 {
+            format!(
+                "latency (ms) — {beyond} calls above p99.9, up to {} ms, not drawn",
+                num(max)
+            )
+        } else {
+            "latency (ms)".to_string()
+        };
         if hi > lo {
             let bins = 40;
             let edges: Vec<f64> = (0..=bins)
@@ -267,8 +283,8 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
                 c
             };
             h.push_str(&histogram_pair(
-                "Latency histogram (0.5–99.5th percentile)",
-                "latency (ms)",
+                "Latency histogram (p0.5 to p99.9)",
+                &x_label,
                 &edges,
                 &count(rb),
                 &count(rc),
@@ -283,16 +299,18 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
                 .iter()
                 .enumerate()
                 .step_by(step)
+                .filter(|(_, &x)| x <= hi)
                 .map(|(i, &x)| (x, (i + 1) as f64 / n as f64))
                 .collect();
-            if let Some(&last) = s.last() {
-                pts.push((last, 1.0));
+            let below = s.iter().filter(|&&x| x <= hi).count();
+            if let Some(&last) = s.get(below.wrapping_sub(1)) {
+                pts.push((last, below as f64 / n as f64));
             }
             pts
         };
         h.push_str(&line_chart(
-            "Latency CDF",
-            "latency (ms)",
+            "Latency CDF (to p99.9)",
+            &x_label,
             "share of calls ≤ x",
             &[
                 Series {
@@ -333,28 +351,31 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
         ]
     };
     if !sw.batch.is_empty() {
-        h.push_str(&line_chart(
+        h.push_str(&line_chart_x(
             "Throughput vs batch size (one request in flight)",
             "batch size",
             "samples/s",
             &closed_series(&sw.batch, |s| s.batch as f64, |f| f.samples_per_s),
             false,
+            XAxis::Categories,
         ));
     }
     if !sw.concurrency.is_empty() {
-        h.push_str(&line_chart(
+        h.push_str(&line_chart_x(
             "Throughput vs concurrency (closed loop)",
             "requests in flight",
             "samples/s",
             &closed_series(&sw.concurrency, |s| s.streams as f64, |f| f.samples_per_s),
             false,
+            XAxis::Categories,
         ));
-        h.push_str(&line_chart(
+        h.push_str(&line_chart_x(
             "p99 latency vs concurrency",
             "requests in flight",
             "p99 (ms)",
             &closed_series(&sw.concurrency, |s| s.streams as f64, |f| f.p99_ms),
             false,
+            XAxis::Categories,
         ));
     }
     if !sw.load.is_empty() {
@@ -407,22 +428,33 @@ fn point_cell(f: Option<&PointFigures>) -> String {
 
 fn sweep_tables(h: &mut String, p: &Performance) {
     let sw = &p.sweeps;
-    let closed: Vec<&qgate_bench::SweepPoint> = sw
+    // Each row says which sweep measured it: the same batch and concurrency can appear in
+    // two sweeps (batch 1 with one request in flight opens both closed-loop sweeps).
+    let closed: Vec<(&str, &qgate_bench::SweepPoint)> = sw
         .batch
         .iter()
-        .chain(&sw.concurrency)
-        .chain(sw.offline.as_ref())
+        .map(|s| ("batch sweep (1 in flight)", s))
+        .chain(
+            sw.concurrency
+                .iter()
+                .map(|s| ("concurrency sweep (closed loop)", s)),
+        )
+        .chain(
+            sw.offline
+                .as_ref()
+                .map(|s| ("offline (maximum throughput)", s)),
+        )
         .collect();
     if !closed.is_empty() {
-        h.push_str("<h2>Throughput</h2><table><tr><th>batch</th><th>in flight</th><th>baseline</th><th>candidate</th><th>cand ÷ base</th></tr>");
-        for s in closed {
+        h.push_str("<h2>Throughput</h2><table><tr><th class=l>sweep</th><th>batch</th><th>in flight</th><th>baseline</th><th>candidate</th><th>cand ÷ base</th></tr>");
+        for (sweep, s) in closed {
             let r = match (&s.baseline, &s.candidate) {
                 (Some(a), Some(b)) => ratio(a.samples_per_s, b.samples_per_s),
                 _ => "—".into(),
             };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{r}</td></tr>",
+                "<tr><td class=l>{sweep}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{r}</td></tr>",
                 s.batch,
                 s.streams,
                 point_cell(s.baseline.as_ref()),
@@ -430,13 +462,6 @@ fn sweep_tables(h: &mut String, p: &Performance) {
             );
         }
         h.push_str("</table>");
-        if let Some(o) = &sw.offline {
-            let _ = write!(
-                h,
-                "<p>Offline (maximum throughput): batch {}, {} in flight.</p>",
-                o.batch, o.streams
-            );
-        }
     }
     if !sw.load.is_empty() {
         h.push_str("<h2>Latency under load (Poisson arrivals, latency from arrival)</h2><table><tr><th>offered /s</th><th>baseline achieved /s</th><th>p50</th><th>p99</th><th>candidate achieved /s</th><th>p50</th><th>p99</th></tr>");

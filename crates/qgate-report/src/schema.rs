@@ -14,7 +14,7 @@ use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.3.0";
+pub const SCHEMA_VERSION: &str = "1.4.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]
@@ -834,12 +834,13 @@ fn summary(eval: &Evaluation) -> String {
     };
     let head = verdict_head(&eval.gate);
     format!(
-        "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
+        "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]{}), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
         eval.baseline.metrics.accuracy * 100.0,
         eval.candidate.metrics.accuracy * 100.0,
         c.accuracy_delta * 100.0,
         c.accuracy_delta_ci[0] * 100.0,
         c.accuracy_delta_ci[1] * 100.0,
+        crate::ci_note(c.accuracy_delta, c.accuracy_delta_ci),
         c.negative_flips,
         c.positive_flips,
         eval.n_samples

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::svg::{esc, line_chart, Series};
+use crate::svg::{esc, line_chart, line_chart_x, Series, XAxis};
 use crate::{num, pct, SensitivityReport};
 
 fn opt(v: Option<f64>) -> String {
@@ -99,12 +99,13 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             .map(|(i, l)| ((i + 1) as f64, l.metric_drop))
             .collect(),
     };
-    h.push_str(&line_chart(
+    h.push_str(&line_chart_x(
         "Metric drop by sensitivity rank",
         "rank (table above)",
         "drop (pp)",
         &[drops],
         false,
+        XAxis::Categories,
     ));
     let front = |method: &'static str, class: &'static str| Series {
         name: method,
@@ -120,12 +121,13 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             p
         },
     };
-    h.push_str(&line_chart(
+    h.push_str(&line_chart_x(
         "Trade-off: metric vs layers kept in float",
         "layers in float",
         "metric (%)",
         &[front("greedy", "cand"), front("bisection", "base")],
         false,
+        XAxis::Categories,
     ));
     let timed: Vec<(f64, f64)> = {
         let mut p: Vec<(f64, f64)> = a

@@ -38,7 +38,7 @@ pub fn heatmap(title: &str, m: &[Vec<i64>], labels: &[String], diverging: bool) 
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{cx}" y="{by}" class="ax" text-anchor="middle">predicted</text><text x="10" y="{cy}" class="ax" transform="rotate(-90 10 {cy})" text-anchor="middle">true</text>"#,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{cx}" y="{by}" class="ax" text-anchor="middle">predicted</text><text x="10" y="{cy}" class="ax" transform="rotate(-90 10 {cy})" text-anchor="middle">true</text>"#,
         t = esc(title),
         cx = left + size / 2.0,
         by = top + size + 28.0,
@@ -110,7 +110,7 @@ pub fn paired_bars(title: &str, cats: &[String], a: &[f64], b: &[f64]) -> String
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
         t = esc(title)
     );
     for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
@@ -170,7 +170,7 @@ pub fn histogram(title: &str, x_label: &str, edges: &[f64], counts: &[u64]) -> S
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
         left + 280.0,
         top + height + 36.0,
         esc(x_label),
@@ -216,6 +216,54 @@ pub struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
+/// How a chart's x axis places and labels values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XAxis {
+    /// Proportional positions, "nice" 1-2-5 ticks.
+    Linear,
+    /// The data's own distinct values, evenly spaced and each labelled (batch sizes,
+    /// requests in flight, ranks): no tick at 8.75 batches.
+    Categories,
+}
+
+/// "Nice" tick values covering `[lo, hi]` with about `target` steps of 1, 2 or 5 × 10ᵏ
+/// (Heckbert's labelling): the first tick ≤ lo, the last ≥ hi.
+pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
+    let raw = (hi - lo) / target.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    // The 1-2-5 step nearest the raw step (Heckbert's thresholds).
+    let m = raw / mag;
+    let step = mag
+        * if m < 1.5 {
+            1.0
+        } else if m < 3.0 {
+            2.0
+        } else if m < 7.0 {
+            5.0
+        } else {
+            10.0
+        };
+    let first = (lo / step).floor();
+    let last = (hi / step).ceil();
+    (0..=((last - first) as usize))
+        .map(|k| {
+            let v = (first + k as f64) * step;
+            // Snap to the step's own decimals so 0.30000000000000004 prints as 0.3.
+            let decimals = (-step.log10().floor()).max(0.0) as i32;
+            let f = 10f64.powi(decimals);
+            (v * f).round() / f
+        })
+        .collect()
+}
+
 /// A line chart with markers; `step` draws a step function (for CDFs).
 pub fn line_chart(
     title: &str,
@@ -224,56 +272,96 @@ pub fn line_chart(
     series: &[Series],
     step: bool,
 ) -> String {
-    let (left, top, width, height) = (56.0, 24.0, 460.0, 170.0);
-    let (w, h) = (left + width + 20.0, top + height + 48.0);
+    line_chart_x(title, x_label, y_label, series, step, XAxis::Linear)
+}
+
+/// [`line_chart`] with a chosen x axis. The left margin fits the widest y label, ticks are
+/// nice numbers (or the categories), and the legend sits under the axis title, off the data.
+pub fn line_chart_x(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    step: bool,
+    x_axis: XAxis,
+) -> String {
     let pts = || {
         series
             .iter()
             .flat_map(|s| s.points.iter())
             .filter(|p| p.0.is_finite() && p.1.is_finite())
     };
-    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let x_max = pts().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let mut cats: Vec<f64> = pts().map(|p| p.0).collect();
+    cats.sort_by(f64::total_cmp);
+    cats.dedup();
+    let y_min = pts().map(|p| p.1).fold(0.0, f64::min);
     let y_max = pts().map(|p| p.1).fold(0.0, f64::max);
+    let y_ticks = nice_ticks(y_min, if y_max > y_min { y_max } else { y_min + 1.0 }, 4);
+    let y_labels: Vec<String> = y_ticks.iter().map(|v| crate::num(*v)).collect();
+    let widest = y_labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(1);
+    // 6 px a character at the labels' 10 px font, room for the rotated axis title.
+    let left = 28.0 + 6.0 * widest as f64;
+    let (top, width, height) = (24.0, 460.0, 170.0);
+    let (w, h) = (left + width + 24.0, top + height + 64.0);
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg width="{w}" height="{h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="12" y="{cy}" class="ax" transform="rotate(-90 12 {cy})" text-anchor="middle">{}</text>"#,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="14" y="{cy}" class="ax" transform="rotate(-90 14 {cy})" text-anchor="middle">{}</text>"#,
         left + width / 2.0,
-        top + height + 40.0,
+        top + height + 32.0,
         esc(x_label),
         esc(y_label),
         t = esc(title),
         cy = top + height / 2.0,
     );
-    if !x_min.is_finite() || !x_max.is_finite() {
+    if cats.is_empty() {
         s.push_str("</svg>");
         return s;
     }
-    let x_span = if x_max > x_min { x_max - x_min } else { 1.0 };
-    let y_top = if y_max > 0.0 { y_max * 1.05 } else { 1.0 };
-    let px = |x: f64| left + (x - x_min) / x_span * width;
-    let py = |y: f64| top + height * (1.0 - y / y_top);
-    for k in 0..=4 {
-        let v = y_top * k as f64 / 4.0;
-        let y = py(v);
+    let (y_lo, y_hi) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
+    let py = |y: f64| top + height * (1.0 - (y - y_lo) / (y_hi - y_lo));
+    let x_ticks: Vec<f64> = match x_axis {
+        XAxis::Categories => cats.clone(),
+        XAxis::Linear => nice_ticks(cats[0], cats[cats.len() - 1], 5),
+    };
+    let (x_lo, x_hi) = match x_axis {
+        XAxis::Categories => (0.0, (cats.len().max(2) - 1) as f64),
+        XAxis::Linear => (x_ticks[0], x_ticks[x_ticks.len() - 1]),
+    };
+    let x_span = if x_hi > x_lo { x_hi - x_lo } else { 1.0 };
+    let px = |x: f64| {
+        let v = match x_axis {
+            XAxis::Categories => cats.iter().position(|c| *c == x).unwrap_or(0) as f64,
+            XAxis::Linear => x,
+        };
+        let pad = if matches!(x_axis, XAxis::Categories) && cats.len() == 1 {
+            width / 2.0
+        } else {
+            0.0
+        };
+        left + pad + (v - x_lo) / x_span * width
+    };
+    for (v, label) in y_ticks.iter().zip(&y_labels) {
+        let y = py(*v);
         let _ = write!(
             s,
-            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"##,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" class="lbl" text-anchor="end">{label}</text>"##,
             left + width,
             left - 4.0,
             y + 4.0,
-            crate::num(v)
         );
     }
-    for k in 0..=4 {
-        let v = x_min + x_span * k as f64 / 4.0;
+    for v in &x_ticks {
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
-            px(v),
+            px(*v),
             top + height + 14.0,
-            crate::num(v)
+            crate::num(*v)
         );
     }
     for (i, sr) in series.iter().enumerate() {
@@ -328,15 +416,15 @@ pub fn line_chart(
                 );
             }
         }
-        let lx = left + 10.0 + 140.0 * i as f64;
+        let lx = left + 170.0 * i as f64;
+        let ly = top + height + 50.0;
         let _ = write!(
             s,
-            r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}" class="lbl">{}</text>"#,
+            r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{ly}" class="lbl">{}</text>"#,
             lx + 18.0,
-            top + 6.0,
-            top + 6.0,
+            ly - 4.0,
+            ly - 4.0,
             lx + 22.0,
-            top + 10.0,
             esc(sr.name)
         );
     }
@@ -365,4 +453,63 @@ pub fn histogram_pair(title: &str, x_label: &str, edges: &[f64], a: &[u64], b: &
         },
     ];
     line_chart(title, x_label, "share of calls", &series, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_one_two_five_steps_covering_the_data() {
+        assert_eq!(
+            nice_ticks(0.0, 82342.0, 4),
+            [0.0, 20000.0, 40000.0, 60000.0, 80000.0, 100000.0]
+        );
+        assert_eq!(nice_ticks(0.0, 2.933, 4), [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(
+            nice_ticks(0.0346, 0.2305, 5),
+            [0.0, 0.05, 0.1, 0.15, 0.2, 0.25]
+        );
+        assert_eq!(
+            nice_ticks(1.0, 32.0, 5),
+            [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0]
+        );
+        for (lo, hi) in [
+            (0.0, 1.05),
+            (3.0, 7.0),
+            (-2.5, 0.7),
+            (1e-4, 3e-4),
+            (5.0, 5.0),
+        ] {
+            let t = nice_ticks(lo, hi, 5);
+            assert!(t[0] <= lo && *t.last().unwrap() >= hi, "{lo}..{hi}: {t:?}");
+            let step = t[1] - t[0];
+            let mantissa = step / 10f64.powf(step.log10().floor());
+            assert!(
+                [1.0, 2.0, 5.0].iter().any(|m| (m - mantissa).abs() < 1e-9),
+                "{lo}..{hi}: step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn categorical_axes_label_only_the_data_values() {
+        let series = [Series {
+            name: "candidate",
+            class: "cand",
+            points: vec![(1.0, 10.0), (8.0, 20.0), (32.0, 30.0)],
+        }];
+        let svg = line_chart_x(
+            "t",
+            "batch size",
+            "samples/s",
+            &series,
+            false,
+            XAxis::Categories,
+        );
+        for label in [">1<", ">8<", ">32<"] {
+            assert!(svg.contains(label), "{label}");
+        }
+        assert!(!svg.contains(">8.75<") && !svg.contains(">16.5<"), "{svg}");
+    }
 }

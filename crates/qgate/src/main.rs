@@ -273,6 +273,7 @@ fn measure(
         load: LoadSpec::from(load),
         workload: WorkloadSpec {
             data: data_npz.clone(),
+            data_source: data.map(|d| d.source.clone()),
             single_key: mapping.single_key.clone(),
             pairs: mapping.pairs.clone(),
             shapes: perf.shapes.clone(),
