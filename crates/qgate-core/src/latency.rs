@@ -391,10 +391,9 @@ mod tests {
 
     /// Pooled medians of both sides, as the headline used to be computed.
     fn pooled_median_ratio(rounds: &[(Vec<f64>, Vec<f64>)]) -> f64 {
-        let all = |f: fn(&(Vec<f64>, Vec<f64>)) -> &Vec<f64>| -> Vec<f64> {
-            rounds.iter().flat_map(|r| f(r).iter().copied()).collect()
-        };
-        percentile(&all(|r| &r.0), 50.0) / percentile(&all(|r| &r.1), 50.0)
+        let base: Vec<f64> = rounds.iter().flat_map(|r| r.0.iter().copied()).collect();
+        let cand: Vec<f64> = rounds.iter().flat_map(|r| r.1.iter().copied()).collect();
+        percentile(&base, 50.0) / percentile(&cand, 50.0)
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub struct CsvOptions {
     pub id_column: Option<String>,
 }
 
-/// Loads a CSV table. Feature columns (all but id and label) become one float32 array
-/// `features` of shape `[N, F]`. Non-numeric labels are treated as class names, indexed in
+/// Loads a CSV table. Feature columns (all but id, label and text columns) become one
+/// float32 array `features` of shape `[N, F]`; text columns are listed in
+/// [`Dataset::unusable`]. Non-numeric labels are treated as class names, indexed in
 /// sorted order.
 pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataError> {
     let mut reader = csv::ReaderBuilder::new()
@@ -57,18 +58,40 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
     label_defaults.push("class");
     let label_col = find(&opts.label_column, &label_defaults)?;
     let id_col = find(&opts.id_column, &["id"])?;
+    let mut records: Vec<csv::StringRecord> = Vec::new();
+    for (row, record) in reader.records().enumerate() {
+        records.push(record.map_err(|e| DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("line {}: {e}", row + 2),
+        })?);
+    }
+    // A column where no cell is a number (file names, comments) is text, not a feature: it
+    // is set aside and listed, never checked. A column mixing numbers and text is a broken
+    // feature column: that stays an error naming the cell.
+    let numeric = |c: usize| {
+        records
+            .iter()
+            .any(|r| r.get(c).unwrap_or("").parse::<f32>().is_ok())
+    };
+    let mut unusable = BTreeMap::new();
     let feature_cols: Vec<usize> = (0..headers.len())
         .filter(|&i| Some(i) != label_col && Some(i) != id_col)
+        .filter(|&i| {
+            let keep = records.is_empty() || numeric(i);
+            if !keep {
+                unusable.insert(
+                    headers[i].clone(),
+                    "is a text column (no cell is a number), not a feature".to_string(),
+                );
+            }
+            keep
+        })
         .collect();
     let mut values: Vec<f32> = Vec::new();
     let mut raw_labels: Vec<String> = Vec::new();
     let mut ids = Vec::new();
-    for (row, record) in reader.records().enumerate() {
+    for (row, record) in records.iter().enumerate() {
         let line = row + 2;
-        let record = record.map_err(|e| DataError::Format {
-            path: path.to_path_buf(),
-            message: format!("line {line}: {e}"),
-        })?;
         for &c in &feature_cols {
             let cell = record.get(c).unwrap_or("");
             let v: f32 = cell.parse().map_err(|_| DataError::Format {
@@ -126,5 +149,6 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
     )?;
     ds.class_names = class_names;
     ds.label_key = label_col.map(|c| headers[c].clone());
+    ds.unusable = unusable;
     Ok(ds)
 }

@@ -155,3 +155,65 @@ fn a_truncated_npz_is_a_clear_error() {
         .to_string();
     assert!(err.contains("cut.npz"), "{err}");
 }
+
+#[test]
+fn a_text_column_is_set_aside_but_a_broken_number_is_an_error() {
+    // test.csv with a `file` column of names in front and a `note` column at the end.
+    let text = std::fs::read_to_string(fixtures().join("test.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let mut out = format!("file,{header},note\n");
+    for (i, l) in lines.enumerate() {
+        out.push_str(&format!("img_{i}.png,{l},looks fine\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("with_text.csv");
+    std::fs::write(&path, &out).unwrap();
+    let ds = Dataset::load(&path, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap();
+    let npz = load("test.npz", &ArrayKeys::default()).unwrap();
+    assert_eq!(ds.arrays["features"], npz.arrays["x"]);
+    assert_eq!(
+        ds.unusable.keys().cloned().collect::<Vec<_>>(),
+        ["file", "note"]
+    );
+    // One non-number in a numeric column is a broken file: the error names the cell.
+    let broken = out.replacen(",0.0,", ",n/a,", 1);
+    std::fs::write(&path, broken).unwrap();
+    let err = Dataset::load(&path, &ArrayKeys::default(), &ImagePreprocess::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2") && err.contains("'n/a' is not a number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn npz_arrays_of_another_length_are_set_aside() {
+    let test = load("test.npz", &ArrayKeys::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two_splits.npz");
+    let val = test.arrays["x"].slice_rows(0, 100);
+    let labels = qgate_core::Array::new(vec![540], ArrayData::I64(test.labels.unwrap())).unwrap();
+    qgate_data::npy::write_npz(
+        std::fs::File::create(&path).unwrap(),
+        &[
+            ("x", &test.arrays["x"]),
+            ("label", &labels),
+            ("val_x", &val),
+        ],
+    )
+    .unwrap();
+    let ds = load_path(&path);
+    assert_eq!(ds.len(), 540);
+    assert!(ds.arrays.contains_key("x") && !ds.arrays.contains_key("val_x"));
+    assert!(
+        ds.unusable["val_x"].contains("[100, 64]"),
+        "{:?}",
+        ds.unusable
+    );
+}
+
+fn load_path(p: &Path) -> Dataset {
+    Dataset::load(p, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap()
+}

@@ -71,18 +71,18 @@ pub struct DivergingTensor {
     pub tolerance: f64,
 }
 
-/// Runs `samples` samples of `data` through `model` (loaded in tract from `path`) and
-/// through onnxruntime node by node, and compares the score output.
+/// Runs the first `settings.samples` samples of `data` through `model` (loaded in tract
+/// from `path`) and through onnxruntime node by node, and compares the score output.
 pub fn check_against_onnxruntime(
     side: &str,
     model: &mut dyn Model,
     path: &Path,
     data: &Dataset,
     opts: &EvalOptions,
-    samples: usize,
-    ort: &LoadOptions,
+    settings: &RuntimeCheckSettings,
     scratch: &Path,
 ) -> Result<RuntimeCheck, EvalError> {
+    let (samples, ort) = (settings.samples, &settings.ort);
     let rt = |source: RuntimeError| EvalError::Runtime {
         side: side.into(),
         source,
@@ -369,16 +369,7 @@ pub fn guard_tract_sides(
             )));
             continue;
         }
-        let check = check_against_onnxruntime(
-            side,
-            model,
-            path,
-            data,
-            opts,
-            settings.samples,
-            &settings.ort,
-            scratch,
-        )?;
+        let check = check_against_onnxruntime(side, model, path, data, opts, settings, scratch)?;
         if !check.passed {
             return Err(EvalError::RuntimeCheck(Box::new(check)));
         }

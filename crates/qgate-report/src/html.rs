@@ -13,7 +13,7 @@ pub(crate) struct Html;
 const STYLE: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f6f6f6}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}td:not(.l){white-space:nowrap}th{background:#f6f6f6}
 td.l,th.l{text-align:left}.pass{color:#11772d;font-weight:600}.fail{color:#b3261e;font-weight:600}.skipped{color:#777}
 .verdict{display:inline-block;padding:4px 14px;border-radius:4px;color:#fff;font-weight:700;font-size:18px}
 .verdict.pass{background:#1a7f37;color:#fff}.verdict.fail{background:#c62828;color:#fff}

@@ -294,9 +294,27 @@ pub fn line_chart_x(
     let mut cats: Vec<f64> = pts().map(|p| p.0).collect();
     cats.sort_by(f64::total_cmp);
     cats.dedup();
-    let y_min = pts().map(|p| p.1).fold(0.0, f64::min);
-    let y_max = pts().map(|p| p.1).fold(0.0, f64::max);
-    let y_ticks = nice_ticks(y_min, if y_max > y_min { y_max } else { y_min + 1.0 }, 4);
+    // The y axis starts at zero unless the data sit far from it (accuracies of 97–98 %),
+    // where a zero-based axis would flatten every difference.
+    let data_min = pts().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let data_max = pts().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let far_from_zero = data_min > 0.0 && data_min > 0.5 * data_max;
+    let y_min = if far_from_zero {
+        data_min
+    } else {
+        data_min.min(0.0)
+    };
+    let y_max = data_max.max(if far_from_zero { data_min } else { 0.0 });
+    let y_ticks = match (y_min.is_finite(), y_max > y_min) {
+        (false, _) => vec![0.0, 1.0],
+        (true, true) => nice_ticks(y_min, y_max, 4),
+        // One value: a band around it.
+        (true, false) => nice_ticks(
+            y_min - y_min.abs() * 0.1 - 1e-9,
+            y_min + y_min.abs() * 0.1 + 1e-9,
+            4,
+        ),
+    };
     let y_labels: Vec<String> = y_ticks.iter().map(|v| crate::num(*v)).collect();
     let widest = y_labels
         .iter()
@@ -326,6 +344,14 @@ pub fn line_chart_x(
     let py = |y: f64| top + height * (1.0 - (y - y_lo) / (y_hi - y_lo));
     let x_ticks: Vec<f64> = match x_axis {
         XAxis::Categories => cats.clone(),
+        XAxis::Linear if cats.len() == 1 => {
+            let v = cats[0];
+            nice_ticks(
+                if v > 0.0 { 0.0 } else { 2.0 * v },
+                if v > 0.0 { 2.0 * v } else { 0.0 }.max(v + 1e-9),
+                4,
+            )
+        }
         XAxis::Linear => nice_ticks(cats[0], cats[cats.len() - 1], 5),
     };
     let (x_lo, x_hi) = match x_axis {
