@@ -294,27 +294,7 @@ pub fn line_chart_x(
     let mut cats: Vec<f64> = pts().map(|p| p.0).collect();
     cats.sort_by(f64::total_cmp);
     cats.dedup();
-    // The y axis starts at zero unless the data sit far from it (accuracies of 97–98 %),
-    // where a zero-based axis would flatten every difference.
-    let data_min = pts().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let data_max = pts().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let far_from_zero = data_min > 0.0 && data_min > 0.5 * data_max;
-    let y_min = if far_from_zero {
-        data_min
-    } else {
-        data_min.min(0.0)
-    };
-    let y_max = data_max.max(if far_from_zero { data_min } else { 0.0 });
-    let y_ticks = match (y_min.is_finite(), y_max > y_min) {
-        (false, _) => vec![0.0, 1.0],
-        (true, true) => nice_ticks(y_min, y_max, 4),
-        // One value: a band around it.
-        (true, false) => nice_ticks(
-            y_min - y_min.abs() * 0.1 - 1e-9,
-            y_min + y_min.abs() * 0.1 + 1e-9,
-            4,
-        ),
-    };
+    let y_ticks = y_ticks(pts().map(|p| p.1));
     let y_labels: Vec<String> = y_ticks.iter().map(|v| crate::num(*v)).collect();
     let widest = y_labels
         .iter()
@@ -391,71 +371,104 @@ pub fn line_chart_x(
         );
     }
     for (i, sr) in series.iter().enumerate() {
-        let color = if sr.class == "base" {
-            "#6baed6"
-        } else {
-            "#2166ac"
-        };
-        let mut d = String::new();
-        let mut prev: Option<(f64, f64)> = None;
-        for &(x, y) in sr
-            .points
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-        {
-            match prev {
-                None => {
-                    let _ = write!(d, "M{:.1},{:.1}", px(x), py(y));
-                }
-                Some((_, py0)) if step => {
-                    let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", px(x), py0, px(x), py(y));
-                }
-                Some(_) => {
-                    let _ = write!(d, " L{:.1},{:.1}", px(x), py(y));
-                }
-            }
-            prev = Some((x, py(y)));
-        }
-        let dash = if sr.class == "base" {
-            r#" stroke-dasharray="5 3""#
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#
-        );
-        if !step {
-            for &(x, y) in sr
-                .points
-                .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-            {
-                let _ = write!(
-                    s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{}: {} → {}</title></circle>"#,
-                    px(x),
-                    py(y),
-                    esc(sr.name),
-                    crate::num(x),
-                    crate::num(y)
-                );
-            }
-        }
-        let lx = left + 170.0 * i as f64;
-        let ly = top + height + 50.0;
-        let _ = write!(
-            s,
-            r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{ly}" class="lbl">{}</text>"#,
-            lx + 18.0,
-            ly - 4.0,
-            ly - 4.0,
-            lx + 22.0,
-            esc(sr.name)
-        );
+        let legend = (left + 170.0 * i as f64, top + height + 50.0);
+        series_svg(&mut s, sr, step, &px, &py, legend);
     }
     s.push_str("</svg>");
     s
+}
+
+/// Nice y ticks for these values. The axis starts at zero unless the data sit far from it
+/// (accuracies of 97–98 %), where a zero-based axis would flatten every difference; a
+/// single value gets a band around it.
+fn y_ticks(values: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
+    let data_min = values.clone().fold(f64::INFINITY, f64::min);
+    let data_max = values.fold(f64::NEG_INFINITY, f64::max);
+    let far_from_zero = data_min > 0.0 && data_min > 0.5 * data_max;
+    let y_min = if far_from_zero {
+        data_min
+    } else {
+        data_min.min(0.0)
+    };
+    let y_max = data_max.max(if far_from_zero { data_min } else { 0.0 });
+    match (y_min.is_finite(), y_max > y_min) {
+        (false, _) => vec![0.0, 1.0],
+        (true, true) => nice_ticks(y_min, y_max, 4),
+        (true, false) => {
+            let band = y_min.abs() * 0.1 + 1e-9;
+            nice_ticks(y_min - band, y_min + band, 4)
+        }
+    }
+}
+
+/// One series: its path (steps for a CDF), markers with tooltips, and its legend entry at
+/// `legend` (x, y).
+fn series_svg(
+    s: &mut String,
+    sr: &Series,
+    step: bool,
+    px: &dyn Fn(f64) -> f64,
+    py: &dyn Fn(f64) -> f64,
+    legend: (f64, f64),
+) {
+    let color = if sr.class == "base" {
+        "#6baed6"
+    } else {
+        "#2166ac"
+    };
+    let finite = || {
+        sr.points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+    };
+    let mut d = String::new();
+    let mut prev: Option<f64> = None;
+    for &(x, y) in finite() {
+        match prev {
+            None => {
+                let _ = write!(d, "M{:.1},{:.1}", px(x), py(y));
+            }
+            Some(py0) if step => {
+                let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", px(x), py0, px(x), py(y));
+            }
+            Some(_) => {
+                let _ = write!(d, " L{:.1},{:.1}", px(x), py(y));
+            }
+        }
+        prev = Some(py(y));
+    }
+    let dash = if sr.class == "base" {
+        r#" stroke-dasharray="5 3""#
+    } else {
+        ""
+    };
+    let _ = write!(
+        s,
+        r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#
+    );
+    if !step {
+        for &(x, y) in finite() {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{}: {} → {}</title></circle>"#,
+                px(x),
+                py(y),
+                esc(sr.name),
+                crate::num(x),
+                crate::num(y)
+            );
+        }
+    }
+    let (lx, ly) = legend;
+    let _ = write!(
+        s,
+        r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{ly}" class="lbl">{}</text>"#,
+        lx + 18.0,
+        ly - 4.0,
+        ly - 4.0,
+        lx + 22.0,
+        esc(sr.name)
+    );
 }
 
 /// Two histograms over the same bins, drawn as outlines (baseline dashed).

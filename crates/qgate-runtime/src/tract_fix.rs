@@ -89,12 +89,34 @@ fn scalar(t: &pb::TensorProto) -> Option<f64> {
     }
 }
 
+/// A QuantizeLinear to rewrite: its index, input, output, scale, zero-point type and value.
+struct Plan {
+    index: usize,
+    x: String,
+    y: String,
+    scale: f64,
+    zp_type: i32,
+    zp: f64,
+}
+
 /// Rewrites every per-tensor QuantizeLinear that a row op feeds (directly or through ops
 /// with one non-constant input); returns the rewritten nodes' names.
 fn emulate_quantize_after_softmax(g: &mut pb::GraphProto, opset: i64) -> Vec<String> {
     if opset < ROUND_OPSET {
         return Vec::new();
     }
+    let plans = find_quantize_after_row_ops(g);
+    let mut names = Vec::new();
+    // Back to front, so earlier indices stay valid while nodes are spliced in.
+    for plan in plans.into_iter().rev() {
+        names.push(emulate(g, plan));
+    }
+    names.reverse();
+    names
+}
+
+/// The QuantizeLinear nodes a row op feeds, with constant per-tensor scale and zero point.
+fn find_quantize_after_row_ops(g: &pb::GraphProto) -> Vec<Plan> {
     let consts = scalar_constants(g);
     let is_const = |t: &str| consts.contains_key(t) || g.initializer.iter().any(|i| i.name == t);
     let producer: HashMap<&str, &pb::NodeProto> = g
@@ -127,7 +149,7 @@ fn emulate_quantize_after_softmax(g: &mut pb::GraphProto, opset: i64) -> Vec<Str
         false
     };
     let mut plans = Vec::new();
-    for (i, n) in g.node.iter().enumerate() {
+    for (index, n) in g.node.iter().enumerate() {
         if n.op_type != "QuantizeLinear" || !(n.domain.is_empty() || n.domain == "ai.onnx") {
             continue;
         }
@@ -141,65 +163,71 @@ fn emulate_quantize_after_softmax(g: &mut pb::GraphProto, opset: i64) -> Vec<Str
             None => Some((UINT8, 0.0)),
             Some(z) => consts.get(z).copied(),
         };
-        let Some((zt @ (UINT8 | INT8), zp)) = zp else {
+        let Some((zp_type @ (UINT8 | INT8), zp)) = zp else {
             continue;
         };
         if scale > 0.0 && fed_by_row_op(x) {
-            plans.push((i, x.clone(), y.clone(), scale, zt, zp));
+            plans.push(Plan {
+                index,
+                x: x.clone(),
+                y: y.clone(),
+                scale,
+                zp_type,
+                zp,
+            });
         }
     }
-    let mut names = Vec::new();
-    // Back to front, so earlier indices stay valid while nodes are spliced in.
-    for (i, x, y, scale, zt, zp) in plans.into_iter().rev() {
-        let q = &g.node[i];
-        let p = if q.name.is_empty() {
-            y.clone()
-        } else {
-            q.name.clone()
-        };
-        let (lo, hi) = if zt == UINT8 {
-            (0.0, 255.0)
-        } else {
-            (-128.0, 127.0)
-        };
-        let c = |suffix: &str, v: f64| pb::TensorProto {
-            name: format!("{p}_qgate_{suffix}"),
-            data_type: FLOAT,
-            raw_data: (v as f32).to_le_bytes().to_vec(),
-            ..Default::default()
-        };
-        let node = |op: &str, inputs: Vec<String>, out: String| pb::NodeProto {
-            op_type: op.into(),
-            name: format!("{p}_qgate_{}", op.to_ascii_lowercase()),
-            input: inputs,
-            output: vec![out],
-            ..Default::default()
-        };
-        let t = |s: &str| format!("{p}_qgate_{s}");
-        let mut cast = node("Cast", vec![t("min_out")], y);
-        cast.attribute.push(pb::AttributeProto {
-            name: "to".into(),
-            r#type: 2, // INT
-            i: zt as i64,
-            ..Default::default()
-        });
-        let nodes = vec![
-            node("Div", vec![x, t("scale")], t("div_out")),
-            node("Round", vec![t("div_out")], t("round_out")),
-            node("Add", vec![t("round_out"), t("zero_point")], t("add_out")),
-            node("Max", vec![t("add_out"), t("lo")], t("max_out")),
-            node("Min", vec![t("max_out"), t("hi")], t("min_out")),
-            cast,
-        ];
-        g.initializer.extend([
-            c("scale", scale),
-            c("zero_point", zp),
-            c("lo", lo),
-            c("hi", hi),
-        ]);
-        g.node.splice(i..=i, nodes);
-        names.push(p);
-    }
-    names.reverse();
-    names
+    plans
+}
+
+/// Replaces the planned QuantizeLinear by its float definition; returns its name.
+fn emulate(g: &mut pb::GraphProto, plan: Plan) -> String {
+    let q = &g.node[plan.index];
+    let p = if q.name.is_empty() {
+        plan.y.clone()
+    } else {
+        q.name.clone()
+    };
+    let (lo, hi) = if plan.zp_type == UINT8 {
+        (0.0, 255.0)
+    } else {
+        (-128.0, 127.0)
+    };
+    let t = |s: &str| format!("{p}_qgate_{s}");
+    let c = |suffix: &str, v: f64| pb::TensorProto {
+        name: t(suffix),
+        data_type: FLOAT,
+        raw_data: (v as f32).to_le_bytes().to_vec(),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: Vec<String>, out: String| pb::NodeProto {
+        op_type: op.into(),
+        name: t(&op.to_ascii_lowercase()),
+        input: inputs,
+        output: vec![out],
+        ..Default::default()
+    };
+    let mut cast = node("Cast", vec![t("min_out")], plan.y);
+    cast.attribute.push(pb::AttributeProto {
+        name: "to".into(),
+        r#type: 2, // INT
+        i: plan.zp_type as i64,
+        ..Default::default()
+    });
+    let nodes = vec![
+        node("Div", vec![plan.x, t("scale")], t("div_out")),
+        node("Round", vec![t("div_out")], t("round_out")),
+        node("Add", vec![t("round_out"), t("zero_point")], t("add_out")),
+        node("Max", vec![t("add_out"), t("lo")], t("max_out")),
+        node("Min", vec![t("max_out"), t("hi")], t("min_out")),
+        cast,
+    ];
+    g.initializer.extend([
+        c("scale", plan.scale),
+        c("zero_point", plan.zp),
+        c("lo", lo),
+        c("hi", hi),
+    ]);
+    g.node.splice(plan.index..=plan.index, nodes);
+    p
 }

@@ -85,6 +85,21 @@ fn initializer(path: &Path, name: &str) -> Vec<f32> {
     }
 }
 
+/// `qgate compare` of two fixture-relative models on test.npz, plus `extra`.
+fn compare(baseline: &str, candidate: &str, extra: &[&str]) -> common::Run {
+    let data = fx("test.npz");
+    let mut args = vec![
+        "--baseline",
+        baseline,
+        "--candidate",
+        candidate,
+        "--data",
+        &data,
+    ];
+    args.extend_from_slice(extra);
+    qgate("compare", &args, &[])
+}
+
 fn node_names(path: &Path) -> Vec<String> {
     let m = qgate_runtime::read_onnx(path).unwrap();
     m.graph.unwrap().node.into_iter().map(|n| n.name).collect()
@@ -194,18 +209,7 @@ fn sensitivity_reads_every_export_form() {
 #[test]
 fn compare_and_inspect_read_every_export_form() {
     for name in FORMS {
-        let run = qgate(
-            "compare",
-            &[
-                "--baseline",
-                &fx("cnn_fp32.onnx"),
-                "--candidate",
-                &form(name),
-                "--data",
-                &fx("test.npz"),
-            ],
-            &[],
-        );
+        let run = compare(&fx("cnn_fp32.onnx"), &form(name), &[]);
         assert_eq!(run.code, 0, "{name}: {}", run.stderr);
         let r = run.json();
         // Same weights in another form: the same predictions.
@@ -247,19 +251,8 @@ fn a_quantized_softmax_runs_in_tract_as_onnxruntime_defines_it() {
     // tract 0.23 folds DequantizeLinear → Softmax → QuantizeLinear into a lookup table that
     // gives every class 1.0; qgate rewrites the QuantizeLinear into float ops first.
     let refs = reference();
-    let run = qgate(
-        "compare",
-        &[
-            "--baseline",
-            &fx("cnn_probs_fp32.onnx"),
-            "--candidate",
-            &fx("cnn_probs_int8_qdq.onnx"),
-            "--data",
-            &fx("test.npz"),
-            "--no-runtime-check",
-        ],
-        &[],
-    );
+    let (base, cand) = (fx("cnn_probs_fp32.onnx"), fx("cnn_probs_int8_qdq.onnx"));
+    let run = compare(&base, &cand, &["--no-runtime-check"]);
     assert_ne!(run.code, 2, "{}", run.stderr);
     let r = run.json();
     let correct = (r["candidate"]["accuracy"].as_f64().unwrap() * 540.0).round() as u64;
@@ -283,19 +276,8 @@ fn the_runtime_check_stops_a_model_tract_gets_wrong_and_is_silent_otherwise() {
         return;
     }
     // Made wrong on purpose: without qgate's rewrite tract mis-computes the quantized Softmax.
-    let wrong = qgate(
-        "compare",
-        &[
-            "--baseline",
-            &fx("cnn_probs_fp32.onnx"),
-            "--candidate",
-            &fx("cnn_probs_int8_qdq.onnx"),
-            "--data",
-            &fx("test.npz"),
-            "--no-tract-rewrites",
-        ],
-        &[],
-    );
+    let (base, cand) = (fx("cnn_probs_fp32.onnx"), fx("cnn_probs_int8_qdq.onnx"));
+    let wrong = compare(&base, &cand, &["--no-tract-rewrites"]);
     assert_eq!(wrong.code, 2, "{}", wrong.stderr);
     for needle in [
         "candidate",
@@ -319,18 +301,7 @@ fn the_runtime_check_stops_a_model_tract_gets_wrong_and_is_silent_otherwise() {
         "cnn_probs_int8_qdq",
     ] {
         let base = format!("{}_fp32.onnx", v.split("_int8").next().unwrap());
-        let run = qgate(
-            "compare",
-            &[
-                "--baseline",
-                &fx(&base),
-                "--candidate",
-                &fx(&format!("{v}.onnx")),
-                "--data",
-                &fx("test.npz"),
-            ],
-            &[],
-        );
+        let run = compare(&fx(&base), &fx(&format!("{v}.onnx")), &[]);
         assert_ne!(run.code, 2, "{v}: {}", run.stderr);
         let checks = run.json()["runtime_checks"].clone();
         assert_eq!(checks.as_array().unwrap().len(), 1, "{v}: {checks}");
@@ -339,18 +310,10 @@ fn the_runtime_check_stops_a_model_tract_gets_wrong_and_is_silent_otherwise() {
         assert_eq!(checks[0]["samples"], 32);
     }
     // Skipped on request, and recorded as such.
-    let run = qgate(
-        "compare",
-        &[
-            "--baseline",
-            &fx("cnn_fp32.onnx"),
-            "--candidate",
-            &fx("cnn_int8_qdq.onnx"),
-            "--data",
-            &fx("test.npz"),
-            "--no-runtime-check",
-        ],
-        &[],
+    let run = compare(
+        &fx("cnn_fp32.onnx"),
+        &fx("cnn_int8_qdq.onnx"),
+        &["--no-runtime-check"],
     );
     assert_eq!(run.json()["runtime_checks"][0]["status"], "skipped");
 }

@@ -153,10 +153,10 @@ fn contrib_op_model_runs_in_onnxruntime() {
     );
 }
 
-#[test]
-fn saved_outputs_replay_as_predictions() {
+/// `compare cnn_fp32 cnn_int8_qdq --save-outputs DIR`: the directory and the report.
+fn saved_example_outputs() -> (tempfile::TempDir, Value) {
     let saved = tempfile::tempdir().unwrap();
-    let (code, first, err, _o) = compare(&[
+    let (code, report, err, _o) = compare(&[
         "--baseline",
         &fx("cnn_fp32.onnx"),
         "--candidate",
@@ -167,6 +167,12 @@ fn saved_outputs_replay_as_predictions() {
         saved.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
+    (saved, report)
+}
+
+#[test]
+fn saved_outputs_replay_as_predictions() {
+    let (saved, first) = saved_example_outputs();
     let preds = |side: &str| {
         format!(
             "preds:{}",
@@ -415,18 +421,7 @@ fn models_written_by_sensitivity_load_in_onnxruntime() {
 #[test]
 fn preds_npy_equals_preds_npz_equals_the_live_model() {
     // `np.save("logits.npy", out)`: one array, rows in the data file's order.
-    let saved = tempfile::tempdir().unwrap();
-    let (code, live, err, _o) = compare(&[
-        "--baseline",
-        &fx("cnn_fp32.onnx"),
-        "--candidate",
-        &fx("cnn_int8_qdq.onnx"),
-        "--data",
-        &fx("test.npz"),
-        "--save-outputs",
-        saved.path().to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (saved, live) = saved_example_outputs();
     let npz = saved.path().join("candidate.npz");
     let outputs = qgate_data::load_npz(&npz, &qgate_data::ArrayKeys::default()).unwrap();
     let npy = saved.path().join("logits.npy");
