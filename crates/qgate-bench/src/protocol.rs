@@ -51,6 +51,12 @@ fn yes() -> bool {
     true
 }
 
+/// serde_json writes a non-finite f64 as `null`; read it back as NaN instead of failing the
+/// whole worker reply.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 impl Default for LoadSpec {
     fn default() -> LoadSpec {
         LoadSpec::from(&qgate_runtime::LoadOptions::default())
@@ -247,7 +253,9 @@ pub struct Warmed {
     pub seconds: f64,
     /// Whether the latency settled before `max_seconds`.
     pub steady: bool,
-    /// Median latency of the last window, ms.
+    /// Median latency of the last window, ms (NaN when fewer calls than one window were
+    /// made: a slow model at a large batch; JSON carries it as null).
+    #[serde(deserialize_with = "nan_from_null")]
     pub last_window_median_ms: f64,
 }
 
@@ -290,6 +298,7 @@ pub struct OutputCheck {
     /// Batches whose outputs differ beyond the tolerance.
     pub mismatched_batches: u64,
     /// Largest absolute difference seen.
+    #[serde(deserialize_with = "nan_from_null")]
     pub max_abs_diff: f64,
     /// Samples compared against saved outputs, when given.
     pub reference_samples: Option<u64>,
@@ -317,4 +326,25 @@ pub struct MemoryReading {
     pub peak_rss_bytes: Option<u64>,
     /// Peak resident since measuring began (after load), where the kernel can reset it.
     pub peak_rss_run_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warm_up_too_short_for_one_window_survives_the_json_round_trip() {
+        // A slow model at batch 32 in a short sweep: three calls, no window median.
+        let w = Warmed {
+            iterations: 3,
+            seconds: 0.08,
+            steady: false,
+            last_window_median_ms: f64::NAN,
+        };
+        let text = serde_json::to_string(&w).unwrap_or_default();
+        assert!(text.contains("null"), "{text}");
+        let back: Warmed = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(back.last_window_median_ms.is_nan());
+        assert_eq!(back.iterations, 3);
+    }
 }

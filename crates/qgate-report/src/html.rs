@@ -19,6 +19,7 @@ td.l,th.l{text-align:left}.pass{color:#11772d;font-weight:600}.fail{color:#b3261
 .verdict.pass{background:#1a7f37;color:#fff}.verdict.fail{background:#c62828;color:#fff}
 .warn{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px;margin:6px 0}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}svg{max-width:100%;height:auto}
+@media (max-width:960px){table{font-size:12.5px}td,th{padding:2px 5px}td:not(.l){white-space:normal}td code,td small{word-break:break-all}}
 svg .ttl{font-size:13px;font-weight:600}svg .lbl{font-size:10px;fill:#444}svg .ax{font-size:11px;fill:#444}svg .cell{font-size:9px;fill:#111}
 svg .base{fill:#9ecae1}svg .cand{fill:#2166ac}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 .flag{background:#fdecea}.thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumb{text-align:center;font-size:11px}
@@ -176,7 +177,7 @@ fn per_class(h: &mut String, r: &Report) {
     h.push_str(&paired_bars("Recall per class", &cats, &br, &cr));
     h.push_str(&paired_bars("F1 per class", &cats, &bf, &cf));
     h.push_str("</div><p>Smallest classes first — quantization damage hides there. Highlighted rows drop beyond the policy's per-class tolerance.</p>");
-    h.push_str("<table><tr><th class=l>class</th><th>support</th><th>recall base</th><th>recall cand</th><th>Δ recall</th><th>Δ precision</th><th>F1 base</th><th>F1 cand</th><th>Δ F1</th><th>correct→wrong</th><th>wrong→correct</th></tr>");
+    h.push_str("<table><tr><th class=l>class</th><th>support</th><th>recall base</th><th>recall cand</th><th>Δ recall</th><th>Δ precision</th><th>F1 base</th><th>F1 cand</th><th>Δ F1</th><th>correct → wrong</th><th>wrong → correct</th></tr>");
     for d in &c.per_class {
         let _ = write!(
             h,
