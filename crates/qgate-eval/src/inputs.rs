@@ -105,11 +105,12 @@ pub fn resolve_inputs(
                     .collect();
                 return Err(format!(
                     "model input '{}' expects shape {} but data array '{array}' has [{}] ({} samples); \
-                     reshape the data or pick another array",
+                     reshape the data or pick another array{}",
                     input.name,
                     input.shape_text(),
                     data_shape.join(", "),
-                    a.n_rows()
+                    a.n_rows(),
+                    set_aside(data)
                 ));
             }
         }
@@ -120,6 +121,23 @@ pub fn resolve_inputs(
         });
     }
     Ok(out)
+}
+
+/// What the loader set aside, for an error about a shape that may be short because of it.
+fn set_aside(data: &Dataset) -> String {
+    if data.unusable.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = data
+        .unusable
+        .iter()
+        .map(|(k, why)| format!("'{k}' {why}"))
+        .collect();
+    format!(
+        " (set aside when loading {}: {})",
+        data.source,
+        parts.join("; ")
+    )
 }
 
 /// The data set's arrays that no binding reads, with the reason each was left aside: the

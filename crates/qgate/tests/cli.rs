@@ -463,17 +463,22 @@ fn label_out_of_range_is_an_error_naming_the_sample() {
 fn non_numeric_cell_is_an_error_naming_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.csv");
+    // A numeric column with one text cell is a broken file.
+    std::fs::write(&path, "p0,p1,label\n0.1,0.2,0\n0.1,zero,1\n").unwrap();
+    let args = [
+        "--baseline",
+        &fx("mlp_fp32.onnx"),
+        "--candidate",
+        &fx("mlp_fp32.onnx"),
+        "--data",
+        path.to_str().unwrap(),
+    ];
+    check_error(&args, &["bad.csv", "line 3", "'p1'", "'zero'"]);
+    // A column with no number at all is text, set aside; the shape error then says so.
     std::fs::write(&path, "p0,p1,label\n0.1,zero,1\n").unwrap();
     check_error(
-        &[
-            "--baseline",
-            &fx("mlp_fp32.onnx"),
-            "--candidate",
-            &fx("mlp_fp32.onnx"),
-            "--data",
-            path.to_str().unwrap(),
-        ],
-        &["bad.csv", "line 2", "'p1'", "'zero'"],
+        &args,
+        &["expects shape", "'p1' is a text column", "bad.csv"],
     );
 }
 
