@@ -116,8 +116,35 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
             path: path.to_path_buf(),
         });
     }
-    let (labels, class_names) = if label_col.is_some() {
-        let numeric: Option<Vec<i64>> = raw_labels.iter().map(|s| s.parse().ok()).collect();
+    let (labels, class_names) = if let Some(col) = label_col {
+        // Integers (whole floats too), or all text as class names: a number that is not
+        // whole, or numbers mixed with text, is a typo that would otherwise turn every label
+        // into a class name sorted as text (and score both models near chance).
+        let bad = |line: usize, value: &str, why: &str| DataError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "line {line}, label column '{}': '{value}' {why}",
+                headers[col]
+            ),
+        };
+        let as_number: Vec<Option<f64>> = raw_labels.iter().map(|s| s.parse().ok()).collect();
+        let numbers = as_number.iter().filter(|v| v.is_some()).count();
+        if let Some(i) = as_number
+            .iter()
+            .position(|v| v.is_some_and(|x| x.fract() != 0.0 || !x.is_finite()))
+        {
+            return Err(bad(i + 2, &raw_labels[i], "is not a whole class index"));
+        }
+        if numbers > 0 && numbers < raw_labels.len() {
+            let i = as_number.iter().position(Option::is_none).unwrap_or(0);
+            return Err(bad(
+                i + 2,
+                &raw_labels[i],
+                "is text among numeric labels (use class indices or class names, not both)",
+            ));
+        }
+        let numeric: Option<Vec<i64>> = (numbers == raw_labels.len())
+            .then(|| as_number.iter().map(|v| v.unwrap_or(0.0) as i64).collect());
         match numeric {
             Some(v) => (Some(v), Vec::new()),
             None => {

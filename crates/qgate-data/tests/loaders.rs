@@ -217,3 +217,31 @@ fn npz_arrays_of_another_length_are_set_aside() {
 fn load_path(p: &Path) -> Dataset {
     Dataset::load(p, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap()
 }
+
+#[test]
+fn a_label_typo_is_an_error_not_a_class_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.csv");
+    let load_err = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        Dataset::load(&path, &ArrayKeys::default(), &ImagePreprocess::default())
+            .unwrap_err()
+            .to_string()
+    };
+    // One label typed 1.5 once turned every label into text sorted as class names.
+    let err = load_err("p0,label\n0.1,0\n0.2,1.5\n0.3,2\n");
+    assert!(
+        err.contains("line 3") && err.contains("'1.5'") && err.contains("label"),
+        "{err}"
+    );
+    let err = load_err("p0,label\n0.1,0\n0.2,cat\n");
+    assert!(err.contains("line 3") && err.contains("'cat'"), "{err}");
+    // Whole floats are class indices; all text is class names.
+    std::fs::write(&path, "p0,label\n0.1,0.0\n0.2,2\n").unwrap();
+    let ds = Dataset::load(&path, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap();
+    assert_eq!(ds.labels, Some(vec![0, 2]));
+    std::fs::write(&path, "p0,label\n0.1,dog\n0.2,cat\n").unwrap();
+    let ds = Dataset::load(&path, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap();
+    assert_eq!(ds.labels, Some(vec![1, 0]));
+    assert_eq!(ds.class_names, ["cat", "dog"]);
+}

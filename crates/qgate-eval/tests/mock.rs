@@ -251,3 +251,38 @@ fn unlabelled_data_is_an_error() {
     .unwrap();
     assert!(err.to_string().contains("--label-key"), "{err}");
 }
+
+#[test]
+fn a_model_returning_another_row_count_is_an_error_not_a_score() {
+    // Fewer rows used to panic in the metrics; more rows were truncated and scored.
+    let one = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("logits", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let fewer: fn(usize) -> usize = |k| k - 1;
+    let more: fn(usize) -> usize = |k| 2 * k;
+    for (rows, name) in [(fewer, "fewer"), (more, "more")] {
+        let mut base = MockModel::new(one.clone(), |inp| Ok(vec![logits_of(inp)]));
+        let mut cand = MockModel::new(one.clone(), move |inp| {
+            let full = logits_of(inp);
+            let k = rows(full.n_rows());
+            let idx: Vec<usize> = (0..k).map(|i| i % full.n_rows()).collect();
+            Ok(vec![full.select_rows(&idx)])
+        });
+        let err = evaluate_pair(
+            &mut base,
+            &mut cand,
+            &data(),
+            &Policy::default(),
+            &EvalOptions::default(),
+            &mut |_, _, _| {},
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{name} rows were scored"))
+        .to_string();
+        assert!(
+            err.contains("candidate") && err.contains("'logits'") && err.contains("batch of 10"),
+            "{name}: {err}"
+        );
+    }
+}

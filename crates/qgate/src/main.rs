@@ -55,6 +55,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes one line to stdout. A reader that went away (`qgate … | head -2`: broken pipe)
+/// ends the output quietly, as ripgrep does; the exit code stays the verdict. Other write
+/// errors are errors.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        match writeln!(std::io::stdout().lock(), $($arg)*) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.context("cannot write to standard output")?,
+        }
+    }};
+}
+
 /// The error and its causes, joined with ": ", skipping a cause whose text the message
 /// already quotes (library messages often include their OS error).
 fn error_text(e: &anyhow::Error) -> String {
@@ -141,19 +154,19 @@ fn write_report(report: &Report, out: &std::path::Path) -> Result<Verdict> {
         let path = out.join(exporter.file_name());
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!("{}", report.summary);
+    out!("{}", report.summary);
     for c in &report.gate.criteria {
         let mark = match c.status {
             Status::Pass => "pass",
             Status::Fail => "FAIL",
             Status::Skipped => "skip",
         };
-        println!("  [{mark}] {}: {}", c.key, c.message);
+        out!("  [{mark}] {}: {}", c.key, c.message);
     }
     for w in &report.warnings {
-        println!("  note: {}", w.message);
+        out!("  note: {}", w.message);
     }
-    println!("reports: {}", out.join("report.html").display());
+    out!("reports: {}", out.join("report.html").display());
     Ok(report.verdict)
 }
 
@@ -749,51 +762,51 @@ fn inspect(args: InspectArgs) -> Result<()> {
                 Err(e) => serde_json::json!({ "error": e }),
             },
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{}  ({} bytes, opset {}, {})",
         path.display(),
         info.file_bytes,
         info.opset,
         info.producer
     );
-    println!("inputs:");
+    out!("inputs:");
     for t in &info.inputs {
         let ty = t
             .elem_type
             .map(|e| e.to_string())
             .unwrap_or_else(|| "?".into());
-        println!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
+        out!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
     }
-    println!("outputs:");
+    out!("outputs:");
     for t in &info.outputs {
         let ty = t
             .elem_type
             .map(|e| e.to_string())
             .unwrap_or_else(|| "?".into());
-        println!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
+        out!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
     }
-    println!("ops ({} nodes):", info.op_counts.values().sum::<usize>());
+    out!("ops ({} nodes):", info.op_counts.values().sum::<usize>());
     for (op, n) in &info.op_counts {
-        println!("  {op:<32} {n}");
+        out!("  {op:<32} {n}");
     }
     match &normalization {
-        Ok(n) => println!("for quantization: {}", n.notes().join("; ")),
-        Err(e) => println!("for quantization: {e}"),
+        Ok(n) => out!("for quantization: {}", n.notes().join("; ")),
+        Err(e) => out!("for quantization: {e}"),
     }
     if unsupported.is_empty() {
-        println!("tract: every op is supported");
+        out!("tract: every op is supported");
     } else {
-        println!("tract cannot run {} node(s):", unsupported.len());
+        out!("tract cannot run {} node(s):", unsupported.len());
         for u in &unsupported {
             let dom = if u.domain.is_empty() {
                 String::new()
             } else {
                 format!(" (domain {})", u.domain)
             };
-            println!("  {} : {}{dom}", u.node, u.op_type);
+            out!("  {} : {}{dom}", u.node, u.op_type);
         }
     }
     Ok(())
