@@ -190,6 +190,13 @@ impl Dataset {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
+        if path.exists() && !path.is_file() {
+            // A named pipe would block for ever, a device never end.
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: "not a regular file or folder (a named pipe or device); give the path of a data file".into(),
+            });
+        }
         match ext.as_str() {
             "npz" => load_npz(path, keys),
             "npy" => load_npy(path),

@@ -13,6 +13,7 @@ use crate::{Dim, ModelInfo, RuntimeError, TensorInfo, UnsupportedNode};
 
 /// Decodes the ONNX file at `path`.
 pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, FileFacts), RuntimeError> {
+    regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
         path: path.to_path_buf(),
         source,
@@ -40,6 +41,22 @@ pub(crate) fn read_proto(path: &Path) -> Result<(pb::ModelProto, FileFacts), Run
             sha256: crate::host::sha256_hex(&bytes),
         },
     ))
+}
+
+/// Only regular files are read: a named pipe would block for ever, a device never ends.
+pub(crate) fn regular_file(path: &Path) -> Result<(), RuntimeError> {
+    let err = |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a folder, named pipe or device); give the path of a file",
+        ))),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Size and digest of a model file.

@@ -35,6 +35,7 @@ impl PredsModel {
             runtime: "saved predictions".into(),
             message,
         };
+        crate::onnx_info::regular_file(path)?;
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
             path: path.to_path_buf(),
             source,

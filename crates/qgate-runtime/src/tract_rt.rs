@@ -70,7 +70,14 @@ impl TractModel {
             Vec::new()
         };
         let dir = path.parent().and_then(|p| p.to_str());
-        let parsed = onnx.parse(&proto, dir).map_err(load_err)?;
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| onnx.parse(&proto, dir)))
+                .map_err(|p| RuntimeError::Load {
+                    path: path.to_path_buf(),
+                    runtime: "tract".into(),
+                    message: format!("tract panicked while parsing the model: {}", panic_text(&p)),
+                })?
+                .map_err(load_err)?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(RuntimeError::Load {
                 path: path.to_path_buf(),
@@ -182,13 +189,24 @@ impl TractModel {
             outputs.clone()
         };
         let shapes = inputs.iter().map(|a| a.shape.clone()).collect();
-        let plan = self.plan(shapes, outputs)?;
-        let results = plan
-            .run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
-            .map_err(|e| RuntimeError::Run {
-                path: self.path.clone(),
-                message: format!("{e:#}"),
-            })?;
+        // tract panics on some hostile graphs (a ConstantOfShape of 2^40 elements divides by
+        // zero inside it): caught at this boundary, it becomes an error naming the model.
+        let path = self.path.clone();
+        let caught = |what: &str, payload: Box<dyn std::any::Any + Send>| RuntimeError::Run {
+            path: path.clone(),
+            message: format!("tract panicked while {what}: {}", panic_text(&payload)),
+        };
+        let plan =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan(shapes, outputs)))
+                .map_err(|p| caught("optimising the model", p))??;
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plan.run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
+        }))
+        .map_err(|p| caught("running the model", p))?
+        .map_err(|e| RuntimeError::Run {
+            path: self.path.clone(),
+            message: format!("{e:#}"),
+        })?;
         results
             .into_iter()
             .zip(&names)
@@ -200,6 +218,15 @@ impl TractModel {
             })
             .collect()
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 impl Model for TractModel {

@@ -70,8 +70,10 @@ impl RuntimeFlags {
             ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
             python: "python3".into(),
             timeout: match self.timeout.or(file.timeout) {
-                Some(t) if t > 0.0 && t.is_finite() => Some(std::time::Duration::from_secs_f64(t)),
-                Some(t) => bail!("--timeout {t}: expected a positive number of seconds"),
+                Some(t) if t > 0.0 && t <= MAX_SECONDS => {
+                    Some(std::time::Duration::from_secs_f64(t))
+                }
+                Some(t) => bail!("--timeout {t}: expected seconds in (0, {MAX_SECONDS}]"),
                 None => None,
             },
             ..LoadOptions::default()
@@ -574,6 +576,10 @@ impl CompareArgs {
             .bootstrap_resamples
             .or(file.bootstrap_resamples)
             .unwrap_or(2000);
+        if !(1..=MAX_RESAMPLES).contains(&resamples) {
+            // 0 printed "95% CI [NaN, NaN]" beside a PASS; 10⁸ ran for hours, 10⁹ aborted.
+            bail!("--bootstrap-resamples {resamples}: expected 1 to {MAX_RESAMPLES}");
+        }
         let img = file.image.unwrap_or_default();
         let mut images = ImagePreprocess::default();
         if let Some(s) = &self.image_size {
@@ -654,9 +660,25 @@ impl CompareArgs {
             save_outputs: self
                 .save_outputs
                 .or(file.save_outputs.map(|p| rel(base, p))),
-            deployment_runtime: self.deployment_runtime.or(file.deployment_runtime),
+            deployment_runtime: deployment_runtime(
+                self.deployment_runtime.or(file.deployment_runtime),
+            )?,
             runtime_check,
         })
+    }
+}
+
+/// The runtimes a deployment can name: those a report's sides can run on.
+const DEPLOYMENT_RUNTIMES: [&str; 3] = ["tract", "onnxruntime", "kserve-v2"];
+
+/// `--deployment-runtime`, checked: an unknown name used to be accepted and never matched.
+fn deployment_runtime(v: Option<String>) -> Result<Option<String>> {
+    match v {
+        Some(r) if !DEPLOYMENT_RUNTIMES.contains(&r.as_str()) => bail!(
+            "--deployment-runtime {r}: expected one of {}",
+            DEPLOYMENT_RUNTIMES.join(", ")
+        ),
+        other => Ok(other),
     }
 }
 
@@ -716,6 +738,24 @@ fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
     }
 }
 
+/// The most bootstrap resamples (scipy's default is 9 999; the interval's Monte Carlo error
+/// at 10⁵ is far below its width).
+const MAX_RESAMPLES: usize = 100_000;
+
+/// The longest time a measuring flag accepts: a day (`--duration 1e300` once panicked in the
+/// worker converting it to a `Duration`).
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// A positive number of seconds, at most [`MAX_SECONDS`].
+fn seconds(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
+    match positive(flag, v)? {
+        Some(x) if x > MAX_SECONDS => {
+            bail!("{flag} {x}: expected seconds in (0, {MAX_SECONDS}] (one day at most)")
+        }
+        other => Ok(other),
+    }
+}
+
 impl PerfFlags {
     /// Validates the measuring options.
     pub fn resolve(&self) -> Result<PerfConfig> {
@@ -728,12 +768,12 @@ impl PerfFlags {
         }
         plan.warmup_iterations = self.warmup.unwrap_or(plan.warmup_iterations);
         if let Some(t) = self.warmup_time {
-            if !(t >= 0.0 && t.is_finite()) {
-                bail!("--warmup-time {t}: expected seconds ≥ 0");
+            if !(0.0..=MAX_SECONDS).contains(&t) {
+                bail!("--warmup-time {t}: expected seconds in [0, {MAX_SECONDS}]");
             }
             plan.warmup_seconds = t;
         }
-        if let Some(t) = positive("--warmup-max", self.warmup_max)? {
+        if let Some(t) = seconds("--warmup-max", self.warmup_max)? {
             plan.warmup_max_seconds = t;
         }
         plan.warmup_max_seconds = plan.warmup_max_seconds.max(plan.warmup_seconds);
@@ -743,7 +783,7 @@ impl PerfFlags {
             }
             plan.iterations = Some(i);
         }
-        if let Some(d) = positive("--duration", self.duration)? {
+        if let Some(d) = seconds("--duration", self.duration)? {
             plan.seconds = d;
         }
         if let Some(r) = self.rounds {
@@ -797,7 +837,7 @@ impl PerfFlags {
                 },
             };
         }
-        if let Some(d) = positive("--sweep-duration", self.sweep_duration)? {
+        if let Some(d) = seconds("--sweep-duration", self.sweep_duration)? {
             plan.sweep_seconds = d;
         }
         if self.no_sweeps {
@@ -901,7 +941,7 @@ impl BenchArgs {
             load: self.runtime.load_options(RuntimeFlags::default())?,
             perf: self.perf.resolve()?,
             progress: interactive && !self.no_progress,
-            deployment_runtime: self.deployment_runtime,
+            deployment_runtime: deployment_runtime(self.deployment_runtime)?,
         })
     }
 }

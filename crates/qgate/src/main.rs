@@ -23,17 +23,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let interactive = std::io::stderr().is_terminal();
     let result = match cli.command {
-        Command::Compare(args) => (*args).resolve(interactive).and_then(compare),
-        Command::Bench(args) => (*args).resolve(interactive).and_then(bench),
+        Command::Compare(args) => (*args)
+            .resolve(interactive)
+            .and_then(|cfg| guarded(&cfg.out.clone(), "compare", || compare(cfg))),
+        Command::Bench(args) => (*args)
+            .resolve(interactive)
+            .and_then(|cfg| guarded(&cfg.out.clone(), "bench", || bench(cfg))),
         Command::Check(args) => {
             let args = *args;
             args.perf.resolve().and_then(|perf| {
                 args.compare
                     .resolve(interactive)
-                    .and_then(|cfg| check(cfg, perf))
+                    .and_then(|cfg| guarded(&cfg.out.clone(), "check", || check(cfg, perf)))
             })
         }
-        Command::Sensitivity(args) => sensitivity(*args, interactive),
+        Command::Sensitivity(args) => match args.out.clone() {
+            Some(out) => guarded(&out, "sensitivity", || sensitivity(*args, interactive)),
+            None => sensitivity(*args, interactive),
+        },
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
         Command::Worker => {
             return match qgate_bench::serve_worker(std::io::stdin(), std::io::stdout()) {
@@ -66,6 +73,40 @@ macro_rules! out {
             other => other.context("cannot write to standard output")?,
         }
     }};
+}
+
+/// Runs `command` writing into `out` so that a reader of `out` never sees a verdict from
+/// another run: qgate's own report files there are removed first (never other files), and a
+/// run that ends in an error (exit 2) leaves a `report.json` whose verdict is `"error"`, with
+/// the message.
+fn guarded(
+    out: &std::path::Path,
+    command: &str,
+    run: impl FnOnce() -> Result<Verdict>,
+) -> Result<Verdict> {
+    for e in exporters() {
+        let stale = out.join(e.file_name());
+        if stale.is_file() {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("cannot remove the earlier {}", stale.display()))?;
+        }
+    }
+    let result = run();
+    if let Err(e) = &result {
+        let report = serde_json::json!({
+            "schema_version": qgate_report::SCHEMA_VERSION,
+            "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
+            "command": command,
+            "verdict": "error",
+            "error": error_text(e),
+        });
+        // Best effort: the error itself is what the user must see.
+        if std::fs::create_dir_all(out).is_ok() {
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+            let _ = std::fs::write(out.join("report.json"), text);
+        }
+    }
+    result
 }
 
 /// The error and its causes, joined with ": ", skipping a cause whose text the message
@@ -395,7 +436,10 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             "--float-type fp16 applies to qgate's own quantization; with --quantized the kept layers get their FP32 weights back"
         );
     }
-    let batch_size = args.batch_size.unwrap_or(64).max(1);
+    let batch_size = args.batch_size.unwrap_or(64);
+    if batch_size == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
     let bench_seconds = args.bench_seconds.unwrap_or(1.0);
     if !(bench_seconds >= 0.0 && bench_seconds.is_finite()) {
         anyhow::bail!("--bench-seconds {bench_seconds}: expected 0 (no latency) or more seconds");

@@ -716,3 +716,267 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         "{stderr}"
     );
 }
+
+/// Runs `qgate ARGS` with a 30 s limit (a hang fails instead of blocking CI); returns the
+/// exit code (None when killed) and stderr.
+fn run_limited(args: &[&str]) -> (Option<i32>, String) {
+    let o = assert_cmd::Command::cargo_bin("qgate")
+        .unwrap()
+        .args(args)
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+#[test]
+fn out_of_range_flags_name_the_flag_and_the_range() {
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    let (base, data) = (fx("mlp_fp32.onnx"), fx("test.npz"));
+    let compare = |extra: &[&str]| {
+        let mut a = vec![
+            "compare",
+            "--baseline",
+            &base,
+            "--candidate",
+            &base,
+            "--data",
+            &data,
+            "--out",
+            out,
+        ];
+        a.extend_from_slice(extra);
+        run_limited(&a)
+    };
+    for (extra, needles) in [
+        (
+            vec!["--bootstrap-resamples", "0"],
+            vec!["--bootstrap-resamples 0", "1 to 100000"],
+        ),
+        (
+            vec!["--bootstrap-resamples", "1000000000"],
+            vec!["--bootstrap-resamples", "1 to 100000"],
+        ),
+        (vec!["--timeout", "1e300"], vec!["--timeout", "86400"]),
+        (
+            vec!["--deployment-runtime", "bogus"],
+            vec!["bogus", "tract, onnxruntime, kserve-v2"],
+        ),
+    ] {
+        let (code, err) = compare(&extra);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{extra:?}: '{n}' missing from {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, err) = run_limited(&[
+        "bench",
+        "--baseline",
+        &base,
+        "--candidate",
+        &base,
+        "--out",
+        out,
+        "--duration",
+        "1e300",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--duration") && err.contains("86400"), "{err}");
+    let (code, err) = run_limited(&[
+        "sensitivity",
+        "--model",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &data,
+        "--out",
+        out,
+        "--batch-size",
+        "0",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--batch-size"), "{err}");
+}
+
+#[test]
+fn a_named_pipe_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.onnx");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: mkfifo is not available");
+        return;
+    }
+    let data_fifo = dir.path().join("data.npz");
+    std::process::Command::new("mkfifo")
+        .arg(&data_fifo)
+        .status()
+        .unwrap();
+    let out = dir.path().join("out");
+    let (fifo, data_fifo, out) = (
+        fifo.to_str().unwrap(),
+        data_fifo.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let (base, data) = (fx("mlp_fp32.onnx"), fx("test.npz"));
+    for args in [
+        vec![
+            "compare",
+            "--baseline",
+            fifo,
+            "--candidate",
+            &base,
+            "--data",
+            &data,
+            "--out",
+            out,
+        ],
+        vec![
+            "compare",
+            "--baseline",
+            &base,
+            "--candidate",
+            &base,
+            "--data",
+            data_fifo,
+            "--out",
+            out,
+        ],
+        vec!["inspect", fifo],
+    ] {
+        let (code, err) = run_limited(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_runtime_panic_is_an_error_naming_the_model() {
+    // ConstantOfShape of 2^40 floats: tract panics allocating it. Built here with the ONNX
+    // protobuf types (no Python in tests).
+    use qgate_runtime::onnx_pb as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("bomb.onnx");
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
+                                "N".into(),
+                            )),
+                        },
+                        pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(64)),
+                        },
+                    ],
+                }),
+            })),
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], out: &str| pb::NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![
+                node("ConstantOfShape", &["shape"], "big"),
+                node("ReduceSum", &["big"], "s"),
+                node("Add", &["x", "s"], "y"),
+            ],
+            initializer: vec![pb::TensorProto {
+                name: "shape".into(),
+                data_type: 7,
+                dims: vec![2],
+                int64_data: vec![1 << 20, 1 << 20],
+                ..Default::default()
+            }],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    qgate_quant::write_model(&model, &model_path).unwrap();
+    let m = model_path.to_str().unwrap();
+    let (code, err) = run_limited(&[
+        "compare",
+        "--baseline",
+        m,
+        "--candidate",
+        m,
+        "--data",
+        &fx("test.npz"),
+        "--input-key",
+        "x",
+        "--limit",
+        "4",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bomb.onnx") && err.contains("tract panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_error_never_leaves_an_earlier_pass_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let keep = out.join("notes.txt");
+    let run = |candidate: &str| {
+        run_limited(&[
+            "compare",
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            candidate,
+            "--data",
+            &fx("test.npz"),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+    };
+    let (code, err) = run(&fx("cnn_int8_qdq.onnx"));
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(&keep, "the user's own file").unwrap();
+    let (code, err) = run(&fx("truncated.onnx"));
+    assert_eq!(code, Some(2), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "error");
+    assert!(
+        report["error"].as_str().unwrap().contains("truncated.onnx"),
+        "{report}"
+    );
+    for stale in ["report.html", "report.md", "junit.xml"] {
+        assert!(
+            !out.join(stale).exists(),
+            "{stale} from the passing run is still there"
+        );
+    }
+    assert!(keep.exists(), "qgate removed a file that is not its own");
+}
