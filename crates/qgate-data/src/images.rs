@@ -49,6 +49,10 @@ pub struct ImagePreprocess {
     pub color: ColorMode,
     /// Name of the produced array (default `image`).
     pub array_name: String,
+    /// Keep class folders that hold no image as classes with zero samples. Off by default:
+    /// an empty folder such as `00` shifts every later class index by one, and both models
+    /// would then be scored against the wrong labels.
+    pub allow_empty_classes: bool,
 }
 
 impl Default for ImagePreprocess {
@@ -61,6 +65,7 @@ impl Default for ImagePreprocess {
             layout: Layout::Nchw,
             color: ColorMode::Rgb,
             array_name: "image".into(),
+            allow_empty_classes: false,
         }
     }
 }
@@ -111,6 +116,7 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
     let mut labels = Vec::new();
     let mut ids = Vec::new();
     let mut size: Option<(u32, u32)> = None;
+    let mut empty: Vec<String> = Vec::new();
     for (class, name) in classes.iter().enumerate() {
         let sub = dir.join(name);
         let mut files: Vec<_> = std::fs::read_dir(&sub)
@@ -127,6 +133,9 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
             })
             .collect();
         files.sort();
+        if files.is_empty() {
+            empty.push(name.clone());
+        }
         for file in files {
             let img = image::open(&file).map_err(|e| DataError::Format {
                 path: file.clone(),
@@ -183,6 +192,15 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
             path: dir.to_path_buf(),
         });
     };
+    if !empty.is_empty() && !pre.allow_empty_classes {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            message: format!(
+                "class folder(s) with no image: {} — each still takes a class index, so every later class would shift by one; remove them, or pass --allow-empty-classes to keep them as classes with zero samples",
+                empty.join(", ")
+            ),
+        });
+    }
     let n = ids.len();
     let (w, h, c) = (w as usize, h as usize, channels);
     let shape = match pre.layout {

@@ -299,6 +299,10 @@ pub struct CompareArgs {
     /// Image folders: rgb or gray [default: rgb].
     #[arg(long, value_name = "COLOR")]
     pub image_color: Option<String>,
+    /// Image folders: keep class folders with no image as classes with zero samples (by
+    /// default an error: they shift every later class index).
+    #[arg(long)]
+    pub allow_empty_classes: bool,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
@@ -608,6 +612,7 @@ impl CompareArgs {
             Some(o) => bail!("--image-color {o}: expected rgb or gray"),
             None => img.color.unwrap_or_default(),
         };
+        images.allow_empty_classes = self.allow_empty_classes;
         let mut load = self.runtime.load_options(RuntimeFlags {
             device: file.device,
             threads: file.threads,

@@ -980,3 +980,63 @@ fn an_error_never_leaves_an_earlier_pass_behind() {
     }
     assert!(keep.exists(), "qgate removed a file that is not its own");
 }
+
+#[test]
+fn an_empty_class_folder_is_an_error_unless_allowed() {
+    // An empty `00` folder takes class index 0 and shifts every digit by one: both models
+    // scored 11 % and the gate passed. Now it is an error naming the folder.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    for entry in std::fs::read_dir(fx("images")).unwrap() {
+        let class = entry.unwrap().path();
+        let to = images.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&class).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(images.join("00")).unwrap();
+    let out = dir.path().join("out");
+    let args = |extra: &[&'static str]| {
+        let mut a: Vec<String> = [
+            "compare",
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            &fx("cnn_fp32.onnx"),
+            "--data",
+            images.to_str().unwrap(),
+            "--image-color",
+            "gray",
+            "--image-scale",
+            "0.004166667",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[]);
+    let (code, err) = run_limited(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("00") && err.contains("--allow-empty-classes"),
+        "{err}"
+    );
+    // Allowed, an empty class that sorts last shifts nothing: it is a class of zero samples.
+    std::fs::remove_dir(images.join("00")).unwrap();
+    std::fs::create_dir_all(images.join("zz_unused")).unwrap();
+    let (code, err) = run_limited(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("zz_unused"), "{err}");
+    let a = args(&["--allow-empty-classes"]);
+    let (code, err) = run_limited(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["data"]["class_names"][10], "zz_unused", "{}", r["data"]);
+}
