@@ -64,6 +64,25 @@ impl TractModel {
             runtime: "tract".into(),
             message: format!("{e:#}"),
         };
+        // Two nodes writing one tensor make a graph onnxruntime refuses and tract runs with
+        // one of the values silently lost.
+        if let Some(g) = &proto.graph {
+            let mut producer: HashMap<&str, &str> = HashMap::new();
+            for n in &g.node {
+                for o in n.output.iter().filter(|o| !o.is_empty()) {
+                    if let Some(first) = producer.insert(o, &n.name) {
+                        return Err(RuntimeError::Load {
+                            path: path.to_path_buf(),
+                            runtime: "tract".into(),
+                            message: format!(
+                                "two nodes write tensor '{o}' ('{first}' and '{}'); an ONNX graph gives each tensor one producer",
+                                n.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let rewrites = if opts.tract_rewrites {
             crate::tract_fix::rewrite_for_tract(&mut proto)
         } else {

@@ -537,6 +537,15 @@ impl CompareArgs {
             .data
             .or(file.data.map(|p| rel(base, p)))
             .context("missing --data (or `data` in the config file)")?;
+        if self
+            .out
+            .iter()
+            .chain(&file.out)
+            .any(|p| p.as_os_str().is_empty())
+        {
+            // `out = ""` in a run config once wrote the reports into the config's own folder.
+            bail!("--out (or `out` in the config file) is empty: name the report directory");
+        }
         let out = self
             .out
             .or(file.out.map(|p| rel(base, p)))

@@ -1040,3 +1040,60 @@ fn an_empty_class_folder_is_an_error_unless_allowed() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["data"]["class_names"][10], "zz_unused", "{}", r["data"]);
 }
+
+#[test]
+fn an_empty_out_in_a_run_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "baseline = {:?}\ncandidate = {:?}\ndata = {:?}\nout = \"\"\n",
+            ex("model_fp32.onnx"),
+            ex("model_int8.onnx"),
+            ex("test.npz")
+        ),
+    )
+    .unwrap();
+    let (code, err) = run_limited(&["compare", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("out") && err.contains("empty"), "{err}");
+    assert!(!dir.path().join("report.json").exists());
+}
+
+#[test]
+fn two_producers_of_one_tensor_are_refused() {
+    // The MLP with a second node writing `fc1`: onnxruntime refuses it, tract ran it.
+    use qgate_runtime::onnx_pb as pb;
+    let mut m = qgate_runtime::read_onnx(std::path::Path::new(&fx("mlp_fp32.onnx"))).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut dup = g
+        .node
+        .iter()
+        .find(|n| n.output[0] == "fc1")
+        .unwrap()
+        .clone();
+    dup.name = "fc1_add_again".into();
+    let at = g.node.iter().position(|n| n.output[0] == "fc1").unwrap();
+    g.node.insert(at + 1, pb::NodeProto { ..dup });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.onnx");
+    qgate_quant::write_model(&m, &path).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, err) = run_limited(&[
+        "compare",
+        "--baseline",
+        p,
+        "--candidate",
+        p,
+        "--data",
+        &fx("test.npz"),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("'fc1'") && err.contains("fc1_add_again"),
+        "{err}"
+    );
+}
