@@ -222,8 +222,16 @@ pub fn cut_at(
     let g = graph(model)?;
     let mut available: HashSet<String> = feeds.iter().map(|(n, _)| n.clone()).collect();
     available.extend(g.initializer.iter().map(|t| t.name.clone()));
+    let fed: HashSet<&str> = feeds.iter().map(|(n, _)| n.as_str()).collect();
     let mut nodes = Vec::new();
     for n in &g.node {
+        // A node whose outputs are all fed is not recomputed: its value comes in as a graph
+        // input. Keeping it would give the tensor two producers (the input and the node),
+        // which onnxruntime refuses and which quantizing doubles (two Q/DQ pairs).
+        let outs: Vec<&String> = n.output.iter().filter(|o| !o.is_empty()).collect();
+        if !outs.is_empty() && outs.iter().all(|o| fed.contains(o.as_str())) {
+            continue;
+        }
         if n.input
             .iter()
             .filter(|i| !i.is_empty())
