@@ -53,3 +53,13 @@ fn note_or_panic(why: &str) {
     }
     eprintln!("skipping onnxruntime reference comparison: {why}");
 }
+
+/// [`onnxruntime_outputs`] of `fixtures/digits/{variant}.onnx` on `fixtures/digits/test.npz`.
+pub fn fixture_outputs(variants: &[&str]) -> Option<Dataset> {
+    let dir = root().join("fixtures/digits");
+    let models: Vec<PathBuf> = variants
+        .iter()
+        .map(|v| dir.join(format!("{v}.onnx")))
+        .collect();
+    onnxruntime_outputs(&dir.join("test.npz"), &models)
+}

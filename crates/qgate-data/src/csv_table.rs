@@ -116,52 +116,12 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
             path: path.to_path_buf(),
         });
     }
-    let (labels, class_names) = if let Some(col) = label_col {
-        // Integers (whole floats too), or all text as class names: a number that is not
-        // whole, or numbers mixed with text, is a typo that would otherwise turn every label
-        // into a class name sorted as text (and score both models near chance).
-        let bad = |line: usize, value: &str, why: &str| DataError::Format {
-            path: path.to_path_buf(),
-            message: format!(
-                "line {line}, label column '{}': '{value}' {why}",
-                headers[col]
-            ),
-        };
-        let as_number: Vec<Option<f64>> = raw_labels.iter().map(|s| s.parse().ok()).collect();
-        let numbers = as_number.iter().filter(|v| v.is_some()).count();
-        if let Some(i) = as_number
-            .iter()
-            .position(|v| v.is_some_and(|x| x.fract() != 0.0 || !x.is_finite()))
-        {
-            return Err(bad(i + 2, &raw_labels[i], "is not a whole class index"));
+    let (labels, class_names) = match label_col {
+        Some(col) => {
+            let (l, names) = labels_and_names(path, &headers[col], &raw_labels)?;
+            (Some(l), names)
         }
-        if numbers > 0 && numbers < raw_labels.len() {
-            let i = as_number.iter().position(Option::is_none).unwrap_or(0);
-            return Err(bad(
-                i + 2,
-                &raw_labels[i],
-                "is text among numeric labels (use class indices or class names, not both)",
-            ));
-        }
-        let numeric: Option<Vec<i64>> = (numbers == raw_labels.len())
-            .then(|| as_number.iter().map(|v| v.unwrap_or(0.0) as i64).collect());
-        match numeric {
-            Some(v) => (Some(v), Vec::new()),
-            None => {
-                let mut names: Vec<String> = raw_labels.clone();
-                names.sort();
-                names.dedup();
-                let index: BTreeMap<&str, i64> = names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| (n.as_str(), i as i64))
-                    .collect();
-                let v = raw_labels.iter().map(|s| index[s.as_str()]).collect();
-                (Some(v), names)
-            }
-        }
-    } else {
-        (None, Vec::new())
+        None => (None, Vec::new()),
     };
     let n = ids.len();
     let features = Array {
@@ -178,4 +138,49 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
     ds.label_key = label_col.map(|c| headers[c].clone());
     ds.unusable = unusable;
     Ok(ds)
+}
+
+/// Labels from the label column's cells: integers (whole floats too), or all text as class
+/// names (indexed in sorted order). A number that is not whole, or numbers mixed with text,
+/// is a typo that would otherwise turn every label into a class name sorted as text (and
+/// score both models near chance): an error naming the line and value.
+fn labels_and_names(
+    path: &Path,
+    column: &str,
+    raw_labels: &[String],
+) -> Result<(Vec<i64>, Vec<String>), DataError> {
+    let bad = |line: usize, value: &str, why: &str| DataError::Format {
+        path: path.to_path_buf(),
+        message: format!("line {line}, label column '{column}': '{value}' {why}"),
+    };
+    let as_number: Vec<Option<f64>> = raw_labels.iter().map(|s| s.parse().ok()).collect();
+    let numbers = as_number.iter().filter(|v| v.is_some()).count();
+    if let Some(i) = as_number
+        .iter()
+        .position(|v| v.is_some_and(|x| x.fract() != 0.0 || !x.is_finite()))
+    {
+        return Err(bad(i + 2, &raw_labels[i], "is not a whole class index"));
+    }
+    if numbers == raw_labels.len() {
+        let labels = as_number.iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+        return Ok((labels, Vec::new()));
+    }
+    if numbers > 0 {
+        let i = as_number.iter().position(Option::is_none).unwrap_or(0);
+        return Err(bad(
+            i + 2,
+            &raw_labels[i],
+            "is text among numeric labels (use class indices or class names, not both)",
+        ));
+    }
+    let mut names: Vec<String> = raw_labels.to_vec();
+    names.sort();
+    names.dedup();
+    let index: BTreeMap<&str, i64> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as i64))
+        .collect();
+    let labels = raw_labels.iter().map(|s| index[s.as_str()]).collect();
+    Ok((labels, names))
 }

@@ -658,7 +658,7 @@ fn perf_summary(p: &Performance, gate: &Gate) -> String {
 
 fn perf_warnings(p: &Performance, deployment_runtime: Option<&str>, out: &mut Vec<Warning>) {
     for (name, s) in [("baseline", &p.baseline), ("candidate", &p.candidate)] {
-        if s.runtime.runtime == "tract" && is_quantized(&s.model) {
+        if s.runtime.runtime == "tract" && s.model.is_quantized() {
             out.push(Warning {
                 kind: WarningKind::TractInt8Speed,
                 message: format!(
@@ -715,10 +715,6 @@ fn side(s: &SideResult) -> SideReport {
         confusion_matrix: m.confusion_matrix.clone(),
         inference_seconds: s.inference_seconds,
     }
-}
-
-fn is_quantized(info: &ModelInfo) -> bool {
-    info.is_quantized()
 }
 
 fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning> {
@@ -779,7 +775,7 @@ fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning>
         }
     }
     for (name, s) in sides {
-        if s.provenance.runtime == "tract" && is_quantized(&s.model) {
+        if s.provenance.runtime == "tract" && s.model.is_quantized() {
             out.push(Warning {
                 kind: WarningKind::TractInt8Speed,
                 message: format!(

@@ -79,11 +79,7 @@ fn every_variant_equals_onnxruntime_python() {
         "cnn_wide_fp32",
         "cnn_wide_int8_qdq",
     ];
-    let paths: Vec<PathBuf> = variants
-        .iter()
-        .map(|v| fixtures().join(format!("{v}.onnx")))
-        .collect();
-    let Some(refs) = ort_refs::onnxruntime_outputs(&fixtures().join("test.npz"), &paths) else {
+    let Some(refs) = ort_refs::fixture_outputs(&variants) else {
         return;
     };
     for v in variants {

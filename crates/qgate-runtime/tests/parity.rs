@@ -160,11 +160,7 @@ fn qdq_and_qoperator_models_agree_with_onnxruntime_fused_kernels() {
         "mlp_int8_qop",
         "cnn_int8_qop",
     ];
-    let paths: Vec<PathBuf> = variants
-        .iter()
-        .map(|v| fixtures().join(format!("{v}.onnx")))
-        .collect();
-    let Some(refs) = ort_refs::onnxruntime_outputs(&fixtures().join("test.npz"), &paths) else {
+    let Some(refs) = ort_refs::fixture_outputs(&variants) else {
         return;
     };
     check_kernels(&refs, "mlp_int8_qdq", 0.99, 0.999);

@@ -57,11 +57,8 @@ fn served_outputs_equal_onnxruntime() {
     ];
     // The server runs onnxruntime on this machine; so does the reference (fused INT8
     // kernels differ between CPUs).
-    let paths: Vec<PathBuf> = served
-        .iter()
-        .map(|(m, _)| fixtures().join(format!("{m}.onnx")))
-        .collect();
-    let Some(refs) = ort_refs::onnxruntime_outputs(&fixtures().join("test.npz"), &paths) else {
+    let models: Vec<&str> = served.iter().map(|(m, _)| *m).collect();
+    let Some(refs) = ort_refs::fixture_outputs(&models) else {
         return;
     };
     for (model, input) in served {

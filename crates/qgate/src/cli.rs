@@ -629,18 +629,11 @@ impl CompareArgs {
             timeout: file.timeout,
         })?;
         load.tract_rewrites = !self.no_tract_rewrites;
-        let check_samples = self
-            .runtime_check_samples
-            .or(file.runtime_check_samples)
-            .unwrap_or(qgate_eval::RUNTIME_CHECK_SAMPLES);
-        if check_samples == 0 {
-            bail!("--runtime-check-samples must be at least 1 (use --no-runtime-check to skip the check)");
-        }
-        let runtime_check = RuntimeCheckSettings {
-            enabled: !(self.no_runtime_check || file.no_runtime_check.unwrap_or(false)),
-            samples: check_samples,
-            ort: load.clone(),
-        };
+        let runtime_check = runtime_check(
+            self.no_runtime_check || file.no_runtime_check.unwrap_or(false),
+            self.runtime_check_samples.or(file.runtime_check_samples),
+            &load,
+        )?;
         Ok(CompareConfig {
             baseline: ModelSpec::parse(&baseline)?,
             candidate: ModelSpec::parse(&candidate)?,
@@ -680,6 +673,25 @@ impl CompareArgs {
             runtime_check,
         })
     }
+}
+
+/// The runtime check's settings: `--no-runtime-check`, `--runtime-check-samples` (≥ 1).
+fn runtime_check(
+    skip: bool,
+    samples: Option<usize>,
+    load: &LoadOptions,
+) -> Result<RuntimeCheckSettings> {
+    let samples = samples.unwrap_or(qgate_eval::RUNTIME_CHECK_SAMPLES);
+    if samples == 0 {
+        bail!(
+            "--runtime-check-samples must be at least 1 (use --no-runtime-check to skip the check)"
+        );
+    }
+    Ok(RuntimeCheckSettings {
+        enabled: !skip,
+        samples,
+        ort: load.clone(),
+    })
 }
 
 /// The runtimes a deployment can name: those a report's sides can run on.
