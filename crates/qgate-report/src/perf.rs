@@ -245,9 +245,17 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
             );
         }
     }
-    // Latency distribution.
-    let (rb, rc) = (&p.baseline.raw_latencies_ms, &p.candidate.raw_latencies_ms);
     h.push_str("<div class=charts>");
+    latency_charts(h, p);
+    sweep_charts(h, p);
+    h.push_str("</div>");
+    sweep_tables(h, p);
+    environment(h, p);
+}
+
+/// Latency histogram and CDF of both sides, drawn to p99.9 with the tail stated.
+fn latency_charts(h: &mut String, p: &Performance) {
+    let (rb, rc) = (&p.baseline.raw_latencies_ms, &p.candidate.raw_latencies_ms);
     if !rb.is_empty() && !rc.is_empty() {
         // Both charts stop at the larger p99.9: one slow call must not squeeze the curves
         // into a vertical line. The tail is stated in the title.
@@ -327,6 +335,10 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
             true,
         ));
     }
+}
+
+/// Throughput and p99 against batch size, concurrency and offered Poisson load.
+fn sweep_charts(h: &mut String, p: &Performance) {
     let sw = &p.sweeps;
     let closed_series = |pts: &[qgate_bench::SweepPoint],
                          x: fn(&qgate_bench::SweepPoint) -> f64,
@@ -409,9 +421,6 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
             false,
         ));
     }
-    h.push_str("</div>");
-    sweep_tables(h, p);
-    environment(h, p);
 }
 
 fn point_cell(f: Option<&PointFigures>) -> String {
