@@ -471,6 +471,7 @@ impl Engine {
             tolerance,
             batches: 0,
             mismatched_batches: 0,
+            non_finite_batches: 0,
             max_abs_diff: 0.0,
             reference_samples: None,
             reference_mismatches: None,
@@ -484,6 +485,10 @@ impl Engine {
                 .run(&b.inputs)
                 .map_err(BenchError::Runtime)?;
             check.batches += 1;
+            let non_finite = timed
+                .iter()
+                .any(|t| t.to_f64().is_some_and(|v| v.iter().any(|x| !x.is_finite())));
+            check.non_finite_batches += u64::from(non_finite);
             let mut bad = false;
             for ((name, t), u) in names.iter().zip(timed).zip(&again) {
                 let (equal, diff) = compare(t, u, tolerance);

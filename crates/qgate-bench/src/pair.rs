@@ -852,6 +852,13 @@ pub fn observations(p: &Performance) -> PerfObservations {
         (Some(a), Some(b)) => Some((a.passed() && b.passed(), output_sentence(a, b))),
         _ => None,
     };
+    let finite = match (&p.baseline.output_check, &c.output_check) {
+        (Some(a), Some(b)) => Some([
+            [a.non_finite_batches, a.batches],
+            [b.non_finite_batches, b.batches],
+        ]),
+        _ => None,
+    };
     PerfObservations {
         speedup: p.comparison.speedup,
         speedup_decision_ci: p.comparison.speedup_decision_ci,
@@ -875,6 +882,7 @@ pub fn observations(p: &Performance) -> PerfObservations {
             }),
         },
         same_outputs: same,
+        non_finite_batches: finite,
     }
 }
 

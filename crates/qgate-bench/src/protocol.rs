@@ -45,6 +45,9 @@ pub struct LoadSpec {
     /// tract gets qgate's graph rewrites (off only in tests).
     #[serde(default = "yes")]
     pub tract_rewrites: bool,
+    /// `--max-memory` in bytes, applied by the worker before it allocates anything.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -73,6 +76,7 @@ impl From<&qgate_runtime::LoadOptions> for LoadSpec {
             python: o.python.clone(),
             timeout_s: o.timeout.map(|t| t.as_secs_f64()),
             tract_rewrites: o.tract_rewrites,
+            max_memory: o.max_memory,
         }
     }
 }
@@ -88,6 +92,7 @@ impl From<&LoadSpec> for qgate_runtime::LoadOptions {
             timeout: s.timeout_s.map(std::time::Duration::from_secs_f64),
             tract_rewrites: s.tract_rewrites,
             ort_optimize: true,
+            max_memory: s.max_memory,
         }
     }
 }
@@ -297,6 +302,10 @@ pub struct OutputCheck {
     pub batches: u64,
     /// Batches whose outputs differ beyond the tolerance.
     pub mismatched_batches: u64,
+    /// Timed batches with a NaN or infinite value in any output (the rerun may agree: NaN
+    /// in the same place counts as equal, so this is judged on its own).
+    #[serde(default)]
+    pub non_finite_batches: u64,
     /// Largest absolute difference seen.
     #[serde(deserialize_with = "nan_from_null")]
     pub max_abs_diff: f64,

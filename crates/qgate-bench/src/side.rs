@@ -344,6 +344,9 @@ fn start_worker_engine(hello: &Hello) -> Result<Engine, BenchError> {
     };
     let spec = ModelSpec::parse(&init.spec).map_err(BenchError::Runtime)?;
     let opts = LoadOptions::from(&init.load);
+    if let Some(bytes) = opts.max_memory {
+        qgate_core::memory::set_limit(bytes);
+    }
     let factory: Factory = Box::new(move || load(&spec, &opts));
     Engine::start(
         factory,

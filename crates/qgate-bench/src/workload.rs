@@ -74,6 +74,24 @@ impl Workload {
         data: Option<&Dataset>,
         spec: &WorkloadSpec,
     ) -> Result<Workload, BenchError> {
+        if let Some(name) = spec
+            .shapes
+            .keys()
+            .find(|n| !model.inputs.iter().any(|t| &t.name == *n))
+        {
+            let names: Vec<&str> = model.inputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(BenchError::Workload(format!(
+                "--shape {name}=…: the model has no input '{name}'; its inputs are {}",
+                names.join(", ")
+            )));
+        }
+        if data.is_some() && !spec.shapes.is_empty() {
+            return Err(BenchError::Workload(
+                "--shape sets the shape of synthetic inputs; with --data the data's shapes are \
+                 used: drop --shape or --data"
+                    .into(),
+            ));
+        }
         let fixed_batch = model.inputs.first().and_then(|i| match i.shape.first() {
             Some(Dim::Fixed(n)) => Some(*n),
             _ => None,
@@ -115,6 +133,15 @@ impl Workload {
                 let mut inputs = Vec::new();
                 for t in &model.inputs {
                     let shape = synthetic_shape(t, spec.shapes.get(&t.name))?;
+                    let et = t.elem_type.unwrap_or(ElemType::F32);
+                    qgate_core::memory::check(
+                        qgate_core::memory::bytes_of(&shape, et.size_bytes()),
+                        &format!(
+                            "synthetic input '{}' shaped {shape:?} (from the model or --shape)",
+                            t.name
+                        ),
+                    )
+                    .map_err(BenchError::Workload)?;
                     let n: usize = shape.iter().product();
                     let data = match t.elem_type.unwrap_or(ElemType::F32) {
                         ElemType::F32 | ElemType::F16 => {

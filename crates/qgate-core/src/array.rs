@@ -35,6 +35,18 @@ pub enum ElemType {
 }
 
 impl ElemType {
+    /// Bytes one value takes in memory here (float16 is stored widened to `f32`; text counts
+    /// its `String` header only).
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ElemType::I8 | ElemType::U8 | ElemType::Bool => 1,
+            ElemType::I16 | ElemType::U16 => 2,
+            ElemType::F16 | ElemType::F32 | ElemType::I32 | ElemType::U32 => 4,
+            ElemType::F64 | ElemType::I64 | ElemType::U64 => 8,
+            ElemType::Str => std::mem::size_of::<String>(),
+        }
+    }
+
     /// Whether values of this type are numbers.
     pub fn is_numeric(self) -> bool {
         !matches!(self, ElemType::Str)

@@ -3,7 +3,8 @@
 //!
 //! Nothing here does I/O, spawns threads or knows a runtime: every function takes plain data
 //! and returns plain data, so each figure in a report can be checked against an independent
-//! implementation (scikit-learn, scipy).
+//! implementation (scikit-learn, scipy). One exception: [`memory`] reads the machine's
+//! memory limit from `/proc` and `/sys`, the one setting every crate checks sizes against.
 //!
 //! ```
 //! use qgate_core::stats::mcnemar_exact;
@@ -15,6 +16,7 @@ pub mod array;
 pub mod compare;
 pub mod divergence;
 pub mod latency;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod stats;

@@ -237,12 +237,54 @@ impl Default for Policy {
     }
 }
 
+/// A TOML error for people: the first line names the line, the key (or `[table]`) and what
+/// was expected (`line 1, key `batch-size`: invalid type: string "x", expected usize`); the
+/// parser's excerpt of the file follows. toml's own first line says only where.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    let what = if line.starts_with('[') {
+        format!(
+            "table {}",
+            line.split(']').next().unwrap_or(line).to_string() + "]"
+        )
+    } else if let Some((key, _)) = line.split_once('=') {
+        format!("key `{}`", key.trim())
+    } else {
+        String::new()
+    };
+    let head = if what.is_empty() {
+        format!("line {line_no}: {message}")
+    } else {
+        format!("line {line_no}, {what}: {message}")
+    };
+    let full = e.to_string();
+    // The excerpt: toml's message without its first line (position) and last (message).
+    let excerpt: Vec<&str> = full.lines().skip(1).collect();
+    let excerpt = excerpt
+        .iter()
+        .take(excerpt.len().saturating_sub(1))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if excerpt.trim().is_empty() {
+        head
+    } else {
+        format!("{head}\n{excerpt}")
+    }
+}
+
 impl PolicyFile {
     /// Parses a policy from TOML text; `origin` (a path) is named in errors.
     pub fn parse(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
             origin: origin.to_string(),
-            message: e.to_string().trim().to_string(),
+            message: toml_error(text, &e),
         })?;
         file.validate(origin)?;
         Ok(file)
@@ -531,6 +573,9 @@ pub struct PerfObservations {
     pub joules_per_inference: Result<(f64, [f64; 2]), String>,
     /// Outputs of timed runs against an untimed pass: `(all equal, what was compared)`.
     pub same_outputs: Option<(bool, String)>,
+    /// `[batches with a NaN or infinite output, batches checked]` of the timed runs,
+    /// baseline then candidate, when the check ran.
+    pub non_finite_batches: Option<[[u64; 2]; 2]>,
 }
 
 impl Gate {
@@ -554,6 +599,9 @@ impl Gate {
                 status: if *same { Status::Pass } else { Status::Fail },
                 message: detail.clone(),
             });
+        }
+        if let Some(counts) = obs.non_finite_batches {
+            criteria.push(finite_timed_outputs(counts));
         }
         for t in &policy.thresholds {
             let Some(spec) = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key) else {
@@ -596,6 +644,35 @@ impl Gate {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// `finite_timed_outputs`: a model that answers NaN runs as fast as one that answers, so a
+/// benchmark alone must not pass it.
+fn finite_timed_outputs([b, c]: [[u64; 2]; 2]) -> CriterionResult {
+    let bad = b[0] + c[0];
+    let message = if bad == 0 {
+        format!(
+            "every output of the timed runs is finite ({} baseline and {} candidate batches)",
+            b[1], c[1]
+        )
+    } else {
+        format!(
+            "non-finite (NaN or infinite) outputs in the timed runs: baseline in {} of {} \
+             batch(es), candidate in {} of {}",
+            b[0], b[1], c[0], c[1]
+        )
+    };
+    CriterionResult {
+        key: "finite_timed_outputs".to_string(),
+        description: "timed batches with NaN or infinite outputs (always judged)".to_string(),
+        direction: Direction::AtMost,
+        threshold: 0.0,
+        source: Source::Default,
+        observed: Some(bad as f64),
+        interval: None,
+        status: if bad == 0 { Status::Pass } else { Status::Fail },
+        message,
+    }
+}
 
 fn finite_outputs(obs: &Observations) -> CriterionResult {
     let bad = obs.baseline_non_finite + obs.candidate_non_finite;
@@ -756,6 +833,7 @@ mod tests {
             peak_rss_bytes: Some(300 * 1024 * 1024),
             joules_per_inference: Err("no energy counter on this machine".into()),
             same_outputs: Some((true, "540 batches equal".into())),
+            non_finite_batches: Some([[0, 540], [0, 540]]),
         }
     }
 
@@ -783,6 +861,13 @@ mod tests {
         assert_eq!(j.status, Status::Skipped);
         assert!(j.message.contains("no energy counter"), "{}", j.message);
         assert_eq!(get("same_outputs").status, Status::Pass);
+        assert_eq!(get("finite_timed_outputs").status, Status::Pass);
+        let mut nan = perf();
+        nan.non_finite_batches = Some([[0, 540], [2, 540]]);
+        let c = Gate::evaluate_performance(&policy, &nan);
+        let f = c.iter().find(|x| x.key == "finite_timed_outputs").unwrap();
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.message.contains("candidate in 2 of 540"), "{}", f.message);
         let mut slow = perf();
         slow.speedup_decision_ci = [0.45, 0.55];
         slow.same_outputs = Some((false, "3 batches differ".into()));

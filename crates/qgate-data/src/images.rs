@@ -137,6 +137,21 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
             empty.push(name.clone());
         }
         for file in files {
+            if let Some([w, h]) = pre.resize {
+                // Resizing allocates the target before any check could see it.
+                let so_far = values.len() / (w as usize * h as usize * channels).max(1);
+                qgate_core::memory::check(
+                    qgate_core::memory::bytes_of(
+                        &[so_far + 1, w as usize, h as usize, channels],
+                        4,
+                    ),
+                    &format!("--image-size {w}x{h} ({} images so far)", so_far + 1),
+                )
+                .map_err(|message| DataError::Format {
+                    path: file.clone(),
+                    message,
+                })?;
+            }
             let img = image::open(&file).map_err(|e| DataError::Format {
                 path: file.clone(),
                 message: format!("cannot decode image: {e}"),
@@ -152,13 +167,21 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
                     return Err(DataError::Format {
                         path: file.clone(),
                         message: format!(
-                            "image is {w}×{h} but earlier images are {}×{}; declare `resize`",
+                            "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
                             s.0, s.1
                         ),
                     })
                 }
                 _ => {}
             }
+            qgate_core::memory::check(
+                (values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
+                &format!("{}'s images as float32", dir.display()),
+            )
+            .map_err(|message| DataError::Format {
+                path: file.clone(),
+                message,
+            })?;
             let pixels: Vec<u8> = match pre.color {
                 ColorMode::Rgb => img.to_rgb8().into_raw(),
                 ColorMode::Gray => img.to_luma8().into_raw(),

@@ -312,8 +312,17 @@ pub fn read_npz<R: Read + std::io::Seek>(reader: R) -> Result<NpzMembers, String
             .by_index(i)
             .map_err(|e| format!("cannot read archive member {i}: {e}"))?;
         let name = file.name().to_string();
-        let mut bytes = Vec::with_capacity(file.size() as usize);
-        file.read_to_end(&mut bytes)
+        // The header's size is the archive's word: check it before allocating, and read no
+        // more than it says (a deflate bomb cannot grow past it).
+        let size = file.size();
+        qgate_core::memory::check(
+            u128::from(size),
+            &format!("archive member '{name}' (uncompressed)"),
+        )?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut file)
+            .take(size)
+            .read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read archive member '{name}': {e}"))?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         out.push((key, parse_npy(&bytes)));

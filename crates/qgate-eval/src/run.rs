@@ -38,6 +38,30 @@ pub fn run_model(
         .iter()
         .filter_map(|b| data.arrays.get(&b.array))
         .collect();
+    if let Some(f) = fixed_batch {
+        // A declared batch of 2^40 would otherwise abort on allocating the padded batch.
+        let row_bytes: u128 = arrays
+            .iter()
+            .map(|a| {
+                qgate_core::memory::bytes_of(
+                    &a.shape[1.min(a.shape.len())..],
+                    a.elem_type().size_bytes(),
+                )
+            })
+            .sum::<u128>()
+            + std::mem::size_of::<usize>() as u128;
+        qgate_core::memory::check(
+            row_bytes.saturating_mul(f as u128),
+            &format!(
+                "input '{}' declares a fixed batch of {f}: one batch",
+                info.inputs[0].name
+            ),
+        )
+        .map_err(|message| RuntimeError::Run {
+            path: model.provenance().spec.into(),
+            message,
+        })?;
+    }
     if let Some(rows) = model.rows_by_position() {
         if rows != data.file_rows {
             return Err(RuntimeError::Run {

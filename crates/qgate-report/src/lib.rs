@@ -28,6 +28,58 @@ pub enum ReportError {
     /// JSON serialisation failed.
     #[error("cannot serialise the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// Writing a report file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes every report file that applies into `out`, all or none: the files are rendered
+/// into a temporary folder beside `out` (same file system) and then renamed into place, so a
+/// reader of `out` never sees a half-written report or a mix of two runs' files. Returns the
+/// paths written.
+pub fn write_reports(
+    report: &Report,
+    out: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, ReportError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let staging = tempfile::Builder::new()
+        .prefix(".qgate-report-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+    let mut names = Vec::new();
+    for exporter in exporters() {
+        if !exporter.applies(report) {
+            continue;
+        }
+        let text = exporter.render(report)?;
+        let path = staging.path().join(exporter.file_name());
+        std::fs::write(&path, text).map_err(io(&path))?;
+        names.push(exporter.file_name());
+    }
+    let mut written = Vec::new();
+    for name in names {
+        let to = out.join(name);
+        let from = staging.path().join(name);
+        // `out` may be a mount point of its own: then copy.
+        if std::fs::rename(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(io(&to))?;
+        }
+        written.push(to);
+    }
+    Ok(written)
 }
 
 /// Renders a report in one format.

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use qgate_core::{Array, ElemType};
+use qgate_core::{Array, ArrayData, ElemType};
 use serde::{Deserialize, Serialize};
 
 pub use host::{host_info, sha256_hex, HostInfo};
@@ -96,7 +96,7 @@ pub enum RuntimeError {
         message: String,
     },
     /// A spec's options are malformed.
-    #[error("{spec}: {message}")]
+    #[error("model spec `{spec}`: {message}")]
     Spec {
         /// The spec as given.
         spec: String,
@@ -237,6 +237,18 @@ impl ModelSpec {
         } else {
             SpecKind::Tract(PathBuf::from(s))
         };
+        let empty = match &kind {
+            SpecKind::Tract(p) | SpecKind::Ort(p) | SpecKind::Preds(p) => p.as_os_str().is_empty(),
+            SpecKind::Remote(u) => u.ends_with("://"),
+        };
+        if empty {
+            return Err(RuntimeError::Spec {
+                spec: raw.to_string(),
+                message: "names no model; expected PATH, ort:PATH, preds:PATH or \
+                          http(s)://HOST/v2/models/NAME"
+                    .into(),
+            });
+        }
         Ok(ModelSpec {
             raw: raw.to_string(),
             kind,
@@ -367,6 +379,9 @@ pub struct LoadOptions {
     /// node by node as the operator specs define the graph (the runtime check's reference
     /// for locating a divergence).
     pub ort_optimize: bool,
+    /// `--max-memory`: the process's memory limit in bytes (`qgate_core::memory`); `None`
+    /// keeps the detected default. Carried here so that bench workers get it too.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -380,6 +395,7 @@ impl Default for LoadOptions {
             timeout: None,
             tract_rewrites: true,
             ort_optimize: true,
+            max_memory: None,
         }
     }
 }
@@ -463,4 +479,76 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Box<dyn Model>, Runt
         SpecKind::Remote(url) => Ok(Box::new(RemoteModel::load(url, spec, opts)?)),
         SpecKind::Preds(path) => Ok(Box::new(PredsModel::load(path, spec)?)),
     }
+}
+
+/// Loads the model as `compare` would and runs one batch of zeros (batch 1, other symbolic
+/// dimensions 1), checking the output count and rows: the checks `qgate inspect` reports as
+/// "runs in tract: yes/no". Inputs of a type qgate cannot make are an error naming them.
+pub fn smoke_test(spec: &ModelSpec, opts: &LoadOptions) -> Result<(), RuntimeError> {
+    let mut model = load(spec, opts)?;
+    let info = model.info().clone();
+    let path = || PathBuf::from(spec.raw.clone());
+    let mut inputs = Vec::new();
+    for t in &info.inputs {
+        let shape: Vec<usize> = t
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Symbolic(_) => 1,
+            })
+            .collect();
+        let n: u128 = shape.iter().map(|&d| d as u128).product();
+        let et = t.elem_type.unwrap_or(ElemType::F32);
+        qgate_core::memory::check(
+            n.saturating_mul(et.size_bytes() as u128),
+            &format!("input '{}' declared {:?}", t.name, shape),
+        )
+        .map_err(|message| RuntimeError::Run {
+            path: path(),
+            message,
+        })?;
+        let n = n as usize;
+        let data = match et {
+            ElemType::F32 | ElemType::F16 => ArrayData::F32(vec![0.0; n]),
+            ElemType::F64 => ArrayData::F64(vec![0.0; n]),
+            ElemType::I8 => ArrayData::I8(vec![0; n]),
+            ElemType::I16 => ArrayData::I16(vec![0; n]),
+            ElemType::I32 => ArrayData::I32(vec![0; n]),
+            ElemType::I64 => ArrayData::I64(vec![0; n]),
+            ElemType::U8 => ArrayData::U8(vec![0; n]),
+            ElemType::U16 => ArrayData::U16(vec![0; n]),
+            ElemType::U32 => ArrayData::U32(vec![0; n]),
+            ElemType::U64 => ArrayData::U64(vec![0; n]),
+            ElemType::Bool => ArrayData::Bool(vec![false; n]),
+            ElemType::Str => ArrayData::Str(vec![String::new(); n]),
+        };
+        inputs.push(Array { shape, data });
+    }
+    let outputs = model.run(&inputs)?;
+    if outputs.len() != info.outputs.len() {
+        return Err(RuntimeError::Run {
+            path: path(),
+            message: format!(
+                "returned {} outputs, but declares {}",
+                outputs.len(),
+                info.outputs.len()
+            ),
+        });
+    }
+    let batch = inputs.first().and_then(|a| a.shape.first().copied());
+    for (t, o) in info.outputs.iter().zip(&outputs) {
+        if batch.is_some() && o.shape.first().copied() != batch {
+            return Err(RuntimeError::Run {
+                path: path(),
+                message: format!(
+                    "output '{}' has shape {:?} for a batch of {}; a model must return one row per sample",
+                    t.name,
+                    o.shape,
+                    batch.unwrap_or(0)
+                ),
+            });
+        }
+    }
+    Ok(())
 }

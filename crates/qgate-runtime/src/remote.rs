@@ -307,6 +307,17 @@ fn flatten(v: &Value, out: &mut Vec<f64>) -> bool {
     }
 }
 
+fn flatten_text(v: &Value, out: &mut Vec<String>) -> bool {
+    match v {
+        Value::Array(items) => items.iter().all(|x| flatten_text(x, out)),
+        Value::String(s) => {
+            out.push(s.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
 fn to_json_data(a: &Array) -> Result<Value, String> {
     Ok(match &a.data {
         ArrayData::F32(v) => json!(v),
@@ -447,28 +458,58 @@ impl Model for RemoteModel {
                     .ok_or_else(|| {
                         err(&infer, format!("output '{}' has no valid `shape`", o.name))
                     })?;
+                let dt = match out["datatype"].as_str() {
+                    Some(d) => v2_type(d).ok_or_else(|| {
+                        err(
+                            &infer,
+                            format!("output '{}' has an unknown `datatype` \"{d}\"", o.name),
+                        )
+                    })?,
+                    None => {
+                        return Err(err(
+                            &infer,
+                            format!("output '{}' has no `datatype`", o.name),
+                        ))
+                    }
+                };
+                let expected: usize = shape.iter().product();
+                let count_error = |n: usize| {
+                    err(
+                        &infer,
+                        format!("output '{}' has shape {shape:?} but {n} values", o.name),
+                    )
+                };
+                // Text stays text: a BYTES output is never read as numbers.
+                if dt == ElemType::Str {
+                    let mut texts = Vec::new();
+                    if !flatten_text(&out["data"], &mut texts) {
+                        return Err(err(
+                            &infer,
+                            format!("output '{}' (BYTES) has non-text `data`", o.name),
+                        ));
+                    }
+                    if texts.len() != expected {
+                        return Err(count_error(texts.len()));
+                    }
+                    return Ok(Array {
+                        shape,
+                        data: ArrayData::Str(texts),
+                    });
+                }
                 let mut values = Vec::new();
                 if !flatten(&out["data"], &mut values) {
                     return Err(err(
                         &infer,
-                        format!("output '{}' has non-numeric `data`", o.name),
-                    ));
-                }
-                let expected: usize = shape.iter().product();
-                if values.len() != expected {
-                    return Err(err(
-                        &infer,
                         format!(
-                            "output '{}' has shape {shape:?} but {} values",
+                            "output '{}' ({}) has non-numeric `data`",
                             o.name,
-                            values.len()
+                            out["datatype"].as_str().unwrap_or_default()
                         ),
                     ));
                 }
-                let dt = out["datatype"]
-                    .as_str()
-                    .and_then(v2_type)
-                    .unwrap_or(ElemType::F32);
+                if values.len() != expected {
+                    return Err(count_error(values.len()));
+                }
                 let data = match dt {
                     ElemType::F64 => ArrayData::F64(values),
                     t if t.is_integer() && t != ElemType::Bool => {

@@ -162,3 +162,91 @@ fn an_unreachable_server_is_a_clear_error_after_retries() {
         .to_string();
     assert!(err.contains("/v2/models/NAME"), "{err}");
 }
+
+/// A one-model V2 server on 127.0.0.1 that answers every inference with `reply` (for
+/// answers no real server gives). Returns the model's URL.
+fn canned_server(reply: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = if first.contains("/infer") {
+                reply
+            } else if first.contains("/ready") {
+                ""
+            } else {
+                r#"{"name":"m","platform":"onnx","inputs":[{"name":"x","datatype":"FP32","shape":[-1,64]}],"outputs":[{"name":"logits","datatype":"FP32","shape":[-1,10]}]}"#
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/v2/models/m")
+}
+
+/// A text (BYTES) output is kept as text, never read as numbers; an answer without or with an
+/// unknown datatype is refused, naming the output.
+#[test]
+fn text_outputs_stay_text_and_datatypes_are_required() {
+    let x = npz("test.npz").arrays["x"].slice_rows(0, 2);
+    let bytes = canned_server(
+        r#"{"outputs":[{"name":"logits","datatype":"BYTES","shape":[2,1],"data":["1","7"]}]}"#,
+    );
+    let out = load_remote(&bytes, None)
+        .unwrap()
+        .run(std::slice::from_ref(&x))
+        .unwrap();
+    assert_eq!(
+        out[0].data,
+        qgate_core::ArrayData::Str(vec!["1".into(), "7".into()])
+    );
+    assert!(out[0].to_f64().is_none());
+    for (reply, needle) in [
+        (
+            r#"{"outputs":[{"name":"logits","shape":[2,1],"data":[1,7]}]}"#,
+            "output 'logits' has no `datatype`",
+        ),
+        (
+            r#"{"outputs":[{"name":"logits","datatype":"FLOAT","shape":[2,1],"data":[1,7]}]}"#,
+            "unknown `datatype` \"FLOAT\"",
+        ),
+        (
+            r#"{"outputs":[{"name":"logits","datatype":"BYTES","shape":[2,1],"data":[1,7]}]}"#,
+            "(BYTES) has non-text `data`",
+        ),
+        (
+            r#"{"outputs":[{"name":"logits","datatype":"FP32","shape":[2,1],"data":["a","b"]}]}"#,
+            "(FP32) has non-numeric `data`",
+        ),
+    ] {
+        let err = load_remote(&canned_server(reply), None)
+            .unwrap()
+            .run(std::slice::from_ref(&x))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(needle), "{reply}: {err}");
+    }
+}

@@ -27,13 +27,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compare a baseline and a candidate model on a labelled data set.
+    // A negative number reaches the flag's own range check (`--timeout -1: expected …`)
+    // instead of clap's "unexpected argument '-1'".
+    #[command(allow_negative_numbers = true)]
     Compare(Box<CompareArgs>),
     /// Measure inference performance of a baseline and a candidate (latency, throughput,
     /// memory, CPU, energy), each in its own worker process, interleaved.
+    #[command(allow_negative_numbers = true)]
     Bench(Box<BenchArgs>),
     /// Accuracy and performance together: one report, one verdict.
+    #[command(allow_negative_numbers = true)]
     Check(Box<CheckArgs>),
     /// Which layers quantization hurts, and a mixed-precision model that meets the policy.
+    #[command(allow_negative_numbers = true)]
     Sensitivity(Box<SensitivityArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
@@ -58,6 +64,16 @@ pub struct RuntimeFlags {
     /// Seconds one request to a remote inference server may take [default: 60].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Largest buffer qgate may allocate (e.g. 8GiB); sizes from declared shapes, archives and
+    /// flags are checked before allocating [default: 75 % of physical memory, or of the
+    /// cgroup or ulimit -v limit when smaller].
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// `--max-memory SIZE`.
+pub(crate) fn memory_size(s: &str) -> Result<u64, String> {
+    qgate_core::memory::parse_size(s)
 }
 
 impl RuntimeFlags {
@@ -67,6 +83,7 @@ impl RuntimeFlags {
             threads: self.threads.or(file.threads),
             device: self.device.or(file.device),
             ort_lib: self.ort_lib.or(file.ort_lib),
+            max_memory: self.max_memory.or(file.max_memory),
             ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
             python: "python3".into(),
             timeout: match self.timeout.or(file.timeout) {
@@ -339,6 +356,7 @@ struct ConfigFile {
     threads: Option<usize>,
     ort_lib: Option<PathBuf>,
     timeout: Option<f64>,
+    max_memory: Option<String>,
     save_outputs: Option<PathBuf>,
     deployment_runtime: Option<String>,
     no_runtime_check: Option<bool>,
@@ -363,7 +381,7 @@ struct ConfigFile {
 
 /// A side: a spec string, or a table with the spec and per-side options.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "toml::Value")]
 enum SideValue {
     Spec(String),
     Table(SideTable),
@@ -375,6 +393,37 @@ struct SideTable {
     spec: String,
     device: Option<String>,
     threads: Option<usize>,
+}
+
+impl TryFrom<toml::Value> for SideValue {
+    type Error = String;
+
+    /// A spec string or a `{ spec, device, threads }` table; anything else is named as such
+    /// (serde's untagged enums say only "did not match any variant").
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        const EXPECTED: &str =
+            "expected a model spec (\"model.onnx\", \"ort:model.onnx\", …) or a table with `spec` and optional `device`, `threads`";
+        match v {
+            toml::Value::String(s) => Ok(SideValue::Spec(s)),
+            toml::Value::Table(t) => {
+                if !t.contains_key("spec") {
+                    return Err(format!("the table has no `spec`; {EXPECTED}"));
+                }
+                SideTable::deserialize(t)
+                    .map_err(|e| e.message().to_string())
+                    .map(SideValue::Table)
+            }
+            other => {
+                let t = other.type_str();
+                let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                Err(format!("got {article} {t}; {EXPECTED}"))
+            }
+        }
+    }
 }
 
 impl SideValue {
@@ -515,7 +564,11 @@ impl CompareArgs {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config {}", path.display()))?;
                 let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim())
+                    anyhow::anyhow!(
+                        "config {}: {}",
+                        path.display(),
+                        qgate_core::policy::toml_error(&text, &e)
+                    )
                 })?;
                 (file, path.parent().map(Path::to_path_buf))
             }
@@ -627,6 +680,12 @@ impl CompareArgs {
             threads: file.threads,
             ort_lib: file.ort_lib.map(|p| rel(base, p)),
             timeout: file.timeout,
+            max_memory: file
+                .max_memory
+                .as_deref()
+                .map(memory_size)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("`max-memory` in the config file: {e}"))?,
         })?;
         load.tract_rewrites = !self.no_tract_rewrites;
         let runtime_check = runtime_check(
@@ -635,8 +694,8 @@ impl CompareArgs {
             &load,
         )?;
         Ok(CompareConfig {
-            baseline: ModelSpec::parse(&baseline)?,
-            candidate: ModelSpec::parse(&candidate)?,
+            baseline: ModelSpec::parse(&baseline).context("--baseline")?,
+            candidate: ModelSpec::parse(&candidate).context("--candidate")?,
             data,
             out,
             keys: ArrayKeys {
@@ -954,8 +1013,8 @@ impl BenchArgs {
             images.resize = Some(image_size(s)?);
         }
         Ok(BenchConfig {
-            baseline: ModelSpec::parse(&baseline)?,
-            candidate: ModelSpec::parse(&candidate)?,
+            baseline: ModelSpec::parse(&baseline).context("--baseline")?,
+            candidate: ModelSpec::parse(&candidate).context("--candidate")?,
             data: self.data,
             images,
             mapping: InputMapping {
@@ -1027,6 +1086,10 @@ pub struct SensitivityArgs {
     /// the onnxruntime Python package).
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Largest buffer qgate may allocate (e.g. 8GiB) [default: 75 % of physical memory, or of
+    /// the cgroup or ulimit -v limit when smaller].
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    pub max_memory: Option<u64>,
     /// Never draw a progress spinner.
     #[arg(long)]
     pub no_progress: bool,

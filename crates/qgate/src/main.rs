@@ -23,18 +23,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let interactive = std::io::stderr().is_terminal();
     let result = match cli.command {
-        Command::Compare(args) => (*args)
-            .resolve(interactive)
-            .and_then(|cfg| guarded(&cfg.out.clone(), "compare", || compare(cfg))),
-        Command::Bench(args) => (*args)
-            .resolve(interactive)
-            .and_then(|cfg| guarded(&cfg.out.clone(), "bench", || bench(cfg))),
+        Command::Compare(args) => (*args).resolve(interactive).and_then(|cfg| {
+            limit_memory(&cfg.load);
+            guarded(&cfg.out.clone(), "compare", || compare(cfg))
+        }),
+        Command::Bench(args) => (*args).resolve(interactive).and_then(|cfg| {
+            limit_memory(&cfg.load);
+            guarded(&cfg.out.clone(), "bench", || bench(cfg))
+        }),
         Command::Check(args) => {
             let args = *args;
             args.perf.resolve().and_then(|perf| {
-                args.compare
-                    .resolve(interactive)
-                    .and_then(|cfg| guarded(&cfg.out.clone(), "check", || check(cfg, perf)))
+                args.compare.resolve(interactive).and_then(|cfg| {
+                    limit_memory(&cfg.load);
+                    guarded(&cfg.out.clone(), "check", || check(cfg, perf))
+                })
             })
         }
         Command::Sensitivity(args) => match args.out.clone() {
@@ -59,6 +62,13 @@ fn main() -> ExitCode {
             eprintln!("qgate: error: {}", error_text(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Applies `--max-memory` to this process (bench workers get it through their load spec).
+fn limit_memory(load: &LoadOptions) {
+    if let Some(bytes) = load.max_memory {
+        qgate_core::memory::set_limit(bytes);
     }
 }
 
@@ -185,16 +195,7 @@ fn accuracy(cfg: &CompareConfig) -> Result<(Report, Dataset, qgate_eval::Evaluat
 
 /// Writes every report file and prints the verdict, criteria and notes.
 fn write_report(report: &Report, out: &std::path::Path) -> Result<Verdict> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    for exporter in exporters() {
-        if !exporter.applies(report) {
-            continue;
-        }
-        let text = exporter.render(report)?;
-        let path = out.join(exporter.file_name());
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    qgate_report::write_reports(report, out).context("cannot write the reports")?;
     out!("{}", report.summary);
     for c in &report.gate.criteria {
         let mark = match c.status {
@@ -450,9 +451,11 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     }
     let bench_load = cli::RuntimeFlags {
         ort_lib: args.ort_lib.clone(),
+        max_memory: args.max_memory,
         ..Default::default()
     }
     .load_options(cli::RuntimeFlags::default())?;
+    limit_memory(&bench_load);
     let model_dir = model_path
         .parent()
         .unwrap_or(std::path::Path::new("."))
@@ -477,6 +480,14 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         (Some(q), _) => (None, q.display().to_string()),
         (None, Some(p)) => {
             let mut c = Dataset::load(p, &qgate_data::ArrayKeys::default(), &Default::default())?;
+            if args.calib_samples.is_some_and(|k| k > c.len()) {
+                anyhow::bail!(
+                    "--calib-samples {calib_n}: {} holds {} samples; give at most {}",
+                    p.display(),
+                    c.len(),
+                    c.len()
+                );
+            }
             c.subset(Some(calib_n), None);
             let src = format!("{} (first {} samples)", p.display(), c.len());
             (Some(c), src)
@@ -485,6 +496,16 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             // No calibration set: the first samples calibrate, the rest evaluate, so no
             // sample is both.
             let n = data.len();
+            if args.calib_samples.is_some_and(|k| k > n / 3) {
+                anyhow::bail!(
+                    "--calib-samples {calib_n}: without --calibration at most a third of {}'s {n} \
+                     samples ({}) calibrate so that the rest evaluate; give at most {} or a \
+                     separate --calibration file",
+                    data_path.display(),
+                    n / 3,
+                    n / 3
+                );
+            }
             let k = calib_n.min(n / 3);
             let mut c = data.clone();
             c.select(&(0..k).collect::<Vec<_>>());
@@ -509,6 +530,20 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
             let dir = p.parent().unwrap_or(std::path::Path::new("."));
             let (q, _) = qgate_quant::normalize(qgate_runtime::read_onnx(p)?, dir)
                 .with_context(|| p.display().to_string())?;
+            let qdq = q.graph.as_ref().map_or(0, |g| {
+                g.node
+                    .iter()
+                    .filter(|n| n.op_type == "DequantizeLinear")
+                    .count()
+            });
+            if qdq == 0 {
+                anyhow::bail!(
+                    "--quantized {}: no DequantizeLinear node; expected a QDQ model (e.g. from \
+                     onnxruntime.quantization.quantize_static with QuantFormat.QDQ), not a float \
+                     or QOperator one",
+                    p.display()
+                );
+            }
             Some(q)
         }
         None => None,
@@ -791,6 +826,11 @@ fn inspect(args: InspectArgs) -> Result<()> {
         .with_context(|| format!("{}: inspect reads model files, not servers", spec.raw))?;
     let info = inspect_onnx(path)?;
     let unsupported = tract_unsupported(path)?;
+    // The checks compare runs before evaluating (parse, graph checks, plan, one batch), so
+    // "runs in tract: yes" means compare will not refuse the model for the runtime's sake.
+    let tract_spec = ModelSpec::parse(&format!("tract:{}", path.display()))?;
+    let runs_in_tract = qgate_runtime::smoke_test(&tract_spec, &LoadOptions::default())
+        .map_err(|e| error_text(&anyhow::Error::new(e)));
     // How `qgate sensitivity` reads it: weights in Constant nodes, unnamed nodes, external
     // data, the opset and weight scales.
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
@@ -801,6 +841,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
         let v = serde_json::json!({
             "model": info,
             "tract_unsupported": unsupported,
+            "runs_in_tract": match &runs_in_tract {
+                Ok(()) => serde_json::json!({ "runs": true }),
+                Err(e) => serde_json::json!({ "runs": false, "problem": e }),
+            },
             "quantization_reading": match &normalization {
                 Ok(n) => serde_json::to_value(n)?,
                 Err(e) => serde_json::json!({ "error": e }),
@@ -839,6 +883,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
     match &normalization {
         Ok(n) => out!("for quantization: {}", n.notes().join("; ")),
         Err(e) => out!("for quantization: {e}"),
+    }
+    match &runs_in_tract {
+        Ok(()) => out!("runs in tract: yes (loaded and ran one zero-filled batch of 1)"),
+        Err(e) => out!("runs in tract: no — {e}"),
     }
     if unsupported.is_empty() {
         out!("tract: every op is supported");

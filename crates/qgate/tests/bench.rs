@@ -420,6 +420,35 @@ fn compare_lists_performance_keys_as_not_measured() {
     );
 }
 
+/// A model that answers NaN is as fast as one that answers: `bench` alone must not pass it.
+#[test]
+fn bench_fails_a_candidate_whose_outputs_are_nan() {
+    let run = qgate(
+        "bench",
+        &[
+            "--baseline",
+            &fx("mlp_fp32.onnx"),
+            "--candidate",
+            &fx("mlp_nan.onnx"),
+            "--no-sweeps",
+            "--duration",
+            "0.3",
+            "--rounds",
+            "3",
+        ],
+        false,
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let c = run.criterion("finite_timed_outputs");
+    assert_eq!(c["status"], "fail", "{c}");
+    let batches = run.json()["performance"]["candidate"]["output_check"]["batches"]
+        .as_u64()
+        .unwrap();
+    assert!(batches > 0);
+    // Every batch of mlp_nan holds NaN (its bias 3 is NaN); the baseline's none.
+    assert_eq!(c["observed"].as_f64().unwrap(), batches as f64, "{c}");
+}
+
 #[test]
 fn bad_bench_input_is_a_clear_error() {
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
@@ -493,6 +522,17 @@ fn bad_bench_input_is_a_clear_error() {
                 "loose".into(),
             ],
             vec!["--output-tolerance", "loose"],
+        ),
+        (
+            vec![
+                "--baseline".into(),
+                fx("mlp_fp32.onnx"),
+                "--candidate".into(),
+                fx("mlp_fp32.onnx"),
+                "--shape".into(),
+                "nope=1x64".into(),
+            ],
+            vec!["--shape nope", "no input 'nope'", "its inputs are"],
         ),
     ];
     for (args, needles) in cases {

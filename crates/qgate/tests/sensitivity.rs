@@ -385,6 +385,30 @@ fn bad_sensitivity_input_is_a_clear_error() {
             ],
             "--latency-runtime",
         ),
+        // A float model given as the quantized one would report "all INT8" figures.
+        (
+            vec![
+                "--model",
+                &fx("mlp_fp32.onnx"),
+                "--data",
+                &fx("test.npz"),
+                "--quantized",
+                &fx("mlp_fp32.onnx"),
+            ],
+            "--quantized",
+        ),
+        // 540 samples without --calibration: at most 180 calibrate; never clamped silently.
+        (
+            vec![
+                "--model",
+                &fx("mlp_fp32.onnx"),
+                "--data",
+                &fx("test.npz"),
+                "--calib-samples",
+                "540",
+            ],
+            "give at most 180",
+        ),
     ] {
         let run = sensitivity(&args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
