@@ -75,8 +75,9 @@ impl Engine {
             .next()
             .ok_or_else(|| BenchError::Workload("no sample to feed".into()))?;
         let t0 = clock.now();
-        model.run(&first.inputs).map_err(BenchError::Runtime)?;
+        let outputs = model.run(&first.inputs).map_err(BenchError::Runtime)?;
         let first_inference_ms = ms(clock.now().saturating_sub(t0));
+        check_rows(model.as_ref(), &outputs, first.rows.len())?;
         let after = mem_status(&roots, None).ok();
         let peak_reset = reset_peak(&roots).unwrap_or(false);
         let monitor = Monitor::new(&ProbeConfig {
@@ -201,8 +202,11 @@ impl Engine {
             let b = &batches[self.cursor % batches.len()];
             self.cursor += 1;
             let t0 = clock.now();
-            model.run(&b.inputs).map_err(BenchError::Runtime)?;
+            let outputs = model.run(&b.inputs).map_err(BenchError::Runtime)?;
             window.push(ms(clock.now().saturating_sub(t0)));
+            if iterations == 0 {
+                check_rows(model.as_ref(), &outputs, b.rows.len())?;
+            }
             iterations += 1;
             if window.len() == WINDOW {
                 window.sort_by(f64::total_cmp);
@@ -573,6 +577,32 @@ impl Engine {
             peak_rss_run_bytes: if self.peak_reset { run_peak } else { None },
         }
     }
+}
+
+/// One row per sample fed, as the accuracy path checks: a model or server answering with
+/// fewer or more rows is broken, however fast.
+fn check_rows(model: &dyn Model, outputs: &[Array], batch: usize) -> Result<(), BenchError> {
+    let info = model.info();
+    if outputs.len() != info.outputs.len() {
+        return Err(BenchError::Workload(format!(
+            "{}: returned {} outputs, but declares {}",
+            model.provenance().spec,
+            outputs.len(),
+            info.outputs.len()
+        )));
+    }
+    for (t, o) in info.outputs.iter().zip(outputs) {
+        if o.shape.first() != Some(&batch) {
+            return Err(BenchError::Workload(format!(
+                "{}: output '{}' has shape {:?} for a batch of {batch} samples; a model must \
+                 return one row per sample (samples along the first axis)",
+                model.provenance().spec,
+                t.name,
+                o.shape
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Compares two arrays under a tolerance: `(equal, largest absolute difference)`. NaNs in

@@ -67,10 +67,20 @@ pub fn bytes_of(dims: &[usize], element_bytes: usize) -> u128 {
 /// of 1000), `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024); `B` optional, case ignored.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    // The unit is the trailing letters; the number before it may use an exponent (1e9).
+    let unit_len = t
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    let (num, unit) = t.split_at(t.len() - unit_len);
+    // "1e" + "9" is not a unit: a lone trailing 'e' belongs to no unit either.
+    let (num, unit) =
+        if unit.trim_start().starts_with(['e', 'E']) && !unit.trim().eq_ignore_ascii_case("eb") {
+            (t, "")
+        } else {
+            (num, unit)
+        };
     let value: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size; expected e.g. 8GiB, 512MiB or 2000000000"))?;
@@ -203,7 +213,19 @@ mod tests {
         assert_eq!(parse_size("1.5GiB").unwrap(), 1_610_612_736);
         assert_eq!(parse_size("512 mib").unwrap(), 512 << 20);
         assert_eq!(parse_size("8GB").unwrap(), 8_000_000_000);
-        for bad in ["", "-1", "0", "1e400", "12 parsecs", "GiB", "1e30TiB"] {
+        assert_eq!(parse_size("2e9").unwrap(), 2_000_000_000);
+        assert_eq!(parse_size("1.5e3 KiB").unwrap(), 1_536_000);
+        for bad in [
+            "",
+            "-1",
+            "0",
+            "1e400",
+            "12 parsecs",
+            "GiB",
+            "1e30TiB",
+            "nan",
+            "inf",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

@@ -38,6 +38,18 @@ pub(crate) fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset, DataEr
         .iter()
         .map(str::to_string)
         .collect();
+    for (i, h) in headers.iter().enumerate() {
+        if let Some(j) = headers[..i].iter().position(|x| x == h) {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "column '{h}' appears twice in the header (columns {} and {}); name every column once",
+                    j + 1,
+                    i + 1
+                ),
+            });
+        }
+    }
     let find = |wanted: &Option<String>, defaults: &[&str]| -> Result<Option<usize>, DataError> {
         match wanted {
             Some(w) => headers

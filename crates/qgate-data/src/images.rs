@@ -145,7 +145,7 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
                         &[so_far + 1, w as usize, h as usize, channels],
                         4,
                     ),
-                    &format!("--image-size {w}x{h} ({} images so far)", so_far + 1),
+                    &format!("--image-size {w}x{h} for {} image(s)", so_far + 1),
                 )
                 .map_err(|message| DataError::Format {
                     path: file.clone(),

@@ -152,6 +152,7 @@ impl Dataset {
             }
         }
         let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+        unique_ids(&path, "id", &ids)?;
         Ok(Dataset {
             source: source.to_string(),
             ids,
@@ -302,7 +303,7 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
                 arrays.insert(key, a);
             }
             Err(e) => {
-                unusable.insert(key, e.to_string());
+                unusable.insert(key, format!("is not a readable array: {e}"));
             }
         }
     }
@@ -401,6 +402,7 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         }
     }
     let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+    unique_ids(path, id_key.as_deref().unwrap_or("id"), &ids)?;
     let ds = Dataset {
         source: path.display().to_string(),
         ids,
@@ -449,6 +451,24 @@ pub fn labels_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<i64>, 
             "labels must be integers, found {t} (map class names to indices first)"
         )),
     })
+}
+
+/// Ids key flips, saved outputs and reports: two samples with one id would be confused
+/// with each other.
+fn unique_ids(path: &Path, key: &str, ids: &[String]) -> Result<(), DataError> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(first) = seen.insert(id.as_str(), i) {
+            return Err(DataError::Array {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                message: format!(
+                    "sample id '{id}' appears twice (samples {first} and {i}); ids must be unique"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn ids_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<String>, DataError> {

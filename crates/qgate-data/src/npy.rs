@@ -67,16 +67,31 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array, NpyError> {
     }
     let header = std::str::from_utf8(&bytes[start..header_end])
         .map_err(|_| NpyError::Header("header is not text".into()))?;
+    let trimmed = header.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        return Err(NpyError::Header(
+            "the header is not a Python dict literal ({'descr': …})".into(),
+        ));
+    }
     let descr = dict_value(header, "descr")?;
     let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order")?
-        .trim()
-        .starts_with("True");
+    let fortran = match dict_value(header, "fortran_order")?.trim() {
+        "True" => true,
+        "False" => false,
+        other => {
+            return Err(NpyError::Header(format!(
+                "'fortran_order' is {other}; expected True or False"
+            )))
+        }
+    };
     let shape = parse_shape(&dict_value(header, "shape")?)?;
     let (big_endian, kind, size) = parse_descr(descr)?;
-    let count: usize = shape.iter().product();
     let data = &bytes[header_end..];
-    let expected = count * size;
+    // A hostile shape must not overflow: no product can exceed the bytes that are there.
+    let expected = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX);
     if data.len() < expected {
         return Err(NpyError::Truncated {
             expected,

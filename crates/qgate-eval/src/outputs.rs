@@ -148,9 +148,21 @@ pub fn select_scores(
                 array.shape
             ));
         }
+        // NaN or infinite: a non-finite answer (judged by `finite_outputs`). A finite value
+        // that is no class index is a broken output, not a wrong answer.
+        if let Some((i, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.is_finite() && (**v < 0.0 || v.fract() != 0.0))
+        {
+            return Err(format!(
+                "output '{name}' holds predicted labels, but sample {i} has {v}; expected class \
+                 indices 0, 1, 2, …"
+            ));
+        }
         let predictions = values
             .iter()
-            .map(|&v| (v.is_finite() && v >= 0.0 && v.fract() == 0.0).then_some(v as usize))
+            .map(|&v| v.is_finite().then_some(v as usize))
             .collect();
         return Ok(ScoreOutput {
             name,

@@ -14,7 +14,7 @@ use qgate_runtime::{HostInfo, ModelInfo, Provenance};
 use serde::Serialize;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.4.0";
+pub const SCHEMA_VERSION: &str = "1.5.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]

@@ -187,7 +187,9 @@ pub(crate) fn unsupported_nodes(
     graph
         .node
         .iter()
-        .filter(|n| !known(&n.op_type))
+        // tract's registry is keyed by op name alone: an op of another domain
+        // (`com.example:Gelu`) must not run as the ONNX op of the same name.
+        .filter(|n| !known(&n.op_type) || !matches!(n.domain.as_str(), "" | "ai.onnx"))
         .map(|n| UnsupportedNode {
             node: if n.name.is_empty() {
                 n.output.first().cloned().unwrap_or_default()
@@ -198,4 +200,63 @@ pub(crate) fn unsupported_nodes(
             domain: n.domain.clone(),
         })
         .collect()
+}
+
+/// The newest default-domain opset qgate knows the meaning of (onnx 1.20).
+pub const MAX_OPSET: i64 = 25;
+
+/// The first structural problem of a graph that onnxruntime refuses while tract would run
+/// it (or panic on it): no default-domain opset, an opset newer than [`MAX_OPSET`], a graph
+/// output nothing produces, two nodes writing one tensor.
+pub(crate) fn graph_problem(proto: &pb::ModelProto) -> Option<String> {
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version);
+    match opset {
+        None => {
+            return Some(
+                "the model imports no opset of the ONNX domain (opset_import is empty); \
+                 exporters always write one"
+                    .into(),
+            )
+        }
+        Some(v) if v > MAX_OPSET => {
+            return Some(format!(
+                "opset {v} is newer than any opset qgate knows (at most {MAX_OPSET}): the \
+                 meaning of its ops cannot be checked"
+            ))
+        }
+        Some(v) if v < 1 => return Some(format!("opset {v} does not exist")),
+        _ => {}
+    }
+    let g = proto.graph.as_ref()?;
+    let mut producer: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for n in &g.node {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if let Some(first) = producer.insert(o, &n.name) {
+                return Some(format!(
+                    "two nodes write tensor '{o}' ('{first}' and '{}'); an ONNX graph gives each \
+                     tensor one producer",
+                    n.name
+                ));
+            }
+        }
+    }
+    let known = |t: &str| {
+        producer.contains_key(t)
+            || g.input.iter().any(|i| i.name == t)
+            || g.initializer.iter().any(|i| i.name == t)
+    };
+    if let Some(o) = g.output.iter().find(|o| !known(&o.name)) {
+        return Some(format!(
+            "graph output '{}' is not written by any node, input or initializer",
+            o.name
+        ));
+    }
+    if g.output.is_empty() {
+        return Some("the graph declares no output".into());
+    }
+    None
 }

@@ -119,7 +119,17 @@ impl PredsModel {
             Some(ids) if ids.len() != rows => {
                 return Err(bad(format!("{} ids for {rows} rows", ids.len())));
             }
-            Some(ids) => Some(ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect()),
+            Some(ids) => {
+                let mut map = HashMap::new();
+                for (i, id) in ids.into_iter().enumerate() {
+                    if let Some(first) = map.insert(id.clone(), i) {
+                        return Err(bad(format!(
+                            "sample id '{id}' appears twice (rows {first} and {i}); saved outputs need one row per id"
+                        )));
+                    }
+                }
+                Some(map)
+            }
             None => None,
         };
         Ok(PredsModel {

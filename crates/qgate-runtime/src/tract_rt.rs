@@ -64,24 +64,14 @@ impl TractModel {
             runtime: "tract".into(),
             message: format!("{e:#}"),
         };
-        // Two nodes writing one tensor make a graph onnxruntime refuses and tract runs with
-        // one of the values silently lost.
-        if let Some(g) = &proto.graph {
-            let mut producer: HashMap<&str, &str> = HashMap::new();
-            for n in &g.node {
-                for o in n.output.iter().filter(|o| !o.is_empty()) {
-                    if let Some(first) = producer.insert(o, &n.name) {
-                        return Err(RuntimeError::Load {
-                            path: path.to_path_buf(),
-                            runtime: "tract".into(),
-                            message: format!(
-                                "two nodes write tensor '{o}' ('{first}' and '{}'); an ONNX graph gives each tensor one producer",
-                                n.name
-                            ),
-                        });
-                    }
-                }
-            }
+        // Graphs onnxruntime refuses and tract runs anyway (one value silently lost, an
+        // opset's meaning guessed) or panics on.
+        if let Some(message) = crate::onnx_info::graph_problem(&proto) {
+            return Err(RuntimeError::Load {
+                path: path.to_path_buf(),
+                runtime: "tract".into(),
+                message,
+            });
         }
         let rewrites = if opts.tract_rewrites {
             crate::tract_fix::rewrite_for_tract(&mut proto)
@@ -89,14 +79,15 @@ impl TractModel {
             Vec::new()
         };
         let dir = path.parent().and_then(|p| p.to_str());
-        let parsed =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| onnx.parse(&proto, dir)))
-                .map_err(|p| RuntimeError::Load {
-                    path: path.to_path_buf(),
-                    runtime: "tract".into(),
-                    message: format!("tract panicked while parsing the model: {}", panic_text(&p)),
-                })?
-                .map_err(load_err)?;
+        let parsed = crate::catch_panic(|| onnx.parse(&proto, dir))
+            .map_err(|p| RuntimeError::Load {
+                path: path.to_path_buf(),
+                runtime: "tract".into(),
+                message: format!(
+                    "tract failed with an internal panic while parsing the model: {p}"
+                ),
+            })?
+            .map_err(load_err)?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(RuntimeError::Load {
                 path: path.to_path_buf(),
@@ -211,21 +202,19 @@ impl TractModel {
         // tract panics on some hostile graphs (a ConstantOfShape of 2^40 elements divides by
         // zero inside it): caught at this boundary, it becomes an error naming the model.
         let path = self.path.clone();
-        let caught = |what: &str, payload: Box<dyn std::any::Any + Send>| RuntimeError::Run {
+        let caught = |what: &str, text: String| RuntimeError::Run {
             path: path.clone(),
-            message: format!("tract panicked while {what}: {}", panic_text(&payload)),
+            message: format!("tract failed with an internal panic while {what}: {text}"),
         };
-        let plan =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan(shapes, outputs)))
-                .map_err(|p| caught("optimising the model", p))??;
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            plan.run(tensors.into_iter().map(|t| t.into_tvalue()).collect())
-        }))
-        .map_err(|p| caught("running the model", p))?
-        .map_err(|e| RuntimeError::Run {
-            path: self.path.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let plan = crate::catch_panic(|| self.plan(shapes, outputs))
+            .map_err(|p| caught("optimising the model", p))??;
+        let results =
+            crate::catch_panic(|| plan.run(tensors.into_iter().map(|t| t.into_tvalue()).collect()))
+                .map_err(|p| caught("running the model", p))?
+                .map_err(|e| RuntimeError::Run {
+                    path: self.path.clone(),
+                    message: format!("{e:#}"),
+                })?;
         results
             .into_iter()
             .zip(&names)
@@ -237,15 +226,6 @@ impl TractModel {
             })
             .collect()
     }
-}
-
-/// The message of a caught panic.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
 }
 
 impl Model for TractModel {

@@ -56,7 +56,7 @@ pub struct RuntimeFlags {
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
     /// Intra-op threads for both sides unless a spec says otherwise [default: 1 for ONNX Runtime].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub threads: Option<usize>,
     /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else the onnxruntime Python package).
     #[arg(long, value_name = "PATH")]
@@ -71,6 +71,15 @@ pub struct RuntimeFlags {
     pub max_memory: Option<u64>,
 }
 
+/// A count flag (`--batch-size`, `--limit`, …): a whole number ≥ 1, said so on the error's
+/// first line (clap alone says "invalid digit found in string" for `-1`).
+pub(crate) fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
 /// `--max-memory SIZE`.
 pub(crate) fn memory_size(s: &str) -> Result<u64, String> {
     qgate_core::memory::parse_size(s)
@@ -80,7 +89,10 @@ impl RuntimeFlags {
     /// The runtime options: each flag, else the same key of the run config (`file`).
     pub(crate) fn load_options(self, file: RuntimeFlags) -> Result<LoadOptions> {
         Ok(LoadOptions {
-            threads: self.threads.or(file.threads),
+            threads: match self.threads.or(file.threads) {
+                Some(0) => bail!("--threads 0: expected 1 or more threads"),
+                t => t,
+            },
             device: self.device.or(file.device),
             ort_lib: self.ort_lib.or(file.ort_lib),
             max_memory: self.max_memory.or(file.max_memory),
@@ -90,7 +102,7 @@ impl RuntimeFlags {
                 Some(t) if t > 0.0 && t <= MAX_SECONDS => {
                     Some(std::time::Duration::from_secs_f64(t))
                 }
-                Some(t) => bail!("--timeout {t}: expected seconds in (0, {MAX_SECONDS}]"),
+                Some(t) => bail!("--timeout {t:?}: expected seconds in (0, {MAX_SECONDS}]"),
                 None => None,
             },
             ..LoadOptions::default()
@@ -124,7 +136,7 @@ pub struct BenchArgs {
     #[arg(long = "input", value_name = "NAME=KEY")]
     pub inputs: Vec<String>,
     /// Image folders: resize to WxH.
-    #[arg(long, value_name = "WxH")]
+    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
     pub image_size: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
@@ -151,7 +163,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args, Default, Clone)]
 pub struct PerfFlags {
     /// Samples per call of the latency test [default: 1, MLPerf SingleStream].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub latency_batch: Option<usize>,
     /// Warm-up: at least N calls [default: 10], then until latency is steady.
     #[arg(long, value_name = "N")]
@@ -169,7 +181,7 @@ pub struct PerfFlags {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// Interleaved rounds (A B, B A, …) [default: 10].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub rounds: Option<usize>,
     /// Batch sizes of the throughput sweep, comma-separated, or `none` [default: 1,8,32].
     #[arg(long, value_name = "LIST")]
@@ -188,7 +200,7 @@ pub struct PerfFlags {
     #[arg(long, value_name = "MS")]
     pub slo_p99_ms: Option<f64>,
     /// Model instances serving Poisson arrivals and the offline run [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub servers: Option<usize>,
     /// Batch of the offline (maximum throughput) run, or `none` [default: 32].
     #[arg(long, value_name = "N")]
@@ -201,7 +213,7 @@ pub struct PerfFlags {
     pub no_sweeps: bool,
     /// Distinct samples of --data cycled through (MLPerf's performance sample count)
     /// [default: 1024].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub perf_samples: Option<usize>,
     /// Shape of a synthetic input, for symbolic dimensions (repeatable): NAME=1x3x224x224.
     #[arg(long = "shape", value_name = "NAME=DIMS")]
@@ -275,10 +287,10 @@ pub struct CompareArgs {
     #[arg(long, value_name = "KEY")]
     pub id_key: Option<String>,
     /// Samples per inference call [default: 32].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
     /// k of top-k accuracy and agreement [default: 5].
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = count)]
     pub top_k: Option<usize>,
     /// Output holding class scores (default: the first output shaped [N, C]).
     #[arg(long, value_name = "NAME")]
@@ -287,19 +299,19 @@ pub struct CompareArgs {
     #[arg(long, value_name = "logits|probs|labels")]
     pub output_kind: Option<String>,
     /// Evaluate only N samples (the first N, or a seeded random subset with --seed).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub limit: Option<usize>,
     /// Seed of the --limit subset.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Bootstrap resamples of the confidence intervals [default: 2000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub bootstrap_resamples: Option<usize>,
     /// Seed of the bootstrap [default: 0].
     #[arg(long, value_name = "S")]
     pub bootstrap_seed: Option<u64>,
     /// Image folders: resize to WxH.
-    #[arg(long, value_name = "WxH")]
+    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
     pub image_size: Option<String>,
     /// Image folders: pixel multiplier [default: 1/255].
     #[arg(long, value_name = "F")]
@@ -335,7 +347,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_runtime_check: bool,
     /// Samples the runtime check compares [default: 32].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub runtime_check_samples: Option<usize>,
     /// Testing only: hand models to tract without qgate's graph rewrites, so the runtime
     /// check can be shown to catch a model tract gets wrong.
@@ -527,15 +539,15 @@ fn input_pairs(inputs: &[String]) -> Result<Vec<(String, String)>> {
 
 /// `--image-size WxH`.
 fn image_size(s: &str) -> Result<[u32; 2]> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .with_context(|| format!("--image-size {s}: expected WxH, e.g. 224x224"))?;
-    Ok([
-        w.parse()
-            .with_context(|| format!("--image-size {s}: bad width"))?,
-        h.parse()
-            .with_context(|| format!("--image-size {s}: bad height"))?,
-    ])
+    let expected =
+        || format!("--image-size {s}: expected WxH with whole numbers ≥ 1, e.g. 224x224");
+    let (w, h) = s.split_once(['x', 'X']).with_context(expected)?;
+    let w: u32 = w.trim().parse().ok().with_context(expected)?;
+    let h: u32 = h.trim().parse().ok().with_context(expected)?;
+    if w == 0 || h == 0 {
+        bail!(expected());
+    }
+    Ok([w, h])
 }
 
 /// The policy file's thresholds, or the built-in defaults.
@@ -561,8 +573,7 @@ impl CompareArgs {
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
         let (file, base) = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                let text = read_text(path, "config")?;
                 let file: ConfigFile = toml::from_str(&text).map_err(|e| {
                     anyhow::anyhow!(
                         "config {}: {}",
@@ -651,9 +662,15 @@ impl CompareArgs {
         if let Some(s) = &self.image_size {
             images.resize = Some(image_size(s)?);
         } else {
+            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
+                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
+            }
             images.resize = img.size;
         }
         images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
+        if !images.scale.is_finite() {
+            bail!("--image-scale {}: expected a finite number", images.scale);
+        }
         images.mean = match self.image_mean {
             Some(s) => floats("--image-mean", &s)?,
             None => img.mean.unwrap_or(images.mean),
@@ -768,11 +785,23 @@ fn deployment_runtime(v: Option<String>) -> Result<Option<String>> {
 }
 
 fn load_policy(path: &Path) -> Result<Policy> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let text = read_text(path, "policy")?;
     let origin = path.display().to_string();
     let file = PolicyFile::parse(&text, &origin)?;
     Ok(Policy::resolve(&file, &Source::File(origin)))
+}
+
+/// A policy or run config's text: a regular file only (a named pipe would block forever).
+fn read_text(path: &Path, what: &str) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{what} {}: not a regular file (a folder, named pipe or device); give the path of a TOML file",
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 /// What `bench` (and the performance half of `check`) needs, validated.
@@ -817,7 +846,7 @@ fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>> {
 fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
     match v {
         Some(x) if !(x > 0.0 && x.is_finite()) => {
-            bail!("{flag} {x}: expected a positive number")
+            bail!("{flag} {x:?}: expected a positive number")
         }
         other => Ok(other),
     }
@@ -854,7 +883,7 @@ impl PerfFlags {
         plan.warmup_iterations = self.warmup.unwrap_or(plan.warmup_iterations);
         if let Some(t) = self.warmup_time {
             if !(0.0..=MAX_SECONDS).contains(&t) {
-                bail!("--warmup-time {t}: expected seconds in [0, {MAX_SECONDS}]");
+                bail!("--warmup-time {t:?}: expected seconds in [0, {MAX_SECONDS}]");
             }
             plan.warmup_seconds = t;
         }
@@ -975,6 +1004,9 @@ impl PerfFlags {
                 .map_err(|_| {
                     anyhow::anyhow!("--shape {s}: dimensions must be counts, e.g. 1x128")
                 })?;
+            if dims.contains(&0) {
+                bail!("--shape {s}: every dimension must be 1 or more");
+            }
             shapes.insert(name.to_string(), dims);
         }
         let sys = self
@@ -1061,10 +1093,10 @@ pub struct SensitivityArgs {
     #[arg(long, value_name = "TYPE")]
     pub float_type: Option<String>,
     /// Calibration samples [default: 200].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub calib_samples: Option<usize>,
     /// Evaluate on at most N samples.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub limit: Option<usize>,
     /// Data array that feeds a single-input model.
     #[arg(long, value_name = "KEY")]
@@ -1073,7 +1105,7 @@ pub struct SensitivityArgs {
     #[arg(long, value_name = "KEY")]
     pub label_key: Option<String>,
     /// Samples per inference call [default: 64].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
     /// Seconds per side to time each configuration of the trade-off front against FP32
     /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 1].

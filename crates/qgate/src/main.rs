@@ -20,24 +20,37 @@ use qgate_runtime::{inspect_onnx, load, tract_unsupported, LoadOptions, ModelSpe
 use cli::{BenchConfig, Cli, Command, CompareConfig, InspectArgs, PerfConfig};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    qgate_runtime::install_panic_hook();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A flag error still must not leave an earlier run's PASS in --out.
+            if e.use_stderr() {
+                settle_error(&argv, &e.to_string());
+            }
+            e.exit();
+        }
+    };
     let interactive = std::io::stderr().is_terminal();
     let result = match cli.command {
-        Command::Compare(args) => (*args).resolve(interactive).and_then(|cfg| {
+        Command::Compare(args) => resolved(&argv, (*args).resolve(interactive), |cfg| {
             limit_memory(&cfg.load);
             guarded(&cfg.out.clone(), "compare", || compare(cfg))
         }),
-        Command::Bench(args) => (*args).resolve(interactive).and_then(|cfg| {
+        Command::Bench(args) => resolved(&argv, (*args).resolve(interactive), |cfg| {
             limit_memory(&cfg.load);
             guarded(&cfg.out.clone(), "bench", || bench(cfg))
         }),
         Command::Check(args) => {
             let args = *args;
-            args.perf.resolve().and_then(|perf| {
-                args.compare.resolve(interactive).and_then(|cfg| {
-                    limit_memory(&cfg.load);
-                    guarded(&cfg.out.clone(), "check", || check(cfg, perf))
-                })
+            let both = args
+                .perf
+                .resolve()
+                .and_then(|perf| Ok((args.compare.resolve(interactive)?, perf)));
+            resolved(&argv, both, |(cfg, perf)| {
+                limit_memory(&cfg.load);
+                guarded(&cfg.out.clone(), "check", || check(cfg, perf))
             })
         }
         Command::Sensitivity(args) => match args.out.clone() {
@@ -62,6 +75,59 @@ fn main() -> ExitCode {
             eprintln!("qgate: error: {}", error_text(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs `run` on a resolved config; when resolving failed, the error is settled in the
+/// report folder the command line names (see [`settle_error`]) and returned.
+fn resolved<C>(
+    argv: &[std::ffi::OsString],
+    config: Result<C>,
+    run: impl FnOnce(C) -> Result<Verdict>,
+) -> Result<Verdict> {
+    match config {
+        Ok(cfg) => run(cfg),
+        Err(e) => {
+            settle_error(argv, &error_text(&e));
+            Err(e)
+        }
+    }
+}
+
+/// For an error found before the config was complete: the report folder named by `--out`
+/// (or by `out` in the `--config` file, when that file can be read) gets the same treatment
+/// as a run that failed — qgate's earlier report files removed, `report.json` saying
+/// `"error"`.
+fn settle_error(argv: &[std::ffi::OsString], message: &str) {
+    let args: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let command = args.get(1).cloned().unwrap_or_default();
+    let value_of = |flag: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{flag}="))
+                .map(str::to_string)
+                .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let out = value_of("--out").map(std::path::PathBuf::from).or_else(|| {
+        let config = std::path::PathBuf::from(value_of("--config")?);
+        let text = std::fs::read_to_string(&config).ok()?;
+        let table: toml::Table = toml::from_str(&text).ok()?;
+        let out = std::path::PathBuf::from(table.get("out")?.as_str()?);
+        if out.as_os_str().is_empty() {
+            // `out = ""` would name the config's own folder.
+            return None;
+        }
+        Some(match config.parent() {
+            Some(dir) if out.is_relative() => dir.join(out),
+            _ => out,
+        })
+    });
+    if let Some(out) = out.filter(|o| !o.as_os_str().is_empty()) {
+        let _ = clear_reports(&out);
+        write_error_report(&out, &command, message);
     }
 }
 
@@ -94,6 +160,16 @@ fn guarded(
     command: &str,
     run: impl FnOnce() -> Result<Verdict>,
 ) -> Result<Verdict> {
+    clear_reports(out)?;
+    let result = run();
+    if let Err(e) = &result {
+        write_error_report(out, command, &error_text(e));
+    }
+    result
+}
+
+/// Removes qgate's own report files from `out` (never other files).
+fn clear_reports(out: &std::path::Path) -> Result<()> {
     for e in exporters() {
         let stale = out.join(e.file_name());
         if stale.is_file() {
@@ -101,22 +177,23 @@ fn guarded(
                 .with_context(|| format!("cannot remove the earlier {}", stale.display()))?;
         }
     }
-    let result = run();
-    if let Err(e) = &result {
-        let report = serde_json::json!({
-            "schema_version": qgate_report::SCHEMA_VERSION,
-            "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
-            "command": command,
-            "verdict": "error",
-            "error": error_text(e),
-        });
-        // Best effort: the error itself is what the user must see.
-        if std::fs::create_dir_all(out).is_ok() {
-            let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-            let _ = std::fs::write(out.join("report.json"), text);
-        }
+    Ok(())
+}
+
+/// Writes `report.json` with verdict `"error"` and the message (docs/report-schema.md).
+/// Best effort: the error itself is what the user must see.
+fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
+    let report = serde_json::json!({
+        "schema_version": qgate_report::SCHEMA_VERSION,
+        "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
+        "command": command,
+        "verdict": "error",
+        "error": message,
+    });
+    if std::fs::create_dir_all(out).is_ok() {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        let _ = std::fs::write(out.join("report.json"), text);
     }
-    result
 }
 
 /// The error and its causes, joined with ": ", skipping a cause whose text the message
@@ -427,6 +504,12 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
         .parse()
         .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
     let calib_n = args.calib_samples.unwrap_or(200);
+    if calib_n == 0 {
+        anyhow::bail!("--calib-samples 0: expected 1 or more calibration samples");
+    }
+    if args.limit == Some(0) {
+        anyhow::bail!("--limit 0: expected 1 or more evaluation samples");
+    }
     let fp16 = match args.float_type.as_deref() {
         None | Some("fp32") => false,
         Some("fp16") => true,
@@ -443,7 +526,7 @@ fn sensitivity(args: cli::SensitivityArgs, interactive: bool) -> Result<Verdict>
     }
     let bench_seconds = args.bench_seconds.unwrap_or(1.0);
     if !(bench_seconds >= 0.0 && bench_seconds.is_finite()) {
-        anyhow::bail!("--bench-seconds {bench_seconds}: expected 0 (no latency) or more seconds");
+        anyhow::bail!("--bench-seconds {bench_seconds:?}: expected 0 (no latency) or more seconds");
     }
     let latency_runtime = args.latency_runtime.as_deref().unwrap_or("tract");
     if !matches!(latency_runtime, "tract" | "ort") {
@@ -885,7 +968,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
         Err(e) => out!("for quantization: {e}"),
     }
     match &runs_in_tract {
-        Ok(()) => out!("runs in tract: yes (loaded and ran one zero-filled batch of 1)"),
+        Ok(()) => out!("runs in tract: yes (loaded and ran one zero-filled batch)"),
         Err(e) => out!("runs in tract: no — {e}"),
     }
     if unsupported.is_empty() {

@@ -538,8 +538,10 @@ fn malformed_policies_are_errors_naming_the_key() {
     }
 }
 
+/// `--limit 0` would leave no sample: refused by the flag's range (a data file with zero
+/// samples is the corpus case data/zero-samples).
 #[test]
-fn zero_samples_is_an_error() {
+fn a_limit_of_zero_is_an_error_naming_the_flag() {
     check_error(
         &[
             "--baseline",
@@ -551,7 +553,7 @@ fn zero_samples_is_an_error() {
             "--limit",
             "0",
         ],
-        &["no sample"],
+        &["--limit", "a whole number ≥ 1"],
     );
 }
 
@@ -755,7 +757,7 @@ fn out_of_range_flags_name_the_flag_and_the_range() {
     for (extra, needles) in [
         (
             vec!["--bootstrap-resamples", "0"],
-            vec!["--bootstrap-resamples 0", "1 to 100000"],
+            vec!["--bootstrap-resamples", "a whole number ≥ 1"],
         ),
         (
             vec!["--bootstrap-resamples", "1000000000"],
@@ -936,7 +938,7 @@ fn a_runtime_panic_is_an_error_naming_the_model() {
     ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("bomb.onnx") && err.contains("tract panicked"),
+        err.contains("bomb.onnx") && err.contains("internal panic") && !err.contains("panicked at"),
         "{err}"
     );
 }
