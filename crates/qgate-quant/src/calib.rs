@@ -25,6 +25,17 @@ pub enum CalibMethod {
     Entropy,
 }
 
+impl CalibMethod {
+    /// The method's name as reports write it: `min_max`, `percentile`, `entropy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CalibMethod::MinMax => "min_max",
+            CalibMethod::Percentile { .. } => "percentile",
+            CalibMethod::Entropy => "entropy",
+        }
+    }
+}
+
 impl std::str::FromStr for CalibMethod {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -114,7 +114,34 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(html::Html),
         Box::new(junit::Junit),
         Box::new(perf::LatencyCsv),
+        Box::new(Exclusions),
     ]
+}
+
+/// `exclusions.json` of a sensitivity report: the recommended float layers in the forms
+/// onnxruntime's quantizer, TensorRT and NNCF take.
+struct Exclusions;
+
+impl Exporter for Exclusions {
+    fn file_name(&self) -> &'static str {
+        "exclusions.json"
+    }
+
+    fn applies(&self, r: &Report) -> bool {
+        r.sensitivity.is_some()
+    }
+
+    fn render(&self, r: &Report) -> Result<String, ReportError> {
+        let Some(s) = &r.sensitivity else {
+            return Ok("{}\n".into());
+        };
+        let rec = &s.analysis.recommendation;
+        Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "onnxruntime_nodes_to_exclude": rec.ort_nodes_to_exclude,
+            "tensorrt_layer_precisions": rec.tensorrt_layer_precisions,
+            "nncf_ignored_scope": rec.nncf_ignored_scope,
+        }))? + "\n")
+    }
 }
 
 /// One sentence per runtime check, for people.

@@ -481,25 +481,7 @@ struct ImagePreprocessFile {
     color: Option<ColorMode>,
 }
 
-/// Everything `qgate compare` needs, validated.
-#[derive(Debug)]
-pub struct CompareConfig {
-    pub baseline: ModelSpec,
-    pub candidate: ModelSpec,
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub keys: ArrayKeys,
-    pub images: ImagePreprocess,
-    pub limit: Option<usize>,
-    pub seed: Option<u64>,
-    pub eval: EvalOptions,
-    pub policy: Policy,
-    pub progress: bool,
-    pub load: LoadOptions,
-    pub save_outputs: Option<PathBuf>,
-    pub deployment_runtime: Option<String>,
-    pub runtime_check: RuntimeCheckSettings,
-}
+pub use qgate_app::compare::CompareConfig;
 
 fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
     match base {
@@ -804,31 +786,9 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-/// What `bench` (and the performance half of `check`) needs, validated.
-#[derive(Debug)]
-pub struct PerfConfig {
-    pub plan: qgate_bench::Plan,
-    pub perf_samples: usize,
-    pub shapes: BTreeMap<String, Vec<usize>>,
-    pub probe: qgate_bench::protocol::ProbeSpec,
-    pub tolerance: Option<qgate_core::Tolerance>,
-}
+pub use qgate_app::measure::PerfConfig;
 
-/// Everything `qgate bench` needs, validated.
-#[derive(Debug)]
-pub struct BenchConfig {
-    pub baseline: ModelSpec,
-    pub candidate: ModelSpec,
-    pub data: Option<PathBuf>,
-    pub images: ImagePreprocess,
-    pub mapping: InputMapping,
-    pub out: PathBuf,
-    pub policy: Policy,
-    pub load: LoadOptions,
-    pub perf: PerfConfig,
-    pub progress: bool,
-    pub deployment_runtime: Option<String>,
-}
+pub use qgate_app::bench::BenchConfig;
 
 fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>> {
     if s.trim() == "none" {
@@ -864,7 +824,7 @@ const MAX_SECONDS: f64 = 86_400.0;
 fn seconds(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
     match positive(flag, v)? {
         Some(x) if x > MAX_SECONDS => {
-            bail!("{flag} {x}: expected seconds in (0, {MAX_SECONDS}] (one day at most)")
+            bail!("{flag} {x:?}: expected seconds in (0, {MAX_SECONDS}] (one day at most)")
         }
         other => Ok(other),
     }
@@ -1125,4 +1085,69 @@ pub struct SensitivityArgs {
     /// Never draw a progress spinner.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+impl SensitivityArgs {
+    /// Validates the flags into the library's config; `worker_exe` times the front.
+    pub fn resolve(self, worker_exe: PathBuf) -> Result<qgate_app::sensitivity::SensitivityConfig> {
+        use qgate_app::sensitivity::{FloatType, LatencyRuntime, SensitivityConfig};
+        let model = self
+            .model
+            .context("missing --model (the FP32 ONNX model)")?;
+        let data = self
+            .data
+            .context("missing --data (labelled evaluation data)")?;
+        let out = self.out.context("missing --out (the report directory)")?;
+        let policy = policy_or_default(self.policy.as_deref())?;
+        let method = self
+            .calibration_method
+            .as_deref()
+            .unwrap_or("minmax")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
+        let float_type = match self.float_type.as_deref() {
+            None | Some("fp32") => FloatType::Fp32,
+            Some("fp16") => FloatType::Fp16,
+            Some(o) => bail!("--float-type {o}: expected fp32 or fp16"),
+        };
+        if float_type == FloatType::Fp16 && self.quantized.is_some() {
+            bail!(
+                "--float-type fp16 applies to qgate's own quantization; with --quantized the kept layers get their FP32 weights back"
+            );
+        }
+        let bench_seconds = self.bench_seconds.unwrap_or(1.0);
+        if !(0.0..=MAX_SECONDS).contains(&bench_seconds) {
+            bail!("--bench-seconds {bench_seconds:?}: expected 0 (no latency) to {MAX_SECONDS} seconds");
+        }
+        let latency_runtime = match self.latency_runtime.as_deref() {
+            None | Some("tract") => LatencyRuntime::Tract,
+            Some("ort") => LatencyRuntime::Ort,
+            Some(o) => bail!("--latency-runtime {o}: expected tract or ort"),
+        };
+        let bench_load = RuntimeFlags {
+            ort_lib: self.ort_lib,
+            max_memory: self.max_memory,
+            ..Default::default()
+        }
+        .load_options(RuntimeFlags::default())?;
+        Ok(SensitivityConfig {
+            model,
+            data,
+            calibration: self.calibration,
+            quantized: self.quantized,
+            policy,
+            out,
+            method,
+            float_type,
+            calib_samples: self.calib_samples,
+            limit: self.limit,
+            input_key: self.input_key,
+            label_key: self.label_key,
+            batch_size: self.batch_size.unwrap_or(64),
+            bench_seconds,
+            latency_runtime,
+            bench_load,
+            worker_exe,
+        })
+    }
 }

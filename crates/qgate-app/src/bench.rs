@@ -1,0 +1,122 @@
+//! `qgate bench` and `qgate check`: performance of the pair, alone or with the accuracy
+//! run's verdict.
+
+use std::path::{Path, PathBuf};
+
+use qgate_core::policy::Policy;
+use qgate_data::{Dataset, ImagePreprocess};
+use qgate_eval::InputMapping;
+use qgate_report::Report;
+use qgate_runtime::{LoadOptions, ModelSpec};
+
+use crate::compare::{CompareConfig, EvalProgress};
+use crate::error::{io, AppError};
+use crate::measure::{measure, Pair, PerfConfig, Workers};
+
+/// Everything `qgate bench` needs, validated.
+#[derive(Debug)]
+pub struct BenchConfig {
+    /// The reference model.
+    pub baseline: ModelSpec,
+    /// The compressed model.
+    pub candidate: ModelSpec,
+    /// Inputs to feed; synthetic ones when `None`.
+    pub data: Option<PathBuf>,
+    /// How image folders become tensors.
+    pub images: ImagePreprocess,
+    /// Which arrays feed which inputs.
+    pub mapping: InputMapping,
+    /// Report folder.
+    pub out: PathBuf,
+    /// The gate (performance keys).
+    pub policy: Policy,
+    /// Runtime options of both sides.
+    pub load: LoadOptions,
+    /// How to measure.
+    pub perf: PerfConfig,
+    /// Draw progress (the binary's concern).
+    pub progress: bool,
+    /// The runtime the model will be deployed on.
+    pub deployment_runtime: Option<String>,
+}
+
+/// Measures the pair; `exe` is the qgate binary whose `__worker` runs each side.
+pub fn run(
+    cfg: &BenchConfig,
+    exe: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, AppError> {
+    let data = match &cfg.data {
+        Some(path) => {
+            let mut d = Dataset::load(path, &Default::default(), &cfg.images)?;
+            d.subset(Some(cfg.perf.perf_samples), None);
+            Some(d)
+        }
+        None => None,
+    };
+    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    let pair = Pair {
+        baseline: &cfg.baseline,
+        candidate: &cfg.candidate,
+        data: data.as_ref(),
+        mapping: &cfg.mapping,
+        load: &cfg.load,
+    };
+    let workers = Workers {
+        exe,
+        scratch: scratch.path(),
+    };
+    let (perf, criteria) = measure(&pair, &cfg.perf, &cfg.policy, &workers, progress)?;
+    Ok(Report::from_performance(
+        perf,
+        &cfg.policy,
+        criteria,
+        "bench",
+        cfg.deployment_runtime.as_deref(),
+        qgate_runtime::host_info(),
+    ))
+}
+
+/// Accuracy, then performance on the same data, whose timed outputs must equal the
+/// outputs whose accuracy was just measured: one report, one gate.
+pub fn check(
+    cfg: &CompareConfig,
+    perf: &PerfConfig,
+    exe: &Path,
+    eval_progress: EvalProgress,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, AppError> {
+    if perf.plan.reference_outputs.iter().any(Option::is_some) {
+        return Err(AppError::Invalid(
+            "--reference-outputs: `qgate check` compares the timed outputs with its own accuracy run's outputs; give saved outputs to `qgate bench` instead".into(),
+        ));
+    }
+    let crate::compare::Accuracy {
+        report,
+        mut data,
+        evaluation,
+    } = crate::compare::run(cfg, eval_progress)?;
+    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    crate::outputs::save_outputs(scratch.path(), &data, &evaluation)?;
+    let mut perf = perf.clone();
+    perf.plan.reference_outputs = [
+        Some(scratch.path().join("baseline.npz")),
+        Some(scratch.path().join("candidate.npz")),
+    ];
+    data.subset(Some(perf.perf_samples), None);
+    let pair = Pair {
+        baseline: &cfg.baseline,
+        candidate: &cfg.candidate,
+        data: Some(&data),
+        mapping: &cfg.eval.inputs,
+        load: &cfg.load,
+    };
+    let workers = Workers {
+        exe,
+        scratch: scratch.path(),
+    };
+    let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, progress)?;
+    let mut report = report.with_performance(performance, criteria);
+    report.command = "check".into();
+    Ok(report)
+}
