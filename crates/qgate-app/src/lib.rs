@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod compare;
 mod error;
+pub mod inspect;
 pub mod measure;
 pub mod outputs;
 pub mod sensitivity;

@@ -38,6 +38,38 @@ pub enum ReportError {
     },
 }
 
+/// Removes qgate's own report files from `out` (never other files), so that a reader of
+/// `out` never sees a verdict from an earlier run.
+pub fn clear_reports(out: &std::path::Path) -> Result<(), ReportError> {
+    for e in exporters() {
+        let stale = out.join(e.file_name());
+        if stale.is_file() {
+            std::fs::remove_file(&stale).map_err(|source| ReportError::Io {
+                path: stale.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the `report.json` of a run that ended in an error (exit 2): verdict `"error"` and
+/// the message (docs/report-schema.md). Best effort: the error itself is what the user must
+/// see.
+pub fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
+    let report = serde_json::json!({
+        "schema_version": SCHEMA_VERSION,
+        "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
+        "command": command,
+        "verdict": "error",
+        "error": message,
+    });
+    if std::fs::create_dir_all(out).is_ok() {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        let _ = std::fs::write(out.join("report.json"), text);
+    }
+}
+
 /// Writes every report file that applies into `out`, all or none: the files are rendered
 /// into a temporary folder beside `out` (same file system) and then renamed into place, so a
 /// reader of `out` never sees a half-written report or a mix of two runs' files. Returns the

@@ -43,6 +43,19 @@ pub enum Command {
     Sensitivity(Box<SensitivityArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
+    /// Print a shell completion script (e.g. `qgate completions bash >
+    /// /etc/bash_completion.d/qgate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): qgate's, or one command's (`qgate man compare >
+    /// qgate-compare.1`).
+    Man {
+        /// The command whose page to print (default: qgate's own page).
+        command: Option<String>,
+    },
     /// Internal: the measuring worker of `bench` (JSON lines on stdin/stdout).
     #[command(name = "__worker", hide = true)]
     Worker,

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use qgate_core::policy::{Status, Verdict};
-use qgate_report::{exporters, Report};
-use qgate_runtime::{inspect_onnx, tract_unsupported, LoadOptions, ModelSpec};
+use qgate_report::Report;
+use qgate_runtime::LoadOptions;
 
 use cli::{BenchConfig, Cli, Command, CompareConfig, InspectArgs, PerfConfig};
 
@@ -63,6 +63,12 @@ fn main() -> ExitCode {
             )
         }
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut public_command(), "qgate", &mut text);
+            print_bytes(&text).map(|()| Verdict::Pass)
+        }
+        Command::Man { command } => man(command.as_deref()).map(|()| Verdict::Pass),
         Command::Worker => {
             return match qgate_bench::serve_worker(std::io::stdin(), std::io::stdout()) {
                 Ok(()) => ExitCode::from(0),
@@ -131,8 +137,8 @@ fn settle_error(argv: &[std::ffi::OsString], message: &str) {
         })
     });
     if let Some(out) = out.filter(|o| !o.as_os_str().is_empty()) {
-        let _ = clear_reports(&out);
-        write_error_report(&out, &command, message);
+        let _ = qgate_report::clear_reports(&out);
+        qgate_report::write_error_report(&out, &command, message);
     }
 }
 
@@ -165,40 +171,12 @@ fn guarded(
     command: &str,
     run: impl FnOnce() -> Result<Verdict>,
 ) -> Result<Verdict> {
-    clear_reports(out)?;
+    qgate_report::clear_reports(out).context("cannot clear the report folder")?;
     let result = run();
     if let Err(e) = &result {
-        write_error_report(out, command, &error_text(e));
+        qgate_report::write_error_report(out, command, &error_text(e));
     }
     result
-}
-
-/// Removes qgate's own report files from `out` (never other files).
-fn clear_reports(out: &std::path::Path) -> Result<()> {
-    for e in exporters() {
-        let stale = out.join(e.file_name());
-        if stale.is_file() {
-            std::fs::remove_file(&stale)
-                .with_context(|| format!("cannot remove the earlier {}", stale.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `report.json` with verdict `"error"` and the message (docs/report-schema.md).
-/// Best effort: the error itself is what the user must see.
-fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
-    let report = serde_json::json!({
-        "schema_version": qgate_report::SCHEMA_VERSION,
-        "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
-        "command": command,
-        "verdict": "error",
-        "error": message,
-    });
-    if std::fs::create_dir_all(out).is_ok() {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-        let _ = std::fs::write(out.join("report.json"), text);
-    }
 }
 
 /// The error and its causes, joined with ": ", skipping a cause whose text the message
@@ -324,86 +302,68 @@ fn sensitivity(cfg: qgate_app::sensitivity::SensitivityConfig, progress: bool) -
     write_report(&report, &cfg.out)
 }
 
+/// qgate's command line without its hidden `__worker` (clap_complete would offer it).
+fn public_command() -> clap::Command {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    let about = cmd.get_about().cloned().unwrap_or_default();
+    clap::Command::new("qgate")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .subcommand_required(true)
+        .subcommands(subs)
+}
+
+/// Writes generated text to stdout; a reader that went away ends it quietly.
+fn print_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}
+
+/// `qgate man [COMMAND]`: the roff page of qgate or of one of its commands.
+fn man(command: Option<&str>) -> Result<()> {
+    let mut cmd = public_command();
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => cmd
+            .get_subcommands()
+            .find(|c| c.get_name() == name && !c.is_hide_set())
+            .cloned()
+            .map(|c| {
+                c.display_name(format!("qgate-{name}"))
+                    .version(env!("CARGO_PKG_VERSION"))
+            })
+            .with_context(|| {
+                let names: Vec<&str> = cmd
+                    .get_subcommands()
+                    .filter(|c| !c.is_hide_set())
+                    .map(|c| c.get_name())
+                    .collect();
+                format!("man {name}: no such command; one of {}", names.join(", "))
+            })?,
+    };
+    let mut text = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut text)
+        .context("cannot render the man page")?;
+    print_bytes(&text)
+}
+
 fn inspect(args: InspectArgs) -> Result<()> {
-    let spec = ModelSpec::parse(&args.model)?;
-    let path = spec
-        .path()
-        .with_context(|| format!("{}: inspect reads model files, not servers", spec.raw))?;
-    let info = inspect_onnx(path)?;
-    let unsupported = tract_unsupported(path)?;
-    // The checks compare runs before evaluating (parse, graph checks, plan, one batch), so
-    // "runs in tract: yes" means compare will not refuse the model for the runtime's sake.
-    let tract_spec = ModelSpec::parse(&format!("tract:{}", path.display()))?;
-    let runs_in_tract = qgate_runtime::smoke_test(&tract_spec, &LoadOptions::default())
-        .map_err(|e| error_text(&anyhow::Error::new(e)));
-    // How `qgate sensitivity` reads it: weights in Constant nodes, unnamed nodes, external
-    // data, the opset and weight scales.
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let normalization = qgate_quant::normalize(qgate_runtime::read_onnx(path)?, dir)
-        .map(|(_, n)| n)
-        .map_err(|e| e.to_string());
+    let found = qgate_app::inspect::run(&args.model)?;
     if args.json {
-        let v = serde_json::json!({
-            "model": info,
-            "tract_unsupported": unsupported,
-            "runs_in_tract": match &runs_in_tract {
-                Ok(()) => serde_json::json!({ "runs": true }),
-                Err(e) => serde_json::json!({ "runs": false, "problem": e }),
-            },
-            "quantization_reading": match &normalization {
-                Ok(n) => serde_json::to_value(n)?,
-                Err(e) => serde_json::json!({ "error": e }),
-            },
-        });
-        out!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    out!(
-        "{}  ({} bytes, opset {}, {})",
-        path.display(),
-        info.file_bytes,
-        info.opset,
-        info.producer
-    );
-    out!("inputs:");
-    for t in &info.inputs {
-        let ty = t
-            .elem_type
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "?".into());
-        out!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
-    }
-    out!("outputs:");
-    for t in &info.outputs {
-        let ty = t
-            .elem_type
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "?".into());
-        out!("  {:<24} {:<8} {}", t.name, ty, t.shape_text());
-    }
-    out!("ops ({} nodes):", info.op_counts.values().sum::<usize>());
-    for (op, n) in &info.op_counts {
-        out!("  {op:<32} {n}");
-    }
-    match &normalization {
-        Ok(n) => out!("for quantization: {}", n.notes().join("; ")),
-        Err(e) => out!("for quantization: {e}"),
-    }
-    match &runs_in_tract {
-        Ok(()) => out!("runs in tract: yes (loaded and ran one zero-filled batch)"),
-        Err(e) => out!("runs in tract: no — {e}"),
-    }
-    if unsupported.is_empty() {
-        out!("tract: every op is supported");
+        out!("{}", serde_json::to_string_pretty(&found.json()?)?);
     } else {
-        out!("tract cannot run {} node(s):", unsupported.len());
-        for u in &unsupported {
-            let dom = if u.domain.is_empty() {
-                String::new()
-            } else {
-                format!(" (domain {})", u.domain)
-            };
-            out!("  {} : {}{dom}", u.node, u.op_type);
+        for line in found.lines() {
+            out!("{line}");
         }
     }
     Ok(())

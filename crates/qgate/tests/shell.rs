@@ -1,0 +1,60 @@
+//! `qgate completions SHELL` and `qgate man [COMMAND]`: what ripgrep and hyperfine ship.
+
+#![allow(clippy::unwrap_used)]
+
+use assert_cmd::cargo::CommandCargoExt;
+use std::process::Command;
+
+fn stdout(args: &[&str]) -> (i32, String) {
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn completions_cover_every_command_and_flag() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, text) = stdout(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}");
+        for word in ["compare", "sensitivity", "max-memory", "image-size"] {
+            assert!(text.contains(word), "{shell}: '{word}' missing");
+        }
+        assert!(
+            !text.contains("__worker"),
+            "{shell}: the hidden worker is offered"
+        );
+    }
+    let (code, _) = stdout(&["completions", "tcsh"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn man_pages_for_qgate_and_each_command() {
+    let (code, page) = stdout(&["man"]);
+    assert_eq!(code, 0);
+    assert!(
+        page.contains(".TH qgate 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(
+        page.contains("qgate\\-compare(1)"),
+        "the command list is missing"
+    );
+    let (code, page) = stdout(&["man", "compare"]);
+    assert_eq!(code, 0);
+    assert!(
+        page.contains(".TH qgate-compare 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(page.contains("\\-\\-baseline") && page.contains("\\-\\-max\\-memory"));
+    let (code, _) = stdout(&["man", "__worker"]);
+    assert_eq!(code, 2);
+}
