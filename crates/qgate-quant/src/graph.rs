@@ -167,10 +167,7 @@ pub fn quantizable_layers(model: &pb::ModelProto) -> Result<Vec<Layer>, QuantErr
             weight_axis: axis,
             activations,
             cut_inputs,
-            output: crate::qdq::activation_output(
-                g,
-                n.output.first().map(String::as_str).unwrap_or(""),
-            ),
+            output: activation_output(g, n.output.first().map(String::as_str).unwrap_or("")),
         });
     }
     Ok(out)
@@ -333,4 +330,21 @@ pub fn with_outputs(
         });
     }
     Ok(out)
+}
+
+/// A layer output, or the output of the Relu/Clip that alone reads it.
+pub(crate) fn activation_output(g: &pb::GraphProto, output: &str) -> String {
+    let readers: Vec<&pb::NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| i == output))
+        .collect();
+    match readers.as_slice() {
+        [r] if matches!(r.op_type.as_str(), "Relu" | "Clip") => r
+            .output
+            .first()
+            .cloned()
+            .unwrap_or_else(|| output.to_string()),
+        _ => output.to_string(),
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use qgate_runtime::onnx_pb as pb;
 
 use crate::calib::Range;
-use crate::graph::{attr_i, dt, float_initializer, graph, FloatTensor, Layer};
+use crate::graph::{activation_output, attr_i, dt, float_initializer, graph, FloatTensor, Layer};
 use crate::normalize::{weight_scales, WeightScales};
 use crate::QuantError;
 
@@ -163,28 +163,12 @@ pub fn quantized_tensors(
     Ok(out)
 }
 
-/// A layer output, or the output of the Relu/Clip that alone reads it.
-pub(crate) fn activation_output(g: &pb::GraphProto, output: &str) -> String {
-    let readers: Vec<&pb::NodeProto> = g
-        .node
-        .iter()
-        .filter(|n| n.input.iter().any(|i| i == output))
-        .collect();
-    match readers.as_slice() {
-        [r] if matches!(r.op_type.as_str(), "Relu" | "Clip") => r
-            .output
-            .first()
-            .cloned()
-            .unwrap_or_else(|| output.to_string()),
-        _ => output.to_string(),
-    }
-}
-
 /// A copy of `model` with `layers` quantized: each tensor of [`quantized_tensors`] gets a
 /// QuantizeLinear → DequantizeLinear pair with its calibrated range right after it is
 /// produced (every reader then reads the dequantized values; a graph output keeps its
 /// name), each weight is stored as INT8 with per-channel scales and a DequantizeLinear.
-/// Biases stay float. Every other layer computes in float.
+/// A float bias of a Conv/Gemm becomes INT32 with scale = input scale × weight scale, as
+/// onnxruntime stores it. Every other layer computes in float.
 pub fn quantize_layers(
     model: &pb::ModelProto,
     layers: &[&Layer],

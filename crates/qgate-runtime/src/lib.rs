@@ -1,9 +1,8 @@
 //! Inference runtimes behind one small trait.
 //!
-//! A model is named by a [`ModelSpec`]: a plain path runs in the embedded tract runtime;
-//! `ort:PATH` (ONNX Runtime), `http(s)://…` (a KServe V2 server) and `preds:PATH` (saved
-//! predictions) are reserved for backends that are not built yet and fail with a clear
-//! message. Every backend implements [`Model`]: describe inputs and outputs, say where its
+//! A model is named by a [`ModelSpec`]: a plain path runs in the embedded tract runtime,
+//! `ort:PATH` in ONNX Runtime (loaded at run time), `http(s)://…` on a KServe V2 server and
+//! `preds:PATH` replays saved predictions. Every backend implements [`Model`]: describe inputs and outputs, say where its
 //! figures come from ([`Provenance`]), and run a batch. [`mock::MockModel`] serves tests.
 //!
 //! ```
