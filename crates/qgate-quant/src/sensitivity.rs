@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use prost::Message;
 use qgate_core::divergence::tensor_divergence;
@@ -334,194 +335,54 @@ pub fn analyze(
     scratch: &Path,
     progress: Progress,
 ) -> Result<Analysis, QuantError> {
-    let (build, build_only, float_type) = (builders.full, builders.only, builders.float_type);
     let mut runner = Runner {
         eval,
         scratch: scratch.to_path_buf(),
         count: 0,
     };
-    let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
     let n = runner.eval.samples();
     let proxy = proxy_rows(n, runner.eval.batch_size());
-    let cut = build_only.is_some();
-    // The FP32 reference pass also records every layer's FP32 inputs and output: with
-    // qgate's own quantization each layer's model starts at its inputs (all before it is
-    // FP32 anyway) and is fed them; else whole models run and only the outputs are needed.
-    let mut cache_names: Vec<String> = Vec::new();
-    for l in layers {
-        let inputs = if cut { l.cut_inputs.as_slice() } else { &[] };
-        for t in inputs.iter().chain(std::iter::once(&l.output)) {
-            if !cache_names.contains(t) {
-                cache_names.push(t.clone());
-            }
-        }
-    }
+    let cut = builders.only.is_some();
+    let cache_names = cache_names(layers, cut);
     progress("evaluating the FP32 model");
-    let t_ref = std::time::Instant::now();
+    let t_ref = Instant::now();
     let (fp32_path, _) = runner.write(fp32, "fp32")?;
     let (fp32_metric, cached) =
         runner
             .eval
             .reference(&fp32_path, &cache_names, proxy, CACHE_BYTES)?;
     let reference_s = t_ref.elapsed().as_secs_f64();
-    let cached_all = cached.first().is_some_and(|a| a.n_rows() >= n);
     progress("evaluating the fully quantized model");
-    let t_full = std::time::Instant::now();
-    let (all_r, all_path, all_bytes) = runner.run(&build(&[])?)?;
+    let t_full = Instant::now();
+    let (all_r, all_path, all_bytes) = runner.run(&(builders.full)(&[])?)?;
     let full_evaluation_s = t_full.elapsed().as_secs_f64();
-    let g = graph(fp32)?;
 
-    // One at a time: the proxy ranks, the top is confirmed on every sample, its models
-    // kept loaded meanwhile.
-    let t_one = std::time::Instant::now();
-    let cached_of = |t: &str| cache_names.iter().position(|x| x == t).map(|k| &cached[k]);
-    let mut sens: Vec<LayerSensitivity> = Vec::new();
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut proxies: Vec<Probe> = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        progress(&format!(
-            "layer {}/{}: {} (proxy, {proxy} samples)",
-            i + 1,
-            layers.len(),
-            l.node
-        ));
-        let (path, feed): (PathBuf, Option<Vec<(&str, &Array)>>) = match build_only {
-            Some(build_only) => {
-                let feed: Vec<(&str, &Array)> = l
-                    .cut_inputs
-                    .iter()
-                    .filter_map(|t| cached_of(t).map(|a| (t.as_str(), a)))
-                    .collect();
-                let dims: Vec<(String, Vec<usize>)> = feed
-                    .iter()
-                    .map(|(t, a)| (t.to_string(), a.shape[1..].to_vec()))
-                    .collect();
-                (runner.write(&build_only(l, &dims)?, "only")?.0, Some(feed))
-            }
-            None => {
-                let others: Vec<String> = names.iter().filter(|x| **x != l.node).cloned().collect();
-                (runner.write(&build(&others)?, "only")?.0, None)
-            }
-        };
-        let p = runner.eval.probe(
-            &path,
-            feed.as_deref(),
-            0..proxy,
-            std::slice::from_ref(&l.output),
-        )?;
-        let sqnr = match (cached_of(&l.output), p.tensors.first()) {
-            (Some(a), Some(b)) => output_sqnr(a, b),
-            _ => None,
-        };
-        sens.push(LayerSensitivity {
-            node: l.node.clone(),
-            op_type: l.op_type.clone(),
-            metric_drop: (p.baseline_metric - p.metric) * 100.0,
-            kl: p.kl_mean,
-            mse: p.mse,
-            sqnr_db: sqnr,
-            weight_sqnr_db: float_initializer(g, &l.weight)
-                .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
-            all_but_metric_drop: None,
-            all_but_kl: None,
-            confirmed: proxy == n,
-        });
-        paths.push(path);
-        proxies.push(Probe {
-            tensors: Vec::new(),
-            ..p
-        });
-        // Keep the models of the current top candidates loaded for their confirmation.
-        let top: Vec<PathBuf> = top_of(&sens, CONFIRM)
-            .into_iter()
-            .map(|k| paths[k].clone())
-            .collect();
-        runner.eval.pin(&top);
-    }
-    let top: Vec<usize> = top_of(&sens, CONFIRM)
-        .into_iter()
-        .filter(|&k| !sens[k].confirmed)
-        .collect();
-    if !top.is_empty() {
-        // The confirmed layers' FP32 inputs on every sample (cut models only).
-        let inputs: Vec<String> = if cut && !cached_all {
-            let mut v: Vec<String> = Vec::new();
-            for &k in &top {
-                for t in &layers[k].cut_inputs {
-                    if !v.contains(t) {
-                        v.push(t.clone());
-                    }
-                }
-            }
-            v
-        } else {
-            Vec::new()
-        };
-        let all_rows = if inputs.is_empty() {
-            Vec::new()
-        } else {
-            runner.eval.tensors(&fp32_path, &inputs, 0..n)?
-        };
-        for &k in &top {
-            progress(&format!("confirming {} on all {n} samples", sens[k].node));
-            let feed: Option<Vec<(&str, &Array)>> = cut.then(|| {
-                layers[k]
-                    .cut_inputs
-                    .iter()
-                    .filter_map(|t| match inputs.iter().position(|x| x == t) {
-                        Some(j) => Some((t.as_str(), &all_rows[j])),
-                        None => cached_of(t).map(|a| (t.as_str(), a)),
-                    })
-                    .collect()
-            });
-            // The samples the proxy did not see, with the same tensors as the proxy asked
-            // for (the compiled plan is reused); the two parts weigh by their samples.
-            let p = runner.eval.probe(
-                &paths[k],
-                feed.as_deref(),
-                proxy..n,
-                std::slice::from_ref(&layers[k].output),
-            )?;
-            let q = &proxies[k];
-            let w = |a: f64, b: f64| (a * q.rows as f64 + b * p.rows as f64) / n as f64;
-            let both = |a: Option<f64>, b: Option<f64>| Some(w(a?, b?));
-            sens[k].metric_drop =
-                w(q.baseline_metric - q.metric, p.baseline_metric - p.metric) * 100.0;
-            sens[k].kl = both(q.kl_mean, p.kl_mean);
-            sens[k].mse = both(q.mse, p.mse);
-            sens[k].confirmed = true;
-        }
-    }
-    runner.eval.pin(&[]);
-    let one_at_a_time_s = t_one.elapsed().as_secs_f64();
-    let method = if cut {
-        format!(
-            "FP32 activations recorded by the reference pass, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
-        )
-    } else {
-        format!(
-            "whole models (the given quantized model with one layer's Q/DQ kept); proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
-        )
+    let pass = Pass {
+        fp32: graph(fp32)?,
+        layers,
+        builders: &builders,
+        n,
+        proxy,
+        fp32_path: &fp32_path,
+        cache: Cache {
+            complete: cached.first().is_some_and(|a| a.n_rows() >= n),
+            names: &cache_names,
+            arrays: &cached,
+        },
     };
-
-    // Everything but this layer, for every layer, on the proxy samples.
-    let t_all_but = std::time::Instant::now();
-    for (i, s) in sens.iter_mut().enumerate() {
-        progress(&format!("all but {} ({}/{})", s.node, i + 1, layers.len()));
-        let (path, _) = runner.write(&build(std::slice::from_ref(&s.node))?, "all_but")?;
-        let p = runner.eval.probe(&path, None, 0..proxy, &[])?;
-        s.all_but_metric_drop = Some((p.baseline_metric - p.metric) * 100.0);
-        s.all_but_kl = p.kl_mean;
-    }
-    let all_but_s = t_all_but.elapsed().as_secs_f64();
+    let t_one = Instant::now();
+    let mut sens = pass.one_at_a_time(&mut runner, progress)?;
+    let one_at_a_time_s = t_one.elapsed().as_secs_f64();
+    let t_all_but = Instant::now();
+    pass.all_but(&mut runner, &mut sens, progress)?;
     let cost = Cost {
         reference_s,
         full_evaluation_s,
         one_at_a_time_s,
         full_evaluations_per_layer: one_at_a_time_s
             / (layers.len().max(1) as f64 * full_evaluation_s.max(1e-9)),
-        all_but_s,
-        method,
+        all_but_s: t_all_but.elapsed().as_secs_f64(),
+        method: pass.method(),
     };
 
     sens.sort_by(rank);
@@ -538,89 +399,401 @@ pub fn analyze(
         model: all_path,
         latency: None,
     }];
-    // Evaluates a configuration once; a search meeting it again only adds its name.
-    let point = |runner: &mut Runner,
-                 front: &mut Vec<FrontPoint>,
-                 method: &str,
-                 keep: Vec<String>|
-     -> Result<bool, QuantError> {
-        let mut sorted = keep.clone();
-        sorted.sort();
-        let same = |p: &FrontPoint| {
-            let mut k = p.keep_float.clone();
-            k.sort();
-            k == sorted
+    let monotone = if all_r.passes {
+        None
+    } else {
+        let mut point = |method: &str, keep: Vec<String>| {
+            add_point(&mut runner, &mut front, builders.full, method, keep)
         };
-        if let Some(p) = front.iter_mut().find(|p| same(p)) {
-            if !p.method.split('+').any(|m| m == method) {
-                p.method = format!("{}+{method}", p.method);
-            }
-            return Ok(p.passes);
-        }
-        let (r, path, bytes) = runner.run(&build(&keep)?)?;
-        front.push(FrontPoint {
-            method: method.into(),
-            n_float_layers: keep.len(),
-            keep_float: keep,
-            metric: r.metric,
-            kl: r.kl_mean,
-            passes: r.passes,
-            model_bytes: bytes,
-            model: path,
-            latency: None,
-        });
-        Ok(r.passes)
+        Some(search(&order, &mut point, progress)?)
     };
+    let best = recommend(&front, layers.len())?;
+    let keep = best.keep_float.clone();
+    let localisation = quantized
+        .map(|q| localise(fp32, q, layers, &fp32_path, &mut runner))
+        .transpose()?;
+    Ok(Analysis {
+        fp32_metric,
+        all_int8: all_r,
+        layers: sens,
+        recommendation: Recommendation {
+            metric: best.metric,
+            n_float_layers: keep.len(),
+            passes: best.passes,
+            ort_nodes_to_exclude: keep.clone(),
+            tensorrt_layer_precisions: keep
+                .iter()
+                .map(|n| format!("{n}:{}", builders.float_type))
+                .collect::<Vec<_>>()
+                .join(","),
+            nncf_ignored_scope: serde_json::json!({ "names": keep }),
+            keep_float: keep,
+            model: best.model,
+        },
+        front,
+        ranked_by,
+        evaluations: runner.count,
+        proxy_samples: proxy,
+        monotone,
+        localisation,
+        cost,
+    })
+}
+
+/// The tensors the FP32 reference pass records: every layer's output and, with qgate's own
+/// quantization (`cut`), its inputs — each layer's model then starts at its inputs (all
+/// before it is FP32 anyway) and is fed them; else whole models run and only the outputs
+/// are needed.
+fn cache_names(layers: &[Layer], cut: bool) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for l in layers {
+        let inputs = if cut { l.cut_inputs.as_slice() } else { &[] };
+        for t in inputs.iter().chain(std::iter::once(&l.output)) {
+            if !names.contains(t) {
+                names.push(t.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The FP32 tensors the reference pass kept.
+struct Cache<'a> {
+    names: &'a [String],
+    arrays: &'a [Array],
+    /// Whether they cover every sample (else only the proxy's).
+    complete: bool,
+}
+
+impl Cache<'_> {
+    fn of(&self, t: &str) -> Option<&Array> {
+        self.names
+            .iter()
+            .position(|x| x == t)
+            .map(|k| &self.arrays[k])
+    }
+}
+
+/// FP32 tensors fed to a cut model: `(tensor, values)`.
+type Feed<'a> = Vec<(&'a str, &'a Array)>;
+
+/// Evaluates one configuration of a search: `(method, layers kept in float)` → passes.
+type PointFn<'a> = dyn FnMut(&str, Vec<String>) -> Result<bool, QuantError> + 'a;
+
+/// What the per-layer passes share.
+struct Pass<'a> {
+    fp32: &'a pb::GraphProto,
+    layers: &'a [Layer],
+    builders: &'a Builders<'a>,
+    n: usize,
+    proxy: usize,
+    fp32_path: &'a Path,
+    cache: Cache<'a>,
+}
+
+impl Pass<'_> {
+    fn cut(&self) -> bool {
+        self.builders.only.is_some()
+    }
+
+    /// How the one-at-a-time figures were made, for the report.
+    fn method(&self) -> String {
+        let (proxy, n) = (self.proxy, self.n);
+        if self.cut() {
+            format!(
+                "FP32 activations recorded by the reference pass, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
+            )
+        } else {
+            format!(
+                "whole models (the given quantized model with one layer's Q/DQ kept); proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
+            )
+        }
+    }
+
+    /// Only this layer in INT8, for every layer: the proxy ranks, the top [`CONFIRM`] are
+    /// confirmed on every sample, their models kept loaded meanwhile.
+    fn one_at_a_time(
+        &self,
+        runner: &mut Runner,
+        progress: Progress,
+    ) -> Result<Vec<LayerSensitivity>, QuantError> {
+        let mut sens: Vec<LayerSensitivity> = Vec::new();
+        let mut paths: Vec<PathBuf> = Vec::new();
+        let mut proxies: Vec<Probe> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            progress(&format!(
+                "layer {}/{}: {} (proxy, {} samples)",
+                i + 1,
+                self.layers.len(),
+                l.node,
+                self.proxy
+            ));
+            let (path, feed) = self.only_model(runner, l)?;
+            let p = runner.eval.probe(
+                &path,
+                feed.as_deref(),
+                0..self.proxy,
+                std::slice::from_ref(&l.output),
+            )?;
+            let sqnr = match (self.cache.of(&l.output), p.tensors.first()) {
+                (Some(a), Some(b)) => output_sqnr(a, b),
+                _ => None,
+            };
+            sens.push(LayerSensitivity {
+                node: l.node.clone(),
+                op_type: l.op_type.clone(),
+                metric_drop: (p.baseline_metric - p.metric) * 100.0,
+                kl: p.kl_mean,
+                mse: p.mse,
+                sqnr_db: sqnr,
+                weight_sqnr_db: float_initializer(self.fp32, &l.weight)
+                    .and_then(|w| weight_sqnr_db(&w, l.weight_axis)),
+                all_but_metric_drop: None,
+                all_but_kl: None,
+                confirmed: self.proxy == self.n,
+            });
+            paths.push(path);
+            proxies.push(Probe {
+                tensors: Vec::new(),
+                ..p
+            });
+            // Keep the models of the current top candidates loaded for their confirmation.
+            let top: Vec<PathBuf> = top_of(&sens, CONFIRM)
+                .into_iter()
+                .map(|k| paths[k].clone())
+                .collect();
+            runner.eval.pin(&top);
+        }
+        self.confirm(runner, &mut sens, &paths, &proxies, progress)?;
+        runner.eval.pin(&[]);
+        Ok(sens)
+    }
+
+    /// The model quantizing only `l`, and the FP32 tensors it is fed (cut models).
+    fn only_model<'c>(
+        &'c self,
+        runner: &mut Runner,
+        l: &Layer,
+    ) -> Result<(PathBuf, Option<Feed<'c>>), QuantError> {
+        match self.builders.only {
+            Some(build_only) => {
+                let feed: Vec<(&str, &Array)> = l
+                    .cut_inputs
+                    .iter()
+                    .filter_map(|t| {
+                        let name = self.cache.names.iter().find(|x| *x == t)?;
+                        self.cache.of(t).map(|a| (name.as_str(), a))
+                    })
+                    .collect();
+                let dims: Vec<(String, Vec<usize>)> = feed
+                    .iter()
+                    .map(|(t, a)| (t.to_string(), a.shape[1..].to_vec()))
+                    .collect();
+                Ok((runner.write(&build_only(l, &dims)?, "only")?.0, Some(feed)))
+            }
+            None => {
+                let others: Vec<String> = self
+                    .layers
+                    .iter()
+                    .filter(|x| x.node != l.node)
+                    .map(|x| x.node.clone())
+                    .collect();
+                Ok((
+                    runner.write(&(self.builders.full)(&others)?, "only")?.0,
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// The proxy's top layers on the samples it did not see, weighed with the proxy's part
+    /// by their samples.
+    fn confirm(
+        &self,
+        runner: &mut Runner,
+        sens: &mut [LayerSensitivity],
+        paths: &[PathBuf],
+        proxies: &[Probe],
+        progress: Progress,
+    ) -> Result<(), QuantError> {
+        let top: Vec<usize> = top_of(sens, CONFIRM)
+            .into_iter()
+            .filter(|&k| !sens[k].confirmed)
+            .collect();
+        if top.is_empty() {
+            return Ok(());
+        }
+        // The confirmed layers' FP32 inputs on every sample (cut models only).
+        let inputs: Vec<String> = if self.cut() && !self.cache.complete {
+            let mut v: Vec<String> = Vec::new();
+            for &k in &top {
+                for t in &self.layers[k].cut_inputs {
+                    if !v.contains(t) {
+                        v.push(t.clone());
+                    }
+                }
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        let all_rows = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            runner.eval.tensors(self.fp32_path, &inputs, 0..self.n)?
+        };
+        let n = self.n;
+        for &k in &top {
+            progress(&format!("confirming {} on all {n} samples", sens[k].node));
+            let feed: Option<Vec<(&str, &Array)>> = self.cut().then(|| {
+                self.layers[k]
+                    .cut_inputs
+                    .iter()
+                    .filter_map(|t| match inputs.iter().position(|x| x == t) {
+                        Some(j) => Some((t.as_str(), &all_rows[j])),
+                        None => self.cache.of(t).map(|a| (t.as_str(), a)),
+                    })
+                    .collect()
+            });
+            // The same tensors as the proxy asked for (the compiled plan is reused).
+            let p = runner.eval.probe(
+                &paths[k],
+                feed.as_deref(),
+                self.proxy..n,
+                std::slice::from_ref(&self.layers[k].output),
+            )?;
+            let q = &proxies[k];
+            let w = |a: f64, b: f64| (a * q.rows as f64 + b * p.rows as f64) / n as f64;
+            let both = |a: Option<f64>, b: Option<f64>| Some(w(a?, b?));
+            sens[k].metric_drop =
+                w(q.baseline_metric - q.metric, p.baseline_metric - p.metric) * 100.0;
+            sens[k].kl = both(q.kl_mean, p.kl_mean);
+            sens[k].mse = both(q.mse, p.mse);
+            sens[k].confirmed = true;
+        }
+        Ok(())
+    }
+
+    /// Everything but this layer in INT8, for every layer, on the proxy samples.
+    fn all_but(
+        &self,
+        runner: &mut Runner,
+        sens: &mut [LayerSensitivity],
+        progress: Progress,
+    ) -> Result<(), QuantError> {
+        let count = sens.len();
+        for (i, s) in sens.iter_mut().enumerate() {
+            progress(&format!("all but {} ({}/{count})", s.node, i + 1));
+            let model = (self.builders.full)(std::slice::from_ref(&s.node))?;
+            let (path, _) = runner.write(&model, "all_but")?;
+            let p = runner.eval.probe(&path, None, 0..self.proxy, &[])?;
+            s.all_but_metric_drop = Some((p.baseline_metric - p.metric) * 100.0);
+            s.all_but_kl = p.kl_mean;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates the configuration keeping `keep` in float once and adds it to the front; a
+/// search meeting it again only adds its name. Returns whether it passes the policy.
+fn add_point(
+    runner: &mut Runner,
+    front: &mut Vec<FrontPoint>,
+    build: Builder,
+    method: &str,
+    keep: Vec<String>,
+) -> Result<bool, QuantError> {
+    let mut sorted = keep.clone();
+    sorted.sort();
+    let same = |p: &FrontPoint| {
+        let mut k = p.keep_float.clone();
+        k.sort();
+        k == sorted
+    };
+    if let Some(p) = front.iter_mut().find(|p| same(p)) {
+        if !p.method.split('+').any(|m| m == method) {
+            p.method = format!("{}+{method}", p.method);
+        }
+        return Ok(p.passes);
+    }
+    let (r, path, bytes) = runner.run(&build(&keep)?)?;
+    front.push(FrontPoint {
+        method: method.into(),
+        n_float_layers: keep.len(),
+        keep_float: keep,
+        metric: r.metric,
+        kl: r.kl_mean,
+        passes: r.passes,
+        model_bytes: bytes,
+        model: path,
+        latency: None,
+    });
+    Ok(r.passes)
+}
+
+/// The searches over the ranking `order` (most sensitive first), for a model whose fully
+/// quantized form fails: greedy (keep the next layer in float until the policy passes),
+/// bisection (the smallest k whose top-k set passes, assuming more float layers never hurt;
+/// Polygraphy `debug precision` style) and prune (drop each layer of the greedy set, least
+/// sensitive first, while it still passes). `point(method, keep_float)` evaluates one
+/// configuration (once per set). Returns whether passing was monotone along the ranking:
+/// no top-k set that passes is followed by a larger one that fails.
+pub(crate) fn search(
+    order: &[String],
+    point: &mut PointFn,
+    progress: Progress,
+) -> Result<bool, QuantError> {
     let top_k = |k: usize| order.iter().take(k).cloned().collect::<Vec<_>>();
-    let mut monotone = None;
-    if !all_r.passes {
-        // Greedy: keep the next most sensitive layer until the policy passes.
-        let mut greedy_k = None;
-        for k in 1..=order.len() {
-            progress(&format!("greedy: {k} layer(s) in float"));
-            if point(&mut runner, &mut front, "greedy", top_k(k))? {
-                greedy_k = Some(k);
+    let mut along: Vec<(usize, bool)> = Vec::new();
+    let mut judge = |method: &str, k: usize, keep: Vec<String>| -> Result<bool, QuantError> {
+        let on_ranking = keep == top_k(k);
+        let passes = point(method, keep)?;
+        if on_ranking && !along.iter().any(|(j, _)| *j == k) {
+            along.push((k, passes));
+        }
+        Ok(passes)
+    };
+    let mut greedy_k = None;
+    for k in 1..=order.len() {
+        progress(&format!("greedy: {k} layer(s) in float"));
+        if judge("greedy", k, top_k(k))? {
+            greedy_k = Some(k);
+            break;
+        }
+    }
+    let (mut lo, mut hi) = (0usize, order.len());
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        progress(&format!("bisection: {mid} layer(s) in float"));
+        if judge("bisection", mid, top_k(mid))? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    if let Some(k) = greedy_k.filter(|&k| k >= 2) {
+        let mut keep = top_k(k);
+        for layer in top_k(k).into_iter().rev() {
+            if keep.len() < 2 {
                 break;
             }
-        }
-        // Bisection over the same ranking (Polygraphy `debug precision` style): the smallest
-        // k whose top-k set passes, assuming keeping more layers never hurts.
-        let (mut lo, mut hi) = (0usize, order.len());
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            progress(&format!("bisection: {mid} layer(s) in float"));
-            if point(&mut runner, &mut front, "bisection", top_k(mid))? {
-                hi = mid;
-            } else {
-                lo = mid;
+            let fewer: Vec<String> = keep.iter().filter(|x| **x != layer).cloned().collect();
+            progress(&format!("prune: without {layer}"));
+            let k = fewer.len();
+            if judge("prune", k, fewer.clone())? {
+                keep = fewer;
             }
         }
-        // Prune: drop each layer of the greedy set, least sensitive first, while it passes.
-        if let Some(k) = greedy_k.filter(|&k| k >= 2) {
-            let mut keep = top_k(k);
-            for layer in top_k(k).into_iter().rev() {
-                if keep.len() < 2 {
-                    break;
-                }
-                let fewer: Vec<String> = keep.iter().filter(|x| **x != layer).cloned().collect();
-                progress(&format!("prune: without {layer}"));
-                if point(&mut runner, &mut front, "prune", fewer.clone())? {
-                    keep = fewer;
-                }
-            }
-        }
-        // Along the ranking, a pass must not turn into a fail as k grows.
-        let mut along: Vec<(usize, bool)> = front
-            .iter()
-            .filter(|p| p.keep_float == top_k(p.n_float_layers))
-            .map(|p| (p.n_float_layers, p.passes))
-            .collect();
-        along.sort();
-        monotone = Some(along.windows(2).all(|w| !w[0].1 || w[1].1));
     }
-    // Keeping every layer in float is the FP32 model, not a mixed-precision answer.
-    let n_layers = layers.len();
-    let best = front
+    along.sort();
+    Ok(along.windows(2).all(|w| !w[0].1 || w[1].1))
+}
+
+/// The recommendation: the passing configuration with the fewest float layers (ties: the
+/// better metric), else the best metric. Keeping every layer in float is the FP32 model,
+/// not a mixed-precision answer, so it is never chosen.
+fn recommend(front: &[FrontPoint], n_layers: usize) -> Result<FrontPoint, QuantError> {
+    front
         .iter()
         .filter(|p| p.passes && p.n_float_layers < n_layers)
         .min_by(|a, b| {
@@ -639,37 +812,7 @@ pub fn analyze(
             p.passes = p.passes && p.n_float_layers < n_layers;
             p
         })
-        .ok_or_else(|| QuantError::Model("no configuration was evaluated".into()))?;
-    let keep = best.keep_float.clone();
-    let localisation = quantized
-        .map(|q| localise(fp32, q, layers, &fp32_path, &mut runner))
-        .transpose()?;
-    Ok(Analysis {
-        fp32_metric,
-        all_int8: all_r,
-        layers: sens,
-        recommendation: Recommendation {
-            metric: best.metric,
-            n_float_layers: keep.len(),
-            passes: best.passes,
-            ort_nodes_to_exclude: keep.clone(),
-            tensorrt_layer_precisions: keep
-                .iter()
-                .map(|n| format!("{n}:{float_type}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            nncf_ignored_scope: serde_json::json!({ "names": keep }),
-            keep_float: keep,
-            model: best.model,
-        },
-        front,
-        ranked_by,
-        evaluations: runner.count,
-        proxy_samples: proxy,
-        monotone,
-        localisation,
-        cost,
-    })
+        .ok_or_else(|| QuantError::Model("no configuration was evaluated".into()))
 }
 
 /// Indices of the `k` most sensitive layers so far.
@@ -895,5 +1038,119 @@ mod tests {
         let (order, by) = ranked(vec![layer("a", 1.0, 0.1, 0.0), layer("b", 1.0, 0.2, 0.0)]);
         assert_eq!(order, ["b", "a"]);
         assert_eq!(by, [Signal::MetricDrop, Signal::Kl]);
+    }
+
+    /// Runs [`search`] over layers `a`, `b`, `c`, `d` (most sensitive first) with a fake
+    /// evaluator whose verdict `passes(keep)` is known; returns the calls and monotonicity.
+    fn run_search(passes: impl Fn(&[String]) -> bool) -> (Vec<(String, Vec<String>)>, bool) {
+        let order: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let mut calls = Vec::new();
+        let mut point = |method: &str, keep: Vec<String>| {
+            let p = passes(&keep);
+            calls.push((method.to_string(), keep));
+            Ok(p)
+        };
+        let monotone = search(&order, &mut point, &mut |_| {}).unwrap();
+        (calls, monotone)
+    }
+
+    fn keep(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn greedy_and_bisection_find_the_smallest_passing_prefix() {
+        // Passes once a and b are both float.
+        let has = |k: &[String], n: &str| k.iter().any(|x| x == n);
+        let (calls, monotone) = run_search(|k| has(k, "a") && has(k, "b"));
+        let greedy: Vec<_> = calls.iter().filter(|c| c.0 == "greedy").collect();
+        assert_eq!(greedy.len(), 2, "greedy stops at the first pass: {calls:?}");
+        assert_eq!(greedy[1].1, keep(&["a", "b"]));
+        // Bisection over 0..4: mid 2 passes, then mid 1 fails.
+        let bisection: Vec<_> = calls
+            .iter()
+            .filter(|c| c.0 == "bisection")
+            .map(|c| c.1.clone())
+            .collect();
+        assert_eq!(bisection, [keep(&["a", "b"]), keep(&["a"])]);
+        // Prune tries dropping b, then a; neither passes alone.
+        let prune: Vec<_> = calls
+            .iter()
+            .filter(|c| c.0 == "prune")
+            .map(|c| c.1.clone())
+            .collect();
+        assert_eq!(prune, [keep(&["a"]), keep(&["b"])]);
+        assert!(monotone);
+    }
+
+    #[test]
+    fn prune_drops_layers_the_policy_does_not_need() {
+        // Only c matters, but the ranking puts it third: greedy keeps a, b, c; prune
+        // leaves c alone.
+        let (calls, monotone) = run_search(|k| k.iter().any(|x| x == "c"));
+        let prune: Vec<_> = calls
+            .iter()
+            .filter(|c| c.0 == "prune")
+            .map(|c| (c.1.clone(), k_passes(&c.1)))
+            .collect();
+        fn k_passes(k: &[String]) -> bool {
+            k.iter().any(|x| x == "c")
+        }
+        assert_eq!(
+            prune,
+            [
+                (keep(&["a", "b"]), false),
+                (keep(&["a", "c"]), true),
+                (keep(&["c"]), true),
+            ]
+        );
+        assert!(monotone);
+    }
+
+    #[test]
+    fn a_pass_that_turns_into_a_fail_along_the_ranking_is_not_monotone() {
+        // Only the top layer alone passes: keeping more layers in float hurts.
+        let (_, monotone) = run_search(|k| k == keep(&["a"]).as_slice());
+        assert!(!monotone);
+        // Nothing passes: greedy walks the whole ranking, which stays monotone.
+        let (calls, monotone) = run_search(|_| false);
+        assert_eq!(calls.iter().filter(|c| c.0 == "greedy").count(), 4);
+        assert!(monotone);
+    }
+
+    fn point(n_float: usize, metric: f64, passes: bool) -> FrontPoint {
+        FrontPoint {
+            method: "test".into(),
+            keep_float: (0..n_float).map(|i| format!("l{i}")).collect(),
+            n_float_layers: n_float,
+            metric,
+            kl: None,
+            passes,
+            model_bytes: 0,
+            model: PathBuf::new(),
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn the_recommendation_is_the_smallest_passing_mix_never_all_float() {
+        let front = [
+            point(0, 0.90, false),
+            point(2, 0.95, true),
+            point(1, 0.96, true),
+            point(1, 0.97, true),
+            point(4, 0.99, true),
+        ];
+        let best = recommend(&front, 4).unwrap();
+        assert_eq!((best.n_float_layers, best.metric), (1, 0.97));
+        // No mix passes: the best metric short of all-float, marked as failing.
+        let front = [
+            point(0, 0.90, false),
+            point(2, 0.93, false),
+            point(4, 0.99, true),
+        ];
+        let best = recommend(&front, 4).unwrap();
+        assert_eq!((best.n_float_layers, best.passes), (2, false));
+        assert!(recommend(&[point(4, 0.99, true)], 4).is_err());
     }
 }
