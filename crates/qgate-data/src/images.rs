@@ -73,144 +73,31 @@ impl Default for ImagePreprocess {
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dataset, DataError> {
-    let io = |source| DataError::Io {
-        path: dir.to_path_buf(),
-        source,
+    let classes = class_folders(dir)?;
+    let channels = check_preprocessing(dir, pre)?;
+    let mut stack = Stack {
+        dir,
+        pre,
+        channels,
+        values: Vec::new(),
+        size: None,
     };
-    let mut classes: Vec<String> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err(DataError::Format {
-            path: dir.to_path_buf(),
-            message: "an image folder needs one subfolder per class (e.g. cat/, dog/), found none"
-                .into(),
-        });
-    }
-    let channels = match pre.color {
-        ColorMode::Rgb => 3,
-        ColorMode::Gray => 1,
-    };
-    for (what, v) in [("mean", &pre.mean), ("std", &pre.std)] {
-        if v.len() != 1 && v.len() != channels {
-            return Err(DataError::Format {
-                path: dir.to_path_buf(),
-                message: format!(
-                    "preprocessing `{what}` has {} values; expected 1 or {channels} (one per channel)",
-                    v.len()
-                ),
-            });
-        }
-    }
-    if pre.std.contains(&0.0) {
-        return Err(DataError::Format {
-            path: dir.to_path_buf(),
-            message: "preprocessing `std` must not be 0".into(),
-        });
-    }
-    let mut values = Vec::new();
     let mut labels = Vec::new();
     let mut ids = Vec::new();
-    let mut size: Option<(u32, u32)> = None;
     let mut empty: Vec<String> = Vec::new();
     for (class, name) in classes.iter().enumerate() {
-        let sub = dir.join(name);
-        let mut files: Vec<_> = std::fs::read_dir(&sub)
-            .map_err(|source| DataError::Io {
-                path: sub.clone(),
-                source,
-            })?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
-            .collect();
-        files.sort();
+        let files = image_files(&dir.join(name))?;
         if files.is_empty() {
             empty.push(name.clone());
         }
         for file in files {
-            if let Some([w, h]) = pre.resize {
-                // Resizing allocates the target before any check could see it.
-                let so_far = values.len() / (w as usize * h as usize * channels).max(1);
-                qgate_core::memory::check(
-                    qgate_core::memory::bytes_of(
-                        &[so_far + 1, w as usize, h as usize, channels],
-                        4,
-                    ),
-                    &format!("--image-size {w}x{h} for {} image(s)", so_far + 1),
-                )
-                .map_err(|message| DataError::Format {
-                    path: file.clone(),
-                    message,
-                })?;
-            }
-            let img = image::open(&file).map_err(|e| DataError::Format {
-                path: file.clone(),
-                message: format!("cannot decode image: {e}"),
-            })?;
-            let img = match pre.resize {
-                Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
-                None => img,
-            };
-            let (w, h) = (img.width(), img.height());
-            match size {
-                None => size = Some((w, h)),
-                Some(s) if s != (w, h) => {
-                    return Err(DataError::Format {
-                        path: file.clone(),
-                        message: format!(
-                            "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
-                            s.0, s.1
-                        ),
-                    })
-                }
-                _ => {}
-            }
-            qgate_core::memory::check(
-                (values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
-                &format!("{}'s images as float32", dir.display()),
-            )
-            .map_err(|message| DataError::Format {
-                path: file.clone(),
-                message,
-            })?;
-            let pixels: Vec<u8> = match pre.color {
-                ColorMode::Rgb => img.to_rgb8().into_raw(),
-                ColorMode::Gray => img.to_luma8().into_raw(),
-            };
-            let hw = (w * h) as usize;
-            let norm = |c: usize, p: u8| {
-                let m = pre.mean[if pre.mean.len() == 1 { 0 } else { c }];
-                let s = pre.std[if pre.std.len() == 1 { 0 } else { c }];
-                (p as f32 * pre.scale - m) / s
-            };
-            match pre.layout {
-                Layout::Nhwc => values.extend(
-                    pixels
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &p)| norm(i % channels, p)),
-                ),
-                Layout::Nchw => {
-                    for c in 0..channels {
-                        values.extend((0..hw).map(|i| norm(c, pixels[i * channels + c])));
-                    }
-                }
-            }
+            stack.push(&file)?;
             labels.push(class as i64);
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
             ids.push(format!("{name}/{stem}"));
         }
     }
-    let Some((w, h)) = size else {
+    let Some((w, h)) = stack.size else {
         return Err(DataError::Empty {
             path: dir.to_path_buf(),
         });
@@ -232,7 +119,7 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
     };
     let array = Array {
         shape,
-        data: ArrayData::F32(values),
+        data: ArrayData::F32(stack.values),
     };
     let mut ds = Dataset::from_arrays(
         &dir.display().to_string(),
@@ -243,4 +130,149 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
     ds.class_names = classes;
     ds.label_key = Some("folder".into());
     Ok(ds)
+}
+
+/// The class subfolders of `dir`, sorted (their order is the class index).
+fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+    let mut classes: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| DataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            message: "an image folder needs one subfolder per class (e.g. cat/, dog/), found none"
+                .into(),
+        });
+    }
+    Ok(classes)
+}
+
+/// Checks `mean` and `std` against the colour mode; returns the channel count.
+fn check_preprocessing(dir: &Path, pre: &ImagePreprocess) -> Result<usize, DataError> {
+    let channels = match pre.color {
+        ColorMode::Rgb => 3,
+        ColorMode::Gray => 1,
+    };
+    for (what, v) in [("mean", &pre.mean), ("std", &pre.std)] {
+        if v.len() != 1 && v.len() != channels {
+            return Err(DataError::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "preprocessing `{what}` has {} values; expected 1 or {channels} (one per channel)",
+                    v.len()
+                ),
+            });
+        }
+    }
+    if pre.std.contains(&0.0) {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            message: "preprocessing `std` must not be 0".into(),
+        });
+    }
+    Ok(channels)
+}
+
+/// The images of one class folder (by extension), sorted.
+fn image_files(sub: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let mut files: Vec<_> = std::fs::read_dir(sub)
+        .map_err(|source| DataError::Io {
+            path: sub.to_path_buf(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Decoded images, normalised and stacked in the declared layout.
+struct Stack<'a> {
+    dir: &'a Path,
+    pre: &'a ImagePreprocess,
+    channels: usize,
+    values: Vec<f32>,
+    /// Width and height of the first image; every other must match.
+    size: Option<(u32, u32)>,
+}
+
+impl Stack<'_> {
+    /// Decodes, resizes and normalises one image onto the stack. Every size is checked
+    /// against the memory limit before it is allocated.
+    fn push(&mut self, file: &Path) -> Result<(), DataError> {
+        let (pre, channels) = (self.pre, self.channels);
+        let format_error = |message: String| DataError::Format {
+            path: file.to_path_buf(),
+            message,
+        };
+        if let Some([w, h]) = pre.resize {
+            // Resizing allocates the target before any check could see it.
+            let so_far = self.values.len() / (w as usize * h as usize * channels).max(1);
+            qgate_core::memory::check(
+                qgate_core::memory::bytes_of(&[so_far + 1, w as usize, h as usize, channels], 4),
+                &format!("--image-size {w}x{h} for {} image(s)", so_far + 1),
+            )
+            .map_err(format_error)?;
+        }
+        let img =
+            image::open(file).map_err(|e| format_error(format!("cannot decode image: {e}")))?;
+        let img = match pre.resize {
+            Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
+            None => img,
+        };
+        let (w, h) = (img.width(), img.height());
+        match self.size {
+            None => self.size = Some((w, h)),
+            Some(s) if s != (w, h) => {
+                return Err(format_error(format!(
+                    "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
+                    s.0, s.1
+                )))
+            }
+            _ => {}
+        }
+        qgate_core::memory::check(
+            (self.values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
+            &format!("{}'s images as float32", self.dir.display()),
+        )
+        .map_err(format_error)?;
+        let pixels: Vec<u8> = match pre.color {
+            ColorMode::Rgb => img.to_rgb8().into_raw(),
+            ColorMode::Gray => img.to_luma8().into_raw(),
+        };
+        let hw = (w * h) as usize;
+        let norm = |c: usize, p: u8| {
+            let m = pre.mean[if pre.mean.len() == 1 { 0 } else { c }];
+            let s = pre.std[if pre.std.len() == 1 { 0 } else { c }];
+            (p as f32 * pre.scale - m) / s
+        };
+        match pre.layout {
+            Layout::Nhwc => self.values.extend(
+                pixels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| norm(i % channels, p)),
+            ),
+            Layout::Nchw => {
+                for c in 0..channels {
+                    self.values
+                        .extend((0..hw).map(|i| norm(c, pixels[i * channels + c])));
+                }
+            }
+        }
+        Ok(())
+    }
 }

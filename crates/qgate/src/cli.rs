@@ -566,20 +566,8 @@ fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
 impl CompareArgs {
     /// Merges flags over the config file and validates the result.
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
-        let (file, base) = match &self.config {
-            Some(path) => {
-                let text = read_text(path, "config")?;
-                let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "config {}: {}",
-                        path.display(),
-                        qgate_core::policy::toml_error(&text, &e)
-                    )
-                })?;
-                (file, path.parent().map(Path::to_path_buf))
-            }
-            None => (ConfigFile::default(), None),
-        };
+        let (mut file, base) = read_config(self.config.as_deref())?;
+        let images = self.images(file.image.take().unwrap_or_default())?;
         let base = base.as_deref();
         let need = |flag: &str, v: Option<String>| -> Result<String> {
             v.with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))
@@ -609,22 +597,7 @@ impl CompareArgs {
             .out
             .or(file.out.map(|p| rel(base, p)))
             .context("missing --out (or `out` in the config file)")?;
-        let policy = match (self.policy, file.policy) {
-            (Some(p), _) => load_policy(&p)?,
-            (None, Some(PolicyValue::Path(p))) => load_policy(&rel(base, p))?,
-            (None, Some(PolicyValue::Inline(t))) => {
-                let origin = format!(
-                    "[policy] in {}",
-                    self.config
-                        .as_deref()
-                        .unwrap_or(Path::new("config"))
-                        .display()
-                );
-                let pf = PolicyFile::parse(&t.to_string(), &origin)?;
-                Policy::resolve(&pf, &Source::File(origin))
-            }
-            (None, None) => Policy::default(),
-        };
+        let policy = resolve_policy(self.policy, file.policy, self.config.as_deref(), base)?;
         let mut pairs = input_pairs(&self.inputs)?;
         if pairs.is_empty() {
             pairs = file.input.unwrap_or_default().into_iter().collect();
@@ -652,41 +625,6 @@ impl CompareArgs {
             // 0 printed "95% CI [NaN, NaN]" beside a PASS; 10⁸ ran for hours, 10⁹ aborted.
             bail!("--bootstrap-resamples {resamples}: expected 1 to {MAX_RESAMPLES}");
         }
-        let img = file.image.unwrap_or_default();
-        let mut images = ImagePreprocess::default();
-        if let Some(s) = &self.image_size {
-            images.resize = Some(image_size(s)?);
-        } else {
-            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
-                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
-            }
-            images.resize = img.size;
-        }
-        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
-        if !images.scale.is_finite() {
-            bail!("--image-scale {}: expected a finite number", images.scale);
-        }
-        images.mean = match self.image_mean {
-            Some(s) => floats("--image-mean", &s)?,
-            None => img.mean.unwrap_or(images.mean),
-        };
-        images.std = match self.image_std {
-            Some(s) => floats("--image-std", &s)?,
-            None => img.std.unwrap_or(images.std),
-        };
-        images.layout = match self.image_layout.as_deref() {
-            Some("nchw") => Layout::Nchw,
-            Some("nhwc") => Layout::Nhwc,
-            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
-            None => img.layout.unwrap_or_default(),
-        };
-        images.color = match self.image_color.as_deref() {
-            Some("rgb") => ColorMode::Rgb,
-            Some("gray") | Some("grey") => ColorMode::Gray,
-            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
-            None => img.color.unwrap_or_default(),
-        };
-        images.allow_empty_classes = self.allow_empty_classes;
         let mut load = self.runtime.load_options(RuntimeFlags {
             device: file.device,
             threads: file.threads,
@@ -744,6 +682,85 @@ impl CompareArgs {
             runtime_check,
         })
     }
+
+    /// The image-folder preprocessing: each flag, else the config's `[image]` table.
+    fn images(&self, img: ImagePreprocessFile) -> Result<ImagePreprocess> {
+        let mut images = ImagePreprocess::default();
+        if let Some(s) = &self.image_size {
+            images.resize = Some(image_size(s)?);
+        } else {
+            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
+                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
+            }
+            images.resize = img.size;
+        }
+        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
+        if !images.scale.is_finite() {
+            bail!("--image-scale {}: expected a finite number", images.scale);
+        }
+        images.mean = match self.image_mean.as_deref() {
+            Some(s) => floats("--image-mean", s)?,
+            None => img.mean.unwrap_or(images.mean),
+        };
+        images.std = match self.image_std.as_deref() {
+            Some(s) => floats("--image-std", s)?,
+            None => img.std.unwrap_or(images.std),
+        };
+        images.layout = match self.image_layout.as_deref() {
+            Some("nchw") => Layout::Nchw,
+            Some("nhwc") => Layout::Nhwc,
+            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
+            None => img.layout.unwrap_or_default(),
+        };
+        images.color = match self.image_color.as_deref() {
+            Some("rgb") => ColorMode::Rgb,
+            Some("gray") | Some("grey") => ColorMode::Gray,
+            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
+            None => img.color.unwrap_or_default(),
+        };
+        images.allow_empty_classes = self.allow_empty_classes;
+        Ok(images)
+    }
+}
+
+/// The run config named by `--config` (or an empty one) and its folder, against which its
+/// relative paths resolve.
+fn read_config(path: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>)> {
+    let Some(path) = path else {
+        return Ok((ConfigFile::default(), None));
+    };
+    let text = read_text(path, "config")?;
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config {}: {}",
+            path.display(),
+            qgate_core::policy::toml_error(&text, &e)
+        )
+    })?;
+    Ok((file, path.parent().map(Path::to_path_buf)))
+}
+
+/// The policy: `--policy`, else the config's `policy` (a path or an inline `[policy]`
+/// table), else the defaults.
+fn resolve_policy(
+    flag: Option<PathBuf>,
+    file: Option<PolicyValue>,
+    config: Option<&Path>,
+    base: Option<&Path>,
+) -> Result<Policy> {
+    Ok(match (flag, file) {
+        (Some(p), _) => load_policy(&p)?,
+        (None, Some(PolicyValue::Path(p))) => load_policy(&rel(base, p))?,
+        (None, Some(PolicyValue::Inline(t))) => {
+            let origin = format!(
+                "[policy] in {}",
+                config.unwrap_or(Path::new("config")).display()
+            );
+            let pf = PolicyFile::parse(&t.to_string(), &origin)?;
+            Policy::resolve(&pf, &Source::File(origin))
+        }
+        (None, None) => Policy::default(),
+    })
 }
 
 /// The runtime check's settings: `--no-runtime-check`, `--runtime-check-samples` (≥ 1).
