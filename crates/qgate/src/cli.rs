@@ -864,6 +864,35 @@ impl PerfFlags {
     /// Validates the measuring options.
     pub fn resolve(&self) -> Result<PerfConfig> {
         let mut plan = qgate_bench::Plan::default();
+        self.timing(&mut plan)?;
+        self.sweeps(&mut plan)?;
+        let tolerance = self.output_checks(&mut plan)?;
+        plan.seed = self.bench_seed.unwrap_or(0);
+        let perf_samples = self.perf_samples.unwrap_or(1024);
+        if perf_samples == 0 {
+            bail!("--perf-samples must be at least 1");
+        }
+        let shapes = self.shapes()?;
+        let sys = self
+            .sysfs_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys"));
+        Ok(PerfConfig {
+            plan,
+            perf_samples,
+            shapes,
+            probe: qgate_bench::protocol::ProbeSpec {
+                proc_root: PathBuf::from("/proc"),
+                sys_root: sys,
+                nvml_lib: self.nvml_lib.clone(),
+                enable_nvml: !self.no_nvml,
+            },
+            tolerance,
+        })
+    }
+
+    /// Warm-up, duration or iterations, rounds.
+    fn timing(&self, plan: &mut qgate_bench::Plan) -> Result<()> {
         if let Some(b) = self.latency_batch {
             if b == 0 {
                 bail!("--latency-batch must be at least 1");
@@ -896,6 +925,11 @@ impl PerfFlags {
             }
             plan.rounds = r;
         }
+        Ok(())
+    }
+
+    /// The sweeps: batch sizes, concurrency, Poisson loads, the SLO search, the offline run.
+    fn sweeps(&self, plan: &mut qgate_bench::Plan) -> Result<()> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -954,6 +988,11 @@ impl PerfFlags {
                 bail!("--slo-p99-ms needs the load sweep; drop --no-sweeps");
             }
         }
+        Ok(())
+    }
+
+    /// The same-artifact check: untimed rerun, saved reference outputs, tolerance.
+    fn output_checks(&self, plan: &mut qgate_bench::Plan) -> Result<Option<qgate_core::Tolerance>> {
         plan.output_check = !self.no_output_check;
         let tolerance = match self.output_tolerance.as_deref() {
             None => None,
@@ -977,11 +1016,11 @@ impl PerfFlags {
                 Some(dir.join("candidate.npz")),
             ];
         }
-        plan.seed = self.bench_seed.unwrap_or(0);
-        let perf_samples = self.perf_samples.unwrap_or(1024);
-        if perf_samples == 0 {
-            bail!("--perf-samples must be at least 1");
-        }
+        Ok(tolerance)
+    }
+
+    /// `--shape NAME=1x3x224x224` of synthetic inputs.
+    fn shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
         let mut shapes = BTreeMap::new();
         for s in &self.shapes {
             let (name, dims) = s
@@ -999,22 +1038,7 @@ impl PerfFlags {
             }
             shapes.insert(name.to_string(), dims);
         }
-        let sys = self
-            .sysfs_root
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/sys"));
-        Ok(PerfConfig {
-            plan,
-            perf_samples,
-            shapes,
-            probe: qgate_bench::protocol::ProbeSpec {
-                proc_root: PathBuf::from("/proc"),
-                sys_root: sys,
-                nvml_lib: self.nvml_lib.clone(),
-                enable_nvml: !self.no_nvml,
-            },
-            tolerance,
-        })
+        Ok(shapes)
     }
 }
 
