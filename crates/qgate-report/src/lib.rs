@@ -1,13 +1,17 @@
 //! The versioned qgate report and its exporters: JSON (machines), Markdown (pull-request
-//! comments), HTML (one self-contained page with charts), JUnit (CI test tabs).
+//! comments), HTML (one self-contained page with charts), JUnit (CI test tabs), the raw
+//! latencies of a benchmark and the exclusion lists of a sensitivity analysis.
 //!
-//! Each exporter implements [`Exporter`] and renders a [`Report`] to text; writing files is
-//! the caller's business.
+//! Each exporter implements [`Exporter`] and renders a [`Report`] to text;
+//! [`write_reports`] writes those that apply, all or none.
 //!
 //! ```
 //! use qgate_report::{exporters, SCHEMA_VERSION};
 //! let names: Vec<&str> = exporters().iter().map(|e| e.file_name()).collect();
-//! assert_eq!(names, ["report.json", "report.md", "report.html", "junit.xml", "latencies.csv"]);
+//! assert_eq!(
+//!     names,
+//!     ["report.json", "report.md", "report.html", "junit.xml", "latencies.csv", "exclusions.json"]
+//! );
 //! assert!(SCHEMA_VERSION.starts_with("1."));
 //! ```
 

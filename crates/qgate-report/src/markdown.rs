@@ -101,80 +101,78 @@ fn criteria_table(m: &mut String, r: &Report) {
 
 /// Accuracy of both sides, the paired statistics and the classes that lost.
 fn accuracy(m: &mut String, acc: &crate::schema::Accuracy) {
-        let c = &acc.comparison;
+    let c = &acc.comparison;
+    let _ = writeln!(
+        m,
+        "\n| | baseline | candidate | Δ | 95% CI of Δ |\n|---|---:|---:|---:|---:|"
+    );
+    let _ = writeln!(
+        m,
+        "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp{} |",
+        pct(acc.baseline.accuracy),
+        pct(acc.candidate.accuracy),
+        c.accuracy_delta * 100.0,
+        c.accuracy_delta_ci[0] * 100.0,
+        c.accuracy_delta_ci[1] * 100.0,
+        crate::ci_note(c.accuracy_delta, c.accuracy_delta_ci)
+    );
+    if let (Some(a), Some(b)) = (acc.baseline.top_k_accuracy, acc.candidate.top_k_accuracy) {
         let _ = writeln!(
             m,
-            "\n| | baseline | candidate | Δ | 95% CI of Δ |\n|---|---:|---:|---:|---:|"
+            "| top-{} accuracy | {} | {} | {:+.2} pp | |",
+            acc.baseline.top_k,
+            pct(a),
+            pct(b),
+            (b - a) * 100.0
         );
-        let _ = writeln!(
-            m,
-            "| top-1 accuracy | {} | {} | {:+.2} pp | [{:+.2}, {:+.2}] pp{} |",
-            pct(acc.baseline.accuracy),
-            pct(acc.candidate.accuracy),
-            c.accuracy_delta * 100.0,
-            c.accuracy_delta_ci[0] * 100.0,
-            c.accuracy_delta_ci[1] * 100.0,
-            crate::ci_note(c.accuracy_delta, c.accuracy_delta_ci)
-        );
-        if let (Some(a), Some(b)) = (acc.baseline.top_k_accuracy, acc.candidate.top_k_accuracy)
-        {
+    }
+    let _ = writeln!(
+        m,
+        "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}]{} |",
+        num(acc.baseline.macro_avg.f1),
+        num(acc.candidate.macro_avg.f1),
+        c.macro_f1_delta,
+        c.macro_f1_delta_ci[0],
+        c.macro_f1_delta_ci[1],
+        crate::ci_note(c.macro_f1_delta, c.macro_f1_delta_ci)
+    );
+    let _ = writeln!(
+        m,
+        "\nMcNemar exact p = {} · flips: {} correct→wrong, {} wrong→correct · top-1 agreement {}{}",
+        pval(c.mcnemar_p),
+        c.negative_flips,
+        c.positive_flips,
+        pct(c.top1_agreement),
+        c.kl.as_ref()
+            .map(|k| format!(" · KL mean {} (p99 {})", num(k.mean), num(k.p99)))
+            .unwrap_or_default()
+    );
+    let mut worst = c.per_class.clone();
+    worst.sort_by(|a, b| {
+        a.recall_delta
+            .total_cmp(&b.recall_delta)
+            .then(a.support.cmp(&b.support))
+    });
+    let worst: Vec<_> = worst
+        .into_iter()
+        .filter(|d| d.recall_delta < 0.0 || d.f1_delta < 0.0)
+        .take(MAX_CLASS_ROWS)
+        .collect();
+    if !worst.is_empty() {
+        m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
+        for d in worst {
             let _ = writeln!(
                 m,
-                "| top-{} accuracy | {} | {} | {:+.2} pp | |",
-                acc.baseline.top_k,
-                pct(a),
-                pct(b),
-                (b - a) * 100.0
+                "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
+                d.name,
+                if d.flagged { " ⚠️" } else { "" },
+                d.support,
+                pct(d.baseline_recall),
+                pct(d.candidate_recall),
+                d.recall_delta * 100.0,
+                d.f1_delta * 100.0,
+                d.negative_flips
             );
         }
-        let _ = writeln!(
-            m,
-            "| macro F1 | {} | {} | {:+.4} | [{:+.4}, {:+.4}]{} |",
-            num(acc.baseline.macro_avg.f1),
-            num(acc.candidate.macro_avg.f1),
-            c.macro_f1_delta,
-            c.macro_f1_delta_ci[0],
-            c.macro_f1_delta_ci[1],
-            crate::ci_note(c.macro_f1_delta, c.macro_f1_delta_ci)
-        );
-        let _ = writeln!(
-            m,
-            "\nMcNemar exact p = {} · flips: {} correct→wrong, {} wrong→correct · top-1 agreement {}{}",
-            pval(c.mcnemar_p),
-            c.negative_flips,
-            c.positive_flips,
-            pct(c.top1_agreement),
-            c.kl
-                .as_ref()
-                .map(|k| format!(" · KL mean {} (p99 {})", num(k.mean), num(k.p99)))
-                .unwrap_or_default()
-        );
-        let mut worst = c.per_class.clone();
-        worst.sort_by(|a, b| {
-            a.recall_delta
-                .total_cmp(&b.recall_delta)
-                .then(a.support.cmp(&b.support))
-        });
-        let worst: Vec<_> = worst
-            .into_iter()
-            .filter(|d| d.recall_delta < 0.0 || d.f1_delta < 0.0)
-            .take(MAX_CLASS_ROWS)
-            .collect();
-        if !worst.is_empty() {
-            m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
-            for d in worst {
-                let _ = writeln!(
-                    m,
-                    "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
-                    d.name,
-                    if d.flagged { " ⚠️" } else { "" },
-                    d.support,
-                    pct(d.baseline_recall),
-                    pct(d.candidate_recall),
-                    d.recall_delta * 100.0,
-                    d.f1_delta * 100.0,
-                    d.negative_flips
-                );
-            }
-        }
+    }
 }

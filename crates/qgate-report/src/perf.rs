@@ -39,8 +39,11 @@ fn energy_text(s: &SidePerformance) -> String {
     }
 }
 
-/// Rows of (label, baseline, candidate, candidate ÷ baseline).
-fn rows(p: &Performance) -> Vec<(String, String, String, String)> {
+/// One table row: label, baseline, candidate, candidate ÷ baseline.
+type Row = (String, String, String, String);
+
+/// The side-by-side table of a benchmark.
+fn rows(p: &Performance) -> Vec<Row> {
     let (b, c) = (&p.baseline, &p.candidate);
     let (lb, lc) = (&b.latency_ms, &c.latency_ms);
     let mut v = Vec::new();
@@ -103,6 +106,13 @@ fn rows(p: &Performance) -> Vec<(String, String, String, String)> {
         ),
         String::new(),
     ));
+    memory_rows(&mut v, b, c);
+    resource_rows(&mut v, b, c);
+    v
+}
+
+/// Model size and resident memory rows.
+fn memory_rows(v: &mut Vec<Row>, b: &SidePerformance, c: &SidePerformance) {
     v.push((
         "model file".into(),
         b.model_bytes
@@ -139,6 +149,10 @@ fn rows(p: &Performance) -> Vec<(String, String, String, String)> {
         mib(c.memory.peak_rss_with_sweeps_bytes),
         String::new(),
     ));
+}
+
+/// CPU, energy, GPU and output-check rows.
+fn resource_rows(v: &mut Vec<Row>, b: &SidePerformance, c: &SidePerformance) {
     let util = |s: &SidePerformance| match (s.utilisation.cores_busy, s.utilisation.per_core_pct) {
         (Some(c), Some(p)) => format!("{c:.2} cores ({p:.0}% of all)"),
         _ => "n/a".into(),
@@ -195,7 +209,6 @@ fn rows(p: &Performance) -> Vec<(String, String, String, String)> {
         check(c),
         String::new(),
     ));
-    v
 }
 
 /// Appends the performance sections to the HTML page.
