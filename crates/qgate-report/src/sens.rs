@@ -55,6 +55,82 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             .unwrap_or_default(),
         ranked_by_text(a)
     );
+    layer_table(h, a);
+    let _ = write!(
+        h,
+        "</table><p>One-at-a-time analysis: {} — {:.3} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer (the FP32 reference pass that records the activations took {:.3} s). \"All but this layer\" ran on the {} proxy samples in {:.3} s. Rows marked <small>(proxy)</small> were measured on the proxy samples only.</p><div class=charts>",
+        esc(&a.cost.method),
+        a.cost.one_at_a_time_s,
+        a.cost.full_evaluation_s,
+        a.cost.full_evaluations_per_layer,
+        a.cost.reference_s,
+        a.proxy_samples,
+        a.cost.all_but_s
+    );
+    charts(h, a);
+    h.push_str("</div><table><tr><th class=l>found by</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th>median ms</th><th>p99 ms</th><th>speed-up vs FP32 (95 % CI)</th><th class=l>passes</th><th class=l>kept float</th></tr>");
+    for f in &a.front {
+        let (median, p99, speedup) = match &f.latency {
+            Some(l) => (
+                num(l.median_ms),
+                num(l.p99_ms),
+                format!(
+                    "{:.2}× ({:.2}–{:.2})",
+                    l.speedup_vs_fp32, l.speedup_ci[0], l.speedup_ci[1]
+                ),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
+        let _ = write!(
+            h,
+            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td><td class=l>{}</td></tr>",
+            esc(&f.method),
+            f.n_float_layers,
+            pct(f.metric),
+            opt(f.kl),
+            f.model_bytes,
+            median,
+            p99,
+            speedup,
+            if f.passes { "pass" } else { "fail" },
+            if f.passes { "pass" } else { "fail" },
+            esc(&f.keep_float.join(", "))
+        );
+    }
+    h.push_str("</table>");
+    if a.monotone == Some(false) {
+        h.push_str("<p class=fail>The verdict went from pass to fail as more layers of the ranking were kept in float: the ranking is not monotone here, so the bisection's answer may not be the smallest; the greedy and pruned sets were evaluated directly.</p>");
+    }
+    if let Some(l) = &s.latency {
+        let _ = write!(
+            h,
+            "<p>Latency: {} at batch {}, {:.1} s per side and pair; FP32 median {} ms.</p><ul>",
+            esc(&l.runtime),
+            l.batch_size,
+            l.seconds_per_side,
+            num(l.fp32_median_ms)
+        );
+        for n in &l.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        h.push_str("</ul>");
+    }
+    let _ = write!(
+        h,
+        "<p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
+        esc(&s.mixed_model),
+        esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
+        esc(&rec.tensorrt_layer_precisions),
+        esc(&serde_json::to_string(&rec.keep_float).unwrap_or_default()),
+    );
+    if let Some(l) = &a.localisation {
+        localisation_html(h, l);
+    }
+}
+
+/// One row per layer, most sensitive first.
+fn layer_table(h: &mut String, a: &qgate_quant::Analysis) {
+    let rec = &a.recommendation;
     h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>logit MSE</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th>KL, all but this layer</th><th class=l>kept float</th></tr>");
     for (i, l) in a.layers.iter().enumerate() {
         let kept = rec.keep_float.contains(&l.node);
@@ -78,17 +154,10 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             if kept { "yes" } else { "" }
         );
     }
-    let _ = write!(
-        h,
-        "</table><p>One-at-a-time analysis: {} — {:.3} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer (the FP32 reference pass that records the activations took {:.3} s). \"All but this layer\" ran on the {} proxy samples in {:.3} s. Rows marked <small>(proxy)</small> were measured on the proxy samples only.</p><div class=charts>",
-        esc(&a.cost.method),
-        a.cost.one_at_a_time_s,
-        a.cost.full_evaluation_s,
-        a.cost.full_evaluations_per_layer,
-        a.cost.reference_s,
-        a.proxy_samples,
-        a.cost.all_but_s
-    );
+}
+
+/// The drop by rank and the trade-off charts.
+fn charts(h: &mut String, a: &qgate_quant::Analysis) {
     let drops = Series {
         name: "drop (pp), only this layer INT8",
         class: "cand",
@@ -151,90 +220,37 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             false,
         ));
     }
-    h.push_str("</div><table><tr><th class=l>found by</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th>median ms</th><th>p99 ms</th><th>speed-up vs FP32 (95 % CI)</th><th class=l>passes</th><th class=l>kept float</th></tr>");
-    for f in &a.front {
-        let (median, p99, speedup) = match &f.latency {
-            Some(l) => (
-                num(l.median_ms),
-                num(l.p99_ms),
-                format!(
-                    "{:.2}× ({:.2}–{:.2})",
-                    l.speedup_vs_fp32, l.speedup_ci[0], l.speedup_ci[1]
-                ),
-            ),
-            None => ("—".into(), "—".into(), "—".into()),
-        };
+}
+
+/// Where the given quantized model's error appears, tensor by tensor.
+fn localisation_html(h: &mut String, l: &qgate_quant::Localisation) {
+    let _ = write!(
+        h,
+        "<h2>Error localisation of the given quantized model</h2><p>Largest fall of SQNR from one tensor to the next: <b>{}</b>.</p><table><tr><th class=l>tensor</th><th class=l>op</th><th>SQNR dB</th><th>cosine</th><th>max |Δ|</th></tr>",
+        esc(l.first_jump.as_deref().unwrap_or("—"))
+    );
+    for t in &l.activations {
         let _ = write!(
             h,
-            "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td><td class=l>{}</td></tr>",
-            esc(&f.method),
-            f.n_float_layers,
-            pct(f.metric),
-            opt(f.kl),
-            f.model_bytes,
-            median,
-            p99,
-            speedup,
-            if f.passes { "pass" } else { "fail" },
-            if f.passes { "pass" } else { "fail" },
-            esc(&f.keep_float.join(", "))
+            "<tr{}><td class=l><code>{}</code></td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if l.first_jump.as_deref() == Some(t.tensor.as_str()) { " class=flag" } else { "" },
+            esc(&t.tensor),
+            esc(&t.op_type),
+            opt(t.sqnr_db),
+            num(t.cosine),
+            num(t.max_abs)
+        );
+    }
+    h.push_str("</table><table><tr><th class=l>layer</th><th>weight SQNR dB</th></tr>");
+    for (n, db) in &l.weights {
+        let _ = write!(
+            h,
+            "<tr><td class=l><code>{}</code></td><td>{}</td></tr>",
+            esc(n),
+            opt(*db)
         );
     }
     h.push_str("</table>");
-    if a.monotone == Some(false) {
-        h.push_str("<p class=fail>The verdict went from pass to fail as more layers of the ranking were kept in float: the ranking is not monotone here, so the bisection's answer may not be the smallest; the greedy and pruned sets were evaluated directly.</p>");
-    }
-    if let Some(l) = &s.latency {
-        let _ = write!(
-            h,
-            "<p>Latency: {} at batch {}, {:.1} s per side and pair; FP32 median {} ms.</p><ul>",
-            esc(&l.runtime),
-            l.batch_size,
-            l.seconds_per_side,
-            num(l.fp32_median_ms)
-        );
-        for n in &l.notes {
-            let _ = write!(h, "<li>{}</li>", esc(n));
-        }
-        h.push_str("</ul>");
-    }
-    let _ = write!(
-        h,
-        "<p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
-        esc(&s.mixed_model),
-        esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
-        esc(&rec.tensorrt_layer_precisions),
-        esc(&serde_json::to_string(&rec.keep_float).unwrap_or_default()),
-    );
-    if let Some(l) = &a.localisation {
-        let _ = write!(
-            h,
-            "<h2>Error localisation of the given quantized model</h2><p>Largest fall of SQNR from one tensor to the next: <b>{}</b>.</p><table><tr><th class=l>tensor</th><th class=l>op</th><th>SQNR dB</th><th>cosine</th><th>max |Δ|</th></tr>",
-            esc(l.first_jump.as_deref().unwrap_or("—"))
-        );
-        for t in &l.activations {
-            let _ = write!(
-                h,
-                "<tr{}><td class=l><code>{}</code></td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                if l.first_jump.as_deref() == Some(t.tensor.as_str()) { " class=flag" } else { "" },
-                esc(&t.tensor),
-                esc(&t.op_type),
-                opt(t.sqnr_db),
-                num(t.cosine),
-                num(t.max_abs)
-            );
-        }
-        h.push_str("</table><table><tr><th class=l>layer</th><th>weight SQNR dB</th></tr>");
-        for (n, db) in &l.weights {
-            let _ = write!(
-                h,
-                "<tr><td class=l><code>{}</code></td><td>{}</td></tr>",
-                esc(n),
-                opt(*db)
-            );
-        }
-        h.push_str("</table>");
-    }
 }
 
 /// Appends the sensitivity summary to the Markdown report.
