@@ -247,50 +247,9 @@ pub fn quantize_layers(
             let (dq, w_scales) = match weight_done.get(w_name) {
                 Some(done) => done.clone(),
                 None => {
-                    let w = float_initializer(g0, w_name).ok_or_else(|| {
-                        QuantError::Model(format!("weight '{w_name}' is not a float initializer"))
-                    })?;
-                    let (scales, q) = if per_channel {
-                        quantize_weight(&w, layer.weight_axis)
-                    } else {
-                        quantize_weight_per_tensor(&w)
-                    };
-                    let dims: Vec<i64> = w.dims.iter().map(|&d| d as i64).collect();
-                    let c = scales.len() as i64;
-                    // Per tensor (opset < 13): scalar scale and zero point, no axis.
-                    let (s_dims, axis) = if per_channel {
-                        (vec![c], Some(layer.weight_axis as i64))
-                    } else {
-                        (vec![], None)
-                    };
-                    let (q_name, s_name, z_name) = (
-                        format!("{w_name}_quantized"),
-                        format!("{w_name}_scale"),
-                        format!("{w_name}_zero_point"),
-                    );
-                    inits.push(tensor(
-                        &q_name,
-                        dt::INT8,
-                        dims,
-                        q.iter().map(|&v| v as u8).collect(),
-                    ));
-                    inits.push(tensor(
-                        &s_name,
-                        dt::FLOAT,
-                        s_dims.clone(),
-                        scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                    ));
-                    inits.push(tensor(&z_name, dt::INT8, s_dims, vec![0; c as usize]));
-                    let dq_out = format!("{w_name}_DequantizeLinear_Output");
-                    nodes.push(node(
-                        "DequantizeLinear",
-                        &format!("{w_name}_DequantizeLinear"),
-                        vec![q_name, s_name, z_name],
-                        &dq_out,
-                        axis,
-                    ));
-                    weight_done.insert(w_name.clone(), (dq_out.clone(), scales.clone()));
-                    (dq_out, scales)
+                    let done = quantize_weight_of(g0, layer, per_channel, &mut inits, &mut nodes)?;
+                    weight_done.insert(w_name.clone(), done.clone());
+                    done
                 }
             };
             n.input[layer.weight_slot] = dq;
@@ -319,6 +278,61 @@ pub fn quantize_layers(
         nodes.extend(after);
     }
     replace_graph(out, nodes, inits)
+}
+
+/// The INT8 weight of `layer` (per channel, or per tensor before opset 13) as initializers
+/// and a DequantizeLinear node; returns the name the layer reads and the scales.
+fn quantize_weight_of(
+    g0: &pb::GraphProto,
+    layer: &Layer,
+    per_channel: bool,
+    inits: &mut Vec<pb::TensorProto>,
+    nodes: &mut Vec<pb::NodeProto>,
+) -> Result<(String, Vec<f32>), QuantError> {
+    let w_name = &layer.weight;
+    let w = float_initializer(g0, w_name).ok_or_else(|| {
+        QuantError::Model(format!("weight '{w_name}' is not a float initializer"))
+    })?;
+    let (scales, q) = if per_channel {
+        quantize_weight(&w, layer.weight_axis)
+    } else {
+        quantize_weight_per_tensor(&w)
+    };
+    let dims: Vec<i64> = w.dims.iter().map(|&d| d as i64).collect();
+    let c = scales.len() as i64;
+    // Per tensor (opset < 13): scalar scale and zero point, no axis.
+    let (s_dims, axis) = if per_channel {
+        (vec![c], Some(layer.weight_axis as i64))
+    } else {
+        (vec![], None)
+    };
+    let (q_name, s_name, z_name) = (
+        format!("{w_name}_quantized"),
+        format!("{w_name}_scale"),
+        format!("{w_name}_zero_point"),
+    );
+    inits.push(tensor(
+        &q_name,
+        dt::INT8,
+        dims,
+        q.iter().map(|&v| v as u8).collect(),
+    ));
+    inits.push(tensor(
+        &s_name,
+        dt::FLOAT,
+        s_dims.clone(),
+        scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+    ));
+    inits.push(tensor(&z_name, dt::INT8, s_dims, vec![0; c as usize]));
+    let dq_out = format!("{w_name}_DequantizeLinear_Output");
+    nodes.push(node(
+        "DequantizeLinear",
+        &format!("{w_name}_DequantizeLinear"),
+        vec![q_name, s_name, z_name],
+        &dq_out,
+        axis,
+    ));
+    Ok((dq_out, scales))
 }
 
 /// INT32 bias of a quantized Conv/Gemm, as onnxruntime stores it: scale = input scale ×
