@@ -22,6 +22,8 @@ pub struct BenchConfig {
     pub candidate: ModelSpec,
     /// Inputs to feed; synthetic ones when `None`.
     pub data: Option<PathBuf>,
+    /// Which arrays hold labels and ids (the same data flags as `compare`).
+    pub keys: qgate_data::ArrayKeys,
     /// How image folders become tensors.
     pub images: ImagePreprocess,
     /// Which arrays feed which inputs.
@@ -48,7 +50,7 @@ pub fn run(
 ) -> Result<Report, AppError> {
     let data = match &cfg.data {
         Some(path) => {
-            let mut d = Dataset::load(path, &Default::default(), &cfg.images)?;
+            let mut d = Dataset::load(path, &cfg.keys, &cfg.images)?;
             d.subset(Some(cfg.perf.perf_samples), None);
             Some(d)
         }

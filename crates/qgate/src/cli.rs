@@ -148,6 +148,13 @@ pub struct BenchArgs {
     /// Model input fed by a data array, for several inputs (repeatable).
     #[arg(long = "input", value_name = "NAME=KEY")]
     pub inputs: Vec<String>,
+    /// Array or column holding the labels (read as `compare` reads them; `bench` does not
+    /// use labels, so the same data flags work for every command).
+    #[arg(long, value_name = "KEY")]
+    pub label_key: Option<String>,
+    /// Array or column holding sample ids (default: id, ids, else the index).
+    #[arg(long, value_name = "KEY")]
+    pub id_key: Option<String>,
     /// Image folders: resize to WxH.
     #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
     pub image_size: Option<String>,
@@ -1062,6 +1069,10 @@ impl BenchArgs {
             baseline: ModelSpec::parse(&baseline).context("--baseline")?,
             candidate: ModelSpec::parse(&candidate).context("--candidate")?,
             data: self.data,
+            keys: ArrayKeys {
+                label_key: self.label_key,
+                id_key: self.id_key,
+            },
             images,
             mapping: InputMapping {
                 single_key: self.input_key,

@@ -573,3 +573,43 @@ fn check_refuses_reference_outputs_it_would_ignore() {
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(run.stderr.contains("--reference-outputs"), "{}", run.stderr);
 }
+
+/// The data flags `compare` takes work for `bench` too (it reads no labels, but the same
+/// command line must not be refused), and a key that does not exist is still named.
+#[test]
+fn bench_takes_the_data_flags_compare_takes() {
+    let args = |label: &str| {
+        vec![
+            "--baseline".to_string(),
+            fx("mlp_fp32.onnx"),
+            "--candidate".into(),
+            fx("mlp_fp32.onnx"),
+            "--data".into(),
+            fx("test.npz"),
+            "--label-key".into(),
+            label.into(),
+            "--id-key".into(),
+            "id".into(),
+            "--no-sweeps".into(),
+            "--duration".into(),
+            "0.2".into(),
+            "--rounds".into(),
+            "2".into(),
+        ]
+    };
+    let ok = args("label");
+    let run = qgate(
+        "bench",
+        &ok.iter().map(String::as_str).collect::<Vec<_>>(),
+        false,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let bad = args("nolabel");
+    let run = qgate(
+        "bench",
+        &bad.iter().map(String::as_str).collect::<Vec<_>>(),
+        false,
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("'nolabel'"), "{}", run.stderr);
+}
