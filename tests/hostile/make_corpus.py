@@ -323,6 +323,13 @@ def models():
 
 
 # ---------------------------------------------------------------- data files
+def member(name, compress=zipfile.ZIP_STORED):
+    """A zip member with a fixed date, so the corpus is the same byte for byte each run."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = compress
+    return info
+
+
 def npz_bytes(arrays, compress=True):
     buf = io.BytesIO()
     (np.savez_compressed if compress else np.savez)(buf, **arrays)
@@ -406,8 +413,8 @@ def data_files():
     ]:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("x.npy", mutate(members["x.npy"]))
-            z.writestr("label.npy", members["label.npy"])
+            z.writestr(member("x.npy"), mutate(members["x.npy"]))
+            z.writestr(member("label.npy"), members["label.npy"])
         name = f"{cid}.npz"
         p = raw_file(f"data/{name}", buf.getvalue())
         case(f"data/{cid}", "data", compare(data=p), 2, [name])
@@ -417,8 +424,9 @@ def data_files():
         hdr = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118)
         header = "{'descr': '<f4', 'fortran_order': False, 'shape': (409600, 64), }"
         header = header.ljust(117) + "\n"
-        z.writestr("x.npy", hdr + header.encode() + b"\0" * (409600 * 64 * 4))
-        z.writestr("label.npy", members["label.npy"])
+        z.writestr(member("x.npy", zipfile.ZIP_DEFLATED),
+                   hdr + header.encode() + b"\0" * (409600 * 64 * 4))
+        z.writestr(member("label.npy", zipfile.ZIP_DEFLATED), members["label.npy"])
     p = raw_file("data/deflate_bomb.npz", buf.getvalue())
     case("data/deflate-bomb", "data", compare(data=p, extra=["--max-memory", "50MiB"]), 2,
          ["deflate_bomb.npz", "x.npy", "--max-memory"])
@@ -476,8 +484,13 @@ def image_folders():
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
+        # git keeps no empty folder: a `.gitkeep` (not an image) stands in for "empty".
+        if not classes:
+            (root / ".gitkeep").write_bytes(b"")
         for cls, files in classes.items():
             (root / cls).mkdir()
+            if not files:
+                (root / cls / ".gitkeep").write_bytes(b"")
             for fname, data in files.items():
                 (root / cls / fname).write_bytes(data)
         return f"{{C}}/images/{name}"
