@@ -28,7 +28,6 @@ pub struct BenchConfig {
     pub images: ImagePreprocess,
     /// Which arrays feed which inputs.
     pub mapping: InputMapping,
-    /// Report folder.
     pub out: PathBuf,
     /// The gate (performance keys).
     pub policy: Policy,

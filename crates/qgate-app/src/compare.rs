@@ -19,7 +19,6 @@ pub struct CompareConfig {
     pub candidate: ModelSpec,
     /// Labelled data: `.npz`, `.npy`, `.csv` or an image folder.
     pub data: PathBuf,
-    /// Report folder.
     pub out: PathBuf,
     /// Which arrays hold labels and ids.
     pub keys: ArrayKeys,
@@ -31,7 +30,6 @@ pub struct CompareConfig {
     pub seed: Option<u64>,
     /// Batching, outputs, input mapping, bootstrap.
     pub eval: EvalOptions,
-    /// The gate.
     pub policy: Policy,
     /// Draw progress (the binary's concern; carried with the run's settings).
     pub progress: bool,

@@ -41,7 +41,6 @@ pub enum AppError {
     Context {
         /// What was being done.
         context: String,
-        /// The error.
         source: Box<AppError>,
     },
 }

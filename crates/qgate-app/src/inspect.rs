@@ -12,7 +12,6 @@ use crate::error::AppError;
 /// What `qgate inspect` found in a readable model file.
 #[derive(Debug)]
 pub struct Inspection {
-    /// The file.
     pub path: PathBuf,
     /// Inputs, outputs, op counts, opset, producer, size and hash.
     pub model: ModelInfo,

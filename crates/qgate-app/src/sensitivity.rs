@@ -27,7 +27,6 @@ pub enum FloatType {
     /// Their FP32 weights (the model's own).
     #[default]
     Fp32,
-    /// Half precision.
     Fp16,
 }
 

@@ -35,7 +35,6 @@ pub struct Plan {
     pub iterations: Option<u64>,
     /// Timed seconds per side in total (split over the rounds).
     pub seconds: f64,
-    /// Interleaved rounds.
     pub rounds: usize,
     /// Fewest calls per round.
     pub min_iterations_per_round: u64,
@@ -105,17 +104,12 @@ pub struct Performance {
     pub scenario: String,
     /// Samples per call at the latency point.
     pub batch_size: usize,
-    /// Interleaved rounds.
     pub rounds: usize,
-    /// Baseline figures.
     pub baseline: SidePerformance,
-    /// Candidate figures.
     pub candidate: SidePerformance,
-    /// The pair.
     pub comparison: PerfComparison,
     /// Throughput and load sweeps.
     pub sweeps: Sweeps,
-    /// The machine.
     pub environment: Fingerprint,
     /// Things to know about these figures.
     pub notes: Vec<String>,
@@ -124,7 +118,6 @@ pub struct Performance {
 /// One side's performance figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct SidePerformance {
-    /// Runtime provenance.
     pub runtime: Provenance,
     /// Model file size, bytes.
     pub model_bytes: Option<u64>,
@@ -141,11 +134,9 @@ pub struct SidePerformance {
     pub throughput_per_s: f64,
     /// Peak resident memory of the measuring process over load and the latency rounds.
     pub peak_rss_bytes: Option<u64>,
-    /// Memory details.
     pub memory: MemoryFigures,
     /// Start-up, apart from steady state.
     pub startup: StartupFigures,
-    /// Warm-up.
     pub warmup: Warmed,
     /// CPU use over the latency rounds.
     pub utilisation: Utilisation,
@@ -153,9 +144,7 @@ pub struct SidePerformance {
     pub energy: EnergyFigures,
     /// GPU figures over the latency rounds.
     pub gpus: Vec<GpuDeviceReading>,
-    /// Same-artifact check.
     pub output_check: Option<OutputCheck>,
-    /// Inputs fed.
     pub workload: WorkloadInfo,
     /// Cost of one clock read in the measuring process.
     pub timer_overhead: TimerOverhead,
@@ -240,7 +229,6 @@ pub struct PerfComparison {
     pub peak_rss_ratio: Option<f64>,
     /// Candidate ÷ baseline model file size.
     pub model_bytes_ratio: Option<f64>,
-    /// One sentence.
     pub summary: String,
 }
 
@@ -268,9 +256,7 @@ pub struct SweepPoint {
     pub batch: usize,
     /// Requests in flight.
     pub streams: usize,
-    /// Baseline.
     pub baseline: Option<PointFigures>,
-    /// Candidate.
     pub candidate: Option<PointFigures>,
 }
 
@@ -294,9 +280,7 @@ pub struct PointFigures {
 pub struct LoadPoint {
     /// Offered queries per second.
     pub offered_per_s: f64,
-    /// Baseline.
     pub baseline: Option<LoadFigures>,
-    /// Candidate.
     pub candidate: Option<LoadFigures>,
 }
 
@@ -322,7 +306,6 @@ pub struct SloSearch {
     pub slo_p99_ms: f64,
     /// Highest rate found meeting it, baseline (0 = none).
     pub baseline_max_per_s: f64,
-    /// Same, candidate.
     pub candidate_max_per_s: f64,
     /// Every trial: side, offered rate, p99, met.
     pub trials: Vec<SloTrial>,
@@ -333,7 +316,6 @@ pub struct SloSearch {
 pub struct SloTrial {
     /// `baseline` or `candidate`.
     pub side: String,
-    /// Offered rate.
     pub offered_per_s: f64,
     /// Measured p99, ms.
     pub p99_ms: f64,

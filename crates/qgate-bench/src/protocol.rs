@@ -19,9 +19,7 @@ pub struct Init {
     pub side: String,
     /// The model spec as given on the command line.
     pub spec: String,
-    /// Runtime options.
     pub load: LoadSpec,
-    /// Inputs.
     pub workload: WorkloadSpec,
     /// Where the kernel's files and NVML are.
     pub probe: ProbeSpec,
@@ -30,9 +28,7 @@ pub struct Init {
 /// The serialisable part of `qgate_runtime::LoadOptions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadSpec {
-    /// Intra-op threads.
     pub threads: Option<usize>,
-    /// Execution device.
     pub device: Option<String>,
     /// ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
@@ -155,7 +151,6 @@ pub enum Request {
         iterations: Option<u64>,
         /// …or after this many seconds (and at least `min_iterations` calls).
         seconds: Option<f64>,
-        /// Fewest calls.
         min_iterations: u64,
         /// Keep the outputs of the timed calls for the same-artifact check.
         capture: bool,
@@ -193,7 +188,6 @@ pub enum Request {
     },
     /// Memory now and peak.
     Memory,
-    /// End.
     Quit,
 }
 
@@ -201,29 +195,22 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
-    /// Warm-up done.
     Warmed(Warmed),
-    /// Timed calls.
     Measured(Measured),
-    /// Open-loop run.
     Served(Served),
-    /// Same-artifact check.
     Outputs(OutputCheck),
-    /// Memory.
     Memory(MemoryReading),
     /// The request failed.
     Error {
         /// What went wrong.
         message: String,
     },
-    /// Quit acknowledged.
     Bye,
 }
 
 /// A worker's first answer: what it loaded, and what that cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Startup {
-    /// Runtime provenance.
     pub provenance: Provenance,
     /// Declared inputs and outputs.
     pub info: ModelInfo,
@@ -239,7 +226,6 @@ pub struct Startup {
     pub model_bytes: Option<u64>,
     /// Cost of a clock read in this process.
     pub timer: TimerOverhead,
-    /// Inputs fed.
     pub workload: WorkloadInfo,
     /// Energy / GPU meters found.
     pub meters: Vec<String>,
@@ -252,7 +238,6 @@ pub struct Startup {
 /// Result of a warm-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Warmed {
-    /// Calls made.
     pub iterations: u64,
     /// Seconds spent.
     pub seconds: f64,
@@ -269,7 +254,6 @@ pub struct Warmed {
 pub struct Measured {
     /// Latency of each call, ms, in order.
     pub latencies_ms: Vec<f64>,
-    /// Samples processed.
     pub samples: u64,
     /// Wall time of the phase, seconds.
     pub wall_s: f64,
@@ -282,7 +266,6 @@ pub struct Measured {
 /// An open-loop run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Served {
-    /// Queries issued.
     pub queries: u64,
     /// Queries still waiting at the cut-off (3 × the run + 1 s): the server could not keep
     /// up; their latency is counted as the wait so far, a lower bound.
@@ -298,7 +281,6 @@ pub struct Served {
 pub struct OutputCheck {
     /// Tolerance used against the untimed pass.
     pub tolerance: Tolerance,
-    /// Batches compared.
     pub batches: u64,
     /// Batches whose outputs differ beyond the tolerance.
     pub mismatched_batches: u64,

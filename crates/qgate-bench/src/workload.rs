@@ -61,7 +61,6 @@ pub struct Batch {
 pub struct Workload {
     /// One array per model input (all samples stacked).
     inputs: Vec<Array>,
-    /// Sample ids.
     pub ids: Vec<String>,
     /// For the report.
     pub info: WorkloadInfo,
@@ -182,7 +181,6 @@ impl Workload {
         }
     }
 
-    /// Distinct samples.
     pub fn len(&self) -> usize {
         self.ids.len()
     }

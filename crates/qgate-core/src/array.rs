@@ -8,9 +8,7 @@ use std::fmt;
 pub enum ElemType {
     /// IEEE half precision (stored widened to `f32` in memory).
     F16,
-    /// 32-bit float.
     F32,
-    /// 64-bit float.
     F64,
     /// Signed 8-bit integer.
     I8,
@@ -28,7 +26,6 @@ pub enum ElemType {
     U32,
     /// Unsigned 64-bit integer.
     U64,
-    /// Boolean.
     Bool,
     /// Text (sample ids, class names).
     Str,
@@ -95,7 +92,6 @@ impl fmt::Display for ElemType {
 pub enum ArrayData {
     /// 32-bit floats; also holds float16 data widened on load.
     F32(Vec<f32>),
-    /// 64-bit floats.
     F64(Vec<f64>),
     /// Signed 8-bit integers.
     I8(Vec<i8>),
@@ -113,9 +109,7 @@ pub enum ArrayData {
     U32(Vec<u32>),
     /// Unsigned 64-bit integers.
     U64(Vec<u64>),
-    /// Booleans.
     Bool(Vec<bool>),
-    /// Strings.
     Str(Vec<String>),
 }
 
@@ -167,7 +161,6 @@ pub enum NotIntegers {
     Fraction {
         /// Position in the buffer.
         index: usize,
-        /// The value.
         value: f64,
     },
     /// Not numbers at all.

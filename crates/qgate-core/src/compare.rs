@@ -48,21 +48,16 @@ pub struct PairInput<'a> {
 pub struct ClassDelta {
     /// Class index.
     pub class: usize,
-    /// Class name.
     pub name: String,
     /// Samples of this class.
     pub support: u64,
-    /// Baseline recall.
     pub baseline_recall: f64,
-    /// Candidate recall.
     pub candidate_recall: f64,
     /// Candidate − baseline recall (fraction).
     pub recall_delta: f64,
     /// Candidate − baseline precision (fraction).
     pub precision_delta: f64,
-    /// Baseline F1.
     pub baseline_f1: f64,
-    /// Candidate F1.
     pub candidate_f1: f64,
     /// Candidate − baseline F1 (fraction).
     pub f1_delta: f64,
@@ -79,13 +74,10 @@ pub struct ClassDelta {
 pub struct Flip {
     /// Position in the evaluated data.
     pub index: usize,
-    /// Sample id.
     pub id: String,
-    /// True class.
     pub label: usize,
     /// Baseline's class (`None` = invalid output).
     pub baseline: Option<usize>,
-    /// Candidate's class.
     pub candidate: Option<usize>,
 }
 
@@ -125,7 +117,6 @@ pub struct Comparison {
     pub positive_flip_rate: f64,
     /// Samples both got wrong but with different answers.
     pub changed_wrong_answers: u64,
-    /// Flip ids.
     pub flips: Flips,
     /// Flip details (label, both answers) in data order.
     pub flip_details: Vec<Flip>,

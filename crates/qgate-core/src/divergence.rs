@@ -9,7 +9,6 @@ use crate::stats::percentile_sorted;
 /// Divergence of one output tensor of the candidate from the baseline's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorDivergence {
-    /// Values compared.
     pub n_values: u64,
     /// Values that are not finite in either model (left out of every figure below).
     pub n_non_finite: u64,
@@ -116,15 +115,12 @@ pub fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
 pub struct KlSummary {
     /// Samples with a finite value (rows with non-finite probabilities are left out).
     pub n: u64,
-    /// Mean.
     pub mean: f64,
-    /// Median.
     pub median: f64,
     /// 95th percentile.
     pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
-    /// Maximum.
     pub max: f64,
     /// Histogram of the per-sample values.
     pub histogram: Histogram,

@@ -11,17 +11,12 @@ use crate::stats::{percentile, percentile_interval, percentile_sorted, Bootstrap
 /// Summary of repeated latency measurements, milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencySummary {
-    /// Measurements.
     pub n: usize,
-    /// Mean.
     pub mean: f64,
     /// Sample standard deviation (n − 1).
     pub std: f64,
-    /// Smallest.
     pub min: f64,
-    /// Largest.
     pub max: f64,
-    /// Median.
     pub p50: f64,
     /// 90th percentile.
     pub p90: f64,
@@ -185,7 +180,6 @@ pub struct Speedup {
     /// Interval at the requested confidence: paired t on per-round log ratios (a round keeps
     /// its baseline and candidate measurements together, so slow phases cancel out).
     pub ci: [f64; 2],
-    /// Rounds.
     pub rounds: usize,
 }
 

@@ -101,9 +101,7 @@ pub struct ClassMetrics {
 /// An average of precision, recall and F1 over classes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Averages {
-    /// Averaged precision.
     pub precision: f64,
-    /// Averaged recall.
     pub recall: f64,
     /// Averaged F1 (the average of per-class F1, as scikit-learn).
     pub f1: f64,
@@ -112,7 +110,6 @@ pub struct Averages {
 /// All classification metrics of one model on one data set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
-    /// Samples evaluated.
     pub n_samples: u64,
     /// Samples whose prediction was invalid (non-finite scores); counted as wrong.
     pub n_invalid: u64,

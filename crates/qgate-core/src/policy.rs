@@ -32,7 +32,6 @@ pub enum PolicyError {
     Range {
         /// Where the policy came from.
         origin: String,
-        /// The key.
         key: &'static str,
         /// The value given.
         value: f64,
@@ -195,9 +194,7 @@ pub fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
 /// A threshold in force.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Threshold {
-    /// The key.
     pub key: &'static str,
-    /// Its value.
     pub value: f64,
     /// Where it came from.
     pub source: Source,
@@ -378,9 +375,7 @@ impl Policy {
 /// What the gate looks at, measured beforehand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observations {
-    /// Baseline accuracy.
     pub baseline_accuracy: f64,
-    /// Candidate accuracy.
     pub candidate_accuracy: f64,
     /// Interval of candidate − baseline accuracy.
     pub accuracy_delta_ci: [f64; 2],
@@ -390,13 +385,11 @@ pub struct Observations {
     pub negative_flip_rate: f64,
     /// Mean KL, when class probabilities exist.
     pub kl_mean: Option<f64>,
-    /// Top-1 agreement.
     pub top1_agreement: f64,
     /// Samples with non-finite outputs, baseline.
     pub baseline_non_finite: u64,
     /// Samples with non-finite outputs, candidate.
     pub candidate_non_finite: u64,
-    /// Samples evaluated.
     pub n_samples: u64,
 }
 
@@ -404,9 +397,7 @@ pub struct Observations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Met.
     Pass,
-    /// Not met.
     Fail,
     /// Could not be judged (e.g. KL of a model that outputs labels); does not fail the gate.
     Skipped,
@@ -421,7 +412,6 @@ pub struct CriterionResult {
     pub description: String,
     /// `at_most` / `at_least`.
     pub direction: Direction,
-    /// The threshold.
     pub threshold: f64,
     /// Where the threshold came from.
     pub source: Source,
@@ -429,7 +419,6 @@ pub struct CriterionResult {
     pub observed: Option<f64>,
     /// The observed value's 95 % interval, where one exists.
     pub interval: Option<[f64; 2]>,
-    /// Outcome.
     pub status: Status,
     /// One sentence a reviewer can act on.
     pub message: String,
@@ -448,9 +437,7 @@ pub enum Verdict {
 /// The judged gate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
-    /// Overall verdict.
     pub verdict: Verdict,
-    /// Each criterion.
     pub criteria: Vec<CriterionResult>,
 }
 

@@ -5,7 +5,6 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tolerance {
-    /// Bit-for-bit equal.
     Exact,
     /// Rounding noise of f64 arithmetic: |a−b| ≤ 1e-9 + 1e-9·|b|. Used where a threshold is
     /// met exactly up to the last bits (a 1.0 pp drop against a 1.0 pp limit).

@@ -43,9 +43,7 @@ pub struct ImagePreprocess {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation divided by (one value, or one per channel).
     pub std: Vec<f32>,
-    /// Channel layout.
     pub layout: Layout,
-    /// Colour mode.
     pub color: ColorMode,
     /// Name of the produced array (default `image`).
     pub array_name: String,

@@ -33,7 +33,6 @@ pub enum DataError {
     /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -41,7 +40,6 @@ pub enum DataError {
     /// The file's content is not what its type promises.
     #[error("{path}: {message}")]
     Format {
-        /// The file.
         path: PathBuf,
         /// What is wrong.
         message: String,
@@ -49,9 +47,7 @@ pub enum DataError {
     /// An array has the wrong shape or type.
     #[error("{path}: array '{key}': {message}")]
     Array {
-        /// The file.
         path: PathBuf,
-        /// The array.
         key: String,
         /// What is wrong and what was expected.
         message: String,
@@ -59,7 +55,6 @@ pub enum DataError {
     /// A key asked for is missing.
     #[error("{path}: no array '{key}' (it holds: {available})")]
     MissingKey {
-        /// The file.
         path: PathBuf,
         /// The key asked for.
         key: String,
@@ -68,10 +63,7 @@ pub enum DataError {
     },
     /// No sample.
     #[error("{path}: the data set holds no sample")]
-    Empty {
-        /// The file.
-        path: PathBuf,
-    },
+    Empty { path: PathBuf },
 }
 
 /// Which arrays of an archive hold labels and ids.

@@ -164,7 +164,6 @@ pub fn ignored_arrays(data: &Dataset, bindings: &[&[InputBinding]]) -> Vec<Ignor
 /// A data array the run did not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IgnoredArray {
-    /// Array name.
     pub name: String,
     /// Why it was not read.
     pub reason: String,

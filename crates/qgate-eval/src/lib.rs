@@ -114,7 +114,6 @@ pub struct SideResult {
     pub inputs: Vec<InputBinding>,
     /// The output read as class scores, and how.
     pub scores: ScoreOutput,
-    /// Metrics.
     pub metrics: Metrics,
     /// Wall time of inference over the whole data set, seconds (not a benchmark).
     pub inference_seconds: f64,
@@ -128,9 +127,7 @@ pub struct SideResult {
 /// Divergence of one output tensor.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputDivergence {
-    /// Output name.
     pub output: String,
-    /// Element-wise figures.
     pub tensor: TensorDivergence,
     /// Whether this is the output the metrics were read from (KL lives there).
     pub is_score_output: bool,
@@ -141,7 +138,6 @@ pub struct OutputDivergence {
 pub struct Evaluation {
     /// Data set path.
     pub data_source: String,
-    /// Samples evaluated.
     pub n_samples: usize,
     /// Number of classes.
     pub n_classes: usize,
@@ -151,11 +147,8 @@ pub struct Evaluation {
     pub class_names: Vec<String>,
     /// Arrays of the data file that neither model read (not checked), with the reason.
     pub ignored_arrays: Vec<IgnoredArray>,
-    /// Baseline.
     pub baseline: SideResult,
-    /// Candidate.
     pub candidate: SideResult,
-    /// Pair comparison.
     pub comparison: Comparison,
     /// Divergence per output present in both models with the same shape.
     pub divergence: Vec<OutputDivergence>,
@@ -163,7 +156,6 @@ pub struct Evaluation {
     pub divergence_skipped: Vec<(String, String)>,
     /// Thumbnails of flipped samples when the inputs are images (at most 48).
     pub thumbnails: Vec<Thumbnail>,
-    /// The gate.
     pub gate: Gate,
     /// The policy in force.
     pub policy: Policy,

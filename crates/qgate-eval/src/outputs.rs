@@ -47,7 +47,6 @@ impl fmt::Display for OutputKind {
 /// The output read as predictions.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreOutput {
-    /// Output name.
     pub name: String,
     /// What it holds.
     pub kind: OutputKind,

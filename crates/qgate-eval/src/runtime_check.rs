@@ -61,7 +61,6 @@ pub struct RuntimeCheck {
 /// A tensor where tract and the reference part.
 #[derive(Debug, Clone, Serialize)]
 pub struct DivergingTensor {
-    /// Tensor name.
     pub name: String,
     /// The op that produces it.
     pub op_type: String,
@@ -309,7 +308,6 @@ pub enum RuntimeCheckOutcome {
     Skipped {
         /// `baseline` or `candidate`.
         side: String,
-        /// Why.
         reason: String,
     },
 }
@@ -319,7 +317,6 @@ pub enum RuntimeCheckOutcome {
 pub struct RuntimeCheckSettings {
     /// Run it (`--no-runtime-check` turns it off).
     pub enabled: bool,
-    /// Samples compared.
     pub samples: usize,
     /// How to find onnxruntime.
     pub ort: LoadOptions,

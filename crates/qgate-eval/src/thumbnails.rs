@@ -6,7 +6,6 @@ use serde::Serialize;
 /// An 8-bit image, row-major, grey (1 channel) or RGB (3 channels).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Thumbnail {
-    /// Sample id.
     pub id: String,
     /// Width in pixels.
     pub width: usize,

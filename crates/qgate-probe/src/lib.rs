@@ -74,7 +74,6 @@ pub enum ProbeError {
     /// The file could not be read (missing, permission, process gone).
     #[error("cannot read {}: {source}", path.display())]
     Read {
-        /// The file.
         path: PathBuf,
         /// What the operating system said.
         #[source]
@@ -83,7 +82,6 @@ pub enum ProbeError {
     /// The file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
-        /// The file.
         path: PathBuf,
         /// What the operating system said.
         #[source]
@@ -92,7 +90,6 @@ pub enum ProbeError {
     /// The file was read but does not hold what the kernel documents.
     #[error("{}: expected {expected}", path.display())]
     Parse {
-        /// The file.
         path: PathBuf,
         /// What was expected there, in words.
         expected: String,

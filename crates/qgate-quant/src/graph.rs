@@ -47,9 +47,7 @@ pub struct Layer {
 /// A float initializer, decoded.
 #[derive(Debug, Clone)]
 pub struct FloatTensor {
-    /// Dimensions.
     pub dims: Vec<usize>,
-    /// Values, row-major.
     pub values: Vec<f32>,
 }
 

@@ -47,7 +47,6 @@ pub enum QuantError {
     /// A file could not be written.
     #[error("{path}: {message}")]
     Io {
-        /// The file.
         path: std::path::PathBuf,
         /// What happened.
         message: String,

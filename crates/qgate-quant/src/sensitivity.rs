@@ -35,7 +35,6 @@ pub struct EvalResult {
 /// FP32 model on some samples, without the policy's verdict.
 #[derive(Debug, Clone)]
 pub struct Probe {
-    /// Samples measured.
     pub rows: usize,
     /// Task metric (top-1 accuracy, fraction).
     pub metric: f64,
@@ -133,9 +132,7 @@ pub type Builder<'a> = &'a dyn Fn(&[String]) -> Result<pb::ModelProto, QuantErro
 /// One layer's sensitivity.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSensitivity {
-    /// Node name.
     pub node: String,
-    /// Op type.
     pub op_type: String,
     /// Metric drop (pp) when only this layer is quantized.
     pub metric_drop: f64,
@@ -165,9 +162,7 @@ pub struct FrontPoint {
     pub method: String,
     /// Layers kept in float.
     pub keep_float: Vec<String>,
-    /// Their count.
     pub n_float_layers: usize,
-    /// Metric.
     pub metric: f64,
     /// Mean KL against FP32.
     pub kl: Option<f64>,
@@ -203,7 +198,6 @@ pub struct Recommendation {
     pub keep_float: Vec<String>,
     /// Metric of the mixed model.
     pub metric: f64,
-    /// Their count.
     pub n_float_layers: usize,
     /// Whether it passes the policy (false: the best configuration found).
     pub passes: bool,
@@ -258,7 +252,6 @@ pub struct Analysis {
     pub ranked_by: Vec<Signal>,
     /// Every configuration evaluated by the searches.
     pub front: Vec<FrontPoint>,
-    /// The answer.
     pub recommendation: Recommendation,
     /// Models evaluated in total (full evaluations and probes).
     pub evaluations: usize,
@@ -305,7 +298,6 @@ impl Runner<'_> {
     }
 }
 
-/// Progress messages.
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
 
 /// Layers confirmed on every sample after the proxy ranking.

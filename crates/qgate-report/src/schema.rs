@@ -19,7 +19,6 @@ pub const SCHEMA_VERSION: &str = "1.5.0";
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Schema version.
     pub schema_version: &'static str,
     /// Tool name and version.
     pub tool: Tool,
@@ -47,7 +46,6 @@ pub struct Report {
     /// Layer sensitivity and mixed precision (`sensitivity`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<SensitivityReport>,
-    /// Judged criteria.
     pub gate: GateReport,
     /// The machine the figures come from.
     pub host: HostInfo,
@@ -69,20 +67,15 @@ pub struct Report {
 pub struct Tool {
     /// `qgate`.
     pub name: &'static str,
-    /// Crate version.
     pub version: &'static str,
 }
 
 /// The data set.
 #[derive(Debug, Clone, Serialize)]
 pub struct DataInfo {
-    /// Path.
     pub source: String,
-    /// Samples evaluated.
     pub n_samples: usize,
-    /// Classes.
     pub n_classes: usize,
-    /// Class names.
     pub class_names: Vec<String>,
     /// Samples per inference call.
     pub batch_size: usize,
@@ -93,7 +86,6 @@ pub struct DataInfo {
 /// One side's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct SideReport {
-    /// Runtime provenance.
     pub runtime: Provenance,
     /// Declared inputs, outputs, op counts, file size.
     pub model: ModelInfo,
@@ -101,11 +93,9 @@ pub struct SideReport {
     pub inputs: Vec<InputBinding>,
     /// The output read as scores.
     pub score_output: ScoreOutput,
-    /// Samples.
     pub n_samples: u64,
     /// Samples with non-finite outputs (counted wrong).
     pub n_invalid: u64,
-    /// Top-1 accuracy.
     pub accuracy: f64,
     /// Wilson 95 % interval.
     pub accuracy_ci: [f64; 2],
@@ -113,9 +103,7 @@ pub struct SideReport {
     pub top_k: usize,
     /// Top-k accuracy (null for label outputs).
     pub top_k_accuracy: Option<f64>,
-    /// Per-class figures.
     pub per_class: Vec<ClassMetrics>,
-    /// Macro averages.
     pub macro_avg: Averages,
     /// Support-weighted averages.
     pub weighted_avg: Averages,
@@ -144,13 +132,11 @@ pub struct DivergenceEntry {
     pub is_score_output: bool,
     /// KL mean (score output only).
     pub kl_mean: Option<f64>,
-    /// KL median.
     pub kl_median: Option<f64>,
     /// KL 95th percentile.
     pub kl_p95: Option<f64>,
     /// KL 99th percentile.
     pub kl_p99: Option<f64>,
-    /// KL max.
     pub kl_max: Option<f64>,
 }
 
@@ -167,7 +153,6 @@ pub struct ComparisonReport {
     pub macro_f1_delta: f64,
     /// Paired bootstrap 95 % interval.
     pub macro_f1_delta_ci: [f64; 2],
-    /// Bootstrap settings.
     pub bootstrap: BootstrapSettings,
     /// McNemar exact p-value.
     pub mcnemar_p: f64,
@@ -181,9 +166,7 @@ pub struct ComparisonReport {
     pub positive_flip_rate: f64,
     /// Both wrong, different answers.
     pub changed_wrong_answers: u64,
-    /// Flip ids.
     pub flips: Flips,
-    /// Flip details.
     pub flip_details: Vec<Flip>,
     /// Same top-1 share.
     pub top1_agreement: f64,
@@ -208,7 +191,6 @@ pub struct GateReport {
     pub verdict: Verdict,
     /// Thresholds in force, with sources.
     pub thresholds: Vec<Threshold>,
-    /// Judged criteria.
     pub criteria: Vec<CriterionResult>,
 }
 
@@ -235,7 +217,6 @@ pub enum WarningKind {
 /// A warning: what and what to do.
 #[derive(Debug, Clone, Serialize)]
 pub struct Warning {
-    /// Machine-readable kind.
     pub kind: WarningKind,
     /// What to know and what to do.
     pub message: String,
@@ -582,7 +563,6 @@ pub struct CalibrationInfo {
     pub method: String,
     /// Where the calibration samples came from.
     pub source: String,
-    /// How many.
     pub samples: usize,
 }
 
@@ -591,7 +571,6 @@ pub struct CalibrationInfo {
 pub struct SubsetInfo {
     /// Where it came from.
     pub source: String,
-    /// Samples.
     pub samples: usize,
 }
 
@@ -600,11 +579,8 @@ pub struct SubsetInfo {
 pub struct Accuracy<'a> {
     /// The data set.
     pub data: &'a DataInfo,
-    /// Baseline.
     pub baseline: &'a SideReport,
-    /// Candidate.
     pub candidate: &'a SideReport,
-    /// The pair.
     pub comparison: &'a ComparisonReport,
 }
 

@@ -208,7 +208,6 @@ pub fn histogram(title: &str, x_label: &str, edges: &[f64], counts: &[u64]) -> S
 
 /// One series of a line chart: name, CSS class (`base` / `cand`) and points.
 pub struct Series<'a> {
-    /// Legend name.
     pub name: &'a str,
     /// `base` or `cand`.
     pub class: &'a str,

@@ -43,27 +43,18 @@ pub enum RuntimeError {
     /// The model file could not be read.
     #[error("{path}: cannot read model: {source}")]
     Io {
-        /// Model file.
         path: PathBuf,
-        /// OS error.
         source: std::io::Error,
     },
     /// The file is not a valid ONNX model.
     #[error(
         "{path}: not a valid ONNX model ({message}); is the file truncated or of another format?"
     )]
-    NotOnnx {
-        /// Model file.
-        path: PathBuf,
-        /// Decoder message.
-        message: String,
-    },
+    NotOnnx { path: PathBuf, message: String },
     /// Nodes whose op the runtime does not implement.
     #[error("{path}: {runtime} cannot run {n} node(s): {list}", n = nodes.len(), list = list_nodes(nodes))]
     UnsupportedOps {
-        /// Model file.
         path: PathBuf,
-        /// Runtime name.
         runtime: String,
         /// The offending nodes.
         nodes: Vec<UnsupportedNode>,
@@ -73,7 +64,6 @@ pub enum RuntimeError {
     NotAvailable {
         /// The spec as given.
         spec: String,
-        /// Runtime name.
         runtime: String,
         /// What to do instead.
         hint: String,
@@ -105,31 +95,21 @@ pub enum RuntimeError {
     /// The runtime failed to prepare the model.
     #[error("{path}: {runtime} could not prepare the model: {message}")]
     Load {
-        /// Model file.
         path: PathBuf,
-        /// Runtime name.
         runtime: String,
-        /// Runtime message.
         message: String,
     },
     /// An input tensor does not fit the model.
     #[error("{path}: input '{name}': {message}")]
     Input {
-        /// Model file.
         path: PathBuf,
-        /// Input name.
         name: String,
         /// What is wrong and what was expected.
         message: String,
     },
     /// Inference failed.
     #[error("{path}: inference failed: {message}")]
-    Run {
-        /// Model file.
-        path: PathBuf,
-        /// Runtime message.
-        message: String,
-    },
+    Run { path: PathBuf, message: String },
 }
 
 fn list_nodes(nodes: &[UnsupportedNode]) -> String {
@@ -155,7 +135,6 @@ fn list_nodes(nodes: &[UnsupportedNode]) -> String {
 pub struct UnsupportedNode {
     /// Node name (or its first output when unnamed).
     pub node: String,
-    /// Op type.
     pub op_type: String,
     /// Op domain (`""` for standard ONNX, `com.microsoft` for ONNX Runtime contrib ops).
     pub domain: String,
@@ -191,7 +170,6 @@ pub struct ModelSpec {
 pub struct SpecOptions {
     /// Execution device (`cpu`, `cuda`, `tensorrt`, `openvino`).
     pub device: Option<String>,
-    /// Intra-op threads.
     pub threads: Option<usize>,
 }
 
@@ -292,7 +270,6 @@ impl fmt::Display for Dim {
 /// A declared input or output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorInfo {
-    /// Tensor name.
     pub name: String,
     /// Element type, when declared and known to qgate.
     pub elem_type: Option<ElemType>,
@@ -313,7 +290,6 @@ impl TensorInfo {
 pub struct ModelInfo {
     /// Inputs fed by data (initializers excluded).
     pub inputs: Vec<TensorInfo>,
-    /// Outputs.
     pub outputs: Vec<TensorInfo>,
     /// Node count per op type (`domain:op` for non-standard domains).
     pub op_counts: BTreeMap<String, usize>,
@@ -349,7 +325,6 @@ pub struct Provenance {
     pub spec: String,
     /// Runtime name (`tract`, `onnxruntime`, …).
     pub runtime: String,
-    /// Runtime version.
     pub runtime_version: String,
     /// Runtime settings that affect results or speed (threads, optimisation level, …).
     pub settings: BTreeMap<String, String>,

@@ -40,7 +40,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// report.json, parsed.
     pub fn json(&self) -> Value {
         let text = std::fs::read_to_string(self.out.path().join("report.json"))
             .unwrap_or_else(|e| panic!("{e}\nstdout {}\nstderr {}", self.stdout, self.stderr));
