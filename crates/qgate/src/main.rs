@@ -261,18 +261,25 @@ fn bench(cfg: BenchConfig) -> Result<Verdict> {
 fn check(cfg: CompareConfig, perf: PerfConfig) -> Result<Verdict> {
     let exe = worker_exe()?;
     let bar = progress_bar(cfg.progress);
-    let spinner = spinner(cfg.progress);
+    // The benchmark's spinner replaces the accuracy bar when measuring starts.
+    let mut spin: Option<ProgressBar> = None;
     let report = qgate_app::bench::check(
         &cfg,
         &perf,
         &exe,
         &mut |side, done, all| bar.advance(side, done, all),
         &mut |m: &str| {
-            bar.0.finish_and_clear();
-            spinner.set_message(m.to_string())
+            spin.get_or_insert_with(|| {
+                bar.0.finish_and_clear();
+                spinner(cfg.progress)
+            })
+            .set_message(m.to_string())
         },
     )?;
-    spinner.finish_and_clear();
+    bar.0.finish_and_clear();
+    if let Some(s) = spin {
+        s.finish_and_clear();
+    }
     write_report(&report, &cfg.out)
 }
 
