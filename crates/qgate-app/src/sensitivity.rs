@@ -74,10 +74,12 @@ pub struct SensitivityConfig {
     pub calib_samples: Option<usize>,
     /// Evaluate on at most this many samples.
     pub limit: Option<usize>,
-    /// The array feeding a single-input model.
-    pub input_key: Option<String>,
-    /// The label array.
-    pub label_key: Option<String>,
+    /// Which arrays hold labels and ids.
+    pub keys: ArrayKeys,
+    /// How image folders become tensors (the calibration folder too).
+    pub images: qgate_data::ImagePreprocess,
+    /// Which arrays feed which model inputs.
+    pub mapping: InputMapping,
     /// Samples per inference call.
     pub batch_size: usize,
     /// Seconds per side to time each configuration of the front; 0 = no timing.
@@ -108,10 +110,7 @@ struct Inputs {
 pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, AppError> {
     let started = Instant::now();
     let inputs = read_inputs(cfg)?;
-    let mapping = InputMapping {
-        single_key: cfg.input_key.clone(),
-        pairs: Vec::new(),
-    };
+    let mapping = cfg.mapping.clone();
     let ranges = match &inputs.calib {
         Some(calib) => {
             progress("calibrating");
@@ -255,11 +254,7 @@ fn read_inputs(cfg: &SensitivityConfig) -> Result<Inputs, AppError> {
         Some(p) => Some(read_qdq(p)?),
         None => None,
     };
-    let keys = ArrayKeys {
-        label_key: cfg.label_key.clone(),
-        id_key: None,
-    };
-    let mut data = Dataset::load(&cfg.data, &keys, &Default::default())?;
+    let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
     let (calib, calib_source) = split_calibration(cfg, &mut data)?;
     data.subset(cfg.limit, None);
     Ok(Inputs {
@@ -306,7 +301,12 @@ fn split_calibration(
     match (&cfg.quantized, &cfg.calibration) {
         (Some(q), _) => Ok((None, q.display().to_string())),
         (None, Some(p)) => {
-            let mut c = Dataset::load(p, &ArrayKeys::default(), &Default::default())?;
+            // Calibration needs no labels: only the id key carries over.
+            let keys = ArrayKeys {
+                label_key: None,
+                id_key: cfg.keys.id_key.clone(),
+            };
+            let mut c = Dataset::load(p, &keys, &cfg.images)?;
             if cfg.calib_samples.is_some_and(|k| k > c.len()) {
                 return Err(AppError::Invalid(format!(
                     "--calib-samples {wanted}: {} holds {} samples; give at most {}",

@@ -136,28 +136,14 @@ pub struct BenchArgs {
     /// the model's when absent.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub mapping: DataFlags,
     /// Directory for report.json, report.md, report.html, junit.xml and latencies.csv.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Gate policy (TOML): min_speedup, max_p99_ms, max_peak_rss_mb, max_joules_per_inference.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Data array that feeds a single-input model.
-    #[arg(long, value_name = "KEY")]
-    pub input_key: Option<String>,
-    /// Model input fed by a data array, for several inputs (repeatable).
-    #[arg(long = "input", value_name = "NAME=KEY")]
-    pub inputs: Vec<String>,
-    /// Array or column holding the labels (read as `compare` reads them; `bench` does not
-    /// use labels, so the same data flags work for every command).
-    #[arg(long, value_name = "KEY")]
-    pub label_key: Option<String>,
-    /// Array or column holding sample ids (default: id, ids, else the index).
-    #[arg(long, value_name = "KEY")]
-    pub id_key: Option<String>,
-    /// Image folders: resize to WxH.
-    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
-    pub image_size: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// The runtime the model will be deployed on; the report warns about other runtimes.
@@ -168,6 +154,124 @@ pub struct BenchArgs {
     pub no_progress: bool,
     #[command(flatten)]
     pub perf: PerfFlags,
+}
+
+/// How data files are read and bound to model inputs: the same flags, meaning the same, for
+/// every command that reads data (`compare`, `check`, `bench`, `sensitivity`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct DataFlags {
+    /// Data array that feeds a single-input model.
+    #[arg(long, value_name = "KEY")]
+    pub input_key: Option<String>,
+    /// Model input fed by a data array, for several inputs (repeatable).
+    #[arg(long = "input", value_name = "NAME=KEY")]
+    pub inputs: Vec<String>,
+    /// Array or column holding the labels (default: label, labels, y, target).
+    #[arg(long, value_name = "KEY")]
+    pub label_key: Option<String>,
+    /// Array or column holding sample ids (default: id, ids, else the index).
+    #[arg(long, value_name = "KEY")]
+    pub id_key: Option<String>,
+    /// Image folders: resize to WxH.
+    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
+    pub image_size: Option<String>,
+    /// Image folders: pixel multiplier [default: 1/255].
+    #[arg(long, value_name = "F")]
+    pub image_scale: Option<f32>,
+    /// Image folders: mean subtracted, one value or one per channel (comma-separated).
+    #[arg(long, value_name = "M[,M,M]")]
+    pub image_mean: Option<String>,
+    /// Image folders: std divided by, one value or one per channel.
+    #[arg(long, value_name = "S[,S,S]")]
+    pub image_std: Option<String>,
+    /// Image folders: nchw or nhwc [default: nchw].
+    #[arg(long, value_name = "LAYOUT")]
+    pub image_layout: Option<String>,
+    /// Image folders: rgb or gray [default: rgb].
+    #[arg(long, value_name = "COLOR")]
+    pub image_color: Option<String>,
+    /// Image folders: keep class folders with no image as classes with zero samples (by
+    /// default an error: they shift every later class index).
+    #[arg(long)]
+    pub allow_empty_classes: bool,
+}
+
+/// The data flags' counterparts in a run config.
+#[derive(Default)]
+struct DataFile {
+    input_key: Option<String>,
+    input: Option<BTreeMap<String, String>>,
+    label_key: Option<String>,
+    id_key: Option<String>,
+    image: Option<ImagePreprocessFile>,
+}
+
+/// Resolved data settings.
+pub struct DataSettings {
+    pub keys: ArrayKeys,
+    pub images: ImagePreprocess,
+    pub mapping: InputMapping,
+}
+
+impl DataFlags {
+    /// Each flag, else the run config's key.
+    fn resolve(self, file: DataFile) -> Result<DataSettings> {
+        let images = self.images(file.image.unwrap_or_default())?;
+        let mut pairs = input_pairs(&self.inputs)?;
+        if pairs.is_empty() {
+            pairs = file.input.unwrap_or_default().into_iter().collect();
+        }
+        Ok(DataSettings {
+            keys: ArrayKeys {
+                label_key: self.label_key.or(file.label_key),
+                id_key: self.id_key.or(file.id_key),
+            },
+            images,
+            mapping: InputMapping {
+                single_key: self.input_key.or(file.input_key),
+                pairs,
+            },
+        })
+    }
+
+    /// The image-folder preprocessing: each flag, else the config's `[image]` table.
+    fn images(&self, img: ImagePreprocessFile) -> Result<ImagePreprocess> {
+        let mut images = ImagePreprocess::default();
+        if let Some(s) = &self.image_size {
+            images.resize = Some(image_size(s)?);
+        } else {
+            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
+                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
+            }
+            images.resize = img.size;
+        }
+        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
+        if !images.scale.is_finite() {
+            bail!("--image-scale {}: expected a finite number", images.scale);
+        }
+        images.mean = match self.image_mean.as_deref() {
+            Some(s) => floats("--image-mean", s)?,
+            None => img.mean.unwrap_or(images.mean),
+        };
+        images.std = match self.image_std.as_deref() {
+            Some(s) => floats("--image-std", s)?,
+            None => img.std.unwrap_or(images.std),
+        };
+        images.layout = match self.image_layout.as_deref() {
+            Some("nchw") => Layout::Nchw,
+            Some("nhwc") => Layout::Nhwc,
+            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
+            None => img.layout.unwrap_or_default(),
+        };
+        images.color = match self.image_color.as_deref() {
+            Some("rgb") => ColorMode::Rgb,
+            Some("gray") | Some("grey") => ColorMode::Gray,
+            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
+            None => img.color.unwrap_or_default(),
+        };
+        images.allow_empty_classes = self.allow_empty_classes;
+        Ok(images)
+    }
 }
 
 /// `qgate check`: every `compare` option plus the benchmark's.
@@ -288,24 +392,14 @@ pub struct CompareArgs {
     /// Labelled data: .npz, .npy, .csv, or a folder with one subfolder per class.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub mapping: DataFlags,
     /// Directory for report.json, report.md, report.html and junit.xml.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Gate policy (TOML); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Data array that feeds a single-input model.
-    #[arg(long, value_name = "KEY")]
-    pub input_key: Option<String>,
-    /// Model input fed by a data array, for several inputs (repeatable).
-    #[arg(long = "input", value_name = "NAME=KEY")]
-    pub inputs: Vec<String>,
-    /// Array or column holding the labels (default: label, labels, y, target).
-    #[arg(long, value_name = "KEY")]
-    pub label_key: Option<String>,
-    /// Array or column holding sample ids (default: id, ids, else the index).
-    #[arg(long, value_name = "KEY")]
-    pub id_key: Option<String>,
     /// Samples per inference call [default: 32].
     #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
@@ -330,28 +424,6 @@ pub struct CompareArgs {
     /// Seed of the bootstrap [default: 0].
     #[arg(long, value_name = "S")]
     pub bootstrap_seed: Option<u64>,
-    /// Image folders: resize to WxH.
-    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
-    pub image_size: Option<String>,
-    /// Image folders: pixel multiplier [default: 1/255].
-    #[arg(long, value_name = "F")]
-    pub image_scale: Option<f32>,
-    /// Image folders: mean subtracted, one value or one per channel (comma-separated).
-    #[arg(long, value_name = "M[,M,M]")]
-    pub image_mean: Option<String>,
-    /// Image folders: std divided by, one value or one per channel.
-    #[arg(long, value_name = "S[,S,S]")]
-    pub image_std: Option<String>,
-    /// Image folders: nchw or nhwc [default: nchw].
-    #[arg(long, value_name = "LAYOUT")]
-    pub image_layout: Option<String>,
-    /// Image folders: rgb or gray [default: rgb].
-    #[arg(long, value_name = "COLOR")]
-    pub image_color: Option<String>,
-    /// Image folders: keep class folders with no image as classes with zero samples (by
-    /// default an error: they shift every later class index).
-    #[arg(long)]
-    pub allow_empty_classes: bool,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
@@ -574,7 +646,13 @@ impl CompareArgs {
     /// Merges flags over the config file and validates the result.
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
         let (mut file, base) = read_config(self.config.as_deref())?;
-        let images = self.images(file.image.take().unwrap_or_default())?;
+        let data_settings = self.mapping.resolve(DataFile {
+            input_key: file.input_key.take(),
+            input: file.input.take(),
+            label_key: file.label_key.take(),
+            id_key: file.id_key.take(),
+            image: file.image.take(),
+        })?;
         let base = base.as_deref();
         let need = |flag: &str, v: Option<String>| -> Result<String> {
             v.with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))
@@ -605,10 +683,6 @@ impl CompareArgs {
             .or(file.out.map(|p| rel(base, p)))
             .context("missing --out (or `out` in the config file)")?;
         let policy = resolve_policy(self.policy, file.policy, self.config.as_deref(), base)?;
-        let mut pairs = input_pairs(&self.inputs)?;
-        if pairs.is_empty() {
-            pairs = file.input.unwrap_or_default().into_iter().collect();
-        }
         let output_kind = match self.output_kind.or(file.output_kind) {
             Some(k) => Some(
                 k.parse::<OutputKind>()
@@ -655,11 +729,8 @@ impl CompareArgs {
             candidate: ModelSpec::parse(&candidate).context("--candidate")?,
             data,
             out,
-            keys: ArrayKeys {
-                label_key: self.label_key.or(file.label_key),
-                id_key: self.id_key.or(file.id_key),
-            },
-            images,
+            keys: data_settings.keys,
+            images: data_settings.images,
             limit: self.limit.or(file.limit),
             seed: self.seed.or(file.seed),
             eval: EvalOptions {
@@ -667,10 +738,7 @@ impl CompareArgs {
                 top_k,
                 output: self.output.or(file.output),
                 output_kind,
-                inputs: InputMapping {
-                    single_key: self.input_key.or(file.input_key),
-                    pairs,
-                },
+                inputs: data_settings.mapping,
                 bootstrap: BootstrapSettings {
                     resamples,
                     confidence: 0.95,
@@ -688,45 +756,6 @@ impl CompareArgs {
             )?,
             runtime_check,
         })
-    }
-
-    /// The image-folder preprocessing: each flag, else the config's `[image]` table.
-    fn images(&self, img: ImagePreprocessFile) -> Result<ImagePreprocess> {
-        let mut images = ImagePreprocess::default();
-        if let Some(s) = &self.image_size {
-            images.resize = Some(image_size(s)?);
-        } else {
-            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
-                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
-            }
-            images.resize = img.size;
-        }
-        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
-        if !images.scale.is_finite() {
-            bail!("--image-scale {}: expected a finite number", images.scale);
-        }
-        images.mean = match self.image_mean.as_deref() {
-            Some(s) => floats("--image-mean", s)?,
-            None => img.mean.unwrap_or(images.mean),
-        };
-        images.std = match self.image_std.as_deref() {
-            Some(s) => floats("--image-std", s)?,
-            None => img.std.unwrap_or(images.std),
-        };
-        images.layout = match self.image_layout.as_deref() {
-            Some("nchw") => Layout::Nchw,
-            Some("nhwc") => Layout::Nhwc,
-            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
-            None => img.layout.unwrap_or_default(),
-        };
-        images.color = match self.image_color.as_deref() {
-            Some("rgb") => ColorMode::Rgb,
-            Some("gray") | Some("grey") => ColorMode::Gray,
-            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
-            None => img.color.unwrap_or_default(),
-        };
-        images.allow_empty_classes = self.allow_empty_classes;
-        Ok(images)
     }
 }
 
@@ -1060,24 +1089,14 @@ impl BenchArgs {
             .context("missing --candidate (the compressed model)")?;
         let out = self.out.context("missing --out (the report directory)")?;
         let policy = policy_or_default(self.policy.as_deref())?;
-        let pairs = input_pairs(&self.inputs)?;
-        let mut images = ImagePreprocess::default();
-        if let Some(s) = &self.image_size {
-            images.resize = Some(image_size(s)?);
-        }
+        let data_settings = self.mapping.resolve(DataFile::default())?;
         Ok(BenchConfig {
             baseline: ModelSpec::parse(&baseline).context("--baseline")?,
             candidate: ModelSpec::parse(&candidate).context("--candidate")?,
             data: self.data,
-            keys: ArrayKeys {
-                label_key: self.label_key,
-                id_key: self.id_key,
-            },
-            images,
-            mapping: InputMapping {
-                single_key: self.input_key,
-                pairs,
-            },
+            keys: data_settings.keys,
+            images: data_settings.images,
+            mapping: data_settings.mapping,
             out,
             policy,
             load: self.runtime.load_options(RuntimeFlags::default())?,
@@ -1097,6 +1116,8 @@ pub struct SensitivityArgs {
     /// Labelled evaluation data (.npz, .npy, .csv or an image folder).
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub mapping: DataFlags,
     /// Calibration data; without it the first --calib-samples samples of --data calibrate
     /// and the rest evaluate (the report says so).
     #[arg(long, value_name = "PATH")]
@@ -1123,12 +1144,6 @@ pub struct SensitivityArgs {
     /// Evaluate on at most N samples.
     #[arg(long, value_name = "N", value_parser = count)]
     pub limit: Option<usize>,
-    /// Data array that feeds a single-input model.
-    #[arg(long, value_name = "KEY")]
-    pub input_key: Option<String>,
-    /// Array holding the labels.
-    #[arg(long, value_name = "KEY")]
-    pub label_key: Option<String>,
     /// Samples per inference call [default: 64].
     #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
@@ -1189,6 +1204,7 @@ impl SensitivityArgs {
             Some("ort") => LatencyRuntime::Ort,
             Some(o) => bail!("--latency-runtime {o}: expected tract or ort"),
         };
+        let data_settings = self.mapping.resolve(DataFile::default())?;
         let bench_load = RuntimeFlags {
             ort_lib: self.ort_lib,
             max_memory: self.max_memory,
@@ -1206,8 +1222,9 @@ impl SensitivityArgs {
             float_type,
             calib_samples: self.calib_samples,
             limit: self.limit,
-            input_key: self.input_key,
-            label_key: self.label_key,
+            keys: data_settings.keys,
+            images: data_settings.images,
+            mapping: data_settings.mapping,
             batch_size: self.batch_size.unwrap_or(64),
             bench_seconds,
             latency_runtime,

@@ -613,3 +613,50 @@ fn bench_takes_the_data_flags_compare_takes() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("'nolabel'"), "{}", run.stderr);
 }
+
+/// `bench` reads an image folder as `compare` does: a grayscale CNN needs `--image-color
+/// gray`, which `bench` once lacked (it could only feed RGB and failed on the shape).
+#[test]
+fn bench_reads_image_folders_with_the_compare_image_options() {
+    let args = |gray: bool| {
+        let mut a = vec![
+            "--baseline".to_string(),
+            fx("cnn_fp32.onnx"),
+            "--candidate".into(),
+            fx("cnn_int8_qdq.onnx"),
+            "--data".into(),
+            fx("images"),
+            "--image-scale".into(),
+            (1.0f64 / 240.0).to_string(),
+            "--no-sweeps".into(),
+            "--duration".into(),
+            "0.2".into(),
+            "--rounds".into(),
+            "2".into(),
+        ];
+        if gray {
+            a.extend(["--image-color".into(), "gray".into()]);
+        }
+        a
+    };
+    let run = |a: Vec<String>| {
+        qgate(
+            "bench",
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            false,
+        )
+    };
+    let ok = run(args(true));
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let src = ok.json()["performance"]["candidate"]["workload"]["source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        src.contains("images") && src.contains("50 samples"),
+        "{src}"
+    );
+    let rgb = run(args(false));
+    assert_eq!(rgb.code, 2);
+    assert!(rgb.stderr.contains("expects shape"), "{}", rgb.stderr);
+}

@@ -497,3 +497,31 @@ fn a_residual_model_is_analysed_from_cut_graphs_with_its_skip_fed() {
         assert!(l["sqnr_db"].is_number(), "{l}");
     }
 }
+
+/// `sensitivity` takes the data flags `compare` takes: an image folder of grayscale digits,
+/// calibrated on its first images.
+#[test]
+fn sensitivity_reads_image_folders() {
+    let run = sensitivity(&[
+        "--model",
+        &fx("cnn_fp32.onnx"),
+        "--data",
+        &fx("images"),
+        "--image-color",
+        "gray",
+        "--image-scale",
+        &(1.0f64 / 240.0).to_string(),
+        "--calib-samples",
+        "10",
+        "--bench-seconds",
+        "0",
+    ]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let s = &run.json()["sensitivity"];
+    assert_eq!(s["evaluation"]["samples"], 40, "{s}");
+    assert_eq!(s["calibration"]["samples"], 10, "{s}");
+    assert!(s["calibration"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("images"));
+}
