@@ -74,7 +74,7 @@ pub fn run(
         criteria,
         "bench",
         cfg.deployment_runtime.as_deref(),
-        qgate_runtime::host_info(),
+        crate::host(),
     ))
 }
 

@@ -11,3 +11,17 @@ pub mod outputs;
 pub mod sensitivity;
 
 pub use error::{AppError, Context};
+
+/// The machine in a report's `host`, from the probe's fingerprint (one describer of the
+/// machine: the benchmark's environment and the report's host read the same source).
+pub fn host() -> qgate_runtime::HostInfo {
+    let fp = qgate_probe::Fingerprint::read(&qgate_probe::Roots::default());
+    qgate_runtime::HostInfo {
+        cpu: fp.cpu_model,
+        // What this process may use (cgroup and affinity aware), not the cpuinfo count.
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        os: format!("{} {}", std::env::consts::OS, fp.arch),
+    }
+}

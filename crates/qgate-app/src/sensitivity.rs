@@ -232,7 +232,7 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
             seconds: started.elapsed().as_secs_f64(),
         },
         &cfg.policy,
-        qgate_runtime::host_info(),
+        crate::host(),
     ))
 }
 

@@ -14,30 +14,6 @@ pub struct HostInfo {
     pub os: String,
 }
 
-/// Describes this machine.
-pub fn host_info() -> HostInfo {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("model name")
-                        || l.starts_with("Model")
-                        || l.starts_with("Hardware")
-                })
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    HostInfo {
-        cpu,
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-    }
-}
-
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

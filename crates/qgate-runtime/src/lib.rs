@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use qgate_core::{Array, ArrayData, ElemType};
 use serde::{Deserialize, Serialize};
 
-pub use host::{host_info, sha256_hex, HostInfo};
+pub use host::{sha256_hex, HostInfo};
 pub use onnx_info::{inspect_onnx, read_onnx};
 pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};
 pub use preds::PredsModel;
