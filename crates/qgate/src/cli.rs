@@ -147,8 +147,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// The runtime the model will be deployed on; the report warns about other runtimes.
-    #[arg(long, value_name = "RUNTIME")]
-    pub deployment_runtime: Option<String>,
+    #[arg(long, value_name = "RUNTIME", value_enum)]
+    pub deployment_runtime: Option<DeploymentArg>,
     /// Never draw a progress spinner.
     #[arg(long)]
     pub no_progress: bool,
@@ -184,12 +184,12 @@ pub struct DataFlags {
     /// Image folders: std divided by, one value or one per channel.
     #[arg(long, value_name = "S[,S,S]")]
     pub image_std: Option<String>,
-    /// Image folders: nchw or nhwc [default: nchw].
-    #[arg(long, value_name = "LAYOUT")]
-    pub image_layout: Option<String>,
-    /// Image folders: rgb or gray [default: rgb].
-    #[arg(long, value_name = "COLOR")]
-    pub image_color: Option<String>,
+    /// Image folders: channel layout [default: nchw].
+    #[arg(long, value_name = "LAYOUT", value_enum)]
+    pub image_layout: Option<LayoutArg>,
+    /// Image folders: colour mode [default: rgb].
+    #[arg(long, value_name = "COLOR", value_enum)]
+    pub image_color: Option<ColorArg>,
     /// Image folders: keep class folders with no image as classes with zero samples (by
     /// default an error: they shift every later class index).
     #[arg(long)]
@@ -257,16 +257,14 @@ impl DataFlags {
             Some(s) => floats("--image-std", s)?,
             None => img.std.unwrap_or(images.std),
         };
-        images.layout = match self.image_layout.as_deref() {
-            Some("nchw") => Layout::Nchw,
-            Some("nhwc") => Layout::Nhwc,
-            Some(o) => bail!("--image-layout {o}: expected nchw or nhwc"),
+        images.layout = match self.image_layout {
+            Some(LayoutArg::Nchw) => Layout::Nchw,
+            Some(LayoutArg::Nhwc) => Layout::Nhwc,
             None => img.layout.unwrap_or_default(),
         };
-        images.color = match self.image_color.as_deref() {
-            Some("rgb") => ColorMode::Rgb,
-            Some("gray") | Some("grey") => ColorMode::Gray,
-            Some(o) => bail!("--image-color {o}: expected rgb or gray"),
+        images.color = match self.image_color {
+            Some(ColorArg::Rgb) => ColorMode::Rgb,
+            Some(ColorArg::Gray) => ColorMode::Gray,
             None => img.color.unwrap_or_default(),
         };
         images.allow_empty_classes = self.allow_empty_classes;
@@ -345,10 +343,10 @@ pub struct PerfFlags {
     /// Do not compare the timed outputs with an untimed pass.
     #[arg(long)]
     pub no_output_check: bool,
-    /// Tolerance of that comparison: exact, float32 or float16 [default: exact for CPU
-    /// runtimes, float32 for GPUs and servers].
-    #[arg(long, value_name = "LEVEL")]
-    pub output_tolerance: Option<String>,
+    /// Tolerance of that comparison [default: exact for CPU runtimes, float32 for GPUs and
+    /// servers].
+    #[arg(long, value_name = "LEVEL", value_enum)]
+    pub output_tolerance: Option<ToleranceArg>,
     /// A `--save-outputs` directory of an accuracy run: the timed outputs must match
     /// DIR/baseline.npz and DIR/candidate.npz (float32 tolerance).
     #[arg(long, value_name = "DIR")]
@@ -430,10 +428,10 @@ pub struct CompareArgs {
     /// preds:DIR/baseline.npz).
     #[arg(long, value_name = "DIR")]
     pub save_outputs: Option<PathBuf>,
-    /// The runtime the model will be deployed on (tract, onnxruntime, kserve-v2); the report
-    /// warns about figures from other runtimes.
-    #[arg(long, value_name = "RUNTIME")]
-    pub deployment_runtime: Option<String>,
+    /// The runtime the model will be deployed on; the report warns about figures from other
+    /// runtimes.
+    #[arg(long, value_name = "RUNTIME", value_enum)]
+    pub deployment_runtime: Option<DeploymentArg>,
     /// Skip the runtime check: a quantized model run in tract is first compared with
     /// onnxruntime's node-by-node execution on a few samples when onnxruntime is found.
     #[arg(long)]
@@ -752,7 +750,8 @@ impl CompareArgs {
                 .save_outputs
                 .or(file.save_outputs.map(|p| rel(base, p))),
             deployment_runtime: deployment_runtime(
-                self.deployment_runtime.or(file.deployment_runtime),
+                self.deployment_runtime,
+                file.deployment_runtime,
             )?,
             runtime_check,
         })
@@ -818,17 +817,80 @@ fn runtime_check(
     })
 }
 
-/// The runtimes a deployment can name: those a report's sides can run on.
-const DEPLOYMENT_RUNTIMES: [&str; 3] = ["tract", "onnxruntime", "kserve-v2"];
+/// Channel layout of image folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
+}
 
-/// `--deployment-runtime`, checked: an unknown name used to be accepted and never matched.
-fn deployment_runtime(v: Option<String>) -> Result<Option<String>> {
-    match v {
-        Some(r) if !DEPLOYMENT_RUNTIMES.contains(&r.as_str()) => bail!(
-            "--deployment-runtime {r}: expected one of {}",
-            DEPLOYMENT_RUNTIMES.join(", ")
-        ),
-        other => Ok(other),
+/// Colour mode of image folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    Rgb,
+    #[value(alias = "grey")]
+    Gray,
+}
+
+/// Tolerance of the same-artifact check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToleranceArg {
+    /// Bit-for-bit equal.
+    Exact,
+    /// float32 reordering (GPUs, servers batching requests).
+    Float32,
+    /// float16 compute.
+    Float16,
+}
+
+/// Precision of the layers sensitivity keeps out of INT8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloatArg {
+    Fp32,
+    Fp16,
+}
+
+/// The runtime that times sensitivity's front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatencyArg {
+    Tract,
+    Ort,
+}
+
+/// The runtimes a deployment can name: those a report's sides can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeploymentArg {
+    Tract,
+    Onnxruntime,
+    #[value(name = "kserve-v2")]
+    KserveV2,
+}
+
+/// The deployment runtime's name: the flag's, else the run config's, which is checked against
+/// the same names (an unknown one used to be accepted and never matched).
+fn deployment_runtime(flag: Option<DeploymentArg>, file: Option<String>) -> Result<Option<String>> {
+    use clap::ValueEnum as _;
+    let name = |d: DeploymentArg| {
+        d.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    };
+    match (flag, file) {
+        (Some(d), _) => Ok(Some(name(d))),
+        (None, Some(r)) => match DeploymentArg::from_str(&r, false) {
+            Ok(d) => Ok(Some(name(d))),
+            Err(_) => {
+                let all: Vec<String> = DeploymentArg::value_variants()
+                    .iter()
+                    .map(|d| name(*d))
+                    .collect();
+                bail!(
+                    "--deployment-runtime {r} (or `deployment-runtime` in the config file): expected one of {}",
+                    all.join(", ")
+                )
+            }
+        },
+        (None, None) => Ok(None),
     }
 }
 
@@ -1030,13 +1092,11 @@ impl PerfFlags {
     /// The same-artifact check: untimed rerun, saved reference outputs, tolerance.
     fn output_checks(&self, plan: &mut qgate_bench::Plan) -> Result<Option<qgate_core::Tolerance>> {
         plan.output_check = !self.no_output_check;
-        let tolerance = match self.output_tolerance.as_deref() {
-            None => None,
-            Some("exact") => Some(qgate_core::Tolerance::Exact),
-            Some("float32") => Some(qgate_core::Tolerance::Float32Reordering),
-            Some("float16") => Some(qgate_core::Tolerance::Float16Compute),
-            Some(o) => bail!("--output-tolerance {o}: expected exact, float32 or float16"),
-        };
+        let tolerance = self.output_tolerance.map(|t| match t {
+            ToleranceArg::Exact => qgate_core::Tolerance::Exact,
+            ToleranceArg::Float32 => qgate_core::Tolerance::Float32Reordering,
+            ToleranceArg::Float16 => qgate_core::Tolerance::Float16Compute,
+        });
         if let Some(dir) = &self.reference_outputs {
             for side in ["baseline", "candidate"] {
                 let p = dir.join(format!("{side}.npz"));
@@ -1102,7 +1162,7 @@ impl BenchArgs {
             load: self.runtime.load_options(RuntimeFlags::default())?,
             perf: self.perf.resolve()?,
             progress: interactive && !self.no_progress,
-            deployment_runtime: deployment_runtime(self.deployment_runtime)?,
+            deployment_runtime: deployment_runtime(self.deployment_runtime, None)?,
         })
     }
 }
@@ -1135,9 +1195,9 @@ pub struct SensitivityArgs {
     /// Activation calibration: minmax, percentile[:P] or entropy [default: minmax].
     #[arg(long, value_name = "METHOD")]
     pub calibration_method: Option<String>,
-    /// Precision of the layers kept out of INT8: fp32 or fp16 [default: fp32].
-    #[arg(long, value_name = "TYPE")]
-    pub float_type: Option<String>,
+    /// Precision of the layers kept out of INT8 [default: fp32].
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub float_type: Option<FloatArg>,
     /// Calibration samples [default: 200].
     #[arg(long, value_name = "N", value_parser = count)]
     pub calib_samples: Option<usize>,
@@ -1151,9 +1211,9 @@ pub struct SensitivityArgs {
     /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 1].
     #[arg(long, value_name = "SECS")]
     pub bench_seconds: Option<f64>,
-    /// Runtime that times the front: tract or ort (ONNX Runtime, CPU) [default: tract].
-    #[arg(long, value_name = "RUNTIME")]
-    pub latency_runtime: Option<String>,
+    /// Runtime that times the front (ort: ONNX Runtime on the CPU) [default: tract].
+    #[arg(long, value_name = "RUNTIME", value_enum)]
+    pub latency_runtime: Option<LatencyArg>,
     /// ONNX Runtime shared library for `--latency-runtime ort` (else ORT_DYLIB_PATH, else
     /// the onnxruntime Python package).
     #[arg(long, value_name = "PATH")]
@@ -1185,10 +1245,9 @@ impl SensitivityArgs {
             .unwrap_or("minmax")
             .parse()
             .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
-        let float_type = match self.float_type.as_deref() {
-            None | Some("fp32") => FloatType::Fp32,
-            Some("fp16") => FloatType::Fp16,
-            Some(o) => bail!("--float-type {o}: expected fp32 or fp16"),
+        let float_type = match self.float_type {
+            None | Some(FloatArg::Fp32) => FloatType::Fp32,
+            Some(FloatArg::Fp16) => FloatType::Fp16,
         };
         if float_type == FloatType::Fp16 && self.quantized.is_some() {
             bail!(
@@ -1199,10 +1258,9 @@ impl SensitivityArgs {
         if !(0.0..=MAX_SECONDS).contains(&bench_seconds) {
             bail!("--bench-seconds {bench_seconds:?}: expected 0 (no latency) to {MAX_SECONDS} seconds");
         }
-        let latency_runtime = match self.latency_runtime.as_deref() {
-            None | Some("tract") => LatencyRuntime::Tract,
-            Some("ort") => LatencyRuntime::Ort,
-            Some(o) => bail!("--latency-runtime {o}: expected tract or ort"),
+        let latency_runtime = match self.latency_runtime {
+            None | Some(LatencyArg::Tract) => LatencyRuntime::Tract,
+            Some(LatencyArg::Ort) => LatencyRuntime::Ort,
         };
         let data_settings = self.mapping.resolve(DataFile::default())?;
         let bench_load = RuntimeFlags {
