@@ -2,14 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use qgate_core::{ArrayData, Tolerance};
 use qgate_data::{ArrayKeys, ColorMode, DataError, Dataset, ImagePreprocess};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
-}
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
 
 fn load(name: &str, keys: &ArrayKeys) -> Result<Dataset, DataError> {
     Dataset::load(&fixtures().join(name), keys, &ImagePreprocess::default())

@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-
 use qgate_core::compare::{Comparison, PairInput, Predicted};
 use qgate_core::divergence::tensor_divergence;
 use qgate_core::metrics::{Metrics, Scores};
@@ -24,9 +22,9 @@ const METRIC_TOL: f64 = 1e-9;
 /// steps of 1/540; two steps.
 const BOOTSTRAP_TOL: f64 = 2.0 / 540.0;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
-}
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use qgate_core::{Array, Tolerance};
 use qgate_data::{load_npz, ArrayKeys, Dataset};
@@ -18,9 +18,9 @@ use qgate_runtime::{load, locate_onnxruntime, LoadOptions, Model, ModelSpec};
 #[path = "../../../tests/reference/ort_refs.rs"]
 mod ort_refs;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
-}
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
 
 fn python() -> String {
     std::env::var("QGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use qgate_core::divergence::cosine;
 use qgate_core::metrics::argmax;
@@ -18,9 +18,9 @@ use qgate_runtime::{load, LoadOptions, ModelSpec, RuntimeError};
 #[path = "../../../tests/reference/ort_refs.rs"]
 mod ort_refs;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
-}
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
 
 fn npz(file: &str) -> Dataset {
     load_npz(&fixtures().join(file), &ArrayKeys::default()).unwrap()

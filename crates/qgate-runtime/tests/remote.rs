@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use qgate_core::Tolerance;
@@ -27,9 +26,9 @@ fn server() -> Option<String> {
     }
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits")
-}
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
 
 fn npz(file: &str) -> Dataset {
     load_npz(&fixtures().join(file), &ArrayKeys::default()).unwrap()
