@@ -151,6 +151,8 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
         quantize_layers(&cut, &chosen, &ranges)
     };
     let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    // 200 resamples: the search judges points, and each configuration's interval is not
+    // reported.
     let eval_opts = qgate_eval::EvalOptions {
         batch_size: cfg.batch_size,
         inputs: mapping.clone(),
@@ -207,7 +209,30 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
         None
     };
     let (mixed, normalized) = write_models(cfg, &inputs, &analysis)?;
-    Ok(Report::from_sensitivity(
+    let outcome = Outcome {
+        analysis,
+        latency,
+        mixed,
+        normalized,
+        n_eval,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(report(cfg, inputs, outcome))
+}
+
+/// What the analysis produced, for the report.
+struct Outcome {
+    analysis: qgate_quant::Analysis,
+    latency: Option<qgate_report::FrontLatencyInfo>,
+    mixed: PathBuf,
+    normalized: Option<PathBuf>,
+    n_eval: usize,
+    seconds: f64,
+}
+
+/// The sensitivity report: what was read, how it was calibrated, what came out.
+fn report(cfg: &SensitivityConfig, inputs: Inputs, o: Outcome) -> Report {
+    Report::from_sensitivity(
         qgate_report::SensitivityReport {
             model: cfg.model.display().to_string(),
             quantized: cfg.quantized.as_ref().map(|p| p.display().to_string()),
@@ -217,23 +242,23 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
                 } else {
                     cfg.method.name().into()
                 },
-                source: inputs.calib_source.clone(),
+                source: inputs.calib_source,
                 samples: inputs.calib.as_ref().map_or(0, Dataset::len),
             },
             evaluation: qgate_report::SubsetInfo {
                 source: cfg.data.display().to_string(),
-                samples: n_eval,
+                samples: o.n_eval,
             },
-            analysis,
+            analysis: o.analysis,
             normalization: inputs.normalization,
-            normalized_model: normalized.map(|p| p.display().to_string()),
-            mixed_model: mixed.display().to_string(),
-            latency,
-            seconds: started.elapsed().as_secs_f64(),
+            normalized_model: o.normalized.map(|p| p.display().to_string()),
+            mixed_model: o.mixed.display().to_string(),
+            latency: o.latency,
+            seconds: o.seconds,
         },
         &cfg.policy,
         crate::host(),
-    ))
+    )
 }
 
 /// Reads the FP32 model (as exporters write it), its layers, the given QDQ model and the
