@@ -696,41 +696,7 @@ fn side(s: &SideResult) -> SideReport {
 fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning> {
     let mut out = Vec::new();
     let sides = [("baseline", &eval.baseline), ("candidate", &eval.candidate)];
-    let (b, c) = (&eval.baseline, &eval.candidate);
-    if b.model.sha256.is_some() && b.model.sha256 == c.model.sha256 {
-        let how = if b.provenance.runtime == c.provenance.runtime {
-            format!(
-                "twice on {} (settings: {:?} vs {:?})",
-                b.provenance.runtime, b.provenance.settings, c.provenance.settings
-            )
-        } else {
-            format!(
-                "on {} and on {}",
-                b.provenance.runtime, c.provenance.runtime
-            )
-        };
-        let worst = eval
-            .divergence
-            .iter()
-            .max_by(|a, b| a.tensor.max_abs.total_cmp(&b.tensor.max_abs))
-            .map(|d| {
-                format!(
-                    "largest output difference {:.3e} in '{}'",
-                    d.tensor.max_abs, d.output
-                )
-            })
-            .unwrap_or_else(|| "no common output to compare".into());
-        out.push(Warning {
-            kind: WarningKind::CrossRuntime,
-            message: format!(
-                "the same model file ran {how}: every difference in this report is runtime disagreement \
-                 (top-1 agreement {:.4}, {} of {} predictions differ, {worst})",
-                eval.comparison.top1_agreement,
-                eval.n_samples - (eval.comparison.top1_agreement * eval.n_samples as f64).round() as usize,
-                eval.n_samples
-            ),
-        });
-    }
+    out.extend(cross_runtime(eval));
     if let Some(deploy) = deployment_runtime {
         for (name, s) in sides {
             if s.provenance.runtime != deploy {
@@ -795,6 +761,46 @@ fn warnings(eval: &Evaluation, deployment_runtime: Option<&str>) -> Vec<Warning>
         });
     }
     out
+}
+
+/// The same model file on both sides: every difference is the runtimes' disagreement.
+fn cross_runtime(eval: &Evaluation) -> Option<Warning> {
+    let (b, c) = (&eval.baseline, &eval.candidate);
+    if b.model.sha256.is_some() && b.model.sha256 == c.model.sha256 {
+        let how = if b.provenance.runtime == c.provenance.runtime {
+            format!(
+                "twice on {} (settings: {:?} vs {:?})",
+                b.provenance.runtime, b.provenance.settings, c.provenance.settings
+            )
+        } else {
+            format!(
+                "on {} and on {}",
+                b.provenance.runtime, c.provenance.runtime
+            )
+        };
+        let worst = eval
+            .divergence
+            .iter()
+            .max_by(|a, b| a.tensor.max_abs.total_cmp(&b.tensor.max_abs))
+            .map(|d| {
+                format!(
+                    "largest output difference {:.3e} in '{}'",
+                    d.tensor.max_abs, d.output
+                )
+            })
+            .unwrap_or_else(|| "no common output to compare".into());
+        return Some(Warning {
+            kind: WarningKind::CrossRuntime,
+            message: format!(
+                "the same model file ran {how}: every difference in this report is runtime disagreement \
+                 (top-1 agreement {:.4}, {} of {} predictions differ, {worst})",
+                eval.comparison.top1_agreement,
+                eval.n_samples - (eval.comparison.top1_agreement * eval.n_samples as f64).round() as usize,
+                eval.n_samples
+            ),
+        });
+    }
+    None
 }
 
 fn summary(eval: &Evaluation) -> String {
