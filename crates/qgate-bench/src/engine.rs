@@ -579,30 +579,11 @@ impl Engine {
     }
 }
 
-/// One row per sample fed, as the accuracy path checks: a model or server answering with
-/// fewer or more rows is broken, however fast.
+/// One row per sample fed (`qgate_runtime::check_batch_outputs`, as the accuracy path
+/// checks): a model or server answering with fewer or more rows is broken, however fast.
 fn check_rows(model: &dyn Model, outputs: &[Array], batch: usize) -> Result<(), BenchError> {
-    let info = model.info();
-    if outputs.len() != info.outputs.len() {
-        return Err(BenchError::Workload(format!(
-            "{}: returned {} outputs, but declares {}",
-            model.provenance().spec,
-            outputs.len(),
-            info.outputs.len()
-        )));
-    }
-    for (t, o) in info.outputs.iter().zip(outputs) {
-        if o.shape.first() != Some(&batch) {
-            return Err(BenchError::Workload(format!(
-                "{}: output '{}' has shape {:?} for a batch of {batch} samples; a model must \
-                 return one row per sample (samples along the first axis)",
-                model.provenance().spec,
-                t.name,
-                o.shape
-            )));
-        }
-    }
-    Ok(())
+    qgate_runtime::check_batch_outputs(model.info(), outputs, batch)
+        .map_err(|m| BenchError::Workload(format!("{}: {m}", model.provenance().spec)))
 }
 
 /// Compares two arrays under a tolerance: `(equal, largest absolute difference)`. NaNs in

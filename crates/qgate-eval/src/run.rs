@@ -94,31 +94,12 @@ pub fn run_model(
             model.run(&inputs)?
         };
         seconds += t.elapsed().as_secs_f64();
-        if outputs.len() != info.outputs.len() {
-            return Err(RuntimeError::Run {
+        qgate_runtime::check_batch_outputs(&info, &outputs, idx.len()).map_err(|message| {
+            RuntimeError::Run {
                 path: model.provenance().spec.into(),
-                message: format!(
-                    "returned {} outputs, but declares {}",
-                    outputs.len(),
-                    info.outputs.len()
-                ),
-            });
-        }
-        // One row per sample fed, in every backend: a model (or server, or saved file) that
-        // answers with fewer or more rows would otherwise be scored against the wrong samples.
-        for (o, out) in info.outputs.iter().zip(&outputs) {
-            if out.shape.first() != Some(&idx.len()) {
-                return Err(RuntimeError::Run {
-                    path: model.provenance().spec.into(),
-                    message: format!(
-                        "output '{}' has shape {:?} for a batch of {} samples; a model must return one row per sample (samples along the first axis)",
-                        o.name,
-                        out.shape,
-                        idx.len()
-                    ),
-                });
+                message,
             }
-        }
+        })?;
         for (slot, out) in parts.iter_mut().zip(outputs) {
             let out = if real < idx.len() {
                 out.slice_rows(0, real)

@@ -468,16 +468,11 @@ pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     CATCHING.with(|c| c.set(c.get() - 1));
     r.map_err(|payload| {
-        let text = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned());
-        let hooked = LAST_PANIC.with(|l| l.borrow_mut().take());
-        match (text, hooked) {
-            (_, Some(h)) => h,
-            (Some(t), None) => t,
-            (None, None) => "no message".into(),
-        }
+        // The hook's text has the place too; without the hook, the payload's own text.
+        LAST_PANIC
+            .with(|l| l.borrow_mut().take())
+            .or_else(|| payload_text(payload.as_ref()))
+            .unwrap_or_else(|| "no message".into())
     })
 }
 
@@ -490,18 +485,48 @@ pub fn install_panic_hook() {
             default(info);
             return;
         }
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let message = payload_text(info.payload()).unwrap_or_else(|| "no message".into());
         let place = info
             .location()
             .map(|l| format!(" (at {}:{})", l.file(), l.line()))
             .unwrap_or_default();
         LAST_PANIC.with(|l| *l.borrow_mut() = Some(format!("{message}{place}")));
     }));
+}
+
+/// One answer per declared output, each with one row per sample of the batch fed. Every
+/// caller of [`Model::run`] that scores or times the answer checks it here: a model, server
+/// or saved file answering with fewer or more rows would be scored against the wrong samples.
+pub fn check_batch_outputs(
+    info: &ModelInfo,
+    outputs: &[Array],
+    batch: usize,
+) -> Result<(), String> {
+    if outputs.len() != info.outputs.len() {
+        return Err(format!(
+            "returned {} outputs, but declares {}",
+            outputs.len(),
+            info.outputs.len()
+        ));
+    }
+    for (t, o) in info.outputs.iter().zip(outputs) {
+        if o.shape.first() != Some(&batch) {
+            return Err(format!(
+                "output '{}' has shape {:?} for a batch of {batch} samples; a model must return \
+                 one row per sample (samples along the first axis)",
+                t.name, o.shape
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
 }
 
 /// Loads the model as `compare` would and runs one batch of zeros (every symbolic dimension
@@ -550,29 +575,18 @@ pub fn smoke_test(spec: &ModelSpec, opts: &LoadOptions) -> Result<(), RuntimeErr
         inputs.push(Array { shape, data });
     }
     let outputs = model.run(&inputs)?;
-    if outputs.len() != info.outputs.len() {
-        return Err(RuntimeError::Run {
-            path: path(),
-            message: format!(
-                "returned {} outputs, but declares {}",
-                outputs.len(),
-                info.outputs.len()
-            ),
-        });
+    match inputs.first().and_then(|a| a.shape.first().copied()) {
+        Some(batch) => check_batch_outputs(&info, &outputs, batch),
+        // No input to take a batch from: the output count is all there is to check.
+        None if outputs.len() != info.outputs.len() => Err(format!(
+            "returned {} outputs, but declares {}",
+            outputs.len(),
+            info.outputs.len()
+        )),
+        None => Ok(()),
     }
-    let batch = inputs.first().and_then(|a| a.shape.first().copied());
-    for (t, o) in info.outputs.iter().zip(&outputs) {
-        if batch.is_some() && o.shape.first().copied() != batch {
-            return Err(RuntimeError::Run {
-                path: path(),
-                message: format!(
-                    "output '{}' has shape {:?} for a batch of {}; a model must return one row per sample",
-                    t.name,
-                    o.shape,
-                    batch.unwrap_or(0)
-                ),
-            });
-        }
-    }
-    Ok(())
+    .map_err(|message| RuntimeError::Run {
+        path: path(),
+        message,
+    })
 }
