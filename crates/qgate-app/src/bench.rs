@@ -10,7 +10,7 @@ use qgate_report::Report;
 use qgate_runtime::{LoadOptions, ModelSpec};
 
 use crate::compare::{CompareConfig, EvalProgress};
-use crate::error::{io, AppError};
+use crate::error::AppError;
 use crate::measure::{measure, Pair, PerfConfig, Workers};
 
 /// Everything `qgate bench` needs, validated.
@@ -55,7 +55,7 @@ pub fn run(
         }
         None => None,
     };
-    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    let scratch = crate::error::scratch()?;
     let pair = Pair {
         baseline: &cfg.baseline,
         candidate: &cfg.candidate,
@@ -97,7 +97,7 @@ pub fn check(
         mut data,
         evaluation,
     } = crate::compare::run(cfg, eval_progress)?;
-    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    let scratch = crate::error::scratch()?;
     crate::outputs::save_outputs(scratch.path(), &data, &evaluation)?;
     let mut perf = perf.clone();
     perf.plan.reference_outputs = [

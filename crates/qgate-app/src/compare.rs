@@ -8,7 +8,7 @@ use qgate_eval::{evaluate_pair, EvalOptions, Evaluation, RuntimeCheckSettings};
 use qgate_report::Report;
 use qgate_runtime::{load, LoadOptions, ModelSpec};
 
-use crate::error::{io, AppError, Context};
+use crate::error::{AppError, Context};
 
 /// Everything `qgate compare` needs, validated.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppE
     data.subset(cfg.limit, cfg.seed);
     let mut baseline = load(&cfg.baseline, &cfg.load).context("baseline")?;
     let mut candidate = load(&cfg.candidate, &cfg.load).context("candidate")?;
-    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    let scratch = crate::error::scratch()?;
     let runtime_checks = qgate_eval::guard_tract_sides(
         [
             ("baseline", &cfg.baseline, baseline.as_mut()),

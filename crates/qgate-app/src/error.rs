@@ -74,3 +74,23 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppE
     let what = what.into();
     move |source| AppError::Io { what, source }
 }
+
+/// An error and its sources joined with ": ", skipping a source the text already quotes.
+pub fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// A scratch folder, removed when dropped.
+pub(crate) fn scratch() -> Result<tempfile::TempDir, AppError> {
+    tempfile::tempdir().map_err(io("cannot create a temporary directory"))
+}

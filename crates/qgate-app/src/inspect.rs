@@ -39,8 +39,8 @@ pub fn run(spec: &str) -> Result<Inspection, AppError> {
     let model = inspect_onnx(path)?;
     let unsupported = tract_unsupported(path)?;
     let tract_spec = ModelSpec::parse(&format!("tract:{}", path.display()))?;
-    let runs_in_tract =
-        qgate_runtime::smoke_test(&tract_spec, &LoadOptions::default()).map_err(|e| chain_text(&e));
+    let runs_in_tract = qgate_runtime::smoke_test(&tract_spec, &LoadOptions::default())
+        .map_err(|e| crate::chain_text(&e));
     let dir = path.parent().unwrap_or(Path::new("."));
     let quantization_reading = qgate_quant::normalize(qgate_runtime::read_onnx(path)?, dir)
         .map(|(_, n)| n)
@@ -52,21 +52,6 @@ pub fn run(spec: &str) -> Result<Inspection, AppError> {
         runs_in_tract,
         quantization_reading,
     })
-}
-
-/// An error and its sources joined with ": ", skipping a source the text already quotes.
-fn chain_text(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        source = s.source();
-    }
-    out
 }
 
 impl Inspection {

@@ -10,7 +10,7 @@ pub mod measure;
 pub mod outputs;
 pub mod sensitivity;
 
-pub use error::{AppError, Context};
+pub use error::{chain_text, AppError, Context};
 
 /// The machine in a report's `host`, from the probe's fingerprint (one describer of the
 /// machine: the benchmark's environment and the report's host read the same source).

@@ -102,22 +102,18 @@ pub fn measure(
         },
         probe: perf.probe.clone(),
     };
-    progress("loading baseline");
-    let mut b = ChildSide::spawn(
-        workers.exe,
-        &["__worker"],
-        init("baseline", pair.baseline),
-        plan.batch,
-        workers.scratch,
-    )?;
-    progress("loading candidate");
-    let mut c = ChildSide::spawn(
-        workers.exe,
-        &["__worker"],
-        init("candidate", pair.candidate),
-        plan.batch,
-        workers.scratch,
-    )?;
+    let mut spawn = |side: &str, spec: &ModelSpec| {
+        progress(&format!("loading {side}"));
+        ChildSide::spawn(
+            workers.exe,
+            &["__worker"],
+            init(side, spec),
+            plan.batch,
+            workers.scratch,
+        )
+    };
+    let mut b = spawn("baseline", pair.baseline)?;
+    let mut c = spawn("candidate", pair.candidate)?;
     let env = qgate_probe::Fingerprint::read(&perf.probe.roots());
     let perf = run_pair(&mut b, &mut c, &plan, env, progress)?;
     let criteria = Gate::evaluate_performance(policy, &qgate_bench::observations(&perf));

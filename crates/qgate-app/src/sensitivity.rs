@@ -150,7 +150,7 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
         let chosen = qgate_quant::select(&cut_layers, std::slice::from_ref(&l.node))?;
         quantize_layers(&cut, &chosen, &ranges)
     };
-    let scratch = tempfile::tempdir().map_err(io("cannot create a temporary directory"))?;
+    let scratch = crate::error::scratch()?;
     // 200 resamples: the search judges points, and each configuration's interval is not
     // reported.
     let eval_opts = qgate_eval::EvalOptions {

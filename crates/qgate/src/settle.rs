@@ -78,15 +78,7 @@ pub(crate) fn guarded(
 /// The error and its causes, joined with ": ", skipping a cause whose text the message
 /// already quotes (library messages often include their OS error).
 pub(crate) fn error_text(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(": ");
-            out.push_str(&c);
-        }
-    }
-    out
+    qgate_app::chain_text(e.as_ref())
 }
 
 /// Applies `--max-memory` to this process (bench workers get it through their load spec).
