@@ -213,6 +213,17 @@ impl Default for Policy {
     }
 }
 
+/// A TOML value's kind for a sentence: "a string", "an integer", "a table".
+pub fn toml_kind(v: &toml::Value) -> String {
+    let t = v.type_str();
+    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {t}")
+}
+
 /// `line L, ` of the line where `key` is set (a key or a `[key]` table), or nothing.
 fn key_line(text: &str, key: &str) -> String {
     text.lines()
@@ -295,13 +306,8 @@ impl PolicyFile {
                     return Err(PolicyError::Parse {
                         origin: origin.to_string(),
                         message: format!(
-                            "{at}key `{key}`: expected a number, found {} {}",
-                            if other.type_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
-                                "an"
-                            } else {
-                                "a"
-                            },
-                            other.type_str()
+                            "{at}key `{key}`: expected a number, found {}",
+                            toml_kind(other)
                         ),
                     })
                 }

@@ -216,14 +216,19 @@ impl Stack<'_> {
             path: file.to_path_buf(),
             message,
         };
-        if let Some([w, h]) = pre.resize {
-            // Resizing allocates the target before any check could see it.
-            let so_far = self.values.len() / (w as usize * h as usize * channels).max(1);
+        // The stack as float32 with one more w×h image on it, checked before that image's
+        // buffer exists: before decoding when the size is known (`--image-size`: resizing
+        // allocates the target), else right after.
+        let fits = |w: u32, h: u32, what: String| {
             qgate_core::memory::check(
-                qgate_core::memory::bytes_of(&[so_far + 1, w as usize, h as usize, channels], 4),
-                &format!("--image-size {w}x{h} for {} image(s)", so_far + 1),
+                (self.values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
+                &what,
             )
-            .map_err(format_error)?;
+            .map_err(format_error)
+        };
+        if let Some([w, h]) = pre.resize {
+            let images = self.values.len() / (w as usize * h as usize * channels).max(1) + 1;
+            fits(w, h, format!("--image-size {w}x{h} for {images} image(s)"))?;
         }
         let img =
             image::open(file).map_err(|e| format_error(format!("cannot decode image: {e}")))?;
@@ -242,11 +247,9 @@ impl Stack<'_> {
             }
             _ => {}
         }
-        qgate_core::memory::check(
-            (self.values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
-            &format!("{}'s images as float32", self.dir.display()),
-        )
-        .map_err(format_error)?;
+        if pre.resize.is_none() {
+            fits(w, h, format!("{}'s images as float32", self.dir.display()))?;
+        }
         let pixels: Vec<u8> = match pre.color {
             ColorMode::Rgb => img.to_rgb8().into_raw(),
             ColorMode::Gray => img.to_luma8().into_raw(),

@@ -515,15 +515,10 @@ impl TryFrom<toml::Value> for SideValue {
                     .map_err(|e| e.message().to_string())
                     .map(SideValue::Table)
             }
-            other => {
-                let t = other.type_str();
-                let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
-                    "an"
-                } else {
-                    "a"
-                };
-                Err(format!("got {article} {t}; {EXPECTED}"))
-            }
+            other => Err(format!(
+                "got {}; {EXPECTED}",
+                qgate_core::policy::toml_kind(&other)
+            )),
         }
     }
 }
@@ -967,9 +962,6 @@ impl PerfFlags {
         let tolerance = self.output_checks(&mut plan)?;
         plan.seed = self.bench_seed.unwrap_or(0);
         let perf_samples = self.perf_samples.unwrap_or(1024);
-        if perf_samples == 0 {
-            bail!("--perf-samples must be at least 1");
-        }
         let shapes = self.shapes()?;
         let sys = self
             .sysfs_root
@@ -992,9 +984,6 @@ impl PerfFlags {
     /// Warm-up, duration or iterations, rounds.
     fn timing(&self, plan: &mut qgate_bench::Plan) -> Result<()> {
         if let Some(b) = self.latency_batch {
-            if b == 0 {
-                bail!("--latency-batch must be at least 1");
-            }
             plan.batch = b;
         }
         plan.warmup_iterations = self.warmup.unwrap_or(plan.warmup_iterations);
@@ -1059,9 +1048,6 @@ impl PerfFlags {
         }
         plan.slo_p99_ms = positive("--slo-p99-ms", self.slo_p99_ms)?;
         if let Some(n) = self.servers {
-            if n == 0 {
-                bail!("--servers must be at least 1");
-            }
             plan.servers = n;
         }
         if let Some(s) = &self.offline_batch {
