@@ -74,13 +74,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .take_while(|c| c.is_ascii_alphabetic() || *c == ' ')
         .count();
     let (num, unit) = t.split_at(t.len() - unit_len);
-    // "1e" + "9" is not a unit: a lone trailing 'e' belongs to no unit either.
-    let (num, unit) =
-        if unit.trim_start().starts_with(['e', 'E']) && !unit.trim().eq_ignore_ascii_case("eb") {
-            (t, "")
-        } else {
-            (num, unit)
-        };
     let value: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size; expected e.g. 8GiB, 512MiB or 2000000000"))?;

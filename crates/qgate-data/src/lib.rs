@@ -448,19 +448,25 @@ pub fn labels_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<i64>, 
 /// Ids key flips, saved outputs and reports: two samples with one id would be confused
 /// with each other.
 fn unique_ids(path: &Path, key: &str, ids: &[String]) -> Result<(), DataError> {
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(first) = seen.insert(id.as_str(), i) {
-            return Err(DataError::Array {
-                path: path.to_path_buf(),
-                key: key.to_string(),
-                message: format!(
-                    "sample id '{id}' appears twice (samples {first} and {i}); ids must be unique"
-                ),
-            });
-        }
+    match first_duplicate(ids) {
+        Some((first, i)) => Err(DataError::Array {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message: format!(
+                "sample id '{}' appears twice (samples {first} and {i}); ids must be unique",
+                ids[i]
+            ),
+        }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The positions `(first, second)` of the first id that appears twice.
+pub fn first_duplicate(ids: &[String]) -> Option<(usize, usize)> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    ids.iter()
+        .enumerate()
+        .find_map(|(i, id)| seen.insert(id.as_str(), i).map(|first| (first, i)))
 }
 
 fn ids_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<String>, DataError> {

@@ -459,10 +459,13 @@ struct Cache<'a> {
 
 impl Cache<'_> {
     fn of(&self, t: &str) -> Option<&Array> {
-        self.names
-            .iter()
-            .position(|x| x == t)
-            .map(|k| &self.arrays[k])
+        self.entry(t).map(|(_, a)| a)
+    }
+
+    /// The cached tensor's name (borrowed from the cache) and values.
+    fn entry(&self, t: &str) -> Option<(&str, &Array)> {
+        let k = self.names.iter().position(|x| x == t)?;
+        Some((self.names[k].as_str(), &self.arrays[k]))
     }
 }
 
@@ -572,10 +575,7 @@ impl Pass<'_> {
                 let feed: Vec<(&str, &Array)> = l
                     .cut_inputs
                     .iter()
-                    .filter_map(|t| {
-                        let name = self.cache.names.iter().find(|x| *x == t)?;
-                        self.cache.of(t).map(|a| (name.as_str(), a))
-                    })
+                    .filter_map(|t| self.cache.entry(t))
                     .collect();
                 let dims: Vec<(String, Vec<usize>)> = feed
                     .iter()

@@ -76,12 +76,8 @@ pub fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
 
 /// Writes every report file that applies into `out`, all or none: the files are rendered
 /// into a temporary folder beside `out` (same file system) and then renamed into place, so a
-/// reader of `out` never sees a half-written report or a mix of two runs' files. Returns the
-/// paths written.
-pub fn write_reports(
-    report: &Report,
-    out: &std::path::Path,
-) -> Result<Vec<std::path::PathBuf>, ReportError> {
+/// reader of `out` never sees a half-written report or a mix of two runs' files.
+pub fn write_reports(report: &Report, out: &std::path::Path) -> Result<(), ReportError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Io { path, source }
@@ -105,7 +101,6 @@ pub fn write_reports(
         std::fs::write(&path, text).map_err(io(&path))?;
         names.push(exporter.file_name());
     }
-    let mut written = Vec::new();
     for name in names {
         let to = out.join(name);
         let from = staging.path().join(name);
@@ -113,9 +108,8 @@ pub fn write_reports(
         if std::fs::rename(&from, &to).is_err() {
             std::fs::copy(&from, &to).map_err(io(&to))?;
         }
-        written.push(to);
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Renders a report in one format.

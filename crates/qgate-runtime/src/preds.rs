@@ -120,15 +120,13 @@ impl PredsModel {
                 return Err(bad(format!("{} ids for {rows} rows", ids.len())));
             }
             Some(ids) => {
-                let mut map = HashMap::new();
-                for (i, id) in ids.into_iter().enumerate() {
-                    if let Some(first) = map.insert(id.clone(), i) {
-                        return Err(bad(format!(
-                            "sample id '{id}' appears twice (rows {first} and {i}); saved outputs need one row per id"
-                        )));
-                    }
+                if let Some((first, i)) = qgate_data::first_duplicate(&ids) {
+                    return Err(bad(format!(
+                        "sample id '{}' appears twice (rows {first} and {i}); saved outputs need one row per id",
+                        ids[i]
+                    )));
                 }
-                Some(map)
+                Some(ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect())
             }
             None => None,
         };
