@@ -722,16 +722,8 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 /// Runs `qgate ARGS` with a 30 s limit (a hang fails instead of blocking CI); returns the
 /// exit code (None when killed) and stderr.
 fn run_limited(args: &[&str]) -> (Option<i32>, String) {
-    let o = assert_cmd::Command::cargo_bin("qgate")
-        .unwrap()
-        .args(args)
-        .timeout(std::time::Duration::from_secs(30))
-        .output()
-        .unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
+    let r = common::exec(args);
+    (r.code, r.stderr)
 }
 
 #[test]

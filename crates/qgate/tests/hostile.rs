@@ -7,9 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
-
-use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
 
@@ -17,17 +14,9 @@ use common::{fx, qgate};
 
 /// Runs the binary with exactly `args` (no `--out` added): `(exit code, stdout, stderr)`.
 fn raw(args: &[&str]) -> (i32, String, String) {
-    let o = Command::cargo_bin("qgate")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(!err.contains("panicked at"), "panic: {err}");
-    (o.status.code().unwrap_or(-1), out, err)
+    let r = common::exec(args);
+    assert!(!r.stderr.contains("panicked at"), "panic: {}", r.stderr);
+    (r.code.unwrap_or(-1), r.stdout, r.stderr)
 }
 
 /// The digits MLP with its input's batch dimension fixed to `batch`.

@@ -2,19 +2,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use assert_cmd::cargo::CommandCargoExt;
-use std::process::Command;
+mod common;
 
 fn stdout(args: &[&str]) -> (i32, String) {
-    let o = Command::cargo_bin("qgate")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
+    let r = common::exec(args);
+    (r.code.unwrap_or(-1), r.stdout)
 }
 
 #[test]

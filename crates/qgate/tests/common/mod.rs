@@ -92,3 +92,27 @@ pub fn qgate(cmd: &str, args: &[&str], extra: &[&str]) -> Run {
     assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
     run
 }
+
+/// What a run of the binary with exactly the given arguments printed.
+pub struct Exec {
+    /// `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `qgate ARGS` as given (no `--out` added), at most 30 s: a hang fails the test instead
+/// of stalling it.
+pub fn exec(args: &[&str]) -> Exec {
+    let o = Command::cargo_bin("qgate")
+        .unwrap()
+        .args(args)
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    Exec {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
