@@ -69,12 +69,12 @@ pub fn run(
     };
     let (perf, criteria) = measure(&pair, &cfg.perf, &cfg.policy, &workers, progress)?;
     Ok(Report::from_performance(
-        perf,
+        &perf,
         &cfg.policy,
-        criteria,
+        &criteria,
         "bench",
         cfg.deployment_runtime.as_deref(),
-        crate::host(),
+        &crate::host(),
     ))
 }
 
@@ -117,7 +117,7 @@ pub fn check(
         scratch: scratch.path(),
     };
     let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, progress)?;
-    let mut report = report.with_performance(performance, criteria);
+    let mut report = report.with_performance(&performance, &criteria);
     report.command = "check".into();
     Ok(report)
 }

@@ -90,7 +90,7 @@ pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppE
         &evaluation,
         "compare",
         cfg.deployment_runtime.as_deref(),
-        crate::host(),
+        &crate::host(),
     );
     Ok(Accuracy {
         report,

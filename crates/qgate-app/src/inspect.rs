@@ -96,7 +96,10 @@ impl Inspection {
             out.push(format!("  {op:<32} {n}"));
         }
         out.push(match &self.quantization_reading {
-            Ok(n) => format!("for quantization: {}", n.notes().join("; ")),
+            Ok(n) => format!(
+                "for quantization: {}",
+                qgate_report::Normalization::from(n).notes().join("; ")
+            ),
             Err(e) => format!("for quantization: {e}"),
         });
         out.push(match &self.runs_in_tract {

@@ -249,15 +249,15 @@ fn report(cfg: &SensitivityConfig, inputs: Inputs, o: Outcome) -> Report {
                 source: cfg.data.display().to_string(),
                 samples: o.n_eval,
             },
-            analysis: o.analysis,
-            normalization: inputs.normalization,
+            analysis: (&o.analysis).into(),
+            normalization: (&inputs.normalization).into(),
             normalized_model: o.normalized.map(|p| p.display().to_string()),
             mixed_model: o.mixed.display().to_string(),
             latency: o.latency,
             seconds: o.seconds,
         },
         &cfg.policy,
-        crate::host(),
+        &crate::host(),
     )
 }
 

@@ -62,31 +62,6 @@ impl Normalization {
             || self.external_tensors > 0
             || self.opset_in != self.opset_out
     }
-
-    /// One sentence per change, for the report.
-    pub fn notes(&self) -> Vec<String> {
-        let mut n = Vec::new();
-        if self.constants_lifted > 0 {
-            n.push(format!(
-                "{} Constant node(s) read as weights (initializers)",
-                self.constants_lifted
-            ));
-        }
-        if self.names_generated > 0 {
-            n.push(format!(
-                "{} unnamed node(s) named {{op}}_{{index}}; the written models carry these names, so exclusion lists resolve against them",
-                self.names_generated
-            ));
-        }
-        if self.external_tensors > 0 {
-            n.push(format!(
-                "{} tensor(s) read from external data files",
-                self.external_tensors
-            ));
-        }
-        n.push(self.opset_note.clone());
-        n
-    }
 }
 
 /// Ops whose meaning changes at an opset version in `(from, to]`: a model holding one keeps

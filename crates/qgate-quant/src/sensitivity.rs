@@ -854,15 +854,6 @@ impl Signal {
             Signal::LogitMse => l.mse.unwrap_or(0.0),
         }
     }
-
-    /// Its name in prose.
-    pub fn label(self) -> &'static str {
-        match self {
-            Signal::MetricDrop => "metric drop",
-            Signal::Kl => "KL",
-            Signal::LogitMse => "logit MSE",
-        }
-    }
 }
 
 /// Most sensitive first: the metric drop of quantizing the layer alone; where drops tie

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use qgate_core::policy::{Status, Verdict};
+use crate::{Status, Verdict};
 
 use crate::png;
 use crate::svg::{esc, heatmap, histogram, paired_bars};
@@ -101,8 +101,8 @@ fn gate(h: &mut String, r: &Report) {
             Status::Skipped => "skipped",
         };
         let op = match c.direction {
-            qgate_core::policy::Direction::AtMost => "≤",
-            qgate_core::policy::Direction::AtLeast => "≥",
+            crate::Direction::AtMost => "≤",
+            crate::Direction::AtLeast => "≥",
         };
         let _ = write!(
             h,

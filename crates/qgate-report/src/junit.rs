@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use qgate_core::policy::Status;
+use crate::Status;
 
 use crate::svg::esc;
 use crate::{num, Exporter, Report, ReportError};

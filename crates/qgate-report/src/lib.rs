@@ -57,17 +57,76 @@ pub fn clear_reports(out: &std::path::Path) -> Result<(), ReportError> {
     Ok(())
 }
 
+/// The `report.json` of a run that ended in an error (exit 2).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorReport {
+    pub schema_version: &'static str,
+    pub tool: Tool,
+    pub command: String,
+    pub verdict: ErrorVerdict,
+    /// The error, as printed on stderr (without the `qgate: error: ` prefix).
+    pub error: String,
+}
+
+/// The verdict of a run that could not judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorVerdict {
+    Error,
+}
+
+/// What a `report.json` holds: a judged run or an error.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ReportFile {
+    Judged(Box<Report>),
+    Error(ErrorReport),
+}
+
+/// The JSON Schema (draft 2020-12) of `report.json`, generated from the report types;
+/// published as docs/report.schema.json.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(ReportFile);
+    schema.insert("title".into(), "qgate report.json".into());
+    schema.insert(
+        "description".into(),
+        format!("report.json of qgate compare, check, bench and sensitivity, schema version {SCHEMA_VERSION}; docs/report-schema.md documents each field").into(),
+    );
+    let mut value = schema.to_value();
+    nullable_floats(&mut value);
+    value
+}
+
+/// serde_json writes a non-finite float (NaN, ±∞) as `null`: every float may be null.
+fn nullable_floats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let float = matches!(
+                map.get("format").and_then(|f| f.as_str()),
+                Some("double" | "float")
+            );
+            if float && map.get("type").and_then(|t| t.as_str()) == Some("number") {
+                map.insert("type".into(), serde_json::json!(["number", "null"]));
+            }
+            map.values_mut().for_each(nullable_floats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(nullable_floats),
+        _ => {}
+    }
+}
+
 /// Writes the `report.json` of a run that ended in an error (exit 2): verdict `"error"` and
 /// the message (docs/report-schema.md). Best effort: the error itself is what the user must
 /// see.
 pub fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
-    let report = serde_json::json!({
-        "schema_version": SCHEMA_VERSION,
-        "tool": { "name": "qgate", "version": env!("CARGO_PKG_VERSION") },
-        "command": command,
-        "verdict": "error",
-        "error": message,
-    });
+    let report = ErrorReport {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool::qgate(),
+        command: command.into(),
+        verdict: ErrorVerdict::Error,
+        error: message.into(),
+    };
     if std::fs::create_dir_all(out).is_ok() {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
         let _ = std::fs::write(out.join("report.json"), text);
@@ -179,7 +238,7 @@ pub(crate) fn runtime_check_lines(r: &Report) -> Vec<String> {
     r.runtime_checks
         .iter()
         .map(|c| match c {
-            qgate_eval::RuntimeCheckOutcome::Passed(c) => format!(
+            crate::RuntimeCheckOutcome::Passed(c) => format!(
                 "Runtime check ({}): tract agrees with {} on the first {} samples — top-1 agreement {}, largest difference of '{}' {} (tolerance {}: {}).",
                 c.side,
                 c.reference,
@@ -190,7 +249,7 @@ pub(crate) fn runtime_check_lines(r: &Report) -> Vec<String> {
                 num(c.tolerance),
                 c.tolerance_basis
             ),
-            qgate_eval::RuntimeCheckOutcome::Skipped { side, reason } => {
+            crate::RuntimeCheckOutcome::Skipped { side, reason } => {
                 format!("Runtime check ({side}): skipped — {reason}.")
             }
         })

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use qgate_core::policy::{Status, Verdict};
+use crate::{Status, Verdict};
 
 use crate::{num, pct, pval, Exporter, Report, ReportError};
 
@@ -82,8 +82,8 @@ fn criteria_table(m: &mut String, r: &Report) {
             Status::Skipped => "➖ skipped",
         };
         let op = match c.direction {
-            qgate_core::policy::Direction::AtMost => "≤",
-            qgate_core::policy::Direction::AtLeast => "≥",
+            crate::Direction::AtMost => "≤",
+            crate::Direction::AtLeast => "≥",
         };
         let _ = writeln!(
             m,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use qgate_bench::{LoadFigures, Performance, PointFigures, SidePerformance};
+use crate::{LoadFigures, Performance, PointFigures, SidePerformance};
 use qgate_core::stats::percentile;
 
 use crate::svg::{esc, histogram_pair, line_chart, line_chart_x, Series, XAxis};
@@ -353,8 +353,8 @@ fn latency_charts(h: &mut String, p: &Performance) {
 /// Throughput and p99 against batch size, concurrency and offered Poisson load.
 fn sweep_charts(h: &mut String, p: &Performance) {
     let sw = &p.sweeps;
-    let closed_series = |pts: &[qgate_bench::SweepPoint],
-                         x: fn(&qgate_bench::SweepPoint) -> f64,
+    let closed_series = |pts: &[crate::SweepPoint],
+                         x: fn(&crate::SweepPoint) -> f64,
                          y: fn(&PointFigures) -> f64| {
         [
             Series {
@@ -452,7 +452,7 @@ fn sweep_tables(h: &mut String, p: &Performance) {
     let sw = &p.sweeps;
     // Each row says which sweep measured it: the same batch and concurrency can appear in
     // two sweeps (batch 1 with one request in flight opens both closed-loop sweeps).
-    let closed: Vec<(&str, &qgate_bench::SweepPoint)> = sw
+    let closed: Vec<(&str, &crate::SweepPoint)> = sw
         .batch
         .iter()
         .map(|s| ("batch sweep (1 in flight)", s))

@@ -11,7 +11,7 @@ fn opt(v: Option<f64>) -> String {
 
 /// How the ranking was ordered, in prose: which signals decided it, and why when it is not
 /// the metric alone.
-fn ranked_by_text(a: &qgate_quant::Analysis) -> String {
+fn ranked_by_text(a: &crate::Analysis) -> String {
     let by: Vec<&str> = a.ranked_by.iter().map(|s| s.label()).collect();
     let mut t = by.join(", then ");
     if a.ranked_by.len() > 1 {
@@ -129,7 +129,7 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
 }
 
 /// One row per layer, most sensitive first.
-fn layer_table(h: &mut String, a: &qgate_quant::Analysis) {
+fn layer_table(h: &mut String, a: &crate::Analysis) {
     let rec = &a.recommendation;
     h.push_str("<table><tr><th>rank</th><th class=l>layer</th><th class=l>op</th><th>drop, only this layer INT8 (pp)</th><th>KL</th><th>logit MSE</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>drop, all but this layer INT8 (pp)</th><th>KL, all but this layer</th><th class=l>kept float</th></tr>");
     for (i, l) in a.layers.iter().enumerate() {
@@ -157,7 +157,7 @@ fn layer_table(h: &mut String, a: &qgate_quant::Analysis) {
 }
 
 /// The drop by rank and the trade-off charts.
-fn charts(h: &mut String, a: &qgate_quant::Analysis) {
+fn charts(h: &mut String, a: &crate::Analysis) {
     let drops = Series {
         name: "drop (pp), only this layer INT8",
         class: "cand",
@@ -223,7 +223,7 @@ fn charts(h: &mut String, a: &qgate_quant::Analysis) {
 }
 
 /// Where the given quantized model's error appears, tensor by tensor.
-fn localisation_html(h: &mut String, l: &qgate_quant::Localisation) {
+fn localisation_html(h: &mut String, l: &crate::Localisation) {
     let _ = write!(
         h,
         "<h2>Error localisation of the given quantized model</h2><p>Largest fall of SQNR from one tensor to the next: <b>{}</b>.</p><table><tr><th class=l>tensor</th><th class=l>op</th><th>SQNR dB</th><th>cosine</th><th>max |Δ|</th></tr>",

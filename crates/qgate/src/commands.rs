@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use qgate_core::policy::Verdict;
+use qgate_report::Verdict;
 
 use crate::cli::{BenchConfig, CompareConfig, InspectArgs, PerfConfig};
 use crate::ui::{progress_bar, spinner, write_report};

@@ -26,7 +26,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use qgate_core::policy::Verdict;
+use qgate_report::Verdict;
 
 use cli::{Cli, Command};
 use commands::{bench, check, compare, inspect, sensitivity, worker_exe};

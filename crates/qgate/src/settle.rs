@@ -2,7 +2,7 @@
 //! no earlier run's report there, only `report.json` with verdict `"error"`.
 
 use anyhow::{Context, Result};
-use qgate_core::policy::Verdict;
+use qgate_report::Verdict;
 use qgate_runtime::LoadOptions;
 
 /// Runs `run` on a resolved config; when resolving failed, the error is settled in the

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qgate_core::policy::{Status, Verdict};
 use qgate_report::Report;
+use qgate_report::{Status, Verdict};
 
 /// The evaluation's progress bar: both sides' samples on one bar.
 pub(crate) struct SamplesBar(pub(crate) ProgressBar);

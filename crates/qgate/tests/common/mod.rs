@@ -31,6 +31,38 @@ pub fn ex(name: &str) -> String {
         .to_string()
 }
 
+/// docs/report.schema.json, compiled once per test binary.
+fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = root().join("docs/report.schema.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+    })
+}
+
+/// Fails the test when `dir/report.json` exists and does not validate against the
+/// published schema: every report a test makes is checked.
+pub fn assert_valid_report(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join("report.json")) else {
+        return;
+    };
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}/report.json is not JSON: {e}", dir.display()));
+    let errors: Vec<String> = schema()
+        .iter_errors(&report)
+        .take(5)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{}/report.json does not match docs/report.schema.json:\n{}",
+        dir.display(),
+        errors.join("\n")
+    );
+}
+
 /// One finished run of the binary.
 pub struct Run {
     pub code: i32,
@@ -90,6 +122,7 @@ pub fn qgate(cmd: &str, args: &[&str], extra: &[&str]) -> Run {
         out,
     };
     assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    assert_valid_report(run.out.path());
     run
 }
 
@@ -110,6 +143,11 @@ pub fn exec(args: &[&str]) -> Exec {
         .timeout(std::time::Duration::from_secs(30))
         .output()
         .unwrap();
+    if let Some(i) = args.iter().position(|a| *a == "--out") {
+        if let Some(dir) = args.get(i + 1) {
+            assert_valid_report(Path::new(dir));
+        }
+    }
     Exec {
         code: o.status.code(),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -3,21 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use qgate_bench::Performance;
-use qgate_core::compare::{ClassDelta, Flip, Flips};
-use qgate_core::divergence::{Histogram, KlSummary};
-use qgate_core::metrics::{Averages, ClassMetrics};
-use qgate_core::policy::{CriterionResult, Gate, Policy, Threshold, Verdict};
-use qgate_core::stats::BootstrapSettings;
-use qgate_eval::{Evaluation, IgnoredArray, InputBinding, ScoreOutput, SideResult, Thumbnail};
-use qgate_runtime::{HostInfo, ModelInfo, Provenance};
+use qgate_eval::{Evaluation, SideResult};
+use schemars::JsonSchema;
 use serde::Serialize;
+
+mod convert;
+mod evaluation;
+mod figures;
+mod model;
+mod performance;
+mod sensitivity;
+
+use convert::Conv;
+pub use evaluation::*;
+pub use figures::*;
+pub use model::*;
+pub use performance::*;
+pub use sensitivity::*;
 
 /// Version of the JSON schema (semver: major bumps break readers).
 pub const SCHEMA_VERSION: &str = "1.5.0";
 
 /// The whole report of one `qgate compare` run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Report {
     pub schema_version: &'static str,
     /// Tool name and version.
@@ -56,22 +64,32 @@ pub struct Report {
     /// The runtime checks of quantized models run in tract against onnxruntime's
     /// node-by-node execution (`passed` or `skipped` with the reason; a failed check stops
     /// the run with an error instead).
-    pub runtime_checks: Vec<qgate_eval::RuntimeCheckOutcome>,
+    pub runtime_checks: Vec<RuntimeCheckOutcome>,
     /// Thumbnails of flipped samples (HTML only).
     #[serde(skip)]
     pub thumbnails: Vec<Thumbnail>,
 }
 
 /// Tool identity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Tool {
     /// `qgate`.
     pub name: &'static str,
     pub version: &'static str,
 }
 
+impl Tool {
+    /// This build of qgate.
+    pub fn qgate() -> Tool {
+        Tool {
+            name: "qgate",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
 /// The data set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DataInfo {
     pub source: String,
     pub n_samples: usize,
@@ -84,7 +102,7 @@ pub struct DataInfo {
 }
 
 /// One side's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SideReport {
     pub runtime: Provenance,
     /// Declared inputs, outputs, op counts, file size.
@@ -114,7 +132,7 @@ pub struct SideReport {
 }
 
 /// Divergence of one output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DivergenceEntry {
     /// Max |Δ|.
     pub max_abs: f64,
@@ -141,7 +159,7 @@ pub struct DivergenceEntry {
 }
 
 /// The comparison section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ComparisonReport {
     /// Candidate − baseline accuracy (fraction).
     pub accuracy_delta: f64,
@@ -185,7 +203,7 @@ pub struct ComparisonReport {
 }
 
 /// The gate section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct GateReport {
     /// `pass` or `fail`.
     pub verdict: Verdict,
@@ -195,7 +213,7 @@ pub struct GateReport {
 }
 
 /// Something the reader should know.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningKind {
     /// Speed figures come from tract running quantized ops.
@@ -215,7 +233,7 @@ pub enum WarningKind {
 }
 
 /// A warning: what and what to do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Warning {
     pub kind: WarningKind,
     /// What to know and what to do.
@@ -231,7 +249,7 @@ impl Report {
         eval: &Evaluation,
         command: &str,
         deployment_runtime: Option<&str>,
-        host: HostInfo,
+        host: &qgate_runtime::HostInfo,
     ) -> Report {
         let c = &eval.comparison;
         let mut divergence = BTreeMap::new();
@@ -265,38 +283,35 @@ impl Report {
             relative_accuracy: c.relative_accuracy,
             macro_f1_delta: c.macro_f1_delta,
             macro_f1_delta_ci: c.macro_f1_delta_ci,
-            bootstrap: c.bootstrap,
+            bootstrap: c.bootstrap.conv(),
             mcnemar_p: c.mcnemar_p,
             negative_flips: c.negative_flips,
             positive_flips: c.positive_flips,
             negative_flip_rate: c.negative_flip_rate,
             positive_flip_rate: c.positive_flip_rate,
             changed_wrong_answers: c.changed_wrong_answers,
-            flips: c.flips.clone(),
-            flip_details: c.flip_details.clone(),
+            flips: c.flips.conv(),
+            flip_details: c.flip_details.conv(),
             top1_agreement: c.top1_agreement,
             top_k: c.top_k,
             top_k_agreement: c.top_k_agreement,
-            kl: c.kl.clone(),
-            per_class: c.per_class.clone(),
+            kl: c.kl.conv(),
+            per_class: c.per_class.conv(),
             divergence,
             divergence_skipped: eval.divergence_skipped.iter().cloned().collect(),
         };
         let gate = GateReport {
-            verdict: eval.gate.verdict,
-            thresholds: eval.policy.thresholds.clone(),
-            criteria: eval.gate.criteria.clone(),
+            verdict: eval.gate.verdict.conv(),
+            thresholds: eval.policy.thresholds.conv(),
+            criteria: eval.gate.criteria.conv(),
         };
         let warnings = warnings(eval, deployment_runtime);
         let summary = summary(eval);
         Report {
             schema_version: SCHEMA_VERSION,
-            tool: Tool {
-                name: "qgate",
-                version: env!("CARGO_PKG_VERSION"),
-            },
+            tool: Tool::qgate(),
             command: command.to_string(),
-            verdict: eval.gate.verdict,
+            verdict: eval.gate.verdict.conv(),
             summary,
             data: Some(DataInfo {
                 source: eval.data_source.clone(),
@@ -304,7 +319,7 @@ impl Report {
                 n_classes: eval.n_classes,
                 class_names: eval.class_names.clone(),
                 batch_size: eval.batch_size,
-                ignored_arrays: eval.ignored_arrays.clone(),
+                ignored_arrays: eval.ignored_arrays.conv(),
             }),
             baseline: Some(side(&eval.baseline)),
             candidate: Some(side(&eval.candidate)),
@@ -312,11 +327,11 @@ impl Report {
             performance: None,
             sensitivity: None,
             gate,
-            host,
+            host: host.conv(),
             deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
-            runtime_checks: eval.runtime_checks.clone(),
-            thumbnails: eval.thumbnails.clone(),
+            runtime_checks: eval.runtime_checks.conv(),
+            thumbnails: eval.thumbnails.conv(),
         }
     }
 
@@ -348,23 +363,20 @@ impl Report {
     /// The report of a benchmark: performance figures judged by `criteria` (built by
     /// `Gate::evaluate_performance`).
     pub fn from_performance(
-        perf: Performance,
-        policy: &Policy,
-        criteria: Vec<CriterionResult>,
+        perf: &qgate_bench::Performance,
+        policy: &qgate_core::policy::Policy,
+        criteria: &[qgate_core::policy::CriterionResult],
         command: &str,
         deployment_runtime: Option<&str>,
-        host: HostInfo,
+        host: &qgate_runtime::HostInfo,
     ) -> Report {
-        let gate = Gate::from_criteria(criteria);
+        let gate = Gate::from_criteria(criteria.conv());
         let mut warnings = Vec::new();
-        perf_warnings(&perf, deployment_runtime, &mut warnings);
-        let summary = perf_summary(&perf, &gate);
+        perf_warnings(perf, deployment_runtime, &mut warnings);
+        let summary = perf_summary(perf, &gate);
         Report {
             schema_version: SCHEMA_VERSION,
-            tool: Tool {
-                name: "qgate",
-                version: env!("CARGO_PKG_VERSION"),
-            },
+            tool: Tool::qgate(),
             command: command.to_string(),
             verdict: gate.verdict,
             summary,
@@ -372,14 +384,14 @@ impl Report {
             baseline: None,
             candidate: None,
             comparison: None,
-            performance: Some(perf),
+            performance: Some(perf.conv()),
             sensitivity: None,
             gate: GateReport {
                 verdict: gate.verdict,
-                thresholds: policy.thresholds.clone(),
+                thresholds: policy.thresholds.conv(),
                 criteria: gate.criteria,
             },
-            host,
+            host: host.conv(),
             deployment_runtime: deployment_runtime.map(str::to_string),
             warnings,
             runtime_checks: Vec::new(),
@@ -389,20 +401,24 @@ impl Report {
 
     /// The report of a sensitivity analysis: the gate is whether a configuration meeting the
     /// policy was found.
-    pub fn from_sensitivity(sens: SensitivityReport, policy: &Policy, host: HostInfo) -> Report {
+    pub fn from_sensitivity(
+        sens: SensitivityReport,
+        policy: &qgate_core::policy::Policy,
+        host: &qgate_runtime::HostInfo,
+    ) -> Report {
         let rec = &sens.analysis.recommendation;
         let criterion = CriterionResult {
             key: "mixed_precision_found".into(),
             description: "a mixed-precision configuration meets the accuracy policy".into(),
-            direction: qgate_core::policy::Direction::AtLeast,
+            direction: Direction::AtLeast,
             threshold: 1.0,
-            source: qgate_core::policy::Source::Default,
+            source: Source::Default,
             observed: Some(if rec.passes { 1.0 } else { 0.0 }),
             interval: None,
             status: if rec.passes {
-                qgate_core::policy::Status::Pass
+                Status::Pass
             } else {
-                qgate_core::policy::Status::Fail
+                Status::Fail
             },
             message: if rec.passes {
                 format!(
@@ -446,10 +462,7 @@ impl Report {
         );
         Report {
             schema_version: SCHEMA_VERSION,
-            tool: Tool {
-                name: "qgate",
-                version: env!("CARGO_PKG_VERSION"),
-            },
+            tool: Tool::qgate(),
             command: "sensitivity".into(),
             verdict: gate.verdict,
             summary,
@@ -461,10 +474,10 @@ impl Report {
             sensitivity: Some(sens),
             gate: GateReport {
                 verdict: gate.verdict,
-                thresholds: policy.thresholds.clone(),
+                thresholds: policy.thresholds.conv(),
                 criteria: gate.criteria,
             },
-            host,
+            host: host.conv(),
             deployment_runtime: None,
             warnings: Vec::new(),
             runtime_checks: Vec::new(),
@@ -475,7 +488,12 @@ impl Report {
     /// Adds performance figures and their criteria to an accuracy report (`qgate check`):
     /// one report, one verdict. Skipped "not measured" entries of performance keys are
     /// replaced by the judged ones.
-    pub fn with_performance(mut self, perf: Performance, criteria: Vec<CriterionResult>) -> Report {
+    pub fn with_performance(
+        mut self,
+        perf: &qgate_bench::Performance,
+        criteria: &[qgate_core::policy::CriterionResult],
+    ) -> Report {
+        let criteria: Vec<CriterionResult> = criteria.conv();
         let mut all: Vec<CriterionResult> = self
             .gate
             .criteria
@@ -485,7 +503,7 @@ impl Report {
         all.extend(criteria);
         let gate = Gate::from_criteria(all);
         let mut extra = Vec::new();
-        perf_warnings(&perf, self.deployment_runtime.as_deref(), &mut extra);
+        perf_warnings(perf, self.deployment_runtime.as_deref(), &mut extra);
         // The accuracy half already explains tract's INT8 and the deployment runtime.
         extra.retain(|w| {
             !matches!(
@@ -499,7 +517,7 @@ impl Report {
             .split_once(": ")
             .map(|x| x.1.to_string())
             .unwrap_or_default();
-        let perf_line = perf_summary(&perf, &gate);
+        let perf_line = perf_summary(perf, &gate);
         let perf_tail = perf_line
             .split_once(": ")
             .map(|x| x.1.to_string())
@@ -508,13 +526,13 @@ impl Report {
         self.verdict = gate.verdict;
         self.gate.verdict = gate.verdict;
         self.gate.criteria = gate.criteria;
-        self.performance = Some(perf);
+        self.performance = Some(perf.conv());
         self
     }
 }
 
 /// The `sensitivity` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SensitivityReport {
     /// The FP32 model.
     pub model: String,
@@ -526,10 +544,10 @@ pub struct SensitivityReport {
     pub evaluation: SubsetInfo,
     /// Layers, front, recommendation, localisation.
     #[serde(flatten)]
-    pub analysis: qgate_quant::Analysis,
+    pub analysis: Analysis,
     /// How the model file was read: Constant-node weights lifted, nodes named, external
     /// data inlined, opset upgraded or per-tensor weight scales.
-    pub normalization: qgate_quant::Normalization,
+    pub normalization: Normalization,
     /// The model as qgate read it (`model_normalized.onnx`), written when it differs from
     /// the file: the exclusion lists resolve against its node names.
     pub normalized_model: Option<String>,
@@ -542,7 +560,7 @@ pub struct SensitivityReport {
 }
 
 /// How the trade-off front's latency was measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FrontLatencyInfo {
     /// Runtime and version that ran the models.
     pub runtime: String,
@@ -557,7 +575,7 @@ pub struct FrontLatencyInfo {
 }
 
 /// Calibration, as done.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CalibrationInfo {
     /// `min_max`, `percentile`, `entropy`, or `given model` with `--quantized`.
     pub method: String,
@@ -567,7 +585,7 @@ pub struct CalibrationInfo {
 }
 
 /// The evaluation subset.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SubsetInfo {
     /// Where it came from.
     pub source: String,
@@ -585,8 +603,7 @@ pub struct Accuracy<'a> {
 }
 
 /// A layer's figures for the signals that ranked it (`-0.53 pp`, `+0.00 pp, KL 0.0123`).
-fn sens_figures(l: &qgate_quant::LayerSensitivity, by: &[qgate_quant::Signal]) -> String {
-    use qgate_quant::Signal;
+fn sens_figures(l: &LayerSensitivity, by: &[Signal]) -> String {
     by.iter()
         .map(|s| match s {
             Signal::MetricDrop => format!("{:+.2} pp", -l.metric_drop + 0.0),
@@ -597,6 +614,23 @@ fn sens_figures(l: &qgate_quant::LayerSensitivity, by: &[qgate_quant::Signal]) -
         .join(", ")
 }
 
+/// A verdict and the criteria it rests on: failed when any criterion failed.
+struct Gate {
+    verdict: Verdict,
+    criteria: Vec<CriterionResult>,
+}
+
+impl Gate {
+    fn from_criteria(criteria: Vec<CriterionResult>) -> Gate {
+        let verdict = if criteria.iter().any(|c| c.status == Status::Fail) {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        Gate { verdict, criteria }
+    }
+}
+
 fn verdict_head(gate: &Gate) -> String {
     match gate.verdict {
         Verdict::Pass => "PASS".to_string(),
@@ -604,7 +638,7 @@ fn verdict_head(gate: &Gate) -> String {
             let failed: Vec<&str> = gate
                 .criteria
                 .iter()
-                .filter(|c| c.status == qgate_core::policy::Status::Fail)
+                .filter(|c| c.status == Status::Fail)
                 .map(|c| c.key.as_str())
                 .collect();
             format!("FAIL ({})", failed.join(", "))
@@ -612,7 +646,7 @@ fn verdict_head(gate: &Gate) -> String {
     }
 }
 
-fn perf_summary(p: &Performance, gate: &Gate) -> String {
+fn perf_summary(p: &qgate_bench::Performance, gate: &Gate) -> String {
     let (b, c) = (&p.baseline, &p.candidate);
     let mib = |x: Option<u64>| {
         x.map(|v| format!("{:.1}", v as f64 / 1048576.0))
@@ -632,7 +666,11 @@ fn perf_summary(p: &Performance, gate: &Gate) -> String {
     )
 }
 
-fn perf_warnings(p: &Performance, deployment_runtime: Option<&str>, out: &mut Vec<Warning>) {
+fn perf_warnings(
+    p: &qgate_bench::Performance,
+    deployment_runtime: Option<&str>,
+    out: &mut Vec<Warning>,
+) {
     for (name, s) in [("baseline", &p.baseline), ("candidate", &p.candidate)] {
         if s.runtime.runtime == "tract" && s.model.is_quantized() {
             out.push(Warning {
@@ -675,19 +713,19 @@ fn perf_warnings(p: &Performance, deployment_runtime: Option<&str>, out: &mut Ve
 fn side(s: &SideResult) -> SideReport {
     let m = &s.metrics;
     SideReport {
-        runtime: s.provenance.clone(),
-        model: s.model.clone(),
-        inputs: s.inputs.clone(),
-        score_output: s.scores.clone(),
+        runtime: s.provenance.conv(),
+        model: s.model.conv(),
+        inputs: s.inputs.conv(),
+        score_output: s.scores.conv(),
         n_samples: m.n_samples,
         n_invalid: m.n_invalid,
         accuracy: m.accuracy,
         accuracy_ci: m.accuracy_ci,
         top_k: m.top_k,
         top_k_accuracy: m.top_k_accuracy,
-        per_class: m.per_class.clone(),
-        macro_avg: m.macro_avg.clone(),
-        weighted_avg: m.weighted_avg.clone(),
+        per_class: m.per_class.conv(),
+        macro_avg: m.macro_avg.conv(),
+        weighted_avg: m.weighted_avg.conv(),
         confusion_matrix: m.confusion_matrix.clone(),
         inference_seconds: s.inference_seconds,
     }
@@ -810,7 +848,7 @@ fn summary(eval: &Evaluation) -> String {
     } else {
         "not distinguishable from noise (McNemar p ≥ 0.05)"
     };
-    let head = verdict_head(&eval.gate);
+    let head = verdict_head(&Gate::from_criteria(eval.gate.criteria.conv()));
     format!(
         "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]{}), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
         eval.baseline.metrics.accuracy * 100.0,
