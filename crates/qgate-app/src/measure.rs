@@ -15,6 +15,10 @@ use qgate_runtime::{LoadOptions, ModelSpec, SpecKind};
 use crate::error::AppError;
 use crate::outputs::write_with_ids;
 
+/// Distinct samples of the data a benchmark cycles through (MLPerf's performance sample
+/// count) unless told otherwise.
+pub const DEFAULT_PERF_SAMPLES: usize = 1024;
+
 /// How to measure (`bench` and the performance half of `check`), validated.
 #[derive(Debug, Clone)]
 pub struct PerfConfig {

@@ -95,6 +95,15 @@ pub struct SensitivityConfig {
 /// Calibration samples when `--calib-samples` is not given.
 pub const DEFAULT_CALIB_SAMPLES: usize = 200;
 
+/// How activations are calibrated unless told otherwise.
+pub const DEFAULT_METHOD: qgate_quant::CalibMethod = qgate_quant::CalibMethod::MinMax;
+
+/// Samples per inference call of the search's evaluations.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// Seconds per side that time each configuration of the front against FP32 (0: none).
+pub const DEFAULT_BENCH_SECONDS: f64 = 1.0;
+
 /// The model, its layers and the data, read and split.
 struct Inputs {
     fp32: pb::ModelProto,
@@ -119,29 +128,7 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
         None => Default::default(),
     };
     let fp16 = cfg.float_type == FloatType::Fp16;
-    let build = |keep: &[String]| -> Result<_, QuantError> {
-        match &inputs.quantized {
-            Some(q) => strip_qdq(q, keep, Some(&inputs.fp32)),
-            None => {
-                let chosen: Vec<&Layer> = inputs
-                    .layers
-                    .iter()
-                    .filter(|l| !keep.contains(&l.node))
-                    .collect();
-                let q = quantize_layers(&inputs.fp32, &chosen, &ranges)?;
-                if fp16 {
-                    let kept: Vec<&Layer> = inputs
-                        .layers
-                        .iter()
-                        .filter(|l| keep.contains(&l.node))
-                        .collect();
-                    qgate_quant::layers_to_fp16(&q, &kept)
-                } else {
-                    Ok(q)
-                }
-            }
-        }
-    };
+    let build = |keep: &[String]| build_config(&inputs, &ranges, fp16, keep);
     // With qgate's own quantization, "only this layer" models start at the layer's inputs
     // and are fed cached FP32 activations (everything before the layer is FP32 anyway).
     let build_only = |l: &Layer, feeds: &[(String, Vec<usize>)]| -> Result<_, QuantError> {
@@ -151,27 +138,10 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
         quantize_layers(&cut, &chosen, &ranges)
     };
     let scratch = crate::error::scratch()?;
-    // 200 resamples: the search judges points, and each configuration's interval is not
-    // reported.
-    let eval_opts = qgate_eval::EvalOptions {
-        batch_size: cfg.batch_size,
-        inputs: mapping.clone(),
-        bootstrap: qgate_core::stats::BootstrapSettings {
-            resamples: 200,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
     let n_eval = inputs.data.len();
     let mut bench_data = inputs.data.clone();
     bench_data.subset(Some(64), None);
-    let mut evaluator = qgate_eval::SubsetEvaluator::new(
-        inputs.data.clone(),
-        cfg.policy.clone(),
-        eval_opts,
-        LoadOptions::default(),
-        scratch.path(),
-    );
+    let mut evaluator = evaluator(cfg, &inputs.data, scratch.path());
     let mut analysis = analyze(
         &inputs.fp32,
         inputs.quantized.as_ref(),
@@ -219,6 +189,56 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
     };
     Ok(report(cfg, inputs, outcome))
 }
+
+/// The model of one configuration: every layer INT8 but `keep` — the given QDQ model with
+/// the kept layers' Q/DQ removed, or qgate's own quantization with the kept layers left in
+/// float (FP16 weights with `--float-type fp16`).
+fn build_config(
+    inputs: &Inputs,
+    ranges: &Ranges,
+    fp16: bool,
+    keep: &[String],
+) -> Result<pb::ModelProto, QuantError> {
+    if let Some(q) = &inputs.quantized {
+        return strip_qdq(q, keep, Some(&inputs.fp32));
+    }
+    let (kept, chosen): (Vec<&Layer>, Vec<&Layer>) =
+        inputs.layers.iter().partition(|l| keep.contains(&l.node));
+    let q = quantize_layers(&inputs.fp32, &chosen, ranges)?;
+    if fp16 {
+        qgate_quant::layers_to_fp16(&q, &kept)
+    } else {
+        Ok(q)
+    }
+}
+
+/// The evaluator of configurations on the evaluation subset. 200 resamples: the search
+/// judges points, and each configuration's interval is not reported.
+fn evaluator(
+    cfg: &SensitivityConfig,
+    data: &Dataset,
+    scratch: &Path,
+) -> qgate_eval::SubsetEvaluator {
+    let eval_opts = qgate_eval::EvalOptions {
+        batch_size: cfg.batch_size,
+        inputs: cfg.mapping.clone(),
+        bootstrap: qgate_core::stats::BootstrapSettings {
+            resamples: 200,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    qgate_eval::SubsetEvaluator::new(
+        data.clone(),
+        cfg.policy.clone(),
+        eval_opts,
+        LoadOptions::default(),
+        scratch,
+    )
+}
+
+/// Activation ranges by tensor name.
+type Ranges = std::collections::BTreeMap<String, qgate_quant::Range>;
 
 /// What the analysis produced, for the report.
 struct Outcome {
@@ -376,7 +396,7 @@ fn activation_ranges(
     inputs: &Inputs,
     calib: &Dataset,
     mapping: &InputMapping,
-) -> Result<std::collections::BTreeMap<String, qgate_quant::Range>, AppError> {
+) -> Result<Ranges, AppError> {
     let spec = ModelSpec::parse(&cfg.model.display().to_string())?;
     let mut m = load(&spec, &LoadOptions::default())?;
     let bindings = qgate_eval::resolve_inputs(m.info(), calib, mapping)
@@ -437,22 +457,10 @@ struct FrontTiming<'a> {
 
 /// Times every configuration of the trade-off front against the FP32 model: batch 1,
 /// interleaved rounds, each pair in its own worker processes, as `qgate bench` measures.
-fn time_front(
-    analysis: &mut qgate_quant::Analysis,
-    fp32: &Path,
-    t: &FrontTiming,
-    scratch: &Path,
-    progress: &mut dyn FnMut(&str),
-) -> Result<qgate_report::FrontLatencyInfo, AppError> {
-    let spec = |p: &Path| -> Result<ModelSpec, AppError> {
-        let raw = match t.runtime {
-            LatencyRuntime::Ort => format!("ort:{}", p.display()),
-            LatencyRuntime::Tract => p.display().to_string(),
-        };
-        Ok(ModelSpec::parse(&raw)?)
-    };
-    let base = spec(fp32)?;
-    let perf = PerfConfig {
+/// How each point of the front is timed against FP32: batch 1, ten interleaved rounds of
+/// `t.seconds` per side, no sweeps and no output check (the search already compared outputs).
+fn front_plan(t: &FrontTiming) -> PerfConfig {
+    PerfConfig {
         plan: qgate_bench::Plan {
             batch: 1,
             warmup_seconds: 0.2,
@@ -470,7 +478,25 @@ fn time_front(
         shapes: Default::default(),
         probe: Default::default(),
         tolerance: None,
+    }
+}
+
+fn time_front(
+    analysis: &mut qgate_quant::Analysis,
+    fp32: &Path,
+    t: &FrontTiming,
+    scratch: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<qgate_report::FrontLatencyInfo, AppError> {
+    let spec = |p: &Path| -> Result<ModelSpec, AppError> {
+        let raw = match t.runtime {
+            LatencyRuntime::Ort => format!("ort:{}", p.display()),
+            LatencyRuntime::Tract => p.display().to_string(),
+        };
+        Ok(ModelSpec::parse(&raw)?)
     };
+    let base = spec(fp32)?;
+    let perf = front_plan(t);
     let none = Policy::default();
     let workers = Workers {
         exe: t.exe,

@@ -511,57 +511,79 @@ impl Engine {
             check.mismatched_batches += u64::from(bad);
         }
         if let Some(path) = reference {
-            let spec = ModelSpec::parse(&format!("preds:{}", path.display()))
-                .map_err(BenchError::Runtime)?;
-            let mut saved = PredsModel::load(path, &spec).map_err(BenchError::Runtime)?;
-            let saved_names: Vec<String> = saved
-                .info()
-                .outputs
-                .iter()
-                .map(|o| o.name.clone())
-                .collect();
-            let (mut samples, mut bad) = (0u64, 0u64);
-            for (slot, timed) in &captured {
-                let b = &batches[*slot];
-                let ids: Vec<String> = b
-                    .rows
-                    .iter()
-                    .map(|&r| self.workload.ids[r].clone())
-                    .collect();
-                let expected = saved
-                    .run_samples(&ids, &b.rows)
-                    .map_err(BenchError::Runtime)?;
-                for (j, id) in ids.iter().enumerate() {
-                    samples += 1;
-                    let mut differs = false;
-                    for (name, t) in names.iter().zip(timed) {
-                        let Some(k) = saved_names.iter().position(|n| n == name) else {
-                            continue;
-                        };
-                        let (equal, diff) = compare(
-                            &t.slice_rows(j, j + 1),
-                            &expected[k].slice_rows(j, j + 1),
-                            reference_tolerance,
-                        );
-                        if !equal {
-                            differs = true;
-                            check.first_mismatch.get_or_insert_with(|| {
-                                format!(
-                                    "output '{name}' of sample {id} differs from {} by up to \
-                                     {diff:.3e} (tolerance {reference_tolerance:?})",
-                                    path.display()
-                                )
-                            });
-                        }
-                    }
-                    bad += u64::from(differs);
-                }
-            }
+            let (samples, bad) = self.check_reference(
+                &captured,
+                &batches,
+                &names,
+                path,
+                reference_tolerance,
+                &mut check,
+            )?;
             check.reference_samples = Some(samples);
             check.reference_mismatches = Some(bad);
         }
         self.captured = captured;
         Ok(check)
+    }
+
+    /// Compares each captured timed batch, sample by sample, with the saved outputs at
+    /// `path` (`--reference-outputs`): (samples compared, samples that differ).
+    fn check_reference(
+        &self,
+        captured: &BTreeMap<usize, Vec<Array>>,
+        batches: &[Batch],
+        names: &[String],
+        path: &std::path::Path,
+        reference_tolerance: Tolerance,
+        check: &mut OutputCheck,
+    ) -> Result<(u64, u64), BenchError> {
+        let spec =
+            ModelSpec::parse(&format!("preds:{}", path.display())).map_err(BenchError::Runtime)?;
+        let mut saved = PredsModel::load(path, &spec).map_err(BenchError::Runtime)?;
+        let saved_names: Vec<String> = saved
+            .info()
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        let (mut samples, mut bad) = (0u64, 0u64);
+        for (slot, timed) in captured {
+            let b = &batches[*slot];
+            let ids: Vec<String> = b
+                .rows
+                .iter()
+                .map(|&r| self.workload.ids[r].clone())
+                .collect();
+            let expected = saved
+                .run_samples(&ids, &b.rows)
+                .map_err(BenchError::Runtime)?;
+            for (j, id) in ids.iter().enumerate() {
+                samples += 1;
+                let mut differs = false;
+                for (name, t) in names.iter().zip(timed) {
+                    let Some(k) = saved_names.iter().position(|n| n == name) else {
+                        continue;
+                    };
+                    let (equal, diff) = compare(
+                        &t.slice_rows(j, j + 1),
+                        &expected[k].slice_rows(j, j + 1),
+                        reference_tolerance,
+                    );
+                    if !equal {
+                        differs = true;
+                        check.first_mismatch.get_or_insert_with(|| {
+                            format!(
+                                "output '{name}' of sample {id} differs from {} by up to \
+                                 {diff:.3e} (tolerance {reference_tolerance:?})",
+                                path.display()
+                            )
+                        });
+                    }
+                }
+                bad += u64::from(differs);
+            }
+        }
+        Ok((samples, bad))
     }
 
     fn memory(&self) -> MemoryReading {

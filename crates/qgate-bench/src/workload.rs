@@ -96,89 +96,102 @@ impl Workload {
             _ => None,
         });
         match data {
-            Some(data) => {
-                let mapping = InputMapping {
-                    single_key: spec.single_key.clone(),
-                    pairs: spec.pairs.clone(),
-                };
-                let bindings =
-                    resolve_inputs(model, data, &mapping).map_err(BenchError::Workload)?;
-                let inputs = bindings
-                    .iter()
-                    .filter_map(|b| data.arrays.get(&b.array).cloned())
-                    .collect();
-                if data.is_empty() {
-                    return Err(BenchError::Workload(format!(
-                        "{}: no sample to feed",
-                        data.source
-                    )));
-                }
-                Ok(Workload {
-                    inputs,
-                    ids: data.ids.clone(),
-                    info: WorkloadInfo {
-                        source: format!(
-                            "data {} ({} samples)",
-                            spec.data_source.as_deref().unwrap_or(&data.source),
-                            data.len()
-                        ),
-                        samples: data.len(),
-                        fixed_batch,
-                    },
-                })
-            }
-            None => {
-                let mut rng = Rng::new(spec.seed);
-                let mut inputs = Vec::new();
-                for t in &model.inputs {
-                    let shape = synthetic_shape(t, spec.shapes.get(&t.name))?;
-                    let et = t.elem_type.unwrap_or(ElemType::F32);
-                    qgate_core::memory::check(
-                        qgate_core::memory::bytes_of(&shape, et.size_bytes()),
-                        &format!(
-                            "synthetic input '{}' shaped {shape:?} (from the model or --shape)",
-                            t.name
-                        ),
-                    )
-                    .map_err(BenchError::Workload)?;
-                    let n: usize = shape.iter().product();
-                    let data = match t.elem_type.unwrap_or(ElemType::F32) {
-                        ElemType::F32 | ElemType::F16 => {
-                            ArrayData::F32((0..n).map(|_| rng.unit() as f32).collect())
-                        }
-                        ElemType::F64 => ArrayData::F64((0..n).map(|_| rng.unit()).collect()),
-                        ElemType::I64 => ArrayData::I64(vec![0; n]),
-                        ElemType::I32 => ArrayData::I32(vec![0; n]),
-                        ElemType::U8 => {
-                            ArrayData::U8((0..n).map(|_| rng.below(256) as u8).collect())
-                        }
-                        ElemType::I8 => ArrayData::I8(vec![0; n]),
-                        ElemType::Bool => ArrayData::Bool(vec![false; n]),
-                        other => {
-                            return Err(BenchError::Workload(format!(
-                                "input '{}' has type {other}, for which qgate makes no synthetic \
-                                 values; give --data",
-                                t.name
-                            )))
-                        }
-                    };
-                    inputs.push(Array { shape, data });
-                }
-                Ok(Workload {
-                    inputs,
-                    ids: (0..SYNTHETIC_SAMPLES)
-                        .map(|i| format!("synthetic-{i}"))
-                        .collect(),
-                    info: WorkloadInfo {
-                        source: format!(
-                            "synthetic inputs ({SYNTHETIC_SAMPLES} samples, seeded uniform [0, 1))"
-                        ),
-                        samples: SYNTHETIC_SAMPLES,
-                        fixed_batch,
-                    },
-                })
-            }
+            Some(data) => Self::from_data(model, data, spec, fixed_batch),
+            None => Self::synthetic(model, spec, fixed_batch),
         }
+    }
+
+    /// The data's arrays bound to the model's inputs.
+    fn from_data(
+        model: &ModelInfo,
+        data: &Dataset,
+        spec: &WorkloadSpec,
+        fixed_batch: Option<usize>,
+    ) -> Result<Workload, BenchError> {
+        let mapping = InputMapping {
+            single_key: spec.single_key.clone(),
+            pairs: spec.pairs.clone(),
+        };
+        let bindings = resolve_inputs(model, data, &mapping).map_err(BenchError::Workload)?;
+        let inputs = bindings
+            .iter()
+            .filter_map(|b| data.arrays.get(&b.array).cloned())
+            .collect();
+        if data.is_empty() {
+            return Err(BenchError::Workload(format!(
+                "{}: no sample to feed",
+                data.source
+            )));
+        }
+        Ok(Workload {
+            inputs,
+            ids: data.ids.clone(),
+            info: WorkloadInfo {
+                source: format!(
+                    "data {} ({} samples)",
+                    spec.data_source.as_deref().unwrap_or(&data.source),
+                    data.len()
+                ),
+                samples: data.len(),
+                fixed_batch,
+            },
+        })
+    }
+
+    /// Seeded synthetic inputs shaped like the model's (or `--shape`): uniform [0, 1) floats,
+    /// uniform bytes, zero integers and `false`.
+    fn synthetic(
+        model: &ModelInfo,
+        spec: &WorkloadSpec,
+        fixed_batch: Option<usize>,
+    ) -> Result<Workload, BenchError> {
+        let mut rng = Rng::new(spec.seed);
+        let mut inputs = Vec::new();
+        for t in &model.inputs {
+            let shape = synthetic_shape(t, spec.shapes.get(&t.name))?;
+            let et = t.elem_type.unwrap_or(ElemType::F32);
+            qgate_core::memory::check(
+                qgate_core::memory::bytes_of(&shape, et.size_bytes()),
+                &format!(
+                    "synthetic input '{}' shaped {shape:?} (from the model or --shape)",
+                    t.name
+                ),
+            )
+            .map_err(BenchError::Workload)?;
+            let n: usize = shape.iter().product();
+            let data = match et {
+                ElemType::F32 | ElemType::F16 => {
+                    ArrayData::F32((0..n).map(|_| rng.unit() as f32).collect())
+                }
+                ElemType::F64 => ArrayData::F64((0..n).map(|_| rng.unit()).collect()),
+                ElemType::I64 => ArrayData::I64(vec![0; n]),
+                ElemType::I32 => ArrayData::I32(vec![0; n]),
+                ElemType::U8 => ArrayData::U8((0..n).map(|_| rng.below(256) as u8).collect()),
+                ElemType::I8 => ArrayData::I8(vec![0; n]),
+                ElemType::Bool => ArrayData::Bool(vec![false; n]),
+                other => {
+                    return Err(BenchError::Workload(format!(
+                        "input '{}' has type {other}, for which qgate makes no synthetic \
+                         values; give --data",
+                        t.name
+                    )))
+                }
+            };
+            inputs.push(Array { shape, data });
+        }
+        Ok(Workload {
+            inputs,
+            ids: (0..SYNTHETIC_SAMPLES)
+                .map(|i| format!("synthetic-{i}"))
+                .collect(),
+            info: WorkloadInfo {
+                source: format!(
+                    "synthetic inputs ({SYNTHETIC_SAMPLES} samples, seeded uniform [0, 1))"
+                ),
+                samples: SYNTHETIC_SAMPLES,
+                fixed_batch,
+            },
+        })
     }
 
     pub fn len(&self) -> usize {

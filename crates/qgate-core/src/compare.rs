@@ -137,77 +137,12 @@ impl Comparison {
     /// same samples.
     pub fn compute(input: &PairInput<'_>, base_metrics: &Metrics, cand_metrics: &Metrics) -> Self {
         let n = input.labels.len();
-        let (bp, cp) = (&input.baseline.predictions, &input.candidate.predictions);
-        let mut flip_details = Vec::new();
-        let mut neg_ids = Vec::new();
-        let mut pos_ids = Vec::new();
-        let mut changed_wrong = 0u64;
-        let mut same_top1 = 0u64;
-        let mut class_neg = vec![0u64; input.n_classes];
-        let mut class_pos = vec![0u64; input.n_classes];
-        for i in 0..n {
-            let y = input.labels[i];
-            let b_ok = bp[i] == Some(y);
-            let c_ok = cp[i] == Some(y);
-            if bp[i].is_some() && bp[i] == cp[i] {
-                same_top1 += 1;
-            }
-            if b_ok != c_ok {
-                let id = input.ids[i].clone();
-                if b_ok {
-                    neg_ids.push(id.clone());
-                    class_neg[y] += 1;
-                } else {
-                    pos_ids.push(id.clone());
-                    class_pos[y] += 1;
-                }
-                flip_details.push(Flip {
-                    index: i,
-                    id,
-                    label: y,
-                    baseline: bp[i],
-                    candidate: cp[i],
-                });
-            } else if !b_ok && bp[i] != cp[i] {
-                changed_wrong += 1;
-            }
-        }
-        let negative = neg_ids.len() as u64;
-        let positive = pos_ids.len() as u64;
+        let tally = FlipTally::count(input);
+        let negative = tally.neg_ids.len() as u64;
+        let positive = tally.pos_ids.len() as u64;
         let [acc_ci, f1_ci] = bootstrap_deltas(input);
-        let mut per_class: Vec<ClassDelta> = base_metrics
-            .per_class
-            .iter()
-            .zip(&cand_metrics.per_class)
-            .map(|(b, c)| {
-                let recall_delta = c.recall - b.recall;
-                let f1_delta = c.f1 - b.f1;
-                ClassDelta {
-                    class: b.class,
-                    name: b.name.clone(),
-                    support: b.support,
-                    baseline_recall: b.recall,
-                    candidate_recall: c.recall,
-                    recall_delta,
-                    precision_delta: c.precision - b.precision,
-                    baseline_f1: b.f1,
-                    candidate_f1: c.f1,
-                    f1_delta,
-                    negative_flips: class_neg[b.class],
-                    positive_flips: class_pos[b.class],
-                    flagged: -recall_delta * 100.0 > input.class_recall_drop_pp
-                        || -f1_delta * 100.0 > input.class_f1_drop_pp,
-                }
-            })
-            .collect();
-        per_class.sort_by(|a, b| a.support.cmp(&b.support).then(a.class.cmp(&b.class)));
-        let (kl, top_k_agreement) = match (&input.baseline.probs, &input.candidate.probs) {
-            (Some(pb), Some(pc)) => (
-                Some(kl_summary(pb, pc).1),
-                Some(top_k_agreement(pb, pc, input.top_k)),
-            ),
-            _ => (None, None),
-        };
+        let per_class = class_deltas(input, base_metrics, cand_metrics, &tally);
+        let (kl, top_k_agreement) = score_agreement(input);
         let nf = n.max(1) as f64;
         Comparison {
             accuracy_delta: cand_metrics.accuracy - base_metrics.accuracy,
@@ -225,18 +160,129 @@ impl Comparison {
             positive_flips: positive,
             negative_flip_rate: negative as f64 / nf,
             positive_flip_rate: positive as f64 / nf,
-            changed_wrong_answers: changed_wrong,
+            changed_wrong_answers: tally.changed_wrong,
             flips: Flips {
-                negative: neg_ids,
-                positive: pos_ids,
+                negative: tally.neg_ids,
+                positive: tally.pos_ids,
             },
-            flip_details,
-            top1_agreement: same_top1 as f64 / nf,
+            flip_details: tally.flip_details,
+            top1_agreement: tally.same_top1 as f64 / nf,
             top_k: input.top_k,
             top_k_agreement,
             kl,
             per_class,
         }
+    }
+}
+
+/// Per-sample agreement and correctness changes of the pair, counted in one pass.
+struct FlipTally {
+    /// Every sample whose correctness changed, in data order.
+    flip_details: Vec<Flip>,
+    /// Ids of samples the baseline got right and the candidate wrong.
+    neg_ids: Vec<String>,
+    /// Ids of samples the baseline got wrong and the candidate right.
+    pos_ids: Vec<String>,
+    /// Samples both got wrong with different answers.
+    changed_wrong: u64,
+    /// Samples with the same valid top-1 class.
+    same_top1: u64,
+    /// Right → wrong samples per true class.
+    class_neg: Vec<u64>,
+    /// Wrong → right samples per true class.
+    class_pos: Vec<u64>,
+}
+
+impl FlipTally {
+    /// Counts over every sample of `input`; a flipped sample's label must be below `n_classes`.
+    fn count(input: &PairInput<'_>) -> Self {
+        let (bp, cp) = (&input.baseline.predictions, &input.candidate.predictions);
+        let mut t = FlipTally {
+            flip_details: Vec::new(),
+            neg_ids: Vec::new(),
+            pos_ids: Vec::new(),
+            changed_wrong: 0,
+            same_top1: 0,
+            class_neg: vec![0u64; input.n_classes],
+            class_pos: vec![0u64; input.n_classes],
+        };
+        for i in 0..input.labels.len() {
+            let y = input.labels[i];
+            let b_ok = bp[i] == Some(y);
+            let c_ok = cp[i] == Some(y);
+            if bp[i].is_some() && bp[i] == cp[i] {
+                t.same_top1 += 1;
+            }
+            if b_ok != c_ok {
+                let id = input.ids[i].clone();
+                if b_ok {
+                    t.neg_ids.push(id.clone());
+                    t.class_neg[y] += 1;
+                } else {
+                    t.pos_ids.push(id.clone());
+                    t.class_pos[y] += 1;
+                }
+                t.flip_details.push(Flip {
+                    index: i,
+                    id,
+                    label: y,
+                    baseline: bp[i],
+                    candidate: cp[i],
+                });
+            } else if !b_ok && bp[i] != cp[i] {
+                t.changed_wrong += 1;
+            }
+        }
+        t
+    }
+}
+
+/// Per-class deltas of the models' own metrics with each class's flips, flagged against
+/// the call-out tolerances, smallest classes first (ties by class index).
+fn class_deltas(
+    input: &PairInput<'_>,
+    base_metrics: &Metrics,
+    cand_metrics: &Metrics,
+    tally: &FlipTally,
+) -> Vec<ClassDelta> {
+    let mut per_class: Vec<ClassDelta> = base_metrics
+        .per_class
+        .iter()
+        .zip(&cand_metrics.per_class)
+        .map(|(b, c)| {
+            let recall_delta = c.recall - b.recall;
+            let f1_delta = c.f1 - b.f1;
+            ClassDelta {
+                class: b.class,
+                name: b.name.clone(),
+                support: b.support,
+                baseline_recall: b.recall,
+                candidate_recall: c.recall,
+                recall_delta,
+                precision_delta: c.precision - b.precision,
+                baseline_f1: b.f1,
+                candidate_f1: c.f1,
+                f1_delta,
+                negative_flips: tally.class_neg[b.class],
+                positive_flips: tally.class_pos[b.class],
+                flagged: -recall_delta * 100.0 > input.class_recall_drop_pp
+                    || -f1_delta * 100.0 > input.class_f1_drop_pp,
+            }
+        })
+        .collect();
+    per_class.sort_by(|a, b| a.support.cmp(&b.support).then(a.class.cmp(&b.class)));
+    per_class
+}
+
+/// `(KL summary, top-k agreement)` of the two models' class probabilities; both `None`
+/// unless both models give probabilities.
+fn score_agreement(input: &PairInput<'_>) -> (Option<KlSummary>, Option<f64>) {
+    match (&input.baseline.probs, &input.candidate.probs) {
+        (Some(pb), Some(pc)) => (
+            Some(kl_summary(pb, pc).1),
+            Some(top_k_agreement(pb, pc, input.top_k)),
+        ),
+        _ => (None, None),
     }
 }
 

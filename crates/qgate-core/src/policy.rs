@@ -225,7 +225,7 @@ pub fn toml_kind(v: &toml::Value) -> String {
 }
 
 /// `line L, ` of the line where `key` is set (a key or a `[key]` table), or nothing.
-fn key_line(text: &str, key: &str) -> String {
+pub fn key_line(text: &str, key: &str) -> String {
     text.lines()
         .position(|l| {
             let l = l.trim_start();

@@ -1,7 +1,8 @@
 //! Which data array feeds which model input.
 
+use qgate_core::Array;
 use qgate_data::Dataset;
-use qgate_runtime::{Dim, ModelInfo};
+use qgate_runtime::{Dim, ModelInfo, TensorInfo};
 use serde::Serialize;
 
 /// The user's mapping of model inputs to data arrays.
@@ -33,7 +34,28 @@ pub fn resolve_inputs(
     data: &Dataset,
     mapping: &InputMapping,
 ) -> Result<Vec<InputBinding>, String> {
-    let available = || data.arrays.keys().cloned().collect::<Vec<_>>().join(", ");
+    check_pair_names(info, mapping)?;
+    let single = info.inputs.len() == 1;
+    let mut out = Vec::new();
+    for input in &info.inputs {
+        let (array, how) = choose_array(input, single, data, mapping)?;
+        check_array(input, data, &array)?;
+        out.push(InputBinding {
+            input: input.name.clone(),
+            array,
+            how,
+        });
+    }
+    Ok(out)
+}
+
+/// The data set's array names, comma-separated, for error messages.
+fn available(data: &Dataset) -> String {
+    data.arrays.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// Checks that every `--input NAME=KEY` pair names an input of the model.
+fn check_pair_names(info: &ModelInfo, mapping: &InputMapping) -> Result<(), String> {
     for (name, _) in &mapping.pairs {
         if !info.inputs.iter().any(|i| &i.name == name) {
             return Err(format!(
@@ -46,81 +68,99 @@ pub fn resolve_inputs(
             ));
         }
     }
-    let single = info.inputs.len() == 1;
-    let mut out = Vec::new();
-    for input in &info.inputs {
-        let (array, how) = if let Some((_, k)) =
-            mapping.pairs.iter().find(|(n, _)| n == &input.name)
-        {
-            (k.clone(), format!("--input {}={k}", input.name))
-        } else if let (true, Some(k)) = (single, &mapping.single_key) {
-            (k.clone(), "--input-key".to_string())
-        } else if data.arrays.contains_key(&input.name) || data.unusable.contains_key(&input.name) {
-            (input.name.clone(), "same name".to_string())
-        } else if single && data.arrays.len() == 1 {
-            let k = data.arrays.keys().next().cloned().unwrap_or_default();
-            (k, "the data set's only array".to_string())
-        } else {
-            return Err(format!(
-                "no data array for model input '{}' {}: the data set {} holds {}; choose one with {}",
-                input.name,
-                input.shape_text(),
-                data.source,
-                available(),
-                if single { "--input-key KEY" } else { "--input NAME=KEY" }
-            ));
-        };
-        if let Some(why) = data.unusable.get(&array) {
-            return Err(format!(
-                "model input '{}': data array '{array}' of {} cannot be used: it {why}",
-                input.name, data.source
-            ));
-        }
-        let a = data.arrays.get(&array).ok_or_else(|| {
-            format!(
-                "model input '{}': the data set {} has no array '{array}' (it holds {})",
-                input.name,
-                data.source,
-                available()
-            )
-        })?;
-        if !a.elem_type().is_numeric() {
-            return Err(format!(
-                "model input '{}': data array '{array}' holds {}, expected numbers",
-                input.name,
-                a.elem_type()
-            ));
-        }
-        if !input.shape.is_empty() {
-            let fits = input.shape.len() == a.shape.len()
-                && input
-                    .shape
-                    .iter()
-                    .zip(&a.shape)
-                    .skip(1)
-                    .all(|(d, &s)| !matches!(d, Dim::Fixed(n) if *n != s));
-            if !fits {
-                let data_shape: Vec<String> = std::iter::once("N".to_string())
-                    .chain(a.shape.iter().skip(1).map(usize::to_string))
-                    .collect();
-                return Err(format!(
-                    "model input '{}' expects shape {} but data array '{array}' has [{}] ({} samples); \
-                     reshape the data or pick another array{}",
-                    input.name,
-                    input.shape_text(),
-                    data_shape.join(", "),
-                    a.n_rows(),
-                    set_aside(data)
-                ));
-            }
-        }
-        out.push(InputBinding {
-            input: input.name.clone(),
-            array,
-            how,
-        });
+    Ok(())
+}
+
+/// `(array name, how it was chosen)` for `input`, by the order [`resolve_inputs`] documents;
+/// `single` says whether the model has one input. The array is not yet checked to exist.
+fn choose_array(
+    input: &TensorInfo,
+    single: bool,
+    data: &Dataset,
+    mapping: &InputMapping,
+) -> Result<(String, String), String> {
+    if let Some((_, k)) = mapping.pairs.iter().find(|(n, _)| n == &input.name) {
+        return Ok((k.clone(), format!("--input {}={k}", input.name)));
     }
-    Ok(out)
+    if let (true, Some(k)) = (single, &mapping.single_key) {
+        return Ok((k.clone(), "--input-key".to_string()));
+    }
+    if data.arrays.contains_key(&input.name) || data.unusable.contains_key(&input.name) {
+        return Ok((input.name.clone(), "same name".to_string()));
+    }
+    if single && data.arrays.len() == 1 {
+        let k = data.arrays.keys().next().cloned().unwrap_or_default();
+        return Ok((k, "the data set's only array".to_string()));
+    }
+    Err(format!(
+        "no data array for model input '{}' {}: the data set {} holds {}; choose one with {}",
+        input.name,
+        input.shape_text(),
+        data.source,
+        available(data),
+        if single {
+            "--input-key KEY"
+        } else {
+            "--input NAME=KEY"
+        }
+    ))
+}
+
+/// Checks that data array `array` exists, is usable, holds numbers and fits the shape
+/// `input` declares.
+fn check_array(input: &TensorInfo, data: &Dataset, array: &str) -> Result<(), String> {
+    if let Some(why) = data.unusable.get(array) {
+        return Err(format!(
+            "model input '{}': data array '{array}' of {} cannot be used: it {why}",
+            input.name, data.source
+        ));
+    }
+    let a = data.arrays.get(array).ok_or_else(|| {
+        format!(
+            "model input '{}': the data set {} has no array '{array}' (it holds {})",
+            input.name,
+            data.source,
+            available(data)
+        )
+    })?;
+    if !a.elem_type().is_numeric() {
+        return Err(format!(
+            "model input '{}': data array '{array}' holds {}, expected numbers",
+            input.name,
+            a.elem_type()
+        ));
+    }
+    check_shape(input, data, array, a)
+}
+
+/// Checks that array `a` (named `array`) has the rank `input` declares and matches every
+/// fixed dimension after the sample axis; an undeclared shape fits anything.
+fn check_shape(input: &TensorInfo, data: &Dataset, array: &str, a: &Array) -> Result<(), String> {
+    if input.shape.is_empty() {
+        return Ok(());
+    }
+    let fits = input.shape.len() == a.shape.len()
+        && input
+            .shape
+            .iter()
+            .zip(&a.shape)
+            .skip(1)
+            .all(|(d, &s)| !matches!(d, Dim::Fixed(n) if *n != s));
+    if !fits {
+        let data_shape: Vec<String> = std::iter::once("N".to_string())
+            .chain(a.shape.iter().skip(1).map(usize::to_string))
+            .collect();
+        return Err(format!(
+            "model input '{}' expects shape {} but data array '{array}' has [{}] ({} samples); \
+             reshape the data or pick another array{}",
+            input.name,
+            input.shape_text(),
+            data_shape.join(", "),
+            a.n_rows(),
+            set_aside(data)
+        ));
+    }
+    Ok(())
 }
 
 /// What the loader set aside, for an error about a shape that may be short because of it.

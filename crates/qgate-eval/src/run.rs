@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use qgate_core::Array;
 use qgate_data::Dataset;
-use qgate_runtime::{Dim, Model, RuntimeError};
+use qgate_runtime::{Dim, Model, ModelInfo, RuntimeError};
 
 use crate::InputBinding;
 
@@ -28,10 +28,7 @@ pub fn run_model(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ModelRun, RuntimeError> {
     let info = model.info().clone();
-    let fixed_batch = info.inputs.first().and_then(|i| match i.shape.first() {
-        Some(Dim::Fixed(n)) => Some(*n),
-        _ => None,
-    });
+    let fixed_batch = fixed_batch_of(&info);
     let batch = fixed_batch.unwrap_or(batch_size).max(1);
     let n = data.len();
     let arrays: Vec<&Array> = bindings
@@ -39,40 +36,9 @@ pub fn run_model(
         .filter_map(|b| data.arrays.get(&b.array))
         .collect();
     if let Some(f) = fixed_batch {
-        // A declared batch of 2^40 would otherwise abort on allocating the padded batch.
-        let row_bytes: u128 = arrays
-            .iter()
-            .map(|a| {
-                qgate_core::memory::bytes_of(
-                    &a.shape[1.min(a.shape.len())..],
-                    a.elem_type().size_bytes(),
-                )
-            })
-            .sum::<u128>()
-            + std::mem::size_of::<usize>() as u128;
-        qgate_core::memory::check(
-            row_bytes.saturating_mul(f as u128),
-            &format!(
-                "input '{}' declares a fixed batch of {f}: one batch",
-                info.inputs[0].name
-            ),
-        )
-        .map_err(|message| RuntimeError::Run {
-            path: model.provenance().spec.into(),
-            message,
-        })?;
+        check_fixed_batch_memory(model, &info, &arrays, f)?;
     }
-    if let Some(rows) = model.rows_by_position() {
-        if rows != data.file_rows {
-            return Err(RuntimeError::Run {
-                path: model.provenance().spec.into(),
-                message: format!(
-                    "holds {rows} rows of saved outputs matched to samples by position, but the data set {} has {} samples; save the outputs of every sample in data order (or save an `id` array with them)",
-                    data.source, data.file_rows
-                ),
-            });
-        }
-    }
+    check_rows_by_position(model, data)?;
     let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
     let mut seconds = 0.0;
     let mut start = 0;
@@ -85,14 +51,7 @@ pub fn run_model(
             idx.resize(batch, end - 1);
         }
         let t = Instant::now();
-        let outputs = if model.keyed_by_sample() {
-            let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-            let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
-            model.run_samples(&ids, &rows)?
-        } else {
-            let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(&idx)).collect();
-            model.run(&inputs)?
-        };
+        let outputs = run_batch(model, data, &arrays, &idx)?;
         seconds += t.elapsed().as_secs_f64();
         qgate_runtime::check_batch_outputs(&info, &outputs, idx.len()).map_err(|message| {
             RuntimeError::Run {
@@ -111,6 +70,92 @@ pub fn run_model(
         start = end;
         progress(start, n);
     }
+    let outputs = stack_outputs(&info, parts)?;
+    Ok(ModelRun { outputs, seconds })
+}
+
+/// The batch size the first input declares as a fixed leading dimension; `None` when the
+/// model has no input or its batch dimension is symbolic or undeclared.
+fn fixed_batch_of(info: &ModelInfo) -> Option<usize> {
+    info.inputs.first().and_then(|i| match i.shape.first() {
+        Some(Dim::Fixed(n)) => Some(*n),
+        _ => None,
+    })
+}
+
+/// Checks that one padded batch of `fixed` samples of `arrays` (plus a row index per
+/// sample) fits the memory limit; the error names the model's first input.
+fn check_fixed_batch_memory(
+    model: &dyn Model,
+    info: &ModelInfo,
+    arrays: &[&Array],
+    fixed: usize,
+) -> Result<(), RuntimeError> {
+    // A declared batch of 2^40 would otherwise abort on allocating the padded batch.
+    let row_bytes: u128 = arrays
+        .iter()
+        .map(|a| {
+            qgate_core::memory::bytes_of(
+                &a.shape[1.min(a.shape.len())..],
+                a.elem_type().size_bytes(),
+            )
+        })
+        .sum::<u128>()
+        + std::mem::size_of::<usize>() as u128;
+    qgate_core::memory::check(
+        row_bytes.saturating_mul(fixed as u128),
+        &format!(
+            "input '{}' declares a fixed batch of {fixed}: one batch",
+            info.inputs[0].name
+        ),
+    )
+    .map_err(|message| RuntimeError::Run {
+        path: model.provenance().spec.into(),
+        message,
+    })
+}
+
+/// For saved outputs matched to samples by row position, checks that they hold one row
+/// per sample of the data file; models without such outputs pass.
+fn check_rows_by_position(model: &dyn Model, data: &Dataset) -> Result<(), RuntimeError> {
+    if let Some(rows) = model.rows_by_position() {
+        if rows != data.file_rows {
+            return Err(RuntimeError::Run {
+                path: model.provenance().spec.into(),
+                message: format!(
+                    "holds {rows} rows of saved outputs matched to samples by position, but the data set {} has {} samples; save the outputs of every sample in data order (or save an `id` array with them)",
+                    data.source, data.file_rows
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs one batch: the samples at positions `idx` of `data`, looked up by id and file row
+/// for a model keyed by sample, else fed as rows of `arrays`.
+fn run_batch(
+    model: &mut dyn Model,
+    data: &Dataset,
+    arrays: &[&Array],
+    idx: &[usize],
+) -> Result<Vec<Array>, RuntimeError> {
+    if model.keyed_by_sample() {
+        let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+        let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+        model.run_samples(&ids, &rows)
+    } else {
+        let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(idx)).collect();
+        model.run(&inputs)
+    }
+}
+
+/// Concatenates each output's batches along the sample axis, as `(output name, values)`
+/// in declaration order.
+fn stack_outputs(
+    info: &ModelInfo,
+    parts: Vec<Vec<Array>>,
+) -> Result<Vec<(String, Array)>, RuntimeError> {
     let mut outputs = Vec::new();
     for (info, part) in info.outputs.iter().zip(parts) {
         let stacked = Array::concat_rows(&part).ok_or_else(|| RuntimeError::Run {
@@ -122,5 +167,5 @@ pub fn run_model(
         })?;
         outputs.push((info.name.clone(), stacked));
     }
-    Ok(ModelRun { outputs, seconds })
+    Ok(outputs)
 }

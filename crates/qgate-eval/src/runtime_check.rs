@@ -94,24 +94,12 @@ pub fn check_against_onnxruntime(
             message,
         }
     })?;
-    let reference_opts = LoadOptions {
-        ort_optimize: false,
-        threads: Some(1),
-        device: None,
-        ..ort.clone()
-    };
+    let reference_opts = reference_options(ort);
     let spec = ModelSpec::parse(&format!("ort:{}", path.display())).map_err(rt)?;
     let mut reference = load(&spec, &reference_opts).map_err(rt)?;
     let batch = opts.batch_size;
-    let got = run_model(model, &subset, &bindings, batch, &mut |_, _| {}).map_err(rt)?;
-    let want = run_model(
-        reference.as_mut(),
-        &subset,
-        &bindings,
-        batch,
-        &mut |_, _| {},
-    )
-    .map_err(rt)?;
+    let got = run_quietly(model, &subset, &bindings, batch).map_err(rt)?;
+    let want = run_quietly(reference.as_mut(), &subset, &bindings, batch).map_err(rt)?;
     let scores =
         select_scores(&want, opts.output.as_deref(), opts.output_kind).map_err(|message| {
             EvalError::Outputs {
@@ -119,18 +107,7 @@ pub fn check_against_onnxruntime(
                 message,
             }
         })?;
-    let find = |run: &crate::ModelRun| {
-        run.outputs
-            .iter()
-            .find(|(n, _)| *n == scores.name)
-            .map(|(_, a)| a.clone())
-    };
-    let (Some(g), Some(w)) = (find(&got), find(&want)) else {
-        return Err(EvalError::Outputs {
-            side: side.into(),
-            message: format!("output '{}' missing from one runtime", scores.name),
-        });
-    };
+    let (g, w) = score_pair(side, &scores.name, &got, &want)?;
     let proto = qgate_runtime::read_onnx(path).map_err(rt)?;
     let (tolerance, basis) = tolerance_of(&proto, &scores.name, &w);
     let (max_abs_diff, top1_agreement) = agreement(&g, &w, tolerance);
@@ -158,6 +135,48 @@ pub fn check_against_onnxruntime(
             locate(model, &proto, &subset, &bindings, &reference_opts, scratch);
     }
     Ok(check)
+}
+
+/// The reference's load options: `ort` with graph optimisations off, one thread, on the CPU.
+fn reference_options(ort: &LoadOptions) -> LoadOptions {
+    LoadOptions {
+        ort_optimize: false,
+        threads: Some(1),
+        device: None,
+        ..ort.clone()
+    }
+}
+
+/// [`run_model`] without progress reports.
+fn run_quietly(
+    model: &mut dyn Model,
+    data: &Dataset,
+    bindings: &[crate::InputBinding],
+    batch: usize,
+) -> Result<crate::ModelRun, RuntimeError> {
+    run_model(model, data, bindings, batch, &mut |_, _| {})
+}
+
+/// `(got, want)`: the values of output `name` in each run; an error when either lacks it.
+fn score_pair(
+    side: &str,
+    name: &str,
+    got: &crate::ModelRun,
+    want: &crate::ModelRun,
+) -> Result<(Array, Array), EvalError> {
+    let find = |run: &crate::ModelRun| {
+        run.outputs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| a.clone())
+    };
+    let (Some(g), Some(w)) = (find(got), find(want)) else {
+        return Err(EvalError::Outputs {
+            side: side.into(),
+            message: format!("output '{name}' missing from one runtime"),
+        });
+    };
+    Ok((g, w))
 }
 
 /// The tolerance of `output`: [`STEPS`] steps of its quantization grid, else

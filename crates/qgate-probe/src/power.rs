@@ -195,6 +195,45 @@ fn counter_delta(start: u64, end: u64, max: Option<u64>) -> Option<u64> {
     }
 }
 
+/// The top-level RAPL zones under the powercap directory `dir`, as `(index, name, zone
+/// directory)` sorted by index; sub-zones are left out. An error when a zone's `name`
+/// cannot be read.
+fn top_level_zones(dir: &Path) -> Result<Vec<(u64, String, PathBuf)>, String> {
+    let mut top = Vec::new();
+    for (file_name, path) in sorted_entries(dir) {
+        let Some(index) = file_name.strip_prefix("intel-rapl:") else {
+            continue;
+        };
+        // Sub-zones (intel-rapl:0:0, core/uncore/dram) are parts of their package:
+        // adding them would count the same joules twice.
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let name = read_trim(&path.join("name"))?;
+        top.push((index.parse::<u64>().unwrap_or(u64::MAX), name, path));
+    }
+    top.sort();
+    Ok(top)
+}
+
+/// The meters of the `chosen` zones, each checked to be readable now; `max_range_uj` is
+/// `None` where the zone has no readable `max_energy_range_uj`.
+fn readable_zones(chosen: &[&(u64, String, PathBuf)]) -> Result<Vec<RaplZone>, String> {
+    let mut zones = Vec::new();
+    for (_, name, path) in chosen {
+        let energy = path.join("energy_uj");
+        // Kernels since 5.10 make energy_uj root-only (a power side channel), so a
+        // meter that cannot be read now is reported as absent rather than failing later.
+        read_number::<u64>(&energy)?;
+        zones.push(RaplZone {
+            name: name.clone(),
+            energy,
+            max_range_uj: read_number(&path.join("max_energy_range_uj")).ok(),
+        });
+    }
+    Ok(zones)
+}
+
 impl Rapl {
     fn detect(roots: &Roots) -> Result<Rapl, String> {
         let dir = roots.sys.join("class/powercap");
@@ -207,20 +246,7 @@ impl Rapl {
                 _ => io_reason(&dir, &e),
             });
         }
-        let mut top = Vec::new();
-        for (file_name, path) in sorted_entries(&dir) {
-            let Some(index) = file_name.strip_prefix("intel-rapl:") else {
-                continue;
-            };
-            // Sub-zones (intel-rapl:0:0, core/uncore/dram) are parts of their package:
-            // adding them would count the same joules twice.
-            if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let name = read_trim(&path.join("name"))?;
-            top.push((index.parse::<u64>().unwrap_or(u64::MAX), name, path));
-        }
-        top.sort();
+        let top = top_level_zones(&dir)?;
         if top.is_empty() {
             return Err(format!(
                 "no {}/intel-rapl:* zone on this machine",
@@ -259,20 +285,8 @@ impl Rapl {
                 names(&all)
             ));
         };
-        let mut zones = Vec::new();
-        for (_, name, path) in chosen {
-            let energy = path.join("energy_uj");
-            // Kernels since 5.10 make energy_uj root-only (a power side channel), so a
-            // meter that cannot be read now is reported as absent rather than failing later.
-            read_number::<u64>(&energy)?;
-            zones.push(RaplZone {
-                name: name.clone(),
-                energy,
-                max_range_uj: read_number(&path.join("max_energy_range_uj")).ok(),
-            });
-        }
         Ok(Rapl {
-            zones,
+            zones: readable_zones(&chosen)?,
             scope,
             start: None,
         })

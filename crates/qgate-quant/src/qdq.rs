@@ -181,49 +181,8 @@ pub fn quantize_layers(
     let graph_outputs: HashSet<&str> = g0.output.iter().map(|o| o.name.as_str()).collect();
     let by_index: HashMap<usize, &Layer> = layers.iter().map(|l| (l.index, *l)).collect();
     let mut inits = g0.initializer.clone();
-    // Q/DQ of one tensor: the nodes, and the name readers use afterwards.
-    let qdq = |x: &str,
-               inits: &mut Vec<pb::TensorProto>|
-     -> Result<(Vec<pb::NodeProto>, String, String), QuantError> {
-        let r = ranges
-            .get(x)
-            .ok_or_else(|| QuantError::Model(format!("no calibrated range for tensor '{x}'")))?;
-        let (scale, zp) = act_qparams(*r);
-        let (s_name, z_name) = (format!("{x}_scale"), format!("{x}_zero_point"));
-        inits.push(tensor(
-            &s_name,
-            dt::FLOAT,
-            vec![],
-            scale.to_le_bytes().to_vec(),
-        ));
-        inits.push(tensor(&z_name, dt::UINT8, vec![], vec![zp]));
-        // A graph output keeps its name: the producer writes `{x}_QuantizeLinear_Input`.
-        let (src, dq_out) = if graph_outputs.contains(x) {
-            (format!("{x}_QuantizeLinear_Input"), x.to_string())
-        } else {
-            (x.to_string(), format!("{x}_DequantizeLinear_Output"))
-        };
-        let q_out = format!("{x}_QuantizeLinear_Output");
-        Ok((
-            vec![
-                node(
-                    "QuantizeLinear",
-                    &format!("{x}_QuantizeLinear"),
-                    vec![src.clone(), s_name.clone(), z_name.clone()],
-                    &q_out,
-                    None,
-                ),
-                node(
-                    "DequantizeLinear",
-                    &format!("{x}_DequantizeLinear"),
-                    vec![q_out, s_name, z_name],
-                    &dq_out,
-                    None,
-                ),
-            ],
-            src,
-            dq_out,
-        ))
+    let qdq = |x: &str, inits: &mut Vec<pb::TensorProto>| {
+        activation_qdq(x, ranges, &graph_outputs, inits)
     };
     let mut renamed: HashMap<String, String> = HashMap::new(); // tensor → what readers read
     let mut nodes = Vec::with_capacity(g0.node.len() + 4 * layers.len());
@@ -278,6 +237,57 @@ pub fn quantize_layers(
         nodes.extend(after);
     }
     replace_graph(out, nodes, inits)
+}
+
+/// The QuantizeLinear → DequantizeLinear pair of activation `x` with its calibrated range
+/// (scale and zero point added to `inits`): the nodes, the name the producer writes and the
+/// name readers read afterwards. A graph output keeps its name: the producer then writes
+/// `{x}_QuantizeLinear_Input`.
+fn activation_qdq(
+    x: &str,
+    ranges: &BTreeMap<String, Range>,
+    graph_outputs: &HashSet<&str>,
+    inits: &mut Vec<pb::TensorProto>,
+) -> Result<(Vec<pb::NodeProto>, String, String), QuantError> {
+    let r = ranges
+        .get(x)
+        .ok_or_else(|| QuantError::Model(format!("no calibrated range for tensor '{x}'")))?;
+    let (scale, zp) = act_qparams(*r);
+    let (s_name, z_name) = (format!("{x}_scale"), format!("{x}_zero_point"));
+    inits.push(tensor(
+        &s_name,
+        dt::FLOAT,
+        vec![],
+        scale.to_le_bytes().to_vec(),
+    ));
+    inits.push(tensor(&z_name, dt::UINT8, vec![], vec![zp]));
+    // A graph output keeps its name: the producer writes `{x}_QuantizeLinear_Input`.
+    let (src, dq_out) = if graph_outputs.contains(x) {
+        (format!("{x}_QuantizeLinear_Input"), x.to_string())
+    } else {
+        (x.to_string(), format!("{x}_DequantizeLinear_Output"))
+    };
+    let q_out = format!("{x}_QuantizeLinear_Output");
+    Ok((
+        vec![
+            node(
+                "QuantizeLinear",
+                &format!("{x}_QuantizeLinear"),
+                vec![src.clone(), s_name.clone(), z_name.clone()],
+                &q_out,
+                None,
+            ),
+            node(
+                "DequantizeLinear",
+                &format!("{x}_DequantizeLinear"),
+                vec![q_out, s_name, z_name],
+                &dq_out,
+                None,
+            ),
+        ],
+        src,
+        dq_out,
+    ))
 }
 
 /// The INT8 weight of `layer` (per channel, or per tensor before opset 13) as initializers

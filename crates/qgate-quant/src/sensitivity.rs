@@ -883,6 +883,47 @@ pub fn ranked_by(ranked: &[LayerSensitivity], k: usize) -> Vec<Signal> {
     Signal::ALL[..=deepest].to_vec()
 }
 
+/// The activation after which SQNR falls most from the one before it.
+fn first_jump(activations: &[TensorError]) -> Option<String> {
+    let mut first_jump = None;
+    let mut worst = 0.0;
+    let mut prev = f64::INFINITY;
+    for t in activations {
+        let s = t.sqnr_db.unwrap_or(f64::INFINITY);
+        let fall = if prev.is_finite() { prev - s } else { 0.0 };
+        if fall > worst {
+            worst = fall;
+            first_jump = Some(t.tensor.clone());
+        }
+        prev = s;
+    }
+    first_jump
+}
+
+/// Each layer's weight SQNR (dB) in `q` against the FP32 weight (`None`: not comparable).
+fn weight_sqnr(
+    fp32: &pb::ModelProto,
+    q: &pb::ModelProto,
+    layers: &[Layer],
+) -> Result<Vec<(String, Option<f64>)>, QuantError> {
+    let g = graph(fp32)?;
+    Ok(layers
+        .iter()
+        .map(|l| {
+            let sqnr = match (
+                float_initializer(g, &l.weight),
+                effective_weight(q, &l.node, l.weight_slot),
+            ) {
+                (Some(w), Some(e)) if w.values.len() == e.len() => {
+                    sqnr_db(&w.values, e.iter().map(|v| *v as f64))
+                }
+                _ => None,
+            };
+            (l.node.clone(), sqnr)
+        })
+        .collect())
+}
+
 fn localise(
     fp32: &pb::ModelProto,
     q: &pb::ModelProto,
@@ -937,34 +978,8 @@ fn localise(
             max_abs: d.max_abs,
         });
     }
-    let mut first_jump = None;
-    let mut worst = 0.0;
-    let mut prev = f64::INFINITY;
-    for t in &activations {
-        let s = t.sqnr_db.unwrap_or(f64::INFINITY);
-        let fall = if prev.is_finite() { prev - s } else { 0.0 };
-        if fall > worst {
-            worst = fall;
-            first_jump = Some(t.tensor.clone());
-        }
-        prev = s;
-    }
-    let g = graph(fp32)?;
-    let weights = layers
-        .iter()
-        .map(|l| {
-            let sqnr = match (
-                float_initializer(g, &l.weight),
-                effective_weight(q, &l.node, l.weight_slot),
-            ) {
-                (Some(w), Some(e)) if w.values.len() == e.len() => {
-                    sqnr_db(&w.values, e.iter().map(|v| *v as f64))
-                }
-                _ => None,
-            };
-            (l.node.clone(), sqnr)
-        })
-        .collect();
+    let first_jump = first_jump(&activations);
+    let weights = weight_sqnr(fp32, q, layers)?;
     Ok(Localisation {
         activations,
         weights,

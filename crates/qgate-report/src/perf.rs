@@ -289,46 +289,8 @@ fn latency_charts(h: &mut String, p: &Performance) {
             "latency (ms)".to_string()
         };
         if hi > lo {
-            let bins = 40;
-            let edges: Vec<f64> = (0..=bins)
-                .map(|i| lo + (hi - lo) * i as f64 / bins as f64)
-                .collect();
-            let count = |v: &[f64]| {
-                let mut c = vec![0u64; bins];
-                for &x in v {
-                    if x >= lo && x <= hi {
-                        let i = (((x - lo) / (hi - lo)) * bins as f64) as usize;
-                        c[i.min(bins - 1)] += 1;
-                    }
-                }
-                c
-            };
-            h.push_str(&histogram_pair(
-                "Latency histogram (p0.5 to p99.9)",
-                &x_label,
-                &edges,
-                &count(rb),
-                &count(rc),
-            ));
+            latency_histogram(h, rb, rc, lo, hi, &x_label);
         }
-        let cdf = |v: &[f64]| -> Vec<(f64, f64)> {
-            let mut s = v.to_vec();
-            s.sort_by(f64::total_cmp);
-            let n = s.len();
-            let step = (n / 400).max(1);
-            let mut pts: Vec<(f64, f64)> = s
-                .iter()
-                .enumerate()
-                .step_by(step)
-                .filter(|(_, &x)| x <= hi)
-                .map(|(i, &x)| (x, (i + 1) as f64 / n as f64))
-                .collect();
-            let below = s.iter().filter(|&&x| x <= hi).count();
-            if let Some(&last) = s.get(below.wrapping_sub(1)) {
-                pts.push((last, below as f64 / n as f64));
-            }
-            pts
-        };
         h.push_str(&line_chart(
             "Latency CDF (to p99.9)",
             &x_label,
@@ -337,12 +299,12 @@ fn latency_charts(h: &mut String, p: &Performance) {
                 Series {
                     name: "baseline",
                     class: "base",
-                    points: cdf(rb),
+                    points: cdf_to(rb, hi),
                 },
                 Series {
                     name: "candidate",
                     class: "cand",
-                    points: cdf(rc),
+                    points: cdf_to(rc, hi),
                 },
             ],
             true,
@@ -350,31 +312,55 @@ fn latency_charts(h: &mut String, p: &Performance) {
     }
 }
 
+/// The latency histogram of both sides in 40 bins over `[lo, hi]` (`hi > lo`).
+fn latency_histogram(h: &mut String, rb: &[f64], rc: &[f64], lo: f64, hi: f64, x_label: &str) {
+    let bins = 40;
+    let edges: Vec<f64> = (0..=bins)
+        .map(|i| lo + (hi - lo) * i as f64 / bins as f64)
+        .collect();
+    let count = |v: &[f64]| {
+        let mut c = vec![0u64; bins];
+        for &x in v {
+            if x >= lo && x <= hi {
+                let i = (((x - lo) / (hi - lo)) * bins as f64) as usize;
+                c[i.min(bins - 1)] += 1;
+            }
+        }
+        c
+    };
+    h.push_str(&histogram_pair(
+        "Latency histogram (p0.5 to p99.9)",
+        x_label,
+        &edges,
+        &count(rb),
+        &count(rc),
+    ));
+}
+
+/// Empirical CDF points of `v` up to `hi`, thinned to about 400, ending at the last value
+/// ≤ `hi`.
+fn cdf_to(v: &[f64], hi: f64) -> Vec<(f64, f64)> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let step = (n / 400).max(1);
+    let mut pts: Vec<(f64, f64)> = s
+        .iter()
+        .enumerate()
+        .step_by(step)
+        .filter(|(_, &x)| x <= hi)
+        .map(|(i, &x)| (x, (i + 1) as f64 / n as f64))
+        .collect();
+    let below = s.iter().filter(|&&x| x <= hi).count();
+    if let Some(&last) = s.get(below.wrapping_sub(1)) {
+        pts.push((last, below as f64 / n as f64));
+    }
+    pts
+}
+
 /// Throughput and p99 against batch size, concurrency and offered Poisson load.
 fn sweep_charts(h: &mut String, p: &Performance) {
     let sw = &p.sweeps;
-    let closed_series = |pts: &[crate::SweepPoint],
-                         x: fn(&crate::SweepPoint) -> f64,
-                         y: fn(&PointFigures) -> f64| {
-        [
-            Series {
-                name: "baseline",
-                class: "base",
-                points: pts
-                    .iter()
-                    .filter_map(|s| s.baseline.as_ref().map(|f| (x(s), y(f))))
-                    .collect(),
-            },
-            Series {
-                name: "candidate",
-                class: "cand",
-                points: pts
-                    .iter()
-                    .filter_map(|s| s.candidate.as_ref().map(|f| (x(s), y(f))))
-                    .collect(),
-            },
-        ]
-    };
     if !sw.batch.is_empty() {
         h.push_str(&line_chart_x(
             "Throughput vs batch size (one request in flight)",
@@ -404,36 +390,64 @@ fn sweep_charts(h: &mut String, p: &Performance) {
         ));
     }
     if !sw.load.is_empty() {
-        let load_series = |y: fn(&LoadFigures) -> f64| {
-            [
-                Series {
-                    name: "baseline",
-                    class: "base",
-                    points: sw
-                        .load
-                        .iter()
-                        .filter_map(|l| l.baseline.as_ref().map(|f| (l.offered_per_s, y(f))))
-                        .collect(),
-                },
-                Series {
-                    name: "candidate",
-                    class: "cand",
-                    points: sw
-                        .load
-                        .iter()
-                        .filter_map(|l| l.candidate.as_ref().map(|f| (l.offered_per_s, y(f))))
-                        .collect(),
-                },
-            ]
-        };
         h.push_str(&line_chart(
             "p99 latency vs offered load (Poisson arrivals)",
             "offered queries/s",
             "p99 from arrival (ms)",
-            &load_series(|f| f.p99_ms),
+            &load_series(&sw.load, |f| f.p99_ms),
             false,
         ));
     }
+}
+
+/// Baseline and candidate series of a closed-loop sweep: `x` of each point against `y` of
+/// each side's figures, skipping points a side did not measure.
+fn closed_series(
+    pts: &[crate::SweepPoint],
+    x: fn(&crate::SweepPoint) -> f64,
+    y: fn(&PointFigures) -> f64,
+) -> [Series<'static>; 2] {
+    [
+        Series {
+            name: "baseline",
+            class: "base",
+            points: pts
+                .iter()
+                .filter_map(|s| s.baseline.as_ref().map(|f| (x(s), y(f))))
+                .collect(),
+        },
+        Series {
+            name: "candidate",
+            class: "cand",
+            points: pts
+                .iter()
+                .filter_map(|s| s.candidate.as_ref().map(|f| (x(s), y(f))))
+                .collect(),
+        },
+    ]
+}
+
+/// Baseline and candidate series of the offered-load sweep: `y` of each side's figures
+/// against the offered rate, skipping points a side did not measure.
+fn load_series(load: &[crate::LoadPoint], y: fn(&LoadFigures) -> f64) -> [Series<'static>; 2] {
+    [
+        Series {
+            name: "baseline",
+            class: "base",
+            points: load
+                .iter()
+                .filter_map(|l| l.baseline.as_ref().map(|f| (l.offered_per_s, y(f))))
+                .collect(),
+        },
+        Series {
+            name: "candidate",
+            class: "cand",
+            points: load
+                .iter()
+                .filter_map(|l| l.candidate.as_ref().map(|f| (l.offered_per_s, y(f))))
+                .collect(),
+        },
+    ]
 }
 
 fn point_cell(f: Option<&PointFigures>) -> String {

@@ -26,6 +26,44 @@ fn ranked_by_text(a: &crate::Analysis) -> String {
 pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
     let a = &s.analysis;
     let rec = &a.recommendation;
+    intro_html(h, s);
+    layer_table(h, a);
+    let _ = write!(
+        h,
+        "</table><p>One-at-a-time analysis: {} — {:.3} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer (the FP32 reference pass that records the activations took {:.3} s). \"All but this layer\" ran on the {} proxy samples in {:.3} s. Rows marked <small>(proxy)</small> were measured on the proxy samples only.</p><div class=charts>",
+        esc(&a.cost.method),
+        a.cost.one_at_a_time_s,
+        a.cost.full_evaluation_s,
+        a.cost.full_evaluations_per_layer,
+        a.cost.reference_s,
+        a.proxy_samples,
+        a.cost.all_but_s
+    );
+    charts(h, a);
+    front_table(h, a);
+    if a.monotone == Some(false) {
+        h.push_str("<p class=fail>The verdict went from pass to fail as more layers of the ranking were kept in float: the ranking is not monotone here, so the bisection's answer may not be the smallest; the greedy and pruned sets were evaluated directly.</p>");
+    }
+    if let Some(l) = &s.latency {
+        latency_html(h, l);
+    }
+    let _ = write!(
+        h,
+        "<p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
+        esc(&s.mixed_model),
+        esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
+        esc(&rec.tensorrt_layer_precisions),
+        esc(&serde_json::to_string(&rec.keep_float).unwrap_or_default()),
+    );
+    if let Some(l) = &a.localisation {
+        localisation_html(h, l);
+    }
+}
+
+/// The opening paragraphs: headline metrics, data, how the model was read and ranked.
+fn intro_html(h: &mut String, s: &SensitivityReport) {
+    let a = &s.analysis;
+    let rec = &a.recommendation;
     let _ = write!(
         h,
         "<h2>Sensitivity</h2><p>FP32 <b>{}</b> · all layers INT8 <b>{}</b> · recommended mixed precision <b>{}</b> with <b>{}</b> of {} layers in float. Calibration: {} on {} ({} samples); evaluation: {} ({} samples); {} models evaluated in {:.1} s.</p>",
@@ -55,19 +93,11 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
             .unwrap_or_default(),
         ranked_by_text(a)
     );
-    layer_table(h, a);
-    let _ = write!(
-        h,
-        "</table><p>One-at-a-time analysis: {} — {:.3} s against {:.3} s for one full evaluation, i.e. {:.2} full evaluations per layer (the FP32 reference pass that records the activations took {:.3} s). \"All but this layer\" ran on the {} proxy samples in {:.3} s. Rows marked <small>(proxy)</small> were measured on the proxy samples only.</p><div class=charts>",
-        esc(&a.cost.method),
-        a.cost.one_at_a_time_s,
-        a.cost.full_evaluation_s,
-        a.cost.full_evaluations_per_layer,
-        a.cost.reference_s,
-        a.proxy_samples,
-        a.cost.all_but_s
-    );
-    charts(h, a);
+}
+
+/// Closes the charts block and appends the table of configurations evaluated (the front),
+/// one row each, with latency where measured.
+fn front_table(h: &mut String, a: &crate::Analysis) {
     h.push_str("</div><table><tr><th class=l>found by</th><th>layers in float</th><th>metric</th><th>KL</th><th>model bytes</th><th>median ms</th><th>p99 ms</th><th>speed-up vs FP32 (95 % CI)</th><th class=l>passes</th><th class=l>kept float</th></tr>");
     for f in &a.front {
         let (median, p99, speedup) = match &f.latency {
@@ -98,34 +128,22 @@ pub(crate) fn html(h: &mut String, s: &SensitivityReport) {
         );
     }
     h.push_str("</table>");
-    if a.monotone == Some(false) {
-        h.push_str("<p class=fail>The verdict went from pass to fail as more layers of the ranking were kept in float: the ranking is not monotone here, so the bisection's answer may not be the smallest; the greedy and pruned sets were evaluated directly.</p>");
-    }
-    if let Some(l) = &s.latency {
-        let _ = write!(
-            h,
-            "<p>Latency: {} at batch {}, {:.1} s per side and pair; FP32 median {} ms.</p><ul>",
-            esc(&l.runtime),
-            l.batch_size,
-            l.seconds_per_side,
-            num(l.fp32_median_ms)
-        );
-        for n in &l.notes {
-            let _ = write!(h, "<li>{}</li>", esc(n));
-        }
-        h.push_str("</ul>");
-    }
+}
+
+/// How latency was measured and its notes, as a paragraph and a list.
+fn latency_html(h: &mut String, l: &crate::FrontLatencyInfo) {
     let _ = write!(
         h,
-        "<p>Mixed model: <code>{}</code>. Exclusions for other toolchains:</p><ul><li>onnxruntime: <code>quantize_static(…, nodes_to_exclude={})</code></li><li>TensorRT: <code>trtexec --precisionConstraints=obey --layerPrecisions={}</code></li><li>NNCF: <code>IgnoredScope(names={})</code></li></ul>",
-        esc(&s.mixed_model),
-        esc(&serde_json::to_string(&rec.ort_nodes_to_exclude).unwrap_or_default()),
-        esc(&rec.tensorrt_layer_precisions),
-        esc(&serde_json::to_string(&rec.keep_float).unwrap_or_default()),
+        "<p>Latency: {} at batch {}, {:.1} s per side and pair; FP32 median {} ms.</p><ul>",
+        esc(&l.runtime),
+        l.batch_size,
+        l.seconds_per_side,
+        num(l.fp32_median_ms)
     );
-    if let Some(l) = &a.localisation {
-        localisation_html(h, l);
+    for n in &l.notes {
+        let _ = write!(h, "<li>{}</li>", esc(n));
     }
+    h.push_str("</ul>");
 }
 
 /// One row per layer, most sensitive first.

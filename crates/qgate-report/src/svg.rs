@@ -295,44 +295,26 @@ pub fn line_chart_x(
     cats.dedup();
     let y_ticks = y_ticks(pts().map(|p| p.1));
     let y_labels: Vec<String> = y_ticks.iter().map(|v| crate::num(*v)).collect();
-    let widest = y_labels
-        .iter()
-        .map(|l| l.chars().count())
-        .max()
-        .unwrap_or(1);
-    // 6 px a character at the labels' 10 px font, room for the rotated axis title.
-    let left = 28.0 + 6.0 * widest as f64;
-    let (top, width, height) = (24.0, 460.0, 170.0);
-    let (w, h) = (left + width + 24.0, top + height + 64.0);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="14" y="{cy}" class="ax" transform="rotate(-90 14 {cy})" text-anchor="middle">{}</text>"#,
-        left + width / 2.0,
-        top + height + 32.0,
-        esc(x_label),
-        esc(y_label),
-        t = esc(title),
-        cy = top + height / 2.0,
-    );
+    let plot = Plot {
+        left: left_margin(&y_labels),
+        top: 24.0,
+        width: 460.0,
+        height: 170.0,
+    };
+    let Plot {
+        left,
+        top,
+        width,
+        height,
+    } = plot;
+    let mut s = chart_open(title, x_label, y_label, plot);
     if cats.is_empty() {
         s.push_str("</svg>");
         return s;
     }
     let (y_lo, y_hi) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
     let py = |y: f64| top + height * (1.0 - (y - y_lo) / (y_hi - y_lo));
-    let x_ticks: Vec<f64> = match x_axis {
-        XAxis::Categories => cats.clone(),
-        XAxis::Linear if cats.len() == 1 => {
-            let v = cats[0];
-            nice_ticks(
-                if v > 0.0 { 0.0 } else { 2.0 * v },
-                if v > 0.0 { 2.0 * v } else { 0.0 }.max(v + 1e-9),
-                4,
-            )
-        }
-        XAxis::Linear => nice_ticks(cats[0], cats[cats.len() - 1], 5),
-    };
+    let x_ticks = x_ticks(&cats, x_axis);
     let (x_lo, x_hi) = match x_axis {
         XAxis::Categories => (0.0, (cats.len().max(2) - 1) as f64),
         XAxis::Linear => (x_ticks[0], x_ticks[x_ticks.len() - 1]),
@@ -350,7 +332,86 @@ pub fn line_chart_x(
         };
         left + pad + (v - x_lo) / x_span * width
     };
-    for (v, label) in y_ticks.iter().zip(&y_labels) {
+    y_grid(&mut s, plot, &y_ticks, &y_labels, &py);
+    x_tick_labels(&mut s, plot, &x_ticks, &px);
+    for (i, sr) in series.iter().enumerate() {
+        let legend = (left + 170.0 * i as f64, top + height + 50.0);
+        series_svg(&mut s, sr, step, &px, &py, legend);
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Where a line chart's data area sits in its SVG, in pixels.
+#[derive(Debug, Clone, Copy)]
+struct Plot {
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+}
+
+/// The left margin that fits the widest y label and the rotated axis title.
+fn left_margin(y_labels: &[String]) -> f64 {
+    let widest = y_labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(1);
+    // 6 px a character at the labels' 10 px font, room for the rotated axis title.
+    28.0 + 6.0 * widest as f64
+}
+
+/// The opening `<svg>` tag of a line chart with its title and both axis titles.
+fn chart_open(title: &str, x_label: &str, y_label: &str, plot: Plot) -> String {
+    let Plot {
+        left,
+        top,
+        width,
+        height,
+    } = plot;
+    let (w, h) = (left + width + 24.0, top + height + 64.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text><text x="{}" y="{}" class="ax" text-anchor="middle">{}</text><text x="14" y="{cy}" class="ax" transform="rotate(-90 14 {cy})" text-anchor="middle">{}</text>"#,
+        left + width / 2.0,
+        top + height + 32.0,
+        esc(x_label),
+        esc(y_label),
+        t = esc(title),
+        cy = top + height / 2.0,
+    );
+    s
+}
+
+/// X tick values for these sorted, distinct x values: the categories themselves, or nice
+/// numbers (around zero for a single value).
+fn x_ticks(cats: &[f64], x_axis: XAxis) -> Vec<f64> {
+    match x_axis {
+        XAxis::Categories => cats.to_vec(),
+        XAxis::Linear if cats.len() == 1 => {
+            let v = cats[0];
+            nice_ticks(
+                if v > 0.0 { 0.0 } else { 2.0 * v },
+                if v > 0.0 { 2.0 * v } else { 0.0 }.max(v + 1e-9),
+                4,
+            )
+        }
+        XAxis::Linear => nice_ticks(cats[0], cats[cats.len() - 1], 5),
+    }
+}
+
+/// A horizontal grid line and a label at each y tick.
+fn y_grid(
+    s: &mut String,
+    plot: Plot,
+    y_ticks: &[f64],
+    y_labels: &[String],
+    py: &dyn Fn(f64) -> f64,
+) {
+    let Plot { left, width, .. } = plot;
+    for (v, label) in y_ticks.iter().zip(y_labels) {
         let y = py(*v);
         let _ = write!(
             s,
@@ -360,7 +421,12 @@ pub fn line_chart_x(
             y + 4.0,
         );
     }
-    for v in &x_ticks {
+}
+
+/// A label under the x axis at each x tick.
+fn x_tick_labels(s: &mut String, plot: Plot, x_ticks: &[f64], px: &dyn Fn(f64) -> f64) {
+    let Plot { top, height, .. } = plot;
+    for v in x_ticks {
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
@@ -369,12 +435,6 @@ pub fn line_chart_x(
             crate::num(*v)
         );
     }
-    for (i, sr) in series.iter().enumerate() {
-        let legend = (left + 170.0 * i as f64, top + height + 50.0);
-        series_svg(&mut s, sr, step, &px, &py, legend);
-    }
-    s.push_str("</svg>");
-    s
 }
 
 /// Nice y ticks for these values. The axis starts at zero unless the data sit far from it

@@ -358,6 +358,10 @@ pub struct LoadOptions {
     pub max_memory: Option<u64>,
 }
 
+/// Seconds one request to a remote inference server may take unless `LoadOptions::timeout`
+/// says otherwise.
+pub const DEFAULT_REMOTE_TIMEOUT_S: f64 = 60.0;
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {

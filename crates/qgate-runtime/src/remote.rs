@@ -64,7 +64,9 @@ impl RemoteModel {
             ));
         };
         let base = url[..idx].to_string();
-        let timeout = opts.timeout.unwrap_or(Duration::from_secs(60));
+        let timeout = opts
+            .timeout
+            .unwrap_or(Duration::from_secs_f64(crate::DEFAULT_REMOTE_TIMEOUT_S));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .timeout_connect(Some(Duration::from_secs(5).min(timeout)))

@@ -350,108 +350,39 @@ fn to_tensor(a: &Array, dt: DatumType) -> Result<Tensor, String> {
     }
 }
 
+/// A tensor's values, row-major.
+fn values<T: Datum + Clone>(t: &Tensor) -> Result<Vec<T>, String> {
+    Ok(t.to_plain_array_view::<T>()
+        .map_err(|e| format!("{e}"))?
+        .iter()
+        .cloned()
+        .collect())
+}
+
 fn from_tensor(t: &Tensor) -> Result<Array, String> {
     let shape = t.shape().to_vec();
-    let err = |e: TractError| format!("{e}");
+    let as_f32 = |t: &Tensor| -> Result<Vec<f32>, String> {
+        let c = t.cast_to::<f32>().map_err(|e| format!("{e}"))?;
+        values(&c)
+    };
     let data = match t.datum_type() {
-        DatumType::F32 => ArrayData::F32(
-            t.to_plain_array_view::<f32>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::F64 => ArrayData::F64(
-            t.to_plain_array_view::<f64>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::F16 => {
-            let c = t.cast_to::<f32>().map_err(err)?;
-            ArrayData::F32(
-                c.to_plain_array_view::<f32>()
-                    .map_err(err)?
-                    .iter()
-                    .cloned()
-                    .collect(),
-            )
-        }
-        DatumType::I64 => ArrayData::I64(
-            t.to_plain_array_view::<i64>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::I32 => ArrayData::I32(
-            t.to_plain_array_view::<i32>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::I16 => ArrayData::I16(
-            t.to_plain_array_view::<i16>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::I8 => ArrayData::I8(
-            t.to_plain_array_view::<i8>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::U8 => ArrayData::U8(
-            t.to_plain_array_view::<u8>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::U16 => ArrayData::U16(
-            t.to_plain_array_view::<u16>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::U32 => ArrayData::U32(
-            t.to_plain_array_view::<u32>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::U64 => ArrayData::U64(
-            t.to_plain_array_view::<u64>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
-        DatumType::Bool => ArrayData::Bool(
-            t.to_plain_array_view::<bool>()
-                .map_err(err)?
-                .iter()
-                .cloned()
-                .collect(),
-        ),
+        DatumType::F32 => ArrayData::F32(values(t)?),
+        DatumType::F64 => ArrayData::F64(values(t)?),
+        DatumType::F16 => ArrayData::F32(as_f32(t)?),
+        DatumType::I64 => ArrayData::I64(values(t)?),
+        DatumType::I32 => ArrayData::I32(values(t)?),
+        DatumType::I16 => ArrayData::I16(values(t)?),
+        DatumType::I8 => ArrayData::I8(values(t)?),
+        DatumType::U8 => ArrayData::U8(values(t)?),
+        DatumType::U16 => ArrayData::U16(values(t)?),
+        DatumType::U32 => ArrayData::U32(values(t)?),
+        DatumType::U64 => ArrayData::U64(values(t)?),
+        DatumType::Bool => ArrayData::Bool(values(t)?),
         other => {
             let c = t
                 .cast_to::<f32>()
                 .map_err(|_| format!("unsupported output type {other:?}"))?;
-            ArrayData::F32(
-                c.to_plain_array_view::<f32>()
-                    .map_err(err)?
-                    .iter()
-                    .cloned()
-                    .collect(),
-            )
+            ArrayData::F32(values(&c)?)
         }
     };
     Ok(Array { shape, data })

@@ -11,7 +11,6 @@ use qgate_core::stats::BootstrapSettings;
 use qgate_data::{ArrayKeys, ColorMode, ImagePreprocess, Layout};
 use qgate_eval::{EvalOptions, InputMapping, OutputKind, RuntimeCheckSettings};
 use qgate_runtime::{LoadOptions, ModelSpec};
-use serde::Deserialize;
 
 /// Is this compressed model safe to ship? qgate compares a baseline and a candidate model
 /// on the same data and gives one verdict CI can gate on (exit 0 pass, 1 fail, 2 error).
@@ -29,17 +28,17 @@ pub enum Command {
     /// Compare a baseline and a candidate model on a labelled data set.
     // A negative number reaches the flag's own range check (`--timeout -1: expected …`)
     // instead of clap's "unexpected argument '-1'".
-    #[command(allow_negative_numbers = true)]
+    #[command(allow_negative_numbers = true, args_override_self = true)]
     Compare(Box<CompareArgs>),
     /// Measure inference performance of a baseline and a candidate (latency, throughput,
     /// memory, CPU, energy), each in its own worker process, interleaved.
-    #[command(allow_negative_numbers = true)]
+    #[command(allow_negative_numbers = true, args_override_self = true)]
     Bench(Box<BenchArgs>),
     /// Accuracy and performance together: one report, one verdict.
-    #[command(allow_negative_numbers = true)]
+    #[command(allow_negative_numbers = true, args_override_self = true)]
     Check(Box<CheckArgs>),
     /// Which layers quantization hurts, and a mixed-precision model that meets the policy.
-    #[command(allow_negative_numbers = true)]
+    #[command(allow_negative_numbers = true, args_override_self = true)]
     Sensitivity(Box<SensitivityArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
@@ -74,7 +73,7 @@ pub struct RuntimeFlags {
     /// ONNX Runtime shared library (else ORT_DYLIB_PATH, else the onnxruntime Python package).
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
-    /// Seconds one request to a remote inference server may take [default: 60].
+    /// Seconds one request to a remote inference server may take.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Largest buffer qgate may allocate (e.g. 8GiB); sizes from declared shapes, archives and
@@ -99,19 +98,19 @@ pub(crate) fn memory_size(s: &str) -> Result<u64, String> {
 }
 
 impl RuntimeFlags {
-    /// The runtime options: each flag, else the same key of the run config (`file`).
-    pub(crate) fn load_options(self, file: RuntimeFlags) -> Result<LoadOptions> {
+    /// The runtime options.
+    pub(crate) fn load_options(self) -> Result<LoadOptions> {
         Ok(LoadOptions {
-            threads: match self.threads.or(file.threads) {
+            threads: match self.threads {
                 Some(0) => bail!("--threads 0: expected 1 or more threads"),
                 t => t,
             },
-            device: self.device.or(file.device),
-            ort_lib: self.ort_lib.or(file.ort_lib),
-            max_memory: self.max_memory.or(file.max_memory),
+            device: self.device,
+            ort_lib: self.ort_lib,
+            max_memory: self.max_memory,
             ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
             python: "python3".into(),
-            timeout: match self.timeout.or(file.timeout) {
+            timeout: match self.timeout {
                 Some(t) if t > 0.0 && t <= MAX_SECONDS => {
                     Some(std::time::Duration::from_secs_f64(t))
                 }
@@ -126,6 +125,9 @@ impl RuntimeFlags {
 /// `qgate bench`.
 #[derive(Debug, Args, Default)]
 pub struct BenchArgs {
+    /// Run config (TOML) holding any of these options under the same names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Reference model: PATH (tract), ort:PATH, http(s)://…/v2/models/NAME.
     #[arg(long, value_name = "SPEC")]
     pub baseline: Option<String>,
@@ -144,6 +146,9 @@ pub struct BenchArgs {
     /// Gate policy (TOML): min_speedup, max_p99_ms, max_peak_rss_mb, max_joules_per_inference.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// A run config's inline `[policy]` table (set by --config).
+    #[arg(long, hide = true)]
+    pub policy_table: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// The runtime the model will be deployed on; the report warns about other runtimes.
@@ -184,26 +189,16 @@ pub struct DataFlags {
     /// Image folders: std divided by, one value or one per channel.
     #[arg(long, value_name = "S[,S,S]")]
     pub image_std: Option<String>,
-    /// Image folders: channel layout [default: nchw].
+    /// Image folders: channel layout.
     #[arg(long, value_name = "LAYOUT", value_enum)]
     pub image_layout: Option<LayoutArg>,
-    /// Image folders: colour mode [default: rgb].
+    /// Image folders: colour mode.
     #[arg(long, value_name = "COLOR", value_enum)]
     pub image_color: Option<ColorArg>,
     /// Image folders: keep class folders with no image as classes with zero samples (by
     /// default an error: they shift every later class index).
     #[arg(long)]
     pub allow_empty_classes: bool,
-}
-
-/// The data flags' counterparts in a run config.
-#[derive(Default)]
-struct DataFile {
-    input_key: Option<String>,
-    input: Option<BTreeMap<String, String>>,
-    label_key: Option<String>,
-    id_key: Option<String>,
-    image: Option<ImagePreprocessFile>,
 }
 
 /// Resolved data settings.
@@ -214,58 +209,46 @@ pub struct DataSettings {
 }
 
 impl DataFlags {
-    /// Each flag, else the run config's key.
-    fn resolve(self, file: DataFile) -> Result<DataSettings> {
-        let images = self.images(file.image.unwrap_or_default())?;
-        let mut pairs = input_pairs(&self.inputs)?;
-        if pairs.is_empty() {
-            pairs = file.input.unwrap_or_default().into_iter().collect();
-        }
+    /// The validated data settings.
+    fn resolve(self) -> Result<DataSettings> {
+        let images = self.images()?;
+        let pairs = input_pairs(&self.inputs)?;
         Ok(DataSettings {
             keys: ArrayKeys {
-                label_key: self.label_key.or(file.label_key),
-                id_key: self.id_key.or(file.id_key),
+                label_key: self.label_key,
+                id_key: self.id_key,
             },
             images,
             mapping: InputMapping {
-                single_key: self.input_key.or(file.input_key),
+                single_key: self.input_key,
                 pairs,
             },
         })
     }
 
-    /// The image-folder preprocessing: each flag, else the config's `[image]` table.
-    fn images(&self, img: ImagePreprocessFile) -> Result<ImagePreprocess> {
+    /// The image-folder preprocessing.
+    fn images(&self) -> Result<ImagePreprocess> {
         let mut images = ImagePreprocess::default();
         if let Some(s) = &self.image_size {
             images.resize = Some(image_size(s)?);
-        } else {
-            if img.size.is_some_and(|[w, h]| w == 0 || h == 0) {
-                bail!("`size` in [image] of the config file: expected [width, height] ≥ 1");
-            }
-            images.resize = img.size;
         }
-        images.scale = self.image_scale.or(img.scale).unwrap_or(images.scale);
+        images.scale = self.image_scale.unwrap_or(images.scale);
         if !images.scale.is_finite() {
             bail!("--image-scale {}: expected a finite number", images.scale);
         }
-        images.mean = match self.image_mean.as_deref() {
-            Some(s) => floats("--image-mean", s)?,
-            None => img.mean.unwrap_or(images.mean),
-        };
-        images.std = match self.image_std.as_deref() {
-            Some(s) => floats("--image-std", s)?,
-            None => img.std.unwrap_or(images.std),
-        };
+        if let Some(s) = self.image_mean.as_deref() {
+            images.mean = floats("--image-mean", s)?;
+        }
+        if let Some(s) = self.image_std.as_deref() {
+            images.std = floats("--image-std", s)?;
+        }
         images.layout = match self.image_layout {
-            Some(LayoutArg::Nchw) => Layout::Nchw,
+            Some(LayoutArg::Nchw) | None => Layout::Nchw,
             Some(LayoutArg::Nhwc) => Layout::Nhwc,
-            None => img.layout.unwrap_or_default(),
         };
         images.color = match self.image_color {
-            Some(ColorArg::Rgb) => ColorMode::Rgb,
+            Some(ColorArg::Rgb) | None => ColorMode::Rgb,
             Some(ColorArg::Gray) => ColorMode::Gray,
-            None => img.color.unwrap_or_default(),
         };
         images.allow_empty_classes = self.allow_empty_classes;
         Ok(images)
@@ -284,35 +267,34 @@ pub struct CheckArgs {
 /// How to measure (shared by `bench` and `check`).
 #[derive(Debug, Args, Default, Clone)]
 pub struct PerfFlags {
-    /// Samples per call of the latency test [default: 1, MLPerf SingleStream].
+    /// Samples per call of the latency test (1: MLPerf SingleStream).
     #[arg(long, value_name = "N", value_parser = count)]
     pub latency_batch: Option<usize>,
-    /// Warm-up: at least N calls [default: 10], then until latency is steady.
+    /// Warm-up: at least N calls, then until latency is steady.
     #[arg(long, value_name = "N")]
     pub warmup: Option<u64>,
-    /// Warm-up: at least SECS seconds [default: 0.5].
+    /// Warm-up: at least SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub warmup_time: Option<f64>,
-    /// Warm-up: at most SECS seconds even if not steady [default: 5].
+    /// Warm-up: at most SECS seconds even if not steady.
     #[arg(long, value_name = "SECS")]
     pub warmup_max: Option<f64>,
     /// Timed calls per model (split over the rounds) instead of --duration.
     #[arg(long, value_name = "N")]
     pub iterations: Option<u64>,
-    /// Timed seconds per model, split over the rounds [default: 3].
+    /// Timed seconds per model, split over the rounds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Interleaved rounds (A B, B A, …) [default: 10].
+    /// Interleaved rounds (A B, B A, …).
     #[arg(long, value_name = "N", value_parser = count)]
     pub rounds: Option<usize>,
-    /// Batch sizes of the throughput sweep, comma-separated, or `none` [default: 1,8,32].
+    /// Batch sizes of the throughput sweep, comma-separated, or `none`.
     #[arg(long, value_name = "LIST")]
     pub batch_sizes: Option<String>,
     /// Requests in flight of the closed-loop sweep, or `none` [default: 1,2,…,cores].
     #[arg(long, value_name = "LIST")]
     pub concurrency: Option<String>,
-    /// Poisson load points as fractions of the baseline's capacity, or `none`
-    /// [default: 0.25,0.5,0.75,0.9].
+    /// Poisson load points as fractions of the baseline's capacity, or `none`.
     #[arg(long, value_name = "LIST")]
     pub load_fractions: Option<String>,
     /// Extra Poisson arrival rates, queries per second, comma-separated.
@@ -321,20 +303,19 @@ pub struct PerfFlags {
     /// Search the highest Poisson rate whose p99 latency stays under MS milliseconds.
     #[arg(long, value_name = "MS")]
     pub slo_p99_ms: Option<f64>,
-    /// Model instances serving Poisson arrivals and the offline run [default: 1].
+    /// Model instances serving Poisson arrivals and the offline run.
     #[arg(long, value_name = "N", value_parser = count)]
     pub servers: Option<usize>,
-    /// Batch of the offline (maximum throughput) run, or `none` [default: 32].
+    /// Batch of the offline (maximum throughput) run, or `none`.
     #[arg(long, value_name = "N")]
     pub offline_batch: Option<String>,
-    /// Seconds per sweep point and model [default: 1].
+    /// Seconds per sweep point and model.
     #[arg(long, value_name = "SECS")]
     pub sweep_duration: Option<f64>,
     /// Skip every sweep (latency, memory, energy only).
     #[arg(long)]
     pub no_sweeps: bool,
-    /// Distinct samples of --data cycled through (MLPerf's performance sample count)
-    /// [default: 1024].
+    /// Distinct samples of --data cycled through (MLPerf's performance sample count).
     #[arg(long, value_name = "N", value_parser = count)]
     pub perf_samples: Option<usize>,
     /// Shape of a synthetic input, for symbolic dimensions (repeatable): NAME=1x3x224x224.
@@ -360,7 +341,7 @@ pub struct PerfFlags {
     /// Do not query NVIDIA GPUs.
     #[arg(long)]
     pub no_nvml: bool,
-    /// Seed of synthetic inputs and arrival times [default: 0].
+    /// Seed of synthetic inputs and arrival times.
     #[arg(long, value_name = "S")]
     pub bench_seed: Option<u64>,
 }
@@ -398,10 +379,13 @@ pub struct CompareArgs {
     /// Gate policy (TOML); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Samples per inference call [default: 32].
+    /// A run config's inline `[policy]` table (set by --config).
+    #[arg(long, hide = true)]
+    pub policy_table: Option<String>,
+    /// Samples per inference call.
     #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
-    /// k of top-k accuracy and agreement [default: 5].
+    /// k of top-k accuracy and agreement.
     #[arg(long, value_name = "K", value_parser = count)]
     pub top_k: Option<usize>,
     /// Output holding class scores (default: the first output shaped [N, C]).
@@ -416,10 +400,10 @@ pub struct CompareArgs {
     /// Seed of the --limit subset.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Bootstrap resamples of the confidence intervals [default: 2000].
+    /// Bootstrap resamples of the confidence intervals.
     #[arg(long, value_name = "N", value_parser = count)]
     pub bootstrap_resamples: Option<usize>,
-    /// Seed of the bootstrap [default: 0].
+    /// Seed of the bootstrap.
     #[arg(long, value_name = "S")]
     pub bootstrap_seed: Option<u64>,
     #[command(flatten)]
@@ -436,7 +420,7 @@ pub struct CompareArgs {
     /// onnxruntime's node-by-node execution on a few samples when onnxruntime is found.
     #[arg(long)]
     pub no_runtime_check: bool,
-    /// Samples the runtime check compares [default: 32].
+    /// Samples the runtime check compares.
     #[arg(long, value_name = "N", value_parser = count)]
     pub runtime_check_samples: Option<usize>,
     /// Testing only: hand models to tract without qgate's graph rewrites, so the runtime
@@ -448,148 +432,7 @@ pub struct CompareArgs {
     pub no_progress: bool,
 }
 
-/// The run config file: the same names as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ConfigFile {
-    baseline: Option<SideValue>,
-    candidate: Option<SideValue>,
-    device: Option<String>,
-    threads: Option<usize>,
-    ort_lib: Option<PathBuf>,
-    timeout: Option<f64>,
-    max_memory: Option<String>,
-    save_outputs: Option<PathBuf>,
-    deployment_runtime: Option<String>,
-    no_runtime_check: Option<bool>,
-    runtime_check_samples: Option<usize>,
-    data: Option<PathBuf>,
-    out: Option<PathBuf>,
-    policy: Option<PolicyValue>,
-    input_key: Option<String>,
-    input: Option<BTreeMap<String, String>>,
-    label_key: Option<String>,
-    id_key: Option<String>,
-    batch_size: Option<usize>,
-    top_k: Option<usize>,
-    output: Option<String>,
-    output_kind: Option<String>,
-    limit: Option<usize>,
-    seed: Option<u64>,
-    bootstrap_resamples: Option<usize>,
-    bootstrap_seed: Option<u64>,
-    image: Option<ImagePreprocessFile>,
-}
-
-/// A side: a spec string, or a table with the spec and per-side options.
-#[derive(Debug, Deserialize)]
-#[serde(try_from = "toml::Value")]
-enum SideValue {
-    Spec(String),
-    Table(SideTable),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SideTable {
-    spec: String,
-    device: Option<String>,
-    threads: Option<usize>,
-}
-
-impl TryFrom<toml::Value> for SideValue {
-    type Error = String;
-
-    /// A spec string or a `{ spec, device, threads }` table; anything else is named as such
-    /// (serde's untagged enums say only "did not match any variant").
-    fn try_from(v: toml::Value) -> Result<Self, String> {
-        const EXPECTED: &str =
-            "expected a model spec (\"model.onnx\", \"ort:model.onnx\", …) or a table with `spec` and optional `device`, `threads`";
-        match v {
-            toml::Value::String(s) => Ok(SideValue::Spec(s)),
-            toml::Value::Table(t) => {
-                if !t.contains_key("spec") {
-                    return Err(format!("the table has no `spec`; {EXPECTED}"));
-                }
-                SideTable::deserialize(t)
-                    .map_err(|e| e.message().to_string())
-                    .map(SideValue::Table)
-            }
-            other => Err(format!(
-                "got {}; {EXPECTED}",
-                qgate_core::policy::toml_kind(&other)
-            )),
-        }
-    }
-}
-
-impl SideValue {
-    /// The spec text, with the table's options appended as `?device=…&threads=…`.
-    fn into_spec(self, base: Option<&Path>) -> String {
-        match self {
-            SideValue::Spec(s) => rel_spec(base, s),
-            SideValue::Table(t) => {
-                let mut opts = Vec::new();
-                if let Some(d) = t.device {
-                    opts.push(format!("device={d}"));
-                }
-                if let Some(n) = t.threads {
-                    opts.push(format!("threads={n}"));
-                }
-                let spec = rel_spec(base, t.spec);
-                if opts.is_empty() {
-                    spec
-                } else {
-                    let sep = if spec.contains('?') { '&' } else { '?' };
-                    format!("{spec}{sep}{}", opts.join("&"))
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum PolicyValue {
-    Path(PathBuf),
-    Inline(toml::Table),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ImagePreprocessFile {
-    size: Option<[u32; 2]>,
-    scale: Option<f32>,
-    mean: Option<Vec<f32>>,
-    std: Option<Vec<f32>>,
-    layout: Option<Layout>,
-    color: Option<ColorMode>,
-}
-
 pub use qgate_app::compare::CompareConfig;
-
-fn rel(base: Option<&Path>, p: PathBuf) -> PathBuf {
-    match base {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p,
-    }
-}
-
-fn rel_spec(base: Option<&Path>, spec: String) -> String {
-    let Some(dir) = base else { return spec };
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        return spec;
-    }
-    let (prefix, rest) = ["tract:", "ort:", "preds:"]
-        .iter()
-        .find_map(|p| spec.strip_prefix(p).map(|r| (*p, r)))
-        .unwrap_or(("", spec.as_str()));
-    if Path::new(rest).is_relative() {
-        format!("{prefix}{}", dir.join(rest).display())
-    } else {
-        spec
-    }
-}
 
 /// `--input NAME=KEY` pairs.
 fn input_pairs(inputs: &[String]) -> Result<Vec<(String, String)>> {
@@ -617,14 +460,6 @@ fn image_size(s: &str) -> Result<[u32; 2]> {
     Ok([w, h])
 }
 
-/// The policy file's thresholds, or the built-in defaults.
-pub fn policy_or_default(path: Option<&Path>) -> Result<Policy> {
-    match path {
-        Some(p) => load_policy(p),
-        None => Ok(Policy::default()),
-    }
-}
-
 fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
     s.split(',')
         .map(|v| {
@@ -638,85 +473,34 @@ fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
 impl CompareArgs {
     /// Merges flags over the config file and validates the result.
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
-        let (mut file, base) = read_config(self.config.as_deref())?;
-        let data_settings = self.mapping.resolve(DataFile {
-            input_key: file.input_key.take(),
-            input: file.input.take(),
-            label_key: file.label_key.take(),
-            id_key: file.id_key.take(),
-            image: file.image.take(),
-        })?;
-        let base = base.as_deref();
+        let data_settings = self.mapping.resolve()?;
         let need = |flag: &str, v: Option<String>| -> Result<String> {
             v.with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))
         };
-        let baseline = need(
-            "baseline",
-            self.baseline.or(file.baseline.map(|s| s.into_spec(base))),
-        )?;
-        let candidate = need(
-            "candidate",
-            self.candidate.or(file.candidate.map(|s| s.into_spec(base))),
-        )?;
+        let baseline = need("baseline", self.baseline)?;
+        let candidate = need("candidate", self.candidate)?;
         let data = self
             .data
-            .or(file.data.map(|p| rel(base, p)))
             .context("missing --data (or `data` in the config file)")?;
-        if self
-            .out
-            .iter()
-            .chain(&file.out)
-            .any(|p| p.as_os_str().is_empty())
-        {
-            // `out = ""` in a run config once wrote the reports into the config's own folder.
-            bail!("--out (or `out` in the config file) is empty: name the report directory");
-        }
-        let out = self
-            .out
-            .or(file.out.map(|p| rel(base, p)))
-            .context("missing --out (or `out` in the config file)")?;
-        let policy = resolve_policy(self.policy, file.policy, self.config.as_deref(), base)?;
-        let output_kind = match self.output_kind.or(file.output_kind) {
+        let out = report_dir(self.out)?;
+        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let output_kind = match self.output_kind {
             Some(k) => Some(
                 k.parse::<OutputKind>()
                     .map_err(|e| anyhow::anyhow!("--output-kind: {e}"))?,
             ),
             None => None,
         };
-        let batch_size = self.batch_size.or(file.batch_size).unwrap_or(32);
-        if batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        let top_k = self.top_k.or(file.top_k).unwrap_or(5);
-        if top_k == 0 {
-            bail!("--top-k must be at least 1");
-        }
-        let resamples = self
-            .bootstrap_resamples
-            .or(file.bootstrap_resamples)
-            .unwrap_or(2000);
+        let eval = EvalOptions::default();
+        let resamples = self.bootstrap_resamples.unwrap_or(eval.bootstrap.resamples);
         if !(1..=MAX_RESAMPLES).contains(&resamples) {
             // 0 printed "95% CI [NaN, NaN]" beside a PASS; 10⁸ ran for hours, 10⁹ aborted.
             bail!("--bootstrap-resamples {resamples}: expected 1 to {MAX_RESAMPLES}");
         }
-        let mut load = self.runtime.load_options(RuntimeFlags {
-            device: file.device,
-            threads: file.threads,
-            ort_lib: file.ort_lib.map(|p| rel(base, p)),
-            timeout: file.timeout,
-            max_memory: file
-                .max_memory
-                .as_deref()
-                .map(memory_size)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("`max-memory` in the config file: {e}"))?,
-        })?;
+        let mut load = self.runtime.load_options()?;
         load.tract_rewrites = !self.no_tract_rewrites;
-        let runtime_check = runtime_check(
-            self.no_runtime_check || file.no_runtime_check.unwrap_or(false),
-            self.runtime_check_samples.or(file.runtime_check_samples),
-            &load,
-        )?;
+        let runtime_check =
+            runtime_check(self.no_runtime_check, self.runtime_check_samples, &load)?;
         Ok(CompareConfig {
             baseline: ModelSpec::parse(&baseline).context("--baseline")?,
             candidate: ModelSpec::parse(&candidate).context("--candidate")?,
@@ -724,69 +508,54 @@ impl CompareArgs {
             out,
             keys: data_settings.keys,
             images: data_settings.images,
-            limit: self.limit.or(file.limit),
-            seed: self.seed.or(file.seed),
+            limit: self.limit,
+            seed: self.seed,
             eval: EvalOptions {
-                batch_size,
-                top_k,
-                output: self.output.or(file.output),
+                batch_size: self.batch_size.unwrap_or(eval.batch_size),
+                top_k: self.top_k.unwrap_or(eval.top_k),
+                output: self.output,
                 output_kind,
                 inputs: data_settings.mapping,
                 bootstrap: BootstrapSettings {
                     resamples,
                     confidence: 0.95,
-                    seed: self.bootstrap_seed.or(file.bootstrap_seed).unwrap_or(0),
+                    seed: self.bootstrap_seed.unwrap_or(eval.bootstrap.seed),
                 },
             },
             policy,
             progress: interactive && !self.no_progress,
             load,
-            save_outputs: self
-                .save_outputs
-                .or(file.save_outputs.map(|p| rel(base, p))),
-            deployment_runtime: deployment_runtime(
-                self.deployment_runtime,
-                file.deployment_runtime,
-            )?,
+            save_outputs: self.save_outputs,
+            deployment_runtime: self.deployment_runtime.map(deployment_name),
             runtime_check,
         })
     }
 }
 
-/// The run config named by `--config` (or an empty one) and its folder, against which its
-/// relative paths resolve.
-fn read_config(path: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>)> {
-    let Some(path) = path else {
-        return Ok((ConfigFile::default(), None));
-    };
-    let text = read_text(path, "config")?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "config {}: {}",
-            path.display(),
-            qgate_core::policy::toml_error(&text, &e)
-        )
-    })?;
-    Ok((file, path.parent().map(Path::to_path_buf)))
+/// `--out`: required, and not empty (`out = ""` in a run config once wrote the reports into
+/// the config's own folder).
+fn report_dir(out: Option<PathBuf>) -> Result<PathBuf> {
+    let out = out.context("missing --out (or `out` in the config file)")?;
+    if out.as_os_str().is_empty() {
+        bail!("--out (or `out` in the config file) is empty: name the report directory");
+    }
+    Ok(out)
 }
 
-/// The policy: `--policy`, else the config's `policy` (a path or an inline `[policy]`
-/// table), else the defaults.
+/// The policy: `--policy`, else the run config's inline `[policy]` table, else the defaults.
 fn resolve_policy(
     flag: Option<PathBuf>,
-    file: Option<PolicyValue>,
+    table: Option<String>,
     config: Option<&Path>,
-    base: Option<&Path>,
 ) -> Result<Policy> {
-    Ok(match (flag, file) {
+    Ok(match (flag, table) {
         (Some(p), _) => load_policy(&p)?,
-        (None, Some(PolicyValue::Path(p))) => load_policy(&rel(base, p))?,
-        (None, Some(PolicyValue::Inline(t))) => {
+        (None, Some(t)) => {
             let origin = format!(
                 "[policy] in {}",
                 config.unwrap_or(Path::new("config")).display()
             );
-            let pf = PolicyFile::parse(&t.to_string(), &origin)?;
+            let pf = PolicyFile::parse(&t, &origin)?;
             Policy::resolve(&pf, &Source::File(origin))
         }
         (None, None) => Policy::default(),
@@ -861,32 +630,12 @@ pub enum DeploymentArg {
     KserveV2,
 }
 
-/// The deployment runtime's name: the flag's, else the run config's, which is checked against
-/// the same names (an unknown one used to be accepted and never matched).
-fn deployment_runtime(flag: Option<DeploymentArg>, file: Option<String>) -> Result<Option<String>> {
+/// The deployment runtime's name, as the reports write it.
+fn deployment_name(d: DeploymentArg) -> String {
     use clap::ValueEnum as _;
-    let name = |d: DeploymentArg| {
-        d.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    };
-    match (flag, file) {
-        (Some(d), _) => Ok(Some(name(d))),
-        (None, Some(r)) => match DeploymentArg::from_str(&r, false) {
-            Ok(d) => Ok(Some(name(d))),
-            Err(_) => {
-                let all: Vec<String> = DeploymentArg::value_variants()
-                    .iter()
-                    .map(|d| name(*d))
-                    .collect();
-                bail!(
-                    "--deployment-runtime {r} (or `deployment-runtime` in the config file): expected one of {}",
-                    all.join(", ")
-                )
-            }
-        },
-        (None, None) => Ok(None),
-    }
+    d.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn load_policy(path: &Path) -> Result<Policy> {
@@ -897,7 +646,7 @@ fn load_policy(path: &Path) -> Result<Policy> {
 }
 
 /// A policy or run config's text: a regular file only (a named pipe would block forever).
-fn read_text(path: &Path, what: &str) -> Result<String> {
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
     if !meta.is_file() {
@@ -960,8 +709,10 @@ impl PerfFlags {
         self.timing(&mut plan)?;
         self.sweeps(&mut plan)?;
         let tolerance = self.output_checks(&mut plan)?;
-        plan.seed = self.bench_seed.unwrap_or(0);
-        let perf_samples = self.perf_samples.unwrap_or(1024);
+        plan.seed = self.bench_seed.unwrap_or(plan.seed);
+        let perf_samples = self
+            .perf_samples
+            .unwrap_or(qgate_app::measure::DEFAULT_PERF_SAMPLES);
         let shapes = self.shapes()?;
         let sys = self
             .sysfs_root
@@ -1133,9 +884,9 @@ impl BenchArgs {
         let candidate = self
             .candidate
             .context("missing --candidate (the compressed model)")?;
-        let out = self.out.context("missing --out (the report directory)")?;
-        let policy = policy_or_default(self.policy.as_deref())?;
-        let data_settings = self.mapping.resolve(DataFile::default())?;
+        let out = report_dir(self.out)?;
+        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let data_settings = self.mapping.resolve()?;
         Ok(BenchConfig {
             baseline: ModelSpec::parse(&baseline).context("--baseline")?,
             candidate: ModelSpec::parse(&candidate).context("--candidate")?,
@@ -1145,10 +896,10 @@ impl BenchArgs {
             mapping: data_settings.mapping,
             out,
             policy,
-            load: self.runtime.load_options(RuntimeFlags::default())?,
+            load: self.runtime.load_options()?,
             perf: self.perf.resolve()?,
             progress: interactive && !self.no_progress,
-            deployment_runtime: deployment_runtime(self.deployment_runtime, None)?,
+            deployment_runtime: self.deployment_runtime.map(deployment_name),
         })
     }
 }
@@ -1156,6 +907,9 @@ impl BenchArgs {
 /// `qgate sensitivity`.
 #[derive(Debug, Args, Default)]
 pub struct SensitivityArgs {
+    /// Run config (TOML) holding any of these options under the same names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The FP32 model (ONNX).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
@@ -1175,29 +929,32 @@ pub struct SensitivityArgs {
     /// Gate policy (TOML); the accuracy keys judge each configuration against FP32.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// A run config's inline `[policy]` table (set by --config).
+    #[arg(long, hide = true)]
+    pub policy_table: Option<String>,
     /// Directory for the reports and mixed.onnx.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Activation calibration: minmax, percentile[:P] or entropy [default: minmax].
+    /// Activation calibration: minmax, percentile[:P] or entropy.
     #[arg(long, value_name = "METHOD")]
     pub calibration_method: Option<String>,
-    /// Precision of the layers kept out of INT8 [default: fp32].
+    /// Precision of the layers kept out of INT8.
     #[arg(long, value_name = "TYPE", value_enum)]
     pub float_type: Option<FloatArg>,
-    /// Calibration samples [default: 200].
+    /// Calibration samples (at most a third of --data when it also evaluates).
     #[arg(long, value_name = "N", value_parser = count)]
     pub calib_samples: Option<usize>,
     /// Evaluate on at most N samples.
     #[arg(long, value_name = "N", value_parser = count)]
     pub limit: Option<usize>,
-    /// Samples per inference call [default: 64].
+    /// Samples per inference call.
     #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
     /// Seconds per side to time each configuration of the trade-off front against FP32
-    /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency [default: 1].
+    /// (batch 1, interleaved rounds, as `qgate bench`); 0 = no latency.
     #[arg(long, value_name = "SECS")]
     pub bench_seconds: Option<f64>,
-    /// Runtime that times the front (ort: ONNX Runtime on the CPU) [default: tract].
+    /// Runtime that times the front (ort: ONNX Runtime on the CPU).
     #[arg(long, value_name = "RUNTIME", value_enum)]
     pub latency_runtime: Option<LatencyArg>,
     /// ONNX Runtime shared library for `--latency-runtime ort` (else ORT_DYLIB_PATH, else
@@ -1223,14 +980,14 @@ impl SensitivityArgs {
         let data = self
             .data
             .context("missing --data (labelled evaluation data)")?;
-        let out = self.out.context("missing --out (the report directory)")?;
-        let policy = policy_or_default(self.policy.as_deref())?;
-        let method = self
-            .calibration_method
-            .as_deref()
-            .unwrap_or("minmax")
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?;
+        let out = report_dir(self.out)?;
+        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let method = match self.calibration_method.as_deref() {
+            Some(m) => m
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?,
+            None => qgate_app::sensitivity::DEFAULT_METHOD,
+        };
         let float_type = match self.float_type {
             None | Some(FloatArg::Fp32) => FloatType::Fp32,
             Some(FloatArg::Fp16) => FloatType::Fp16,
@@ -1240,7 +997,9 @@ impl SensitivityArgs {
                 "--float-type fp16 applies to qgate's own quantization; with --quantized the kept layers get their FP32 weights back"
             );
         }
-        let bench_seconds = self.bench_seconds.unwrap_or(1.0);
+        let bench_seconds = self
+            .bench_seconds
+            .unwrap_or(qgate_app::sensitivity::DEFAULT_BENCH_SECONDS);
         if !(0.0..=MAX_SECONDS).contains(&bench_seconds) {
             bail!("--bench-seconds {bench_seconds:?}: expected 0 (no latency) to {MAX_SECONDS} seconds");
         }
@@ -1248,13 +1007,13 @@ impl SensitivityArgs {
             None | Some(LatencyArg::Tract) => LatencyRuntime::Tract,
             Some(LatencyArg::Ort) => LatencyRuntime::Ort,
         };
-        let data_settings = self.mapping.resolve(DataFile::default())?;
+        let data_settings = self.mapping.resolve()?;
         let bench_load = RuntimeFlags {
             ort_lib: self.ort_lib,
             max_memory: self.max_memory,
             ..Default::default()
         }
-        .load_options(RuntimeFlags::default())?;
+        .load_options()?;
         Ok(SensitivityConfig {
             model,
             data,
@@ -1269,7 +1028,9 @@ impl SensitivityArgs {
             keys: data_settings.keys,
             images: data_settings.images,
             mapping: data_settings.mapping,
-            batch_size: self.batch_size.unwrap_or(64),
+            batch_size: self
+                .batch_size
+                .unwrap_or(qgate_app::sensitivity::DEFAULT_BATCH_SIZE),
             bench_seconds,
             latency_runtime,
             bench_load,

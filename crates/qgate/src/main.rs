@@ -18,14 +18,16 @@ macro_rules! out {
 
 mod cli;
 mod commands;
+mod defaults;
+mod runconfig;
 mod settle;
 mod shell;
 mod ui;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use qgate_report::Verdict;
 
 use cli::{Cli, Command};
@@ -33,11 +35,23 @@ use commands::{bench, check, compare, inspect, sensitivity, worker_exe};
 use settle::{error_text, guarded, limit_memory, resolved, settle_error};
 use shell::{man, print_bytes, public_command};
 
-fn main() -> ExitCode {
-    qgate_runtime::install_panic_hook();
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&argv) {
-        Ok(cli) => cli,
+/// The command line, with `--config run.toml` expanded into the flags it holds (placed
+/// before the given ones, which win), parsed; or the exit code of a refused one, whose
+/// error is settled in the report folder it names.
+fn parse(given: Vec<OsString>) -> Result<(Cli, Vec<OsString>), ExitCode> {
+    let argv = match runconfig::expand(&given, &<Cli as clap::CommandFactory>::command()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            settle_error(&given, &error_text(&e));
+            eprintln!("qgate: error: {}", error_text(&e));
+            return Err(ExitCode::from(2));
+        }
+    };
+    let parsed = defaults::documented(<Cli as clap::CommandFactory>::command())
+        .try_get_matches_from(&argv)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => Ok((cli, argv)),
         Err(e) => {
             // A flag error still must not leave an earlier run's PASS in --out.
             if e.use_stderr() {
@@ -45,6 +59,14 @@ fn main() -> ExitCode {
             }
             e.exit();
         }
+    }
+}
+
+fn main() -> ExitCode {
+    qgate_runtime::install_panic_hook();
+    let (cli, argv) = match parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     let interactive = std::io::stderr().is_terminal();
     let result = match cli.command {

@@ -6,7 +6,7 @@ use crate::cli::Cli;
 
 /// qgate's command line without its hidden `__worker` (clap_complete would offer it).
 pub(crate) fn public_command() -> clap::Command {
-    let cmd = <Cli as clap::CommandFactory>::command();
+    let cmd = crate::defaults::documented(<Cli as clap::CommandFactory>::command());
     let subs: Vec<clap::Command> = cmd
         .get_subcommands()
         .filter(|c| !c.is_hide_set())

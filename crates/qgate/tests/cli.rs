@@ -259,6 +259,165 @@ fn run_config_file_with_relative_paths() {
     assert_eq!(t["value"], 2.0);
 }
 
+/// One run config for `check`, `bench` and `sensitivity`: every command reads its own
+/// options from it (the benchmark's too), paths resolve against the file's folder, flags
+/// win over the file, and another command's option is skipped with a note.
+#[test]
+fn one_run_config_serves_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "mlp_fp32.onnx",
+        "mlp_int8_qdq.onnx",
+        "test.npz",
+        "calib.npz",
+    ] {
+        std::fs::copy(fx(f), dir.path().join(f)).unwrap();
+    }
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "baseline = \"mlp_fp32.onnx\"\ncandidate = { spec = \"mlp_int8_qdq.onnx\" }\n\
+         data = \"test.npz\"\nmodel = \"mlp_fp32.onnx\"\ncalibration = \"calib.npz\"\n\
+         limit = 300\nlabel-key = \"label\"\nno-runtime-check = true\n\
+         duration = 0.2\nrounds = 3\nno-sweeps = true\nlatency-batch = 2\nbench-seconds = 0\n\
+         batch-sizes = [1, 4]\n\n[policy]\nmax_accuracy_drop_pp = 2.5\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let check = common::qgate("check", &["--config", config, "--rounds", "4"], &[]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    let r = check.json();
+    assert_eq!(r["data"]["n_samples"], 300);
+    // the benchmark's keys reached `check`; the flag beat the file's `rounds = 3`
+    assert_eq!(r["performance"]["rounds"], 4, "{}", r["performance"]);
+    assert_eq!(r["performance"]["batch_size"], 2);
+    let threshold = |r: &Value| {
+        r["gate"]["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == "max_accuracy_drop_pp")
+            .map(|t| t["value"].clone())
+    };
+    assert_eq!(threshold(&r), Some(2.5.into()));
+    for skipped in ["model", "calibration", "bench-seconds"] {
+        assert!(
+            check
+                .stderr
+                .contains(&format!("`{skipped}` is an option of `qgate sensitivity`")),
+            "{skipped}: {}",
+            check.stderr
+        );
+    }
+
+    let bench = common::qgate("bench", &["--config", config], &[]);
+    assert_eq!(bench.code, 0, "{}", bench.stderr);
+    let b = bench.json();
+    assert_eq!(b["performance"]["rounds"], 3);
+    assert!(b["performance"]["baseline"]["runtime"]["spec"]
+        .as_str()
+        .unwrap()
+        .ends_with("mlp_fp32.onnx"));
+    assert!(bench
+        .stderr
+        .contains("`no-runtime-check` is an option of `qgate compare, check`"));
+
+    let sens = common::qgate("sensitivity", &["--config", config], &[]);
+    assert_eq!(sens.code, 0, "{}", sens.stderr);
+    let s = sens.json();
+    let calib = s["sensitivity"]["calibration"]["source"].as_str().unwrap();
+    assert!(
+        calib.starts_with(dir.path().join("calib.npz").to_str().unwrap()),
+        "{calib}"
+    );
+    assert_eq!(threshold(&s), Some(2.5.into()));
+}
+
+/// `--help` prints the defaults the libraries use, not numbers typed beside the flags.
+#[test]
+fn help_shows_the_defaults_the_libraries_use() {
+    let help = |cmd: &str| common::exec(&[cmd, "--help"]).stdout;
+    // The help of `flag`: from its line to the next flag's.
+    let entry = |text: &str, flag: &str| -> String {
+        let start = text
+            .find(&format!("      {flag} "))
+            .unwrap_or_else(|| panic!("{flag} not in help"));
+        let rest = &text[start + flag.len() + 6..];
+        let end = rest.find("\n  -").unwrap_or(rest.len());
+        rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let plan = qgate_bench::Plan::default();
+    let eval = qgate_eval::EvalOptions::default();
+    let sens = qgate_app::sensitivity::DEFAULT_BATCH_SIZE;
+    for (cmd, flag, value) in [
+        ("bench", "--rounds", plan.rounds.to_string()),
+        ("bench", "--duration", plan.seconds.to_string()),
+        ("check", "--warmup-max", plan.warmup_max_seconds.to_string()),
+        ("bench", "--sweep-duration", plan.sweep_seconds.to_string()),
+        ("compare", "--batch-size", eval.batch_size.to_string()),
+        ("check", "--top-k", eval.top_k.to_string()),
+        (
+            "compare",
+            "--bootstrap-resamples",
+            eval.bootstrap.resamples.to_string(),
+        ),
+        ("sensitivity", "--batch-size", sens.to_string()),
+    ] {
+        let text = entry(&help(cmd), flag);
+        assert!(
+            text.contains(&format!("[default: {value}]")),
+            "qgate {cmd} {flag}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_run_config_key_is_checked_like_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for (text, needles) in [
+        (
+            "rounds = \"many\"\n",
+            vec!["line 1, key `rounds`", "invalid value 'many'"],
+        ),
+        (
+            "no-sweeps = 1\n",
+            vec!["`no-sweeps`", "expected true or false"],
+        ),
+        (
+            "latency_batch = 2\n",
+            vec!["unknown key", "did you mean `latency-batch`"],
+        ),
+        (
+            "config = \"other.toml\"\n",
+            vec!["`config`", "cannot name another run config"],
+        ),
+        (
+            "[image]\nsize = [1]\n",
+            vec!["table [image]", "expected [width, height]"],
+        ),
+    ] {
+        let config = dir.path().join("run.toml");
+        std::fs::write(&config, text).unwrap();
+        let r = common::exec(&[
+            "bench",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, Some(2), "{text}: {}", r.stderr);
+        assert!(r.stderr.contains("run.toml"), "{text}: {}", r.stderr);
+        for n in needles {
+            assert!(r.stderr.contains(n), "{text}: no {n:?} in {}", r.stderr);
+        }
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["verdict"], "error");
+    }
+}
+
 #[test]
 fn image_folder_data_gets_thumbnails_of_flips() {
     let run = compare(&[

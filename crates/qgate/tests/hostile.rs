@@ -278,7 +278,7 @@ fn toml_errors_name_the_key_on_the_first_line() {
     for (text, first_line) in [
         (
             "batch-size = \"x\"\n",
-            "line 1, key `batch-size`: invalid type: string \"x\", expected usize",
+            "line 1, key `batch-size`: invalid value 'x' for '--batch-size <N>': expected a whole number ≥ 1",
         ),
         (
             "[baseline]\ndevice = \"cpu\"\n",

@@ -251,55 +251,7 @@ impl Report {
         deployment_runtime: Option<&str>,
         host: &qgate_runtime::HostInfo,
     ) -> Report {
-        let c = &eval.comparison;
-        let mut divergence = BTreeMap::new();
-        for d in &eval.divergence {
-            let kl = if d.is_score_output {
-                c.kl.as_ref()
-            } else {
-                None
-            };
-            divergence.insert(
-                d.output.clone(),
-                DivergenceEntry {
-                    max_abs: d.tensor.max_abs,
-                    mean_abs: d.tensor.mean_abs,
-                    cosine_mean: d.tensor.cosine_mean,
-                    cosine_min: d.tensor.cosine_min,
-                    sqnr_db: d.tensor.sqnr_db,
-                    n_non_finite: d.tensor.n_non_finite,
-                    is_score_output: d.is_score_output,
-                    kl_mean: kl.map(|k| k.mean),
-                    kl_median: kl.map(|k| k.median),
-                    kl_p95: kl.map(|k| k.p95),
-                    kl_p99: kl.map(|k| k.p99),
-                    kl_max: kl.map(|k| k.max),
-                },
-            );
-        }
-        let comparison = ComparisonReport {
-            accuracy_delta: c.accuracy_delta,
-            accuracy_delta_ci: c.accuracy_delta_ci,
-            relative_accuracy: c.relative_accuracy,
-            macro_f1_delta: c.macro_f1_delta,
-            macro_f1_delta_ci: c.macro_f1_delta_ci,
-            bootstrap: c.bootstrap.conv(),
-            mcnemar_p: c.mcnemar_p,
-            negative_flips: c.negative_flips,
-            positive_flips: c.positive_flips,
-            negative_flip_rate: c.negative_flip_rate,
-            positive_flip_rate: c.positive_flip_rate,
-            changed_wrong_answers: c.changed_wrong_answers,
-            flips: c.flips.conv(),
-            flip_details: c.flip_details.conv(),
-            top1_agreement: c.top1_agreement,
-            top_k: c.top_k,
-            top_k_agreement: c.top_k_agreement,
-            kl: c.kl.conv(),
-            per_class: c.per_class.conv(),
-            divergence,
-            divergence_skipped: eval.divergence_skipped.iter().cloned().collect(),
-        };
+        let comparison = comparison_report(eval);
         let gate = GateReport {
             verdict: eval.gate.verdict.conv(),
             thresholds: eval.policy.thresholds.conv(),
@@ -406,60 +358,8 @@ impl Report {
         policy: &qgate_core::policy::Policy,
         host: &qgate_runtime::HostInfo,
     ) -> Report {
-        let rec = &sens.analysis.recommendation;
-        let criterion = CriterionResult {
-            key: "mixed_precision_found".into(),
-            description: "a mixed-precision configuration meets the accuracy policy".into(),
-            direction: Direction::AtLeast,
-            threshold: 1.0,
-            source: Source::Default,
-            observed: Some(if rec.passes { 1.0 } else { 0.0 }),
-            interval: None,
-            status: if rec.passes {
-                Status::Pass
-            } else {
-                Status::Fail
-            },
-            message: if rec.passes {
-                format!(
-                    "keeping {} of {} layers in float meets the policy: {}",
-                    rec.n_float_layers,
-                    sens.analysis.layers.len(),
-                    if rec.keep_float.is_empty() {
-                        "none needed".to_string()
-                    } else {
-                        rec.keep_float.join(", ")
-                    }
-                )
-            } else {
-                format!(
-                    "no configuration evaluated meets the policy; the best ({} in float) reaches {:.2}% against FP32 {:.2}%",
-                    rec.n_float_layers,
-                    rec.metric * 100.0,
-                    sens.analysis.fp32_metric * 100.0
-                )
-            },
-        };
-        let gate = Gate::from_criteria(vec![criterion]);
-        let top: Vec<String> = sens
-            .analysis
-            .layers
-            .iter()
-            .take(3)
-            .map(|l| format!("{} ({})", l.node, sens_figures(l, &sens.analysis.ranked_by)))
-            .collect();
-        let by: Vec<&str> = sens.analysis.ranked_by.iter().map(|s| s.label()).collect();
-        let summary = format!(
-            "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive by {}: {}",
-            verdict_head(&gate),
-            sens.analysis.fp32_metric * 100.0,
-            sens.analysis.all_int8.metric * 100.0,
-            rec.metric * 100.0,
-            rec.n_float_layers,
-            rec.keep_float.join(", "),
-            by.join(", then "),
-            top.join(", ")
-        );
+        let gate = Gate::from_criteria(vec![found_criterion(&sens)]);
+        let summary = sens_summary(&sens, &gate);
         Report {
             schema_version: SCHEMA_VERSION,
             tool: Tool::qgate(),
@@ -602,6 +502,70 @@ pub struct Accuracy<'a> {
     pub comparison: &'a ComparisonReport,
 }
 
+/// The one criterion of a sensitivity report: whether a mixed-precision configuration
+/// meets the policy, with what was kept in float or how close the best came.
+fn found_criterion(sens: &SensitivityReport) -> CriterionResult {
+    let rec = &sens.analysis.recommendation;
+    CriterionResult {
+        key: "mixed_precision_found".into(),
+        description: "a mixed-precision configuration meets the accuracy policy".into(),
+        direction: Direction::AtLeast,
+        threshold: 1.0,
+        source: Source::Default,
+        observed: Some(if rec.passes { 1.0 } else { 0.0 }),
+        interval: None,
+        status: if rec.passes {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        message: if rec.passes {
+            format!(
+                "keeping {} of {} layers in float meets the policy: {}",
+                rec.n_float_layers,
+                sens.analysis.layers.len(),
+                if rec.keep_float.is_empty() {
+                    "none needed".to_string()
+                } else {
+                    rec.keep_float.join(", ")
+                }
+            )
+        } else {
+            format!(
+                "no configuration evaluated meets the policy; the best ({} in float) reaches {:.2}% against FP32 {:.2}%",
+                rec.n_float_layers,
+                rec.metric * 100.0,
+                sens.analysis.fp32_metric * 100.0
+            )
+        },
+    }
+}
+
+/// The one-line summary of a sensitivity report: the verdict, the metric at each
+/// precision and the most sensitive layers.
+fn sens_summary(sens: &SensitivityReport, gate: &Gate) -> String {
+    let rec = &sens.analysis.recommendation;
+    let top: Vec<String> = sens
+        .analysis
+        .layers
+        .iter()
+        .take(3)
+        .map(|l| format!("{} ({})", l.node, sens_figures(l, &sens.analysis.ranked_by)))
+        .collect();
+    let by: Vec<&str> = sens.analysis.ranked_by.iter().map(|s| s.label()).collect();
+    format!(
+        "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive by {}: {}",
+        verdict_head(gate),
+        sens.analysis.fp32_metric * 100.0,
+        sens.analysis.all_int8.metric * 100.0,
+        rec.metric * 100.0,
+        rec.n_float_layers,
+        rec.keep_float.join(", "),
+        by.join(", then "),
+        top.join(", ")
+    )
+}
+
 /// A layer's figures for the signals that ranked it (`-0.53 pp`, `+0.00 pp, KL 0.0123`).
 fn sens_figures(l: &LayerSensitivity, by: &[Signal]) -> String {
     by.iter()
@@ -708,6 +672,66 @@ fn perf_warnings(
             message: n.clone(),
         });
     }
+}
+
+/// The comparison section of an accuracy report, divergence included.
+fn comparison_report(eval: &Evaluation) -> ComparisonReport {
+    let c = &eval.comparison;
+    let divergence = divergence_entries(eval);
+    ComparisonReport {
+        accuracy_delta: c.accuracy_delta,
+        accuracy_delta_ci: c.accuracy_delta_ci,
+        relative_accuracy: c.relative_accuracy,
+        macro_f1_delta: c.macro_f1_delta,
+        macro_f1_delta_ci: c.macro_f1_delta_ci,
+        bootstrap: c.bootstrap.conv(),
+        mcnemar_p: c.mcnemar_p,
+        negative_flips: c.negative_flips,
+        positive_flips: c.positive_flips,
+        negative_flip_rate: c.negative_flip_rate,
+        positive_flip_rate: c.positive_flip_rate,
+        changed_wrong_answers: c.changed_wrong_answers,
+        flips: c.flips.conv(),
+        flip_details: c.flip_details.conv(),
+        top1_agreement: c.top1_agreement,
+        top_k: c.top_k,
+        top_k_agreement: c.top_k_agreement,
+        kl: c.kl.conv(),
+        per_class: c.per_class.conv(),
+        divergence,
+        divergence_skipped: eval.divergence_skipped.iter().cloned().collect(),
+    }
+}
+
+/// Divergence figures per compared output; KL is attached to the score output only.
+fn divergence_entries(eval: &Evaluation) -> BTreeMap<String, DivergenceEntry> {
+    let c = &eval.comparison;
+    let mut divergence = BTreeMap::new();
+    for d in &eval.divergence {
+        let kl = if d.is_score_output {
+            c.kl.as_ref()
+        } else {
+            None
+        };
+        divergence.insert(
+            d.output.clone(),
+            DivergenceEntry {
+                max_abs: d.tensor.max_abs,
+                mean_abs: d.tensor.mean_abs,
+                cosine_mean: d.tensor.cosine_mean,
+                cosine_min: d.tensor.cosine_min,
+                sqnr_db: d.tensor.sqnr_db,
+                n_non_finite: d.tensor.n_non_finite,
+                is_score_output: d.is_score_output,
+                kl_mean: kl.map(|k| k.mean),
+                kl_median: kl.map(|k| k.median),
+                kl_p95: kl.map(|k| k.p95),
+                kl_p99: kl.map(|k| k.p99),
+                kl_max: kl.map(|k| k.max),
+            },
+        );
+    }
+    divergence
 }
 
 fn side(s: &SideResult) -> SideReport {
