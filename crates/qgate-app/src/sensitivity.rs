@@ -536,20 +536,10 @@ fn time_front(
             speedup_ci: p.comparison.speedup_ci,
         });
     }
-    let mut notes = vec![
-        "each configuration is timed in a pair with the FP32 model (its own worker processes, interleaved rounds); the speed-up is paired within that pair".to_string(),
-    ];
-    if t.runtime == LatencyRuntime::Tract {
-        notes.push(
-            "tract simulates INT8 (QDQ) in float and runs it slower than FP32: these are tract's latencies, not your deployment runtime's; use --latency-runtime ort or `qgate bench` with the runtime you ship"
-                .into(),
-        );
-    }
-    Ok(qgate_report::FrontLatencyInfo {
+    Ok(qgate_report::FrontLatencyInfo::new(
         runtime,
-        seconds_per_side: t.seconds,
-        batch_size: 1,
-        fp32_median_ms: fp32_median.unwrap_or(f64::NAN),
-        notes,
-    })
+        t.seconds,
+        fp32_median.unwrap_or(f64::NAN),
+        t.runtime == LatencyRuntime::Tract,
+    ))
 }

@@ -9,9 +9,9 @@
 //! `qgate_core::latency`; formatting belongs to `qgate-report`.
 //!
 //! ```
-//! use qgate_bench::{speed_sentence, Plan};
+//! use qgate_bench::{speed_verdict, Plan, SpeedVerdict};
 //! assert_eq!(Plan::default().batch, 1);
-//! assert!(speed_sentence(0.5, [0.45, 0.55]).ends_with("slower"));
+//! assert_eq!(speed_verdict(0.5, [0.45, 0.55]), SpeedVerdict::Slower);
 //! ```
 
 pub mod clock;

@@ -100,8 +100,6 @@ impl Default for Plan {
 /// The `performance` section of a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Performance {
-    /// The latency scenario in words.
-    pub scenario: String,
     /// Samples per call at the latency point.
     pub batch_size: usize,
     pub rounds: usize,
@@ -112,7 +110,49 @@ pub struct Performance {
     pub sweeps: Sweeps,
     pub environment: Fingerprint,
     /// Things to know about these figures.
-    pub notes: Vec<String>,
+    pub notes: Vec<MeasurementNote>,
+}
+
+/// Something about how the figures were measured that the reader should know.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MeasurementNote {
+    /// A side's latency had not settled when its warm-up ended.
+    NotSteady {
+        /// The side's model spec.
+        spec: String,
+        /// Warm-up seconds spent.
+        seconds: f64,
+        /// Warm-up calls made.
+        iterations: u64,
+    },
+    /// More than one timing in ten is an outlier (modified z-score > 3.5).
+    Outliers {
+        spec: String,
+        outliers: usize,
+        /// Timings in all.
+        n: usize,
+    },
+    /// The CPU frequency governor is not `performance`.
+    Governor { governor: String },
+}
+
+/// How the candidate's speed compares with the baseline's, judged on the 95 % interval of
+/// the paired speed-up: a difference inside [`qgate_core::latency::LAYOUT_MARGIN`] is not
+/// material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeedVerdict {
+    /// The speed-up is not finite (no timing).
+    Unmeasured,
+    /// The whole interval lies above 1 + margin.
+    Faster,
+    /// The whole interval lies below 1 − margin.
+    Slower,
+    /// The interval excludes 1 but stays within the margin.
+    WithinMargin,
+    /// The interval contains 1.
+    Unclear,
 }
 
 /// One side's performance figures.
@@ -229,7 +269,8 @@ pub struct PerfComparison {
     pub peak_rss_ratio: Option<f64>,
     /// Candidate ÷ baseline model file size.
     pub model_bytes_ratio: Option<f64>,
-    pub summary: String,
+    /// The speed-up judged on its 95 % interval.
+    pub verdict: SpeedVerdict,
 }
 
 /// Throughput and load sweeps.
@@ -433,7 +474,6 @@ pub fn run_pair(
         (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64),
         _ => None,
     };
-    let summary = speed_sentence(sp95.ratio, sp95.ci);
     let comparison = PerfComparison {
         speedup: sp95.ratio,
         speedup_ci: sp95.ci,
@@ -442,42 +482,35 @@ pub fn run_pair(
         p99_ratio: c.latency_ms.p99 / b.latency_ms.p99,
         peak_rss_ratio: ratio(b.peak_rss_bytes, c.peak_rss_bytes),
         model_bytes_ratio: ratio(b.model_bytes, c.model_bytes),
-        summary,
+        verdict: speed_verdict(sp95.ratio, sp95.ci),
     };
     let mut notes = Vec::new();
     for (s, w) in [(&b, &warm[0]), (&c, &warm[1])] {
         if !w.steady {
-            notes.push(format!(
-                "{}: latency had not settled after {:.1} s of warm-up ({} calls); figures may \
-                 include warm-up effects — raise --warmup-time",
-                s.runtime.spec, w.seconds, w.iterations
-            ));
+            notes.push(MeasurementNote::NotSteady {
+                spec: s.runtime.spec.clone(),
+                seconds: w.seconds,
+                iterations: w.iterations,
+            });
         }
         if s.latency_ms.outliers * 10 > s.latency_ms.n.max(1) {
-            notes.push(format!(
-                "{}: {} of {} timings are outliers (modified z-score > 3.5): other processes or \
-                 frequency changes interfered; the paired rounds keep the speed-up fair, but \
-                 close other programs for tighter intervals",
-                s.runtime.spec, s.latency_ms.outliers, s.latency_ms.n
-            ));
+            notes.push(MeasurementNote::Outliers {
+                spec: s.runtime.spec.clone(),
+                outliers: s.latency_ms.outliers,
+                n: s.latency_ms.n,
+            });
         }
     }
-    if environment
+    if let Some(g) = environment
         .governor
         .as_deref()
-        .is_some_and(|g| g != "performance")
+        .filter(|g| *g != "performance")
     {
-        notes.push(format!(
-            "CPU frequency governor is '{}': clock speed changes with load; for steadier figures \
-             set it to 'performance'",
-            environment.governor.as_deref().unwrap_or_default()
-        ));
+        notes.push(MeasurementNote::Governor {
+            governor: g.to_string(),
+        });
     }
     Ok(Performance {
-        scenario: format!(
-            "single stream: batch {}, one request in flight, {rounds} interleaved rounds per side",
-            plan.batch
-        ),
         batch_size: plan.batch,
         rounds,
         baseline: b,
@@ -489,25 +522,20 @@ pub fn run_pair(
     })
 }
 
-/// The speed-up in words.
-pub fn speed_sentence(ratio: f64, ci: [f64; 2]) -> String {
-    if !ratio.is_finite() {
-        return "speed-up could not be measured".into();
-    }
+/// The speed-up's verdict from its 95 % interval `ci` (see [`SpeedVerdict`]).
+pub fn speed_verdict(ratio: f64, ci: [f64; 2]) -> SpeedVerdict {
     let margin = qgate_core::latency::LAYOUT_MARGIN;
-    let verdict = if ci[0] > 1.0 + margin {
-        "faster"
+    if !ratio.is_finite() {
+        SpeedVerdict::Unmeasured
+    } else if ci[0] > 1.0 + margin {
+        SpeedVerdict::Faster
     } else if ci[1] < 1.0 - margin {
-        "slower"
+        SpeedVerdict::Slower
     } else if ci[0] > 1.0 || ci[1] < 1.0 {
-        "within 3 %, no material difference"
+        SpeedVerdict::WithinMargin
     } else {
-        "no clear difference"
-    };
-    format!(
-        "candidate {ratio:.2}× the baseline's speed (95 % CI {:.2}–{:.2}): {verdict}",
-        ci[0], ci[1]
-    )
+        SpeedVerdict::Unclear
+    }
 }
 
 fn read_memory(s: &mut dyn Side) -> Result<MemoryReading, BenchError> {

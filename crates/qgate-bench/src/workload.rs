@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use qgate_core::stats::Rng;
 use qgate_core::{Array, ArrayData, ElemType};
 use qgate_data::Dataset;
-use qgate_eval::{resolve_inputs, InputMapping};
+use qgate_runtime::{resolve_inputs, InputMapping};
 use qgate_runtime::{Dim, ModelInfo};
 use serde::{Deserialize, Serialize};
 

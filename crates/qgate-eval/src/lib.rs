@@ -7,7 +7,6 @@
 //! assert_eq!("logits".parse::<OutputKind>().unwrap(), OutputKind::Logits);
 //! ```
 
-mod inputs;
 mod outputs;
 mod quant_eval;
 mod run;
@@ -25,8 +24,8 @@ use qgate_data::Dataset;
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
-pub use inputs::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
 pub use outputs::{select_scores, OutputKind, ScoreOutput};
+pub use qgate_runtime::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
 pub use quant_eval::SubsetEvaluator;
 pub use run::{run_model, ModelRun};
 pub use runtime_check::{

@@ -23,6 +23,7 @@ mod png;
 mod schema;
 mod sens;
 mod svg;
+mod words;
 
 pub use schema::*;
 

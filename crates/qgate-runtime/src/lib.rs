@@ -12,6 +12,7 @@
 //! assert!(matches!(ModelSpec::parse("m.onnx").unwrap().kind, SpecKind::Tract(_)));
 //! ```
 
+mod binding;
 mod host;
 pub mod mock;
 mod onnx_info;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use qgate_core::{Array, ArrayData, ElemType};
 use serde::{Deserialize, Serialize};
 
+pub use binding::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
 pub use host::{sha256_hex, HostInfo};
 pub use onnx_info::{inspect_onnx, read_onnx};
 pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};

@@ -15,12 +15,24 @@ fn list<T: ToString>(items: &[T]) -> String {
     items.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// (commands, flag, default).
+type Row = (&'static [&'static str], &'static str, String);
+
+fn lower(x: &dyn std::fmt::Debug) -> String {
+    format!("{x:?}").to_lowercase()
+}
+
 /// (commands, flag, default) for every flag whose default is a fixed value.
-pub(crate) fn table() -> Vec<(&'static [&'static str], &'static str, String)> {
+pub(crate) fn table() -> Vec<Row> {
+    let mut rows = performance();
+    rows.extend(accuracy());
+    rows.extend(sensitivity());
+    rows
+}
+
+/// The benchmark's defaults: `qgate_bench::Plan::default()`.
+fn performance() -> Vec<Row> {
     let plan = Plan::default();
-    let eval = EvalOptions::default();
-    let images = qgate_data::ImagePreprocess::default();
-    let lower = |x: &dyn std::fmt::Debug| format!("{x:?}").to_lowercase();
     vec![
         (PERF, "latency-batch", plan.batch.to_string()),
         (PERF, "warmup", plan.warmup_iterations.to_string()),
@@ -43,6 +55,15 @@ pub(crate) fn table() -> Vec<(&'static [&'static str], &'static str, String)> {
             qgate_app::measure::DEFAULT_PERF_SAMPLES.to_string(),
         ),
         (PERF, "bench-seed", plan.seed.to_string()),
+    ]
+}
+
+/// Evaluation, runtime and data defaults of `compare` and `check` (and the data flags of
+/// every command).
+fn accuracy() -> Vec<Row> {
+    let eval = EvalOptions::default();
+    let images = qgate_data::ImagePreprocess::default();
+    vec![
         (ACCURACY, "batch-size", eval.batch_size.to_string()),
         (ACCURACY, "top-k", eval.top_k.to_string()),
         (
@@ -63,6 +84,12 @@ pub(crate) fn table() -> Vec<(&'static [&'static str], &'static str, String)> {
         ),
         (DATA, "image-layout", lower(&images.layout)),
         (DATA, "image-color", lower(&images.color)),
+    ]
+}
+
+/// `qgate sensitivity`'s defaults.
+fn sensitivity() -> Vec<Row> {
+    vec![
         (
             SENSITIVITY,
             "calibration-method",

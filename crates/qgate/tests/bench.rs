@@ -537,15 +537,7 @@ fn bad_bench_input_is_a_clear_error() {
     ];
     for (args, needles) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = qgate("bench", &args, false);
-        assert_eq!(
-            run.code, 2,
-            "{args:?}\nstdout {}\nstderr {}",
-            run.stdout, run.stderr
-        );
-        for n in needles {
-            assert!(run.stderr.contains(n), "'{n}' missing from: {}", run.stderr);
-        }
+        qgate("bench", &args, false).assert_error(&needles);
     }
 }
 
@@ -570,8 +562,7 @@ fn check_refuses_reference_outputs_it_would_ignore() {
         ],
         false,
     );
-    assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(run.stderr.contains("--reference-outputs"), "{}", run.stderr);
+    run.assert_error(&["--reference-outputs"]);
 }
 
 /// The data flags `compare` takes work for `bench` too (it reads no labels, but the same
@@ -610,8 +601,7 @@ fn bench_takes_the_data_flags_compare_takes() {
         &bad.iter().map(String::as_str).collect::<Vec<_>>(),
         false,
     );
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("'nolabel'"), "{}", run.stderr);
+    run.assert_error(&["'nolabel'"]);
 }
 
 /// `bench` reads an image folder as `compare` does: a grayscale CNN needs `--image-color
@@ -657,6 +647,5 @@ fn bench_reads_image_folders_with_the_compare_image_options() {
         "{src}"
     );
     let rgb = run(args(false));
-    assert_eq!(rgb.code, 2);
-    assert!(rgb.stderr.contains("expects shape"), "{}", rgb.stderr);
+    rgb.assert_error(&["expects shape"]);
 }

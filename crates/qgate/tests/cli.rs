@@ -19,15 +19,7 @@ fn compare(args: &[&str]) -> Run {
 
 /// An error run: exit 2 and a message containing every `needle`.
 fn check_error(args: &[&str], needles: &[&str]) {
-    let run = compare(args);
-    assert_eq!(
-        run.code, 2,
-        "stdout: {}\nstderr: {}",
-        run.stdout, run.stderr
-    );
-    for n in needles {
-        assert!(run.stderr.contains(n), "'{n}' missing from: {}", run.stderr);
-    }
+    compare(args).assert_error(needles);
 }
 
 #[test]

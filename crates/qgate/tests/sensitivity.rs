@@ -410,13 +410,7 @@ fn bad_sensitivity_input_is_a_clear_error() {
             "give at most 180",
         ),
     ] {
-        let run = sensitivity(&args);
-        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
-        assert!(
-            run.stderr.contains(needle),
-            "'{needle}' missing from {}",
-            run.stderr
-        );
+        sensitivity(&args).assert_error(&[needle]);
     }
 }
 
@@ -463,8 +457,7 @@ fn fp16_keeps_the_sensitive_layers_in_half_precision() {
         "--float-type",
         "fp16",
     ]);
-    assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("--float-type"), "{}", bad.stderr);
+    bad.assert_error(&["--float-type"]);
 }
 
 #[test]

@@ -585,7 +585,7 @@ impl Conv<PerfComparison> for qgate_bench::PerfComparison {
             p99_ratio: v.p99_ratio.conv(),
             peak_rss_ratio: v.peak_rss_ratio.conv(),
             model_bytes_ratio: v.model_bytes_ratio.conv(),
-            summary: v.summary.conv(),
+            summary: crate::words::speed_sentence(v.speedup, v.speedup_ci, v.verdict),
         }
     }
 }
@@ -594,7 +594,7 @@ impl Conv<Performance> for qgate_bench::Performance {
     fn conv(&self) -> Performance {
         let v = self;
         Performance {
-            scenario: v.scenario.conv(),
+            scenario: crate::words::scenario(v.batch_size, v.rounds),
             batch_size: v.batch_size.conv(),
             rounds: v.rounds.conv(),
             baseline: v.baseline.conv(),
@@ -602,7 +602,7 @@ impl Conv<Performance> for qgate_bench::Performance {
             comparison: v.comparison.conv(),
             sweeps: v.sweeps.conv(),
             environment: v.environment.conv(),
-            notes: v.notes.conv(),
+            notes: v.notes.iter().map(crate::words::note).collect(),
         }
     }
 }

@@ -474,6 +474,35 @@ pub struct FrontLatencyInfo {
     pub notes: Vec<String>,
 }
 
+impl FrontLatencyInfo {
+    /// The front's timing: each configuration against FP32 at batch 1 on `runtime` (name and
+    /// version), `seconds_per_side` each; `tract` says the runtime was tract, whose INT8 runs
+    /// slower than its FP32 (the notes say so).
+    pub fn new(
+        runtime: String,
+        seconds_per_side: f64,
+        fp32_median_ms: f64,
+        tract: bool,
+    ) -> FrontLatencyInfo {
+        let mut notes = vec![
+            "each configuration is timed in a pair with the FP32 model (its own worker processes, interleaved rounds); the speed-up is paired within that pair".to_string(),
+        ];
+        if tract {
+            notes.push(
+                "tract simulates INT8 (QDQ) in float and runs it slower than FP32: these are tract's latencies, not your deployment runtime's; use --latency-runtime ort or `qgate bench` with the runtime you ship"
+                    .into(),
+            );
+        }
+        FrontLatencyInfo {
+            runtime,
+            seconds_per_side,
+            batch_size: 1,
+            fp32_median_ms,
+            notes,
+        }
+    }
+}
+
 /// Calibration, as done.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CalibrationInfo {
@@ -619,7 +648,11 @@ fn perf_summary(p: &qgate_bench::Performance, gate: &Gate) -> String {
     format!(
         "{}: {}; median latency {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms (batch {}); peak RSS {} → {} MiB",
         verdict_head(gate),
-        p.comparison.summary,
+        crate::words::speed_sentence(
+            p.comparison.speedup,
+            p.comparison.speedup_ci,
+            p.comparison.verdict
+        ),
         b.latency_ms.p50,
         c.latency_ms.p50,
         b.latency_ms.p99,
@@ -669,7 +702,7 @@ fn perf_warnings(
     for n in &p.notes {
         out.push(Warning {
             kind: WarningKind::Measurement,
-            message: n.clone(),
+            message: crate::words::note(n),
         });
     }
 }

@@ -90,6 +90,18 @@ impl Run {
         std::fs::read_to_string(self.out.path().join(name)).unwrap()
     }
 
+    /// Asserts an error run: exit 2 and every needle on stderr.
+    pub fn assert_error(&self, needles: &[&str]) {
+        assert_eq!(
+            self.code, 2,
+            "expected exit 2\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        for n in needles {
+            assert!(self.stderr.contains(n), "'{n}' missing from: {}", self.stderr);
+        }
+    }
+
     /// The gate criterion `key` (null when absent).
     pub fn criterion(&self, key: &str) -> Value {
         self.json()["gate"]["criteria"]

@@ -1,8 +1,8 @@
 //! Which data array feeds which model input.
 
+use crate::{Dim, ModelInfo, TensorInfo};
 use qgate_core::Array;
 use qgate_data::Dataset;
-use qgate_runtime::{Dim, ModelInfo, TensorInfo};
 use serde::Serialize;
 
 /// The user's mapping of model inputs to data arrays.
