@@ -18,6 +18,7 @@ pub mod clock;
 mod engine;
 mod pair;
 pub mod protocol;
+mod results;
 mod side;
 mod workload;
 
@@ -25,6 +26,7 @@ pub use engine::{Engine, Factory};
 pub use pair::*;
 /// Probe types that [`Performance`] carries, so that its readers need not depend on the probe.
 pub use qgate_probe::{EnergyReading, Fingerprint, GpuDeviceReading, Unavailable};
+pub use results::*;
 pub use side::{serve_worker, ChildSide, LocalSide, Side};
 pub use workload::{Batch, Workload, WorkloadInfo, WorkloadSpec, SYNTHETIC_SAMPLES};
 

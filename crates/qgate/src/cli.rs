@@ -125,40 +125,86 @@ impl RuntimeFlags {
 /// `qgate bench`.
 #[derive(Debug, Args, Default)]
 pub struct BenchArgs {
-    /// Run config (TOML) holding any of these options under the same names.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Reference model: PATH (tract), ort:PATH, http(s)://…/v2/models/NAME.
-    #[arg(long, value_name = "SPEC")]
-    pub baseline: Option<String>,
-    /// Compressed model, same syntax as --baseline.
-    #[arg(long, value_name = "SPEC")]
-    pub candidate: Option<String>,
+    #[command(flatten)]
+    pub pair: PairFlags,
     /// Inputs to feed (.npz, .npy, .csv or an image folder); synthetic inputs shaped like
     /// the model's when absent.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub mapping: DataFlags,
-    /// Directory for report.json, report.md, report.html, junit.xml and latencies.csv.
+    #[command(flatten)]
+    pub report: ReportFlags,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
+    #[command(flatten)]
+    pub perf: PerfFlags,
+}
+
+/// The model pair and where it will run (`compare`, `check`, `bench`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct PairFlags {
+    /// Reference model: PATH (tract), ort:PATH, http(s)://…/v2/models/NAME, preds:PATH.
+    #[arg(long, value_name = "SPEC")]
+    pub baseline: Option<String>,
+    /// Compressed model, same syntax as --baseline.
+    #[arg(long, value_name = "SPEC")]
+    pub candidate: Option<String>,
+    /// The runtime the model will be deployed on; the report warns about figures from other
+    /// runtimes.
+    #[arg(long, value_name = "RUNTIME", value_enum)]
+    pub deployment_runtime: Option<DeploymentArg>,
+}
+
+impl PairFlags {
+    /// Both specs, parsed; a missing one is named.
+    fn specs(&self) -> Result<(ModelSpec, ModelSpec)> {
+        let spec = |flag: &str, v: &Option<String>| -> Result<ModelSpec> {
+            let v = v
+                .as_deref()
+                .with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))?;
+            ModelSpec::parse(v).with_context(|| format!("--{flag}"))
+        };
+        Ok((
+            spec("baseline", &self.baseline)?,
+            spec("candidate", &self.candidate)?,
+        ))
+    }
+}
+
+/// The run config, the report folder, the policy that judges and the terminal (every
+/// command that writes reports).
+#[derive(Debug, Args, Default, Clone)]
+pub struct ReportFlags {
+    /// Run config (TOML) holding any of these options under the same names (docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the reports: report.json, report.md, report.html, junit.xml (and
+    /// latencies.csv of a benchmark, mixed.onnx and exclusions.json of a sensitivity analysis).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Gate policy (TOML): min_speedup, max_p99_ms, max_peak_rss_mb, max_joules_per_inference.
+    /// Gate policy (TOML; docs/config.md lists the keys); built-in defaults otherwise.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// A run config's inline `[policy]` table (set by --config).
     #[arg(long, hide = true)]
     pub policy_table: Option<String>,
-    #[command(flatten)]
-    pub runtime: RuntimeFlags,
-    /// The runtime the model will be deployed on; the report warns about other runtimes.
-    #[arg(long, value_name = "RUNTIME", value_enum)]
-    pub deployment_runtime: Option<DeploymentArg>,
-    /// Never draw a progress spinner.
+    /// Never draw a progress bar or spinner.
     #[arg(long)]
     pub no_progress: bool,
-    #[command(flatten)]
-    pub perf: PerfFlags,
+}
+
+impl ReportFlags {
+    /// The report folder and the policy.
+    fn resolve(&self) -> Result<(PathBuf, Policy)> {
+        let out = report_dir(self.out.clone())?;
+        let policy = resolve_policy(
+            self.policy.clone(),
+            self.policy_table.clone(),
+            self.config.as_deref(),
+        )?;
+        Ok((out, policy))
+    }
 }
 
 /// How data files are read and bound to model inputs: the same flags, meaning the same, for
@@ -359,29 +405,15 @@ pub struct InspectArgs {
 /// `qgate compare`.
 #[derive(Debug, Args, Default)]
 pub struct CompareArgs {
-    /// Run config (TOML) holding any of these options under the same names.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Reference model: PATH (tract), ort:PATH, http(s)://…, preds:PATH.
-    #[arg(long, value_name = "SPEC")]
-    pub baseline: Option<String>,
-    /// Compressed model, same syntax as --baseline.
-    #[arg(long, value_name = "SPEC")]
-    pub candidate: Option<String>,
+    #[command(flatten)]
+    pub pair: PairFlags,
     /// Labelled data: .npz, .npy, .csv, or a folder with one subfolder per class.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub mapping: DataFlags,
-    /// Directory for report.json, report.md, report.html and junit.xml.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Gate policy (TOML); built-in defaults otherwise.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// A run config's inline `[policy]` table (set by --config).
-    #[arg(long, hide = true)]
-    pub policy_table: Option<String>,
+    #[command(flatten)]
+    pub report: ReportFlags,
     /// Samples per inference call.
     #[arg(long, value_name = "N", value_parser = count)]
     pub batch_size: Option<usize>,
@@ -412,10 +444,6 @@ pub struct CompareArgs {
     /// preds:DIR/baseline.npz).
     #[arg(long, value_name = "DIR")]
     pub save_outputs: Option<PathBuf>,
-    /// The runtime the model will be deployed on; the report warns about figures from other
-    /// runtimes.
-    #[arg(long, value_name = "RUNTIME", value_enum)]
-    pub deployment_runtime: Option<DeploymentArg>,
     /// Skip the runtime check: a quantized model run in tract is first compared with
     /// onnxruntime's node-by-node execution on a few samples when onnxruntime is found.
     #[arg(long)]
@@ -427,9 +455,6 @@ pub struct CompareArgs {
     /// check can be shown to catch a model tract gets wrong.
     #[arg(long, hide = true)]
     pub no_tract_rewrites: bool,
-    /// Never draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 pub use qgate_app::compare::CompareConfig;
@@ -474,16 +499,11 @@ impl CompareArgs {
     /// Merges flags over the config file and validates the result.
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
         let data_settings = self.mapping.resolve()?;
-        let need = |flag: &str, v: Option<String>| -> Result<String> {
-            v.with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))
-        };
-        let baseline = need("baseline", self.baseline)?;
-        let candidate = need("candidate", self.candidate)?;
+        let (baseline, candidate) = self.pair.specs()?;
         let data = self
             .data
             .context("missing --data (or `data` in the config file)")?;
-        let out = report_dir(self.out)?;
-        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let (out, policy) = self.report.resolve()?;
         let output_kind = match self.output_kind {
             Some(k) => Some(
                 k.parse::<OutputKind>()
@@ -502,8 +522,8 @@ impl CompareArgs {
         let runtime_check =
             runtime_check(self.no_runtime_check, self.runtime_check_samples, &load)?;
         Ok(CompareConfig {
-            baseline: ModelSpec::parse(&baseline).context("--baseline")?,
-            candidate: ModelSpec::parse(&candidate).context("--candidate")?,
+            baseline,
+            candidate,
             data,
             out,
             keys: data_settings.keys,
@@ -523,10 +543,10 @@ impl CompareArgs {
                 },
             },
             policy,
-            progress: interactive && !self.no_progress,
+            progress: interactive && !self.report.no_progress,
             load,
             save_outputs: self.save_outputs,
-            deployment_runtime: self.deployment_runtime.map(deployment_name),
+            deployment_runtime: self.pair.deployment_runtime.map(deployment_name),
             runtime_check,
         })
     }
@@ -878,18 +898,12 @@ impl PerfFlags {
 impl BenchArgs {
     /// Validates `qgate bench`'s flags.
     pub fn resolve(self, interactive: bool) -> Result<BenchConfig> {
-        let baseline = self
-            .baseline
-            .context("missing --baseline (the reference model)")?;
-        let candidate = self
-            .candidate
-            .context("missing --candidate (the compressed model)")?;
-        let out = report_dir(self.out)?;
-        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let (baseline, candidate) = self.pair.specs()?;
+        let (out, policy) = self.report.resolve()?;
         let data_settings = self.mapping.resolve()?;
         Ok(BenchConfig {
-            baseline: ModelSpec::parse(&baseline).context("--baseline")?,
-            candidate: ModelSpec::parse(&candidate).context("--candidate")?,
+            baseline,
+            candidate,
             data: self.data,
             keys: data_settings.keys,
             images: data_settings.images,
@@ -898,8 +912,8 @@ impl BenchArgs {
             policy,
             load: self.runtime.load_options()?,
             perf: self.perf.resolve()?,
-            progress: interactive && !self.no_progress,
-            deployment_runtime: self.deployment_runtime.map(deployment_name),
+            progress: interactive && !self.report.no_progress,
+            deployment_runtime: self.pair.deployment_runtime.map(deployment_name),
         })
     }
 }
@@ -907,9 +921,6 @@ impl BenchArgs {
 /// `qgate sensitivity`.
 #[derive(Debug, Args, Default)]
 pub struct SensitivityArgs {
-    /// Run config (TOML) holding any of these options under the same names.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// The FP32 model (ONNX).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
@@ -926,15 +937,10 @@ pub struct SensitivityArgs {
     /// used, its error is localised, and mixed.onnx is it with the kept layers' Q/DQ removed.
     #[arg(long, value_name = "PATH")]
     pub quantized: Option<PathBuf>,
-    /// Gate policy (TOML); the accuracy keys judge each configuration against FP32.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// A run config's inline `[policy]` table (set by --config).
-    #[arg(long, hide = true)]
-    pub policy_table: Option<String>,
-    /// Directory for the reports and mixed.onnx.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    /// The report folder, the policy (its accuracy keys judge each configuration against
+    /// FP32), the run config.
+    #[command(flatten)]
+    pub report: ReportFlags,
     /// Activation calibration: minmax, percentile[:P] or entropy.
     #[arg(long, value_name = "METHOD")]
     pub calibration_method: Option<String>,
@@ -965,9 +971,6 @@ pub struct SensitivityArgs {
     /// the cgroup or ulimit -v limit when smaller].
     #[arg(long, value_name = "SIZE", value_parser = memory_size)]
     pub max_memory: Option<u64>,
-    /// Never draw a progress spinner.
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 impl SensitivityArgs {
@@ -980,8 +983,7 @@ impl SensitivityArgs {
         let data = self
             .data
             .context("missing --data (labelled evaluation data)")?;
-        let out = report_dir(self.out)?;
-        let policy = resolve_policy(self.policy, self.policy_table, self.config.as_deref())?;
+        let (out, policy) = self.report.resolve()?;
         let method = match self.calibration_method.as_deref() {
             Some(m) => m
                 .parse()

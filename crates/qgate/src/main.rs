@@ -90,7 +90,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Sensitivity(args) => {
-            let progress = interactive && !args.no_progress;
+            let progress = interactive && !args.report.no_progress;
             resolved(
                 &argv,
                 worker_exe().and_then(|exe| (*args).resolve(exe)),

@@ -98,7 +98,11 @@ impl Run {
             self.stdout, self.stderr
         );
         for n in needles {
-            assert!(self.stderr.contains(n), "'{n}' missing from: {}", self.stderr);
+            assert!(
+                self.stderr.contains(n),
+                "'{n}' missing from: {}",
+                self.stderr
+            );
         }
     }
 
