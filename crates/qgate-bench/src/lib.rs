@@ -25,7 +25,7 @@ mod workload;
 pub use engine::{Engine, Factory};
 pub use pair::*;
 /// Probe types that [`Performance`] carries, so that its readers need not depend on the probe.
-pub use qgate_probe::{EnergyReading, Fingerprint, GpuDeviceReading, Unavailable};
+pub use qgate_probe::{EnergyReading, Fingerprint, GpuDeviceReading, Meter, Unavailable};
 pub use results::*;
 pub use side::{serve_worker, ChildSide, LocalSide, Side};
 pub use workload::{Batch, Workload, WorkloadInfo, WorkloadSpec, SYNTHETIC_SAMPLES};

@@ -368,11 +368,12 @@ fn energy_figures(measured: &[Measured], unavailable: Vec<Unavailable>) -> Energ
     }
     // A meter that came and went (failed mid-run) would make rounds incomparable.
     let complete = per_round.len() == measured.len() && !per_round.is_empty();
-    if !complete && !sources.is_empty() {
-        unavailable.push(Unavailable {
-            source: "energy".into(),
+    if !complete {
+        // Which meter missed a round is not known: each one that counted is named.
+        unavailable.extend(sources.iter().map(|s| Unavailable {
+            source: s.source,
             reason: "a meter stopped answering during the rounds; no per-inference figure".into(),
-        });
+        }));
     }
     let (jpi, ci, dci) = if complete {
         let (m, ci) = t_interval(&per_round, 0.95);

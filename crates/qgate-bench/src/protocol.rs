@@ -228,7 +228,7 @@ pub struct Startup {
     pub timer: TimerOverhead,
     pub workload: WorkloadInfo,
     /// Energy / GPU meters found.
-    pub meters: Vec<String>,
+    pub meters: Vec<qgate_probe::Meter>,
     /// Meters not available, and why.
     pub meters_unavailable: Vec<Unavailable>,
     /// Process id of the measuring process.

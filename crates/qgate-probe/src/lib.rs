@@ -38,7 +38,9 @@ pub mod power;
 
 pub use fingerprint::Fingerprint;
 pub use memory::{cpu_seconds, mem_status, reset_peak, smaps_rollup_rss, MemStatus, USER_HZ};
-pub use power::{EnergyReading, GpuDeviceReading, Monitor, PhaseReading, ProbeConfig, Unavailable};
+pub use power::{
+    EnergyReading, GpuDeviceReading, Meter, Monitor, PhaseReading, ProbeConfig, Unavailable,
+};
 
 /// Where the kernel's files are; tests point both at a fake tree in a temp dir.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,11 +41,34 @@ impl Default for ProbeConfig {
     }
 }
 
+/// An energy or GPU meter.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Meter {
+    /// Intel/AMD RAPL through powercap.
+    Rapl,
+    /// Jetson INA3221 power rails.
+    Jetson,
+    /// NVIDIA's management library.
+    Nvml,
+}
+
+impl std::fmt::Display for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Meter::Rapl => "rapl",
+            Meter::Jetson => "jetson",
+            Meter::Nvml => "nvml",
+        })
+    }
+}
+
 /// Energy one meter counted over a phase.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EnergyReading {
-    /// `"rapl"`, `"nvml"` or `"jetson"`.
-    pub source: String,
+    pub source: Meter,
     /// What was measured, in plain words, including whether other processes count too.
     pub scope: String,
     /// Energy over the phase, in joules.
@@ -76,8 +99,7 @@ pub struct GpuDeviceReading {
 /// A meter that is absent, unreadable, or failed during a phase.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Unavailable {
-    /// `"rapl"`, `"nvml"` or `"jetson"`.
-    pub source: String,
+    pub source: Meter,
     /// Why, in plain words, naming the file or library at fault.
     pub reason: String,
 }
@@ -93,9 +115,9 @@ pub struct PhaseReading {
     pub gpus: Vec<GpuDeviceReading>,
 }
 
-fn unavailable(source: &str, reason: impl Into<String>) -> Unavailable {
+fn unavailable(source: Meter, reason: impl Into<String>) -> Unavailable {
     Unavailable {
-        source: source.to_string(),
+        source,
         reason: reason.into(),
     }
 }
@@ -321,7 +343,7 @@ impl Rapl {
         let joules = domains.iter().map(|(_, j)| j).sum();
         let seconds = now.saturating_duration_since(t0).as_secs_f64();
         Ok(EnergyReading {
-            source: "rapl".into(),
+            source: Meter::Rapl,
             scope: self.scope.clone(),
             joules,
             seconds,
@@ -476,7 +498,7 @@ impl Jetson {
         };
         let seconds = self.rails.first().map_or(0.0, |r| r.energy.seconds());
         EnergyReading {
-            source: "jetson".into(),
+            source: Meter::Jetson,
             scope,
             joules,
             seconds,
@@ -753,7 +775,7 @@ impl NvmlMeter {
         }
         let joules = domains.iter().map(|(_, j)| j).sum();
         Some(Ok(EnergyReading {
-            source: "nvml".into(),
+            source: Meter::Nvml,
             scope: format!(
                 "GPU(s) {} (whole device, includes other processes)",
                 names.join(", ")
@@ -797,7 +819,7 @@ impl Samplers {
     fn sample(&mut self, at: Instant, dropped: &mut Vec<Unavailable>) {
         if let Some(j) = &mut self.jetson {
             if let Err(reason) = j.sample(at) {
-                dropped.push(unavailable("jetson", reason));
+                dropped.push(unavailable(Meter::Jetson, reason));
                 self.jetson = None;
             }
         }
@@ -812,8 +834,8 @@ type SamplerThread = JoinHandle<(Samplers, Vec<Unavailable>)>;
 
 struct Running {
     started: Instant,
-    /// Whether Jetson and NVML meters went to the sampler thread.
-    on_thread: (bool, bool),
+    /// The meters that went to the sampler thread.
+    on_thread: Vec<Meter>,
     sampler: Option<(mpsc::Sender<()>, SamplerThread)>,
 }
 
@@ -845,25 +867,25 @@ impl Monitor {
     pub fn new(config: &ProbeConfig) -> Monitor {
         let mut missing = Vec::new();
         let rapl = Rapl::detect(&config.roots)
-            .map_err(|r| missing.push(unavailable("rapl", r)))
+            .map_err(|r| missing.push(unavailable(Meter::Rapl, r)))
             .ok();
         let jetson = Jetson::detect(&config.roots)
-            .map_err(|r| missing.push(unavailable("jetson", r)))
+            .map_err(|r| missing.push(unavailable(Meter::Jetson, r)))
             .ok();
         let nvml = if config.enable_nvml {
             match NvmlMeter::detect(config.nvml_lib.as_deref()) {
                 Ok((meter, notes)) => {
-                    missing.extend(notes.into_iter().map(|n| unavailable("nvml", n)));
+                    missing.extend(notes.into_iter().map(|n| unavailable(Meter::Nvml, n)));
                     Some(meter)
                 }
                 Err(r) => {
-                    missing.push(unavailable("nvml", r));
+                    missing.push(unavailable(Meter::Nvml, r));
                     None
                 }
             }
         } else {
             missing.push(unavailable(
-                "nvml",
+                Meter::Nvml,
                 "NVML not queried (disabled in the probe configuration)",
             ));
             None
@@ -883,19 +905,23 @@ impl Monitor {
         &self.unavailable
     }
 
-    /// The meters available now: `"rapl"`, `"jetson"`, `"nvml"`.
-    pub fn sources(&self) -> Vec<String> {
+    /// The meters available now.
+    pub fn sources(&self) -> Vec<Meter> {
         let mut out = Vec::new();
         if self.rapl.is_some() {
-            out.push("rapl".to_string());
+            out.push(Meter::Rapl);
         }
         // While a phase runs the samplers live on their thread.
-        let on_thread = self.running.as_ref().map(|r| &r.on_thread);
-        if self.samplers.jetson.is_some() || on_thread.is_some_and(|s| s.0) {
-            out.push("jetson".to_string());
+        let on_thread = |m: Meter| {
+            self.running
+                .as_ref()
+                .is_some_and(|r| r.on_thread.contains(&m))
+        };
+        if self.samplers.jetson.is_some() || on_thread(Meter::Jetson) {
+            out.push(Meter::Jetson);
         }
-        if self.samplers.nvml.is_some() || on_thread.is_some_and(|s| s.1) {
-            out.push("nvml".to_string());
+        if self.samplers.nvml.is_some() || on_thread(Meter::Nvml) {
+            out.push(Meter::Nvml);
         }
         out
     }
@@ -909,20 +935,26 @@ impl Monitor {
         let now = Instant::now();
         if let Some(rapl) = &mut self.rapl {
             if let Err(reason) = rapl.start(now) {
-                self.unavailable.push(unavailable("rapl", reason));
+                self.unavailable.push(unavailable(Meter::Rapl, reason));
                 self.rapl = None;
             }
         }
         if let Some(j) = &mut self.samplers.jetson {
             if let Err(reason) = j.start(now) {
-                self.unavailable.push(unavailable("jetson", reason));
+                self.unavailable.push(unavailable(Meter::Jetson, reason));
                 self.samplers.jetson = None;
             }
         }
         if let Some(n) = &mut self.samplers.nvml {
             n.start(now);
         }
-        let on_thread = (self.samplers.jetson.is_some(), self.samplers.nvml.is_some());
+        let on_thread = [
+            (Meter::Jetson, self.samplers.jetson.is_some()),
+            (Meter::Nvml, self.samplers.nvml.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(m, on)| on.then_some(m))
+        .collect();
         let sampler = self.samplers.any().then(|| {
             let mut samplers = std::mem::take(&mut self.samplers);
             let interval = self.interval;
@@ -960,11 +992,11 @@ impl Monitor {
                 }
                 Err(_) => {
                     self.unavailable.push(unavailable(
-                        "jetson",
+                        Meter::Jetson,
                         "the sampler thread panicked; its meters were lost",
                     ));
                     self.unavailable.push(unavailable(
-                        "nvml",
+                        Meter::Nvml,
                         "the sampler thread panicked; its meters were lost",
                     ));
                 }
@@ -979,7 +1011,7 @@ impl Monitor {
             match rapl.stop(now) {
                 Ok(r) => reading.energy.push(r),
                 Err(reason) => {
-                    self.unavailable.push(unavailable("rapl", reason));
+                    self.unavailable.push(unavailable(Meter::Rapl, reason));
                     self.rapl = None;
                 }
             }
@@ -994,13 +1026,13 @@ impl Monitor {
             n.stop();
             match n.energy_reading(now) {
                 Some(Ok(r)) => reading.energy.push(r),
-                Some(Err(reason)) => self.unavailable.push(unavailable("nvml", reason)),
+                Some(Err(reason)) => self.unavailable.push(unavailable(Meter::Nvml, reason)),
                 None => {}
             }
             reading.gpus = n.gpu_readings();
             let problems = std::mem::take(&mut n.problems);
             self.unavailable
-                .extend(problems.into_iter().map(|p| unavailable("nvml", p)));
+                .extend(problems.into_iter().map(|p| unavailable(Meter::Nvml, p)));
         }
         reading
     }

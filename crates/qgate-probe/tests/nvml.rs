@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::assert_close;
-use qgate_probe::{GpuDeviceReading, Monitor, ProbeConfig, Roots};
+use qgate_probe::{GpuDeviceReading, Meter, Monitor, ProbeConfig, Roots};
 
 /// Two GPUs. GPU 0 has an energy counter rising at 300 W; GPU 1 has none (NOT_SUPPORTED),
 /// only a power reading of 150 W. Memory info checks the v2 struct version nvml-wrapper
@@ -118,23 +118,26 @@ fn fake_nvml_energy_use_and_memory() {
         return;
     };
     let mut monitor = Monitor::new(&config(dir.path(), lib));
-    assert_eq!(monitor.sources(), vec!["nvml".to_string()]);
+    assert_eq!(monitor.sources(), vec![Meter::Nvml]);
     assert!(
-        !monitor.unavailable().iter().any(|u| u.source == "nvml"),
+        !monitor
+            .unavailable()
+            .iter()
+            .any(|u| u.source == Meter::Nvml),
         "{:?}",
         monitor.unavailable()
     );
     // Two phases: the second must start from fresh counters and samples.
     for millis in [300, 200] {
         monitor.start();
-        assert_eq!(monitor.sources(), vec!["nvml".to_string()]);
+        assert_eq!(monitor.sources(), vec![Meter::Nvml]);
         std::thread::sleep(Duration::from_millis(millis));
         let phase = monitor.stop();
         assert_eq!(phase.energy.len(), 1, "{phase:?}");
         let nvml = &phase.energy[0];
         let t = phase.wall_s;
         assert!(t >= millis as f64 / 1e3);
-        assert_eq!(nvml.source, "nvml");
+        assert_eq!(nvml.source, Meter::Nvml);
         assert_eq!(
             nvml.scope,
             "GPU(s) 0 Fake H100, 1 Fake L4 (whole device, includes other processes)"
@@ -166,7 +169,10 @@ fn fake_nvml_energy_use_and_memory() {
             ]
         );
     }
-    assert!(monitor.unavailable().iter().all(|u| u.source != "nvml"));
+    assert!(monitor
+        .unavailable()
+        .iter()
+        .all(|u| u.source != Meter::Nvml));
 }
 
 #[test]
@@ -178,7 +184,7 @@ fn missing_nvml_library_is_unavailable_in_plain_words() {
     let nvml: Vec<_> = monitor
         .unavailable()
         .iter()
-        .filter(|u| u.source == "nvml")
+        .filter(|u| u.source == Meter::Nvml)
         .collect();
     assert_eq!(nvml.len(), 1, "{nvml:?}");
     assert_eq!(
@@ -198,7 +204,7 @@ fn a_file_that_is_not_a_library_is_unavailable() {
     let reason = &monitor
         .unavailable()
         .iter()
-        .find(|u| u.source == "nvml")
+        .find(|u| u.source == Meter::Nvml)
         .unwrap()
         .reason;
     assert!(
@@ -229,7 +235,7 @@ fn gpu_failing_mid_run_is_dropped_not_made_up() {
     let reasons: Vec<&str> = monitor
         .unavailable()
         .iter()
-        .filter(|u| u.source == "nvml")
+        .filter(|u| u.source == Meter::Nvml)
         .map(|u| u.reason.as_str())
         .collect();
     assert!(
@@ -267,7 +273,7 @@ fn gpu_failing_mid_run_is_dropped_not_made_up() {
 #[ignore = "needs an NVIDIA GPU and its driver"]
 fn real_nvml_reads_a_gpu() {
     let mut monitor = Monitor::new(&ProbeConfig::default());
-    if !monitor.sources().contains(&"nvml".to_string()) {
+    if !monitor.sources().contains(&Meter::Nvml) {
         eprintln!("no NVML here: {:?}", monitor.unavailable());
         return;
     }
@@ -280,7 +286,7 @@ fn real_nvml_reads_a_gpu() {
         assert!(gpu.mem_total_bytes.is_some_and(|t| t > 0), "{gpu:?}");
         assert!(gpu.peak_mem_used_bytes <= gpu.mem_total_bytes, "{gpu:?}");
     }
-    if let Some(e) = phase.energy.iter().find(|e| e.source == "nvml") {
+    if let Some(e) = phase.energy.iter().find(|e| e.source == Meter::Nvml) {
         // An idle data-centre GPU draws tens of watts; none draws over 2 kW.
         assert!(e.mean_watts > 1.0 && e.mean_watts < 2000.0, "{e:?}");
     }

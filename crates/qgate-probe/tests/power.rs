@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{assert_close, is_root, write};
-use qgate_probe::{Monitor, PhaseReading, ProbeConfig, Roots, Unavailable};
+use qgate_probe::{Meter, Monitor, PhaseReading, ProbeConfig, Roots, Unavailable};
 
 fn config(root: &Path) -> ProbeConfig {
     ProbeConfig {
@@ -37,7 +37,7 @@ fn set_energy(root: &Path, zone: &str, energy_uj: u64) {
     );
 }
 
-fn reason<'a>(missing: &'a [Unavailable], source: &str) -> &'a str {
+fn reason(missing: &[Unavailable], source: Meter) -> &str {
     &missing
         .iter()
         .find(|u| u.source == source)
@@ -68,7 +68,7 @@ fn rapl_counts_packages_only_and_undoes_a_wrap() {
     );
 
     let mut monitor = Monitor::new(&config(root));
-    assert_eq!(monitor.sources(), vec!["rapl".to_string()]);
+    assert_eq!(monitor.sources(), vec![Meter::Rapl]);
     monitor.start();
     set_energy(root, "intel-rapl:0", 3_500_000);
     set_energy(root, "intel-rapl:1", 500_000); // wrapped at 10 J: 1 J + 0.5 J
@@ -79,7 +79,7 @@ fn rapl_counts_packages_only_and_undoes_a_wrap() {
 
     assert_eq!(phase.energy.len(), 1, "{phase:?}");
     let rapl = &phase.energy[0];
-    assert_eq!(rapl.source, "rapl");
+    assert_eq!(rapl.source, Meter::Rapl);
     assert_eq!(
         rapl.domains,
         vec![
@@ -128,7 +128,7 @@ fn unreadable_energy_uj_is_unavailable_naming_the_file() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
     let monitor = Monitor::new(&config(root));
     assert!(monitor.sources().is_empty());
-    let why = reason(monitor.unavailable(), "rapl");
+    let why = reason(monitor.unavailable(), Meter::Rapl);
     assert!(why.contains(&file.display().to_string()), "{why}");
     assert!(why.contains("permission denied"), "{why}");
 }
@@ -144,7 +144,7 @@ fn rapl_failing_mid_run_is_dropped_with_the_reason() {
     std::fs::remove_file(&file).unwrap();
     let phase = monitor.stop();
     assert!(phase.energy.is_empty(), "{phase:?}");
-    assert!(reason(monitor.unavailable(), "rapl").contains(&file.display().to_string()));
+    assert!(reason(monitor.unavailable(), Meter::Rapl).contains(&file.display().to_string()));
     assert!(monitor.sources().is_empty());
 }
 
@@ -153,9 +153,9 @@ fn empty_tree_has_no_meters_but_still_times_the_phase() {
     let dir = tempfile::tempdir().unwrap();
     let mut monitor = Monitor::new(&config(dir.path()));
     assert!(monitor.sources().is_empty());
-    assert!(reason(monitor.unavailable(), "rapl").contains("powercap"));
-    assert!(reason(monitor.unavailable(), "jetson").contains("ina3221"));
-    assert!(reason(monitor.unavailable(), "nvml").contains("disabled"));
+    assert!(reason(monitor.unavailable(), Meter::Rapl).contains("powercap"));
+    assert!(reason(monitor.unavailable(), Meter::Jetson).contains("ina3221"));
+    assert!(reason(monitor.unavailable(), Meter::Nvml).contains("disabled"));
     monitor.start();
     std::thread::sleep(Duration::from_millis(5));
     let phase = monitor.stop();
@@ -171,13 +171,13 @@ fn empty_tree_has_no_meters_but_still_times_the_phase() {
     // A powercap folder without RAPL zones is a different reason.
     write(dir.path(), "sys/class/powercap/dtpm/name", "dtpm\n");
     let monitor = Monitor::new(&config(dir.path()));
-    assert!(reason(monitor.unavailable(), "rapl").contains("intel-rapl:* zone"));
+    assert!(reason(monitor.unavailable(), Meter::Rapl).contains("intel-rapl:* zone"));
 }
 
 /// Runs one phase of about `millis` and returns the reading and the phase length.
 fn phase(root: &Path, millis: u64) -> (PhaseReading, Monitor) {
     let mut monitor = Monitor::new(&config(root));
-    assert_eq!(monitor.sources(), vec!["jetson".to_string()]);
+    assert_eq!(monitor.sources(), vec![Meter::Jetson]);
     monitor.start();
     std::thread::sleep(Duration::from_millis(millis));
     (monitor.stop(), monitor)
@@ -269,6 +269,6 @@ fn jetson_rail_failing_mid_run_is_dropped_with_the_reason() {
     std::thread::sleep(Duration::from_millis(50));
     let phase = monitor.stop();
     assert!(phase.energy.is_empty(), "{phase:?}");
-    assert!(reason(monitor.unavailable(), "jetson").contains("in_power0_input"));
+    assert!(reason(monitor.unavailable(), Meter::Jetson).contains("in_power0_input"));
     assert!(monitor.sources().is_empty());
 }

@@ -253,7 +253,7 @@ pub(crate) fn html(h: &mut String, p: &Performance) {
             let _ = write!(
                 h,
                 "<p><small>{name}: {} not available — {}</small></p>",
-                esc(&u.source),
+                u.source,
                 esc(&u.reason)
             );
         }

@@ -953,3 +953,13 @@ impl From<&qgate_quant::Normalization> for Normalization {
         n.conv()
     }
 }
+
+impl Conv<Meter> for qgate_bench::Meter {
+    fn conv(&self) -> Meter {
+        match self {
+            qgate_bench::Meter::Rapl => Meter::Rapl,
+            qgate_bench::Meter::Jetson => Meter::Jetson,
+            qgate_bench::Meter::Nvml => Meter::Nvml,
+        }
+    }
+}

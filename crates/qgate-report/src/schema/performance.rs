@@ -26,8 +26,7 @@ pub struct EnergyFigures {
 /// Energy one meter counted over a phase.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct EnergyReading {
-    /// `"rapl"`, `"nvml"` or `"jetson"`.
-    pub source: String,
+    pub source: Meter,
     /// What was measured, in plain words, including whether other processes count too.
     pub scope: String,
     /// Energy over the phase, in joules.
@@ -314,8 +313,7 @@ pub struct TimerOverhead {
 /// A meter that is absent, unreadable, or failed during a phase.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Unavailable {
-    /// `"rapl"`, `"nvml"` or `"jetson"`.
-    pub source: String,
+    pub source: Meter,
     /// Why, in plain words, naming the file or library at fault.
     pub reason: String,
 }
@@ -355,4 +353,26 @@ pub struct WorkloadInfo {
     pub samples: usize,
     /// Batch size the model fixes, if it does.
     pub fixed_batch: Option<usize>,
+}
+
+/// An energy or GPU meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Meter {
+    /// Intel/AMD RAPL through powercap.
+    Rapl,
+    /// Jetson INA3221 power rails.
+    Jetson,
+    /// NVIDIA's management library.
+    Nvml,
+}
+
+impl std::fmt::Display for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Meter::Rapl => "rapl",
+            Meter::Jetson => "jetson",
+            Meter::Nvml => "nvml",
+        })
+    }
 }
