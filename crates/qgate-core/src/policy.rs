@@ -84,6 +84,32 @@ pub struct KeySpec {
     pub range_text: &'static str,
     /// What the key judges, for reports.
     pub description: &'static str,
+    /// How its figure is read from what was measured.
+    pub reading: Reading,
+}
+
+/// How a key's figure is read: `(observed, interval, detail)`, where `None` observed means
+/// skipped with `detail` as the reason.
+pub type Observed = (Option<f64>, Option<[f64; 2]>, String);
+
+/// Where a key's figure comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Reading {
+    /// An accuracy comparison; the threshold is given for details (which classes exceed it).
+    Accuracy(fn(&Observations, f64) -> Observed),
+    /// A benchmark.
+    Performance(fn(&PerfObservations) -> PerfReading),
+}
+
+/// A benchmark figure as a key judges it.
+pub enum PerfReading {
+    /// A point with its 99 % decision interval: fails only when the whole interval is on
+    /// the wrong side.
+    Interval(f64, [f64; 2]),
+    /// A point value (forgiving rounding).
+    Point(f64),
+    /// Not measurable here, and why.
+    Skipped(String),
 }
 
 /// Every accuracy key, in report order.
@@ -95,6 +121,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 100.0),
         range_text: "percentage points between 0 and 100",
         description: "top-1 accuracy drop (pp)",
+        reading: Reading::Accuracy(read_accuracy_drop),
     },
     KeySpec {
         key: "min_relative_accuracy",
@@ -103,6 +130,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 10.0),
         range_text: "a ratio ≥ 0 (0.99 = candidate keeps 99 % of baseline accuracy)",
         description: "candidate accuracy ÷ baseline accuracy",
+        reading: Reading::Accuracy(read_relative_accuracy),
     },
     KeySpec {
         key: "max_class_recall_drop_pp",
@@ -111,6 +139,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 100.0),
         range_text: "percentage points between 0 and 100",
         description: "worst per-class recall drop (pp)",
+        reading: Reading::Accuracy(read_class_recall_drop),
     },
     KeySpec {
         key: "max_class_f1_drop_pp",
@@ -119,6 +148,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 100.0),
         range_text: "percentage points between 0 and 100",
         description: "worst per-class F1 drop (pp)",
+        reading: Reading::Accuracy(read_class_f1_drop),
     },
     KeySpec {
         key: "max_negative_flip_rate",
@@ -127,6 +157,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 1.0),
         range_text: "a fraction between 0 and 1",
         description: "share of samples correct → wrong",
+        reading: Reading::Accuracy(|o, _| (Some(o.negative_flip_rate), None, String::new())),
     },
     KeySpec {
         key: "max_kl_mean",
@@ -135,6 +166,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, f64::INFINITY),
         range_text: "nats ≥ 0",
         description: "mean KL(baseline ‖ candidate) of class probabilities (nats)",
+        reading: Reading::Accuracy(read_kl_mean),
     },
     KeySpec {
         key: "min_top1_agreement",
@@ -143,6 +175,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 1.0),
         range_text: "a fraction between 0 and 1",
         description: "share of samples with the same top-1 class",
+        reading: Reading::Accuracy(|o, _| (Some(o.top1_agreement), None, String::new())),
     },
 ];
 
@@ -159,6 +192,7 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
         range_text: "a ratio > 0 (1.5 = candidate at least 1.5× faster at the median)",
         description:
             "speed-up, geometric mean over rounds of baseline median ÷ candidate median latency",
+        reading: Reading::Performance(|o| PerfReading::Interval(o.speedup, o.speedup_decision_ci)),
     },
     KeySpec {
         key: "max_p99_ms",
@@ -167,6 +201,7 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
         range: (0.0, f64::INFINITY),
         range_text: "milliseconds ≥ 0",
         description: "candidate p99 latency (ms)",
+        reading: Reading::Performance(|o| PerfReading::Interval(o.p99_ms, o.p99_decision_ci)),
     },
     KeySpec {
         key: "max_peak_rss_mb",
@@ -175,6 +210,7 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
         range: (0.0, f64::INFINITY),
         range_text: "MiB ≥ 0",
         description: "candidate peak resident memory (MiB)",
+        reading: Reading::Performance(read_peak_rss),
     },
     KeySpec {
         key: "max_joules_per_inference",
@@ -183,6 +219,7 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
         range: (0.0, f64::INFINITY),
         range_text: "joules ≥ 0",
         description: "candidate energy per inference (J)",
+        reading: Reading::Performance(read_joules),
     },
 ];
 
@@ -455,7 +492,10 @@ impl Gate {
             let Some(spec) = ACCURACY_KEYS.iter().find(|s| s.key == t.key) else {
                 continue;
             };
-            let (observed, interval, detail) = observe(spec.key, t.value, obs);
+            let Reading::Accuracy(read) = spec.reading else {
+                continue;
+            };
+            let (observed, interval, detail) = read(obs, t.value);
             criteria.push(judge(spec, t, observed, interval, detail));
         }
         Gate::from_criteria(criteria)
@@ -613,35 +653,27 @@ impl Gate {
             let Some(spec) = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key) else {
                 continue;
             };
-            // Speed and energy: judged on their 99 % interval.
-            let by_interval = |v: f64, ci: [f64; 2], fails: fn(f64, [f64; 2], f64) -> bool| {
-                judge_with(
-                    spec,
-                    t,
-                    Some(v),
-                    Some(ci),
-                    format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
-                    |x| !fails(x, ci, t.value),
-                )
+            let Reading::Performance(read) = spec.reading else {
+                continue;
             };
-            let c = match spec.key {
-                "min_speedup" => by_interval(obs.speedup, obs.speedup_decision_ci, fails_at_least),
-                "max_p99_ms" => by_interval(obs.p99_ms, obs.p99_decision_ci, fails_at_most),
-                "max_peak_rss_mb" => match obs.peak_rss_bytes {
-                    Some(b) => judge(spec, t, Some(b as f64 / MIB), None, String::new()),
-                    None => judge(
+            let c = match read(obs) {
+                // Speed and energy: judged on their 99 % interval.
+                PerfReading::Interval(v, ci) => {
+                    let fails = match spec.direction {
+                        Direction::AtLeast => fails_at_least,
+                        Direction::AtMost => fails_at_most,
+                    };
+                    judge_with(
                         spec,
                         t,
-                        None,
-                        None,
-                        "skipped: resident memory is not measurable on this system".into(),
-                    ),
-                },
-                "max_joules_per_inference" => match &obs.joules_per_inference {
-                    Ok((v, ci)) => by_interval(*v, *ci, fails_at_most),
-                    Err(why) => judge(spec, t, None, None, format!("skipped: {why}")),
-                },
-                _ => continue,
+                        Some(v),
+                        Some(ci),
+                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
+                        |x| !fails(x, ci, t.value),
+                    )
+                }
+                PerfReading::Point(v) => judge(spec, t, Some(v), None, String::new()),
+                PerfReading::Skipped(why) => judge(spec, t, None, None, why),
             };
             criteria.push(c);
         }
@@ -704,60 +736,78 @@ fn finite_outputs(obs: &Observations) -> CriterionResult {
     }
 }
 
-fn observe(
-    key: &str,
-    threshold: f64,
-    obs: &Observations,
-) -> (Option<f64>, Option<[f64; 2]>, String) {
+fn read_accuracy_drop(obs: &Observations, _: f64) -> Observed {
     let drop_pp = (obs.baseline_accuracy - obs.candidate_accuracy) * 100.0;
-    match key {
-        "max_accuracy_drop_pp" => {
-            let ci = [
-                -obs.accuracy_delta_ci[1] * 100.0,
-                -obs.accuracy_delta_ci[0] * 100.0,
-            ];
-            (Some(drop_pp), Some(ci), String::new())
+    let ci = [
+        -obs.accuracy_delta_ci[1] * 100.0,
+        -obs.accuracy_delta_ci[0] * 100.0,
+    ];
+    (Some(drop_pp), Some(ci), String::new())
+}
+
+fn read_relative_accuracy(obs: &Observations, _: f64) -> Observed {
+    let r = if obs.baseline_accuracy > 0.0 {
+        obs.candidate_accuracy / obs.baseline_accuracy
+    } else {
+        f64::NAN
+    };
+    (Some(r), None, String::new())
+}
+
+fn read_class_recall_drop(obs: &Observations, threshold: f64) -> Observed {
+    worst_class_drop(obs, threshold, |(_, recall, _)| *recall)
+}
+
+fn read_class_f1_drop(obs: &Observations, threshold: f64) -> Observed {
+    worst_class_drop(obs, threshold, |(_, _, f1)| *f1)
+}
+
+/// The worst per-class drop (pp) of the delta `delta` picks, naming the classes whose drop
+/// exceeds `threshold`.
+fn worst_class_drop(
+    obs: &Observations,
+    threshold: f64,
+    delta: fn(&(String, f64, f64)) -> f64,
+) -> Observed {
+    let drops: Vec<(&str, f64)> = obs
+        .class_deltas
+        .iter()
+        .map(|d| (d.0.as_str(), -delta(d) * 100.0))
+        .collect();
+    let worst = drops.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
+    let over: Vec<String> = drops
+        .iter()
+        .filter(|d| !Tolerance::Rounding.at_most(d.1, threshold))
+        .map(|d| format!("class {} −{:.2} pp", d.0, d.1))
+        .collect();
+    // `+ 0.0` turns a −0 (no class dropped) into 0.
+    (Some(worst.max(0.0) + 0.0), None, over.join(", "))
+}
+
+fn read_kl_mean(obs: &Observations, _: f64) -> Observed {
+    match obs.kl_mean {
+        Some(k) => (Some(k), None, String::new()),
+        None => (
+            None,
+            None,
+            "skipped: the models output labels, not class scores".to_string(),
+        ),
+    }
+}
+
+fn read_peak_rss(obs: &PerfObservations) -> PerfReading {
+    match obs.peak_rss_bytes {
+        Some(b) => PerfReading::Point(b as f64 / MIB),
+        None => {
+            PerfReading::Skipped("skipped: resident memory is not measurable on this system".into())
         }
-        "min_relative_accuracy" => {
-            let r = if obs.baseline_accuracy > 0.0 {
-                obs.candidate_accuracy / obs.baseline_accuracy
-            } else {
-                f64::NAN
-            };
-            (Some(r), None, String::new())
-        }
-        "max_class_recall_drop_pp" | "max_class_f1_drop_pp" => {
-            let recall = key == "max_class_recall_drop_pp";
-            let drops: Vec<(&str, f64)> = obs
-                .class_deltas
-                .iter()
-                .map(|(n, r, f)| (n.as_str(), -(if recall { *r } else { *f }) * 100.0))
-                .collect();
-            let worst = drops.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
-            let over: Vec<String> = drops
-                .iter()
-                .filter(|d| !Tolerance::Rounding.at_most(d.1, threshold))
-                .map(|d| format!("class {} −{:.2} pp", d.0, d.1))
-                .collect();
-            let detail = if over.is_empty() {
-                String::new()
-            } else {
-                over.join(", ")
-            };
-            // `+ 0.0` turns a −0 (no class dropped) into 0.
-            (Some(worst.max(0.0) + 0.0), None, detail)
-        }
-        "max_negative_flip_rate" => (Some(obs.negative_flip_rate), None, String::new()),
-        "max_kl_mean" => match obs.kl_mean {
-            Some(k) => (Some(k), None, String::new()),
-            None => (
-                None,
-                None,
-                "skipped: the models output labels, not class scores".to_string(),
-            ),
-        },
-        "min_top1_agreement" => (Some(obs.top1_agreement), None, String::new()),
-        _ => (None, None, format!("unknown key {key}")),
+    }
+}
+
+fn read_joules(obs: &PerfObservations) -> PerfReading {
+    match &obs.joules_per_inference {
+        Ok((v, ci)) => PerfReading::Interval(*v, *ci),
+        Err(why) => PerfReading::Skipped(format!("skipped: {why}")),
     }
 }
 
@@ -775,6 +825,31 @@ fn fmt_num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/config.md's policy table lists every key of the table with its default: the
+    /// documentation follows the one declaration.
+    #[test]
+    fn the_documented_policy_keys_are_the_declared_ones() {
+        let doc = include_str!("../../../docs/config.md");
+        let rows: Vec<(&str, &str)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let key = cells.next()?.strip_suffix('`')?;
+                Some((key, cells.next()?))
+            })
+            .filter(|(k, _)| k.starts_with("max_") || k.starts_with("min_"))
+            .collect();
+        let declared: Vec<&str> = all_keys().map(|k| k.key).collect();
+        let documented: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(documented, declared);
+        for (spec, (_, default)) in all_keys().zip(&rows) {
+            let want = spec
+                .default
+                .map_or("not judged".to_string(), |d| format!("{d:?}"));
+            assert_eq!(*default, want, "{}", spec.key);
+        }
+    }
 
     fn obs() -> Observations {
         Observations {
