@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use qgate_core::latency::{paired_speedup, summarize_with_p99, t_interval, DECISION_CONFIDENCE};
-use qgate_core::policy::PerfObservations;
+use qgate_core::policy::{OutputCheckCounts, PerfObservations};
 use qgate_core::stats::{percentile, BootstrapSettings};
 use qgate_core::Tolerance;
 use qgate_probe::{EnergyReading, Fingerprint, GpuDeviceReading, PhaseReading, Unavailable};
@@ -571,7 +571,7 @@ fn run_sweeps(
 pub fn observations(p: &Performance) -> PerfObservations {
     let c = &p.candidate;
     let same = match (&p.baseline.output_check, &c.output_check) {
-        (Some(a), Some(b)) => Some((a.passed() && b.passed(), output_sentence(a, b))),
+        (Some(a), Some(b)) => Some([counts(a), counts(b)]),
         _ => None,
     };
     let finite = match (&p.baseline.output_check, &c.output_check) {
@@ -608,25 +608,16 @@ pub fn observations(p: &Performance) -> PerfObservations {
     }
 }
 
-fn output_sentence(a: &OutputCheck, b: &OutputCheck) -> String {
-    let one = |name: &str, c: &OutputCheck| {
-        let mut s = format!(
-            "{name}: {}/{} timed batches equal an untimed rerun ({:?})",
-            c.batches - c.mismatched_batches,
-            c.batches,
-            c.tolerance
-        );
-        if let (Some(n), Some(bad)) = (c.reference_samples, c.reference_mismatches) {
-            s.push_str(&format!(
-                ", {}/{n} samples equal the saved outputs ({:?})",
-                n - bad,
-                c.reference_tolerance.unwrap_or(Tolerance::Exact)
-            ));
-        }
-        if let Some(m) = &c.first_mismatch {
-            s.push_str(&format!(" — {m}"));
-        }
-        s
-    };
-    format!("{}; {}", one("baseline", a), one("candidate", b))
+/// What one side's output check found, for the `same_outputs` criterion.
+fn counts(c: &OutputCheck) -> OutputCheckCounts {
+    OutputCheckCounts {
+        batches: c.batches,
+        mismatched: c.mismatched_batches,
+        tolerance: c.tolerance,
+        reference: c
+            .reference_samples
+            .zip(c.reference_mismatches)
+            .map(|(n, bad)| (n, bad, c.reference_tolerance.unwrap_or(Tolerance::Exact))),
+        first_mismatch: c.first_mismatch.clone(),
+    }
 }

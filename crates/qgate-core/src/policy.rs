@@ -88,9 +88,9 @@ pub struct KeySpec {
     pub reading: Reading,
 }
 
-/// How a key's figure is read: `(observed, interval, detail)`, where `None` observed means
-/// skipped with `detail` as the reason.
-pub type Observed = (Option<f64>, Option<[f64; 2]>, String);
+/// A key's figure as read: the value, its 95 % interval where one exists and the classes
+/// over the threshold (per-class keys); or why it cannot be judged here.
+pub type Observed = Result<(f64, Option<[f64; 2]>, Vec<(String, f64)>), Skip>;
 
 /// Where a key's figure comes from.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,72 @@ pub enum PerfReading {
     /// A point value (forgiving rounding).
     Point(f64),
     /// Not measurable here, and why.
-    Skipped(String),
+    Skipped(Skip),
+}
+
+/// Why a criterion was not judged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "why", rename_all = "snake_case")]
+pub enum Skip {
+    /// The models output labels, not class scores (KL needs scores).
+    LabelsOnly,
+    /// Resident memory cannot be read on this system.
+    MemoryUnmeasurable,
+    /// No energy figure: the meters' own explanation (which file or library failed).
+    NoEnergy(String),
+    /// A performance key in an accuracy-only run (`qgate compare`).
+    PerformanceNotMeasured,
+}
+
+/// What a criterion found, typed; qgate-report puts it in words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// Judged against its threshold: the classes over it (per-class keys) and the 99 %
+    /// interval it was judged on (speed and energy keys).
+    Judged {
+        classes_over: Vec<(String, f64)>,
+        decision_ci: Option<[f64; 2]>,
+    },
+    /// Not judged.
+    Skipped { skip: Skip },
+    /// `finite_outputs`: samples with a NaN or infinite score output per side, of `samples`.
+    FiniteOutputs {
+        baseline: u64,
+        candidate: u64,
+        samples: u64,
+    },
+    /// `finite_timed_outputs`: `[batches with a non-finite output, batches checked]` per side.
+    FiniteTimedOutputs {
+        baseline: [u64; 2],
+        candidate: [u64; 2],
+    },
+    /// `same_outputs`: the output check of each side.
+    SameOutputs {
+        baseline: OutputCheckCounts,
+        candidate: OutputCheckCounts,
+    },
+}
+
+/// One side's comparison of timed outputs with an untimed rerun (and saved outputs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputCheckCounts {
+    /// Timed batches compared.
+    pub batches: u64,
+    /// Batches that differed beyond `tolerance`.
+    pub mismatched: u64,
+    pub tolerance: Tolerance,
+    /// `(samples compared, samples that differ, tolerance)` against saved outputs.
+    pub reference: Option<(u64, u64, Tolerance)>,
+    /// Where the first difference was found.
+    pub first_mismatch: Option<String>,
+}
+
+impl OutputCheckCounts {
+    /// Whether every comparison agreed.
+    pub fn all_equal(&self) -> bool {
+        self.mismatched == 0 && self.reference.is_none_or(|(_, bad, _)| bad == 0)
+    }
 }
 
 /// Every accuracy key, in report order.
@@ -157,7 +222,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 1.0),
         range_text: "a fraction between 0 and 1",
         description: "share of samples correct → wrong",
-        reading: Reading::Accuracy(|o, _| (Some(o.negative_flip_rate), None, String::new())),
+        reading: Reading::Accuracy(|o, _| Ok((o.negative_flip_rate, None, Vec::new()))),
     },
     KeySpec {
         key: "max_kl_mean",
@@ -175,7 +240,7 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         range: (0.0, 1.0),
         range_text: "a fraction between 0 and 1",
         description: "share of samples with the same top-1 class",
-        reading: Reading::Accuracy(|o, _| (Some(o.top1_agreement), None, String::new())),
+        reading: Reading::Accuracy(|o, _| Ok((o.top1_agreement, None, Vec::new()))),
     },
 ];
 
@@ -463,8 +528,8 @@ pub struct CriterionResult {
     /// The observed value's 95 % interval, where one exists.
     pub interval: Option<[f64; 2]>,
     pub status: Status,
-    /// One sentence a reviewer can act on.
-    pub message: String,
+    /// What it found; qgate-report words it.
+    pub reason: Reason,
 }
 
 /// Pass or fail.
@@ -495,8 +560,10 @@ impl Gate {
             let Reading::Accuracy(read) = spec.reading else {
                 continue;
             };
-            let (observed, interval, detail) = read(obs, t.value);
-            criteria.push(judge(spec, t, observed, interval, detail));
+            criteria.push(match read(obs, t.value) {
+                Ok((v, ci, classes_over)) => judge(spec, t, v, ci, classes_over),
+                Err(skip) => skipped(spec, t, skip),
+            });
         }
         Gate::from_criteria(criteria)
     }
@@ -513,82 +580,100 @@ impl Gate {
 
     /// Criteria for performance keys set in `policy` that this command does not measure:
     /// listed as skipped so a reader sees they were not judged, and why.
-    pub fn unmeasured_performance(policy: &Policy, why: &str) -> Vec<CriterionResult> {
+    pub fn unmeasured_performance(policy: &Policy) -> Vec<CriterionResult> {
         policy
             .thresholds
             .iter()
             .filter_map(|t| {
                 let spec = PERFORMANCE_KEYS.iter().find(|s| s.key == t.key)?;
-                Some(judge(spec, t, None, None, why.to_string()))
+                Some(skipped(spec, t, Skip::PerformanceNotMeasured))
             })
             .collect()
     }
 }
 
-/// Judges one observation against its threshold. A point value fails when it is on the
-/// wrong side (forgiving [`Tolerance::Rounding`]); `None` is skipped with `detail` as
-/// the reason; NaN fails.
+/// Judges one observation against its threshold: it fails when on the wrong side
+/// (forgiving [`Tolerance::Rounding`]); NaN fails.
 pub fn judge(
     spec: &KeySpec,
     t: &Threshold,
-    observed: Option<f64>,
+    observed: f64,
     interval: Option<[f64; 2]>,
-    detail: String,
+    classes_over: Vec<(String, f64)>,
 ) -> CriterionResult {
-    judge_with(spec, t, observed, interval, detail, |v| {
-        match spec.direction {
-            Direction::AtMost => Tolerance::Rounding.at_most(v, t.value),
-            Direction::AtLeast => Tolerance::Rounding.at_least(v, t.value),
-        }
-    })
+    let passes = match spec.direction {
+        Direction::AtMost => Tolerance::Rounding.at_most(observed, t.value),
+        Direction::AtLeast => Tolerance::Rounding.at_least(observed, t.value),
+    };
+    let reason = Reason::Judged {
+        classes_over,
+        decision_ci: None,
+    };
+    criterion(
+        spec,
+        t,
+        Some(observed),
+        interval,
+        pass_or_fail(observed, passes),
+        reason,
+    )
 }
 
-/// [`judge`] with the pass rule given: `passes(observed)` decides for finite values
-/// (performance criteria pass unless their whole interval is on the wrong side).
-pub fn judge_with(
+/// Judges a point by its 99 % decision interval `ci`: it fails only when the whole interval
+/// lies on the wrong side of the threshold (performance keys), so noise alone cannot fail.
+pub fn judge_interval(
+    spec: &KeySpec,
+    t: &Threshold,
+    observed: f64,
+    ci: [f64; 2],
+) -> CriterionResult {
+    use crate::latency::{fails_at_least, fails_at_most};
+    let fails = match spec.direction {
+        Direction::AtLeast => fails_at_least(observed, ci, t.value),
+        Direction::AtMost => fails_at_most(observed, ci, t.value),
+    };
+    let reason = Reason::Judged {
+        classes_over: Vec::new(),
+        decision_ci: Some(ci),
+    };
+    criterion(
+        spec,
+        t,
+        Some(observed),
+        Some(ci),
+        pass_or_fail(observed, !fails),
+        reason,
+    )
+}
+
+/// A criterion that could not be judged, and why (it does not fail the gate).
+pub fn skipped(spec: &KeySpec, t: &Threshold, skip: Skip) -> CriterionResult {
+    criterion(
+        spec,
+        t,
+        None,
+        None,
+        Status::Skipped,
+        Reason::Skipped { skip },
+    )
+}
+
+fn pass_or_fail(observed: f64, passes: bool) -> Status {
+    if !observed.is_nan() && passes {
+        Status::Pass
+    } else {
+        Status::Fail
+    }
+}
+
+fn criterion(
     spec: &KeySpec,
     t: &Threshold,
     observed: Option<f64>,
     interval: Option<[f64; 2]>,
-    detail: String,
-    passes: impl Fn(f64) -> bool,
+    status: Status,
+    reason: Reason,
 ) -> CriterionResult {
-    let status = match observed {
-        None => Status::Skipped,
-        Some(v) if v.is_nan() => Status::Fail,
-        Some(v) => {
-            if passes(v) {
-                Status::Pass
-            } else {
-                Status::Fail
-            }
-        }
-    };
-    let op = match spec.direction {
-        Direction::AtMost => "≤",
-        Direction::AtLeast => "≥",
-    };
-    let message = match (status, observed) {
-        (Status::Skipped, _) => detail,
-        (_, Some(v)) => {
-            let verb = if status == Status::Pass {
-                "meets"
-            } else {
-                "fails"
-            };
-            let mut m = format!(
-                "{} = {} {verb} {op} {}",
-                spec.description,
-                fmt_num(v),
-                fmt_num(t.value)
-            );
-            if !detail.is_empty() {
-                m.push_str(&format!(" ({detail})"));
-            }
-            m
-        }
-        (_, None) => detail,
-    };
     CriterionResult {
         key: spec.key.to_string(),
         description: spec.description.to_string(),
@@ -598,7 +683,7 @@ pub fn judge_with(
         observed,
         interval,
         status,
-        message,
+        reason,
     }
 }
 
@@ -617,8 +702,8 @@ pub struct PerfObservations {
     pub peak_rss_bytes: Option<u64>,
     /// Candidate joules per inference and its decision interval, or why there is none.
     pub joules_per_inference: Result<(f64, [f64; 2]), String>,
-    /// Outputs of timed runs against an untimed pass: `(all equal, what was compared)`.
-    pub same_outputs: Option<(bool, String)>,
+    /// Outputs of timed runs against an untimed pass, baseline then candidate.
+    pub same_outputs: Option<[OutputCheckCounts; 2]>,
     /// `[batches with a NaN or infinite output, batches checked]` of the timed runs,
     /// baseline then candidate, when the check ran.
     pub non_finite_batches: Option<[[u64; 2]; 2]>,
@@ -630,9 +715,9 @@ impl Gate {
     /// decision interval lies on the wrong side of the threshold, so noise alone cannot
     /// fail an A/A run.
     pub fn evaluate_performance(policy: &Policy, obs: &PerfObservations) -> Vec<CriterionResult> {
-        use crate::latency::{fails_at_least, fails_at_most};
         let mut criteria = Vec::new();
-        if let Some((same, detail)) = &obs.same_outputs {
+        if let Some([baseline, candidate]) = &obs.same_outputs {
+            let same = baseline.all_equal() && candidate.all_equal();
             criteria.push(CriterionResult {
                 key: "same_outputs".into(),
                 description: "outputs of the timed runs equal an untimed pass (always judged)"
@@ -640,10 +725,13 @@ impl Gate {
                 direction: Direction::AtMost,
                 threshold: 0.0,
                 source: Source::Default,
-                observed: Some(if *same { 0.0 } else { 1.0 }),
+                observed: Some(if same { 0.0 } else { 1.0 }),
                 interval: None,
-                status: if *same { Status::Pass } else { Status::Fail },
-                message: detail.clone(),
+                status: if same { Status::Pass } else { Status::Fail },
+                reason: Reason::SameOutputs {
+                    baseline: baseline.clone(),
+                    candidate: candidate.clone(),
+                },
             });
         }
         if let Some(counts) = obs.non_finite_batches {
@@ -656,26 +744,12 @@ impl Gate {
             let Reading::Performance(read) = spec.reading else {
                 continue;
             };
-            let c = match read(obs) {
+            criteria.push(match read(obs) {
                 // Speed and energy: judged on their 99 % interval.
-                PerfReading::Interval(v, ci) => {
-                    let fails = match spec.direction {
-                        Direction::AtLeast => fails_at_least,
-                        Direction::AtMost => fails_at_most,
-                    };
-                    judge_with(
-                        spec,
-                        t,
-                        Some(v),
-                        Some(ci),
-                        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1])),
-                        |x| !fails(x, ci, t.value),
-                    )
-                }
-                PerfReading::Point(v) => judge(spec, t, Some(v), None, String::new()),
-                PerfReading::Skipped(why) => judge(spec, t, None, None, why),
-            };
-            criteria.push(c);
+                PerfReading::Interval(v, ci) => judge_interval(spec, t, v, ci),
+                PerfReading::Point(v) => judge(spec, t, v, None, Vec::new()),
+                PerfReading::Skipped(skip) => skipped(spec, t, skip),
+            });
         }
         criteria
     }
@@ -687,18 +761,6 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// benchmark alone must not pass it.
 fn finite_timed_outputs([b, c]: [[u64; 2]; 2]) -> CriterionResult {
     let bad = b[0] + c[0];
-    let message = if bad == 0 {
-        format!(
-            "every output of the timed runs is finite ({} baseline and {} candidate batches)",
-            b[1], c[1]
-        )
-    } else {
-        format!(
-            "non-finite (NaN or infinite) outputs in the timed runs: baseline in {} of {} \
-             batch(es), candidate in {} of {}",
-            b[0], b[1], c[0], c[1]
-        )
-    };
     CriterionResult {
         key: "finite_timed_outputs".to_string(),
         description: "timed batches with NaN or infinite outputs (always judged)".to_string(),
@@ -708,21 +770,15 @@ fn finite_timed_outputs([b, c]: [[u64; 2]; 2]) -> CriterionResult {
         observed: Some(bad as f64),
         interval: None,
         status: if bad == 0 { Status::Pass } else { Status::Fail },
-        message,
+        reason: Reason::FiniteTimedOutputs {
+            baseline: b,
+            candidate: c,
+        },
     }
 }
 
 fn finite_outputs(obs: &Observations) -> CriterionResult {
     let bad = obs.baseline_non_finite + obs.candidate_non_finite;
-    let message = if bad == 0 {
-        "every output of both models is finite".to_string()
-    } else {
-        format!(
-            "non-finite (NaN or infinite) outputs: baseline on {} sample(s), candidate on {} \
-             sample(s) of {}; those samples count as wrong",
-            obs.baseline_non_finite, obs.candidate_non_finite, obs.n_samples
-        )
-    };
     CriterionResult {
         key: "finite_outputs".to_string(),
         description: "samples with NaN or infinite outputs (always judged)".to_string(),
@@ -732,7 +788,11 @@ fn finite_outputs(obs: &Observations) -> CriterionResult {
         observed: Some(bad as f64),
         interval: None,
         status: if bad == 0 { Status::Pass } else { Status::Fail },
-        message,
+        reason: Reason::FiniteOutputs {
+            baseline: obs.baseline_non_finite,
+            candidate: obs.candidate_non_finite,
+            samples: obs.n_samples,
+        },
     }
 }
 
@@ -742,7 +802,7 @@ fn read_accuracy_drop(obs: &Observations, _: f64) -> Observed {
         -obs.accuracy_delta_ci[1] * 100.0,
         -obs.accuracy_delta_ci[0] * 100.0,
     ];
-    (Some(drop_pp), Some(ci), String::new())
+    Ok((drop_pp, Some(ci), Vec::new()))
 }
 
 fn read_relative_accuracy(obs: &Observations, _: f64) -> Observed {
@@ -751,7 +811,7 @@ fn read_relative_accuracy(obs: &Observations, _: f64) -> Observed {
     } else {
         f64::NAN
     };
-    (Some(r), None, String::new())
+    Ok((r, None, Vec::new()))
 }
 
 fn read_class_recall_drop(obs: &Observations, threshold: f64) -> Observed {
@@ -775,50 +835,32 @@ fn worst_class_drop(
         .map(|d| (d.0.as_str(), -delta(d) * 100.0))
         .collect();
     let worst = drops.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
-    let over: Vec<String> = drops
+    let over: Vec<(String, f64)> = drops
         .iter()
         .filter(|d| !Tolerance::Rounding.at_most(d.1, threshold))
-        .map(|d| format!("class {} −{:.2} pp", d.0, d.1))
+        .map(|d| (d.0.to_string(), d.1))
         .collect();
     // `+ 0.0` turns a −0 (no class dropped) into 0.
-    (Some(worst.max(0.0) + 0.0), None, over.join(", "))
+    Ok((worst.max(0.0) + 0.0, None, over))
 }
 
 fn read_kl_mean(obs: &Observations, _: f64) -> Observed {
-    match obs.kl_mean {
-        Some(k) => (Some(k), None, String::new()),
-        None => (
-            None,
-            None,
-            "skipped: the models output labels, not class scores".to_string(),
-        ),
-    }
+    obs.kl_mean
+        .map(|k| (k, None, Vec::new()))
+        .ok_or(Skip::LabelsOnly)
 }
 
 fn read_peak_rss(obs: &PerfObservations) -> PerfReading {
     match obs.peak_rss_bytes {
         Some(b) => PerfReading::Point(b as f64 / MIB),
-        None => {
-            PerfReading::Skipped("skipped: resident memory is not measurable on this system".into())
-        }
+        None => PerfReading::Skipped(Skip::MemoryUnmeasurable),
     }
 }
 
 fn read_joules(obs: &PerfObservations) -> PerfReading {
     match &obs.joules_per_inference {
         Ok((v, ci)) => PerfReading::Interval(*v, *ci),
-        Err(why) => PerfReading::Skipped(format!("skipped: {why}")),
-    }
-}
-
-fn fmt_num(v: f64) -> String {
-    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) {
-        format!("{:.4}", v)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    } else {
-        format!("{v:.3e}")
+        Err(why) => PerfReading::Skipped(Skip::NoEnergy(why.clone())),
     }
 }
 
@@ -891,7 +933,16 @@ mod tests {
         assert_eq!(get("max_accuracy_drop_pp").status, Status::Pass);
         let recall = get("max_class_recall_drop_pp");
         assert_eq!(recall.status, Status::Fail);
-        assert!(recall.message.contains("class 3"), "{}", recall.message);
+        let Reason::Judged { classes_over, .. } = &recall.reason else {
+            panic!("{:?}", recall.reason)
+        };
+        assert_eq!(
+            classes_over
+                .iter()
+                .map(|c| c.0.as_str())
+                .collect::<Vec<_>>(),
+            ["3"]
+        );
         assert_eq!(gate.verdict, Verdict::Fail);
     }
 
@@ -913,8 +964,19 @@ mod tests {
             p99_decision_ci: [10.5, 13.0],
             peak_rss_bytes: Some(300 * 1024 * 1024),
             joules_per_inference: Err("no energy counter on this machine".into()),
-            same_outputs: Some((true, "540 batches equal".into())),
+            same_outputs: Some([checked(0), checked(0)]),
             non_finite_batches: Some([[0, 540], [0, 540]]),
+        }
+    }
+
+    /// An output check of 540 batches, `bad` of which differ.
+    fn checked(bad: u64) -> OutputCheckCounts {
+        OutputCheckCounts {
+            batches: 540,
+            mismatched: bad,
+            tolerance: Tolerance::Exact,
+            reference: None,
+            first_mismatch: None,
         }
     }
 
@@ -940,7 +1002,12 @@ mod tests {
         assert_eq!(get("max_peak_rss_mb").status, Status::Fail);
         let j = get("max_joules_per_inference");
         assert_eq!(j.status, Status::Skipped);
-        assert!(j.message.contains("no energy counter"), "{}", j.message);
+        assert_eq!(
+            j.reason,
+            Reason::Skipped {
+                skip: Skip::NoEnergy("no energy counter on this machine".into())
+            }
+        );
         assert_eq!(get("same_outputs").status, Status::Pass);
         assert_eq!(get("finite_timed_outputs").status, Status::Pass);
         let mut nan = perf();
@@ -948,10 +1015,16 @@ mod tests {
         let c = Gate::evaluate_performance(&policy, &nan);
         let f = c.iter().find(|x| x.key == "finite_timed_outputs").unwrap();
         assert_eq!(f.status, Status::Fail);
-        assert!(f.message.contains("candidate in 2 of 540"), "{}", f.message);
+        assert_eq!(
+            f.reason,
+            Reason::FiniteTimedOutputs {
+                baseline: [0, 540],
+                candidate: [2, 540]
+            }
+        );
         let mut slow = perf();
         slow.speedup_decision_ci = [0.45, 0.55];
-        slow.same_outputs = Some((false, "3 batches differ".into()));
+        slow.same_outputs = Some([checked(0), checked(3)]);
         let c = Gate::evaluate_performance(&policy, &slow);
         assert_eq!(
             c.iter().find(|x| x.key == "min_speedup").unwrap().status,
@@ -966,7 +1039,7 @@ mod tests {
         assert!(policy.has_performance_keys());
         let gate = Gate::evaluate(&policy, &obs());
         assert!(gate.criteria.iter().all(|c| c.key != "min_speedup"));
-        let skipped = Gate::unmeasured_performance(&policy, "run qgate check");
+        let skipped = Gate::unmeasured_performance(&policy);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].status, Status::Skipped);
     }

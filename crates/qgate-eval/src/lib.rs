@@ -278,10 +278,7 @@ pub fn evaluate_pair(
     let mut gate = Gate::evaluate(policy, &obs);
     // Speed and memory keys are judged by `qgate bench` / `qgate check`; list them as not
     // measured so nobody reads their absence as a pass.
-    gate.criteria.extend(Gate::unmeasured_performance(
-        policy,
-        "skipped: performance is measured by `qgate bench` and `qgate check`, not `qgate compare`",
-    ));
+    gate.criteria.extend(Gate::unmeasured_performance(policy));
     Ok(Evaluation {
         data_source: data.source.clone(),
         n_samples: labels.len(),

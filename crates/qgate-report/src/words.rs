@@ -3,6 +3,7 @@
 //! same result reads the same in every report.
 
 use qgate_bench::{MeasurementNote, SpeedVerdict};
+use qgate_core::policy::{CriterionResult, Direction, OutputCheckCounts, Reason, Skip, Status};
 
 /// The latency scenario of a benchmark (`single stream: batch 1, …`).
 pub(crate) fn scenario(batch: usize, rounds: usize) -> String {
@@ -50,9 +51,203 @@ pub(crate) fn note(n: &MeasurementNote) -> String {
     }
 }
 
+/// A criterion's finding in one sentence a reviewer can act on.
+pub(crate) fn criterion_message(c: &CriterionResult) -> String {
+    match &c.reason {
+        Reason::Judged {
+            classes_over,
+            decision_ci,
+        } => judged(c, classes_over, *decision_ci),
+        Reason::Skipped { skip } => skipped(skip),
+        Reason::FiniteOutputs {
+            baseline,
+            candidate,
+            samples,
+        } => {
+            if baseline + candidate == 0 {
+                "every output of both models is finite".to_string()
+            } else {
+                format!(
+                    "non-finite (NaN or infinite) outputs: baseline on {baseline} sample(s), \
+                     candidate on {candidate} sample(s) of {samples}; those samples count as wrong"
+                )
+            }
+        }
+        Reason::FiniteTimedOutputs {
+            baseline: b,
+            candidate: c,
+        } => {
+            if b[0] + c[0] == 0 {
+                format!(
+                    "every output of the timed runs is finite ({} baseline and {} candidate batches)",
+                    b[1], c[1]
+                )
+            } else {
+                format!(
+                    "non-finite (NaN or infinite) outputs in the timed runs: baseline in {} of {} \
+                     batch(es), candidate in {} of {}",
+                    b[0], b[1], c[0], c[1]
+                )
+            }
+        }
+        Reason::SameOutputs {
+            baseline,
+            candidate,
+        } => format!(
+            "{}; {}",
+            output_check("baseline", baseline),
+            output_check("candidate", candidate)
+        ),
+    }
+}
+
+/// `description = observed meets|fails op threshold (details)`.
+fn judged(c: &CriterionResult, classes_over: &[(String, f64)], ci: Option<[f64; 2]>) -> String {
+    let Some(v) = c.observed else {
+        return String::new();
+    };
+    let op = match c.direction {
+        Direction::AtMost => "≤",
+        Direction::AtLeast => "≥",
+    };
+    let verb = if c.status == Status::Pass {
+        "meets"
+    } else {
+        "fails"
+    };
+    let mut m = format!(
+        "{} = {} {verb} {op} {}",
+        c.description,
+        fmt_num(v),
+        fmt_num(c.threshold)
+    );
+    let detail = if !classes_over.is_empty() {
+        classes_over
+            .iter()
+            .map(|(name, drop)| format!("class {name} −{drop:.2} pp"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else if let Some(ci) = ci {
+        format!("99 % interval [{}, {}]", fmt_num(ci[0]), fmt_num(ci[1]))
+    } else {
+        String::new()
+    };
+    if !detail.is_empty() {
+        m.push_str(&format!(" ({detail})"));
+    }
+    m
+}
+
+fn skipped(skip: &Skip) -> String {
+    match skip {
+        Skip::LabelsOnly => "skipped: the models output labels, not class scores".into(),
+        Skip::MemoryUnmeasurable => {
+            "skipped: resident memory is not measurable on this system".into()
+        }
+        Skip::NoEnergy(why) => format!("skipped: {why}"),
+        Skip::PerformanceNotMeasured => {
+            "skipped: performance is measured by `qgate bench` and `qgate check`, not `qgate compare`"
+                .into()
+        }
+    }
+}
+
+/// One side's output check: batches equal to an untimed rerun, samples equal to saved
+/// outputs, where the first difference was.
+fn output_check(side: &str, c: &OutputCheckCounts) -> String {
+    let mut s = format!(
+        "{side}: {}/{} timed batches equal an untimed rerun ({:?})",
+        c.batches - c.mismatched,
+        c.batches,
+        c.tolerance
+    );
+    if let Some((n, bad, tolerance)) = c.reference {
+        s.push_str(&format!(
+            ", {}/{n} samples equal the saved outputs ({tolerance:?})",
+            n - bad
+        ));
+    }
+    if let Some(m) = &c.first_mismatch {
+        s.push_str(&format!(" — {m}"));
+    }
+    s
+}
+
+/// A criterion's number: up to four decimals without trailing zeros, else scientific.
+pub(crate) fn fmt_num(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) {
+        format!("{:.4}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn criterion(status: Status, observed: Option<f64>, reason: Reason) -> CriterionResult {
+        CriterionResult {
+            key: "min_speedup".into(),
+            description: "speed-up".into(),
+            direction: Direction::AtLeast,
+            threshold: 1.5,
+            source: qgate_core::policy::Source::Default,
+            observed,
+            interval: None,
+            status,
+            reason,
+        }
+    }
+
+    #[test]
+    fn each_reason_reads_as_one_sentence() {
+        let judged = criterion(
+            Status::Fail,
+            Some(1.2),
+            Reason::Judged {
+                classes_over: Vec::new(),
+                decision_ci: Some([1.05, 1.35]),
+            },
+        );
+        assert_eq!(
+            criterion_message(&judged),
+            "speed-up = 1.2 fails ≥ 1.5 (99 % interval [1.05, 1.35])"
+        );
+        let skipped = criterion(
+            Status::Skipped,
+            None,
+            Reason::Skipped {
+                skip: Skip::NoEnergy("no energy meter".into()),
+            },
+        );
+        assert_eq!(criterion_message(&skipped), "skipped: no energy meter");
+        let side =
+            |bad: u64, reference: Option<(u64, u64, qgate_core::Tolerance)>| OutputCheckCounts {
+                batches: 10,
+                mismatched: bad,
+                tolerance: qgate_core::Tolerance::Exact,
+                reference,
+                first_mismatch: (bad > 0).then(|| "batch 3".to_string()),
+            };
+        let same = criterion(
+            Status::Fail,
+            Some(1.0),
+            Reason::SameOutputs {
+                baseline: side(0, None),
+                candidate: side(2, Some((40, 1, qgate_core::Tolerance::Float32Reordering))),
+            },
+        );
+        assert_eq!(
+            criterion_message(&same),
+            "baseline: 10/10 timed batches equal an untimed rerun (Exact); candidate: 8/10 timed \
+             batches equal an untimed rerun (Exact), 39/40 samples equal the saved outputs \
+             (Float32Reordering) — batch 3"
+        );
+    }
 
     #[test]
     fn the_margin_in_words_is_the_constant() {

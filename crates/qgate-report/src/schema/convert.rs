@@ -178,7 +178,7 @@ impl Conv<CriterionResult> for qgate_core::policy::CriterionResult {
             observed: v.observed.conv(),
             interval: v.interval.conv(),
             status: v.status.conv(),
-            message: v.message.conv(),
+            message: crate::words::criterion_message(v),
         }
     }
 }
