@@ -24,8 +24,10 @@ use qgate_data::Dataset;
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
-pub use outputs::{select_scores, OutputKind, ScoreOutput};
-pub use qgate_runtime::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
+pub use outputs::{select_scores, ChosenBy, KindBy, OutputKind, ScoreOutput};
+pub use qgate_runtime::{
+    ignored_arrays, resolve_inputs, BoundBy, Ignored, IgnoredArray, InputBinding, InputMapping,
+};
 pub use quant_eval::SubsetEvaluator;
 pub use run::{run_model, ModelRun};
 pub use runtime_check::{

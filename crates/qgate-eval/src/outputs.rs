@@ -44,16 +44,42 @@ impl fmt::Display for OutputKind {
     }
 }
 
+/// Which rule chose the output read as predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChosenBy {
+    /// `--output`.
+    OutputFlag,
+    /// The first output shaped `[N, C]`.
+    FirstScores,
+    /// The first integer output shaped `[N]` (labels).
+    FirstLabels,
+}
+
+/// Which rule decided what the output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindBy {
+    /// `--output-kind`.
+    KindFlag,
+    /// An integer output with one value per sample: labels.
+    IntegerPerSample,
+    /// Every finite row lies in [0, 1] and sums to 1: probabilities.
+    RowsSumToOne,
+    /// Rows are not probability distributions: logits (softmax applied).
+    NotDistributions,
+}
+
 /// The output read as predictions.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreOutput {
     pub name: String,
     /// What it holds.
     pub kind: OutputKind,
-    /// How the output was chosen (`--output`, or the first `[N, C]` output).
-    pub chosen_by: String,
-    /// How the kind was decided (`--output-kind`, or the detection rule that matched).
-    pub kind_by: String,
+    /// How the output was chosen.
+    pub chosen_by: ChosenBy,
+    /// How the kind was decided.
+    pub kind_by: KindBy,
     /// Columns (classes) of the output; 0 for labels.
     pub n_classes: usize,
     /// Top-1 class per sample (`None` = non-finite output).
@@ -104,7 +130,7 @@ pub fn select_scores(
                     listing()
                 )
             })?;
-            (n.clone(), a, "--output".to_string())
+            (n.clone(), a, ChosenBy::OutputFlag)
         }
         None => {
             let first_nc = run
@@ -116,8 +142,8 @@ pub fn select_scores(
                     && (a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[1] == 1))
             });
             match (first_nc, first_labels) {
-                (Some((n, a)), _) => (n.clone(), a, "the first output shaped [N, C]".to_string()),
-                (None, Some((n, a))) => (n.clone(), a, "the first integer output shaped [N]".to_string()),
+                (Some((n, a)), _) => (n.clone(), a, ChosenBy::FirstScores),
+                (None, Some((n, a))) => (n.clone(), a, ChosenBy::FirstLabels),
                 _ => {
                     return Err(format!(
                         "no output holds class scores [N, C] or labels [N] (outputs: {}); pick one with --output",
@@ -133,11 +159,10 @@ pub fn select_scores(
         .ok_or_else(|| format!("output '{name}' is not numeric"))?;
     let is_labels_shape = array.shape.len() == 1 || (array.shape.len() == 2 && array.shape[1] == 1);
     let (kind, kind_by) = match kind {
-        Some(k) => (k, "--output-kind".to_string()),
-        None if is_labels_shape && array.elem_type().is_integer() => (
-            OutputKind::Labels,
-            "integer output with one value per sample".to_string(),
-        ),
+        Some(k) => (k, KindBy::KindFlag),
+        None if is_labels_shape && array.elem_type().is_integer() => {
+            (OutputKind::Labels, KindBy::IntegerPerSample)
+        }
         None => detect_kind(&values, array.row_len()),
     };
     if kind == OutputKind::Labels {
@@ -202,7 +227,7 @@ pub fn select_scores(
     })
 }
 
-fn detect_kind(values: &[f64], row: usize) -> (OutputKind, String) {
+fn detect_kind(values: &[f64], row: usize) -> (OutputKind, KindBy) {
     let finite_rows: Vec<&[f64]> = values
         .chunks(row.max(1))
         .filter(|r| r.iter().all(|v| v.is_finite()))
@@ -213,15 +238,9 @@ fn detect_kind(values: &[f64], row: usize) -> (OutputKind, String) {
                 && (r.iter().sum::<f64>() - 1.0).abs() <= PROB_ROW_SUM_TOLERANCE
         });
     if probs {
-        (
-            OutputKind::Probs,
-            "every row lies in [0, 1] and sums to 1".to_string(),
-        )
+        (OutputKind::Probs, KindBy::RowsSumToOne)
     } else {
-        (
-            OutputKind::Logits,
-            "rows are not probability distributions; softmax applied".to_string(),
-        )
+        (OutputKind::Logits, KindBy::NotDistributions)
     }
 }
 

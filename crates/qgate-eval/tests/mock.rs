@@ -153,11 +153,14 @@ fn several_inputs_are_bound_by_name_or_mapping() {
         .baseline
         .inputs
         .iter()
-        .map(|b| (b.input.as_str(), b.array.as_str(), b.how.as_str()))
+        .map(|b| (b.input.as_str(), b.array.as_str(), b.how.clone()))
         .collect();
     assert_eq!(
         how,
-        vec![("a", "a", "same name"), ("other", "b", "--input other=b")]
+        vec![
+            ("a", "a", qgate_eval::BoundBy::SameName),
+            ("other", "b", qgate_eval::BoundBy::InputPair)
+        ]
     );
     assert_eq!(eval.candidate.metrics.accuracy, 1.0);
 }

@@ -23,16 +23,17 @@ pub use graph::{
     FloatTensor, Layer,
 };
 pub use normalize::{
-    default_opset, normalize, weight_scales, Normalization, WeightScales, PER_CHANNEL_OPSET,
+    default_opset, normalize, weight_scales, Normalization, OpsetBlocker, OpsetReason,
+    WeightScales, PER_CHANNEL_OPSET,
 };
 pub use qdq::{
     act_qparams, effective_weight, f32_to_f16_bits, layers_to_fp16, quantize_layers,
     quantize_weight, quantize_weight_per_tensor, quantized_tensors, strip_qdq, weight_sqnr_db,
 };
 pub use sensitivity::{
-    analyze, write_model, Analysis, Builder, Builders, Cost, EvalResult, Evaluator, FrontLatency,
-    FrontPoint, LayerSensitivity, Localisation, OnlyBuilder, Probe, Recommendation, Signal,
-    TensorError,
+    analyze, write_model, Analysis, Builder, Builders, Cost, CostMethod, EvalResult, Evaluator,
+    FrontLatency, FrontPoint, LayerSensitivity, Localisation, OnlyBuilder, Probe, Recommendation,
+    Signal, TensorError,
 };
 
 /// Errors of graph editing. Each names the node, tensor or file at fault.

@@ -50,8 +50,30 @@ pub struct Normalization {
     pub opset_out: i64,
     /// How weights are scaled.
     pub weight_scales: WeightScales,
-    /// Why, in a sentence: the upgrade made, or the op that prevented it.
-    pub opset_note: String,
+    /// Why the opset is what it is: already per-channel, upgraded, or kept and why.
+    pub opset_reason: OpsetReason,
+}
+
+/// Why the normalised model has its opset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpsetReason {
+    /// Opset 13 or later: per-channel weight scales as it is.
+    PerChannel,
+    /// Raised to 13: no op in the graph changes meaning on the way.
+    Upgraded,
+    /// Kept below 13 because of this node: per-tensor weight scales.
+    Kept { blocker: OpsetBlocker },
+}
+
+/// The node that keeps a model at its opset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpsetBlocker {
+    /// An op holding a subgraph (If, Loop, Scan).
+    Subgraph { op: String, node: String },
+    /// An op whose meaning changes at opset `at`.
+    ChangesMeaning { op: String, node: String, at: i64 },
 }
 
 impl Normalization {
@@ -120,7 +142,7 @@ pub fn normalize(
     let constants_lifted = lift_constants(g);
     let names_generated = name_nodes(g);
     let opset_in = default_opset(&model);
-    let (opset_out, opset_note) = upgrade_opset(&mut model, opset_in)?;
+    let (opset_out, opset_reason) = upgrade_opset(&mut model, opset_in)?;
     let weight_scales = weight_scales(&model)?;
     Ok((
         model,
@@ -131,7 +153,7 @@ pub fn normalize(
             opset_in,
             opset_out,
             weight_scales,
-            opset_note,
+            opset_reason,
         },
     ))
 }
@@ -284,10 +306,10 @@ fn name_nodes(g: &mut pb::GraphProto) -> usize {
 }
 
 /// Raises an opset 10–12 model to 13 when no op in its graph changes meaning on the way;
-/// returns the opset in force and a sentence saying what was done and why.
-fn upgrade_opset(model: &mut pb::ModelProto, from: i64) -> Result<(i64, String), QuantError> {
+/// returns the opset in force and why.
+fn upgrade_opset(model: &mut pb::ModelProto, from: i64) -> Result<(i64, OpsetReason), QuantError> {
     if from >= PER_CHANNEL_OPSET {
-        return Ok((from, format!("opset {from}: weights quantized per channel")));
+        return Ok((from, OpsetReason::PerChannel));
     }
     if from < QDQ_OPSET {
         return Err(QuantError::Model(format!(
@@ -303,7 +325,10 @@ fn upgrade_opset(model: &mut pb::ModelProto, from: i64) -> Result<(i64, String),
             .iter()
             .any(|a| a.g.is_some() || !a.graphs.is_empty())
         {
-            return Some(format!("{} '{}' holds a subgraph", n.op_type, n.name));
+            return Some(OpsetBlocker::Subgraph {
+                op: n.op_type.clone(),
+                node: n.name.clone(),
+            });
         }
         let default = n.domain.is_empty() || n.domain == "ai.onnx";
         CHANGES
@@ -319,16 +344,15 @@ fn upgrade_opset(model: &mut pb::ModelProto, from: i64) -> Result<(i64, String),
                     .find(|&&v| v > from)
                     .copied()
                     .unwrap_or(PER_CHANNEL_OPSET);
-                format!("{op} '{}' changes meaning at opset {v}", n.name)
+                OpsetBlocker::ChangesMeaning {
+                    op: op.to_string(),
+                    node: n.name.clone(),
+                    at: v,
+                }
             })
     });
-    if let Some(why) = blocker {
-        return Ok((
-            from,
-            format!(
-                "opset {from} kept ({why}), so weights are quantized per tensor, as onnxruntime's quantize_static(per_channel=False)"
-            ),
-        ));
+    if let Some(blocker) = blocker {
+        return Ok((from, OpsetReason::Kept { blocker }));
     }
     for o in model
         .opset_import
@@ -339,12 +363,7 @@ fn upgrade_opset(model: &mut pb::ModelProto, from: i64) -> Result<(i64, String),
     }
     // Opset 13 needs IR version 7.
     model.ir_version = model.ir_version.max(7);
-    Ok((
-        PER_CHANNEL_OPSET,
-        format!(
-            "opset {from} upgraded to {PER_CHANNEL_OPSET} (no op in the graph changes meaning between them), so weights are quantized per channel"
-        ),
-    ))
+    Ok((PER_CHANNEL_OPSET, OpsetReason::Upgraded))
 }
 
 #[cfg(test)]
@@ -424,7 +443,16 @@ mod tests {
             (f.opset_out, f.weight_scales),
             (11, WeightScales::PerTensor)
         );
-        assert!(f.opset_note.contains("Softmax 'sm'"), "{}", f.opset_note);
+        assert_eq!(
+            f.opset_reason,
+            OpsetReason::Kept {
+                blocker: OpsetBlocker::ChangesMeaning {
+                    op: "Softmax".into(),
+                    node: "sm".into(),
+                    at: 13
+                }
+            }
+        );
         assert_eq!(default_opset(&m), 11);
         let err = normalize(
             model(9, vec![node("Relu", "r", &["x"], "y")]),

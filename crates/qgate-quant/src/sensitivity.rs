@@ -121,9 +121,22 @@ pub struct Cost {
     pub full_evaluations_per_layer: f64,
     /// Wall time of "everything but this layer" for every layer (on the proxy samples).
     pub all_but_s: f64,
-    /// How: cut graphs fed recorded FP32 activations or whole models, the proxy samples,
-    /// how many layers were confirmed on all.
-    pub method: String,
+    /// How the layers were analysed.
+    pub method: CostMethod,
+}
+
+/// How the one-at-a-time analysis ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CostMethod {
+    /// Each layer's graph from its inputs on, fed FP32 activations the reference pass
+    /// recorded (`false`: whole models, the given quantized model with one layer's Q/DQ kept).
+    pub cut_graphs: bool,
+    /// Samples the proxy ranking used.
+    pub proxy: usize,
+    /// Samples in all.
+    pub samples: usize,
+    /// Layers at the top of the proxy ranking confirmed on every sample.
+    pub confirmed: usize,
 }
 
 /// Builds the model that keeps `keep_float` in float and quantizes every other layer.
@@ -492,16 +505,12 @@ impl Pass<'_> {
     }
 
     /// How the one-at-a-time figures were made, for the report.
-    fn method(&self) -> String {
-        let (proxy, n) = (self.proxy, self.n);
-        if self.cut() {
-            format!(
-                "FP32 activations recorded by the reference pass, each layer's graph from its inputs on; proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
-            )
-        } else {
-            format!(
-                "whole models (the given quantized model with one layer's Q/DQ kept); proxy on {proxy} of {n} samples, top {CONFIRM} confirmed on all"
-            )
+    fn method(&self) -> CostMethod {
+        CostMethod {
+            cut_graphs: self.cut(),
+            proxy: self.proxy,
+            samples: self.n,
+            confirmed: CONFIRM,
         }
     }
 

@@ -51,6 +51,87 @@ pub(crate) fn note(n: &MeasurementNote) -> String {
     }
 }
 
+/// How a data array came to feed a model input.
+pub(crate) fn bound_by(b: &qgate_eval::InputBinding) -> String {
+    use qgate_eval::BoundBy;
+    match b.how {
+        BoundBy::InputPair => format!("--input {}={}", b.input, b.array),
+        BoundBy::InputKey => "--input-key".into(),
+        BoundBy::SameName => "same name".into(),
+        BoundBy::OnlyArray => "the data set's only array".into(),
+    }
+}
+
+/// Why a data array was left aside.
+pub(crate) fn ignored(i: &qgate_eval::Ignored) -> String {
+    match i {
+        qgate_eval::Ignored::NotRead => "not read by the model".into(),
+        qgate_eval::Ignored::Unusable(why) => format!("not checked: it {why}"),
+    }
+}
+
+/// Why the model's opset is what it is, and what it means for weight scales.
+pub(crate) fn opset_note(n: &qgate_quant::Normalization) -> String {
+    use qgate_quant::{OpsetBlocker, OpsetReason};
+    let (from, to) = (n.opset_in, n.opset_out);
+    match &n.opset_reason {
+        OpsetReason::PerChannel => format!("opset {from}: weights quantized per channel"),
+        OpsetReason::Upgraded => format!(
+            "opset {from} upgraded to {to} (no op in the graph changes meaning between them), \
+             so weights are quantized per channel"
+        ),
+        OpsetReason::Kept { blocker } => {
+            let why = match blocker {
+                OpsetBlocker::Subgraph { op, node } => format!("{op} '{node}' holds a subgraph"),
+                OpsetBlocker::ChangesMeaning { op, node, at } => {
+                    format!("{op} '{node}' changes meaning at opset {at}")
+                }
+            };
+            format!(
+                "opset {from} kept ({why}), so weights are quantized per tensor, as \
+                 onnxruntime's quantize_static(per_channel=False)"
+            )
+        }
+    }
+}
+
+/// How the one-at-a-time analysis ran, for the sensitivity report.
+pub(crate) fn cost_method(m: qgate_quant::CostMethod) -> String {
+    let (proxy, n, top) = (m.proxy, m.samples, m.confirmed);
+    if m.cut_graphs {
+        format!(
+            "FP32 activations recorded by the reference pass, each layer's graph from its inputs \
+             on; proxy on {proxy} of {n} samples, top {top} confirmed on all"
+        )
+    } else {
+        format!(
+            "whole models (the given quantized model with one layer's Q/DQ kept); proxy on \
+             {proxy} of {n} samples, top {top} confirmed on all"
+        )
+    }
+}
+
+/// How the score output was chosen.
+pub(crate) fn chosen_by(c: qgate_eval::ChosenBy) -> &'static str {
+    use qgate_eval::ChosenBy;
+    match c {
+        ChosenBy::OutputFlag => "--output",
+        ChosenBy::FirstScores => "the first output shaped [N, C]",
+        ChosenBy::FirstLabels => "the first integer output shaped [N]",
+    }
+}
+
+/// How the score output's kind was decided.
+pub(crate) fn kind_by(k: qgate_eval::KindBy) -> &'static str {
+    use qgate_eval::KindBy;
+    match k {
+        KindBy::KindFlag => "--output-kind",
+        KindBy::IntegerPerSample => "integer output with one value per sample",
+        KindBy::RowsSumToOne => "every row lies in [0, 1] and sums to 1",
+        KindBy::NotDistributions => "rows are not probability distributions; softmax applied",
+    }
+}
+
 /// A criterion's finding in one sentence a reviewer can act on.
 pub(crate) fn criterion_message(c: &CriterionResult) -> String {
     match &c.reason {

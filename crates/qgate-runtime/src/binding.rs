@@ -22,7 +22,21 @@ pub struct InputBinding {
     /// Data array name.
     pub array: String,
     /// How the binding was chosen.
-    pub how: String,
+    pub how: BoundBy,
+}
+
+/// Which rule bound a data array to a model input (in the order they are tried).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundBy {
+    /// `--input NAME=KEY`.
+    InputPair,
+    /// `--input-key KEY` (single-input models).
+    InputKey,
+    /// The array has the input's name.
+    SameName,
+    /// The data set's only array (single-input models).
+    OnlyArray,
 }
 
 /// Binds every model input to a data array and checks shapes and types.
@@ -78,19 +92,19 @@ fn choose_array(
     single: bool,
     data: &Dataset,
     mapping: &InputMapping,
-) -> Result<(String, String), String> {
+) -> Result<(String, BoundBy), String> {
     if let Some((_, k)) = mapping.pairs.iter().find(|(n, _)| n == &input.name) {
-        return Ok((k.clone(), format!("--input {}={k}", input.name)));
+        return Ok((k.clone(), BoundBy::InputPair));
     }
     if let (true, Some(k)) = (single, &mapping.single_key) {
-        return Ok((k.clone(), "--input-key".to_string()));
+        return Ok((k.clone(), BoundBy::InputKey));
     }
     if data.arrays.contains_key(&input.name) || data.unusable.contains_key(&input.name) {
-        return Ok((input.name.clone(), "same name".to_string()));
+        return Ok((input.name.clone(), BoundBy::SameName));
     }
     if single && data.arrays.len() == 1 {
         let k = data.arrays.keys().next().cloned().unwrap_or_default();
-        return Ok((k, "the data set's only array".to_string()));
+        return Ok((k, BoundBy::OnlyArray));
     }
     Err(format!(
         "no data array for model input '{}' {}: the data set {} holds {}; choose one with {}",
@@ -190,11 +204,11 @@ pub fn ignored_arrays(data: &Dataset, bindings: &[&[InputBinding]]) -> Vec<Ignor
         .filter(|k| !read(k))
         .map(|k| IgnoredArray {
             name: k.clone(),
-            reason: "not read by the model".into(),
+            reason: Ignored::NotRead,
         });
     let unusable = data.unusable.iter().map(|(k, why)| IgnoredArray {
         name: k.clone(),
-        reason: format!("not checked: it {why}"),
+        reason: Ignored::Unusable(why.clone()),
     });
     let mut all: Vec<IgnoredArray> = unread.chain(unusable).collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -206,5 +220,15 @@ pub fn ignored_arrays(data: &Dataset, bindings: &[&[InputBinding]]) -> Vec<Ignor
 pub struct IgnoredArray {
     pub name: String,
     /// Why it was not read.
-    pub reason: String,
+    pub reason: Ignored,
+}
+
+/// Why a data array was left aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "why", rename_all = "snake_case")]
+pub enum Ignored {
+    /// No model input is bound to it.
+    NotRead,
+    /// It could not be read as an array; the reader's explanation ("has 3 rows, not 540").
+    Unusable(String),
 }

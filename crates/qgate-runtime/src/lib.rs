@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use qgate_core::{Array, ArrayData, ElemType};
 use serde::{Deserialize, Serialize};
 
-pub use binding::{ignored_arrays, resolve_inputs, IgnoredArray, InputBinding, InputMapping};
+pub use binding::{
+    ignored_arrays, resolve_inputs, BoundBy, Ignored, IgnoredArray, InputBinding, InputMapping,
+};
 pub use host::{sha256_hex, HostInfo};
 pub use onnx_info::{inspect_onnx, read_onnx};
 pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};

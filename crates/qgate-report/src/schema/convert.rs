@@ -161,7 +161,7 @@ impl Conv<Cost> for qgate_quant::Cost {
             one_at_a_time_s: v.one_at_a_time_s.conv(),
             full_evaluations_per_layer: v.full_evaluations_per_layer.conv(),
             all_but_s: v.all_but_s.conv(),
-            method: v.method.conv(),
+            method: crate::words::cost_method(v.method),
         }
     }
 }
@@ -381,7 +381,7 @@ impl Conv<IgnoredArray> for qgate_eval::IgnoredArray {
         let v = self;
         IgnoredArray {
             name: v.name.conv(),
-            reason: v.reason.conv(),
+            reason: crate::words::ignored(&v.reason),
         }
     }
 }
@@ -392,7 +392,7 @@ impl Conv<InputBinding> for qgate_eval::InputBinding {
         InputBinding {
             input: v.input.conv(),
             array: v.array.conv(),
-            how: v.how.conv(),
+            how: crate::words::bound_by(v),
         }
     }
 }
@@ -542,7 +542,7 @@ impl Conv<Normalization> for qgate_quant::Normalization {
             opset_in: v.opset_in.conv(),
             opset_out: v.opset_out.conv(),
             weight_scales: v.weight_scales.conv(),
-            opset_note: v.opset_note.conv(),
+            opset_note: crate::words::opset_note(v),
         }
     }
 }
@@ -686,8 +686,8 @@ impl Conv<ScoreOutput> for qgate_eval::ScoreOutput {
         ScoreOutput {
             name: v.name.conv(),
             kind: v.kind.conv(),
-            chosen_by: v.chosen_by.conv(),
-            kind_by: v.kind_by.conv(),
+            chosen_by: crate::words::chosen_by(v.chosen_by).into(),
+            kind_by: crate::words::kind_by(v.kind_by).into(),
             n_classes: v.n_classes.conv(),
         }
     }
