@@ -11,8 +11,8 @@ use qgate_core::policy::Policy;
 use qgate_data::{ArrayKeys, Dataset};
 use qgate_eval::InputMapping;
 use qgate_quant::{
-    analyze, calibrate, quantizable_layers, quantize_layers, strip_qdq, CalibMethod, Layer,
-    Normalization, QuantError,
+    analyze, calibrate, quantizable_layers, quantize_layers, strip_qdq, Layer, Normalization,
+    QuantError,
 };
 use qgate_report::Report;
 use qgate_runtime::onnx_pb as pb;
@@ -94,6 +94,8 @@ pub struct SensitivityConfig {
 
 /// Calibration samples when `--calib-samples` is not given.
 pub const DEFAULT_CALIB_SAMPLES: usize = 200;
+
+pub use qgate_quant::CalibMethod;
 
 /// How activations are calibrated unless told otherwise.
 pub const DEFAULT_METHOD: qgate_quant::CalibMethod = qgate_quant::CalibMethod::MinMax;

@@ -336,11 +336,17 @@ fn energy_figures(measured: &[Measured], unavailable: Vec<Unavailable>) -> Energ
     let mut sources: Vec<EnergyReading> = Vec::new();
     let mut per_round = Vec::new();
     let mut unavailable = unavailable;
+    // Rounds each meter counted: a meter that came and went makes rounds incomparable.
+    let mut rounds_of: Vec<(qgate_probe::Meter, usize)> = Vec::new();
     for m in measured {
         let calls = m.latencies_ms.len() as f64;
         let mut round_j = 0.0;
         for e in &m.phase.energy {
             round_j += e.joules;
+            match rounds_of.iter_mut().find(|(s, _)| *s == e.source) {
+                Some((_, n)) => *n += 1,
+                None => rounds_of.push((e.source, 1)),
+            }
             match sources.iter_mut().find(|s| s.source == e.source) {
                 Some(s) => {
                     s.joules += e.joules;
@@ -366,14 +372,28 @@ fn energy_figures(measured: &[Measured], unavailable: Vec<Unavailable>) -> Energ
             f64::NAN
         };
     }
-    // A meter that came and went (failed mid-run) would make rounds incomparable.
-    let complete = per_round.len() == measured.len() && !per_round.is_empty();
+    let gaps: Vec<qgate_probe::Meter> = rounds_of
+        .iter()
+        .filter(|(_, n)| *n < measured.len())
+        .map(|(s, _)| *s)
+        .collect();
+    let complete = per_round.len() == measured.len() && !per_round.is_empty() && gaps.is_empty();
     if !complete {
-        // Which meter missed a round is not known: each one that counted is named.
-        unavailable.extend(sources.iter().map(|s| Unavailable {
-            source: s.source,
-            reason: "a meter stopped answering during the rounds; no per-inference figure".into(),
-        }));
+        // The meters that missed rounds (all that counted, when none did: a round without
+        // calls), unless they already said why.
+        let named: Vec<qgate_probe::Meter> = if gaps.is_empty() {
+            sources.iter().map(|s| s.source).collect()
+        } else {
+            gaps
+        };
+        for source in named {
+            if !unavailable.iter().any(|u| u.source == source) {
+                unavailable.push(Unavailable {
+                    source,
+                    reason: "stopped answering during the rounds; no per-inference figure".into(),
+                });
+            }
+        }
     }
     let (jpi, ci, dci) = if complete {
         let (m, ci) = t_interval(&per_round, 0.95);
@@ -619,5 +639,61 @@ fn counts(c: &OutputCheck) -> OutputCheckCounts {
             .zip(c.reference_mismatches)
             .map(|(n, bad)| (n, bad, c.reference_tolerance.unwrap_or(Tolerance::Exact))),
         first_mismatch: c.first_mismatch.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qgate_probe::Meter;
+
+    fn reading(source: Meter, joules: f64) -> EnergyReading {
+        EnergyReading {
+            source,
+            scope: String::new(),
+            joules,
+            seconds: 1.0,
+            mean_watts: joules,
+            domains: Vec::new(),
+        }
+    }
+
+    /// A round of 10 calls in which `meters` counted 2 J each.
+    fn round(meters: &[Meter]) -> Measured {
+        Measured {
+            latencies_ms: vec![1.0; 10],
+            samples: 10,
+            wall_s: 1.0,
+            cpu_s: None,
+            phase: PhaseReading {
+                wall_s: 1.0,
+                energy: meters.iter().map(|m| reading(*m, 2.0)).collect(),
+                gpus: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_meter_that_drops_out_leaves_no_per_inference_figure_and_is_named() {
+        let both = [Meter::Rapl, Meter::Jetson];
+        let steady = energy_figures(&[round(&both), round(&both), round(&both)], Vec::new());
+        // 2 J + 2 J per round of 10 calls.
+        let jpi = steady.joules_per_inference.unwrap();
+        assert!((jpi - 0.4).abs() < 1e-12, "{jpi}");
+        assert!(steady.unavailable.is_empty());
+
+        let dropped = [round(&both), round(&[Meter::Rapl]), round(&[Meter::Rapl])];
+        let e = energy_figures(&dropped, Vec::new());
+        assert_eq!(e.joules_per_inference, None);
+        let named: Vec<Meter> = e.unavailable.iter().map(|u| u.source).collect();
+        assert_eq!(named, [Meter::Jetson], "{:?}", e.unavailable);
+
+        // A meter that already said why is not named twice.
+        let said = Unavailable {
+            source: Meter::Jetson,
+            reason: "in_power0_input unreadable".into(),
+        };
+        let e = energy_figures(&dropped, vec![said.clone()]);
+        assert_eq!(e.unavailable, [said]);
     }
 }

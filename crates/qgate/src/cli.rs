@@ -224,16 +224,16 @@ pub struct DataFlags {
     #[arg(long, value_name = "KEY")]
     pub id_key: Option<String>,
     /// Image folders: resize to WxH.
-    #[arg(long, value_name = "WxH", allow_hyphen_values = true)]
+    #[arg(long, value_name = "WxH", allow_hyphen_values = true, value_parser = valid_image_size)]
     pub image_size: Option<String>,
     /// Image folders: pixel multiplier [default: 1/255].
     #[arg(long, value_name = "F")]
     pub image_scale: Option<f32>,
     /// Image folders: mean subtracted, one value or one per channel (comma-separated).
-    #[arg(long, value_name = "M[,M,M]")]
+    #[arg(long, value_name = "M[,M,M]", allow_hyphen_values = true, value_parser = valid_floats)]
     pub image_mean: Option<String>,
     /// Image folders: std divided by, one value or one per channel.
-    #[arg(long, value_name = "S[,S,S]")]
+    #[arg(long, value_name = "S[,S,S]", value_parser = valid_floats)]
     pub image_std: Option<String>,
     /// Image folders: channel layout.
     #[arg(long, value_name = "LAYOUT", value_enum)]
@@ -335,16 +335,16 @@ pub struct PerfFlags {
     #[arg(long, value_name = "N", value_parser = count)]
     pub rounds: Option<usize>,
     /// Batch sizes of the throughput sweep, comma-separated, or `none`.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", value_parser = valid_counts)]
     pub batch_sizes: Option<String>,
     /// Requests in flight of the closed-loop sweep, or `none` [default: 1,2,…,cores].
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", value_parser = valid_counts)]
     pub concurrency: Option<String>,
     /// Poisson load points as fractions of the baseline's capacity, or `none`.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", value_parser = valid_positives)]
     pub load_fractions: Option<String>,
     /// Extra Poisson arrival rates, queries per second, comma-separated.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", value_parser = valid_positives)]
     pub arrival_rates: Option<String>,
     /// Search the highest Poisson rate whose p99 latency stays under MS milliseconds.
     #[arg(long, value_name = "MS")]
@@ -353,7 +353,7 @@ pub struct PerfFlags {
     #[arg(long, value_name = "N", value_parser = count)]
     pub servers: Option<usize>,
     /// Batch of the offline (maximum throughput) run, or `none`.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = valid_count_or_none)]
     pub offline_batch: Option<String>,
     /// Seconds per sweep point and model.
     #[arg(long, value_name = "SECS")]
@@ -424,7 +424,7 @@ pub struct CompareArgs {
     #[arg(long, value_name = "NAME")]
     pub output: Option<String>,
     /// What that output holds (default: detected).
-    #[arg(long, value_name = "logits|probs|labels")]
+    #[arg(long, value_name = "logits|probs|labels", value_parser = valid_output_kind)]
     pub output_kind: Option<String>,
     /// Evaluate only N samples (the first N, or a seeded random subset with --seed).
     #[arg(long, value_name = "N", value_parser = count)]
@@ -483,6 +483,62 @@ fn image_size(s: &str) -> Result<[u32; 2]> {
         bail!(expected());
     }
     Ok([w, h])
+}
+
+// Value parsers for text flags that are parsed again when resolving: checked when clap
+// reads them, a bad value — also a run config's — is refused naming the flag (and the
+// file, line and key); the text is kept.
+
+fn valid_image_size(s: &str) -> Result<String, String> {
+    image_size(s).map(|_| s.to_string()).map_err(|e| tail(&e))
+}
+
+fn valid_floats(s: &str) -> Result<String, String> {
+    floats("", s).map(|_| s.to_string()).map_err(|e| tail(&e))
+}
+
+fn valid_counts(s: &str) -> Result<String, String> {
+    match list::<usize>("", s) {
+        Ok(v) if v.contains(&0) => Err("expected counts ≥ 1, or `none`".into()),
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(tail(&e)),
+    }
+}
+
+fn valid_positives(s: &str) -> Result<String, String> {
+    match list::<f64>("", s) {
+        Ok(v) if v.iter().any(|x| !(*x > 0.0 && x.is_finite())) => {
+            Err("expected positive numbers, or `none`".into())
+        }
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(tail(&e)),
+    }
+}
+
+fn valid_count_or_none(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "none" => Ok(s.to_string()),
+        v => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(s.to_string()),
+            _ => Err("expected a count ≥ 1 or `none`".into()),
+        },
+    }
+}
+
+fn valid_output_kind(s: &str) -> Result<String, String> {
+    s.parse::<OutputKind>().map(|_| s.to_string())
+}
+
+fn valid_calibration_method(s: &str) -> Result<String, String> {
+    s.parse::<qgate_app::sensitivity::CalibMethod>()
+        .map(|_| s.to_string())
+}
+
+/// An error's message without the flag its first part names (clap names it).
+fn tail(e: &anyhow::Error) -> String {
+    let text = e.to_string();
+    text.split_once(": ")
+        .map_or(text.clone(), |(_, rest)| rest.to_string())
 }
 
 fn floats(flag: &str, s: &str) -> Result<Vec<f32>> {
@@ -942,7 +998,7 @@ pub struct SensitivityArgs {
     #[command(flatten)]
     pub report: ReportFlags,
     /// Activation calibration: minmax, percentile[:P] or entropy.
-    #[arg(long, value_name = "METHOD")]
+    #[arg(long, value_name = "METHOD", value_parser = valid_calibration_method)]
     pub calibration_method: Option<String>,
     /// Precision of the layers kept out of INT8.
     #[arg(long, value_name = "TYPE", value_enum)]

@@ -60,6 +60,16 @@ pub(crate) fn expand(argv: &[OsString], cli: &clap::Command) -> Result<Vec<OsStr
             );
             continue;
         }
+        let kebab = key.replace('_', "-");
+        if kebab != *key {
+            if let Some(others) = other_commands_flag(cli, name, &kebab) {
+                bail!(
+                    "config {}: {}key `{key}`: unknown key (did you mean `{kebab}`, an option of `qgate {others}`? run configs use the flags' names)",
+                    path.display(),
+                    qgate_core::policy::key_line(&text, key)
+                );
+            }
+        }
         let what = || {
             let name = if value.is_table() {
                 format!("table [{key}]")
@@ -96,13 +106,21 @@ fn other_commands_flag(cli: &clap::Command, name: &str, key: &str) -> Option<Str
     (!others.is_empty()).then(|| others.join(", "))
 }
 
-/// The value of the last `--flag V` or `--flag=V` in `args`.
+/// The value of the last `--flag V` or `--flag=V` in `args`, before a `--` (after it every
+/// token is a positional value).
 pub(crate) fn last_value(args: &[String], flag: &str) -> Option<String> {
+    let args = flags_part(args);
     args.iter().enumerate().rev().find_map(|(i, a)| {
         a.strip_prefix(&format!("{flag}="))
             .map(str::to_string)
             .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
     })
+}
+
+/// `args` up to a `--`.
+fn flags_part(args: &[String]) -> &[String] {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    &args[..end]
 }
 
 struct RunConfig<'a> {
@@ -123,9 +141,9 @@ impl RunConfig<'_> {
     fn flags(&self, key: &str, value: &toml::Value) -> Result<Vec<String>> {
         match key {
             "config" => bail!("a run config cannot name another run config"),
-            "baseline" | "candidate" => Ok(vec![format!("--{key}"), self.side(value)?]),
+            "baseline" | "candidate" => Ok(vec![format!("--{key}={}", self.side(value)?)]),
             "policy" => match value {
-                toml::Value::Table(t) => Ok(vec!["--policy-table".into(), t.to_string()]),
+                toml::Value::Table(t) => Ok(vec![format!("--policy-table={t}")]),
                 v => self.plain("policy", v),
             },
             "image" => self.image(value),
@@ -187,7 +205,9 @@ impl RunConfig<'_> {
                     .map(|v| self.scalar(arg, v))
                     .collect::<Result<_>>()?,
             ),
-            (_, v) => Ok(vec![flag, self.scalar(arg, v)?]),
+            (ArgAction::Append, v) => self.repeated(key, vec![self.scalar(arg, v)?]),
+            // One `--key=value` token: a value may start with `-` (`image-mean = [-0.5]`).
+            (_, v) => Ok(vec![format!("{flag}={}", self.scalar(arg, v)?)]),
         }
     }
 
@@ -195,14 +215,14 @@ impl RunConfig<'_> {
     /// replaces the file's list rather than adding to it).
     fn repeated(&self, key: &str, values: Vec<String>) -> Result<Vec<String>> {
         let flag = format!("--{key}");
-        if self
-            .given
+        if flags_part(self.given)
             .iter()
             .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
         {
             return Ok(Vec::new());
         }
-        Ok(values.into_iter().flat_map(|v| [flag.clone(), v]).collect())
+        // One `--key=value` token each: a value may start with `-`.
+        Ok(values.into_iter().map(|v| format!("{flag}={v}")).collect())
     }
 
     /// A value as its flag's text: numbers as written, lists comma-joined, paths resolved.
@@ -303,8 +323,12 @@ impl RunConfig<'_> {
         for (k, x) in t {
             let value = match (k.as_str(), x) {
                 ("size", toml::Value::Array(wh)) => match wh.as_slice() {
-                    [toml::Value::Integer(w), toml::Value::Integer(h)] => format!("{w}x{h}"),
-                    _ => bail!("[image] `size`: expected [width, height], e.g. [224, 224]"),
+                    [toml::Value::Integer(w), toml::Value::Integer(h)] if *w >= 1 && *h >= 1 => {
+                        format!("{w}x{h}")
+                    }
+                    _ => bail!(
+                        "[image] `size`: expected [width, height] in whole numbers ≥ 1, e.g. [224, 224]"
+                    ),
                 },
                 ("size", other) => bail!(
                     "[image] `size`: expected [width, height], e.g. [224, 224], got {}",
@@ -317,7 +341,7 @@ impl RunConfig<'_> {
                     "[image]: unknown key `{other}`; expected size, scale, mean, std, layout, color"
                 ),
             };
-            flags.extend([format!("--image-{k}"), value]);
+            flags.push(format!("--image-{k}={value}"));
         }
         Ok(flags)
     }

@@ -31,7 +31,8 @@ pub(crate) fn settle_error(argv: &[std::ffi::OsString], message: &str) {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let command = args.get(1).cloned().unwrap_or_default();
-    let value_of = |flag: &str| crate::runconfig::last_value(&args[1..], flag);
+    let value_of =
+        |flag: &str| crate::runconfig::last_value(args.get(1..).unwrap_or_default(), flag);
     let out = value_of("--out").map(std::path::PathBuf::from).or_else(|| {
         let config = std::path::PathBuf::from(value_of("--config")?);
         let text = std::fs::read_to_string(&config).ok()?;

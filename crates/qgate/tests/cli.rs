@@ -388,6 +388,24 @@ fn a_run_config_key_is_checked_like_its_flag() {
             "[image]\nsize = [1]\n",
             vec!["table [image]", "expected [width, height]"],
         ),
+        ("[image]\nsize = [0, 224]\n", vec!["table [image]", "≥ 1"]),
+        (
+            "batch-sizes = [\"a\"]\n",
+            vec!["key `batch-sizes`", "'a' is not a valid value"],
+        ),
+        (
+            "load-fractions = [0.5, -1]\n",
+            vec!["key `load-fractions`", "positive numbers"],
+        ),
+        // A value starting with `-` is a value, not a flag: the run gets as far as the
+        // missing models (and the note about compare's option names the file).
+        (
+            "image-mean = [-0.5, 0.2]\noutput-kind = \"odds\"\n",
+            vec![
+                "`output-kind` is an option of `qgate compare, check`",
+                "missing --baseline",
+            ],
+        ),
     ] {
         let config = dir.path().join("run.toml");
         std::fs::write(&config, text).unwrap();
