@@ -258,7 +258,7 @@ impl Report {
             criteria: eval.gate.criteria.conv(),
         };
         let warnings = warnings(eval, deployment_runtime);
-        let summary = summary(eval);
+        let summary = summary(eval, &gate);
         Report {
             schema_version: SCHEMA_VERSION,
             tool: Tool::qgate(),
@@ -323,9 +323,10 @@ impl Report {
         host: &qgate_runtime::HostInfo,
     ) -> Report {
         let gate = Gate::from_criteria(criteria.conv());
+        let performance: Performance = perf.conv();
         let mut warnings = Vec::new();
-        perf_warnings(perf, deployment_runtime, &mut warnings);
-        let summary = perf_summary(perf, &gate);
+        perf_warnings(perf, &performance.notes, deployment_runtime, &mut warnings);
+        let summary = perf_summary(&performance, &gate);
         Report {
             schema_version: SCHEMA_VERSION,
             tool: Tool::qgate(),
@@ -336,7 +337,7 @@ impl Report {
             baseline: None,
             candidate: None,
             comparison: None,
-            performance: Some(perf.conv()),
+            performance: Some(performance),
             sensitivity: None,
             gate: GateReport {
                 verdict: gate.verdict,
@@ -402,8 +403,14 @@ impl Report {
             .collect();
         all.extend(criteria);
         let gate = Gate::from_criteria(all);
+        let performance: Performance = perf.conv();
         let mut extra = Vec::new();
-        perf_warnings(perf, self.deployment_runtime.as_deref(), &mut extra);
+        perf_warnings(
+            perf,
+            &performance.notes,
+            self.deployment_runtime.as_deref(),
+            &mut extra,
+        );
         // The accuracy half already explains tract's INT8 and the deployment runtime.
         extra.retain(|w| {
             !matches!(
@@ -417,16 +424,19 @@ impl Report {
             .split_once(": ")
             .map(|x| x.1.to_string())
             .unwrap_or_default();
-        let perf_line = perf_summary(perf, &gate);
+        let perf_line = perf_summary(&performance, &gate);
         let perf_tail = perf_line
             .split_once(": ")
             .map(|x| x.1.to_string())
             .unwrap_or_default();
-        self.summary = format!("{}: {acc_summary}; {perf_tail}", verdict_head(&gate));
+        self.summary = format!(
+            "{}: {acc_summary}; {perf_tail}",
+            verdict_head(gate.verdict, &gate.criteria)
+        );
         self.verdict = gate.verdict;
         self.gate.verdict = gate.verdict;
         self.gate.criteria = gate.criteria;
-        self.performance = Some(perf.conv());
+        self.performance = Some(performance);
         self
     }
 }
@@ -584,7 +594,7 @@ fn sens_summary(sens: &SensitivityReport, gate: &Gate) -> String {
     let by: Vec<&str> = sens.analysis.ranked_by.iter().map(|s| s.label()).collect();
     format!(
         "{}: FP32 {:.2}% → all INT8 {:.2}% → mixed {:.2}% with {} layer(s) in float [{}]; most sensitive by {}: {}",
-        verdict_head(gate),
+        verdict_head(gate.verdict, &gate.criteria),
         sens.analysis.fp32_metric * 100.0,
         sens.analysis.all_int8.metric * 100.0,
         rec.metric * 100.0,
@@ -624,12 +634,11 @@ impl Gate {
     }
 }
 
-fn verdict_head(gate: &Gate) -> String {
-    match gate.verdict {
+fn verdict_head(verdict: Verdict, criteria: &[CriterionResult]) -> String {
+    match verdict {
         Verdict::Pass => "PASS".to_string(),
         Verdict::Fail => {
-            let failed: Vec<&str> = gate
-                .criteria
+            let failed: Vec<&str> = criteria
                 .iter()
                 .filter(|c| c.status == Status::Fail)
                 .map(|c| c.key.as_str())
@@ -639,7 +648,7 @@ fn verdict_head(gate: &Gate) -> String {
     }
 }
 
-fn perf_summary(p: &qgate_bench::Performance, gate: &Gate) -> String {
+fn perf_summary(p: &Performance, gate: &Gate) -> String {
     let (b, c) = (&p.baseline, &p.candidate);
     let mib = |x: Option<u64>| {
         x.map(|v| format!("{:.1}", v as f64 / 1048576.0))
@@ -647,12 +656,8 @@ fn perf_summary(p: &qgate_bench::Performance, gate: &Gate) -> String {
     };
     format!(
         "{}: {}; median latency {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms (batch {}); peak RSS {} → {} MiB",
-        verdict_head(gate),
-        crate::words::speed_sentence(
-            p.comparison.speedup,
-            p.comparison.speedup_ci,
-            p.comparison.verdict
-        ),
+        verdict_head(gate.verdict, &gate.criteria),
+        p.comparison.summary,
         b.latency_ms.p50,
         c.latency_ms.p50,
         b.latency_ms.p99,
@@ -663,8 +668,10 @@ fn perf_summary(p: &qgate_bench::Performance, gate: &Gate) -> String {
     )
 }
 
+/// Warnings about how the figures were timed; `notes` are the measurement notes in words.
 fn perf_warnings(
     p: &qgate_bench::Performance,
+    notes: &[String],
     deployment_runtime: Option<&str>,
     out: &mut Vec<Warning>,
 ) {
@@ -699,10 +706,10 @@ fn perf_warnings(
             ),
         });
     }
-    for n in &p.notes {
+    for n in notes {
         out.push(Warning {
             kind: WarningKind::Measurement,
-            message: crate::words::note(n),
+            message: n.clone(),
         });
     }
 }
@@ -898,14 +905,14 @@ fn cross_runtime(eval: &Evaluation) -> Option<Warning> {
     None
 }
 
-fn summary(eval: &Evaluation) -> String {
+fn summary(eval: &Evaluation, gate: &GateReport) -> String {
     let c = &eval.comparison;
     let sig = if c.mcnemar_p < 0.05 {
         "a real change (McNemar p < 0.05)"
     } else {
         "not distinguishable from noise (McNemar p ≥ 0.05)"
     };
-    let head = verdict_head(&Gate::from_criteria(eval.gate.criteria.conv()));
+    let head = verdict_head(gate.verdict, &gate.criteria);
     format!(
         "{head}: accuracy {:.2}% → {:.2}% ({:+.2} pp, 95% CI [{:+.2}, {:+.2}]{}), {} correct→wrong and {} wrong→correct of {} samples — {sig}",
         eval.baseline.metrics.accuracy * 100.0,
