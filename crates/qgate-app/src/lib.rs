@@ -15,13 +15,12 @@ pub use error::{chain_text, AppError, Context};
 /// The machine in a report's `host`, from the probe's fingerprint (one describer of the
 /// machine: the benchmark's environment and the report's host read the same source).
 pub fn host() -> qgate_runtime::HostInfo {
-    let fp = qgate_probe::Fingerprint::read(&qgate_probe::Roots::default());
     qgate_runtime::HostInfo {
-        cpu: fp.cpu_model,
+        cpu: qgate_probe::fingerprint::cpu_model(&qgate_probe::Roots::default()),
         // What this process may use (cgroup and affinity aware), not the cpuinfo count.
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        os: format!("{} {}", std::env::consts::OS, fp.arch),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
     }
 }

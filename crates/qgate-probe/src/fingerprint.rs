@@ -198,17 +198,29 @@ fn os_pretty_name(path: &Path) -> Option<String> {
     })
 }
 
+/// `/proc/cpuinfo` parsed (empty when unreadable).
+fn read_cpuinfo(roots: &Roots) -> CpuInfo {
+    std::fs::read_to_string(roots.proc.join("cpuinfo"))
+        .map(|t| parse_cpuinfo(&t))
+        .unwrap_or(CpuInfo {
+            model: None,
+            features: Vec::new(),
+            logical: 0,
+            physical: None,
+        })
+}
+
+/// The CPU model name, as [`Fingerprint::read`] reports it, reading `cpuinfo` only.
+pub fn cpu_model(roots: &Roots) -> String {
+    read_cpuinfo(roots)
+        .model
+        .unwrap_or_else(|| "unknown".into())
+}
+
 impl Fingerprint {
     /// Reads the host; never fails.
     pub fn read(roots: &Roots) -> Fingerprint {
-        let cpuinfo = std::fs::read_to_string(roots.proc.join("cpuinfo"))
-            .map(|t| parse_cpuinfo(&t))
-            .unwrap_or(CpuInfo {
-                model: None,
-                features: Vec::new(),
-                logical: 0,
-                physical: None,
-            });
+        let cpuinfo = read_cpuinfo(roots);
         let cpu = roots.sys.join("devices/system/cpu");
         let logical_cores = if cpuinfo.logical > 0 {
             cpuinfo.logical

@@ -39,7 +39,9 @@ use shell::{man, print_bytes, public_command};
 /// before the given ones, which win), parsed; or the exit code of a refused one, whose
 /// error is settled in the report folder it names.
 fn parse(given: Vec<OsString>) -> Result<(Cli, Vec<OsString>), ExitCode> {
-    let argv = match runconfig::expand(&given, &<Cli as clap::CommandFactory>::command()) {
+    // One command definition: the run config is read against it, argv is parsed with it.
+    let cmd = defaults::documented(<Cli as clap::CommandFactory>::command());
+    let argv = match runconfig::expand(&given, &cmd) {
         Ok(argv) => argv,
         Err(e) => {
             settle_error(&given, &error_text(&e));
@@ -47,7 +49,7 @@ fn parse(given: Vec<OsString>) -> Result<(Cli, Vec<OsString>), ExitCode> {
             return Err(ExitCode::from(2));
         }
     };
-    let parsed = defaults::documented(<Cli as clap::CommandFactory>::command())
+    let parsed = cmd
         .try_get_matches_from(&argv)
         .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
     match parsed {
