@@ -121,11 +121,11 @@ struct Inputs {
 pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, AppError> {
     let started = Instant::now();
     let inputs = read_inputs(cfg)?;
-    let mapping = cfg.mapping.clone();
+    let mapping = &cfg.mapping;
     let ranges = match &inputs.calib {
         Some(calib) => {
             progress("calibrating");
-            activation_ranges(cfg, &inputs, calib, &mapping)?
+            activation_ranges(cfg, &inputs, calib, mapping)?
         }
         None => Default::default(),
     };
@@ -164,7 +164,7 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
     let latency = if cfg.bench_seconds > 0.0 {
         let timing = FrontTiming {
             data: &bench_data,
-            mapping: &mapping,
+            mapping,
             runtime: cfg.latency_runtime,
             load: &cfg.bench_load,
             seconds: cfg.bench_seconds,

@@ -604,7 +604,7 @@ impl Engine {
 /// One row per sample fed (`qgate_runtime::check_batch_outputs`, as the accuracy path
 /// checks): a model or server answering with fewer or more rows is broken, however fast.
 fn check_rows(model: &dyn Model, outputs: &[Array], batch: usize) -> Result<(), BenchError> {
-    qgate_runtime::check_batch_outputs(model.info(), outputs, batch)
+    qgate_runtime::check_batch_outputs(model.info(), outputs, Some(batch))
         .map_err(|m| BenchError::Workload(format!("{}: {m}", model.provenance().spec)))
 }
 

@@ -390,13 +390,13 @@ impl PolicyFile {
         })?;
         let mut values = std::collections::BTreeMap::new();
         for (key, value) in &table {
-            let at = key_line(text, key);
             let Some(spec) = all_keys().find(|s| s.key == key) else {
                 let known: Vec<String> = all_keys().map(|s| format!("`{}`", s.key)).collect();
                 return Err(PolicyError::Parse {
                     origin: origin.to_string(),
                     message: format!(
-                        "{at}key `{key}`: unknown key, expected one of {}",
+                        "{}key `{key}`: unknown key, expected one of {}",
+                        key_line(text, key),
                         known.join(", ")
                     ),
                 });
@@ -408,7 +408,8 @@ impl PolicyFile {
                     return Err(PolicyError::Parse {
                         origin: origin.to_string(),
                         message: format!(
-                            "{at}key `{key}`: expected a number, found {}",
+                            "{}key `{key}`: expected a number, found {}",
+                            key_line(text, key),
                             toml_kind(other)
                         ),
                     })

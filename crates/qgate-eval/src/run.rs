@@ -53,12 +53,12 @@ pub fn run_model(
         let t = Instant::now();
         let outputs = run_batch(model, data, &arrays, &idx)?;
         seconds += t.elapsed().as_secs_f64();
-        qgate_runtime::check_batch_outputs(&info, &outputs, idx.len()).map_err(|message| {
-            RuntimeError::Run {
+        qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
+            |message| RuntimeError::Run {
                 path: model.provenance().spec.into(),
                 message,
-            }
-        })?;
+            },
+        )?;
         for (slot, out) in parts.iter_mut().zip(outputs) {
             let out = if real < idx.len() {
                 out.slice_rows(0, real)

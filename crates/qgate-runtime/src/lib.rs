@@ -505,10 +505,11 @@ pub fn install_panic_hook() {
 /// One answer per declared output, each with one row per sample of the batch fed. Every
 /// caller of [`Model::run`] that scores or times the answer checks it here: a model, server
 /// or saved file answering with fewer or more rows would be scored against the wrong samples.
+/// `batch` `None` (a model without inputs to take a batch from) checks the count only.
 pub fn check_batch_outputs(
     info: &ModelInfo,
     outputs: &[Array],
-    batch: usize,
+    batch: Option<usize>,
 ) -> Result<(), String> {
     if outputs.len() != info.outputs.len() {
         return Err(format!(
@@ -517,6 +518,9 @@ pub fn check_batch_outputs(
             info.outputs.len()
         ));
     }
+    let Some(batch) = batch else {
+        return Ok(());
+    };
     for (t, o) in info.outputs.iter().zip(outputs) {
         if o.shape.first() != Some(&batch) {
             return Err(format!(
@@ -583,17 +587,9 @@ pub fn smoke_test(spec: &ModelSpec, opts: &LoadOptions) -> Result<(), RuntimeErr
         inputs.push(Array { shape, data });
     }
     let outputs = model.run(&inputs)?;
-    match inputs.first().and_then(|a| a.shape.first().copied()) {
-        Some(batch) => check_batch_outputs(&info, &outputs, batch),
-        // No input to take a batch from: the output count is all there is to check.
-        None if outputs.len() != info.outputs.len() => Err(format!(
-            "returned {} outputs, but declares {}",
-            outputs.len(),
-            info.outputs.len()
-        )),
-        None => Ok(()),
-    }
-    .map_err(|message| RuntimeError::Run {
+    // No input to take a batch from: the output count is all there is to check.
+    let batch = inputs.first().and_then(|a| a.shape.first().copied());
+    check_batch_outputs(&info, &outputs, batch).map_err(|message| RuntimeError::Run {
         path: path(),
         message,
     })

@@ -424,8 +424,8 @@ pub struct CompareArgs {
     #[arg(long, value_name = "NAME")]
     pub output: Option<String>,
     /// What that output holds (default: detected).
-    #[arg(long, value_name = "logits|probs|labels", value_parser = valid_output_kind)]
-    pub output_kind: Option<String>,
+    #[arg(long, value_name = "logits|probs|labels", value_parser = str::parse::<OutputKind>)]
+    pub output_kind: Option<OutputKind>,
     /// Evaluate only N samples (the first N, or a seeded random subset with --seed).
     #[arg(long, value_name = "N", value_parser = count)]
     pub limit: Option<usize>,
@@ -525,15 +525,6 @@ fn valid_count_or_none(s: &str) -> Result<String, String> {
     }
 }
 
-fn valid_output_kind(s: &str) -> Result<String, String> {
-    s.parse::<OutputKind>().map(|_| s.to_string())
-}
-
-fn valid_calibration_method(s: &str) -> Result<String, String> {
-    s.parse::<qgate_app::sensitivity::CalibMethod>()
-        .map(|_| s.to_string())
-}
-
 /// An error's message without the flag its first part names (clap names it).
 fn tail(e: &anyhow::Error) -> String {
     let text = e.to_string();
@@ -560,13 +551,6 @@ impl CompareArgs {
             .data
             .context("missing --data (or `data` in the config file)")?;
         let (out, policy) = self.report.resolve()?;
-        let output_kind = match self.output_kind {
-            Some(k) => Some(
-                k.parse::<OutputKind>()
-                    .map_err(|e| anyhow::anyhow!("--output-kind: {e}"))?,
-            ),
-            None => None,
-        };
         let eval = EvalOptions::default();
         let resamples = self.bootstrap_resamples.unwrap_or(eval.bootstrap.resamples);
         if !(1..=MAX_RESAMPLES).contains(&resamples) {
@@ -590,7 +574,7 @@ impl CompareArgs {
                 batch_size: self.batch_size.unwrap_or(eval.batch_size),
                 top_k: self.top_k.unwrap_or(eval.top_k),
                 output: self.output,
-                output_kind,
+                output_kind: self.output_kind,
                 inputs: data_settings.mapping,
                 bootstrap: BootstrapSettings {
                     resamples,
@@ -998,8 +982,8 @@ pub struct SensitivityArgs {
     #[command(flatten)]
     pub report: ReportFlags,
     /// Activation calibration: minmax, percentile[:P] or entropy.
-    #[arg(long, value_name = "METHOD", value_parser = valid_calibration_method)]
-    pub calibration_method: Option<String>,
+    #[arg(long, value_name = "METHOD", value_parser = str::parse::<qgate_app::sensitivity::CalibMethod>)]
+    pub calibration_method: Option<qgate_app::sensitivity::CalibMethod>,
     /// Precision of the layers kept out of INT8.
     #[arg(long, value_name = "TYPE", value_enum)]
     pub float_type: Option<FloatArg>,
@@ -1040,12 +1024,9 @@ impl SensitivityArgs {
             .data
             .context("missing --data (labelled evaluation data)")?;
         let (out, policy) = self.report.resolve()?;
-        let method = match self.calibration_method.as_deref() {
-            Some(m) => m
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--calibration-method {e}"))?,
-            None => qgate_app::sensitivity::DEFAULT_METHOD,
-        };
+        let method = self
+            .calibration_method
+            .unwrap_or(qgate_app::sensitivity::DEFAULT_METHOD);
         let float_type = match self.float_type {
             None | Some(FloatArg::Fp32) => FloatType::Fp32,
             Some(FloatArg::Fp16) => FloatType::Fp16,

@@ -46,6 +46,7 @@ pub(crate) fn expand(argv: &[OsString], cli: &clap::Command) -> Result<Vec<OsStr
     let file = RunConfig {
         text: &text,
         base: path.parent().unwrap_or(Path::new("")),
+        cli,
         cmd,
         given: &args[2..],
     };
@@ -59,16 +60,6 @@ pub(crate) fn expand(argv: &[OsString], cli: &clap::Command) -> Result<Vec<OsStr
                 path.display()
             );
             continue;
-        }
-        let kebab = key.replace('_', "-");
-        if kebab != *key {
-            if let Some(others) = other_commands_flag(cli, name, &kebab) {
-                bail!(
-                    "config {}: {}key `{key}`: unknown key (did you mean `{kebab}`, an option of `qgate {others}`? run configs use the flags' names)",
-                    path.display(),
-                    qgate_core::policy::key_line(&text, key)
-                );
-            }
         }
         let what = || {
             let name = if value.is_table() {
@@ -126,6 +117,7 @@ fn flags_part(args: &[String]) -> &[String] {
 struct RunConfig<'a> {
     text: &'a str,
     base: &'a Path,
+    cli: &'a clap::Command,
     cmd: &'a clap::Command,
     /// The command line's own flags (after the command name).
     given: &'a [String],
@@ -175,17 +167,27 @@ impl RunConfig<'_> {
         {
             return Ok(a);
         }
+        // The flag's name when only the spelling differs (snake_case), this command's or
+        // another's.
         let kebab = key.replace('_', "-");
-        let hint = self
+        let name = self.cmd.get_name();
+        let ours = self
             .cmd
             .get_arguments()
-            .find(|a| a.get_long() == Some(kebab.as_str()) && !a.is_hide_set())
-            .map(|_| format!(" (did you mean `{kebab}`? run configs use the flags' names)"))
-            .unwrap_or_default();
+            .any(|a| a.get_long() == Some(kebab.as_str()) && !a.is_hide_set());
+        let hint = if kebab == key {
+            String::new()
+        } else if ours {
+            format!(" (did you mean `{kebab}`? run configs use the flags' names)")
+        } else if let Some(others) = other_commands_flag(self.cli, name, &kebab) {
+            format!(
+                " (did you mean `{kebab}`, an option of `qgate {others}`? run configs use the flags' names)"
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "unknown key{hint}; a run config of `qgate {}` takes its flags' names, as `qgate {} --help` lists them",
-            self.cmd.get_name(),
-            self.cmd.get_name()
+            "unknown key{hint}; a run config of `qgate {name}` takes its flags' names, as `qgate {name} --help` lists them"
         )
     }
 
