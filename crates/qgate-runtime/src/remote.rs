@@ -512,9 +512,19 @@ impl Model for RemoteModel {
                 if values.len() != expected {
                     return Err(count_error(values.len()));
                 }
+                // Each datatype keeps its own type, so an answer relayed by the gateway
+                // (qgate serve) has the datatype the server gave.
                 let data = match dt {
                     ElemType::F64 => ArrayData::F64(values),
-                    t if t.is_integer() && t != ElemType::Bool => {
+                    ElemType::I8 => ArrayData::I8(values.iter().map(|&x| x as i8).collect()),
+                    ElemType::I16 => ArrayData::I16(values.iter().map(|&x| x as i16).collect()),
+                    ElemType::I32 => ArrayData::I32(values.iter().map(|&x| x as i32).collect()),
+                    ElemType::U8 => ArrayData::U8(values.iter().map(|&x| x as u8).collect()),
+                    ElemType::U16 => ArrayData::U16(values.iter().map(|&x| x as u16).collect()),
+                    ElemType::U32 => ArrayData::U32(values.iter().map(|&x| x as u32).collect()),
+                    ElemType::U64 => ArrayData::U64(values.iter().map(|&x| x as u64).collect()),
+                    ElemType::Bool => ArrayData::Bool(values.iter().map(|&x| x != 0.0).collect()),
+                    t if t.is_integer() => {
                         ArrayData::I64(values.iter().map(|&x| x as i64).collect())
                     }
                     _ => ArrayData::F32(values.iter().map(|&x| x as f32).collect()),

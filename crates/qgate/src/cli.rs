@@ -42,6 +42,9 @@ pub enum Command {
     Sensitivity(Box<SensitivityArgs>),
     /// Show a model's inputs, outputs, op counts and ops the runtime cannot run.
     Inspect(InspectArgs),
+    /// Serve the pair behind an Open Inference Protocol V2 gateway: shadow, A/B or canary
+    /// traffic, every request logged (see docs/serve.md).
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script (e.g. `qgate completions bash >
     /// /etc/bash_completion.d/qgate`).
     Completions {
@@ -390,6 +393,22 @@ pub struct PerfFlags {
     /// Seed of synthetic inputs and arrival times.
     #[arg(long, value_name = "S")]
     pub bench_seed: Option<u64>,
+}
+
+/// `qgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The gateway config (TOML; docs/serve.md lists its keys).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The address to listen on, replacing the config's `listen` (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Validate the config, load both models and open the log, then exit without serving.
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
 }
 
 /// `qgate inspect`.

@@ -20,6 +20,7 @@ mod cli;
 mod commands;
 mod defaults;
 mod runconfig;
+mod serve;
 mod settle;
 mod shell;
 mod ui;
@@ -105,6 +106,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
+        Command::Serve(args) => serve::serve(*args),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut public_command(), "qgate", &mut text);

@@ -1,0 +1,269 @@
+//! Admin endpoints (mode, weights, the canary ramp) and business outcomes. Admin calls need
+//! the bearer token of `admin.token_env` (compared in constant time); with no token
+//! configured they answer 404, as if absent. Each action is committed to the log (a row of
+//! its own and the new state) before it takes effect, so a restart restores it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::app::{v2_error, App};
+use crate::config::Mode;
+use crate::route::AdminState;
+use crate::store::OutcomeRefused;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/admin/state", get(state))
+        .route("/admin/mode", post(mode))
+        .route("/admin/weights", post(weights))
+        .route("/admin/canary/{action}", post(canary))
+}
+
+/// Whether the `Authorization: Bearer …` header carries `token`.
+fn bearer_ok(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// `None` when the caller may use the admin API, else the refusal.
+fn refuse_admin(app: &App, headers: &HeaderMap) -> Option<Response> {
+    match &app.cfg.admin_token {
+        None => Some(v2_error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled (no admin.token_env in the gateway config)".into(),
+        )),
+        Some(t) if !bearer_ok(headers, t) => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                axum::Json(json!({"error": "a valid admin bearer token is required"})),
+            )
+                .into_response(),
+        ),
+        Some(_) => None,
+    }
+}
+
+fn state_json(app: &App, s: &AdminState) -> Value {
+    json!({
+        "mode": s.mode,
+        "candidate_weight": s.candidate_weight,
+        "canary_step": s.canary_step,
+        "canary_steps": app.cfg.split.canary_steps,
+        "held": s.held,
+        "weight_in_force": s.weight(&app.cfg.split),
+    })
+}
+
+async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse_admin(&app, &headers) {
+        return r;
+    }
+    axum::Json(state_json(&app, &app.admin_state())).into_response()
+}
+
+fn body_json(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(v2_error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        ))
+    })
+}
+
+/// Commits `next` with its action row, then makes it the state in force.
+async fn apply(app: &App, action: &str, detail: Value, next: AdminState) -> Response {
+    if let Err(e) = app
+        .store
+        .admin(action, detail.to_string(), next.clone())
+        .await
+    {
+        return v2_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the action was not applied: {e}"),
+        );
+    }
+    let before = app.admin_state();
+    match app.state.write() {
+        Ok(mut s) => *s = next.clone(),
+        Err(p) => *p.into_inner() = next.clone(),
+    }
+    tracing::info!(
+        action,
+        detail = %detail,
+        mode = next.mode.as_str(),
+        weight = next.weight(&app.cfg.split),
+        before_weight = before.weight(&app.cfg.split),
+        "admin action"
+    );
+    axum::Json(state_json(app, &next)).into_response()
+}
+
+async fn mode(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = refuse_admin(&app, &headers) {
+        return r;
+    }
+    let v = match body_json(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Some(m) = v["mode"].as_str().and_then(Mode::parse) else {
+        return v2_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"mode\": \"shadow\" | \"ab\" | \"canary\"}".into(),
+        );
+    };
+    let _guard = app.admin_lock.lock().await;
+    let mut next = app.admin_state();
+    next.mode = m;
+    next.held = false;
+    apply(&app, "mode", v, next).await
+}
+
+async fn weights(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = refuse_admin(&app, &headers) {
+        return r;
+    }
+    let v = match body_json(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Some(w) = v["candidate_weight"]
+        .as_f64()
+        .filter(|w| (0.0..=1.0).contains(w))
+    else {
+        return v2_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"candidate_weight\": a fraction in [0, 1]}".into(),
+        );
+    };
+    let _guard = app.admin_lock.lock().await;
+    let mut next = app.admin_state();
+    next.candidate_weight = w;
+    apply(&app, "weights", v, next).await
+}
+
+async fn canary(
+    State(app): State<Arc<App>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = refuse_admin(&app, &headers) {
+        return r;
+    }
+    let v = if body.is_empty() {
+        json!({})
+    } else {
+        match body_json(&body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    };
+    let _guard = app.admin_lock.lock().await;
+    let mut next = app.admin_state();
+    let conflict = |m: String| v2_error(StatusCode::CONFLICT, m);
+    let steps = app.cfg.split.canary_steps.len();
+    match action.as_str() {
+        "advance" => {
+            if next.mode != Mode::Canary {
+                return conflict(format!(
+                    "the mode is {}; switch to canary (POST /admin/mode) before advancing",
+                    next.mode.as_str()
+                ));
+            }
+            if next.held && v["force"] != json!(true) {
+                return conflict(
+                    "the ramp is held; advance with {\"force\": true} to release it".into(),
+                );
+            }
+            next.canary_step = match next.canary_step {
+                None => Some(0),
+                Some(i) if i + 1 < steps => Some(i + 1),
+                Some(_) => return conflict("the ramp is at its last step".into()),
+            };
+            next.held = false;
+        }
+        "hold" => next.held = true,
+        "rollback" => {
+            next.canary_step = None;
+            next.held = false;
+        }
+        other => {
+            return v2_error(
+                StatusCode::NOT_FOUND,
+                format!("no canary action '{other}' (advance, hold, rollback)"),
+            )
+        }
+    }
+    apply(&app, &format!("canary/{action}"), v, next).await
+}
+
+/// `POST /v2/models/{name}/outcome` with `{"request_id", "name", "value"}`.
+pub async fn outcome(
+    State(app): State<Arc<App>>,
+    Path(p): Path<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let name = p.get("name").map(String::as_str).unwrap_or_default();
+    if name != app.cfg.model_name {
+        return v2_error(StatusCode::NOT_FOUND, format!("no model '{name}' here"));
+    }
+    if let Some(t) = &app.cfg.outcome_token {
+        if !bearer_ok(&headers, t) {
+            return v2_error(
+                StatusCode::UNAUTHORIZED,
+                "a valid outcome bearer token is required".into(),
+            );
+        }
+    }
+    let v = match body_json(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let (Some(id), Some(what)) = (v["request_id"].as_str(), v["name"].as_str()) else {
+        return v2_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"request_id\": \"…\", \"name\": \"…\", \"value\": number}".into(),
+        );
+    };
+    let value = match &v["value"] {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    };
+    let Some(value) = value.filter(|x| x.is_finite()) else {
+        return v2_error(
+            StatusCode::BAD_REQUEST,
+            "`value` must be a finite number or true/false".into(),
+        );
+    };
+    match app.store.outcome(id.into(), what.into(), value).await {
+        Ok(()) => axum::Json(json!({"recorded": true})).into_response(),
+        Err(OutcomeRefused::UnknownRequest) => v2_error(
+            StatusCode::NOT_FOUND,
+            format!("no request '{id}' in the log"),
+        ),
+        Err(OutcomeRefused::Store(e)) => v2_error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}

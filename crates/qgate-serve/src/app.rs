@@ -1,0 +1,632 @@
+//! The HTTP surface: the V2 routes, `/metrics`, and the shared state the handlers read.
+//! `router(app)` is apart from the listener so tests call it over a real socket on port 0.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use qgate_core::Array;
+use qgate_core::ElemType;
+use qgate_runtime::{Dim, ModelInfo};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::backend::{Backend, CallError};
+use crate::config::{GatewayConfig, Mode};
+use crate::metrics::Metrics;
+use crate::record;
+use crate::route::{self, AdminState, Arm};
+use crate::shadow::ShadowJob;
+use crate::store::{now_ms, RequestRecord, Store};
+use crate::v2::{self, BadRequest, InferRequest};
+
+/// Everything a handler needs.
+pub struct App {
+    pub cfg: GatewayConfig,
+    pub baseline: Backend,
+    pub candidate: Backend,
+    /// For each candidate input, the index of the baseline input it takes.
+    pub candidate_inputs: Vec<usize>,
+    pub store: Store,
+    pub state: RwLock<AdminState>,
+    /// Serialises admin actions (each is committed before it takes effect).
+    pub admin_lock: tokio::sync::Mutex<()>,
+    pub metrics: Metrics,
+    /// Taken (closed) at shutdown so the shadow workers finish.
+    pub shadow_tx: Mutex<Option<mpsc::Sender<ShadowJob>>>,
+    pub draining: AtomicBool,
+    next_id: AtomicU64,
+    id_prefix: String,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: GatewayConfig,
+        baseline: Backend,
+        candidate: Backend,
+        candidate_inputs: Vec<usize>,
+        store: Store,
+        state: AdminState,
+        shadow_tx: mpsc::Sender<ShadowJob>,
+    ) -> App {
+        App {
+            cfg,
+            baseline,
+            candidate,
+            candidate_inputs,
+            store,
+            state: RwLock::new(state),
+            admin_lock: tokio::sync::Mutex::new(()),
+            metrics: Metrics::default(),
+            shadow_tx: Mutex::new(Some(shadow_tx)),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:x}-{:x}", now_ms(), std::process::id()),
+        }
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn new_id(&self) -> String {
+        format!(
+            "qg-{}-{}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// The gateway's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v2", get(server_meta))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_meta))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}", get(model_meta))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .route("/v2/models/{name}/outcome", post(crate::admin::outcome))
+        .route("/metrics", get(metrics))
+        .merge(crate::admin::routes())
+        .fallback(|| async { v2_error(StatusCode::NOT_FOUND, "no such route".into()) })
+        .with_state(app)
+}
+
+/// A V2 error answer: `{"error": "…"}`.
+pub fn v2_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn server_meta() -> Response {
+    axum::Json(json!({
+        "name": "qgate",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+    .into_response()
+}
+
+async fn ready(State(app): State<Arc<App>>) -> StatusCode {
+    if app.draining.load(Ordering::SeqCst) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn unknown_model(app: &App, name: &str) -> Option<Response> {
+    (name != app.cfg.model_name).then(|| {
+        v2_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no model '{name}' here; this gateway serves '{}'",
+                app.cfg.model_name
+            ),
+        )
+    })
+}
+
+/// The V2 datatype of a declared element type.
+fn declared_datatype(t: Option<ElemType>) -> &'static str {
+    match t {
+        Some(ElemType::F16) => "FP16",
+        Some(ElemType::F32) | None => "FP32",
+        Some(ElemType::F64) => "FP64",
+        Some(ElemType::I8) => "INT8",
+        Some(ElemType::I16) => "INT16",
+        Some(ElemType::I32) => "INT32",
+        Some(ElemType::I64) => "INT64",
+        Some(ElemType::U8) => "UINT8",
+        Some(ElemType::U16) => "UINT16",
+        Some(ElemType::U32) => "UINT32",
+        Some(ElemType::U64) => "UINT64",
+        Some(ElemType::Bool) => "BOOL",
+        Some(ElemType::Str) => "BYTES",
+    }
+}
+
+fn tensor_meta(info: &ModelInfo, outputs: bool) -> Vec<Value> {
+    let list = if outputs { &info.outputs } else { &info.inputs };
+    list.iter()
+        .map(|t| {
+            let shape: Vec<i64> = t
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n as i64,
+                    Dim::Symbolic(_) => -1,
+                })
+                .collect();
+            json!({"name": t.name, "datatype": declared_datatype(t.elem_type), "shape": shape})
+        })
+        .collect()
+}
+
+async fn model_meta(
+    State(app): State<Arc<App>>,
+    Path(p): Path<std::collections::HashMap<String, String>>,
+) -> Response {
+    let name = p.get("name").map(String::as_str).unwrap_or_default();
+    if let Some(r) = unknown_model(&app, name) {
+        return r;
+    }
+    let info = &app.baseline.info;
+    axum::Json(json!({
+        "name": app.cfg.model_name,
+        "versions": ["1"],
+        "platform": "qgate-gateway",
+        "inputs": tensor_meta(info, false),
+        "outputs": tensor_meta(info, true),
+    }))
+    .into_response()
+}
+
+async fn model_ready(
+    State(app): State<Arc<App>>,
+    Path(p): Path<std::collections::HashMap<String, String>>,
+) -> Response {
+    let name = p.get("name").map(String::as_str).unwrap_or_default();
+    if let Some(r) = unknown_model(&app, name) {
+        return r;
+    }
+    if app.draining.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let state = app.admin_state();
+    let depth = app
+        .shadow_tx
+        .lock()
+        .ok()
+        .and_then(|t| t.as_ref().map(|t| t.max_capacity() - t.capacity()))
+        .unwrap_or(0);
+    app.metrics
+        .shadow_queue_depth
+        .store(depth as u64, Ordering::Relaxed);
+    let body = app.metrics.render(
+        state.mode.as_str(),
+        state.weight(&app.cfg.split),
+        (state.mode == Mode::Canary)
+            .then_some(state.canary_step)
+            .flatten(),
+    );
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The request's inputs in the baseline's declaration order, checked against what it
+/// declares (names, datatypes, ranks and fixed sizes).
+fn bind_inputs(info: &ModelInfo, req: &InferRequest) -> Result<Vec<Array>, BadRequest> {
+    let names: Vec<&str> = info.inputs.iter().map(|t| t.name.as_str()).collect();
+    if let Some(extra) = req
+        .inputs
+        .iter()
+        .find(|t| !names.contains(&t.name.as_str()))
+    {
+        return Err(BadRequest(format!(
+            "the model has no input '{}' (it takes: {})",
+            extra.name,
+            names.join(", ")
+        )));
+    }
+    info.inputs
+        .iter()
+        .map(|decl| {
+            let Some(t) = req.inputs.iter().find(|t| t.name == decl.name) else {
+                return Err(BadRequest(format!("input '{}' is missing", decl.name)));
+            };
+            let given = t.array.elem_type();
+            if let Some(want) = decl.elem_type {
+                let ok = given == want || (want == ElemType::F16 && given == ElemType::F32);
+                if !ok {
+                    return Err(BadRequest(format!(
+                        "input '{}': datatype {}, the model expects {}",
+                        decl.name,
+                        v2::datatype(&t.array.data),
+                        declared_datatype(Some(want))
+                    )));
+                }
+            }
+            if !decl.shape.is_empty() {
+                let fits = decl.shape.len() == t.array.shape.len()
+                    && decl.shape.iter().zip(&t.array.shape).all(|(d, n)| match d {
+                        Dim::Fixed(f) => f == n,
+                        Dim::Symbolic(_) => true,
+                    });
+                if !fits {
+                    return Err(BadRequest(format!(
+                        "input '{}': shape {:?}, the model expects {}",
+                        decl.name,
+                        t.array.shape,
+                        decl.shape_text()
+                    )));
+                }
+            }
+            Ok(t.array.clone())
+        })
+        .collect()
+}
+
+/// Builds the answer with the gateway's headers.
+fn respond(status: StatusCode, id: &str, arm: &str, body: Response) -> Response {
+    let mut r = body;
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        "x-qgate-arm",
+        HeaderValue::from_static(match arm {
+            "baseline" => "baseline",
+            "candidate" => "candidate",
+            _ => "none",
+        }),
+    );
+    r
+}
+
+/// What the serving arm answered.
+enum Served {
+    Ok(Vec<Array>),
+    Failed(StatusCode, String),
+}
+
+async fn infer(
+    State(app): State<Arc<App>>,
+    Path(p): Path<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let name = p.get("name").cloned().unwrap_or_default();
+    let version = p.get("version").cloned();
+    let state = app.admin_state();
+    let mut rec = RequestRecord {
+        ts_ms: now_ms(),
+        model: app.cfg.model_name.clone(),
+        mode: state.mode.as_str(),
+        weight: state.weight(&app.cfg.split),
+        canary_step: (state.mode == Mode::Canary)
+            .then_some(state.canary_step)
+            .flatten()
+            .map(|s| s as i64),
+        ..RequestRecord::default()
+    };
+    let header_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if let Some(r) = unknown_model(&app, &name) {
+        let id = header_id.unwrap_or_else(|| app.new_id());
+        return respond(StatusCode::NOT_FOUND, &id, "none", r);
+    }
+    let parsed = read_request(&app, &headers, body).await;
+    let id_given = parsed
+        .as_ref()
+        .ok()
+        .and_then(|r| r.id.clone())
+        .or(header_id);
+    rec.request_id = id_given.clone().unwrap_or_else(|| app.new_id());
+    rec.client_request_id = id_given;
+    let req = match parsed {
+        Ok(r) => r,
+        Err((status, message)) => return refuse(&app, rec, started, status, message).await,
+    };
+    let named: Vec<(&str, &Array)> = req
+        .inputs
+        .iter()
+        .map(|t| (t.name.as_str(), &t.array))
+        .collect();
+    let (digest, bytes) = record::input_digest(&named);
+    rec.input_digest = Some(digest);
+    rec.input_bytes = bytes as i64;
+    rec.inputs = record::inputs_json(&named, bytes, &app.cfg.log);
+    let inputs = match bind_inputs(&app.baseline.info, &req).and_then(|i| {
+        check_outputs(&app.baseline.info, &req)?;
+        Ok(i)
+    }) {
+        Ok(i) => i,
+        Err(BadRequest(m)) => return refuse(&app, rec, started, StatusCode::BAD_REQUEST, m).await,
+    };
+    let key = headers
+        .get(app.cfg.split.sticky_header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty());
+    let choice = route::choose(&state, &app.cfg.split, key, &rec.request_id);
+    if key.is_none() && state.mode != Mode::Shadow {
+        app.metrics.unsticky.fetch_add(1, Ordering::Relaxed);
+    }
+    rec.arm = Some(choice.arm.as_str());
+    rec.sticky_hash = choice.key_hash;
+    let (served, backend_time) = serve(&app, choice.arm, &inputs).await;
+    match choice.arm {
+        Arm::Baseline => rec.baseline_us = backend_time.map(|d| d.as_micros() as i64),
+        Arm::Candidate => rec.candidate_us = backend_time.map(|d| d.as_micros() as i64),
+    }
+    let outputs: Option<Vec<(String, Array)>> = match &served {
+        Served::Ok(out) => Some(
+            app.baseline
+                .info
+                .outputs
+                .iter()
+                .map(|t| t.name.clone())
+                .zip(out.iter().cloned())
+                .collect(),
+        ),
+        Served::Failed(..) => None,
+    };
+    match (&served, &outputs) {
+        (Served::Failed(status, m), _) => {
+            rec.status = status.as_u16();
+            rec.error = Some(m.clone());
+        }
+        (Served::Ok(_), Some(o)) => {
+            rec.status = 200;
+            rec.outputs = Some(record::outputs_json(o, &app.cfg.log));
+        }
+        _ => {}
+    }
+    // Shadow: reserve the copy's place before the record, so the record says `dropped`
+    // exactly when the copy was not queued, and the copy is queued only after its record.
+    let tx = app.shadow_tx.lock().ok().and_then(|t| t.clone());
+    let permit = match (state.mode, &tx) {
+        (Mode::Shadow, Some(tx)) => Some(tx.try_reserve()),
+        _ => None,
+    };
+    rec.shadow_status = match &permit {
+        None => None,
+        Some(Ok(_)) => Some("pending"),
+        Some(Err(_)) => Some("dropped"),
+    };
+    if rec.shadow_status == Some("dropped") {
+        app.metrics.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+        app.metrics.shadow("dropped");
+    }
+    let total = started.elapsed();
+    rec.total_us = total.as_micros() as i64;
+    rec.gateway_us = rec.total_us - backend_time.map_or(0, |d| d.as_micros() as i64);
+    let arm = choice.arm.as_str();
+    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let logged = match app.store.record(rec.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("request {}: {e}", rec.request_id);
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &rec.request_id,
+                arm,
+                v2_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway cannot log this request; it answers only what it logs".into(),
+                ),
+            );
+        }
+    };
+    if logged != rec.request_id {
+        app.metrics.duplicate_ids.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(Ok(permit)) = permit {
+        permit.send(ShadowJob {
+            request_id: logged.clone(),
+            inputs,
+            baseline_outputs: match served {
+                Served::Ok(ref o) => Some(o.clone()),
+                Served::Failed(..) => None,
+            },
+            deadline: started + app.cfg.shadow_timeout,
+        });
+    }
+    app.metrics.request(arm, status.as_u16(), started.elapsed());
+    match outputs {
+        Some(outputs) => {
+            let enc = match v2::encode_response(&name, version.as_deref(), &logged, &outputs, &req)
+            {
+                Ok(e) => e,
+                Err(BadRequest(m)) => {
+                    return respond(
+                        StatusCode::BAD_REQUEST,
+                        &logged,
+                        arm,
+                        v2_error(StatusCode::BAD_REQUEST, m),
+                    )
+                }
+            };
+            let mut r = Response::new(Body::from(enc.body));
+            let h = r.headers_mut();
+            match enc.header_len {
+                Some(n) => {
+                    h.insert(
+                        "content-type",
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    h.insert("inference-header-content-length", HeaderValue::from(n));
+                }
+                None => {
+                    h.insert("content-type", HeaderValue::from_static("application/json"));
+                }
+            }
+            respond(StatusCode::OK, &logged, arm, r)
+        }
+        None => {
+            let message = rec.error.unwrap_or_default();
+            respond(status, &logged, arm, v2_error(status, message))
+        }
+    }
+}
+
+/// Every requested output must exist (checked before the model runs, so the record of a
+/// 200 is never followed by a refusal).
+fn check_outputs(info: &ModelInfo, req: &InferRequest) -> Result<(), BadRequest> {
+    for o in &req.outputs {
+        if !info.outputs.iter().any(|t| t.name == o.name) {
+            let known: Vec<&str> = info.outputs.iter().map(|t| t.name.as_str()).collect();
+            return Err(BadRequest(format!(
+                "the model has no output '{}' (it has: {})",
+                o.name,
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses the body, refusing it with 413 beyond the limit and 400 when malformed.
+async fn read_request(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<InferRequest, (StatusCode, String)> {
+    let limit = app.cfg.body_limit_bytes;
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the gateway's limit of {limit} bytes (body_limit_bytes)"),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let header_len = match headers.get("inference-header-content-length") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "Inference-Header-Content-Length must be a byte count".to_string(),
+                    )
+                })?,
+        ),
+    };
+    v2::parse_request(&bytes, header_len).map_err(|BadRequest(m)| (StatusCode::BAD_REQUEST, m))
+}
+
+/// Logs a refused request and answers the refusal.
+async fn refuse(
+    app: &App,
+    mut rec: RequestRecord,
+    started: Instant,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    rec.status = status.as_u16();
+    rec.error = Some(message.clone());
+    rec.total_us = started.elapsed().as_micros() as i64;
+    rec.gateway_us = rec.total_us;
+    let id = match app.store.record(rec.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("request {}: {e}", rec.request_id);
+            rec.request_id
+        }
+    };
+    app.metrics
+        .request("none", status.as_u16(), started.elapsed());
+    respond(status, &id, "none", v2_error(status, message))
+}
+
+/// Calls the arm's model; a failure becomes 502 (the model failed) or 504 (no answer in time).
+async fn serve(app: &App, arm: Arm, inputs: &[Array]) -> (Served, Option<std::time::Duration>) {
+    let (backend, inputs) = match arm {
+        Arm::Baseline => (&app.baseline, inputs.to_vec()),
+        Arm::Candidate => (
+            &app.candidate,
+            app.candidate_inputs
+                .iter()
+                .map(|&i| inputs[i].clone())
+                .collect(),
+        ),
+    };
+    let started = Instant::now();
+    match backend.call(inputs, app.cfg.backend_timeout).await {
+        Ok((out, d)) => {
+            app.metrics.backend(backend.role, d);
+            if out.len() != app.baseline.info.outputs.len() {
+                return (
+                    Served::Failed(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the {} model answered {} outputs; the gateway serves {}",
+                            backend.role,
+                            out.len(),
+                            app.baseline.info.outputs.len()
+                        ),
+                    ),
+                    Some(d),
+                );
+            }
+            (Served::Ok(out), Some(d))
+        }
+        Err(CallError::Timeout(t)) => (
+            Served::Failed(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the {} model gave no answer within {} ms (backend_timeout_ms)",
+                    backend.role,
+                    t.as_millis()
+                ),
+            ),
+            Some(started.elapsed()),
+        ),
+        Err(CallError::Failed(m)) => (
+            Served::Failed(
+                StatusCode::BAD_GATEWAY,
+                format!("the {} model failed: {m}", backend.role),
+            ),
+            Some(started.elapsed()),
+        ),
+    }
+}

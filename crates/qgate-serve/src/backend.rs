@@ -1,0 +1,143 @@
+//! A model behind the gateway: `qgate-runtime` stays synchronous, so each backend is a pool
+//! of OS threads, each owning one loaded instance (a local model, or a V2 upstream whose
+//! `ureq` agent keeps its connection alive), fed by one queue. The async side waits on a
+//! oneshot with a timeout; a call that times out keeps its thread until the model returns
+//! (a runtime cannot be interrupted), which is why the shadow copies get a pool of their
+//! own size (`shadow.concurrency`) and never share the baseline's threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qgate_core::Array;
+use qgate_runtime::{Model, ModelInfo, RuntimeError};
+use tokio::sync::oneshot;
+
+/// Makes one instance of a model.
+pub type Factory = Arc<dyn Fn() -> Result<Box<dyn Model>, RuntimeError> + Send + Sync>;
+
+/// Why a backend call gave no outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// No answer within the timeout.
+    Timeout(Duration),
+    /// The model (or its server) failed; the message names it.
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Timeout(d) => write!(f, "no answer within {} ms", d.as_millis()),
+            CallError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+struct Job {
+    inputs: Vec<Array>,
+    reply: oneshot::Sender<Result<Vec<Array>, String>>,
+}
+
+/// A pool of model instances.
+pub struct Backend {
+    /// `baseline` or `candidate`, for messages.
+    pub role: &'static str,
+    /// The model spec, for messages.
+    pub spec: String,
+    pub info: ModelInfo,
+    queue: Mutex<mpsc::Sender<Job>>,
+    busy: Arc<AtomicUsize>,
+    threads: usize,
+}
+
+impl Backend {
+    /// Loads `threads` instances (the first one's error is the backend's error).
+    pub fn start(
+        role: &'static str,
+        spec: &str,
+        factory: &Factory,
+        threads: usize,
+    ) -> Result<Backend, RuntimeError> {
+        let first = factory()?;
+        let info = first.info().clone();
+        let mut models = vec![first];
+        for _ in 1..threads.max(1) {
+            models.push(factory()?);
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let busy = Arc::new(AtomicUsize::new(0));
+        for (i, mut model) in models.into_iter().enumerate() {
+            let rx = Arc::clone(&rx);
+            let busy = Arc::clone(&busy);
+            std::thread::Builder::new()
+                .name(format!("qgate-{role}-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let Ok(guard) = rx.lock() else { return };
+                        match guard.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    };
+                    busy.fetch_add(1, Ordering::SeqCst);
+                    let result = model.run(&job.inputs).map_err(|e| e.to_string());
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    let _ = job.reply.send(result);
+                })
+                .map_err(|e| RuntimeError::Remote {
+                    url: spec.to_string(),
+                    message: format!("cannot start a worker thread: {e}"),
+                })?;
+        }
+        Ok(Backend {
+            role,
+            spec: spec.to_string(),
+            info,
+            queue: Mutex::new(tx),
+            busy,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Runs one batch; `inputs` in the model's declaration order.
+    pub async fn call(
+        &self,
+        inputs: Vec<Array>,
+        timeout: Duration,
+    ) -> Result<(Vec<Array>, Duration), CallError> {
+        let (reply, rx) = oneshot::channel();
+        let start = Instant::now();
+        let sent = match self.queue.lock() {
+            Ok(q) => q.send(Job { inputs, reply }).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(CallError::Failed(format!(
+                "the {} model's workers have stopped",
+                self.role
+            )));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(_)) => Err(CallError::Failed(format!(
+                "the {} model's worker stopped during the call",
+                self.role
+            ))),
+            Ok(Ok(Err(m))) => Err(CallError::Failed(m)),
+            Ok(Ok(Ok(out))) => Ok((out, start.elapsed())),
+        }
+    }
+
+    /// Calls running now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Model instances.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}

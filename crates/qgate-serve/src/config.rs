@@ -1,0 +1,538 @@
+//! `gateway.toml`: read once, validated into a [`GatewayConfig`] whose every field is usable
+//! as is (paths resolved against the file's folder, tokens read from the environment the
+//! caller passes in, ranges checked). Errors name the file, the key and what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qgate_runtime::{ModelSpec, SpecKind};
+use serde::Deserialize;
+
+use crate::ServeError;
+
+/// How traffic is split between the two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The baseline answers every request; the candidate gets a copy whose answer is only logged.
+    Shadow,
+    /// A fixed weighted split, sticky per user.
+    Ab,
+    /// The split follows a ramp of steps an operator advances, holds or rolls back.
+    Canary,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shadow => "shadow",
+            Mode::Ab => "ab",
+            Mode::Canary => "canary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "shadow" => Some(Mode::Shadow),
+            "ab" => Some(Mode::Ab),
+            "canary" => Some(Mode::Canary),
+            _ => None,
+        }
+    }
+}
+
+/// When a committed record is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// WAL with `synchronous = NORMAL`: survives a crash of the gateway process (`kill -9`);
+    /// the last commits may be lost if the machine loses power.
+    Normal,
+    /// WAL with `synchronous = FULL`: every group commit is fsynced; survives power loss.
+    Fsync,
+}
+
+/// What the log keeps of each output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputLog {
+    /// The top-k class indices and scores of each row of floating-point outputs; integer and
+    /// text outputs in full.
+    Topk,
+    /// Every value.
+    Full,
+}
+
+/// Defaults, one place (the docs and `--help` quote them).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const SHADOW_QUEUE: usize = 1000;
+    pub const SHADOW_CONCURRENCY: usize = 1;
+    pub const SHADOW_TIMEOUT_MS: u64 = 30_000;
+    pub const STICKY_HEADER: &str = "x-user-id";
+    pub const CANARY_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+    pub const LOG_URL: &str = "sqlite://qgate-log.db";
+    pub const TOP_K: usize = 5;
+    pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+    pub const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+    pub const BACKEND_TIMEOUT_MS: u64 = 30_000;
+    pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+    pub const GROUP_COMMIT_MAX: usize = 512;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    allow_non_loopback: Option<bool>,
+    model_name: String,
+    mode: Mode,
+    baseline: String,
+    candidate: String,
+    workers: Option<usize>,
+    backend_timeout_ms: Option<u64>,
+    body_limit_bytes: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+    outcome_token_env: Option<String>,
+    #[serde(default)]
+    shadow: RawShadow,
+    #[serde(default)]
+    ab: RawAb,
+    #[serde(default)]
+    canary: RawCanary,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    queue: Option<usize>,
+    concurrency: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAb {
+    candidate_weight: Option<f64>,
+    sticky_header: Option<String>,
+    hash_seed: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    steps: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    url: Option<String>,
+    durability: Option<Durability>,
+    outputs: Option<OutputLog>,
+    top_k: Option<usize>,
+    store_inputs: Option<bool>,
+    max_input_bytes: Option<usize>,
+    retain_days: Option<f64>,
+    retain_max_mb: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token_env: Option<String>,
+}
+
+/// The split between the arms.
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    /// The fraction of users sent to the candidate in `ab` mode, in [0, 1].
+    pub candidate_weight: f64,
+    /// The header whose value keeps a user on one arm (lower case).
+    pub sticky_header: String,
+    /// Keys the sticky hash; changing it reshuffles every user.
+    pub hash_seed: String,
+    /// Canary ramp, percent of users, strictly increasing, each in (0, 100].
+    pub canary_steps: Vec<f64>,
+}
+
+/// Where and how requests are logged.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The SQLite database file.
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub outputs: OutputLog,
+    pub top_k: usize,
+    /// Keep request inputs (as V2 JSON) when they are at most `max_input_bytes`.
+    pub store_inputs: bool,
+    pub max_input_bytes: usize,
+    /// Delete records older than this.
+    pub retain: Option<Duration>,
+    /// Delete the oldest records while the database is larger than this.
+    pub retain_max_bytes: Option<u64>,
+    /// Most records written in one transaction.
+    pub group_commit_max: usize,
+}
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file it came from (for messages).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub model_name: String,
+    pub mode: Mode,
+    pub baseline: ModelSpec,
+    pub candidate: ModelSpec,
+    /// Model instances per arm, each on its own thread (`None`: the number of cores).
+    pub workers: Option<usize>,
+    pub backend_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub shadow_queue: usize,
+    pub shadow_concurrency: usize,
+    pub shadow_timeout: Duration,
+    pub split: SplitConfig,
+    pub log: LogConfig,
+    /// The admin bearer token; `None` disables the admin endpoints (404).
+    pub admin_token: Option<String>,
+    /// The token `POST …/outcome` needs; `None`: outcomes need none.
+    pub outcome_token: Option<String>,
+}
+
+fn bad(source: &Path, key: &str, message: impl std::fmt::Display) -> ServeError {
+    ServeError::Config {
+        path: source.to_path_buf(),
+        message: format!("`{key}`: {message}"),
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and validates `path`. `env` looks up environment variables (the tokens named by
+    /// `token_env` keys); `listen` (the `--listen` flag) replaces the file's address.
+    pub fn load(
+        path: &Path,
+        listen: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GatewayConfig, ServeError> {
+        let text = read_regular(path)?;
+        GatewayConfig::parse(&text, path, listen, env)
+    }
+
+    /// Validates the text of a gateway config that came from `path`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        listen: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GatewayConfig, ServeError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ServeError::Config {
+            path: path.to_path_buf(),
+            message: qgate_core::policy::toml_error(text, &e),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let allow = raw.allow_non_loopback.unwrap_or(false);
+        let (listen_key, listen_text) = match listen {
+            Some(l) => ("--listen", l.to_string()),
+            None => (
+                "listen",
+                raw.listen.clone().unwrap_or(defaults::LISTEN.into()),
+            ),
+        };
+        let addr: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                path,
+                listen_key,
+                format!("'{listen_text}' is not an address such as 127.0.0.1:8080"),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !allow {
+            return Err(bad(
+                path,
+                listen_key,
+                format!(
+                    "{addr} is reachable from other machines; set `allow_non_loopback = true` \
+                     to serve beyond this host"
+                ),
+            ));
+        }
+        let name = raw.model_name.trim().to_string();
+        if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+            return Err(bad(
+                path,
+                "model_name",
+                "expected a name without '/' or spaces, as clients use it in /v2/models/NAME",
+            ));
+        }
+        let baseline = spec(path, base, "baseline", &raw.baseline)?;
+        let candidate = spec(path, base, "candidate", &raw.candidate)?;
+        let positive = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(bad(path, key, "expected a whole number ≥ 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let millis = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(bad(path, key, "expected a number of milliseconds ≥ 1")),
+            Some(n) => Ok(Duration::from_millis(n)),
+            None => Ok(Duration::from_millis(default)),
+        };
+        let workers = match raw.workers {
+            Some(0) => return Err(bad(path, "workers", "expected a whole number ≥ 1")),
+            w => w,
+        };
+        let weight = raw.ab.candidate_weight.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&weight) {
+            return Err(bad(
+                path,
+                "ab.candidate_weight",
+                format!("{weight} is not a fraction in [0, 1] (0.1 sends 10 % of users)"),
+            ));
+        }
+        let steps = raw
+            .canary
+            .steps
+            .unwrap_or_else(|| defaults::CANARY_STEPS.to_vec());
+        check_steps(path, &steps)?;
+        let sticky_header = raw
+            .ab
+            .sticky_header
+            .unwrap_or(defaults::STICKY_HEADER.into())
+            .to_ascii_lowercase();
+        if sticky_header.is_empty()
+            || axum::http::HeaderName::from_bytes(sticky_header.as_bytes()).is_err()
+        {
+            return Err(bad(
+                path,
+                "ab.sticky_header",
+                "expected an HTTP header name",
+            ));
+        }
+        let token = |key: &str, var: Option<String>| -> Result<Option<String>, ServeError> {
+            let Some(var) = var else { return Ok(None) };
+            match env(&var) {
+                Some(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+                _ => Err(bad(
+                    path,
+                    key,
+                    format!("names the environment variable {var}, which is not set or empty"),
+                )),
+            }
+        };
+        let log = log_config(path, base, raw.log)?;
+        Ok(GatewayConfig {
+            source: path.to_path_buf(),
+            listen: addr,
+            model_name: name,
+            mode: raw.mode,
+            baseline,
+            candidate,
+            workers,
+            backend_timeout: millis(
+                "backend_timeout_ms",
+                raw.backend_timeout_ms,
+                defaults::BACKEND_TIMEOUT_MS,
+            )?,
+            body_limit_bytes: positive(
+                "body_limit_bytes",
+                raw.body_limit_bytes,
+                defaults::BODY_LIMIT_BYTES,
+            )?,
+            shutdown_grace: match raw.shutdown_grace_ms {
+                Some(n) => Duration::from_millis(n),
+                None => Duration::from_millis(defaults::SHUTDOWN_GRACE_MS),
+            },
+            shadow_queue: positive("shadow.queue", raw.shadow.queue, defaults::SHADOW_QUEUE)?,
+            shadow_concurrency: positive(
+                "shadow.concurrency",
+                raw.shadow.concurrency,
+                defaults::SHADOW_CONCURRENCY,
+            )?,
+            shadow_timeout: millis(
+                "shadow.timeout_ms",
+                raw.shadow.timeout_ms,
+                defaults::SHADOW_TIMEOUT_MS,
+            )?,
+            split: SplitConfig {
+                candidate_weight: weight,
+                sticky_header,
+                hash_seed: raw.ab.hash_seed.unwrap_or_else(|| "qgate".into()),
+                canary_steps: steps,
+            },
+            log,
+            admin_token: token("admin.token_env", raw.admin.token_env)?,
+            outcome_token: token("outcome_token_env", raw.outcome_token_env)?,
+        })
+    }
+}
+
+fn read_regular(path: &Path) -> Result<String, ServeError> {
+    let cannot = |message: String| ServeError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| cannot(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(cannot("is not a regular file".into()));
+    }
+    std::fs::read_to_string(path).map_err(|e| cannot(format!("cannot read: {e}")))
+}
+
+/// A model spec with its file resolved against the config's folder.
+fn spec(path: &Path, base: &Path, key: &str, raw: &str) -> Result<ModelSpec, ServeError> {
+    let mut s = ModelSpec::parse(raw).map_err(|e| bad(path, key, e))?;
+    let resolve = |p: &PathBuf| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.clone()
+        }
+    };
+    s.kind = match &s.kind {
+        SpecKind::Tract(p) => SpecKind::Tract(resolve(p)),
+        SpecKind::Ort(p) => SpecKind::Ort(resolve(p)),
+        SpecKind::Preds(_) => {
+            return Err(bad(
+                path,
+                key,
+                "saved predictions (preds:) cannot answer live requests; name a model file \
+                 or a V2 server URL",
+            ))
+        }
+        other => other.clone(),
+    };
+    Ok(s)
+}
+
+fn check_steps(path: &Path, steps: &[f64]) -> Result<(), ServeError> {
+    let ok = !steps.is_empty()
+        && steps.iter().all(|s| *s > 0.0 && *s <= 100.0)
+        && steps.windows(2).all(|w| w[0] < w[1]);
+    if !ok {
+        return Err(bad(
+            path,
+            "canary.steps",
+            format!(
+                "{steps:?}: expected increasing percentages in (0, 100], e.g. [1, 5, 25, 50, 100]"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn log_config(path: &Path, base: &Path, raw: RawLog) -> Result<LogConfig, ServeError> {
+    let url = raw.url.unwrap_or(defaults::LOG_URL.into());
+    let file = url.strip_prefix("sqlite://").ok_or_else(|| {
+        bad(
+            path,
+            "log.url",
+            format!("'{url}': expected sqlite://FILE (relative to this config file)"),
+        )
+    })?;
+    if file.is_empty() {
+        return Err(bad(path, "log.url", "names no file"));
+    }
+    let file = PathBuf::from(file);
+    let file = if file.is_relative() {
+        base.join(file)
+    } else {
+        file
+    };
+    let top_k = match raw.top_k {
+        Some(0) => return Err(bad(path, "log.top_k", "expected a whole number ≥ 1")),
+        k => k.unwrap_or(defaults::TOP_K),
+    };
+    let retain = match raw.retain_days {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(bad(
+                path,
+                "log.retain_days",
+                "expected a number of days > 0",
+            ))
+        }
+        d => d.map(|d| Duration::from_secs_f64(d * 86_400.0)),
+    };
+    let retain_max_bytes = match raw.retain_max_mb {
+        Some(m) if !(m.is_finite() && m >= 1.0) => {
+            return Err(bad(path, "log.retain_max_mb", "expected a size in MB ≥ 1"))
+        }
+        m => m.map(|m| (m * 1e6) as u64),
+    };
+    Ok(LogConfig {
+        path: file,
+        durability: raw.durability.unwrap_or(Durability::Normal),
+        outputs: raw.outputs.unwrap_or(OutputLog::Topk),
+        top_k,
+        store_inputs: raw.store_inputs.unwrap_or(false),
+        max_input_bytes: raw.max_input_bytes.unwrap_or(defaults::MAX_INPUT_BYTES),
+        retain,
+        retain_max_bytes,
+        group_commit_max: defaults::GROUP_COMMIT_MAX,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, ServeError> {
+        let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
+        GatewayConfig::parse(text, Path::new("/cfg/gateway.toml"), None, &env)
+    }
+
+    const MIN: &str = "model_name = \"digits\"\nmode = \"shadow\"\nbaseline = \"m.onnx\"\ncandidate = \"ort:/abs/c.onnx\"\n";
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(MIN).expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.baseline.path(), Some(Path::new("/cfg/m.onnx")));
+        assert_eq!(c.candidate.path(), Some(Path::new("/abs/c.onnx")));
+        assert_eq!(c.log.path, Path::new("/cfg/qgate-log.db"));
+        assert_eq!(c.shadow_queue, 1000);
+        assert_eq!(c.shadow_concurrency, 1);
+        assert_eq!(c.shadow_timeout, Duration::from_secs(30));
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("listen = \"0.0.0.0:80\"\n", "allow_non_loopback"),
+            ("listen = \"nowhere\"\n", "`listen`"),
+            ("[ab]\ncandidate_weight = 1.5\n", "ab.candidate_weight"),
+            ("[canary]\nsteps = [5, 1]\n", "canary.steps"),
+            ("[admin]\ntoken_env = \"UNSET\"\n", "UNSET"),
+            ("[log]\nurl = \"postgres://x\"\n", "log.url"),
+            ("[shadow]\nqueue = 0\n", "shadow.queue"),
+            ("[shadow]\nqueues = 3\n", "queues"),
+        ];
+        for (extra, needle) in cases {
+            let (top, table) = if extra.starts_with('[') {
+                (MIN.to_string(), extra)
+            } else {
+                (format!("{extra}{MIN}"), "")
+            };
+            let err = parse(&format!("{top}{table}"))
+                .expect_err(extra)
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+            assert!(err.contains("/cfg/gateway.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tokens_come_from_the_environment() {
+        let c = parse(&format!("{MIN}[admin]\ntoken_env = \"TOKEN\"\n")).expect("valid");
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+        let open = parse(&format!(
+            "allow_non_loopback = true\nlisten = \"0.0.0.0:0\"\n{MIN}"
+        ));
+        assert!(open.is_ok());
+    }
+}

@@ -1,0 +1,328 @@
+//! Starting, running and stopping a gateway: load both models, open the log, restore the
+//! admin state, bind, serve; on shutdown stop accepting, drain in-flight requests and shadow
+//! copies for up to `shutdown_grace_ms`, mark the rest missing, flush and return.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qgate_runtime::ModelInfo;
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{router, App};
+use crate::backend::{Backend, Factory};
+use crate::config::GatewayConfig;
+use crate::route::AdminState;
+use crate::{shadow, store, ServeError};
+
+/// How to make each arm's model instances.
+pub struct Backends {
+    pub baseline: Factory,
+    pub candidate: Factory,
+}
+
+/// What a run did, returned when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSummary {
+    /// Shadow copies still pending at the end of the grace period, marked missing.
+    pub marked_missing: u64,
+    /// Whether in-flight requests were all answered within the grace period.
+    pub drained: bool,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<Result<ServeSummary, ServeError>>,
+    /// Shadow copies a crashed earlier run left pending, marked missing at start.
+    pub recovered_missing: u64,
+    /// Whether the admin state came from the log (an earlier run) instead of the config.
+    pub state_restored: bool,
+}
+
+/// Stops a gateway from another thread or a signal.
+#[derive(Clone)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+fn threads(cfg: &GatewayConfig) -> usize {
+    cfg.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+}
+
+/// Which baseline input each candidate input takes: by name when the names match, else by
+/// position when the counts do.
+pub fn map_inputs(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Vec<usize>, String> {
+    let by_name: Option<Vec<usize>> = candidate
+        .inputs
+        .iter()
+        .map(|c| baseline.inputs.iter().position(|b| b.name == c.name))
+        .collect();
+    match by_name {
+        Some(v) if v.len() == baseline.inputs.len() => Ok(v),
+        _ if candidate.inputs.len() == baseline.inputs.len() => {
+            Ok((0..candidate.inputs.len()).collect())
+        }
+        _ => Err(format!(
+            "the candidate takes {} input(s) ({}), the baseline {} ({})",
+            candidate.inputs.len(),
+            names(candidate),
+            baseline.inputs.len(),
+            names(baseline)
+        )),
+    }
+    .and_then(|v| {
+        if candidate.outputs.len() == baseline.outputs.len() {
+            Ok(v)
+        } else {
+            Err(format!(
+                "the candidate has {} output(s), the baseline {}",
+                candidate.outputs.len(),
+                baseline.outputs.len()
+            ))
+        }
+    })
+}
+
+fn names(info: &ModelInfo) -> String {
+    info.inputs
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads one instance of each model and opens the log, without serving: what
+/// `qgate serve --check-config` reports.
+pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, ServeError> {
+    let load = |role: &'static str, f: &Factory, spec: &str| {
+        f().map_err(|e| ServeError::Backend {
+            role,
+            spec: spec.to_string(),
+            message: e.to_string(),
+        })
+    };
+    let b = load("baseline", &backends.baseline, &cfg.baseline.raw)?;
+    let c = load("candidate", &backends.candidate, &cfg.candidate.raw)?;
+    map_inputs(b.info(), c.info()).map_err(ServeError::Incompatible)?;
+    store::open_connection(&cfg.log)?;
+    Ok(CheckReport {
+        baseline: b.provenance().runtime,
+        candidate: c.provenance().runtime,
+        inputs: b.info().inputs.iter().map(|t| t.name.clone()).collect(),
+        outputs: b.info().outputs.iter().map(|t| t.name.clone()).collect(),
+    })
+}
+
+/// What `check` found.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub baseline: String,
+    pub candidate: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl Gateway {
+    /// Loads the models, opens the log, binds and starts serving.
+    pub fn start(cfg: GatewayConfig, backends: Backends) -> Result<Gateway, ServeError> {
+        let n = threads(&cfg);
+        let start = |role: &'static str, f: &Factory, spec: &str, n: usize| {
+            Backend::start(role, spec, f, n).map_err(|e| ServeError::Backend {
+                role,
+                spec: spec.to_string(),
+                message: e.to_string(),
+            })
+        };
+        let baseline = start("baseline", &backends.baseline, &cfg.baseline.raw, n)?;
+        let candidate = start(
+            "candidate",
+            &backends.candidate,
+            &cfg.candidate.raw,
+            n.max(cfg.shadow_concurrency),
+        )?;
+        let candidate_inputs =
+            map_inputs(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
+        let opened = store::open(&cfg.log, cfg.shadow_timeout)?;
+        let state_restored = opened.state.is_some();
+        let state = opened
+            .state
+            .clone()
+            .unwrap_or_else(|| AdminState::from_config(cfg.mode, &cfg.split));
+        let listener = std::net::TcpListener::bind(cfg.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| ServeError::Bind {
+                addr: cfg.listen,
+                message: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
+            addr: cfg.listen,
+            message: e.to_string(),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.clamp(1, 4))
+            .thread_name("qgate-serve")
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Bind {
+                addr,
+                message: format!("cannot start the async runtime: {e}"),
+            })?;
+        let (shadow_tx, shadow_rx) = mpsc::channel(cfg.shadow_queue);
+        let (stop, stop_rx) = watch::channel(false);
+        let grace = cfg.shutdown_grace;
+        let workers = cfg.shadow_concurrency;
+        let start_detail = serde_json::json!({
+            "restored": state_restored,
+            "config": cfg.source.display().to_string(),
+            "listen": addr.to_string(),
+        });
+        let app = Arc::new(App::new(
+            cfg,
+            baseline,
+            candidate,
+            candidate_inputs,
+            opened.store,
+            state.clone(),
+            shadow_tx,
+        ));
+        let writer = opened.writer;
+        let done = runtime.block_on(async {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| ServeError::Bind {
+                    addr,
+                    message: e.to_string(),
+                })?;
+            app.store
+                .admin("start", start_detail.to_string(), state)
+                .await
+                .map_err(|m| ServeError::Log {
+                    path: app.store.path.clone(),
+                    message: m,
+                })?;
+            let shadow_tasks = shadow::spawn_workers(Arc::clone(&app), shadow_rx, workers);
+            Ok::<_, ServeError>(tokio::spawn(run(
+                app,
+                listener,
+                stop_rx,
+                grace,
+                shadow_tasks,
+                writer,
+            )))
+        })?;
+        Ok(Gateway {
+            runtime,
+            addr,
+            stop,
+            done,
+            recovered_missing: opened.recovered_missing,
+            state_restored,
+        })
+    }
+
+    /// The address it listens on (the port chosen when the config said 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Stops on SIGTERM or SIGINT (Ctrl-C) as well as on the stop handle.
+    pub fn stop_on_signals(&self) {
+        let stop = self.stop.clone();
+        self.runtime.spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            let _ = stop.send(true);
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            tracing::info!("shutting down: no new connections; draining");
+            let _ = stop.send(true);
+        });
+    }
+
+    /// Blocks until the gateway has stopped (see [`StopHandle`]) and flushed its log.
+    pub fn wait(self) -> Result<ServeSummary, ServeError> {
+        let Gateway { runtime, done, .. } = self;
+        let out = runtime.block_on(done).unwrap_or_else(|e| {
+            Err(ServeError::Internal(format!(
+                "the gateway task failed: {e}"
+            )))
+        });
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        out
+    }
+}
+
+async fn run(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    shadow_tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer: std::thread::JoinHandle<()>,
+) -> Result<ServeSummary, ServeError> {
+    let mut stop2 = stop.clone();
+    let signal = async move {
+        let _ = stop2.wait_for(|s| *s).await;
+    };
+    let service = router(Arc::clone(&app));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(signal)
+            .await
+    });
+    let _ = stop.wait_for(|s| *s).await;
+    app.draining.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + grace;
+    let drained = tokio::time::timeout(grace, server).await.is_ok();
+    // No request can queue a copy any more: close the queue and let the workers empty it.
+    if let Ok(mut tx) = app.shadow_tx.lock() {
+        tx.take();
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = tokio::time::timeout(left, async {
+        for t in shadow_tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    let marked_missing = app.store.close().await.map_err(|m| ServeError::Log {
+        path: app.store.path.clone(),
+        message: m,
+    })?;
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    tracing::info!(marked_missing, drained, "stopped");
+    Ok(ServeSummary {
+        marked_missing,
+        drained,
+    })
+}

@@ -1,0 +1,822 @@
+//! The gateway in-process over a real socket on 127.0.0.1 (port 0), with mock models whose
+//! answers are computed independently here: what clients get, what the log keeps, and what
+//! a failing candidate, a restart or a hostile request cannot change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qgate_core::{Array, ArrayData, ElemType};
+use qgate_runtime::mock::MockModel;
+use qgate_runtime::{Dim, ModelInfo, RuntimeError, TensorInfo};
+use qgate_serve::{Backends, Factory, Gateway, GatewayConfig};
+use serde_json::{json, Value};
+
+fn info() -> ModelInfo {
+    let t = |name: &str, elem, shape: Vec<Dim>| TensorInfo {
+        name: name.into(),
+        elem_type: Some(elem),
+        shape,
+    };
+    let n = || Dim::Symbolic("N".into());
+    ModelInfo {
+        inputs: vec![t("x", ElemType::F32, vec![n(), Dim::Fixed(4)])],
+        outputs: vec![
+            t("scores", ElemType::F32, vec![n(), Dim::Fixed(3)]),
+            t("label", ElemType::I64, vec![n()]),
+        ],
+        ..ModelInfo::default()
+    }
+}
+
+/// The reference forward pass: scores_j = Σ_i x_i · (i + 1)^j · scale, label = argmax.
+fn forward(x: &Array, scale: f32) -> Vec<Array> {
+    let v = x.to_f32().expect("floats");
+    let rows = x.shape[0];
+    let mut scores = Vec::with_capacity(rows * 3);
+    let mut labels = Vec::with_capacity(rows);
+    for r in v.chunks(4) {
+        let s: Vec<f32> = (0..3)
+            .map(|j| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, &xi)| xi * ((i + 1) as f32).powi(j) * scale)
+                    .sum::<f32>()
+                    .sin()
+            })
+            .collect();
+        let best = (0..3).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap_or(0);
+        labels.push(best as i64);
+        scores.extend(s);
+    }
+    vec![
+        Array::new(vec![rows, 3], ArrayData::F32(scores)).expect("shape"),
+        Array::new(vec![rows], ArrayData::I64(labels)).expect("shape"),
+    ]
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Healthy(f32),
+    Errors,
+    Hangs,
+    Sleeps(Duration, f32),
+}
+
+fn model(kind: Kind) -> Factory {
+    Arc::new(move || {
+        Ok(
+            Box::new(MockModel::new(info(), move |inputs: &[Array]| match kind {
+                Kind::Healthy(scale) => Ok(forward(&inputs[0], scale)),
+                Kind::Errors => Err(RuntimeError::Remote {
+                    url: "mock".into(),
+                    message: "the candidate broke".into(),
+                }),
+                Kind::Hangs => {
+                    std::thread::sleep(Duration::from_secs(3600));
+                    Ok(vec![])
+                }
+                Kind::Sleeps(d, scale) => {
+                    std::thread::sleep(d);
+                    Ok(forward(&inputs[0], scale))
+                }
+            })) as Box<dyn qgate_runtime::Model>,
+        )
+    })
+}
+
+struct Run {
+    gw: Option<Gateway>,
+    base: String,
+    db: PathBuf,
+}
+
+impl Run {
+    fn stop(&mut self) -> qgate_serve::ServeSummary {
+        let gw = self.gw.take().expect("running");
+        gw.stop_handle().stop();
+        gw.wait().expect("clean stop")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(gw) = self.gw.take() {
+            gw.stop_handle().stop();
+            let _ = gw.wait();
+        }
+    }
+}
+
+const TOKEN: &str = "test-token-123";
+
+fn start(dir: &Path, extra: &str, baseline: Kind, candidate: Kind) -> Run {
+    let grace = if extra.contains("shutdown_grace_ms") {
+        ""
+    } else {
+        "shutdown_grace_ms = 2000\n"
+    };
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmodel_name = \"m\"\nmode = \"shadow\"\nbaseline = \"b.onnx\"\n\
+         candidate = \"c.onnx\"\n{grace}{extra}"
+    );
+    let env = |k: &str| (k == "TOKEN").then(|| TOKEN.to_string());
+    let cfg = GatewayConfig::parse(&text, &dir.join("gateway.toml"), None, &env).expect("config");
+    let db = cfg.log.path.clone();
+    let gw = Gateway::start(
+        cfg,
+        Backends {
+            baseline: model(baseline),
+            candidate: model(candidate),
+        },
+    )
+    .expect("start");
+    let base = format!("http://{}", gw.addr());
+    Run {
+        gw: Some(gw),
+        base,
+        db,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+fn post(a: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut req = a.post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).expect("HTTP");
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .expect("body");
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn sample(i: usize, rows: usize) -> Vec<f32> {
+    (0..rows * 4)
+        .map(|k| ((i * 31 + k * 7) % 23) as f32 / 7.0 - 1.5)
+        .collect()
+}
+
+fn json_request(id: Option<&str>, x: &[f32]) -> Vec<u8> {
+    let mut v = json!({"inputs": [{"name": "x", "shape": [x.len() / 4, 4], "datatype": "FP32", "data": x}]});
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    v.to_string().into_bytes()
+}
+
+/// A binary-extension request as Triton's client sends it: inputs and outputs binary.
+fn binary_request(x: &[f32]) -> (Vec<u8>, usize) {
+    let head = json!({
+        "inputs": [{"name": "x", "shape": [x.len() / 4, 4], "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.len() * 4}}],
+        "outputs": [{"name": "scores", "parameters": {"binary_data": true}},
+                    {"name": "label", "parameters": {"binary_data": true}}],
+    })
+    .to_string();
+    let mut body = head.clone().into_bytes();
+    body.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+    (body, head.len())
+}
+
+/// The outputs of an answer, JSON or binary, as (name, datatype, shape, values as f64).
+fn outputs_of(a: &Answer) -> Vec<(String, String, Vec<usize>, Vec<f64>)> {
+    let n = a
+        .header("inference-header-content-length")
+        .map(|v| v.parse::<usize>().expect("length"));
+    let head: Value = serde_json::from_slice(&a.body[..n.unwrap_or(a.body.len())]).expect("json");
+    let mut tail = &a.body[n.unwrap_or(a.body.len())..];
+    head["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| {
+            let dt = o["datatype"].as_str().expect("datatype").to_string();
+            let shape: Vec<usize> = o["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_u64().expect("dim") as usize)
+                .collect();
+            let values = match o.pointer("/parameters/binary_data_size") {
+                Some(size) => {
+                    let size = size.as_u64().expect("size") as usize;
+                    let (mine, rest) = tail.split_at(size);
+                    tail = rest;
+                    match dt.as_str() {
+                        "FP32" => mine
+                            .chunks(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                            .collect(),
+                        "INT64" => mine
+                            .chunks(8)
+                            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+                            .collect(),
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                None => o["data"]
+                    .as_array()
+                    .expect("data")
+                    .iter()
+                    .map(|v| v.as_f64().expect("number"))
+                    .collect(),
+            };
+            (
+                o["name"].as_str().expect("name").to_string(),
+                dt,
+                shape,
+                values,
+            )
+        })
+        .collect()
+}
+
+fn expected(x: &[f32]) -> Vec<(String, String, Vec<usize>, Vec<f64>)> {
+    let a = Array::from_f32(vec![x.len() / 4, 4], x.to_vec()).expect("shape");
+    let out = forward(&a, 1.0);
+    vec![
+        (
+            "scores".into(),
+            "FP32".into(),
+            out[0].shape.clone(),
+            out[0].to_f64().expect("f"),
+        ),
+        (
+            "label".into(),
+            "INT64".into(),
+            out[1].shape.clone(),
+            out[1].to_f64().expect("f"),
+        ),
+    ]
+}
+
+fn db(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("log")
+}
+
+fn infer_url(r: &Run) -> String {
+    format!("{}/v2/models/m/infer", r.base)
+}
+
+#[test]
+fn shadow_answers_equal_the_baseline_and_the_log_pairs_both() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(0.9));
+    let a = agent();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let x = sample(i, 1 + i % 3);
+        let ans = if i % 2 == 0 {
+            post(
+                &a,
+                &infer_url(&run),
+                &[("content-type", "application/json")],
+                &json_request(Some(&format!("req-{i}")), &x),
+            )
+        } else {
+            let (body, n) = binary_request(&x);
+            post(
+                &a,
+                &infer_url(&run),
+                &[("inference-header-content-length", &n.to_string())],
+                &body,
+            )
+        };
+        assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+        assert_eq!(ans.header("x-qgate-arm"), Some("baseline"));
+        assert_eq!(outputs_of(&ans), expected(&x), "request {i}");
+        let id = ans.header("x-request-id").expect("id").to_string();
+        if i % 2 == 0 {
+            assert_eq!(id, format!("req-{i}"));
+        }
+        ids.push((id, x));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = run.stop();
+    assert_eq!(summary.marked_missing, 0);
+    let conn = db(&run.db);
+    for (id, x) in &ids {
+        let (status, shadow, outputs, shadow_outputs, mode, arm): (i64, String, String, String, String, String) = conn
+            .query_row(
+                "SELECT status, shadow_status, outputs, shadow_outputs, mode, arm FROM requests WHERE request_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("a record per request");
+        assert_eq!(
+            (status, shadow.as_str(), mode.as_str(), arm.as_str()),
+            (200, "ok", "shadow", "baseline")
+        );
+        let a = Array::from_f32(vec![x.len() / 4, 4], x.clone()).expect("shape");
+        for (log, scale) in [(outputs, 1.0f32), (shadow_outputs, 0.9)] {
+            let log: Value = serde_json::from_str(&log).expect("json");
+            let want = forward(&a, scale);
+            let scores = want[0].to_f64().expect("f");
+            for (r, row) in scores.chunks(3).enumerate() {
+                let mut order: Vec<usize> = (0..3).collect();
+                order.sort_by(|&p, &q| row[q].total_cmp(&row[p]));
+                assert_eq!(log["scores"]["top_k"][r], json!(order), "{id}");
+                assert_eq!(log["scores"]["scores"][r][0].as_f64(), Some(row[order[0]]));
+            }
+            assert_eq!(
+                log["label"]["data"],
+                json!(want[1].data.to_i64().expect("i"))
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failing_hanging_or_slow_candidate_changes_no_answer() {
+    let a = agent();
+    let cases = [
+        (Kind::Errors, "error", ""),
+        (
+            Kind::Hangs,
+            "timeout",
+            "[shadow]\ntimeout_ms = 300\nqueue = 4\n",
+        ),
+        (Kind::Sleeps(Duration::from_millis(20), 0.9), "ok", ""),
+    ];
+    for (kind, want, extra) in cases {
+        let dir = tempfile::tempdir().expect("tmp");
+        let baseline = Kind::Sleeps(Duration::from_millis(2), 1.0);
+        let mut run = start(dir.path(), extra, baseline, kind);
+        for i in 0..20 {
+            let x = sample(i, 2);
+            let ans = post(&a, &infer_url(&run), &[], &json_request(None, &x));
+            assert_eq!(
+                ans.status,
+                200,
+                "{want}: {}",
+                String::from_utf8_lossy(&ans.body)
+            );
+            assert_eq!(outputs_of(&ans), expected(&x), "{want}: request {i}");
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        run.stop();
+        let conn = db(&run.db);
+        let statuses: Vec<(String, i64)> = conn
+            .prepare("SELECT shadow_status, COUNT(*) FROM requests GROUP BY shadow_status")
+            .expect("sql")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let total: i64 = statuses.iter().map(|s| s.1).sum();
+        assert_eq!(total, 20, "{want}: {statuses:?}");
+        assert!(
+            statuses.iter().any(|(s, _)| s == want),
+            "{want}: {statuses:?}"
+        );
+        if want == "timeout" {
+            // One copy at a time runs into the hung candidate; the queue (4) fills and
+            // the rest are dropped or expire while queued; none is left pending.
+            assert!(
+                statuses
+                    .iter()
+                    .all(|(s, _)| ["timeout", "dropped", "missing"].contains(&s.as_str())),
+                "{statuses:?}"
+            );
+        } else {
+            assert_eq!(statuses, vec![(want.to_string(), 20)]);
+        }
+        let statuses: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM requests WHERE status = 200",
+                [],
+                |r| r.get(0),
+            )
+            .expect("sql");
+        assert_eq!(statuses, 20);
+    }
+}
+
+#[test]
+fn refusals_are_v2_errors_and_logged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(
+        dir.path(),
+        "body_limit_bytes = 2000\n[admin]\ntoken_env = \"TOKEN\"\n",
+        Kind::Healthy(1.0),
+        Kind::Healthy(1.0),
+    );
+    let a = agent();
+    let url = infer_url(&run);
+    let big = json_request(None, &sample(0, 100));
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed", b"{\"inputs\": [".to_vec(), vec![], 400, "not valid JSON"),
+        ("no inputs", b"{}".to_vec(), vec![], 400, "no `inputs`"),
+        ("wrong name", br#"{"inputs":[{"name":"y","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.to_vec(), vec![], 400, "no input 'y'"),
+        ("wrong type", br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]}"#.to_vec(), vec![], 400, "datatype INT64, the model expects FP32"),
+        ("wrong shape", br#"{"inputs":[{"name":"x","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#.to_vec(), vec![], 400, "shape [1, 5]"),
+        ("unknown output", br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"zz"}]}"#.to_vec(), vec![], 400, "no output 'zz'"),
+        ("oversized", big, vec![], 413, "body_limit_bytes"),
+        ("bad header", json_request(None, &sample(0, 1)), vec![("inference-header-content-length", "ten")], 400, "byte count"),
+    ];
+    for (what, body, headers, status, needle) in cases {
+        let ans = post(&a, &url, &headers, &body);
+        assert_eq!(ans.status, status, "{what}");
+        let err = ans.json()["error"]
+            .as_str()
+            .expect("V2 error body")
+            .to_string();
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(ans.header("x-request-id").is_some(), "{what}");
+        assert_eq!(ans.header("x-qgate-arm"), Some("none"), "{what}");
+    }
+    let other = post(
+        &a,
+        &format!("{}/v2/models/other/infer", run.base),
+        &[],
+        &json_request(None, &sample(0, 1)),
+    );
+    assert_eq!(other.status, 404);
+    // Admin: no token, a wrong token, the right one.
+    let mode = format!("{}/admin/mode", run.base);
+    let body = br#"{"mode":"ab"}"#;
+    assert_eq!(post(&a, &mode, &[], body).status, 401);
+    assert_eq!(
+        post(&a, &mode, &[("authorization", "Bearer wrong")], body).status,
+        401
+    );
+    assert_eq!(
+        post(
+            &a,
+            &mode,
+            &[("authorization", &format!("Bearer {TOKEN}x"))],
+            body
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        post(
+            &a,
+            &mode,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            b"{"
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        post(
+            &a,
+            &mode,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            body
+        )
+        .status,
+        200
+    );
+    drop(run);
+    let conn = db(&dir.path().join("qgate-log.db"));
+    let refused: i64 = conn
+        .query_row("SELECT COUNT(*) FROM requests WHERE status IN (400, 413) AND arm IS NULL AND error IS NOT NULL", [], |r| r.get(0))
+        .expect("sql");
+    assert_eq!(refused, 8);
+    // Without a configured token the admin API is absent.
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let ans = post(
+        &a,
+        &format!("{}/admin/mode", run.base),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        body,
+    );
+    assert_eq!(ans.status, 404);
+}
+
+fn admin(a: &ureq::Agent, run: &Run, path: &str, body: &str) -> Answer {
+    post(
+        a,
+        &format!("{}/admin/{path}", run.base),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        body.as_bytes(),
+    )
+}
+
+fn arms(a: &ureq::Agent, run: &Run, users: usize) -> Vec<bool> {
+    (0..users)
+        .map(|u| {
+            let ans = post(
+                a,
+                &infer_url(run),
+                &[("x-user-id", &format!("user-{u}"))],
+                &json_request(None, &sample(u, 1)),
+            );
+            assert_eq!(ans.status, 200);
+            ans.header("x-qgate-arm") == Some("candidate")
+        })
+        .collect()
+}
+
+#[test]
+fn users_keep_their_arm_across_restarts_and_as_the_weight_grows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let extra = "[ab]\ncandidate_weight = 0.3\n[admin]\ntoken_env = \"TOKEN\"\n";
+    let a = agent();
+    let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
+    assert_eq!(admin(&a, &run, "mode", r#"{"mode":"ab"}"#).status, 200);
+    let first = arms(&a, &run, 300);
+    let share = first.iter().filter(|c| **c).count() as f64 / 300.0;
+    assert!((share - 0.3).abs() < 0.1, "{share}");
+    run.stop();
+    let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
+    assert_eq!(arms(&a, &run, 300), first, "a restart moved users");
+    assert_eq!(
+        admin(&a, &run, "weights", r#"{"candidate_weight":0.6}"#).status,
+        200
+    );
+    let second = arms(&a, &run, 300);
+    assert!(
+        first.iter().zip(&second).all(|(f, s)| !f || *s),
+        "a candidate user went back"
+    );
+    assert!(second.iter().filter(|c| **c).count() > first.iter().filter(|c| **c).count());
+    // Requests without the header are split per request and counted.
+    let ans = post(
+        &a,
+        &infer_url(&run),
+        &[],
+        &json_request(None, &sample(1, 1)),
+    );
+    assert_eq!(ans.status, 200);
+    let m = agent()
+        .get(&format!("{}/metrics", run.base))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(m.contains("qgate_unsticky_requests_total 1"), "{m}");
+    assert!(m.contains("qgate_candidate_weight 0.6"), "{m}");
+    run.stop();
+}
+
+#[test]
+fn a_restart_never_undoes_a_rollback() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let extra =
+        "mode = \"canary\"\n[admin]\ntoken_env = \"TOKEN\"\n".replace("mode = \"canary\"\n", "");
+    let a = agent();
+    let mut run = start(dir.path(), &extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
+    assert_eq!(
+        admin(&a, &run, "canary/advance", "").status,
+        409,
+        "advance needs canary mode"
+    );
+    assert_eq!(admin(&a, &run, "mode", r#"{"mode":"canary"}"#).status, 200);
+    for want in [0.05, 0.25, 0.5] {
+        let s = admin(&a, &run, "canary/advance", "").json();
+        assert_eq!(s["weight_in_force"].as_f64(), Some(want));
+    }
+    assert_eq!(admin(&a, &run, "canary/hold", "").status, 200);
+    assert_eq!(admin(&a, &run, "canary/advance", "").status, 409, "held");
+    let s = admin(&a, &run, "canary/rollback", "").json();
+    assert_eq!(s["weight_in_force"].as_f64(), Some(0.0));
+    // Every user is on the baseline for the very next request.
+    assert!(arms(&a, &run, 50).iter().all(|c| !c));
+    run.stop();
+    let mut run = start(dir.path(), &extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
+    let s = post(&a, &format!("{}/admin/state", run.base), &[], b"");
+    assert_eq!(s.status, 405, "state is a GET");
+    let s: Value = serde_json::from_str(
+        &a.get(&format!("{}/admin/state", run.base))
+            .header("authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect("state")
+            .body_mut()
+            .read_to_string()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(s["mode"], "canary");
+    assert_eq!(s["canary_step"], Value::Null);
+    assert_eq!(s["weight_in_force"].as_f64(), Some(0.0));
+    assert!(arms(&a, &run, 50).iter().all(|c| !c));
+    run.stop();
+    let actions: Vec<String> = db(&run.db)
+        .prepare("SELECT action FROM admin_actions ORDER BY seq")
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        actions,
+        [
+            "start",
+            "mode",
+            "canary/advance",
+            "canary/advance",
+            "canary/advance",
+            "canary/hold",
+            "canary/rollback",
+            "start"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_ids_get_a_suffix_and_outcomes_join_requests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut run = start(
+        dir.path(),
+        "outcome_token_env = \"TOKEN\"\n",
+        Kind::Healthy(1.0),
+        Kind::Healthy(1.0),
+    );
+    let a = agent();
+    let first = post(
+        &a,
+        &infer_url(&run),
+        &[],
+        &json_request(Some("same"), &sample(1, 1)),
+    );
+    let second = post(
+        &a,
+        &infer_url(&run),
+        &[],
+        &json_request(Some("same"), &sample(2, 1)),
+    );
+    let by_header = post(
+        &a,
+        &infer_url(&run),
+        &[("x-request-id", "hdr-1")],
+        &json_request(None, &sample(3, 1)),
+    );
+    assert_eq!(first.header("x-request-id"), Some("same"));
+    assert_eq!(second.header("x-request-id"), Some("same~2"));
+    assert_eq!(second.json()["id"], "same~2");
+    assert_eq!(by_header.header("x-request-id"), Some("hdr-1"));
+    let outcome = format!("{}/v2/models/m/outcome", run.base);
+    let auth = format!("Bearer {TOKEN}");
+    let ok = post(
+        &a,
+        &outcome,
+        &[("authorization", &auth)],
+        br#"{"request_id":"same~2","name":"click","value":1}"#,
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        post(
+            &a,
+            &outcome,
+            &[],
+            br#"{"request_id":"same","name":"click","value":1}"#
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        post(
+            &a,
+            &outcome,
+            &[("authorization", &auth)],
+            br#"{"request_id":"nope","name":"click","value":1}"#
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        post(
+            &a,
+            &outcome,
+            &[("authorization", &auth)],
+            br#"{"request_id":"same","name":"click","value":"x"}"#
+        )
+        .status,
+        400
+    );
+    let m = a
+        .get(&format!("{}/metrics", run.base))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(m.contains("qgate_duplicate_request_ids_total 1"), "{m}");
+    run.stop();
+    let joined: (String, String, f64) = db(&run.db)
+        .query_row(
+            "SELECT r.client_request_id, o.name, o.value FROM outcomes o JOIN requests r USING (request_id)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("joined");
+    assert_eq!(joined, ("same".to_string(), "click".to_string(), 1.0));
+}
+
+#[test]
+fn shutdown_marks_copies_still_pending_missing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut run = start(
+        dir.path(),
+        "shutdown_grace_ms = 300\n[shadow]\ntimeout_ms = 60000\n",
+        Kind::Healthy(1.0),
+        Kind::Hangs,
+    );
+    let a = agent();
+    for i in 0..5 {
+        assert_eq!(
+            post(
+                &a,
+                &infer_url(&run),
+                &[],
+                &json_request(None, &sample(i, 1))
+            )
+            .status,
+            200
+        );
+    }
+    let summary = run.stop();
+    assert_eq!(summary.marked_missing, 5);
+    let missing: i64 = db(&run.db)
+        .query_row(
+            "SELECT COUNT(*) FROM requests WHERE shadow_status = 'missing'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sql");
+    assert_eq!(missing, 5);
+}
+
+#[test]
+fn the_metadata_is_the_baselines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    let get = |p: &str| {
+        let mut r = a.get(&format!("{}{p}", run.base)).call().expect("get");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    assert_eq!(get("/v2/health/live").0, 200);
+    assert_eq!(get("/v2/health/ready").0, 200);
+    assert_eq!(get("/v2/models/m/ready").0, 200);
+    assert_eq!(get("/v2/models/m/versions/1/ready").0, 200);
+    assert_eq!(get("/v2/models/nope/ready").0, 404);
+    let meta: Value = serde_json::from_str(&get("/v2/models/m").1).expect("json");
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
+    );
+    assert_eq!(
+        meta["outputs"][1],
+        json!({"name": "label", "datatype": "INT64", "shape": [-1]})
+    );
+    let server: Value = serde_json::from_str(&get("/v2").1).expect("json");
+    assert_eq!(server["extensions"], json!(["binary_tensor_data"]));
+    let versioned = post(
+        &a,
+        &format!("{}/v2/models/m/versions/7/infer", run.base),
+        &[],
+        &json_request(None, &sample(0, 1)),
+    );
+    assert_eq!(versioned.json()["model_version"], "7");
+}

@@ -1,0 +1,58 @@
+//! `qgate serve`: the gateway config file and flags → a validated `GatewayConfig` → the
+//! qgate-serve gateway, which runs until SIGTERM or Ctrl-C.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use qgate_report::Verdict;
+use qgate_serve::{Gateway, GatewayConfig};
+
+use crate::cli::ServeArgs;
+
+pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = GatewayConfig::load(&args.config, args.listen.as_deref(), &env)?;
+    let mut opts = args.runtime.load_options()?;
+    // A remote model waits as long as the gateway does.
+    opts.timeout.get_or_insert(cfg.backend_timeout);
+    let backends = qgate_serve::spec_backends(&cfg, &opts);
+    if args.check_config {
+        let report = qgate_serve::check(&cfg, &backends)?;
+        out!("config {}: valid", args.config.display());
+        out!("baseline  {} ({})", cfg.baseline, report.baseline);
+        out!("candidate {} ({})", cfg.candidate, report.candidate);
+        out!("inputs    {}", report.inputs.join(", "));
+        out!("outputs   {}", report.outputs.join(", "));
+        out!("log       {}", cfg.log.path.display());
+        out!("listen    {} (not bound by --check-config)", cfg.listen);
+        return Ok(Verdict::Pass);
+    }
+    let gateway = Gateway::start(cfg, backends)?;
+    gateway.stop_on_signals();
+    if gateway.recovered_missing > 0 {
+        eprintln!(
+            "qgate: note: {} shadow copies an earlier run left pending are marked missing",
+            gateway.recovered_missing
+        );
+    }
+    if gateway.state_restored {
+        eprintln!("qgate: note: mode, weights and canary step restored from the log");
+    }
+    out!("listening on http://{}", gateway.addr());
+    let summary = gateway.wait().context("the gateway did not stop cleanly")?;
+    eprintln!(
+        "qgate: stopped{}; {} pending shadow copies marked missing",
+        if summary.drained {
+            ""
+        } else {
+            " (grace period over; some requests were cut)"
+        },
+        summary.marked_missing
+    );
+    Ok(Verdict::Pass)
+}
