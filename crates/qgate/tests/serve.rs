@@ -1,0 +1,427 @@
+//! `qgate serve` as users run it: the binary on 127.0.0.1, Triton's Python client
+//! (`tritonclient[http]`, binary and JSON) in front, onnxruntime models and the MLServer
+//! test server behind; answers compared with the baseline called directly, the log read
+//! with SQLite, and a `kill -9` under load. Needs `QGATE_TEST_PYTHON` (the servers venv)
+//! and `ORT_DYLIB_PATH` / `QGATE_V2_URL` as the runtime tests do (required in CI).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+
+fn python() -> Option<String> {
+    match std::env::var("QGATE_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("QGATE_REQUIRE_ORT").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_TEST_PYTHON is not set")
+        }
+        _ => {
+            eprintln!("skipping: QGATE_TEST_PYTHON (a venv with tritonclient) is not set");
+            None
+        }
+    }
+}
+
+fn ort_ready() -> bool {
+    let set = std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty());
+    if !set && std::env::var("QGATE_REQUIRE_ORT").is_ok_and(|v| v == "1") {
+        panic!("ORT_DYLIB_PATH is not set");
+    }
+    set
+}
+
+struct Served {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// SIGTERM, then the exit code and what it said on stderr.
+    fn terminate(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let code = wait(&mut self.child, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr.lock().unwrap().clone();
+        (code, err)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("qgate serve did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `qgate serve --config CONFIG` and waits for its `listening on` line.
+fn serve(config: &Path, extra: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .env("QGATE_ADMIN_TOKEN", "tok")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err_pipe = child.stderr.take().unwrap();
+    let sink = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no `listening on` line; stderr: {}", stderr.lock().unwrap());
+        }
+    };
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("first line: {line}"))
+        .to_string();
+    Served {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("gateway.toml");
+    std::fs::write(
+        &p,
+        format!("listen = \"127.0.0.1:0\"\nmodel_name = \"digits\"\n{body}\n[admin]\ntoken_env = \"QGATE_ADMIN_TOKEN\"\n"),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs tests/serve/client.py; returns one JSON object per request.
+fn tritonclient(python: &str, addr: &str, n: usize, direct: &[&str]) -> Vec<Value> {
+    let out = Command::new(python)
+        .arg(common::root().join("tests/serve/client.py"))
+        .args([addr, "digits", &n.to_string()])
+        .args(direct)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client.py failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every request the client made is in the log with both answers: the client's top-5
+/// from the baseline, the shadow's from the candidate, as each called directly gave them.
+fn assert_log_pairs(db: &Path, sent: &[Value]) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    for s in sent {
+        let id = s["id"].as_str().unwrap();
+        let (status, arm, shadow, outputs, shadow_outputs): (i64, String, String, String, String) = conn
+            .query_row(
+                "SELECT status, arm, shadow_status, outputs, shadow_outputs FROM requests WHERE request_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap_or_else(|e| panic!("no record of {id}: {e}"));
+        assert_eq!(
+            (status, arm.as_str(), shadow.as_str()),
+            (200, "baseline", "ok"),
+            "{id}"
+        );
+        let logged: Value = serde_json::from_str(&outputs).unwrap();
+        let shadowed: Value = serde_json::from_str(&shadow_outputs).unwrap();
+        for (name, top) in s["baseline_top5"].as_object().unwrap() {
+            assert_eq!(&logged[name]["top_k"], top, "{id} {name} (client's answer)");
+        }
+        for (name, top) in s["candidate_top5"].as_object().unwrap() {
+            assert_eq!(&shadowed[name]["top_k"], top, "{id} {name} (shadow answer)");
+        }
+    }
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n as usize, sent.len());
+}
+
+#[test]
+fn tritonclient_gets_onnxruntimes_answers_and_the_log_pairs_both() {
+    let (Some(py), true) = (python(), ort_ready()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("mode = \"shadow\"\nbaseline = \"ort:{b}\"\ncandidate = \"ort:{c}\"\n[log]\nurl = \"sqlite://log.db\""),
+    );
+    let served = serve(&cfg, &[]);
+    let sent = tritonclient(&py, &served.addr, 30, &["--ort", &b, &c]);
+    assert!(sent.iter().any(|s| s["binary"] == true) && sent.iter().any(|s| s["binary"] == false));
+    // Shadow copies are joined after the answers: give them a moment, then stop cleanly.
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 pending shadow copies marked missing"),
+        "{err}"
+    );
+    assert_log_pairs(&dir.path().join("log.db"), &sent);
+}
+
+#[test]
+fn mlserver_models_behind_the_gateway_answer_as_mlserver_does() {
+    let Some(py) = python() else { return };
+    let url = match std::env::var("QGATE_V2_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_V2_URL is not set")
+        }
+        _ => return,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "mode = \"shadow\"\nbaseline = \"{url}/v2/models/cnn_fp32\"\ncandidate = \"{url}/v2/models/cnn_int8_qdq\"\n[log]\nurl = \"sqlite://log.db\""
+        ),
+    );
+    let served = serve(&cfg, &[]);
+    let host = url.trim_start_matches("http://");
+    let sent = tritonclient(
+        &py,
+        &served.addr,
+        12,
+        &["--v2", host, "cnn_fp32", "cnn_int8_qdq"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    assert_log_pairs(&dir.path().join("log.db"), &sent);
+}
+
+/// One client thread of the load generator: ids it got a 200 for.
+fn load(addr: &str, thread: usize, stop: &AtomicBool) -> Vec<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let x: Vec<f32> = (0..64).map(|i| (i % 17) as f32 / 16.0).collect();
+    let mut ok = Vec::new();
+    for n in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let id = format!("load-{thread}-{n}");
+        let body = serde_json::json!({"id": id, "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x}]});
+        match agent
+            .post(&format!("http://{addr}/v2/models/digits/infer"))
+            .send(body.to_string())
+        {
+            Ok(r) if r.status() == 200 => ok.push(id),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    ok
+}
+
+#[test]
+fn kill_9_under_load_loses_no_answered_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("mlp_fp32.onnx"), common::fx("mlp_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("mode = \"shadow\"\nbaseline = \"{b}\"\ncandidate = \"{c}\"\n[log]\nurl = \"sqlite://log.db\""),
+    );
+    let mut served = serve(&cfg, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = served.addr.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || load(&addr, t, &stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    served.child.kill().unwrap(); // SIGKILL
+    served.child.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let answered: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        answered.len() > 50,
+        "the load generator got only {} answers",
+        answered.len()
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    let mut lost = Vec::new();
+    for id in &answered {
+        let found: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM requests WHERE request_id = ?1 AND status = 200",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if found != 1 {
+            lost.push(id.clone());
+        }
+    }
+    let logged: i64 = conn
+        .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    eprintln!(
+        "kill -9 under load: {} requests answered 200, {logged} records, {} answered but unlogged",
+        answered.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "answered but not logged: {lost:?}");
+    drop(conn);
+    // The next start marks the copies the killed run left pending as missing.
+    let served = serve(&cfg, &[]);
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    let pending: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM requests WHERE shadow_status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 0);
+}
+
+#[test]
+fn check_config_loads_both_models_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("mlp_fp32.onnx"), common::fx("mlp_int8_qdq.onnx"));
+    let ok = write_config(
+        dir.path(),
+        &format!("mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"{c}\""),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_qgate"))
+        .args(["serve", "--check-config", "--config"])
+        .arg(&ok)
+        .env("QGATE_ADMIN_TOKEN", "tok")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("valid") && text.contains("inputs    x"),
+        "{text}"
+    );
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "missing model",
+            format!("mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"nope.onnx\""),
+            "nope.onnx",
+        ),
+        (
+            "incompatible",
+            format!(
+                "mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"{}\"",
+                common::fx("cnn_fp32.onnx")
+            ),
+            "the candidate",
+        ),
+        (
+            "bad mode",
+            format!("mode = \"blue\"\nbaseline = \"{b}\"\ncandidate = \"{c}\""),
+            "blue",
+        ),
+        (
+            "token unset",
+            format!("mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"{c}\""),
+            "QGATE_ADMIN_TOKEN",
+        ),
+    ];
+    for (what, body, needle) in cases {
+        let p = write_config(dir.path(), &body);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qgate"));
+        cmd.args(["serve", "--check-config", "--config"]).arg(&p);
+        if what != "token unset" {
+            cmd.env("QGATE_ADMIN_TOKEN", "tok");
+        } else {
+            cmd.env_remove("QGATE_ADMIN_TOKEN");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(needle) && err.contains("gateway.toml") || err.contains(needle),
+            "{what}: {err}"
+        );
+    }
+    // Beyond loopback only when the config allows it.
+    let out = Command::new(env!("CARGO_BIN_EXE_qgate"))
+        .args([
+            "serve",
+            "--check-config",
+            "--listen",
+            "0.0.0.0:0",
+            "--config",
+        ])
+        .arg(&ok)
+        .env("QGATE_ADMIN_TOKEN", "tok")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_non_loopback"));
+}
