@@ -312,6 +312,162 @@ enum Served {
     Failed(StatusCode, String),
 }
 
+/// A request's record as it starts: time, mode and the weight in force.
+fn new_record(app: &App, state: &AdminState) -> RequestRecord {
+    RequestRecord {
+        ts_ms: now_ms(),
+        model: app.cfg.model_name.clone(),
+        mode: state.mode.as_str(),
+        weight: state.weight(&app.cfg.split),
+        canary_step: (state.mode == Mode::Canary)
+            .then_some(state.canary_step)
+            .flatten()
+            .map(|s| s as i64),
+        ..RequestRecord::default()
+    }
+}
+
+/// Digests the inputs into the record and binds them to the baseline's declaration.
+fn prepare(
+    app: &App,
+    req: &InferRequest,
+    rec: &mut RequestRecord,
+) -> Result<Vec<Array>, BadRequest> {
+    let named: Vec<(&str, &Array)> = req
+        .inputs
+        .iter()
+        .map(|t| (t.name.as_str(), &t.array))
+        .collect();
+    let (digest, bytes) = record::input_digest(&named);
+    rec.input_digest = Some(digest);
+    rec.input_bytes = bytes as i64;
+    rec.inputs = record::inputs_json(&named, bytes, &app.cfg.log);
+    let inputs = bind_inputs(&app.baseline.info, req)?;
+    check_outputs(&app.baseline.info, req)?;
+    Ok(inputs)
+}
+
+/// Chooses the arm (sticky by the configured header) and notes it in the record.
+fn choose_arm(app: &App, state: &AdminState, headers: &HeaderMap, rec: &mut RequestRecord) -> Arm {
+    let key = headers
+        .get(app.cfg.split.sticky_header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty());
+    let choice = route::choose(state, &app.cfg.split, key, &rec.request_id);
+    if key.is_none() && state.mode != Mode::Shadow {
+        app.metrics.unsticky.fetch_add(1, Ordering::Relaxed);
+    }
+    rec.arm = Some(choice.arm.as_str());
+    rec.sticky_hash = choice.key_hash;
+    choice.arm
+}
+
+/// Notes the serving model's answer in the record; the named outputs when it succeeded.
+fn note_served(
+    app: &App,
+    rec: &mut RequestRecord,
+    arm: Arm,
+    served: &Served,
+    took: Option<std::time::Duration>,
+) -> Option<Vec<(String, Array)>> {
+    let us = took.map(|d| d.as_micros() as i64);
+    match arm {
+        Arm::Baseline => rec.baseline_us = us,
+        Arm::Candidate => rec.candidate_us = us,
+    }
+    match served {
+        Served::Failed(status, m) => {
+            rec.status = status.as_u16();
+            rec.error = Some(m.clone());
+            None
+        }
+        Served::Ok(out) => {
+            let named: Vec<(String, Array)> = app
+                .baseline
+                .info
+                .outputs
+                .iter()
+                .map(|t| t.name.clone())
+                .zip(out.iter().cloned())
+                .collect();
+            rec.status = 200;
+            rec.outputs = Some(record::outputs_json(&named, &app.cfg.log));
+            Some(named)
+        }
+    }
+}
+
+/// In shadow mode, reserves the copy's place in the queue before the record is written, so
+/// the record says `dropped` exactly when the copy was not queued, and the copy is queued
+/// only after its record.
+fn reserve_shadow(
+    app: &App,
+    mode: Mode,
+    rec: &mut RequestRecord,
+) -> Option<mpsc::OwnedPermit<ShadowJob>> {
+    if mode != Mode::Shadow {
+        return None;
+    }
+    let tx = app.shadow_tx.lock().ok().and_then(|t| t.clone())?;
+    match tx.try_reserve_owned() {
+        Ok(permit) => {
+            rec.shadow_status = Some("pending");
+            Some(permit)
+        }
+        Err(_) => {
+            rec.shadow_status = Some("dropped");
+            app.metrics.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+            app.metrics.shadow("dropped");
+            None
+        }
+    }
+}
+
+/// The answer to a served request: the outputs as the client asked, or the V2 error.
+fn answer(
+    req: &InferRequest,
+    name: &str,
+    version: Option<&str>,
+    id: &str,
+    arm: &str,
+    outputs: Option<Vec<(String, Array)>>,
+    rec: &RequestRecord,
+) -> Response {
+    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let Some(outputs) = outputs else {
+        let message = rec.error.clone().unwrap_or_default();
+        return respond(status, id, arm, v2_error(status, message));
+    };
+    let enc = match v2::encode_response(name, version, id, &outputs, req) {
+        Ok(e) => e,
+        Err(BadRequest(m)) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                id,
+                arm,
+                v2_error(StatusCode::BAD_REQUEST, m),
+            )
+        }
+    };
+    let mut r = Response::new(Body::from(enc.body));
+    let h = r.headers_mut();
+    match enc.header_len {
+        Some(n) => {
+            h.insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert("inference-header-content-length", HeaderValue::from(n));
+        }
+        None => {
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+        }
+    }
+    respond(StatusCode::OK, id, arm, r)
+}
+
+/// `POST …/infer`: parse → bind → route → call → record (committed) → queue the shadow
+/// copy → answer.
 async fn infer(
     State(app): State<Arc<App>>,
     Path(p): Path<std::collections::HashMap<String, String>>,
@@ -322,17 +478,7 @@ async fn infer(
     let name = p.get("name").cloned().unwrap_or_default();
     let version = p.get("version").cloned();
     let state = app.admin_state();
-    let mut rec = RequestRecord {
-        ts_ms: now_ms(),
-        model: app.cfg.model_name.clone(),
-        mode: state.mode.as_str(),
-        weight: state.weight(&app.cfg.split),
-        canary_step: (state.mode == Mode::Canary)
-            .then_some(state.canary_step)
-            .flatten()
-            .map(|s| s as i64),
-        ..RequestRecord::default()
-    };
+    let mut rec = new_record(&app, &state);
     let header_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -354,147 +500,56 @@ async fn infer(
         Ok(r) => r,
         Err((status, message)) => return refuse(&app, rec, started, status, message).await,
     };
-    let named: Vec<(&str, &Array)> = req
-        .inputs
-        .iter()
-        .map(|t| (t.name.as_str(), &t.array))
-        .collect();
-    let (digest, bytes) = record::input_digest(&named);
-    rec.input_digest = Some(digest);
-    rec.input_bytes = bytes as i64;
-    rec.inputs = record::inputs_json(&named, bytes, &app.cfg.log);
-    let inputs = match bind_inputs(&app.baseline.info, &req).and_then(|i| {
-        check_outputs(&app.baseline.info, &req)?;
-        Ok(i)
-    }) {
+    let inputs = match prepare(&app, &req, &mut rec) {
         Ok(i) => i,
         Err(BadRequest(m)) => return refuse(&app, rec, started, StatusCode::BAD_REQUEST, m).await,
     };
-    let key = headers
-        .get(app.cfg.split.sticky_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty());
-    let choice = route::choose(&state, &app.cfg.split, key, &rec.request_id);
-    if key.is_none() && state.mode != Mode::Shadow {
-        app.metrics.unsticky.fetch_add(1, Ordering::Relaxed);
-    }
-    rec.arm = Some(choice.arm.as_str());
-    rec.sticky_hash = choice.key_hash;
-    let (served, backend_time) = serve(&app, choice.arm, &inputs).await;
-    match choice.arm {
-        Arm::Baseline => rec.baseline_us = backend_time.map(|d| d.as_micros() as i64),
-        Arm::Candidate => rec.candidate_us = backend_time.map(|d| d.as_micros() as i64),
-    }
-    let outputs: Option<Vec<(String, Array)>> = match &served {
-        Served::Ok(out) => Some(
-            app.baseline
-                .info
-                .outputs
-                .iter()
-                .map(|t| t.name.clone())
-                .zip(out.iter().cloned())
-                .collect(),
-        ),
-        Served::Failed(..) => None,
-    };
-    match (&served, &outputs) {
-        (Served::Failed(status, m), _) => {
-            rec.status = status.as_u16();
-            rec.error = Some(m.clone());
-        }
-        (Served::Ok(_), Some(o)) => {
-            rec.status = 200;
-            rec.outputs = Some(record::outputs_json(o, &app.cfg.log));
-        }
-        _ => {}
-    }
-    // Shadow: reserve the copy's place before the record, so the record says `dropped`
-    // exactly when the copy was not queued, and the copy is queued only after its record.
-    let tx = app.shadow_tx.lock().ok().and_then(|t| t.clone());
-    let permit = match (state.mode, &tx) {
-        (Mode::Shadow, Some(tx)) => Some(tx.try_reserve()),
-        _ => None,
-    };
-    rec.shadow_status = match &permit {
-        None => None,
-        Some(Ok(_)) => Some("pending"),
-        Some(Err(_)) => Some("dropped"),
-    };
-    if rec.shadow_status == Some("dropped") {
-        app.metrics.shadow_dropped.fetch_add(1, Ordering::Relaxed);
-        app.metrics.shadow("dropped");
-    }
-    let total = started.elapsed();
-    rec.total_us = total.as_micros() as i64;
-    rec.gateway_us = rec.total_us - backend_time.map_or(0, |d| d.as_micros() as i64);
-    let arm = choice.arm.as_str();
-    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let arm = choose_arm(&app, &state, &headers, &mut rec);
+    let (served, took) = serve(&app, arm, &inputs).await;
+    let outputs = note_served(&app, &mut rec, arm, &served, took);
+    let permit = reserve_shadow(&app, state.mode, &mut rec);
+    rec.total_us = started.elapsed().as_micros() as i64;
+    rec.gateway_us = rec.total_us - took.map_or(0, |d| d.as_micros() as i64);
     let logged = match app.store.record(rec.clone()).await {
         Ok(id) => id,
         Err(e) => {
             app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("request {}: {e}", rec.request_id);
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let message = "the gateway cannot log this request; it answers only what it logs";
             return respond(
-                StatusCode::SERVICE_UNAVAILABLE,
+                status,
                 &rec.request_id,
-                arm,
-                v2_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the gateway cannot log this request; it answers only what it logs".into(),
-                ),
+                arm.as_str(),
+                v2_error(status, message.into()),
             );
         }
     };
     if logged != rec.request_id {
         app.metrics.duplicate_ids.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(Ok(permit)) = permit {
+    if let Some(permit) = permit {
         permit.send(ShadowJob {
             request_id: logged.clone(),
             inputs,
             baseline_outputs: match served {
-                Served::Ok(ref o) => Some(o.clone()),
+                Served::Ok(o) => Some(o),
                 Served::Failed(..) => None,
             },
             deadline: started + app.cfg.shadow_timeout,
         });
     }
-    app.metrics.request(arm, status.as_u16(), started.elapsed());
-    match outputs {
-        Some(outputs) => {
-            let enc = match v2::encode_response(&name, version.as_deref(), &logged, &outputs, &req)
-            {
-                Ok(e) => e,
-                Err(BadRequest(m)) => {
-                    return respond(
-                        StatusCode::BAD_REQUEST,
-                        &logged,
-                        arm,
-                        v2_error(StatusCode::BAD_REQUEST, m),
-                    )
-                }
-            };
-            let mut r = Response::new(Body::from(enc.body));
-            let h = r.headers_mut();
-            match enc.header_len {
-                Some(n) => {
-                    h.insert(
-                        "content-type",
-                        HeaderValue::from_static("application/octet-stream"),
-                    );
-                    h.insert("inference-header-content-length", HeaderValue::from(n));
-                }
-                None => {
-                    h.insert("content-type", HeaderValue::from_static("application/json"));
-                }
-            }
-            respond(StatusCode::OK, &logged, arm, r)
-        }
-        None => {
-            let message = rec.error.unwrap_or_default();
-            respond(status, &logged, arm, v2_error(status, message))
-        }
-    }
+    app.metrics
+        .request(arm.as_str(), rec.status, started.elapsed());
+    answer(
+        &req,
+        &name,
+        version.as_deref(),
+        &logged,
+        arm.as_str(),
+        outputs,
+        &rec,
+    )
 }
 
 /// Every requested output must exist (checked before the model runs, so the record of a

@@ -112,3 +112,51 @@ fn crate_edges_form_no_cycle() {
         visit(n, &edges, &mut Vec::new(), &mut black);
     }
 }
+
+/// Packages reachable from `from` in Cargo.lock (every kind of dependency: the lock file
+/// does not tell dev-dependencies apart, which makes this check stricter, not weaker).
+fn reachable(lock: &toml::Table, from: &str) -> BTreeSet<String> {
+    let packages = lock["package"].as_array().unwrap();
+    let deps_of = |name: &str| -> Vec<String> {
+        packages
+            .iter()
+            .filter(|p| p["name"].as_str() == Some(name))
+            .flat_map(|p| {
+                p.get("dependencies")
+                    .and_then(|d| d.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|d| d.as_str().unwrap().split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![from.to_string()];
+    while let Some(n) = todo.pop() {
+        for d in deps_of(&n) {
+            if seen.insert(d.clone()) {
+                todo.push(d);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn only_the_gateway_and_the_binary_reach_tokio() {
+    let lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.lock")).unwrap()).unwrap();
+    let edges = cargo_edges();
+    for name in edges.keys() {
+        let has = reachable(&lock, name).contains("tokio");
+        let allowed = name == "qgate-serve" || name == "qgate";
+        assert!(
+            allowed || !has,
+            "{name} depends on tokio (only qgate-serve may)"
+        );
+    }
+    assert!(reachable(&lock, "qgate-serve").contains("tokio"));
+    // The binary reaches it only through qgate-serve.
+    let manifest = std::fs::read_to_string(root().join("crates/qgate/Cargo.toml")).unwrap();
+    assert!(!manifest.contains("tokio") && !manifest.contains("axum"));
+}
