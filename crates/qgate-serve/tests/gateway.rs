@@ -820,3 +820,72 @@ fn the_metadata_is_the_baselines() {
     );
     assert_eq!(versioned.json()["model_version"], "7");
 }
+
+#[test]
+fn inputs_are_kept_under_their_cap_and_old_records_are_deleted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let extra = "[log]\nstore_inputs = true\nmax_input_bytes = 100\nretain_days = 1\n";
+    let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    let small = sample(1, 1);
+    assert_eq!(
+        post(
+            &a,
+            &infer_url(&run),
+            &[],
+            &json_request(Some("small"), &small)
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &a,
+            &infer_url(&run),
+            &[],
+            &json_request(Some("big"), &sample(2, 10))
+        )
+        .status,
+        200
+    );
+    run.stop();
+    let conn = db(&run.db);
+    let kept: Option<String> = conn
+        .query_row(
+            "SELECT inputs FROM requests WHERE request_id = 'small'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    let kept: Value =
+        serde_json::from_str(&kept.expect("16 bytes are under the cap")).expect("json");
+    assert_eq!(kept[0]["data"], json!(small));
+    assert_eq!(kept[0]["shape"], json!([1, 4]));
+    let (big, bytes): (Option<String>, i64) = conn
+        .query_row(
+            "SELECT inputs, input_bytes FROM requests WHERE request_id = 'big'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!((big, bytes), (None, 160));
+    // Two days old: the next start's retention deletes it, and only it.
+    let old = qgate_serve::store::now_ms() - 2 * 86_400_000;
+    conn.execute(
+        "UPDATE requests SET ts_ms = ?1 WHERE request_id = 'big'",
+        [old],
+    )
+    .expect("sql");
+    drop(conn);
+    let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    std::thread::sleep(Duration::from_millis(800));
+    run.stop();
+    let ids: Vec<String> = db(&run.db)
+        .prepare("SELECT request_id FROM requests")
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(ids, ["small"]);
+}
