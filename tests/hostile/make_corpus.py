@@ -644,6 +644,84 @@ def run_configs():
          ["compare", "--config", "{C}/configs", "--out", "{OUT}"], 2, ["configs"])
 
 
+# ---------------------------------------------------------------- gateway configs
+def gateway_configs():
+    """`qgate serve --check-config`: loads both models and checks the log without serving
+    or writing anything (the corpus folder stays as committed)."""
+    import sqlite3
+
+    F = "../../../../fixtures/digits"
+    good = (f'model_name = "digits"\nmode = "shadow"\nbaseline = "{F}/mlp_fp32.onnx"\n'
+            f'candidate = "{F}/mlp_int8_qdq.onnx"\n')
+
+    def gw(cid, text, exit_code, needles):
+        name = cid + ".toml"
+        p = raw_file(f"gateway/{name}", text)
+        case(f"serve/{cid}", "gateway configs", ["serve", "--check-config", "--config", p],
+             exit_code, [name, *needles] if exit_code == 2 else needles)
+
+    gw("good", good, 0, ["valid", "inputs    x"])
+    gw("malformed", good + "mode = \n", 2, ["line 5"])
+    gw("unknown-key", good + "modes = 3\n", 2, ["modes"])
+    gw("mode-bogus", good.replace('"shadow"', '"blue"'), 2, ["blue"])
+    gw("mode-int", good.replace('"shadow"', "3"), 2, ["mode"])
+    gw("no-baseline", good.replace(f'baseline = "{F}/mlp_fp32.onnx"\n', ""), 2, ["baseline"])
+    gw("baseline-missing", good.replace("mlp_fp32.onnx", "nope.onnx"), 2, ["nope.onnx"])
+    gw("candidate-truncated", good.replace(f"{F}/mlp_int8_qdq.onnx", "../models/trunc_195.onnx"),
+       2, ["trunc_195.onnx", "candidate"])
+    gw("incompatible", good.replace("mlp_int8_qdq.onnx", "cnn_fp32.onnx"), 2, ["the candidate"])
+    gw("preds", good.replace(f"{F}/mlp_int8_qdq.onnx", "preds:x.npz"), 2, ["candidate", "preds"])
+    gw("spec-option", good.replace("mlp_int8_qdq.onnx", "mlp_int8_qdq.onnx?speed=max"), 2,
+       ["speed=max"])
+    gw("listen-bogus", 'listen = "here"\n' + good, 2, ["listen", "here"])
+    gw("listen-public", 'listen = "0.0.0.0:8080"\n' + good, 2, ["allow_non_loopback"])
+    gw("name-slash", good.replace('"digits"', '"a/b"'), 2, ["model_name"])
+    gw("weight", good + "[ab]\ncandidate_weight = 1.5\n", 2, ["ab.candidate_weight"])
+    gw("weight-text", good + '[ab]\ncandidate_weight = "half"\n', 2, ["candidate_weight"])
+    gw("steps-down", good + "[canary]\nsteps = [50, 5]\n", 2, ["canary.steps"])
+    gw("steps-over", good + "[canary]\nsteps = [5, 150]\n", 2, ["canary.steps"])
+    gw("queue-zero", good + "[shadow]\nqueue = 0\n", 2, ["shadow.queue"])
+    gw("queue-negative", good + "[shadow]\nqueue = -1\n", 2, ["queue"])
+    gw("timeout-zero", good + "[shadow]\ntimeout_ms = 0\n", 2, ["shadow.timeout_ms"])
+    gw("top-k-zero", good + "[log]\ntop_k = 0\n", 2, ["log.top_k"])
+    gw("retain-negative", good + "[log]\nretain_days = -1\n", 2, ["log.retain_days"])
+    gw("durability-bogus", good + '[log]\ndurability = "maybe"\n', 2, ["maybe"])
+    gw("log-url", good + '[log]\nurl = "postgres://db"\n', 2, ["log.url"])
+    gw("log-folder-missing", good + '[log]\nurl = "sqlite://no/such/dir/log.db"\n', 2,
+       ["no/such/dir"])
+    gw("token-unset", good + '[admin]\ntoken_env = "QGATE_HOSTILE_UNSET_TOKEN"\n', 2,
+       ["QGATE_HOSTILE_UNSET_TOKEN"])
+    gw("outcome-token-unset", 'outcome_token_env = "QGATE_HOSTILE_UNSET_TOKEN"\n' + good, 2,
+       ["QGATE_HOSTILE_UNSET_TOKEN"])
+    gw("workers-zero", "workers = 0\n" + good, 2, ["workers"])
+    gw("binary", "\0\xff\xfe", 2, [])
+    gw("empty", "", 2, ["model_name"])
+    # Existing log files that are not this qgate's.
+    raw_file("gateway/not_sqlite.db", b"this is not a database" * 10)
+    gw("log-not-sqlite", good + '[log]\nurl = "sqlite://not_sqlite.db"\n', 2, ["not_sqlite.db"])
+    for name, sql in [("other_app.db", "CREATE TABLE users (id INTEGER)"),
+                      ("future_log.db", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+                                        "INSERT INTO meta VALUES ('schema_version', '99')")]:
+        path = C / "gateway" / name
+        con = sqlite3.connect(path)
+        con.executescript(sql)
+        con.commit()
+        con.close()
+    gw("log-other-app", good + '[log]\nurl = "sqlite://other_app.db"\n', 2,
+       ["other_app.db", "not a qgate log"])
+    gw("log-future-schema", good + '[log]\nurl = "sqlite://future_log.db"\n', 2,
+       ["future_log.db", "schema version"])
+    case("serve/missing", "gateway configs",
+         ["serve", "--check-config", "--config", "{C}/gateway/no_such.toml"], 2, ["no_such.toml"])
+    case("serve/directory", "gateway configs",
+         ["serve", "--check-config", "--config", "{C}/gateway"], 2, ["gateway"])
+    case("serve/fifo", "gateway configs",
+         ["serve", "--check-config", "--config", "{FIFO}"], 2, ["regular file"])
+    case("serve/listen-flag", "gateway configs",
+         ["serve", "--check-config", "--listen", "[::]:0", "--config", "{C}/gateway/good.toml"],
+         2, ["--listen", "allow_non_loopback"])
+
+
 # ---------------------------------------------------------------- flags
 def flags():
     def flag(cid, args, exit_code, needles, cmd=compare):
@@ -844,6 +922,7 @@ def main():
     image_folders()
     policies()
     run_configs()
+    gateway_configs()
     flags()
     predictions()
     servers()

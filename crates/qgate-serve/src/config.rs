@@ -237,31 +237,7 @@ impl GatewayConfig {
             message: qgate_core::policy::toml_error(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let allow = raw.allow_non_loopback.unwrap_or(false);
-        let (listen_key, listen_text) = match listen {
-            Some(l) => ("--listen", l.to_string()),
-            None => (
-                "listen",
-                raw.listen.clone().unwrap_or(defaults::LISTEN.into()),
-            ),
-        };
-        let addr: SocketAddr = listen_text.parse().map_err(|_| {
-            bad(
-                path,
-                listen_key,
-                format!("'{listen_text}' is not an address such as 127.0.0.1:8080"),
-            )
-        })?;
-        if !addr.ip().is_loopback() && !allow {
-            return Err(bad(
-                path,
-                listen_key,
-                format!(
-                    "{addr} is reachable from other machines; set `allow_non_loopback = true` \
-                     to serve beyond this host"
-                ),
-            ));
-        }
+        let listen = listen_addr(path, &raw, listen)?;
         let name = raw.model_name.trim().to_string();
         if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
             return Err(bad(
@@ -270,52 +246,9 @@ impl GatewayConfig {
                 "expected a name without '/' or spaces, as clients use it in /v2/models/NAME",
             ));
         }
-        let baseline = spec(path, base, "baseline", &raw.baseline)?;
-        let candidate = spec(path, base, "candidate", &raw.candidate)?;
-        let positive = |key: &str, v: Option<usize>, default: usize| match v {
-            Some(0) => Err(bad(path, key, "expected a whole number ≥ 1")),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        };
-        let millis = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(bad(path, key, "expected a number of milliseconds ≥ 1")),
-            Some(n) => Ok(Duration::from_millis(n)),
-            None => Ok(Duration::from_millis(default)),
-        };
-        let workers = match raw.workers {
-            Some(0) => return Err(bad(path, "workers", "expected a whole number ≥ 1")),
-            w => w,
-        };
-        let weight = raw.ab.candidate_weight.unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&weight) {
-            return Err(bad(
-                path,
-                "ab.candidate_weight",
-                format!("{weight} is not a fraction in [0, 1] (0.1 sends 10 % of users)"),
-            ));
-        }
-        let steps = raw
-            .canary
-            .steps
-            .unwrap_or_else(|| defaults::CANARY_STEPS.to_vec());
-        check_steps(path, &steps)?;
-        let sticky_header = raw
-            .ab
-            .sticky_header
-            .unwrap_or(defaults::STICKY_HEADER.into())
-            .to_ascii_lowercase();
-        if sticky_header.is_empty()
-            || axum::http::HeaderName::from_bytes(sticky_header.as_bytes()).is_err()
-        {
-            return Err(bad(
-                path,
-                "ab.sticky_header",
-                "expected an HTTP header name",
-            ));
-        }
-        let token = |key: &str, var: Option<String>| -> Result<Option<String>, ServeError> {
+        let token = |key: &str, var: &Option<String>| -> Result<Option<String>, ServeError> {
             let Some(var) = var else { return Ok(None) };
-            match env(&var) {
+            match env(var) {
                 Some(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
                 _ => Err(bad(
                     path,
@@ -324,31 +257,40 @@ impl GatewayConfig {
                 )),
             }
         };
-        let log = log_config(path, base, raw.log)?;
+        let count = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(bad(path, key, "expected a whole number ≥ 1")),
+            v => Ok(v.unwrap_or(default)),
+        };
+        let millis = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(bad(path, key, "expected a number of milliseconds ≥ 1")),
+            v => Ok(Duration::from_millis(v.unwrap_or(default))),
+        };
         Ok(GatewayConfig {
             source: path.to_path_buf(),
-            listen: addr,
+            listen,
             model_name: name,
             mode: raw.mode,
-            baseline,
-            candidate,
-            workers,
+            baseline: spec(path, base, "baseline", &raw.baseline)?,
+            candidate: spec(path, base, "candidate", &raw.candidate)?,
+            workers: raw
+                .workers
+                .map(|w| count("workers", Some(w), 1))
+                .transpose()?,
             backend_timeout: millis(
                 "backend_timeout_ms",
                 raw.backend_timeout_ms,
                 defaults::BACKEND_TIMEOUT_MS,
             )?,
-            body_limit_bytes: positive(
+            body_limit_bytes: count(
                 "body_limit_bytes",
                 raw.body_limit_bytes,
                 defaults::BODY_LIMIT_BYTES,
             )?,
-            shutdown_grace: match raw.shutdown_grace_ms {
-                Some(n) => Duration::from_millis(n),
-                None => Duration::from_millis(defaults::SHUTDOWN_GRACE_MS),
-            },
-            shadow_queue: positive("shadow.queue", raw.shadow.queue, defaults::SHADOW_QUEUE)?,
-            shadow_concurrency: positive(
+            shutdown_grace: Duration::from_millis(
+                raw.shutdown_grace_ms.unwrap_or(defaults::SHUTDOWN_GRACE_MS),
+            ),
+            shadow_queue: count("shadow.queue", raw.shadow.queue, defaults::SHADOW_QUEUE)?,
+            shadow_concurrency: count(
                 "shadow.concurrency",
                 raw.shadow.concurrency,
                 defaults::SHADOW_CONCURRENCY,
@@ -358,17 +300,76 @@ impl GatewayConfig {
                 raw.shadow.timeout_ms,
                 defaults::SHADOW_TIMEOUT_MS,
             )?,
-            split: SplitConfig {
-                candidate_weight: weight,
-                sticky_header,
-                hash_seed: raw.ab.hash_seed.unwrap_or_else(|| "qgate".into()),
-                canary_steps: steps,
-            },
-            log,
-            admin_token: token("admin.token_env", raw.admin.token_env)?,
-            outcome_token: token("outcome_token_env", raw.outcome_token_env)?,
+            split: split_config(path, raw.ab, raw.canary)?,
+            log: log_config(path, base, raw.log)?,
+            admin_token: token("admin.token_env", &raw.admin.token_env)?,
+            outcome_token: token("outcome_token_env", &raw.outcome_token_env)?,
         })
     }
+}
+
+/// The address to bind: `--listen`, else the file's `listen`, else the default; beyond
+/// loopback only with `allow_non_loopback`.
+fn listen_addr(path: &Path, raw: &RawConfig, flag: Option<&str>) -> Result<SocketAddr, ServeError> {
+    let (key, text) = match flag {
+        Some(l) => ("--listen", l.to_string()),
+        None => (
+            "listen",
+            raw.listen.clone().unwrap_or(defaults::LISTEN.into()),
+        ),
+    };
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        bad(
+            path,
+            key,
+            format!("'{text}' is not an address such as 127.0.0.1:8080"),
+        )
+    })?;
+    if !addr.ip().is_loopback() && !raw.allow_non_loopback.unwrap_or(false) {
+        return Err(bad(
+            path,
+            key,
+            format!(
+                "{addr} is reachable from other machines; set `allow_non_loopback = true` \
+                 to serve beyond this host"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+fn split_config(path: &Path, ab: RawAb, canary: RawCanary) -> Result<SplitConfig, ServeError> {
+    let weight = ab.candidate_weight.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(bad(
+            path,
+            "ab.candidate_weight",
+            format!("{weight} is not a fraction in [0, 1] (0.1 sends 10 % of users)"),
+        ));
+    }
+    let steps = canary
+        .steps
+        .unwrap_or_else(|| defaults::CANARY_STEPS.to_vec());
+    check_steps(path, &steps)?;
+    let sticky_header = ab
+        .sticky_header
+        .unwrap_or(defaults::STICKY_HEADER.into())
+        .to_ascii_lowercase();
+    if sticky_header.is_empty()
+        || axum::http::HeaderName::from_bytes(sticky_header.as_bytes()).is_err()
+    {
+        return Err(bad(
+            path,
+            "ab.sticky_header",
+            "expected an HTTP header name",
+        ));
+    }
+    Ok(SplitConfig {
+        candidate_weight: weight,
+        sticky_header,
+        hash_seed: ab.hash_seed.unwrap_or_else(|| "qgate".into()),
+        canary_steps: steps,
+    })
 }
 
 fn read_regular(path: &Path) -> Result<String, ServeError> {

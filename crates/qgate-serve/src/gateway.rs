@@ -103,8 +103,8 @@ fn names(info: &ModelInfo) -> String {
         .join(", ")
 }
 
-/// Loads one instance of each model and opens the log, without serving: what
-/// `qgate serve --check-config` reports.
+/// Loads one instance of each model and checks the log, without serving or writing
+/// anything: what `qgate serve --check-config` reports.
 pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, ServeError> {
     let load = |role: &'static str, f: &Factory, spec: &str| {
         f().map_err(|e| ServeError::Backend {
@@ -116,7 +116,7 @@ pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, Se
     let b = load("baseline", &backends.baseline, &cfg.baseline.raw)?;
     let c = load("candidate", &backends.candidate, &cfg.candidate.raw)?;
     map_inputs(b.info(), c.info()).map_err(ServeError::Incompatible)?;
-    store::open_connection(&cfg.log)?;
+    store::check(&cfg.log)?;
     Ok(CheckReport {
         baseline: b.provenance().runtime,
         candidate: c.provenance().runtime,

@@ -100,28 +100,7 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP qgate_latency_seconds Time through the gateway (what=\"request\") and in each \
-             model (what=\"backend\").\n# TYPE qgate_latency_seconds histogram"
-        );
-        if let Ok(m) = self.latency.lock() {
-            for ((what, arm), h) in m.iter() {
-                for (c, b) in h.counts.iter().zip(BUCKETS) {
-                    let _ = writeln!(
-                        s,
-                        "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"{b}\"}} {c}"
-                    );
-                }
-                let _ = writeln!(
-                    s,
-                    "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"+Inf\"}} {}\n\
-                     qgate_latency_seconds_sum{{what=\"{what}\",arm=\"{arm}\"}} {}\n\
-                     qgate_latency_seconds_count{{what=\"{what}\",arm=\"{arm}\"}} {}",
-                    h.count, h.sum, h.count
-                );
-            }
-        }
+        self.render_latency(&mut s);
         let _ = writeln!(
             s,
             "# HELP qgate_shadow_total Shadow copies by how they ended.\n# TYPE qgate_shadow_total counter"
@@ -205,5 +184,30 @@ impl Metrics {
             "# HELP qgate_mode The traffic mode now.\n# TYPE qgate_mode gauge\nqgate_mode{{mode=\"{mode}\"}} 1"
         );
         s
+    }
+
+    fn render_latency(&self, s: &mut String) {
+        let _ = writeln!(
+            *s,
+            "# HELP qgate_latency_seconds Time through the gateway (what=\"request\") and in each \
+             model (what=\"backend\").\n# TYPE qgate_latency_seconds histogram"
+        );
+        if let Ok(m) = self.latency.lock() {
+            for ((what, arm), h) in m.iter() {
+                for (c, b) in h.counts.iter().zip(BUCKETS) {
+                    let _ = writeln!(
+                        *s,
+                        "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"{b}\"}} {c}"
+                    );
+                }
+                let _ = writeln!(
+                    *s,
+                    "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"+Inf\"}} {}\n\
+                     qgate_latency_seconds_sum{{what=\"{what}\",arm=\"{arm}\"}} {}\n\
+                     qgate_latency_seconds_count{{what=\"{what}\",arm=\"{arm}\"}} {}",
+                    h.count, h.sum, h.count
+                );
+            }
+        }
     }
 }

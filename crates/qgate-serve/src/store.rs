@@ -173,7 +173,7 @@ fn store_err(path: &Path, e: impl std::fmt::Display) -> ServeError {
 }
 
 /// Opens (or creates) the database and checks its schema version.
-pub fn open_connection(cfg: &LogConfig) -> Result<Connection, ServeError> {
+fn open_connection(cfg: &LogConfig) -> Result<Connection, ServeError> {
     let path = &cfg.path;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
@@ -206,6 +206,20 @@ pub fn open_connection(cfg: &LogConfig) -> Result<Connection, ServeError> {
     }
     conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
         .map_err(|e| store_err(path, e))?;
+    let (tables, meta): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE name = 'meta') FROM sqlite_master \
+             WHERE type = 'table'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| store_err(path, e))?;
+    if tables > 0 && meta == 0 {
+        return Err(store_err(
+            path,
+            "is a SQLite database but not a qgate log (no meta table); name a new file",
+        ));
+    }
     conn.execute_batch(SCHEMA).map_err(|e| store_err(path, e))?;
     let version: Option<String> = conn
         .query_row(
@@ -224,17 +238,76 @@ pub fn open_connection(cfg: &LogConfig) -> Result<Connection, ServeError> {
             .map_err(|e| store_err(path, e))?;
         }
         Some(Ok(v)) if v == SCHEMA_VERSION => {}
-        Some(v) => {
+        Some(_) => {
             return Err(store_err(
                 path,
                 format!(
-                    "holds log schema version {v:?}; this qgate writes version {SCHEMA_VERSION} \
-                     (use a new log file)"
+                    "holds log schema version {}; this qgate writes version {SCHEMA_VERSION} \
+                     (use a new log file)",
+                    version.as_deref().unwrap_or_default()
                 ),
             ))
         }
     }
     Ok(conn)
+}
+
+/// Checks, without creating or changing anything, that the log can be used: an existing
+/// file must be a qgate log of this schema version; a new one needs an existing folder.
+pub fn check(cfg: &LogConfig) -> Result<(), ServeError> {
+    let path = &cfg.path;
+    if !path.exists() {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        return match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+            Ok(m) if m.is_dir() => Err(store_err(
+                path,
+                format!("its folder {} is read-only", dir.display()),
+            )),
+            _ => Err(store_err(
+                path,
+                format!("its folder {} does not exist", dir.display()),
+            )),
+        };
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| store_err(path, e))?;
+    let has_meta: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store_err(path, format!("is not a SQLite database: {e}")))?;
+    if has_meta.is_none() {
+        return Err(store_err(
+            path,
+            "exists but is not a qgate log (no meta table); name a new file",
+        ));
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store_err(path, e))?;
+    match version {
+        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+        v => Err(store_err(
+            path,
+            format!(
+                "holds log schema version {}; this qgate writes version {SCHEMA_VERSION} \
+                 (use a new log file)",
+                v.as_deref().unwrap_or("(none)")
+            ),
+        )),
+    }
 }
 
 /// Opens the log and starts its writer thread. `shadow_timeout`: pending shadow copies older

@@ -889,3 +889,108 @@ fn inputs_are_kept_under_their_cap_and_old_records_are_deleted() {
         .expect("rows");
     assert_eq!(ids, ["small"]);
 }
+
+#[test]
+fn a_stop_drains_requests_in_flight_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut run = start(
+        dir.path(),
+        "",
+        Kind::Sleeps(Duration::from_millis(600), 1.0),
+        Kind::Healthy(1.0),
+    );
+    let url = infer_url(&run);
+    let x = sample(4, 2);
+    let body = json_request(Some("in-flight"), &x);
+    let client = std::thread::spawn(move || post(&agent(), &url, &[], &body));
+    std::thread::sleep(Duration::from_millis(200));
+    let base = run.base.clone();
+    let gw = run.gw.take().expect("running");
+    gw.stop_handle().stop();
+    let ans = client.join().expect("client");
+    assert_eq!(ans.status, 200, "the request in flight is answered");
+    assert_eq!(outputs_of(&ans), expected(&x));
+    let summary = gw.wait().expect("clean stop");
+    assert!(summary.drained);
+    let refused = ureq::get(&format!("{base}/v2/health/live")).call();
+    assert!(refused.is_err(), "a stopped gateway accepts no connection");
+    let status: i64 = db(&run.db)
+        .query_row(
+            "SELECT status FROM requests WHERE request_id = 'in-flight'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("its record");
+    assert_eq!(status, 200);
+}
+
+/// The share of rows whose argmax agrees between the two mock models, computed here.
+fn agreement(xs: &[Vec<f32>]) -> f64 {
+    let (mut rows, mut agreed) = (0, 0);
+    for x in xs {
+        let a = Array::from_f32(vec![x.len() / 4, 4], x.clone()).expect("shape");
+        let (b, c) = (forward(&a, 1.0), forward(&a, 0.9));
+        let (lb, lc) = (
+            b[1].data.to_i64().expect("i"),
+            c[1].data.to_i64().expect("i"),
+        );
+        rows += lb.len();
+        agreed += lb.iter().zip(&lc).filter(|(p, q)| p == q).count();
+    }
+    agreed as f64 / rows as f64
+}
+
+#[test]
+fn metrics_count_arms_statuses_and_the_agreement_of_paired_answers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(0.9));
+    let a = agent();
+    let xs: Vec<Vec<f32>> = (0..30).map(|i| sample(i, 1 + i % 4)).collect();
+    for x in &xs {
+        assert_eq!(
+            post(&a, &infer_url(&run), &[], &json_request(None, x)).status,
+            200
+        );
+    }
+    assert_eq!(post(&a, &infer_url(&run), &[], b"{").status, 400);
+    std::thread::sleep(Duration::from_millis(400));
+    let m = a
+        .get(&format!("{}/metrics", run.base))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert_eq!(
+        value("qgate_requests_total{arm=\"baseline\",code=\"200\"}"),
+        30.0
+    );
+    assert_eq!(
+        value("qgate_requests_total{arm=\"none\",code=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("qgate_latency_seconds_count{what=\"request\",arm=\"baseline\"}"),
+        30.0
+    );
+    assert_eq!(value("qgate_shadow_total{status=\"ok\"}"), 30.0);
+    let rows: usize = xs.iter().map(|x| x.len() / 4).sum();
+    assert_eq!(value("qgate_paired_rows_total"), rows as f64);
+    let want = agreement(&xs);
+    assert!(
+        want < 1.0,
+        "the two mocks must disagree somewhere for this test to mean anything"
+    );
+    assert!((value("qgate_top1_agreement") - want).abs() < 1e-12);
+    assert_eq!(value("qgate_shadow_queue_depth"), 0.0);
+    assert_eq!(value("qgate_shadow_dropped_total"), 0.0);
+    assert_eq!(value("qgate_candidate_weight"), 0.0);
+    assert!(m.contains("qgate_mode{mode=\"shadow\"} 1"));
+}

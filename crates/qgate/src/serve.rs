@@ -21,8 +21,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
     // A remote model waits as long as the gateway does.
     opts.timeout.get_or_insert(cfg.backend_timeout);
     let backends = qgate_serve::spec_backends(&cfg, &opts);
+    let in_config = || format!("gateway config {}", args.config.display());
     if args.check_config {
-        let report = qgate_serve::check(&cfg, &backends)?;
+        let report = qgate_serve::check(&cfg, &backends).with_context(in_config)?;
         out!("config {}: valid", args.config.display());
         out!("baseline  {} ({})", cfg.baseline, report.baseline);
         out!("candidate {} ({})", cfg.candidate, report.candidate);
@@ -32,7 +33,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
         out!("listen    {} (not bound by --check-config)", cfg.listen);
         return Ok(Verdict::Pass);
     }
-    let gateway = Gateway::start(cfg, backends)?;
+    let gateway = Gateway::start(cfg, backends).with_context(in_config)?;
     gateway.stop_on_signals();
     if gateway.recovered_missing > 0 {
         eprintln!(
