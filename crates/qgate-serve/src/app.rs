@@ -92,7 +92,10 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v2", get(server_meta))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({"live": true})) }),
+        )
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_meta))
         .route("/v2/models/{name}/ready", get(model_ready))
@@ -124,12 +127,14 @@ async fn server_meta() -> Response {
     .into_response()
 }
 
-async fn ready(State(app): State<Arc<App>>) -> StatusCode {
-    if app.draining.load(Ordering::SeqCst) {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let ready = !app.draining.load(Ordering::SeqCst);
+    let status = if ready {
         StatusCode::OK
-    }
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
 }
 
 fn unknown_model(app: &App, name: &str) -> Option<Response> {
@@ -207,10 +212,14 @@ async fn model_ready(
     if let Some(r) = unknown_model(&app, name) {
         return r;
     }
-    if app.draining.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    StatusCode::OK.into_response()
+    // The Open Inference Protocol's model-ready answer: `{"name", "ready"}`.
+    let ready = !app.draining.load(Ordering::SeqCst);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "name": name, "ready": ready }))).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -240,33 +240,35 @@ impl Gateway {
         StopHandle(self.stop.clone())
     }
 
-    /// Stops on SIGTERM or SIGINT (Ctrl-C) as well as on the stop handle.
-    pub fn stop_on_signals(&self) {
+    /// Stops on SIGTERM or SIGINT (Ctrl-C) as well as on the stop handle. The handlers are
+    /// in place when this returns, so a signal sent after the `listening on` line is never
+    /// met by the default action (which would kill the process without draining).
+    pub fn stop_on_signals(&self) -> Result<(), ServeError> {
         let stop = self.stop.clone();
-        self.runtime.spawn(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(t) => t,
-                        Err(_) => {
-                            let _ = ctrl_c.await;
-                            let _ = stop.send(true);
-                            return;
-                        }
-                    };
+        let _entered = self.runtime.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let failed = |e: std::io::Error| {
+                ServeError::Internal(format!("cannot install the signal handlers: {e}"))
+            };
+            let mut term = signal(SignalKind::terminate()).map_err(failed)?;
+            let mut int = signal(SignalKind::interrupt()).map_err(failed)?;
+            self.runtime.spawn(async move {
                 tokio::select! {
-                    _ = ctrl_c => {}
                     _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-            tracing::info!("shutting down: no new connections; draining");
+                tracing::info!("shutting down: no new connections; draining");
+                let _ = stop.send(true);
+            });
+        }
+        #[cfg(not(unix))]
+        self.runtime.spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
             let _ = stop.send(true);
         });
+        Ok(())
     }
 
     /// Blocks until the gateway has stopped (see [`StopHandle`]) and flushed its log.

@@ -796,8 +796,15 @@ fn the_metadata_is_the_baselines() {
             r.body_mut().read_to_string().unwrap_or_default(),
         )
     };
-    assert_eq!(get("/v2/health/live").0, 200);
-    assert_eq!(get("/v2/health/ready").0, 200);
+    assert_eq!(
+        get("/v2/health/live"),
+        (200, r#"{"live":true}"#.to_string())
+    );
+    assert_eq!(
+        get("/v2/health/ready"),
+        (200, r#"{"ready":true}"#.to_string())
+    );
+    assert_eq!(get("/v2/models/m/ready").1, r#"{"name":"m","ready":true}"#);
     assert_eq!(get("/v2/models/m/ready").0, 200);
     assert_eq!(get("/v2/models/m/versions/1/ready").0, 200);
     assert_eq!(get("/v2/models/nope/ready").0, 404);

@@ -34,7 +34,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
         return Ok(Verdict::Pass);
     }
     let gateway = Gateway::start(cfg, backends).with_context(in_config)?;
-    gateway.stop_on_signals();
+    gateway.stop_on_signals()?;
     if gateway.recovered_missing > 0 {
         eprintln!(
             "qgate: note: {} shadow copies an earlier run left pending are marked missing",

@@ -425,3 +425,59 @@ fn check_config_loads_both_models_and_names_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_non_loopback"));
 }
+
+/// The KServe SDK's interpreter (`.venv-kserve`, tests/serve/install-kserve.sh).
+fn kserve_python() -> Option<String> {
+    match std::env::var("QGATE_KSERVE_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("QGATE_REQUIRE_KSERVE").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_KSERVE_PYTHON is not set")
+        }
+        _ => {
+            eprintln!("skipping: QGATE_KSERVE_PYTHON (a venv with the kserve SDK) is not set");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_kserve_sdk_works_unchanged() {
+    let (Some(py), true) = (kserve_python(), ort_ready()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("mode = \"shadow\"\nbaseline = \"ort:{b}\"\ncandidate = \"ort:{c}\"\n[log]\nurl = \"sqlite://log.db\""),
+    );
+    let served = serve(&cfg, &[]);
+    let out = Command::new(&py)
+        .arg(common::root().join("tests/serve/kserve_client.py"))
+        .args([served.addr.as_str(), "digits", "10", &b])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kserve_client.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 10);
+    assert!(sent.iter().all(|s| s["id"] == s["sent"]), "{sent:?}");
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    let ok: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM requests WHERE status = 200 AND request_id LIKE 'ks-%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ok, 10);
+}
