@@ -183,14 +183,22 @@ async fn canary(
     let mut next = app.admin_state();
     let conflict = |m: String| v2_error(StatusCode::CONFLICT, m);
     let steps = app.cfg.split.canary_steps.len();
+    if !["advance", "hold", "rollback"].contains(&action.as_str()) {
+        return v2_error(
+            StatusCode::NOT_FOUND,
+            format!("no canary action '{action}' (advance, hold, rollback)"),
+        );
+    }
+    if next.mode != Mode::Canary {
+        // In ab mode a rollback here would change nothing in force: say so instead.
+        return conflict(format!(
+            "the mode is {}; the canary actions act in canary mode (POST /admin/mode), \
+             set the ab weight with POST /admin/weights",
+            next.mode.as_str()
+        ));
+    }
     match action.as_str() {
         "advance" => {
-            if next.mode != Mode::Canary {
-                return conflict(format!(
-                    "the mode is {}; switch to canary (POST /admin/mode) before advancing",
-                    next.mode.as_str()
-                ));
-            }
             if next.held && v["force"] != json!(true) {
                 return conflict(
                     "the ramp is held; advance with {\"force\": true} to release it".into(),

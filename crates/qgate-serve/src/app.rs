@@ -26,13 +26,26 @@ use crate::shadow::ShadowJob;
 use crate::store::{now_ms, RequestRecord, Store};
 use crate::v2::{self, BadRequest, InferRequest};
 
+/// The model pools of both arms and how their tensors line up.
+pub struct Arms {
+    pub baseline: Backend,
+    pub candidate: Backend,
+    pub shadow_candidate: Backend,
+    pub mapping: crate::gateway::Mapping,
+}
+
 /// Everything a handler needs.
 pub struct App {
     pub cfg: GatewayConfig,
     pub baseline: Backend,
+    /// The candidate's instances that answer clients (ab, canary).
     pub candidate: Backend,
+    /// The candidate's instances that answer shadow copies (`shadow.concurrency` threads).
+    pub shadow_candidate: Backend,
     /// For each candidate input, the index of the baseline input it takes.
     pub candidate_inputs: Vec<usize>,
+    /// For each baseline output, the index of the candidate output that answers it.
+    pub candidate_outputs: Vec<usize>,
     pub store: Store,
     pub state: RwLock<AdminState>,
     /// Serialises admin actions (each is committed before it takes effect).
@@ -46,21 +59,20 @@ pub struct App {
 }
 
 impl App {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: GatewayConfig,
-        baseline: Backend,
-        candidate: Backend,
-        candidate_inputs: Vec<usize>,
+        arms: Arms,
         store: Store,
         state: AdminState,
         shadow_tx: mpsc::Sender<ShadowJob>,
     ) -> App {
         App {
             cfg,
-            baseline,
-            candidate,
-            candidate_inputs,
+            baseline: arms.baseline,
+            candidate: arms.candidate,
+            shadow_candidate: arms.shadow_candidate,
+            candidate_inputs: arms.mapping.inputs,
+            candidate_outputs: arms.mapping.outputs,
             store,
             state: RwLock::new(state),
             admin_lock: tokio::sync::Mutex::new(()),
@@ -322,9 +334,9 @@ enum Served {
 }
 
 /// A request's record as it starts: time, mode and the weight in force.
-fn new_record(app: &App, state: &AdminState) -> RequestRecord {
+fn new_record(app: &App, state: &AdminState, ts_ms: i64) -> RequestRecord {
     RequestRecord {
-        ts_ms: now_ms(),
+        ts_ms,
         model: app.cfg.model_name.clone(),
         mode: state.mode.as_str(),
         weight: state.weight(&app.cfg.split),
@@ -417,8 +429,10 @@ fn reserve_shadow(
     if mode != Mode::Shadow {
         return None;
     }
-    let tx = app.shadow_tx.lock().ok().and_then(|t| t.clone())?;
-    match tx.try_reserve_owned() {
+    let tx = app.shadow_tx.lock().ok().and_then(|t| t.clone());
+    // A queue closed at shutdown cannot take the copy either.
+    let reserved = tx.and_then(|tx| tx.try_reserve_owned().ok());
+    match reserved.ok_or(()) {
         Ok(permit) => {
             rec.shadow_status = Some("pending");
             Some(permit)
@@ -475,8 +489,10 @@ fn answer(
     respond(StatusCode::OK, id, arm, r)
 }
 
-/// `POST …/infer`: parse → bind → route → call → record (committed) → queue the shadow
-/// copy → answer.
+/// `POST …/infer`: read the body, then the rest in a task of its own — parse → bind →
+/// route → call → record (committed) → queue the shadow copy → answer — which runs to the
+/// end even when the client goes away, so no request is left without its record or with
+/// its shadow copy cut off.
 async fn infer(
     State(app): State<Arc<App>>,
     Path(p): Path<std::collections::HashMap<String, String>>,
@@ -484,25 +500,81 @@ async fn infer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let ts_ms = now_ms();
     let name = p.get("name").cloned().unwrap_or_default();
     let version = p.get("version").cloned();
-    let state = app.admin_state();
-    let mut rec = new_record(&app, &state);
-    let header_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
     if let Some(r) = unknown_model(&app, &name) {
-        let id = header_id.unwrap_or_else(|| app.new_id());
+        let id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v2::check_id(v).ok())
+            .unwrap_or_else(|| app.new_id());
         return respond(StatusCode::NOT_FOUND, &id, "none", r);
     }
     let parsed = read_request(&app, &headers, body).await;
-    let id_given = parsed
-        .as_ref()
-        .ok()
-        .and_then(|r| r.id.clone())
-        .or(header_id);
+    let call = Call {
+        started,
+        ts_ms,
+        name,
+        version,
+        headers,
+    };
+    match tokio::spawn(handle(Arc::clone(&app), call, parsed)).await {
+        Ok(r) => r,
+        Err(e) => v2_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's task failed: {e}"),
+        ),
+    }
+}
+
+/// What the handler knew before the body was read.
+struct Call {
+    started: Instant,
+    ts_ms: i64,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+}
+
+/// The request id the client gave: the body's `id`, else a valid `x-request-id` header.
+fn given_id(
+    headers: &HeaderMap,
+    parsed: &Result<InferRequest, (StatusCode, String)>,
+) -> Result<Option<String>, BadRequest> {
+    if let Some(id) = parsed.as_ref().ok().and_then(|r| r.id.clone()) {
+        return Ok(Some(id));
+    }
+    match headers.get("x-request-id").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok("")) => Ok(None),
+        Some(Ok(v)) => v2::check_id(v).map(Some),
+        Some(Err(_)) => Err(BadRequest("x-request-id is not visible ASCII text".into())),
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    call: Call,
+    parsed: Result<InferRequest, (StatusCode, String)>,
+) -> Response {
+    let Call {
+        started,
+        ts_ms,
+        name,
+        version,
+        headers,
+    } = call;
+    // The admin state is read once the body is in: a rollback answered before then is in force.
+    let state = app.admin_state();
+    let mut rec = new_record(&app, &state, ts_ms);
+    let id_given = match given_id(&headers, &parsed) {
+        Ok(id) => id,
+        Err(BadRequest(m)) => {
+            rec.request_id = app.new_id();
+            return refuse(&app, rec, started, StatusCode::BAD_REQUEST, m).await;
+        }
+    };
     rec.request_id = id_given.clone().unwrap_or_else(|| app.new_id());
     rec.client_request_id = id_given;
     let req = match parsed {
@@ -521,18 +593,7 @@ async fn infer(
     rec.gateway_us = rec.total_us - took.map_or(0, |d| d.as_micros() as i64);
     let logged = match app.store.record(rec.clone()).await {
         Ok(id) => id,
-        Err(e) => {
-            app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("request {}: {e}", rec.request_id);
-            let status = StatusCode::SERVICE_UNAVAILABLE;
-            let message = "the gateway cannot log this request; it answers only what it logs";
-            return respond(
-                status,
-                &rec.request_id,
-                arm.as_str(),
-                v2_error(status, message.into()),
-            );
-        }
+        Err(e) => return unlogged(&app, &rec.request_id, arm.as_str(), &e),
     };
     if logged != rec.request_id {
         app.metrics.duplicate_ids.fetch_add(1, Ordering::Relaxed);
@@ -559,6 +620,16 @@ async fn infer(
         outputs,
         &rec,
     )
+}
+
+/// The answer when the record could not be committed: 503, since the gateway answers only
+/// what it logged.
+fn unlogged(app: &App, id: &str, arm: &str, e: &str) -> Response {
+    app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
+    tracing::error!("request {id}: {e}");
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let message = "the gateway cannot log this request; it answers only what it logs";
+    respond(status, id, arm, v2_error(status, message.into()))
 }
 
 /// Every requested output must exist (checked before the model runs, so the record of a
@@ -597,9 +668,18 @@ async fn read_request(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    })?;
     let header_len = match headers.get("inference-header-content-length") {
         None => None,
         Some(v) => Some(
@@ -631,11 +711,7 @@ async fn refuse(
     rec.gateway_us = rec.total_us;
     let id = match app.store.record(rec.clone()).await {
         Ok(id) => id,
-        Err(e) => {
-            app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("request {}: {e}", rec.request_id);
-            rec.request_id
-        }
+        Err(e) => return unlogged(app, &rec.request_id, "none", &e),
     };
     app.metrics
         .request("none", status.as_u16(), started.elapsed());
@@ -658,6 +734,15 @@ async fn serve(app: &App, arm: Arm, inputs: &[Array]) -> (Served, Option<std::ti
     match backend.call(inputs, app.cfg.backend_timeout).await {
         Ok((out, d)) => {
             app.metrics.backend(backend.role, d);
+            let out = match arm {
+                Arm::Baseline => out,
+                Arm::Candidate if out.len() == app.candidate_outputs.len() => app
+                    .candidate_outputs
+                    .iter()
+                    .map(|&j| out[j].clone())
+                    .collect(),
+                Arm::Candidate => out,
+            };
             if out.len() != app.baseline.info.outputs.len() {
                 return (
                     Served::Failed(

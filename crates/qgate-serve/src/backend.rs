@@ -72,6 +72,7 @@ impl Backend {
         for (i, mut model) in models.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
             let busy = Arc::clone(&busy);
+            let factory = Arc::clone(factory);
             std::thread::Builder::new()
                 .name(format!("qgate-{role}-{i}"))
                 .spawn(move || loop {
@@ -82,9 +83,34 @@ impl Backend {
                             Err(_) => return,
                         }
                     };
+                    // Its caller gave up (timeout, client gone): running it would only delay
+                    // the calls queued behind it.
+                    if job.reply.is_closed() {
+                        continue;
+                    }
                     busy.fetch_add(1, Ordering::SeqCst);
-                    let result = model.run(&job.inputs).map_err(|e| e.to_string());
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        model.run(&job.inputs).map_err(|e| e.to_string())
+                    }));
                     busy.fetch_sub(1, Ordering::SeqCst);
+                    let result = match run {
+                        Ok(r) => r,
+                        Err(p) => {
+                            let what = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "a panic".into());
+                            // The instance may be left broken: make a fresh one.
+                            match factory() {
+                                Ok(m) => model = m,
+                                Err(e) => tracing::error!(
+                                    "{role} model: cannot reload after a panic: {e}"
+                                ),
+                            }
+                            Err(format!("the model panicked: {what}"))
+                        }
+                    };
                     let _ = job.reply.send(result);
                 })
                 .map_err(|e| RuntimeError::Remote {
@@ -102,14 +128,13 @@ impl Backend {
         })
     }
 
-    /// Runs one batch; `inputs` in the model's declaration order.
-    pub async fn call(
+    /// Queues one batch (`inputs` in the model's declaration order); the receiver gets the
+    /// outputs when a thread has run it.
+    pub fn submit(
         &self,
         inputs: Vec<Array>,
-        timeout: Duration,
-    ) -> Result<(Vec<Array>, Duration), CallError> {
+    ) -> Result<oneshot::Receiver<Result<Vec<Array>, String>>, CallError> {
         let (reply, rx) = oneshot::channel();
-        let start = Instant::now();
         let sent = match self.queue.lock() {
             Ok(q) => q.send(Job { inputs, reply }).is_ok(),
             Err(_) => false,
@@ -120,14 +145,35 @@ impl Backend {
                 self.role
             )));
         }
+        Ok(rx)
+    }
+
+    /// Runs one batch, waiting at most `timeout`.
+    pub async fn call(
+        &self,
+        inputs: Vec<Array>,
+        timeout: Duration,
+    ) -> Result<(Vec<Array>, Duration), CallError> {
+        let start = Instant::now();
+        let rx = self.submit(inputs)?;
         match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(_)) => Err(CallError::Failed(format!(
+            Ok(r) => self.outcome(r).map(|out| (out, start.elapsed())),
+        }
+    }
+
+    /// What a thread's answer means.
+    pub fn outcome(
+        &self,
+        r: Result<Result<Vec<Array>, String>, oneshot::error::RecvError>,
+    ) -> Result<Vec<Array>, CallError> {
+        match r {
+            Err(_) => Err(CallError::Failed(format!(
                 "the {} model's worker stopped during the call",
                 self.role
             ))),
-            Ok(Ok(Err(m))) => Err(CallError::Failed(m)),
-            Ok(Ok(Ok(out))) => Ok((out, start.elapsed())),
+            Ok(Err(m)) => Err(CallError::Failed(m)),
+            Ok(Ok(out)) => Ok(out),
         }
     }
 

@@ -64,6 +64,13 @@ pub enum OutputLog {
     Full,
 }
 
+/// Largest count a config may give (queue lengths, workers, byte limits stay far below).
+const MAX_COUNT: usize = 1 << 40;
+/// Most model instances (threads) an arm may have.
+const MAX_THREADS: usize = 256;
+/// Longest time a config may give: one day.
+const MAX_MILLIS: u64 = 86_400_000;
+
 /// Defaults, one place (the docs and `--help` quote them).
 pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
@@ -258,13 +265,33 @@ impl GatewayConfig {
             }
         };
         let count = |key: &str, v: Option<usize>, default: usize| match v {
-            Some(0) => Err(bad(path, key, "expected a whole number ≥ 1")),
+            Some(n) if !(1..=MAX_COUNT).contains(&n) => Err(bad(
+                path,
+                key,
+                format!("expected a whole number from 1 to {MAX_COUNT}"),
+            )),
             v => Ok(v.unwrap_or(default)),
         };
         let millis = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(bad(path, key, "expected a number of milliseconds ≥ 1")),
+            Some(n) if !(1..=MAX_MILLIS).contains(&n) => Err(bad(
+                path,
+                key,
+                format!("expected milliseconds from 1 to {MAX_MILLIS} (one day)"),
+            )),
             v => Ok(Duration::from_millis(v.unwrap_or(default))),
         };
+        for (key, v) in [
+            ("workers", raw.workers),
+            ("shadow.concurrency", raw.shadow.concurrency),
+        ] {
+            if v.is_some_and(|n| n > MAX_THREADS) {
+                return Err(bad(
+                    path,
+                    key,
+                    format!("expected at most {MAX_THREADS} threads"),
+                ));
+            }
+        }
         Ok(GatewayConfig {
             source: path.to_path_buf(),
             listen,
@@ -286,9 +313,16 @@ impl GatewayConfig {
                 raw.body_limit_bytes,
                 defaults::BODY_LIMIT_BYTES,
             )?,
-            shutdown_grace: Duration::from_millis(
-                raw.shutdown_grace_ms.unwrap_or(defaults::SHUTDOWN_GRACE_MS),
-            ),
+            shutdown_grace: match raw.shutdown_grace_ms {
+                Some(n) if n > MAX_MILLIS => {
+                    return Err(bad(
+                        path,
+                        "shutdown_grace_ms",
+                        format!("expected at most {MAX_MILLIS} ms"),
+                    ))
+                }
+                n => Duration::from_millis(n.unwrap_or(defaults::SHUTDOWN_GRACE_MS)),
+            },
             shadow_queue: count("shadow.queue", raw.shadow.queue, defaults::SHADOW_QUEUE)?,
             shadow_concurrency: count(
                 "shadow.concurrency",
@@ -459,8 +493,12 @@ fn log_config(path: &Path, base: &Path, raw: RawLog) -> Result<LogConfig, ServeE
         d => d.map(|d| Duration::from_secs_f64(d * 86_400.0)),
     };
     let retain_max_bytes = match raw.retain_max_mb {
-        Some(m) if !(m.is_finite() && m >= 1.0) => {
-            return Err(bad(path, "log.retain_max_mb", "expected a size in MB ≥ 1"))
+        Some(m) if !(m.is_finite() && (1.0..=1e9).contains(&m)) => {
+            return Err(bad(
+                path,
+                "log.retain_max_mb",
+                "expected a size in MB from 1 to 1e9",
+            ))
         }
         m => m.map(|m| (m * 1e6) as u64),
     };

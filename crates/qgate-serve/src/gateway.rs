@@ -61,46 +61,66 @@ fn threads(cfg: &GatewayConfig) -> usize {
     })
 }
 
-/// Which baseline input each candidate input takes: by name when the names match, else by
-/// position when the counts do.
-pub fn map_inputs(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Vec<usize>, String> {
-    let by_name: Option<Vec<usize>> = candidate
-        .inputs
-        .iter()
-        .map(|c| baseline.inputs.iter().position(|b| b.name == c.name))
-        .collect();
-    match by_name {
-        Some(v) if v.len() == baseline.inputs.len() => Ok(v),
-        _ if candidate.inputs.len() == baseline.inputs.len() => {
-            Ok((0..candidate.inputs.len()).collect())
-        }
-        _ => Err(format!(
-            "the candidate takes {} input(s) ({}), the baseline {} ({})",
-            candidate.inputs.len(),
-            names(candidate),
-            baseline.inputs.len(),
-            names(baseline)
-        )),
-    }
-    .and_then(|v| {
-        if candidate.outputs.len() == baseline.outputs.len() {
-            Ok(v)
-        } else {
-            Err(format!(
-                "the candidate has {} output(s), the baseline {}",
-                candidate.outputs.len(),
-                baseline.outputs.len()
-            ))
-        }
-    })
+/// How the candidate's tensors line up with the baseline's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    /// For each candidate input, the index of the baseline input it takes.
+    pub inputs: Vec<usize>,
+    /// For each baseline output, the index of the candidate output that answers it.
+    pub outputs: Vec<usize>,
 }
 
-fn names(info: &ModelInfo) -> String {
-    info.inputs
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Lines the candidate's inputs and outputs up with the baseline's: by name when every name
+/// matches, else by position when the counts do (re-exports often rename tensors).
+pub fn map_tensors(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Mapping, String> {
+    fn by_name(
+        from: &[qgate_runtime::TensorInfo],
+        to: &[qgate_runtime::TensorInfo],
+    ) -> Option<Vec<usize>> {
+        if from.len() != to.len() {
+            return None;
+        }
+        from.iter()
+            .map(|t| to.iter().position(|u| u.name == t.name))
+            .collect()
+    }
+    let list = |ts: &[qgate_runtime::TensorInfo]| {
+        ts.iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let inputs = match by_name(&candidate.inputs, &baseline.inputs) {
+        Some(v) => v,
+        None if candidate.inputs.len() == baseline.inputs.len() => {
+            (0..candidate.inputs.len()).collect()
+        }
+        None => {
+            return Err(format!(
+                "the candidate takes {} input(s) ({}), the baseline {} ({})",
+                candidate.inputs.len(),
+                list(&candidate.inputs),
+                baseline.inputs.len(),
+                list(&baseline.inputs)
+            ))
+        }
+    };
+    let outputs = match by_name(&baseline.outputs, &candidate.outputs) {
+        Some(v) => v,
+        None if candidate.outputs.len() == baseline.outputs.len() => {
+            (0..baseline.outputs.len()).collect()
+        }
+        None => {
+            return Err(format!(
+                "the candidate has {} output(s) ({}), the baseline {} ({})",
+                candidate.outputs.len(),
+                list(&candidate.outputs),
+                baseline.outputs.len(),
+                list(&baseline.outputs)
+            ))
+        }
+    };
+    Ok(Mapping { inputs, outputs })
 }
 
 /// Loads one instance of each model and checks the log, without serving or writing
@@ -115,7 +135,7 @@ pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, Se
     };
     let b = load("baseline", &backends.baseline, &cfg.baseline.raw)?;
     let c = load("candidate", &backends.candidate, &cfg.candidate.raw)?;
-    map_inputs(b.info(), c.info()).map_err(ServeError::Incompatible)?;
+    map_tensors(b.info(), c.info()).map_err(ServeError::Incompatible)?;
     store::check(&cfg.log)?;
     Ok(CheckReport {
         baseline: b.provenance().runtime,
@@ -146,20 +166,32 @@ impl Gateway {
             })
         };
         let baseline = start("baseline", &backends.baseline, &cfg.baseline.raw, n)?;
-        let candidate = start(
+        let candidate = start("candidate", &backends.candidate, &cfg.candidate.raw, n)?;
+        // Shadow copies get threads of their own, exactly `shadow.concurrency` of them, so a
+        // slow candidate can never run more copies at once than that.
+        let shadow_candidate = start(
             "candidate",
             &backends.candidate,
             &cfg.candidate.raw,
-            n.max(cfg.shadow_concurrency),
+            cfg.shadow_concurrency,
         )?;
-        let candidate_inputs =
-            map_inputs(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
+        let mapping =
+            map_tensors(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
         let opened = store::open(&cfg.log, cfg.shadow_timeout)?;
         let state_restored = opened.state.is_some();
-        let state = opened
+        let mut state = opened
             .state
             .clone()
             .unwrap_or_else(|| AdminState::from_config(cfg.mode, &cfg.split));
+        // A restored step past a ramp the config has since shortened stays at its end.
+        let last = cfg.split.canary_steps.len() - 1;
+        if state.canary_step.is_some_and(|i| i > last) {
+            tracing::warn!(
+                "the restored canary step {:?} is past the configured ramp; using its last step",
+                state.canary_step
+            );
+            state.canary_step = Some(last);
+        }
         let listener = std::net::TcpListener::bind(cfg.listen)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|e| ServeError::Bind {
@@ -190,9 +222,12 @@ impl Gateway {
         });
         let app = Arc::new(App::new(
             cfg,
-            baseline,
-            candidate,
-            candidate_inputs,
+            crate::app::Arms {
+                baseline,
+                candidate,
+                shadow_candidate,
+                mapping,
+            },
             opened.store,
             state.clone(),
             shadow_tx,

@@ -72,10 +72,37 @@ async fn run_one(app: &App, job: ShadowJob) {
         .iter()
         .map(|&i| job.inputs[i].clone())
         .collect();
-    let out = app.candidate.call(inputs, timeout).await;
+    let started = Instant::now();
+    let out = match app.shadow_candidate.submit(inputs) {
+        Err(e) => Err(e),
+        Ok(rx) => {
+            tokio::pin!(rx);
+            tokio::select! {
+                r = &mut rx => app.shadow_candidate.outcome(r).map(|o| (o, started.elapsed())),
+                _ = tokio::time::sleep(timeout) => {
+                    // Record the timeout now, but keep this worker until the model returns:
+                    // a runtime cannot be interrupted, and taking the next copy would put
+                    // more than `shadow.concurrency` candidate calls on the cores.
+                    app.metrics.shadow("timeout");
+                    app.store.shadow(result(
+                        "timeout",
+                        Some(format!("the candidate gave no answer within {} ms", timeout.as_millis())),
+                    ));
+                    let _ = rx.await;
+                    return;
+                }
+            }
+        }
+    };
     let shadow = match out {
         Ok((outputs, took)) => {
             app.metrics.backend("candidate", took);
+            // In the baseline's output order, under the baseline's names.
+            let outputs: Vec<Array> = app
+                .candidate_outputs
+                .iter()
+                .map(|&j| outputs[j].clone())
+                .collect();
             if let Some((rows, agreed)) = job
                 .baseline_outputs
                 .as_deref()
@@ -84,7 +111,7 @@ async fn run_one(app: &App, job: ShadowJob) {
                 app.metrics.agreement(rows, agreed);
             }
             let named: Vec<(String, Array)> = app
-                .candidate
+                .baseline
                 .info
                 .outputs
                 .iter()

@@ -14,6 +14,9 @@ use crate::config::{Durability, LogConfig};
 use crate::route::AdminState;
 use crate::ServeError;
 
+/// Records one retention step deletes (a step runs between group commits).
+const RETENTION_CHUNK: usize = 2000;
+
 /// The log schema this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -437,6 +440,7 @@ impl Writer {
     fn run(mut self) {
         let mut last_sweep = Instant::now();
         let mut last_retention = Instant::now() - Duration::from_secs(3600);
+        let mut retention_due = false;
         loop {
             let first = match self.rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(op) => Some(op),
@@ -466,11 +470,15 @@ impl Writer {
                     params![cutoff],
                 );
             }
-            if last_retention.elapsed() >= Duration::from_secs(60) {
+            if retention_due || last_retention.elapsed() >= Duration::from_secs(60) {
                 last_retention = Instant::now();
-                if let Err(e) = self.retention() {
-                    tracing::warn!("log retention failed: {e}");
-                }
+                retention_due = match self.retention_chunk() {
+                    Ok(more) => more,
+                    Err(e) => {
+                        tracing::warn!("log retention failed: {e}");
+                        false
+                    }
+                };
             }
             if let Some(Op::Close(ack)) = close {
                 // Whatever queued behind the close (late shadow results) is written first.
@@ -496,8 +504,23 @@ impl Writer {
     /// Writes a batch in one transaction; acknowledges each op only after the commit.
     fn commit(&mut self, batch: Vec<Op>) {
         let mut done = Vec::with_capacity(batch.len());
-        let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+        let begun = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| format!("cannot write to the log {}: {e}", self.cfg.path.display()));
         for op in batch {
+            // Without a transaction (BEGIN failed, or SQLite rolled it back after an I/O or
+            // disk-full error) a statement would commit on its own: refuse the rest instead,
+            // so no client is told "not logged" about a record that is.
+            let lost = begun.is_err() || self.conn.is_autocommit();
+            if lost {
+                let why = begun
+                    .clone()
+                    .err()
+                    .unwrap_or_else(|| "the log transaction was rolled back".into());
+                refuse_op(op, &why);
+                continue;
+            }
             match op {
                 Op::Request(r, ack) => {
                     let res = insert_request(&self.conn, &r);
@@ -532,10 +555,17 @@ impl Writer {
                 }
             }
         }
-        let committed = begun
-            .and_then(|_| self.conn.execute_batch("COMMIT"))
-            .map_err(|e| format!("cannot commit to the log {}: {e}", self.cfg.path.display()));
-        if committed.is_err() {
+        let committed = match begun {
+            Err(e) => Err(e),
+            Ok(()) if self.conn.is_autocommit() => {
+                Err("the log transaction was rolled back".into())
+            }
+            Ok(()) => self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(|e| format!("cannot commit to the log {}: {e}", self.cfg.path.display())),
+        };
+        if committed.is_err() && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         for d in done {
@@ -554,33 +584,62 @@ impl Writer {
         }
     }
 
-    /// Deletes records past the configured age, then the oldest while the file is too big.
-    fn retention(&self) -> rusqlite::Result<()> {
+    /// One chunk of retention: deletes at most `RETENTION_CHUNK` records past the configured
+    /// age, else as many of the oldest while the database's used pages exceed the size limit
+    /// (never records younger than the shadow timeout, whose copies may still be pending).
+    /// Answers whether more is due. Run between group commits, so requests wait for one
+    /// chunk at most.
+    fn retention_chunk(&self) -> rusqlite::Result<bool> {
+        let now = now_ms();
         if let Some(age) = self.cfg.retain {
-            let cutoff = now_ms() - age.as_millis() as i64;
-            self.conn
-                .execute("DELETE FROM requests WHERE ts_ms < ?1", params![cutoff])?;
+            let cutoff = now - age.as_millis() as i64;
+            let n = self.conn.execute(
+                "DELETE FROM requests WHERE seq IN \
+                 (SELECT seq FROM requests WHERE ts_ms < ?1 ORDER BY seq LIMIT ?2)",
+                params![cutoff, RETENTION_CHUNK],
+            )?;
             self.conn
                 .execute("DELETE FROM outcomes WHERE ts_ms < ?1", params![cutoff])?;
-        }
-        if let Some(max) = self.cfg.retain_max_bytes {
-            for _ in 0..20 {
-                let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                let free: i64 = self
-                    .conn
-                    .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-                let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-                if ((pages - free) * size) as u64 <= max {
-                    break;
-                }
-                // The oldest tenth of the records.
-                self.conn.execute(
-                    "DELETE FROM requests WHERE seq <= (SELECT MIN(seq) + (MAX(seq) - MIN(seq)) / 10 + 1 FROM requests)",
-                    [],
-                )?;
+            if n == RETENTION_CHUNK {
+                return Ok(true);
             }
         }
-        Ok(())
+        if let Some(max) = self.cfg.retain_max_bytes {
+            let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let free: i64 = self
+                .conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            if ((pages - free) * size) as u64 > max {
+                let young = now - self.shadow_timeout.as_millis() as i64;
+                let n = self.conn.execute(
+                    "DELETE FROM requests WHERE seq IN \
+                     (SELECT seq FROM requests WHERE ts_ms < ?1 ORDER BY seq LIMIT ?2)",
+                    params![young, RETENTION_CHUNK],
+                )?;
+                return Ok(n == RETENTION_CHUNK);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Answers an op that was not written.
+fn refuse_op(op: Op, why: &str) {
+    match op {
+        Op::Request(_, ack) => {
+            let _ = ack.send(Err(why.to_string()));
+        }
+        Op::Admin { ack, .. } => {
+            let _ = ack.send(Err(why.to_string()));
+        }
+        Op::Outcome { ack, .. } => {
+            let _ = ack.send(Err(OutcomeRefused::Store(why.to_string())));
+        }
+        Op::Shadow(s) => tracing::warn!("cannot log the shadow result of {}: {why}", s.request_id),
+        Op::Close(ack) => {
+            let _ = ack.send(Err(why.to_string()));
+        }
     }
 }
 

@@ -87,7 +87,7 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
     };
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(check_id(s)?),
         Some(other) => return bad(format!("`id` must be a string, not {other}")),
     };
     let Some(list) = obj.get("inputs").and_then(Value::as_array) else {
@@ -156,6 +156,17 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
     })
 }
 
+/// A request id must travel in the `x-request-id` header: non-empty, at most 256 bytes,
+/// printable (no control characters).
+pub fn check_id(id: &str) -> Result<String, BadRequest> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return bad(format!(
+            "request id {id:?}: expected 1 to 256 bytes without control characters"
+        ));
+    }
+    Ok(id.to_string())
+}
+
 fn parse_input(i: usize, t: &Value, binary: &mut &[u8]) -> Result<NamedTensor, BadRequest> {
     let Some(name) = t.get("name").and_then(Value::as_str) else {
         return bad(format!("input #{i} has no `name`"));
@@ -214,7 +225,7 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 
 /// Typed values from JSON `data` (nested or flat), checked against the shape's count.
 fn from_json(dt: &str, v: &Value, count: usize) -> Result<ArrayData, String> {
-    let mut flat = Vec::with_capacity(count);
+    let mut flat = Vec::new();
     flatten(v, &mut flat);
     if flat.len() != count {
         return Err(format!(
@@ -285,7 +296,7 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
     macro_rules! le {
         ($t:ty, $variant:ident) => {{
             let size = std::mem::size_of::<$t>();
-            if b.len() != count * size {
+            if count.checked_mul(size) != Some(b.len()) {
                 return Err(format!(
                     "binary_data_size is {} bytes; the shape needs {count} × {size}",
                     b.len()
@@ -306,7 +317,7 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
         "FP32" => le!(f32, F32),
         "FP64" => le!(f64, F64),
         "FP16" => {
-            if b.len() != count * 2 {
+            if count.checked_mul(2) != Some(b.len()) {
                 return Err(format!(
                     "binary_data_size is {} bytes; the shape needs {count} × 2",
                     b.len()
@@ -336,6 +347,13 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
             ArrayData::Bool(b.iter().map(|&x| x != 0).collect())
         }
         "BYTES" => {
+            // Each element takes at least its 4-byte length: more than that many is a lie.
+            if count > b.len() / 4 {
+                return Err(format!(
+                    "the shape needs {count} BYTES elements; {} bytes cannot hold them",
+                    b.len()
+                ));
+            }
             let mut out = Vec::with_capacity(count);
             let mut rest = b;
             while rest.len() >= 4 {
@@ -343,7 +361,13 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
                 if rest.len() < 4 + n {
                     return Err("a BYTES element runs past its binary data".into());
                 }
-                out.push(String::from_utf8_lossy(&rest[4..4 + n]).into_owned());
+                let text = std::str::from_utf8(&rest[4..4 + n]).map_err(|_| {
+                    format!(
+                        "BYTES element {} is not UTF-8 text; qgate relays text tensors only",
+                        out.len()
+                    )
+                })?;
+                out.push(text.to_string());
                 rest = &rest[4 + n..];
             }
             if !rest.is_empty() || out.len() != count {

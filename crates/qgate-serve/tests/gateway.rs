@@ -61,12 +61,29 @@ enum Kind {
     Errors,
     Hangs,
     Sleeps(Duration, f32),
+    /// Declares and returns its outputs in the other order (`label`, `scores`), as a
+    /// re-export may.
+    Reversed(f32),
+    /// Panics on a batch of exactly 3 rows.
+    PanicsOnThree,
 }
 
 fn model(kind: Kind) -> Factory {
     Arc::new(move || {
-        Ok(
-            Box::new(MockModel::new(info(), move |inputs: &[Array]| match kind {
+        let mut declared = info();
+        if matches!(kind, Kind::Reversed(_)) {
+            declared.outputs.reverse();
+        }
+        Ok(Box::new(MockModel::new(
+            declared,
+            move |inputs: &[Array]| match kind {
+                Kind::Reversed(scale) => {
+                    let mut out = forward(&inputs[0], scale);
+                    out.reverse();
+                    Ok(out)
+                }
+                Kind::PanicsOnThree if inputs[0].shape[0] == 3 => panic!("three rows"),
+                Kind::PanicsOnThree => Ok(forward(&inputs[0], 1.0)),
                 Kind::Healthy(scale) => Ok(forward(&inputs[0], scale)),
                 Kind::Errors => Err(RuntimeError::Remote {
                     url: "mock".into(),
@@ -80,8 +97,8 @@ fn model(kind: Kind) -> Factory {
                     std::thread::sleep(d);
                     Ok(forward(&inputs[0], scale))
                 }
-            })) as Box<dyn qgate_runtime::Model>,
-        )
+            },
+        )) as Box<dyn qgate_runtime::Model>)
     })
 }
 
@@ -613,6 +630,11 @@ fn a_restart_never_undoes_a_rollback() {
         let s = admin(&a, &run, "canary/advance", "").json();
         assert_eq!(s["weight_in_force"].as_f64(), Some(want));
     }
+    let at_half = arms(&a, &run, 50);
+    assert!(
+        at_half.iter().any(|c| *c) && at_half.iter().any(|c| !c),
+        "{at_half:?}"
+    );
     assert_eq!(admin(&a, &run, "canary/hold", "").status, 200);
     assert_eq!(admin(&a, &run, "canary/advance", "").status, 409, "held");
     let s = admin(&a, &run, "canary/rollback", "").json();
@@ -1000,4 +1022,147 @@ fn metrics_count_arms_statuses_and_the_agreement_of_paired_answers() {
     assert_eq!(value("qgate_shadow_dropped_total"), 0.0);
     assert_eq!(value("qgate_candidate_weight"), 0.0);
     assert!(m.contains("qgate_mode{mode=\"shadow\"} 1"));
+}
+
+#[test]
+fn hostile_requests_are_refused_and_the_gateway_lives_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    let url = infer_url(&run);
+    let huge = 1u64 << 40;
+    let bytes_head = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[{huge}],"datatype":"BYTES","parameters":{{"binary_data_size":8}}}}]}}"#
+    );
+    let mut bytes_body = bytes_head.clone().into_bytes();
+    bytes_body.extend([0u8; 8]);
+    let bad_utf8_head = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}"#;
+    let mut bad_utf8 = bad_utf8_head.as_bytes().to_vec();
+    bad_utf8.extend([2, 0, 0, 0, 0xff, 0xfe]);
+    let cases: Vec<(&str, Vec<u8>, Option<usize>, &str)> = vec![
+        ("huge JSON shape", format!(r#"{{"inputs":[{{"name":"x","shape":[{huge},4],"datatype":"FP32","data":[1]}}]}}"#).into_bytes(), None, "the shape holds"),
+        ("overflowing shape", format!(r#"{{"inputs":[{{"name":"x","shape":[{huge},{huge},{huge}],"datatype":"FP32","data":[1]}}]}}"#).into_bytes(), None, "too large"),
+        ("huge binary shape", {
+            let h = format!(r#"{{"inputs":[{{"name":"x","shape":[{huge},4],"datatype":"FP32","parameters":{{"binary_data_size":16}}}}]}}"#);
+            let mut b = h.into_bytes();
+            b.extend([0u8; 16]);
+            b
+        }, Some(0), "binary_data_size is 16 bytes"),
+        ("huge BYTES shape", bytes_body, Some(bytes_head.len()), "cannot hold them"),
+        ("non-UTF-8 BYTES", bad_utf8, Some(bad_utf8_head.len()), "not UTF-8"),
+        ("empty id", br#"{"id":"","inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.to_vec(), None, "request id"),
+        ("control id", b"{\"id\":\"a\\nb\",\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}".to_vec(), None, "request id"),
+    ];
+    for (what, body, header_len, needle) in cases {
+        let n = header_len
+            .map(|n| if n == 0 { body.len() - 16 } else { n })
+            .map(|n| n.to_string());
+        let headers: Vec<(&str, &str)> = n
+            .iter()
+            .map(|n| ("inference-header-content-length", n.as_str()))
+            .collect();
+        let ans = post(&a, &url, &headers, &body);
+        assert_eq!(
+            ans.status,
+            400,
+            "{what}: {}",
+            String::from_utf8_lossy(&ans.body)
+        );
+        let err = ans.json()["error"].as_str().expect("error").to_string();
+        assert!(err.contains(needle), "{what}: {err}");
+    }
+    let x = sample(1, 1);
+    let ok = post(&a, &url, &[], &json_request(None, &x));
+    assert_eq!(ok.status, 200);
+    assert_eq!(outputs_of(&ok), expected(&x));
+}
+
+#[test]
+fn a_panicking_model_answers_502_and_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(
+        dir.path(),
+        "workers = 1\n",
+        Kind::PanicsOnThree,
+        Kind::Healthy(1.0),
+    );
+    let a = agent();
+    for round in 0..3 {
+        let bad = post(
+            &a,
+            &infer_url(&run),
+            &[],
+            &json_request(None, &sample(round, 3)),
+        );
+        assert_eq!(bad.status, 502, "round {round}");
+        let err = bad.json()["error"].as_str().expect("error").to_string();
+        assert!(
+            err.contains("the baseline model failed") && err.contains("panicked"),
+            "{err}"
+        );
+        // The one worker is still there (a fresh instance).
+        let x = sample(round, 2);
+        let ok = post(&a, &infer_url(&run), &[], &json_request(None, &x));
+        assert_eq!(ok.status, 200, "round {round}");
+        assert_eq!(outputs_of(&ok), expected(&x));
+    }
+}
+
+#[test]
+fn a_candidate_with_its_outputs_in_another_order_is_matched_by_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let extra = "[ab]\ncandidate_weight = 1.0\n[admin]\ntoken_env = \"TOKEN\"\n";
+    let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Reversed(1.0));
+    let a = agent();
+    // Shadow: the log names the candidate's answer with the baseline's names.
+    let x = sample(3, 2);
+    assert_eq!(
+        post(&a, &infer_url(&run), &[], &json_request(Some("s1"), &x)).status,
+        200
+    );
+    // The metadata is the baseline's, in its order.
+    let meta: Value = serde_json::from_str(
+        &a.get(&format!("{}/v2/models/m", run.base))
+            .call()
+            .expect("meta")
+            .body_mut()
+            .read_to_string()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(meta["outputs"][0]["name"], "scores");
+    // A/B at weight 1: the candidate answers every client, under the right names.
+    assert_eq!(admin(&a, &run, "mode", r#"{"mode":"ab"}"#).status, 200);
+    assert_eq!(
+        admin(&a, &run, "canary/rollback", "").status,
+        409,
+        "rollback is a canary action"
+    );
+    for i in 0..5 {
+        let x = sample(i, 1 + i % 3);
+        let ans = post(
+            &a,
+            &infer_url(&run),
+            &[("x-user-id", &format!("u{i}"))],
+            &json_request(None, &x),
+        );
+        assert_eq!(ans.header("x-qgate-arm"), Some("candidate"));
+        assert_eq!(outputs_of(&ans), expected(&x), "request {i}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    run.stop();
+    let shadow: String = db(&run.db)
+        .query_row(
+            "SELECT shadow_outputs FROM requests WHERE request_id = 's1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("paired");
+    let shadow: Value = serde_json::from_str(&shadow).expect("json");
+    let want = expected(&x);
+    assert_eq!(
+        shadow["label"]["data"],
+        json!(want[1].3.iter().map(|v| *v as i64).collect::<Vec<_>>())
+    );
+    assert_eq!(shadow["scores"]["shape"], json!([2, 3]));
 }
