@@ -54,6 +54,10 @@ pub struct App {
     /// Taken (closed) at shutdown so the shadow workers finish.
     pub shadow_tx: Mutex<Option<mpsc::Sender<ShadowJob>>>,
     pub draining: AtomicBool,
+    /// Requests past reading their body and not yet answered (they may outlive their
+    /// connection); shutdown waits for them before it closes the log.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub idle: tokio::sync::Notify,
     next_id: AtomicU64,
     id_prefix: String,
 }
@@ -79,6 +83,8 @@ impl App {
             metrics: Metrics::default(),
             shadow_tx: Mutex::new(Some(shadow_tx)),
             draining: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}-{:x}", now_ms(), std::process::id()),
         }
@@ -512,6 +518,7 @@ async fn infer(
         return respond(StatusCode::NOT_FOUND, &id, "none", r);
     }
     let parsed = read_request(&app, &headers, body).await;
+    let guard = InFlight::new(Arc::clone(&app));
     let call = Call {
         started,
         ts_ms,
@@ -519,12 +526,35 @@ async fn infer(
         version,
         headers,
     };
-    match tokio::spawn(handle(Arc::clone(&app), call, parsed)).await {
+    let task = tokio::spawn(async move {
+        let r = handle(Arc::clone(&guard.0), call, parsed).await;
+        drop(guard);
+        r
+    });
+    match task.await {
         Ok(r) => r,
         Err(e) => v2_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the request's task failed: {e}"),
         ),
+    }
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight(Arc<App>);
+
+impl InFlight {
+    fn new(app: Arc<App>) -> InFlight {
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

@@ -93,25 +93,34 @@ impl Backend {
                         model.run(&job.inputs).map_err(|e| e.to_string())
                     }));
                     busy.fetch_sub(1, Ordering::SeqCst);
-                    let result = match run {
-                        Ok(r) => r,
+                    match run {
+                        Ok(r) => {
+                            let _ = job.reply.send(r);
+                        }
                         Err(p) => {
                             let what = p
                                 .downcast_ref::<String>()
                                 .cloned()
                                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_else(|| "a panic".into());
-                            // The instance may be left broken: make a fresh one.
-                            match factory() {
-                                Ok(m) => model = m,
-                                Err(e) => tracing::error!(
-                                    "{role} model: cannot reload after a panic: {e}"
-                                ),
+                            // Answer first (the caller must not wait for the reload), then
+                            // replace the instance, which may be left broken.
+                            let _ = job.reply.send(Err(format!("the model panicked: {what}")));
+                            let fresh =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    factory()
+                                }));
+                            match fresh {
+                                Ok(Ok(m)) => model = m,
+                                Ok(Err(e)) => {
+                                    tracing::error!(
+                                        "{role} model: cannot reload after a panic: {e}"
+                                    )
+                                }
+                                Err(_) => tracing::error!("{role} model: the reload panicked too"),
                             }
-                            Err(format!("the model panicked: {what}"))
                         }
-                    };
-                    let _ = job.reply.send(result);
+                    }
                 })
                 .map_err(|e| RuntimeError::Remote {
                     url: spec.to_string(),

@@ -90,9 +90,16 @@ pub fn map_tensors(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Mappin
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // Position stands in for names only when no name is shared: a partial match is a
+    // different model, not a renamed one.
+    let shares = |a: &[qgate_runtime::TensorInfo], b: &[qgate_runtime::TensorInfo]| {
+        a.iter().any(|t| b.iter().any(|u| u.name == t.name))
+    };
     let inputs = match by_name(&candidate.inputs, &baseline.inputs) {
         Some(v) => v,
-        None if candidate.inputs.len() == baseline.inputs.len() => {
+        None if candidate.inputs.len() == baseline.inputs.len()
+            && !shares(&candidate.inputs, &baseline.inputs) =>
+        {
             (0..candidate.inputs.len()).collect()
         }
         None => {
@@ -107,7 +114,9 @@ pub fn map_tensors(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Mappin
     };
     let outputs = match by_name(&baseline.outputs, &candidate.outputs) {
         Some(v) => v,
-        None if candidate.outputs.len() == baseline.outputs.len() => {
+        None if candidate.outputs.len() == baseline.outputs.len()
+            && !shares(&candidate.outputs, &baseline.outputs) =>
+        {
             (0..baseline.outputs.len()).collect()
         }
         None => {
@@ -341,6 +350,18 @@ async fn run(
     app.draining.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + grace;
     let drained = tokio::time::timeout(grace, server).await.is_ok();
+    // Requests whose client went away run on as tasks of their own: let them finish and
+    // log before the queue and the log close.
+    let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), async {
+        loop {
+            let idle = app.idle.notified();
+            if app.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            idle.await;
+        }
+    })
+    .await;
     // No request can queue a copy any more: close the queue and let the workers empty it.
     if let Ok(mut tx) = app.shadow_tx.lock() {
         tx.take();

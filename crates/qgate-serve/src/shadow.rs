@@ -95,6 +95,14 @@ async fn run_one(app: &App, job: ShadowJob) {
         }
     };
     let shadow = match out {
+        Ok((outputs, _)) if outputs.len() != app.shadow_candidate.info.outputs.len() => result(
+            "error",
+            Some(format!(
+                "the candidate answered {} outputs; it declares {}",
+                outputs.len(),
+                app.shadow_candidate.info.outputs.len()
+            )),
+        ),
         Ok((outputs, took)) => {
             app.metrics.backend("candidate", took);
             // In the baseline's output order, under the baseline's names.

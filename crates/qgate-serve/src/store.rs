@@ -503,6 +503,7 @@ impl Writer {
 
     /// Writes a batch in one transaction; acknowledges each op only after the commit.
     fn commit(&mut self, batch: Vec<Op>) {
+        self.no_open_transaction();
         let mut done = Vec::with_capacity(batch.len());
         let begun = self
             .conn
@@ -584,12 +585,22 @@ impl Writer {
         }
     }
 
+    /// A transaction left open (a ROLLBACK that failed) would swallow every later statement
+    /// and refuse every BEGIN: end it first.
+    fn no_open_transaction(&self) {
+        if !self.conn.is_autocommit() {
+            tracing::warn!("log: a transaction was left open; rolling it back");
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// One chunk of retention: deletes at most `RETENTION_CHUNK` records past the configured
     /// age, else as many of the oldest while the database's used pages exceed the size limit
     /// (never records younger than the shadow timeout, whose copies may still be pending).
     /// Answers whether more is due. Run between group commits, so requests wait for one
     /// chunk at most.
     fn retention_chunk(&self) -> rusqlite::Result<bool> {
+        self.no_open_transaction();
         let now = now_ms();
         if let Some(age) = self.cfg.retain {
             let cutoff = now - age.as_millis() as i64;

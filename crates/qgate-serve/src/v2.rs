@@ -156,12 +156,14 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
     })
 }
 
-/// A request id must travel in the `x-request-id` header: non-empty, at most 256 bytes,
-/// printable (no control characters).
+/// A request id must travel unchanged in the `x-request-id` header: 1 to 256 visible
+/// ASCII characters (spaces inside only), or a client would read back another id than the
+/// one logged and its outcomes would not join.
 pub fn check_id(id: &str) -> Result<String, BadRequest> {
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+    let visible = id.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ');
+    if id.is_empty() || id.len() > 256 || !visible || id.trim() != id {
         return bad(format!(
-            "request id {id:?}: expected 1 to 256 bytes without control characters"
+            "request id {id:?}: expected 1 to 256 visible ASCII characters (spaces only inside)"
         ));
     }
     Ok(id.to_string())

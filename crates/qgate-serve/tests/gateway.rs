@@ -1166,3 +1166,51 @@ fn a_candidate_with_its_outputs_in_another_order_is_matched_by_name() {
     );
     assert_eq!(shadow["scores"]["shape"], json!([2, 3]));
 }
+
+#[test]
+fn tensors_line_up_by_name_else_by_position_never_by_a_partial_match() {
+    use qgate_serve::gateway::map_tensors;
+    let named = |ins: &[&str], outs: &[&str]| {
+        let t = |n: &&str| TensorInfo {
+            name: n.to_string(),
+            elem_type: Some(ElemType::F32),
+            shape: vec![],
+        };
+        ModelInfo {
+            inputs: ins.iter().map(t).collect(),
+            outputs: outs.iter().map(t).collect(),
+            ..ModelInfo::default()
+        }
+    };
+    let base = named(&["x"], &["logits", "probs"]);
+    let m = map_tensors(&base, &named(&["x"], &["probs", "logits"])).expect("by name");
+    assert_eq!(m.outputs, vec![1, 0]);
+    let m = map_tensors(&base, &named(&["input"], &["out0", "out1"])).expect("by position");
+    assert_eq!((m.inputs, m.outputs), (vec![0], vec![0, 1]));
+    let e = map_tensors(&base, &named(&["x"], &["probs", "logits_v2"])).expect_err("partial");
+    assert!(
+        e.contains("logits_v2") && e.contains("logits, probs"),
+        "{e}"
+    );
+    let e = map_tensors(&base, &named(&["x", "mask"], &["logits", "probs"])).expect_err("inputs");
+    assert!(e.contains("2 input(s)"), "{e}");
+}
+
+#[test]
+fn ids_the_header_cannot_carry_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = start(dir.path(), "", Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    for id in ["caf\u{e9}", " padded", "x".repeat(257).as_str()] {
+        let body = json!({"id": id, "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]});
+        let ans = post(&a, &infer_url(&run), &[], body.to_string().as_bytes());
+        assert_eq!(ans.status, 400, "{id:?}");
+    }
+    let ok = post(
+        &a,
+        &infer_url(&run),
+        &[],
+        &json_request(Some("a b-1_2.3"), &sample(0, 1)),
+    );
+    assert_eq!(ok.header("x-request-id"), Some("a b-1_2.3"));
+}
