@@ -203,7 +203,8 @@ fn snippet(s: &str) -> String {
     }
 }
 
-fn v2_type(t: &str) -> Option<ElemType> {
+/// The element type a V2 `datatype` names (`FP32`, `INT64`, `BYTES`, …).
+pub fn v2_elem_type(t: &str) -> Option<ElemType> {
     Some(match t {
         "FP32" => ElemType::F32,
         "FP64" => ElemType::F64,
@@ -222,9 +223,11 @@ fn v2_type(t: &str) -> Option<ElemType> {
     })
 }
 
-fn v2_name(t: ElemType) -> &'static str {
+/// The V2 `datatype` of an element type.
+pub fn v2_datatype(t: ElemType) -> &'static str {
     match t {
-        ElemType::F32 | ElemType::F16 => "FP32",
+        ElemType::F16 => "FP16",
+        ElemType::F32 => "FP32",
         ElemType::F64 => "FP64",
         ElemType::I8 => "INT8",
         ElemType::I16 => "INT16",
@@ -268,7 +271,7 @@ fn metadata_info(url: &str, meta: &Value) -> Result<ModelInfo, RuntimeError> {
                     .unwrap_or_default();
                 Ok(TensorInfo {
                     name: name.to_string(),
-                    elem_type: t["datatype"].as_str().and_then(v2_type),
+                    elem_type: t["datatype"].as_str().and_then(v2_elem_type),
                     shape,
                 })
             })
@@ -413,8 +416,9 @@ impl Model for RemoteModel {
             })?;
             let datatype = info
                 .elem_type
-                .map(v2_name)
-                .unwrap_or(v2_name(a.elem_type()));
+                // Float16 data is held widened and travels as FP32 numbers.
+                .map(|t| if t == ElemType::F16 { ElemType::F32 } else { t })
+                .map_or(v2_datatype(a.elem_type()), v2_datatype);
             body_inputs.push(json!({
                 "name": info.name,
                 "shape": a.shape,
@@ -461,7 +465,7 @@ impl Model for RemoteModel {
                         err(&infer, format!("output '{}' has no valid `shape`", o.name))
                     })?;
                 let dt = match out["datatype"].as_str() {
-                    Some(d) => v2_type(d).ok_or_else(|| {
+                    Some(d) => v2_elem_type(d).ok_or_else(|| {
                         err(
                             &infer,
                             format!("output '{}' has an unknown `datatype` \"{d}\"", o.name),

@@ -110,29 +110,52 @@ async fn apply(app: &App, action: &str, detail: Value, next: AdminState) -> Resp
     axum::Json(state_json(app, &next)).into_response()
 }
 
+/// One admin call: the token, the JSON body (`{}` when empty), then — under the admin lock
+/// — `change` on the state in force; a change it accepts is committed, then applied, one it
+/// refuses is answered with its status and message.
+async fn admin_call(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    action: &str,
+    change: impl FnOnce(&Value, &mut AdminState) -> Result<(), (StatusCode, String)>,
+) -> Response {
+    if let Some(r) = refuse_admin(app, headers) {
+        return r;
+    }
+    let v = if body.is_empty() {
+        json!({})
+    } else {
+        match body_json(body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    };
+    let _guard = app.admin_lock.lock().await;
+    let mut next = app.admin_state();
+    if let Err((status, message)) = change(&v, &mut next) {
+        return v2_error(status, message);
+    }
+    apply(app, action, v, next).await
+}
+
 async fn mode(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = refuse_admin(&app, &headers) {
-        return r;
-    }
-    let v = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let Some(m) = v["mode"].as_str().and_then(Mode::parse) else {
-        return v2_error(
-            StatusCode::BAD_REQUEST,
-            "expected {\"mode\": \"shadow\" | \"ab\" | \"canary\"}".into(),
-        );
-    };
-    let _guard = app.admin_lock.lock().await;
-    let mut next = app.admin_state();
-    next.mode = m;
-    next.held = false;
-    apply(&app, "mode", v, next).await
+    admin_call(&app, &headers, &body, "mode", |v, next| {
+        let Some(m) = v["mode"].as_str().and_then(Mode::parse) else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "expected {\"mode\": \"shadow\" | \"ab\" | \"canary\"}".into(),
+            ));
+        };
+        next.mode = m;
+        next.held = false;
+        Ok(())
+    })
+    .await
 }
 
 async fn weights(
@@ -140,26 +163,20 @@ async fn weights(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = refuse_admin(&app, &headers) {
-        return r;
-    }
-    let v = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let Some(w) = v["candidate_weight"]
-        .as_f64()
-        .filter(|w| (0.0..=1.0).contains(w))
-    else {
-        return v2_error(
-            StatusCode::BAD_REQUEST,
-            "expected {\"candidate_weight\": a fraction in [0, 1]}".into(),
-        );
-    };
-    let _guard = app.admin_lock.lock().await;
-    let mut next = app.admin_state();
-    next.candidate_weight = w;
-    apply(&app, "weights", v, next).await
+    admin_call(&app, &headers, &body, "weights", |v, next| {
+        let Some(w) = v["candidate_weight"]
+            .as_f64()
+            .filter(|w| (0.0..=1.0).contains(w))
+        else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "expected {\"candidate_weight\": a fraction in [0, 1]}".into(),
+            ));
+        };
+        next.candidate_weight = w;
+        Ok(())
+    })
+    .await
 }
 
 async fn canary(
@@ -168,62 +185,47 @@ async fn canary(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = refuse_admin(&app, &headers) {
-        return r;
-    }
-    let v = if body.is_empty() {
-        json!({})
-    } else {
-        match body_json(&body) {
-            Ok(v) => v,
-            Err(r) => return *r,
-        }
-    };
-    let _guard = app.admin_lock.lock().await;
-    let mut next = app.admin_state();
-    let conflict = |m: String| v2_error(StatusCode::CONFLICT, m);
-    let steps = app.cfg.split.canary_steps.len();
     if !["advance", "hold", "rollback"].contains(&action.as_str()) {
         return v2_error(
             StatusCode::NOT_FOUND,
             format!("no canary action '{action}' (advance, hold, rollback)"),
         );
     }
-    if next.mode != Mode::Canary {
-        // In ab mode a rollback here would change nothing in force: say so instead.
-        return conflict(format!(
-            "the mode is {}; the canary actions act in canary mode (POST /admin/mode), \
-             set the ab weight with POST /admin/weights",
-            next.mode.as_str()
-        ));
-    }
-    match action.as_str() {
-        "advance" => {
-            if next.held && v["force"] != json!(true) {
-                return conflict(
-                    "the ramp is held; advance with {\"force\": true} to release it".into(),
-                );
+    let steps = app.cfg.split.canary_steps.len();
+    let conflict = |m: String| Err((StatusCode::CONFLICT, m));
+    let name = format!("canary/{action}");
+    admin_call(&app, &headers, &body, &name, |v, next| {
+        if next.mode != Mode::Canary {
+            // In ab mode a rollback here would change nothing in force: say so instead.
+            return conflict(format!(
+                "the mode is {}; the canary actions act in canary mode (POST /admin/mode), \
+                 set the ab weight with POST /admin/weights",
+                next.mode.as_str()
+            ));
+        }
+        match action.as_str() {
+            "advance" => {
+                if next.held && v["force"] != json!(true) {
+                    return conflict(
+                        "the ramp is held; advance with {\"force\": true} to release it".into(),
+                    );
+                }
+                next.canary_step = match next.canary_step {
+                    None => Some(0),
+                    Some(i) if i + 1 < steps => Some(i + 1),
+                    Some(_) => return conflict("the ramp is at its last step".into()),
+                };
+                next.held = false;
             }
-            next.canary_step = match next.canary_step {
-                None => Some(0),
-                Some(i) if i + 1 < steps => Some(i + 1),
-                Some(_) => return conflict("the ramp is at its last step".into()),
-            };
-            next.held = false;
+            "hold" => next.held = true,
+            _ => {
+                next.canary_step = None;
+                next.held = false;
+            }
         }
-        "hold" => next.held = true,
-        "rollback" => {
-            next.canary_step = None;
-            next.held = false;
-        }
-        other => {
-            return v2_error(
-                StatusCode::NOT_FOUND,
-                format!("no canary action '{other}' (advance, hold, rollback)"),
-            )
-        }
-    }
-    apply(&app, &format!("canary/{action}"), v, next).await
+        Ok(())
+    })
+    .await
 }
 
 /// `POST /v2/models/{name}/outcome` with `{"request_id", "name", "value"}`.

@@ -97,6 +97,43 @@ impl App {
         }
     }
 
+    /// A model's answer in the baseline's output order: the candidate's outputs are matched
+    /// to the baseline's by name (`candidate_outputs`, a permutation).
+    pub fn in_baseline_order(&self, arm: Arm, out: Vec<Array>) -> Result<Vec<Array>, String> {
+        let declared = match arm {
+            Arm::Baseline => self.baseline.info.outputs.len(),
+            Arm::Candidate => self.candidate.info.outputs.len(),
+        };
+        if out.len() != declared {
+            return Err(format!(
+                "the {} model answered {} outputs; it declares {declared}",
+                arm.as_str(),
+                out.len()
+            ));
+        }
+        Ok(match arm {
+            Arm::Baseline => out,
+            Arm::Candidate => {
+                let mut slots: Vec<Option<Array>> = out.into_iter().map(Some).collect();
+                self.candidate_outputs
+                    .iter()
+                    .filter_map(|&j| slots[j].take())
+                    .collect()
+            }
+        })
+    }
+
+    /// Outputs in the baseline's order, under the baseline's names.
+    pub fn named(&self, out: Vec<Array>) -> Vec<(String, Array)> {
+        self.baseline
+            .info
+            .outputs
+            .iter()
+            .map(|t| t.name.clone())
+            .zip(out)
+            .collect()
+    }
+
     fn new_id(&self) -> String {
         format!(
             "qg-{}-{}",
@@ -146,13 +183,19 @@ async fn server_meta() -> Response {
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
+    readiness(&app, json!({}))
+}
+
+/// Ready unless draining: 200 with `"ready": true`, else 503 with `false`, added to `body`.
+fn readiness(app: &App, mut body: Value) -> Response {
     let ready = !app.draining.load(Ordering::SeqCst);
+    body["ready"] = json!(ready);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({ "ready": ready }))).into_response()
+    (status, axum::Json(body)).into_response()
 }
 
 fn unknown_model(app: &App, name: &str) -> Option<Response> {
@@ -167,23 +210,9 @@ fn unknown_model(app: &App, name: &str) -> Option<Response> {
     })
 }
 
-/// The V2 datatype of a declared element type.
+/// The V2 datatype of a declared element type (FP32 when undeclared).
 fn declared_datatype(t: Option<ElemType>) -> &'static str {
-    match t {
-        Some(ElemType::F16) => "FP16",
-        Some(ElemType::F32) | None => "FP32",
-        Some(ElemType::F64) => "FP64",
-        Some(ElemType::I8) => "INT8",
-        Some(ElemType::I16) => "INT16",
-        Some(ElemType::I32) => "INT32",
-        Some(ElemType::I64) => "INT64",
-        Some(ElemType::U8) => "UINT8",
-        Some(ElemType::U16) => "UINT16",
-        Some(ElemType::U32) => "UINT32",
-        Some(ElemType::U64) => "UINT64",
-        Some(ElemType::Bool) => "BOOL",
-        Some(ElemType::Str) => "BYTES",
-    }
+    t.map_or("FP32", qgate_runtime::v2_datatype)
 }
 
 fn tensor_meta(info: &ModelInfo, outputs: bool) -> Vec<Value> {
@@ -231,13 +260,7 @@ async fn model_ready(
         return r;
     }
     // The Open Inference Protocol's model-ready answer: `{"name", "ready"}`.
-    let ready = !app.draining.load(Ordering::SeqCst);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(json!({ "name": name, "ready": ready }))).into_response()
+    readiness(&app, json!({ "name": name }))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -248,15 +271,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .ok()
         .and_then(|t| t.as_ref().map(|t| t.max_capacity() - t.capacity()))
         .unwrap_or(0);
-    app.metrics
-        .shadow_queue_depth
-        .store(depth as u64, Ordering::Relaxed);
     let body = app.metrics.render(
         state.mode.as_str(),
         state.weight(&app.cfg.split),
         (state.mode == Mode::Canary)
             .then_some(state.canary_step)
             .flatten(),
+        depth,
     );
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
@@ -370,7 +391,10 @@ fn prepare(
     rec.input_bytes = bytes as i64;
     rec.inputs = record::inputs_json(&named, bytes, &app.cfg.log);
     let inputs = bind_inputs(&app.baseline.info, req)?;
-    check_outputs(&app.baseline.info, req)?;
+    v2::check_requested(
+        req,
+        app.baseline.info.outputs.iter().map(|t| t.name.as_str()),
+    )?;
     Ok(inputs)
 }
 
@@ -394,7 +418,7 @@ fn note_served(
     app: &App,
     rec: &mut RequestRecord,
     arm: Arm,
-    served: &Served,
+    served: Served,
     took: Option<std::time::Duration>,
 ) -> Option<Vec<(String, Array)>> {
     let us = took.map(|d| d.as_micros() as i64);
@@ -405,18 +429,11 @@ fn note_served(
     match served {
         Served::Failed(status, m) => {
             rec.status = status.as_u16();
-            rec.error = Some(m.clone());
+            rec.error = Some(m);
             None
         }
         Served::Ok(out) => {
-            let named: Vec<(String, Array)> = app
-                .baseline
-                .info
-                .outputs
-                .iter()
-                .map(|t| t.name.clone())
-                .zip(out.iter().cloned())
-                .collect();
+            let named = app.named(out);
             rec.status = 200;
             rec.outputs = Some(record::outputs_json(&named, &app.cfg.log));
             Some(named)
@@ -445,7 +462,6 @@ fn reserve_shadow(
         }
         Err(_) => {
             rec.shadow_status = Some("dropped");
-            app.metrics.shadow_dropped.fetch_add(1, Ordering::Relaxed);
             app.metrics.shadow("dropped");
             None
         }
@@ -453,6 +469,7 @@ fn reserve_shadow(
 }
 
 /// The answer to a served request: the outputs as the client asked, or the V2 error.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     req: &InferRequest,
     name: &str,
@@ -460,11 +477,12 @@ fn answer(
     id: &str,
     arm: &str,
     outputs: Option<Vec<(String, Array)>>,
-    rec: &RequestRecord,
+    status: u16,
+    error: Option<String>,
 ) -> Response {
-    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let Some(outputs) = outputs else {
-        let message = rec.error.clone().unwrap_or_default();
+        let message = error.unwrap_or_default();
         return respond(status, id, arm, v2_error(status, message));
     };
     let enc = match v2::encode_response(name, version, id, &outputs, req) {
@@ -617,30 +635,31 @@ async fn handle(
     };
     let arm = choose_arm(&app, &state, &headers, &mut rec);
     let (served, took) = serve(&app, arm, &inputs).await;
-    let outputs = note_served(&app, &mut rec, arm, &served, took);
+    let outputs = note_served(&app, &mut rec, arm, served, took);
     let permit = reserve_shadow(&app, state.mode, &mut rec);
     rec.total_us = started.elapsed().as_micros() as i64;
     rec.gateway_us = rec.total_us - took.map_or(0, |d| d.as_micros() as i64);
-    let logged = match app.store.record(rec.clone()).await {
+    // The record goes to the log; the answer needs only these of it.
+    let (request_id, status, error) = (rec.request_id.clone(), rec.status, rec.error.clone());
+    let logged = match app.store.record(rec).await {
         Ok(id) => id,
-        Err(e) => return unlogged(&app, &rec.request_id, arm.as_str(), &e),
+        Err(e) => return unlogged(&app, &request_id, arm.as_str(), &e),
     };
-    if logged != rec.request_id {
+    if logged != request_id {
         app.metrics.duplicate_ids.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(permit) = permit {
         permit.send(ShadowJob {
             request_id: logged.clone(),
             inputs,
-            baseline_outputs: match served {
-                Served::Ok(o) => Some(o),
-                Served::Failed(..) => None,
-            },
+            // Only shadow mode copies the answer, for the agreement figure.
+            baseline_outputs: outputs
+                .as_ref()
+                .map(|o| o.iter().map(|(_, a)| a.clone()).collect()),
             deadline: started + app.cfg.shadow_timeout,
         });
     }
-    app.metrics
-        .request(arm.as_str(), rec.status, started.elapsed());
+    app.metrics.request(arm.as_str(), status, started.elapsed());
     answer(
         &req,
         &name,
@@ -648,7 +667,8 @@ async fn handle(
         &logged,
         arm.as_str(),
         outputs,
-        &rec,
+        status,
+        error,
     )
 }
 
@@ -660,22 +680,6 @@ fn unlogged(app: &App, id: &str, arm: &str, e: &str) -> Response {
     let status = StatusCode::SERVICE_UNAVAILABLE;
     let message = "the gateway cannot log this request; it answers only what it logs";
     respond(status, id, arm, v2_error(status, message.into()))
-}
-
-/// Every requested output must exist (checked before the model runs, so the record of a
-/// 200 is never followed by a refusal).
-fn check_outputs(info: &ModelInfo, req: &InferRequest) -> Result<(), BadRequest> {
-    for o in &req.outputs {
-        if !info.outputs.iter().any(|t| t.name == o.name) {
-            let known: Vec<&str> = info.outputs.iter().map(|t| t.name.as_str()).collect();
-            return Err(BadRequest(format!(
-                "the model has no output '{}' (it has: {})",
-                o.name,
-                known.join(", ")
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Reads and parses the body, refusing it with 413 beyond the limit and 400 when malformed.
@@ -739,9 +743,10 @@ async fn refuse(
     rec.error = Some(message.clone());
     rec.total_us = started.elapsed().as_micros() as i64;
     rec.gateway_us = rec.total_us;
-    let id = match app.store.record(rec.clone()).await {
+    let request_id = rec.request_id.clone();
+    let id = match app.store.record(rec).await {
         Ok(id) => id,
-        Err(e) => return unlogged(app, &rec.request_id, "none", &e),
+        Err(e) => return unlogged(app, &request_id, "none", &e),
     };
     app.metrics
         .request("none", status.as_u16(), started.elapsed());
@@ -764,30 +769,10 @@ async fn serve(app: &App, arm: Arm, inputs: &[Array]) -> (Served, Option<std::ti
     match backend.call(inputs, app.cfg.backend_timeout).await {
         Ok((out, d)) => {
             app.metrics.backend(backend.role, d);
-            let out = match arm {
-                Arm::Baseline => out,
-                Arm::Candidate if out.len() == app.candidate_outputs.len() => app
-                    .candidate_outputs
-                    .iter()
-                    .map(|&j| out[j].clone())
-                    .collect(),
-                Arm::Candidate => out,
-            };
-            if out.len() != app.baseline.info.outputs.len() {
-                return (
-                    Served::Failed(
-                        StatusCode::BAD_GATEWAY,
-                        format!(
-                            "the {} model answered {} outputs; the gateway serves {}",
-                            backend.role,
-                            out.len(),
-                            app.baseline.info.outputs.len()
-                        ),
-                    ),
-                    Some(d),
-                );
+            match app.in_baseline_order(arm, out) {
+                Ok(out) => (Served::Ok(out), Some(d)),
+                Err(m) => (Served::Failed(StatusCode::BAD_GATEWAY, m), Some(d)),
             }
-            (Served::Ok(out), Some(d))
         }
         Err(CallError::Timeout(t)) => (
             Served::Failed(

@@ -5,7 +5,6 @@
 //! (a runtime cannot be interrupted), which is why the shadow copies get a pool of their
 //! own size (`shadow.concurrency`) and never share the baseline's threads.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,9 +46,7 @@ pub struct Backend {
     /// The model spec, for messages.
     pub spec: String,
     pub info: ModelInfo,
-    queue: Mutex<mpsc::Sender<Job>>,
-    busy: Arc<AtomicUsize>,
-    threads: usize,
+    queue: mpsc::Sender<Job>,
 }
 
 impl Backend {
@@ -68,10 +65,8 @@ impl Backend {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let busy = Arc::new(AtomicUsize::new(0));
         for (i, mut model) in models.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
-            let busy = Arc::clone(&busy);
             let factory = Arc::clone(factory);
             std::thread::Builder::new()
                 .name(format!("qgate-{role}-{i}"))
@@ -88,11 +83,9 @@ impl Backend {
                     if job.reply.is_closed() {
                         continue;
                     }
-                    busy.fetch_add(1, Ordering::SeqCst);
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         model.run(&job.inputs).map_err(|e| e.to_string())
                     }));
-                    busy.fetch_sub(1, Ordering::SeqCst);
                     match run {
                         Ok(r) => {
                             let _ = job.reply.send(r);
@@ -131,9 +124,7 @@ impl Backend {
             role,
             spec: spec.to_string(),
             info,
-            queue: Mutex::new(tx),
-            busy,
-            threads: threads.max(1),
+            queue: tx,
         })
     }
 
@@ -144,11 +135,7 @@ impl Backend {
         inputs: Vec<Array>,
     ) -> Result<oneshot::Receiver<Result<Vec<Array>, String>>, CallError> {
         let (reply, rx) = oneshot::channel();
-        let sent = match self.queue.lock() {
-            Ok(q) => q.send(Job { inputs, reply }).is_ok(),
-            Err(_) => false,
-        };
-        if !sent {
+        if self.queue.send(Job { inputs, reply }).is_err() {
             return Err(CallError::Failed(format!(
                 "the {} model's workers have stopped",
                 self.role
@@ -184,15 +171,5 @@ impl Backend {
             Ok(Err(m)) => Err(CallError::Failed(m)),
             Ok(Ok(out)) => Ok(out),
         }
-    }
-
-    /// Calls running now.
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::SeqCst)
-    }
-
-    /// Model instances.
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 }

@@ -41,8 +41,6 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     /// shadow status → copies.
     shadow: Mutex<BTreeMap<&'static str, u64>>,
-    pub shadow_queue_depth: AtomicU64,
-    pub shadow_dropped: AtomicU64,
     pub duplicate_ids: AtomicU64,
     pub unsticky: AtomicU64,
     pub log_errors: AtomicU64,
@@ -84,8 +82,15 @@ impl Metrics {
         self.agreed_rows.fetch_add(agreed, Ordering::Relaxed);
     }
 
-    /// The exposition text. `weight` and `step` describe the admin state now.
-    pub fn render(&self, mode: &str, weight: f64, step: Option<usize>) -> String {
+    /// The exposition text. `weight` and `step` describe the admin state now, `queue_depth`
+    /// the shadow copies waiting.
+    pub fn render(
+        &self,
+        mode: &str,
+        weight: f64,
+        step: Option<usize>,
+        queue_depth: usize,
+    ) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -105,10 +110,12 @@ impl Metrics {
             s,
             "# HELP qgate_shadow_total Shadow copies by how they ended.\n# TYPE qgate_shadow_total counter"
         );
+        let mut dropped = 0;
         if let Ok(m) = self.shadow.lock() {
             for (status, n) in m.iter() {
                 let _ = writeln!(s, "qgate_shadow_total{{status=\"{status}\"}} {n}");
             }
+            dropped = m.get("dropped").copied().unwrap_or(0);
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let paired = load(&self.paired_rows);
@@ -118,13 +125,13 @@ impl Metrics {
                 "qgate_shadow_queue_depth",
                 "gauge",
                 "Shadow copies waiting for the candidate.",
-                load(&self.shadow_queue_depth).to_string(),
+                queue_depth.to_string(),
             ),
             (
                 "qgate_shadow_dropped_total",
                 "counter",
                 "Shadow copies dropped because the queue was full.",
-                load(&self.shadow_dropped).to_string(),
+                dropped.to_string(),
             ),
             (
                 "qgate_duplicate_request_ids_total",

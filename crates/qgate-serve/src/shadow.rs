@@ -12,8 +12,8 @@ use qgate_core::Array;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::app::App;
-use crate::backend::CallError;
 use crate::record;
+use crate::route::Arm;
 use crate::store::ShadowResult;
 
 /// One request's copy for the candidate.
@@ -95,51 +95,26 @@ async fn run_one(app: &App, job: ShadowJob) {
         }
     };
     let shadow = match out {
-        Ok((outputs, _)) if outputs.len() != app.shadow_candidate.info.outputs.len() => result(
-            "error",
-            Some(format!(
-                "the candidate answered {} outputs; it declares {}",
-                outputs.len(),
-                app.shadow_candidate.info.outputs.len()
-            )),
-        ),
-        Ok((outputs, took)) => {
-            app.metrics.backend("candidate", took);
-            // In the baseline's output order, under the baseline's names.
-            let outputs: Vec<Array> = app
-                .candidate_outputs
-                .iter()
-                .map(|&j| outputs[j].clone())
-                .collect();
-            if let Some((rows, agreed)) = job
-                .baseline_outputs
-                .as_deref()
-                .and_then(|b| record::top1_agreement(b, &outputs))
-            {
-                app.metrics.agreement(rows, agreed);
+        Ok((outputs, took)) => match app.in_baseline_order(Arm::Candidate, outputs) {
+            Err(m) => result("error", Some(m)),
+            Ok(outputs) => {
+                app.metrics.backend("candidate", took);
+                if let Some((rows, agreed)) = job
+                    .baseline_outputs
+                    .as_deref()
+                    .and_then(|b| record::top1_agreement(b, &outputs))
+                {
+                    app.metrics.agreement(rows, agreed);
+                }
+                ShadowResult {
+                    outputs: Some(record::outputs_json(&app.named(outputs), &app.cfg.log)),
+                    candidate_us: Some(took.as_micros() as i64),
+                    ..result("ok", None)
+                }
             }
-            let named: Vec<(String, Array)> = app
-                .baseline
-                .info
-                .outputs
-                .iter()
-                .map(|t| t.name.clone())
-                .zip(outputs)
-                .collect();
-            ShadowResult {
-                outputs: Some(record::outputs_json(&named, &app.cfg.log)),
-                candidate_us: Some(took.as_micros() as i64),
-                ..result("ok", None)
-            }
-        }
-        Err(CallError::Timeout(t)) => result(
-            "timeout",
-            Some(format!(
-                "the candidate gave no answer within {} ms",
-                t.as_millis()
-            )),
-        ),
-        Err(CallError::Failed(m)) => result("error", Some(m)),
+        },
+        // A timeout was recorded in the select above; what is left is a failure.
+        Err(e) => result("error", Some(e.to_string())),
     };
     app.metrics.shadow(shadow.status);
     app.store.shadow(shadow);

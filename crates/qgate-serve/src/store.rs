@@ -209,47 +209,15 @@ fn open_connection(cfg: &LogConfig) -> Result<Connection, ServeError> {
     }
     conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
         .map_err(|e| store_err(path, e))?;
-    let (tables, meta): (i64, i64) = conn
-        .query_row(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE name = 'meta') FROM sqlite_master \
-             WHERE type = 'table'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|e| store_err(path, e))?;
-    if tables > 0 && meta == 0 {
-        return Err(store_err(
-            path,
-            "is a SQLite database but not a qgate log (no meta table); name a new file",
-        ));
-    }
-    conn.execute_batch(SCHEMA).map_err(|e| store_err(path, e))?;
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| store_err(path, e))?;
-    match version.as_deref().map(str::parse::<i64>) {
+    match log_version(&conn, path)? {
+        Some(v) => same_version(path, &v)?,
         None => {
+            conn.execute_batch(SCHEMA).map_err(|e| store_err(path, e))?;
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
                 params![SCHEMA_VERSION.to_string()],
             )
             .map_err(|e| store_err(path, e))?;
-        }
-        Some(Ok(v)) if v == SCHEMA_VERSION => {}
-        Some(_) => {
-            return Err(store_err(
-                path,
-                format!(
-                    "holds log schema version {}; this qgate writes version {SCHEMA_VERSION} \
-                     (use a new log file)",
-                    version.as_deref().unwrap_or_default()
-                ),
-            ))
         }
     }
     Ok(conn)
@@ -278,39 +246,51 @@ pub fn check(cfg: &LogConfig) -> Result<(), ServeError> {
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| store_err(path, e))?;
-    let has_meta: Option<i64> = conn
+    match log_version(&conn, path)? {
+        Some(v) => same_version(path, &v),
+        None => Err(store_err(path, NOT_A_LOG)),
+    }
+}
+
+const NOT_A_LOG: &str = "is a SQLite database but not a qgate log (no meta table); name a new file";
+
+/// The schema version of the qgate log in `conn`; `None` for a database without tables (a
+/// new log). Another application's database is an error.
+fn log_version(conn: &Connection, path: &Path) -> Result<Option<String>, ServeError> {
+    let (tables, meta): (i64, i64) = conn
         .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE name = 'meta') FROM sqlite_master \
+             WHERE type = 'table'",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()
         .map_err(|e| store_err(path, format!("is not a SQLite database: {e}")))?;
-    if has_meta.is_none() {
-        return Err(store_err(
-            path,
-            "exists but is not a qgate log (no meta table); name a new file",
-        ));
+    match (tables, meta) {
+        (0, _) => Ok(None),
+        (_, 0) => Err(store_err(path, NOT_A_LOG)),
+        _ => conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| Some(v.unwrap_or_else(|| "(none)".into())))
+            .map_err(|e| store_err(path, e)),
     }
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| store_err(path, e))?;
-    match version {
-        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
-        v => Err(store_err(
-            path,
-            format!(
-                "holds log schema version {}; this qgate writes version {SCHEMA_VERSION} \
-                 (use a new log file)",
-                v.as_deref().unwrap_or("(none)")
-            ),
-        )),
+}
+
+fn same_version(path: &Path, version: &str) -> Result<(), ServeError> {
+    if version == SCHEMA_VERSION.to_string() {
+        return Ok(());
     }
+    Err(store_err(
+        path,
+        format!(
+            "holds log schema version {version}; this qgate writes version {SCHEMA_VERSION} \
+             (use a new log file)"
+        ),
+    ))
 }
 
 /// Opens the log and starts its writer thread. `shadow_timeout`: pending shadow copies older

@@ -5,7 +5,9 @@
 //! output is binary when its `parameters.binary_data` says so, else when the request's
 //! `parameters.binary_data_output` does).
 
-use qgate_core::{Array, ArrayData};
+use qgate_core::{Array, ArrayData, ElemType};
+use qgate_data::npy::f16_to_f32;
+use qgate_runtime::{v2_datatype, v2_elem_type};
 use serde_json::{json, Map, Value};
 
 /// A request the gateway refuses, with the reason the client reads in `{"error": …}`.
@@ -52,20 +54,7 @@ pub struct InferRequest {
 /// The V2 name of an array's element type. Float16 data is held widened to float32 and
 /// answered as FP32.
 pub fn datatype(a: &ArrayData) -> &'static str {
-    match a {
-        ArrayData::F32(_) => "FP32",
-        ArrayData::F64(_) => "FP64",
-        ArrayData::I8(_) => "INT8",
-        ArrayData::I16(_) => "INT16",
-        ArrayData::I32(_) => "INT32",
-        ArrayData::I64(_) => "INT64",
-        ArrayData::U8(_) => "UINT8",
-        ArrayData::U16(_) => "UINT16",
-        ArrayData::U32(_) => "UINT32",
-        ArrayData::U64(_) => "UINT64",
-        ArrayData::Bool(_) => "BOOL",
-        ArrayData::Str(_) => "BYTES",
-    }
+    v2_datatype(a.elem_type())
 }
 
 /// Reads a request body. `header_len` is the `Inference-Header-Content-Length` header.
@@ -257,22 +246,23 @@ fn from_json(dt: &str, v: &Value, count: usize) -> Result<ArrayData, String> {
             )
         };
     }
-    Ok(match dt {
-        "FP32" | "FP16" => ArrayData::F32(
+    let t = v2_elem_type(dt).ok_or_else(|| format!("unknown datatype \"{dt}\""))?;
+    Ok(match t {
+        ElemType::F32 | ElemType::F16 => ArrayData::F32(
             flat.iter()
                 .map(|x| float(x).map(|f| f as f32))
                 .collect::<Result<_, _>>()?,
         ),
-        "FP64" => ArrayData::F64(flat.iter().map(|x| float(x)).collect::<Result<_, _>>()?),
-        "INT8" => ints!(i8, I8),
-        "INT16" => ints!(i16, I16),
-        "INT32" => ints!(i32, I32),
-        "INT64" => ints!(i64, I64),
-        "UINT8" => ints!(u8, U8),
-        "UINT16" => ints!(u16, U16),
-        "UINT32" => ints!(u32, U32),
-        "UINT64" => ints!(u64, U64),
-        "BOOL" => ArrayData::Bool(
+        ElemType::F64 => ArrayData::F64(flat.iter().map(|x| float(x)).collect::<Result<_, _>>()?),
+        ElemType::I8 => ints!(i8, I8),
+        ElemType::I16 => ints!(i16, I16),
+        ElemType::I32 => ints!(i32, I32),
+        ElemType::I64 => ints!(i64, I64),
+        ElemType::U8 => ints!(u8, U8),
+        ElemType::U16 => ints!(u16, U16),
+        ElemType::U32 => ints!(u32, U32),
+        ElemType::U64 => ints!(u64, U64),
+        ElemType::Bool => ArrayData::Bool(
             flat.iter()
                 .map(|x| {
                     x.as_bool()
@@ -280,7 +270,7 @@ fn from_json(dt: &str, v: &Value, count: usize) -> Result<ArrayData, String> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        "BYTES" => ArrayData::Str(
+        ElemType::Str => ArrayData::Str(
             flat.iter()
                 .map(|x| {
                     x.as_str()
@@ -289,7 +279,6 @@ fn from_json(dt: &str, v: &Value, count: usize) -> Result<ArrayData, String> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        other => return Err(format!("unknown datatype \"{other}\"")),
     })
 }
 
@@ -315,10 +304,11 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
             )
         }};
     }
-    Ok(match dt {
-        "FP32" => le!(f32, F32),
-        "FP64" => le!(f64, F64),
-        "FP16" => {
+    let t = v2_elem_type(dt).ok_or_else(|| format!("unknown datatype \"{dt}\""))?;
+    Ok(match t {
+        ElemType::F32 => le!(f32, F32),
+        ElemType::F64 => le!(f64, F64),
+        ElemType::F16 => {
             if count.checked_mul(2) != Some(b.len()) {
                 return Err(format!(
                     "binary_data_size is {} bytes; the shape needs {count} × 2",
@@ -327,19 +317,19 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
             }
             ArrayData::F32(
                 b.chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
                     .collect(),
             )
         }
-        "INT8" => le!(i8, I8),
-        "INT16" => le!(i16, I16),
-        "INT32" => le!(i32, I32),
-        "INT64" => le!(i64, I64),
-        "UINT8" => le!(u8, U8),
-        "UINT16" => le!(u16, U16),
-        "UINT32" => le!(u32, U32),
-        "UINT64" => le!(u64, U64),
-        "BOOL" => {
+        ElemType::I8 => le!(i8, I8),
+        ElemType::I16 => le!(i16, I16),
+        ElemType::I32 => le!(i32, I32),
+        ElemType::I64 => le!(i64, I64),
+        ElemType::U8 => le!(u8, U8),
+        ElemType::U16 => le!(u16, U16),
+        ElemType::U32 => le!(u32, U32),
+        ElemType::U64 => le!(u64, U64),
+        ElemType::Bool => {
             if b.len() != count {
                 return Err(format!(
                     "binary_data_size is {} bytes; the shape needs {count}",
@@ -348,7 +338,7 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
             }
             ArrayData::Bool(b.iter().map(|&x| x != 0).collect())
         }
-        "BYTES" => {
+        ElemType::Str => {
             // Each element takes at least its 4-byte length: more than that many is a lie.
             if count > b.len() / 4 {
                 return Err(format!(
@@ -380,7 +370,6 @@ fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
             }
             ArrayData::Str(out)
         }
-        other => return Err(format!("unknown datatype \"{other}\"")),
     })
 }
 
@@ -468,6 +457,30 @@ pub fn tensor_json(name: &str, a: &Array) -> Value {
     })
 }
 
+/// Every output `req` asks for must be one of `names` (checked before the model runs, so a
+/// record of a 200 is never followed by a refusal).
+pub fn check_requested<'a>(
+    req: &InferRequest,
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), BadRequest> {
+    match req
+        .outputs
+        .iter()
+        .find(|o| !names.clone().any(|n| n == o.name))
+    {
+        Some(o) => Err(no_such_output(&o.name, names)),
+        None => Ok(()),
+    }
+}
+
+fn no_such_output<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> BadRequest {
+    let known: Vec<&str> = names.collect();
+    BadRequest(format!(
+        "the model has no output '{name}' (it has: {})",
+        known.join(", ")
+    ))
+}
+
 /// An encoded answer: the body and, for a binary answer, the JSON header's length.
 pub struct Encoded {
     pub body: Vec<u8>,
@@ -492,11 +505,9 @@ pub fn encode_response(
             .iter()
             .map(|o| {
                 let Some((n, a)) = outputs.iter().find(|(n, _)| *n == o.name) else {
-                    let known: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
-                    return bad(format!(
-                        "the model has no output '{}' (it has: {})",
-                        o.name,
-                        known.join(", ")
+                    return Err(no_such_output(
+                        &o.name,
+                        outputs.iter().map(|(n, _)| n.as_str()),
                     ));
                 };
                 Ok((n.as_str(), a, o.binary.unwrap_or(req.binary_output)))

@@ -311,6 +311,41 @@ fn db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("log")
 }
 
+/// `SELECT COUNT(*) FROM requests WHERE cond` in the log at `path`.
+fn count(path: &Path, cond: &str) -> i64 {
+    db(path)
+        .query_row(
+            &format!("SELECT COUNT(*) FROM requests WHERE {cond}"),
+            [],
+            |r| r.get(0),
+        )
+        .expect("sql")
+}
+
+/// The first column of `sql`'s rows, as text.
+fn column(path: &Path, sql: &str) -> Vec<String> {
+    db(path)
+        .prepare(sql)
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// GET `url`'s body as text, with the admin token when `admin`.
+fn get_text(a: &ureq::Agent, url: &str, admin: bool) -> String {
+    let mut req = a.get(url);
+    if admin {
+        req = req.header("authorization", &format!("Bearer {TOKEN}"));
+    }
+    req.call()
+        .expect("GET")
+        .body_mut()
+        .read_to_string()
+        .expect("text")
+}
+
 fn infer_url(r: &Run) -> String {
     format!("{}/v2/models/m/infer", r.base)
 }
@@ -438,14 +473,7 @@ fn a_failing_hanging_or_slow_candidate_changes_no_answer() {
         } else {
             assert_eq!(statuses, vec![(want.to_string(), 20)]);
         }
-        let statuses: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM requests WHERE status = 200",
-                [],
-                |r| r.get(0),
-            )
-            .expect("sql");
-        assert_eq!(statuses, 20);
+        assert_eq!(count(&run.db, "status = 200"), 20);
     }
 }
 
@@ -529,10 +557,10 @@ fn refusals_are_v2_errors_and_logged() {
         200
     );
     drop(run);
-    let conn = db(&dir.path().join("qgate-log.db"));
-    let refused: i64 = conn
-        .query_row("SELECT COUNT(*) FROM requests WHERE status IN (400, 413) AND arm IS NULL AND error IS NOT NULL", [], |r| r.get(0))
-        .expect("sql");
+    let refused = count(
+        &dir.path().join("qgate-log.db"),
+        "status IN (400, 413) AND arm IS NULL AND error IS NOT NULL",
+    );
     assert_eq!(refused, 8);
     // Without a configured token the admin API is absent.
     let dir = tempfile::tempdir().expect("tmp");
@@ -601,13 +629,7 @@ fn users_keep_their_arm_across_restarts_and_as_the_weight_grows() {
         &json_request(None, &sample(1, 1)),
     );
     assert_eq!(ans.status, 200);
-    let m = agent()
-        .get(&format!("{}/metrics", run.base))
-        .call()
-        .expect("metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("text");
+    let m = get_text(&a, &format!("{}/metrics", run.base), false);
     assert!(m.contains("qgate_unsticky_requests_total 1"), "{m}");
     assert!(m.contains("qgate_candidate_weight 0.6"), "{m}");
     run.stop();
@@ -645,28 +667,14 @@ fn a_restart_never_undoes_a_rollback() {
     let mut run = start(dir.path(), &extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
     let s = post(&a, &format!("{}/admin/state", run.base), &[], b"");
     assert_eq!(s.status, 405, "state is a GET");
-    let s: Value = serde_json::from_str(
-        &a.get(&format!("{}/admin/state", run.base))
-            .header("authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .expect("state")
-            .body_mut()
-            .read_to_string()
-            .expect("text"),
-    )
-    .expect("json");
+    let s: Value = serde_json::from_str(&get_text(&a, &format!("{}/admin/state", run.base), true))
+        .expect("json");
     assert_eq!(s["mode"], "canary");
     assert_eq!(s["canary_step"], Value::Null);
     assert_eq!(s["weight_in_force"].as_f64(), Some(0.0));
     assert!(arms(&a, &run, 50).iter().all(|c| !c));
     run.stop();
-    let actions: Vec<String> = db(&run.db)
-        .prepare("SELECT action FROM admin_actions ORDER BY seq")
-        .expect("sql")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let actions = column(&run.db, "SELECT action FROM admin_actions ORDER BY seq");
     assert_eq!(
         actions,
         [
@@ -753,13 +761,7 @@ fn duplicate_ids_get_a_suffix_and_outcomes_join_requests() {
         .status,
         400
     );
-    let m = a
-        .get(&format!("{}/metrics", run.base))
-        .call()
-        .expect("metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("text");
+    let m = get_text(&a, &format!("{}/metrics", run.base), false);
     assert!(m.contains("qgate_duplicate_request_ids_total 1"), "{m}");
     run.stop();
     let joined: (String, String, f64) = db(&run.db)
@@ -796,14 +798,7 @@ fn shutdown_marks_copies_still_pending_missing() {
     }
     let summary = run.stop();
     assert_eq!(summary.marked_missing, 5);
-    let missing: i64 = db(&run.db)
-        .query_row(
-            "SELECT COUNT(*) FROM requests WHERE shadow_status = 'missing'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("sql");
-    assert_eq!(missing, 5);
+    assert_eq!(count(&run.db, "shadow_status = 'missing'"), 5);
 }
 
 #[test]
@@ -909,13 +904,7 @@ fn inputs_are_kept_under_their_cap_and_old_records_are_deleted() {
     let mut run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(1.0));
     std::thread::sleep(Duration::from_millis(800));
     run.stop();
-    let ids: Vec<String> = db(&run.db)
-        .prepare("SELECT request_id FROM requests")
-        .expect("sql")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let ids = column(&run.db, "SELECT request_id FROM requests");
     assert_eq!(ids, ["small"]);
 }
 
@@ -983,13 +972,7 @@ fn metrics_count_arms_statuses_and_the_agreement_of_paired_answers() {
     }
     assert_eq!(post(&a, &infer_url(&run), &[], b"{").status, 400);
     std::thread::sleep(Duration::from_millis(400));
-    let m = a
-        .get(&format!("{}/metrics", run.base))
-        .call()
-        .expect("metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("text");
+    let m = get_text(&a, &format!("{}/metrics", run.base), false);
     let value = |name: &str| -> f64 {
         m.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
@@ -1121,15 +1104,9 @@ fn a_candidate_with_its_outputs_in_another_order_is_matched_by_name() {
         200
     );
     // The metadata is the baseline's, in its order.
-    let meta: Value = serde_json::from_str(
-        &a.get(&format!("{}/v2/models/m", run.base))
-            .call()
-            .expect("meta")
-            .body_mut()
-            .read_to_string()
-            .expect("text"),
-    )
-    .expect("json");
+    let meta: Value =
+        serde_json::from_str(&get_text(&a, &format!("{}/v2/models/m", run.base), false))
+            .expect("json");
     assert_eq!(meta["outputs"][0]["name"], "scores");
     // A/B at weight 1: the candidate answers every client, under the right names.
     assert_eq!(admin(&a, &run, "mode", r#"{"mode":"ab"}"#).status, 200);

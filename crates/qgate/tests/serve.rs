@@ -126,6 +126,17 @@ fn serve(config: &Path, extra: &[&str]) -> Served {
     }
 }
 
+/// A shadow gateway over the digits CNN on ONNX Runtime (FP32 baseline, INT8 candidate)
+/// logging to `log.db`; returns the config and the two model paths.
+fn ort_shadow_config(dir: &Path) -> (PathBuf, String, String) {
+    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir,
+        &format!("mode = \"shadow\"\nbaseline = \"ort:{b}\"\ncandidate = \"ort:{c}\"\n[log]\nurl = \"sqlite://log.db\""),
+    );
+    (cfg, b, c)
+}
+
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("gateway.toml");
     std::fs::write(
@@ -136,17 +147,18 @@ fn write_config(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
-/// Runs tests/serve/client.py; returns one JSON object per request.
-fn tritonclient(python: &str, addr: &str, n: usize, direct: &[&str]) -> Vec<Value> {
+/// Runs a client script of tests/serve against the gateway at `addr` (model `digits`):
+/// `script ADDR digits ARGS…`; returns one JSON object per request it printed.
+fn client(python: &str, script: &str, addr: &str, args: &[&str]) -> Vec<Value> {
     let out = Command::new(python)
-        .arg(common::root().join("tests/serve/client.py"))
-        .args([addr, "digits", &n.to_string()])
-        .args(direct)
+        .arg(common::root().join("tests/serve").join(script))
+        .args([addr, "digits"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "client.py failed: {}\n{}",
+        "{script} failed: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
@@ -155,6 +167,15 @@ fn tritonclient(python: &str, addr: &str, n: usize, direct: &[&str]) -> Vec<Valu
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Runs tests/serve/client.py (tritonclient): `n` requests, answers checked against `direct`.
+fn tritonclient(python: &str, addr: &str, n: usize, direct: &[&str]) -> Vec<Value> {
+    let n = n.to_string();
+    let args: Vec<&str> = std::iter::once(n.as_str())
+        .chain(direct.iter().copied())
+        .collect();
+    client(python, "client.py", addr, &args)
 }
 
 /// Every request the client made is in the log with both answers: the client's top-5
@@ -196,11 +217,7 @@ fn tritonclient_gets_onnxruntimes_answers_and_the_log_pairs_both() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
-    let cfg = write_config(
-        dir.path(),
-        &format!("mode = \"shadow\"\nbaseline = \"ort:{b}\"\ncandidate = \"ort:{c}\"\n[log]\nurl = \"sqlite://log.db\""),
-    );
+    let (cfg, b, c) = ort_shadow_config(dir.path());
     let served = serve(&cfg, &[]);
     let sent = tritonclient(&py, &served.addr, 30, &["--ort", &b, &c]);
     assert!(sent.iter().any(|s| s["binary"] == true) && sent.iter().any(|s| s["binary"] == false));
@@ -426,7 +443,8 @@ fn check_config_loads_both_models_and_names_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_non_loopback"));
 }
 
-/// The KServe SDK's interpreter (`.venv-kserve`, tests/serve/install-kserve.sh).
+/// The KServe SDK's interpreter (`.venv-kserve`: `tests/servers/install.sh` with
+/// `QGATE_REQUIREMENTS=tests/serve/kserve-requirements.txt`, as `.ci/run` does).
 fn kserve_python() -> Option<String> {
     match std::env::var("QGATE_KSERVE_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
@@ -446,33 +464,15 @@ fn the_kserve_sdk_works_unchanged() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
-    let cfg = write_config(
-        dir.path(),
-        &format!("mode = \"shadow\"\nbaseline = \"ort:{b}\"\ncandidate = \"ort:{c}\"\n[log]\nurl = \"sqlite://log.db\""),
-    );
+    let (cfg, b, _) = ort_shadow_config(dir.path());
     let served = serve(&cfg, &[]);
-    let out = Command::new(&py)
-        .arg(common::root().join("tests/serve/kserve_client.py"))
-        .args([served.addr.as_str(), "digits", "10", &b])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kserve_client.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let sent = client(&py, "kserve_client.py", &served.addr, &["10", &b]);
     assert_eq!(sent.len(), 10);
     assert!(sent.iter().all(|s| s["id"] == s["sent"]), "{sent:?}");
     let (code, err) = served.terminate();
     assert_eq!(code, 0, "{err}");
-    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
-    let ok: i64 = conn
+    let ok: i64 = rusqlite::Connection::open(dir.path().join("log.db"))
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM requests WHERE status = 200 AND request_id LIKE 'ks-%'",
             [],
