@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::app::{v2_error, App};
 use crate::config::Mode;
 use crate::route::AdminState;
-use crate::store::OutcomeRefused;
+use crate::store::{AdminRefused, AdminWrite, OutcomeRefused};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -82,22 +82,41 @@ fn body_json(body: &[u8]) -> Result<Value, Box<Response>> {
     })
 }
 
-/// Commits `next` with its action row, then makes it the state in force.
-async fn apply(app: &App, action: &str, detail: Value, next: AdminState) -> Response {
-    if let Err(e) = app
-        .store
-        .admin(action, detail.to_string(), next.clone())
-        .await
-    {
-        return v2_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the action was not applied: {e}"),
-        );
-    }
-    let before = app.admin_state();
-    match app.state.write() {
-        Ok(mut s) => *s = next.clone(),
-        Err(p) => *p.into_inner() = next.clone(),
+/// Commits `next` with its action row if the state in the log is still at `version` (no
+/// other replica changed it meanwhile), then makes it the state in force.
+async fn apply(
+    app: &App,
+    action: &str,
+    detail: Value,
+    (before, version): (AdminState, i64),
+    next: AdminState,
+) -> Response {
+    let model = &app.cfg.model_name;
+    let write = AdminWrite {
+        model: model.clone(),
+        action: action.to_string(),
+        detail: detail.to_string(),
+        change: Some((next.clone(), version)),
+    };
+    match app.store.admin(write).await {
+        Ok(v) => app.store.board().put(model, next.clone(), v),
+        Err(AdminRefused::Conflict(now, v)) => {
+            app.store.board().offer(model, now.clone(), v);
+            return v2_error(
+                StatusCode::CONFLICT,
+                format!(
+                    "another replica changed the admin state first (now {}); nothing was \
+                     applied: read GET /admin/state and retry",
+                    state_json(app, &now)
+                ),
+            );
+        }
+        Err(AdminRefused::Store(e)) => {
+            return v2_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the action was not applied: {e}"),
+            )
+        }
     }
     tracing::info!(
         action,
@@ -132,11 +151,12 @@ async fn admin_call(
         }
     };
     let _guard = app.admin_lock.lock().await;
-    let mut next = app.admin_state();
+    let current = app.versioned_state();
+    let mut next = current.0.clone();
     if let Err((status, message)) = change(&v, &mut next) {
         return v2_error(status, message);
     }
-    apply(app, action, v, next).await
+    apply(app, action, v, current, next).await
 }
 
 async fn mode(

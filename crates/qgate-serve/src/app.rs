@@ -2,7 +2,7 @@
 //! `router(app)` is apart from the listener so tests call it over a real socket on port 0.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, CallError};
-use crate::config::{GatewayConfig, Mode};
+use crate::config::{GatewayConfig, Mode, OnLogFailure};
 use crate::metrics::Metrics;
 use crate::record;
 use crate::route::{self, AdminState, Arm};
@@ -46,8 +46,9 @@ pub struct App {
     pub candidate_inputs: Vec<usize>,
     /// For each baseline output, the index of the candidate output that answers it.
     pub candidate_outputs: Vec<usize>,
+    /// The log; its board holds the admin state in force (this gateway's actions and,
+    /// read by its watcher, other replicas').
     pub store: Store,
-    pub state: RwLock<AdminState>,
     /// Serialises admin actions (each is committed before it takes effect).
     pub admin_lock: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
@@ -67,7 +68,6 @@ impl App {
         cfg: GatewayConfig,
         arms: Arms,
         store: Store,
-        state: AdminState,
         shadow_tx: mpsc::Sender<ShadowJob>,
     ) -> App {
         App {
@@ -78,7 +78,6 @@ impl App {
             candidate_inputs: arms.mapping.inputs,
             candidate_outputs: arms.mapping.outputs,
             store,
-            state: RwLock::new(state),
             admin_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             shadow_tx: Mutex::new(Some(shadow_tx)),
@@ -91,10 +90,15 @@ impl App {
     }
 
     pub fn admin_state(&self) -> AdminState {
-        match self.state.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.versioned_state().0
+    }
+
+    /// The admin state in force and its version in the log.
+    pub fn versioned_state(&self) -> (AdminState, i64) {
+        self.store
+            .board()
+            .get(&self.cfg.model_name)
+            .unwrap_or_else(|| (AdminState::from_config(self.cfg.mode, &self.cfg.split), 0))
     }
 
     /// A model's answer in the baseline's output order: the candidate's outputs are matched
@@ -186,9 +190,14 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     readiness(&app, json!({}))
 }
 
-/// Ready unless draining: 200 with `"ready": true`, else 503 with `false`, added to `body`.
+/// Ready unless draining or, when records that cannot be logged are refused, the log is
+/// down: 200 with `"ready": true`, else 503 with `false`, added to `body`.
 fn readiness(app: &App, mut body: Value) -> Response {
-    let ready = !app.draining.load(Ordering::SeqCst);
+    let log_ok = app.store.health().up() || app.store.on_failure() == OnLogFailure::ServeUnlogged;
+    let ready = !app.draining.load(Ordering::SeqCst) && log_ok;
+    if !log_ok {
+        body["reason"] = json!("the log is down");
+    }
     body["ready"] = json!(ready);
     let status = if ready {
         StatusCode::OK
@@ -271,7 +280,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .ok()
         .and_then(|t| t.as_ref().map(|t| t.max_capacity() - t.capacity()))
         .unwrap_or(0);
-    let body = app.metrics.render(
+    let mut body = app.metrics.render(
         state.mode.as_str(),
         state.weight(&app.cfg.split),
         (state.mode == Mode::Canary)
@@ -279,6 +288,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             .flatten(),
         depth,
     );
+    app.metrics.render_log(&mut body, app.store.health());
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -641,8 +651,11 @@ async fn handle(
     rec.gateway_us = rec.total_us - took.map_or(0, |d| d.as_micros() as i64);
     // The record goes to the log; the answer needs only these of it.
     let (request_id, status, error) = (rec.request_id.clone(), rec.status, rec.error.clone());
-    let logged = match app.store.record(rec).await {
-        Ok(id) => id,
+    let (logged, permit) = match app.store.record(rec).await {
+        Ok(id) => (id, permit),
+        // Served unlogged: the record waits in the log's backlog; no shadow copy is made
+        // (its result could reach the log before the record).
+        Err(e) if serves_unlogged(&app, &request_id, &e) => (request_id.clone(), None),
         Err(e) => return unlogged(&app, &request_id, arm.as_str(), &e),
     };
     if logged != request_id {
@@ -670,6 +683,17 @@ async fn handle(
         status,
         error,
     )
+}
+
+/// Whether a request whose record failed is answered anyway (`on_log_failure =
+/// "serve_unlogged"`); counts it.
+fn serves_unlogged(app: &App, id: &str, e: &str) -> bool {
+    if app.store.on_failure() != OnLogFailure::ServeUnlogged {
+        return false;
+    }
+    app.metrics.unlogged.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("request {id} served unlogged: {e}");
+    true
 }
 
 /// The answer when the record could not be committed: 503, since the gateway answers only
@@ -746,6 +770,7 @@ async fn refuse(
     let request_id = rec.request_id.clone();
     let id = match app.store.record(rec).await {
         Ok(id) => id,
+        Err(e) if serves_unlogged(app, &request_id, &e) => request_id,
         Err(e) => return unlogged(app, &request_id, "none", &e),
     };
     app.metrics

@@ -86,6 +86,10 @@ pub mod defaults {
     pub const BACKEND_TIMEOUT_MS: u64 = 30_000;
     pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
     pub const GROUP_COMMIT_MAX: usize = 512;
+    pub const PG_POOL: usize = 2;
+    pub const STATE_POLL_MS: u64 = 500;
+    pub const CONNECT_TIMEOUT_MS: u64 = 5000;
+    pub const BACKLOG: usize = 100_000;
 }
 
 #[derive(Deserialize)]
@@ -140,6 +144,12 @@ struct RawCanary {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     url: Option<String>,
+    url_env: Option<String>,
+    on_log_failure: Option<OnLogFailure>,
+    pool: Option<usize>,
+    state_poll_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    backlog: Option<usize>,
     durability: Option<Durability>,
     outputs: Option<OutputLog>,
     top_k: Option<usize>,
@@ -168,11 +178,76 @@ pub struct SplitConfig {
     pub canary_steps: Vec<f64>,
 }
 
+/// What the gateway does with a request whose record cannot be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLogFailure {
+    /// Answer 503 (and turn unready): the gateway answers only what it logged.
+    Reject,
+    /// Answer anyway, count it, and keep the record in a bounded backlog that is written
+    /// once the database is back.
+    ServeUnlogged,
+}
+
+/// The log's database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogTarget {
+    /// A SQLite file (one gateway).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database several replicas share; `url` may hold a password.
+    Postgres { url: String },
+}
+
+impl std::fmt::Display for LogTarget {
+    /// The file, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            LogTarget::Postgres { url } => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// A connection string with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => match rest[..at].find(':') {
+                    Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+                    None => url.to_string(),
+                },
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    // `password=…` as a query parameter or a key=value pair.
+    while let Some(i) = out.find("password=").filter(|i| !out[i + 9..].starts_with("***")) {
+        let start = i + 9;
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
 /// Where and how requests are logged.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    /// The SQLite database file.
-    pub path: PathBuf,
+    /// The database.
+    pub target: LogTarget,
+    pub on_failure: OnLogFailure,
+    /// Writer connections (PostgreSQL; SQLite has one writer). The watcher has one more.
+    pub pool: usize,
+    /// How often the watcher reads the shared admin state (the longest a replica acts on a
+    /// state another replica has replaced).
+    pub state_poll: Duration,
+    pub connect_timeout: Duration,
+    /// Records served unlogged (`serve_unlogged`) kept for writing once the database is back.
+    pub backlog: usize,
     pub durability: Durability,
     pub outputs: OutputLog,
     pub top_k: usize,
@@ -335,7 +410,7 @@ impl GatewayConfig {
                 defaults::SHADOW_TIMEOUT_MS,
             )?,
             split: split_config(path, raw.ab, raw.canary)?,
-            log: log_config(path, base, raw.log)?,
+            log: log_config(path, base, raw.log, env)?,
             admin_token: token("admin.token_env", &raw.admin.token_env)?,
             outcome_token: token("outcome_token_env", &raw.outcome_token_env)?,
         })
@@ -460,23 +535,119 @@ fn check_steps(path: &Path, steps: &[f64]) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn log_config(path: &Path, base: &Path, raw: RawLog) -> Result<LogConfig, ServeError> {
-    let url = raw.url.unwrap_or(defaults::LOG_URL.into());
-    let file = url.strip_prefix("sqlite://").ok_or_else(|| {
-        bad(
-            path,
-            "log.url",
-            format!("'{url}': expected sqlite://FILE (relative to this config file)"),
-        )
-    })?;
-    if file.is_empty() {
-        return Err(bad(path, "log.url", "names no file"));
-    }
-    let file = PathBuf::from(file);
-    let file = if file.is_relative() {
-        base.join(file)
+fn log_config(
+    path: &Path,
+    base: &Path,
+    raw: RawLog,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LogConfig, ServeError> {
+    let (key, url) = match (raw.url, raw.url_env) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                path,
+                "log.url_env",
+                "give `log.url` or `log.url_env`, not both",
+            ))
+        }
+        (None, Some(var)) => match env(&var) {
+            Some(u) if !u.trim().is_empty() => ("log.url_env", u.trim().to_string()),
+            _ => {
+                return Err(bad(
+                    path,
+                    "log.url_env",
+                    format!("names the environment variable {var}, which is not set or empty"),
+                ))
+            }
+        },
+        (u, None) => ("log.url", u.unwrap_or(defaults::LOG_URL.into())),
+    };
+    let target = if let Some(file) = url.strip_prefix("sqlite://") {
+        if file.is_empty() {
+            return Err(bad(path, key, "names no file"));
+        }
+        let file = PathBuf::from(file);
+        LogTarget::Sqlite(if file.is_relative() {
+            base.join(file)
+        } else {
+            file
+        })
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        use std::str::FromStr;
+        postgres::Config::from_str(&url).map_err(|e| {
+            bad(
+                path,
+                key,
+                format!("'{}' is not a PostgreSQL URL: {e}", redact(&url)),
+            )
+        })?;
+        LogTarget::Postgres { url }
     } else {
-        file
+        return Err(bad(
+            path,
+            key,
+            format!(
+                "'{}': expected sqlite://FILE (relative to this config file) or \
+                 postgres://USER@HOST:PORT/DATABASE",
+                redact(&url)
+            ),
+        ));
+    };
+    let pg = matches!(target, LogTarget::Postgres { .. });
+    if pg && raw.durability.is_some() {
+        return Err(bad(
+            path,
+            "log.durability",
+            "applies to SQLite logs; a PostgreSQL commit is as durable as the server's \
+             synchronous_commit setting (on by default) makes it",
+        ));
+    }
+    if pg && raw.retain_max_mb.is_some() {
+        return Err(bad(
+            path,
+            "log.retain_max_mb",
+            "applies to SQLite logs; use log.retain_days with PostgreSQL",
+        ));
+    }
+    let pool = match raw.pool {
+        Some(n) if !(1..=64).contains(&n) => {
+            return Err(bad(path, "log.pool", "expected 1 to 64 connections"))
+        }
+        Some(n) if n > 1 && !pg => {
+            return Err(bad(
+                path,
+                "log.pool",
+                "a SQLite log has one writer; pool applies to PostgreSQL",
+            ))
+        }
+        Some(n) => n,
+        None if pg => defaults::PG_POOL,
+        None => 1,
+    };
+    let state_poll = match raw.state_poll_ms {
+        Some(n) if !(10..=60_000).contains(&n) => {
+            return Err(bad(
+                path,
+                "log.state_poll_ms",
+                "expected 10 to 60000 milliseconds",
+            ))
+        }
+        n => Duration::from_millis(n.unwrap_or(defaults::STATE_POLL_MS)),
+    };
+    let connect_timeout = match raw.connect_timeout_ms {
+        Some(n) if !(1..=MAX_MILLIS).contains(&n) => {
+            return Err(bad(
+                path,
+                "log.connect_timeout_ms",
+                format!("expected milliseconds from 1 to {MAX_MILLIS}"),
+            ))
+        }
+        n => Duration::from_millis(n.unwrap_or(defaults::CONNECT_TIMEOUT_MS)),
+    };
+    let backlog = match raw.backlog {
+        Some(n) if n > 10_000_000 => {
+            return Err(bad(path, "log.backlog", "expected at most 10000000 records"))
+        }
+        n => n.unwrap_or(defaults::BACKLOG),
     };
     let top_k = match raw.top_k {
         Some(0) => return Err(bad(path, "log.top_k", "expected a whole number ≥ 1")),
@@ -503,7 +674,12 @@ fn log_config(path: &Path, base: &Path, raw: RawLog) -> Result<LogConfig, ServeE
         m => m.map(|m| (m * 1e6) as u64),
     };
     Ok(LogConfig {
-        path: file,
+        target,
+        on_failure: raw.on_log_failure.unwrap_or(OnLogFailure::Reject),
+        pool,
+        state_poll,
+        connect_timeout,
+        backlog,
         durability: raw.durability.unwrap_or(Durability::Normal),
         outputs: raw.outputs.unwrap_or(OutputLog::Topk),
         top_k,
@@ -532,7 +708,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.baseline.path(), Some(Path::new("/cfg/m.onnx")));
         assert_eq!(c.candidate.path(), Some(Path::new("/abs/c.onnx")));
-        assert_eq!(c.log.path, Path::new("/cfg/qgate-log.db"));
+        assert_eq!(
+            c.log.target,
+            LogTarget::Sqlite(PathBuf::from("/cfg/qgate-log.db"))
+        );
         assert_eq!(c.shadow_queue, 1000);
         assert_eq!(c.shadow_concurrency, 1);
         assert_eq!(c.shadow_timeout, Duration::from_secs(30));
@@ -547,7 +726,13 @@ mod tests {
             ("[ab]\ncandidate_weight = 1.5\n", "ab.candidate_weight"),
             ("[canary]\nsteps = [5, 1]\n", "canary.steps"),
             ("[admin]\ntoken_env = \"UNSET\"\n", "UNSET"),
-            ("[log]\nurl = \"postgres://x\"\n", "log.url"),
+            ("[log]\nurl = \"mysql://x\"\n", "log.url"),
+            ("[log]\nurl_env = \"UNSET\"\n", "log.url_env"),
+            (
+                "[log]\nurl = \"postgres://u@h/db\"\nretain_max_mb = 5\n",
+                "log.retain_max_mb",
+            ),
+            ("[log]\npool = 3\n", "log.pool"),
             ("[shadow]\nqueue = 0\n", "shadow.queue"),
             ("[shadow]\nqueues = 3\n", "queues"),
         ];

@@ -186,12 +186,10 @@ impl Gateway {
         )?;
         let mapping =
             map_tensors(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
-        let opened = store::open(&cfg.log, cfg.shadow_timeout)?;
-        let state_restored = opened.state.is_some();
-        let mut state = opened
-            .state
-            .clone()
-            .unwrap_or_else(|| AdminState::from_config(cfg.mode, &cfg.split));
+        let seed = AdminState::from_config(cfg.mode, &cfg.split);
+        let opened = store::open(&cfg.log, &cfg.model_name, &seed, cfg.shadow_timeout)?;
+        let state_restored = opened.restored;
+        let mut state = opened.state.clone();
         // A restored step past a ramp the config has since shortened stays at its end.
         let last = cfg.split.canary_steps.len() - 1;
         if state.canary_step.is_some_and(|i| i > last) {
@@ -200,6 +198,10 @@ impl Gateway {
                 state.canary_step
             );
             state.canary_step = Some(last);
+            opened
+                .store
+                .board()
+                .put(&cfg.model_name, state.clone(), opened.version);
         }
         let listener = std::net::TcpListener::bind(cfg.listen)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -224,11 +226,17 @@ impl Gateway {
         let (stop, stop_rx) = watch::channel(false);
         let grace = cfg.shutdown_grace;
         let workers = cfg.shadow_concurrency;
-        let start_detail = serde_json::json!({
-            "restored": state_restored,
-            "config": cfg.source.display().to_string(),
-            "listen": addr.to_string(),
-        });
+        let start = store::AdminWrite {
+            model: cfg.model_name.clone(),
+            action: "start".into(),
+            detail: serde_json::json!({
+                "restored": state_restored,
+                "config": cfg.source.display().to_string(),
+                "listen": addr.to_string(),
+            })
+            .to_string(),
+            change: None,
+        };
         let app = Arc::new(App::new(
             cfg,
             crate::app::Arms {
@@ -238,23 +246,19 @@ impl Gateway {
                 mapping,
             },
             opened.store,
-            state.clone(),
             shadow_tx,
         ));
-        let writer = opened.writer;
+        let log_threads = opened.threads;
         let done = runtime.block_on(async {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(|e| ServeError::Bind {
                     addr,
                     message: e.to_string(),
                 })?;
-            app.store
-                .admin("start", start_detail.to_string(), state)
-                .await
-                .map_err(|m| ServeError::Log {
-                    path: app.store.path.clone(),
-                    message: m,
-                })?;
+            app.store.admin(start).await.map_err(|e| ServeError::Log {
+                log: app.store.location.clone(),
+                message: format!("{e:?}"),
+            })?;
             let shadow_tasks = shadow::spawn_workers(Arc::clone(&app), shadow_rx, workers);
             Ok::<_, ServeError>(tokio::spawn(run(
                 app,
@@ -262,7 +266,7 @@ impl Gateway {
                 stop_rx,
                 grace,
                 shadow_tasks,
-                writer,
+                log_threads,
             )))
         })?;
         Ok(Gateway {
@@ -334,7 +338,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
     shadow_tasks: Vec<tokio::task::JoinHandle<()>>,
-    writer: std::thread::JoinHandle<()>,
+    log_threads: Vec<std::thread::JoinHandle<()>>,
 ) -> Result<ServeSummary, ServeError> {
     let mut stop2 = stop.clone();
     let signal = async move {
@@ -374,10 +378,15 @@ async fn run(
     })
     .await;
     let marked_missing = app.store.close().await.map_err(|m| ServeError::Log {
-        path: app.store.path.clone(),
+        log: app.store.location.clone(),
         message: m,
     })?;
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in log_threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     tracing::info!(marked_missing, drained, "stopped");
     Ok(ServeSummary {
         marked_missing,

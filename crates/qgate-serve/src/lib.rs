@@ -55,8 +55,8 @@ pub enum ServeError {
     },
     #[error("the candidate cannot take the baseline's requests: {0}")]
     Incompatible(String),
-    #[error("log {path}: {message}")]
-    Log { path: PathBuf, message: String },
+    #[error("log {log}: {message}")]
+    Log { log: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
     #[error("{0}")]

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub duplicate_ids: AtomicU64,
     pub unsticky: AtomicU64,
     pub log_errors: AtomicU64,
+    /// Requests answered although their record could not be committed (`serve_unlogged`).
+    pub unlogged: AtomicU64,
     /// Rows of paired shadow answers compared, and those whose top-1 agreed.
     pub paired_rows: AtomicU64,
     pub agreed_rows: AtomicU64,
@@ -191,6 +193,49 @@ impl Metrics {
             "# HELP qgate_mode The traffic mode now.\n# TYPE qgate_mode gauge\nqgate_mode{{mode=\"{mode}\"}} 1"
         );
         s
+    }
+
+    /// The log's health: up, backlog, records served unlogged, written late and lost.
+    pub fn render_log(&self, s: &mut String, health: &crate::store::LogHealth) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lines: [(&str, &str, &str, String); 5] = [
+            (
+                "qgate_log_up",
+                "gauge",
+                "1 while the log commits, 0 from a failed commit until it is back.",
+                u8::from(health.up()).to_string(),
+            ),
+            (
+                "qgate_log_unlogged_total",
+                "counter",
+                "Requests answered although their record could not be committed (on_log_failure = serve_unlogged).",
+                load(&self.unlogged).to_string(),
+            ),
+            (
+                "qgate_log_backlog",
+                "gauge",
+                "Records served unlogged, waiting to be written once the log is back.",
+                health.backlog.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "qgate_log_written_late_total",
+                "counter",
+                "Records served unlogged and written later from the backlog.",
+                load(&health.written_late).to_string(),
+            ),
+            (
+                "qgate_log_lost_total",
+                "counter",
+                "Records served unlogged and lost because the backlog was full.",
+                load(&health.lost).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
 
     fn render_latency(&self, s: &mut String) {

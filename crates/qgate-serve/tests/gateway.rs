@@ -139,7 +139,10 @@ fn start(dir: &Path, extra: &str, baseline: Kind, candidate: Kind) -> Run {
     );
     let env = |k: &str| (k == "TOKEN").then(|| TOKEN.to_string());
     let cfg = GatewayConfig::parse(&text, &dir.join("gateway.toml"), None, &env).expect("config");
-    let db = cfg.log.path.clone();
+    let db = match &cfg.log.target {
+        qgate_serve::config::LogTarget::Sqlite(p) => p.clone(),
+        qgate_serve::config::LogTarget::Postgres { .. } => PathBuf::new(),
+    };
     let gw = Gateway::start(
         cfg,
         Backends {
@@ -1190,4 +1193,319 @@ fn ids_the_header_cannot_carry_are_refused() {
         &json_request(Some("a b-1_2.3"), &sample(0, 1)),
     );
     assert_eq!(ok.header("x-request-id"), Some("a b-1_2.3"));
+}
+
+/// The shared PostgreSQL log: two replicas, a database killed under load. These run when
+/// `QGATE_PG_URL` names a server whose role may create databases (`.ci/run` starts one with
+/// tests/servers/pg.sh, and sets `QGATE_REQUIRE_PG=1` so they cannot be skipped there).
+mod postgres_log {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// The kill test stops the server every other test uses: one at a time.
+    static SERVER: Mutex<()> = Mutex::new(());
+
+    fn server() -> Option<String> {
+        match std::env::var("QGATE_PG_URL") {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ => {
+                assert!(
+                    std::env::var("QGATE_REQUIRE_PG").is_err(),
+                    "QGATE_REQUIRE_PG is set but QGATE_PG_URL is not"
+                );
+                eprintln!("skipped: set QGATE_PG_URL to a PostgreSQL server to run this test");
+                None
+            }
+        }
+    }
+
+    /// A new, empty database on the server; its URL.
+    fn fresh_database(server: &str, tag: &str) -> String {
+        let name = format!("qgate_{tag}_{}_{:x}", std::process::id(), qgate_serve::store::now_ms());
+        let mut c = postgres::Client::connect(server, postgres::NoTls).expect("connect");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        let (head, _) = server.rsplit_once('/').expect("URL with a database");
+        format!("{head}/{name}")
+    }
+
+    fn query_ids(url: &str, sql: &str) -> Vec<String> {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+        c.query(sql, &[])
+            .expect("sql")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+
+    fn start_pg(dir: &Path, url: &str, poll_ms: u64, extra: &str) -> Run {
+        let extra = format!(
+            "workers = 2\n[ab]\ncandidate_weight = 0.5\n[admin]\ntoken_env = \"TOKEN\"\n\
+             [log]\nurl = \"{url}\"\nstate_poll_ms = {poll_ms}\nconnect_timeout_ms = 1000\n{extra}"
+        );
+        start(dir, &extra, Kind::Healthy(1.0), Kind::Healthy(0.9))
+    }
+
+    fn state_of(a: &ureq::Agent, run: &Run) -> Value {
+        serde_json::from_str(&get_text(a, &format!("{}/admin/state", run.base), true))
+            .expect("state")
+    }
+
+    /// Waits until `run`'s admin state satisfies `ok`; answers how long it took.
+    fn wait_state(a: &ureq::Agent, run: &Run, ok: impl Fn(&Value) -> bool) -> Duration {
+        let t = Instant::now();
+        while !ok(&state_of(a, run)) {
+            assert!(t.elapsed() < Duration::from_secs(5), "{}", state_of(a, run));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.elapsed()
+    }
+
+    #[test]
+    fn two_replicas_write_one_log_agree_on_arms_and_share_a_rollback() {
+        let Some(server) = server() else { return };
+        let _one = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        let url = fresh_database(&server, "replicas");
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = agent();
+        let mut r1 = start_pg(dir.path(), &url, 100, "");
+        let mut r2 = start_pg(dir.path(), &url, 100, "");
+        // A third replica that reads the shared state only once a minute.
+        let mut r3 = start_pg(dir.path(), &url, 60_000, "");
+        // A mode set on one replica is in force on the other within the poll interval.
+        assert_eq!(admin(&a, &r1, "mode", r#"{"mode":"ab"}"#).status, 200);
+        let took = wait_state(&a, &r2, |s| s["mode"] == "ab");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // Load: 4 clients, 150 requests each, alternating replicas; 60 users.
+        let answered: Vec<(String, String, String, &str)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..4)
+                .map(|c| {
+                    let (r1, r2) = (&r1, &r2);
+                    sc.spawn(move || {
+                        let a = agent();
+                        (0..150)
+                            .map(|i| {
+                                // Each user comes back every 60 requests, to the other replica.
+                                let (run, which) = if (i / 60 + c) % 2 == 0 {
+                                    (r1, "r1")
+                                } else {
+                                    (r2, "r2")
+                                };
+                                let user = format!("user-{}", i % 60);
+                                let ans = post(
+                                    &a,
+                                    &infer_url(run),
+                                    &[("x-user-id", &user)],
+                                    &json_request(None, &sample(i, 1)),
+                                );
+                                assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+                                (
+                                    ans.header("x-request-id").expect("id").to_string(),
+                                    user,
+                                    ans.header("x-qgate-arm").expect("arm").to_string(),
+                                    which,
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("client")).collect()
+        });
+        assert_eq!(answered.len(), 600);
+        // Every answered request is in the log exactly once, under the id its client got.
+        let logged = query_ids(&url, "SELECT request_id FROM requests WHERE status = 200");
+        assert_eq!(logged.len(), 600);
+        let logged: HashSet<String> = logged.into_iter().collect();
+        assert_eq!(logged.len(), 600, "an id logged twice");
+        assert!(answered.iter().all(|(id, ..)| logged.contains(id)));
+        // Both replicas wrote, and they agree on every user's arm.
+        let replicas = query_ids(&url, "SELECT DISTINCT replica FROM requests");
+        assert_eq!(replicas.len(), 2, "{replicas:?}");
+        let mut arm_of: HashMap<&str, (&str, HashSet<&str>)> = HashMap::new();
+        for (_, user, arm, which) in &answered {
+            let e = arm_of.entry(user).or_insert((arm, HashSet::new()));
+            assert_eq!(e.0, arm, "{user} got two arms");
+            e.1.insert(which);
+        }
+        assert!(arm_of.values().all(|(_, w)| w.len() == 2));
+        let on_candidate: Vec<&str> = arm_of
+            .iter()
+            .filter(|(_, (arm, _))| *arm == "candidate")
+            .map(|(u, _)| *u)
+            .collect();
+        assert!(!on_candidate.is_empty());
+        // A canary rollback on replica 1 holds on replica 2 within the poll interval.
+        assert_eq!(admin(&a, &r1, "mode", r#"{"mode":"canary"}"#).status, 200);
+        for _ in 0..4 {
+            assert_eq!(admin(&a, &r1, "canary/advance", "{}").status, 200);
+        }
+        wait_state(&a, &r2, |s| s["weight_in_force"] == json!(1.0));
+        assert_eq!(admin(&a, &r1, "canary/rollback", "{}").status, 200);
+        let took = wait_state(&a, &r2, |s| s["weight_in_force"] == json!(0.0));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        for user in &on_candidate {
+            let ans = post(
+                &a,
+                &infer_url(&r2),
+                &[("x-user-id", user)],
+                &json_request(None, &sample(1, 1)),
+            );
+            assert_eq!(ans.header("x-qgate-arm"), Some("baseline"), "{user}");
+        }
+        // Replica 3 has not read the changes yet: an action it derives from its stale state
+        // is refused (compare-and-set on the state's version), never applied over the
+        // rollback; the refusal brings it up to date, and the retry applies.
+        assert_eq!(state_of(&a, &r3)["mode"], "shadow");
+        let stale = admin(&a, &r3, "weights", r#"{"candidate_weight":0.9}"#);
+        assert_eq!(stale.status, 409, "{}", String::from_utf8_lossy(&stale.body));
+        assert_eq!(state_of(&a, &r3)["weight_in_force"], json!(0.0));
+        let advance = admin(&a, &r3, "canary/advance", "{}");
+        assert_eq!(advance.status, 200);
+        assert_eq!(advance.json()["canary_step"], 0);
+        wait_state(&a, &r1, |s| s["canary_step"] == json!(0));
+        let actions = query_ids(&url, "SELECT action FROM admin_actions ORDER BY seq");
+        assert_eq!(
+            actions.iter().filter(|a| *a == "canary/rollback").count(),
+            1,
+            "{actions:?}"
+        );
+        r1.stop();
+        r2.stop();
+        r3.stop();
+    }
+
+    fn pg_ctl(cmd: &str, server: &str) {
+        let port = server
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.split('/').next())
+            .expect("URL with a port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/servers/pg.sh");
+        let ok = std::process::Command::new(script)
+            .args([cmd, port])
+            .status()
+            .expect("pg.sh");
+        assert!(ok.success(), "pg.sh {cmd}");
+    }
+
+    fn ready(a: &ureq::Agent, run: &Run) -> u16 {
+        a.get(&format!("{}/v2/health/ready", run.base))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_killed_database_turns_the_gateway_unready_and_loses_no_answered_request() {
+        let Some(server) = server() else { return };
+        if std::env::var("QGATE_PG_KILL").is_err() {
+            assert!(
+                std::env::var("QGATE_REQUIRE_PG").is_err(),
+                "QGATE_REQUIRE_PG needs QGATE_PG_KILL=1 (the server is tests/servers/pg.sh's)"
+            );
+            eprintln!("skipped: set QGATE_PG_KILL=1 when QGATE_PG_URL is tests/servers/pg.sh's");
+            return;
+        }
+        let _one = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        let (url_r, url_u) = (
+            fresh_database(&server, "reject"),
+            fresh_database(&server, "unlogged"),
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let reject = start_pg(dir.path(), &url_r, 100, "");
+        let unlogged = start_pg(
+            dir.path(),
+            &url_u,
+            100,
+            "on_log_failure = \"serve_unlogged\"\n",
+        );
+        let a = agent();
+        assert_eq!(ready(&a, &reject), 200);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (answers, outage) = std::thread::scope(|sc| {
+            let load: Vec<_> = [&reject, &unlogged]
+                .into_iter()
+                .map(|run| {
+                    let stop = &stop;
+                    sc.spawn(move || {
+                        let a = agent();
+                        let mut got = Vec::new();
+                        let mut i = 0;
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            let ans = post(
+                                &a,
+                                &infer_url(run),
+                                &[("x-user-id", &format!("u{i}"))],
+                                &json_request(None, &sample(i, 1)),
+                            );
+                            got.push((
+                                ans.status,
+                                ans.header("x-request-id").unwrap_or("").to_string(),
+                            ));
+                            i += 1;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(500));
+            pg_ctl("kill", &server);
+            let killed = Instant::now();
+            // The reject gateway turns unready; the serve_unlogged one stays ready.
+            while ready(&a, &reject) != 503 {
+                assert!(killed.elapsed() < Duration::from_secs(10), "still ready");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let unready_after = killed.elapsed();
+            assert_eq!(ready(&a, &unlogged), 200);
+            std::thread::sleep(Duration::from_millis(1000));
+            pg_ctl("restart", &server);
+            let back = Instant::now();
+            while ready(&a, &reject) != 200 {
+                assert!(back.elapsed() < Duration::from_secs(20), "not ready again");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let answers: Vec<Vec<(u16, String)>> =
+                load.into_iter().map(|h| h.join().expect("load")).collect();
+            (answers, unready_after)
+        });
+        eprintln!("unready {outage:?} after the kill");
+        let (r, u) = (&answers[0], &answers[1]);
+        // reject: 503s during the outage, and every 200 is in the log.
+        assert!(r.iter().any(|(s, _)| *s == 503), "no 503 while the log was down");
+        assert!(r.iter().all(|(s, _)| *s == 200 || *s == 503), "{r:?}");
+        let ok: Vec<&String> = r.iter().filter(|(s, _)| *s == 200).map(|(_, id)| id).collect();
+        let logged: HashSet<String> =
+            query_ids(&url_r, "SELECT request_id FROM requests").into_iter().collect();
+        assert!(ok.iter().all(|id| logged.contains(*id)), "an answered request is not logged");
+        // serve_unlogged: every request answered 200, counted, and written once the
+        // database was back (the backlog drains within a few seconds).
+        assert!(u.iter().all(|(s, _)| *s == 200), "serve_unlogged refused a request");
+        let metrics = get_text(&a, &format!("{}/metrics", unlogged.base), false);
+        let unlogged_n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("qgate_log_unlogged_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("qgate_log_unlogged_total");
+        assert!(unlogged_n > 0, "{metrics}");
+        let t = Instant::now();
+        loop {
+            let logged: HashSet<String> =
+                query_ids(&url_u, "SELECT request_id FROM requests").into_iter().collect();
+            if u.iter().all(|(_, id)| logged.contains(id)) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "the backlog was not written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let metrics = get_text(&a, &format!("{}/metrics", unlogged.base), false);
+        assert!(metrics.contains("qgate_log_backlog 0"), "{metrics}");
+        assert!(metrics.contains(&format!("qgate_log_written_late_total {unlogged_n}")), "{metrics}");
+        drop(reject);
+        drop(unlogged);
+    }
 }

@@ -407,6 +407,10 @@ pub struct ServeArgs {
     /// Validate the config, load both models and open the log, then exit without serving.
     #[arg(long)]
     pub check_config: bool,
+    /// Only parse and validate the config (keys, ranges, URLs, the environment variables it
+    /// names), without loading a model or reaching the log: for checking deployment files.
+    #[arg(long, conflicts_with = "check_config")]
+    pub parse_only: bool,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
 }

@@ -20,6 +20,14 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
     let mut opts = args.runtime.load_options()?;
     // A remote model waits as long as the gateway does.
     opts.timeout.get_or_insert(cfg.backend_timeout);
+    if args.parse_only {
+        out!("config {}: valid (parsed only: no model loaded, no log opened)", args.config.display());
+        out!("baseline  {}", cfg.baseline);
+        out!("candidate {}", cfg.candidate);
+        out!("log       {}", cfg.log.target);
+        out!("listen    {}", cfg.listen);
+        return Ok(Verdict::Pass);
+    }
     let backends = qgate_serve::spec_backends(&cfg, &opts);
     let in_config = || format!("gateway config {}", args.config.display());
     if args.check_config {
@@ -29,7 +37,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
         out!("candidate {} ({})", cfg.candidate, report.candidate);
         out!("inputs    {}", report.inputs.join(", "));
         out!("outputs   {}", report.outputs.join(", "));
-        out!("log       {}", cfg.log.path.display());
+        out!("log       {}", cfg.log.target);
         out!("listen    {} (not bound by --check-config)", cfg.listen);
         return Ok(Verdict::Pass);
     }
