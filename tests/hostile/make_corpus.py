@@ -686,7 +686,29 @@ def gateway_configs():
     gw("top-k-zero", good + "[log]\ntop_k = 0\n", 2, ["log.top_k"])
     gw("retain-negative", good + "[log]\nretain_days = -1\n", 2, ["log.retain_days"])
     gw("durability-bogus", good + '[log]\ndurability = "maybe"\n', 2, ["maybe"])
-    gw("log-url", good + '[log]\nurl = "postgres://db"\n', 2, ["log.url"])
+    gw("log-url", good + '[log]\nurl = "mysql://db"\n', 2, ["log.url", "postgres://"])
+    gw("log-url-env-unset", good + '[log]\nurl_env = "QGATE_HOSTILE_UNSET_URL"\n', 2,
+       ["log.url_env", "QGATE_HOSTILE_UNSET_URL"])
+    gw("log-url-and-env", good + '[log]\nurl = "sqlite://x.db"\nurl_env = "X"\n', 2,
+       ["log.url_env", "not both"])
+    gw("log-pg-bad-port", good + '[log]\nurl = "postgres://qgate:pw@host:notaport/db"\n', 2,
+       ["log.url", "qgate:***@"])
+    gw("log-pg-durability", good + '[log]\nurl = "postgres://q@127.0.0.1:1/db"\ndurability = "fsync"\n',
+       2, ["log.durability", "synchronous_commit"])
+    gw("log-pg-size", good + '[log]\nurl = "postgres://q@127.0.0.1:1/db"\nretain_max_mb = 10\n',
+       2, ["log.retain_max_mb"])
+    gw("log-pg-refused", good + '[log]\nurl = "postgres://qgate:pw@127.0.0.1:1/qgate"\n', 2,
+       ["cannot connect", "postgres://qgate:***@127.0.0.1:1/qgate"])
+    gw("log-failure-bogus", good + '[log]\non_log_failure = "shrug"\n', 2, ["shrug"])
+    gw("log-pool-zero", good + '[log]\npool = 0\n', 2, ["log.pool"])
+    gw("log-poll-fast", good + '[log]\nstate_poll_ms = 1\n', 2, ["log.state_poll_ms"])
+    gw("tls-missing", good + '[tls]\ncert = "nope.pem"\nkey = "nope.key"\n', 2,
+       ["tls.cert", "nope.pem"])
+    gw("tls-not-pem", good + '[tls]\ncert = "good.toml"\nkey = "good.toml"\n', 2,
+       ["tls.cert", "no PEM certificate"])
+    gw("tls-no-key", good + '[tls]\ncert = "nope.pem"\n', 2, ["key"])
+    gw("tls-unknown-key", good + '[tls]\ncert = "a"\nkey = "b"\nciphers = "all"\n', 2,
+       ["ciphers"])
     gw("log-folder-missing", good + '[log]\nurl = "sqlite://no/such/dir/log.db"\n', 2,
        ["no/such/dir"])
     gw("token-unset", good + '[admin]\ntoken_env = "QGATE_HOSTILE_UNSET_TOKEN"\n', 2,

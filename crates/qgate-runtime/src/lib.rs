@@ -154,6 +154,9 @@ pub enum SpecKind {
     Ort(PathBuf),
     /// A KServe V2 / Open Inference Protocol server (`http://…`, `https://…`).
     Remote(String),
+    /// The same protocol over gRPC (`grpc://HOST:PORT/NAME`); only `qgate serve` has the
+    /// async client it needs.
+    Grpc(String),
     /// Saved predictions (`preds:PATH`).
     Preds(PathBuf),
 }
@@ -181,7 +184,8 @@ impl ModelSpec {
     /// Parses `PATH`, `tract:PATH`, `ort:PATH`, `http(s)://…` or `preds:PATH`, each
     /// optionally followed by `?device=…&threads=…` (file specs only; a URL keeps its query).
     pub fn parse(raw: &str) -> Result<ModelSpec, RuntimeError> {
-        let is_url = raw.starts_with("http://") || raw.starts_with("https://");
+        let is_url =
+            raw.starts_with("http://") || raw.starts_with("https://") || raw.starts_with("grpc://");
         let (s, query) = match raw.split_once('?') {
             Some((s, q)) if !is_url => (s, Some(q)),
             _ => (raw, None),
@@ -215,12 +219,14 @@ impl ModelSpec {
             SpecKind::Preds(PathBuf::from(p))
         } else if s.starts_with("http://") || s.starts_with("https://") {
             SpecKind::Remote(s.to_string())
+        } else if s.starts_with("grpc://") {
+            SpecKind::Grpc(s.to_string())
         } else {
             SpecKind::Tract(PathBuf::from(s))
         };
         let empty = match &kind {
             SpecKind::Tract(p) | SpecKind::Ort(p) | SpecKind::Preds(p) => p.as_os_str().is_empty(),
-            SpecKind::Remote(u) => u.ends_with("://"),
+            SpecKind::Remote(u) | SpecKind::Grpc(u) => u.ends_with("://"),
         };
         if empty {
             return Err(RuntimeError::Spec {
@@ -241,7 +247,7 @@ impl ModelSpec {
     pub fn path(&self) -> Option<&Path> {
         match &self.kind {
             SpecKind::Tract(p) | SpecKind::Ort(p) | SpecKind::Preds(p) => Some(p),
-            SpecKind::Remote(_) => None,
+            SpecKind::Remote(_) | SpecKind::Grpc(_) => None,
         }
     }
 }
@@ -459,6 +465,13 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Box<dyn Model>, Runt
         }
         SpecKind::Ort(path) => Ok(Box::new(OrtModel::load(path, spec, opts)?)),
         SpecKind::Remote(url) => Ok(Box::new(RemoteModel::load(url, spec, opts)?)),
+        SpecKind::Grpc(_) => Err(RuntimeError::NotAvailable {
+            spec: spec.raw.clone(),
+            runtime: "a gRPC model".into(),
+            hint: "grpc:// specs are for `qgate serve`; give this command the server's \
+                   http://HOST/v2/models/NAME URL"
+                .into(),
+        }),
         SpecKind::Preds(path) => Ok(Box::new(PredsModel::load(path, spec)?)),
     }
 }

@@ -130,10 +130,29 @@ fn drive(addr: &str, conns: usize, secs: f64) -> Figures {
 fn run(setup: &str, mode: &str, candidate: Factory, conns: usize, secs: f64) -> Figures {
     let durability = std::env::var("QGATE_BENCH_DURABILITY").unwrap_or_else(|_| "normal".into());
     let dir = tempfile::tempdir().expect("tmp");
+    // QGATE_BENCH_PG_URL: log to a new database on that PostgreSQL server instead of SQLite.
+    let pg = std::env::var("QGATE_BENCH_PG_URL").ok().map(|server| {
+        let name = format!(
+            "qgate_bench_{}_{}",
+            std::process::id(),
+            qgate_serve::store::now_ms()
+        );
+        let mut c = postgres::Client::connect(&server, postgres::NoTls).expect("PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        format!(
+            "{}/{name}",
+            server.rsplit_once('/').expect("URL with a database").0
+        )
+    });
+    let log = match &pg {
+        Some(url) => format!("url = \"{url}\""),
+        None => format!("durability = \"{durability}\""),
+    };
     let text = format!(
         "listen = \"127.0.0.1:0\"\nmodel_name = \"digits\"\nmode = \"{mode}\"\nbaseline = \"b.onnx\"\n\
          candidate = \"c.onnx\"\nshutdown_grace_ms = 500\n[shadow]\ntimeout_ms = 2000\n\
-         [log]\ndurability = \"{durability}\"\n"
+         [log]\n{log}\n"
     );
     let db = dir.path().join("qgate-log.db");
     let cfg = GatewayConfig::parse(&text, &dir.path().join("gateway.toml"), None, &|_| None)
@@ -153,10 +172,32 @@ fn run(setup: &str, mode: &str, candidate: Factory, conns: usize, secs: f64) -> 
     );
     gw.stop_handle().stop();
     let _ = gw.wait();
-    let bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
-    let records: i64 = rusqlite::Connection::open(&db)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0)))
-        .unwrap_or(0);
+    let (bytes, records): (u64, i64) = match &pg {
+        Some(url) => {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).expect("PostgreSQL");
+            let r = c
+                .query_one(
+                    "SELECT SUM(pg_total_relation_size(c.oid))::BIGINT, \
+                     (SELECT COUNT(*) FROM requests) FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+                    &[],
+                )
+                .expect("size");
+            (r.get::<_, i64>(0) as u64, r.get(1))
+        }
+        None => (
+            std::fs::metadata(&db).map_or(0, |m| m.len()),
+            rusqlite::Connection::open(&db)
+                .and_then(|c| c.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0)))
+                .unwrap_or(0),
+        ),
+    };
+    let durability = if pg.is_some() {
+        "postgresql"
+    } else {
+        &durability
+    };
     println!(
         "{:<13} log: {durability}, {:.0} bytes per record ({records} records, {bytes} bytes)",
         "",

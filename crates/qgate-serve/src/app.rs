@@ -138,6 +138,20 @@ impl App {
             .collect()
     }
 
+    /// Ready unless draining or, when records that cannot be logged are refused, the log
+    /// is down; the reason when not.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("draining");
+        }
+        let log_ok =
+            self.store.health().up() || self.store.on_failure() == OnLogFailure::ServeUnlogged;
+        if !log_ok {
+            return Err("the log is down");
+        }
+        Ok(())
+    }
+
     fn new_id(&self) -> String {
         format!(
             "qg-{}-{}",
@@ -149,6 +163,15 @@ impl App {
 
 /// The gateway's routes.
 pub fn router(app: Arc<App>) -> Router {
+    // With mutual TLS, outcomes and the admin API need a verified client certificate.
+    let mtls = app.cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let guarded = Router::new()
+        .route("/v2/models/{name}/outcome", post(crate::admin::outcome))
+        .merge(crate::admin::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            mtls,
+            crate::tls::require_client_cert,
+        ));
     Router::new()
         .route("/v2", get(server_meta))
         .route(
@@ -165,9 +188,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(model_ready),
         )
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
-        .route("/v2/models/{name}/outcome", post(crate::admin::outcome))
         .route("/metrics", get(metrics))
-        .merge(crate::admin::routes())
+        .merge(guarded)
         .fallback(|| async { v2_error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(app)
 }
@@ -193,11 +215,11 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 /// Ready unless draining or, when records that cannot be logged are refused, the log is
 /// down: 200 with `"ready": true`, else 503 with `false`, added to `body`.
 fn readiness(app: &App, mut body: Value) -> Response {
-    let log_ok = app.store.health().up() || app.store.on_failure() == OnLogFailure::ServeUnlogged;
-    let ready = !app.draining.load(Ordering::SeqCst) && log_ok;
-    if !log_ok {
-        body["reason"] = json!("the log is down");
+    let ready = app.ready();
+    if let Err(reason) = ready {
+        body["reason"] = json!(reason);
     }
+    let ready = ready.is_ok();
     body["ready"] = json!(ready);
     let status = if ready {
         StatusCode::OK
@@ -220,7 +242,7 @@ fn unknown_model(app: &App, name: &str) -> Option<Response> {
 }
 
 /// The V2 datatype of a declared element type (FP32 when undeclared).
-fn declared_datatype(t: Option<ElemType>) -> &'static str {
+pub(crate) fn declared_datatype(t: Option<ElemType>) -> &'static str {
     t.map_or("FP32", qgate_runtime::v2_datatype)
 }
 
@@ -478,29 +500,47 @@ fn reserve_shadow(
     }
 }
 
-/// The answer to a served request: the outputs as the client asked, or the V2 error.
-#[allow(clippy::too_many_arguments)]
-fn answer(
-    req: &InferRequest,
-    name: &str,
-    version: Option<&str>,
-    id: &str,
-    arm: &str,
-    outputs: Option<Vec<(String, Array)>>,
-    status: u16,
-    error: Option<String>,
-) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let Some(outputs) = outputs else {
-        let message = error.unwrap_or_default();
-        return respond(status, id, arm, v2_error(status, message));
+/// What the gateway answered one inference request, before it is written as REST or gRPC.
+pub struct Answered {
+    /// The id the request was logged under (the client's, suffixed when it was a duplicate).
+    pub id: String,
+    /// `baseline`, `candidate`, or `none` for a request refused before routing.
+    pub arm: &'static str,
+    pub status: StatusCode,
+    /// The served outputs in the baseline's order, under its names; `None` on errors.
+    pub outputs: Option<Vec<(String, Array)>>,
+    pub error: Option<String>,
+    /// The parsed request (which outputs it asked for, and how); `None` when refused
+    /// before it was read.
+    pub request: Option<InferRequest>,
+}
+
+impl Answered {
+    fn refused(id: &str, arm: &'static str, status: StatusCode, message: String) -> Answered {
+        Answered {
+            id: id.to_string(),
+            arm,
+            status,
+            outputs: None,
+            error: Some(message),
+            request: None,
+        }
+    }
+}
+
+/// The REST answer: the outputs as the client asked (JSON or binary), or the V2 error.
+fn rest_answer(a: Answered, name: &str, version: Option<&str>) -> Response {
+    let (id, arm, status) = (a.id, a.arm, a.status);
+    let (Some(outputs), Some(req)) = (a.outputs, a.request) else {
+        let message = a.error.unwrap_or_default();
+        return respond(status, &id, arm, v2_error(status, message));
     };
-    let enc = match v2::encode_response(name, version, id, &outputs, req) {
+    let enc = match v2::encode_response(name, version, &id, &outputs, &req) {
         Ok(e) => e,
         Err(BadRequest(m)) => {
             return respond(
                 StatusCode::BAD_REQUEST,
-                id,
+                &id,
                 arm,
                 v2_error(StatusCode::BAD_REQUEST, m),
             )
@@ -520,7 +560,7 @@ fn answer(
             h.insert("content-type", HeaderValue::from_static("application/json"));
         }
     }
-    respond(StatusCode::OK, id, arm, r)
+    respond(StatusCode::OK, &id, arm, r)
 }
 
 /// `POST …/infer`: read the body, then the rest in a task of its own — parse → bind →
@@ -546,26 +586,32 @@ async fn infer(
         return respond(StatusCode::NOT_FOUND, &id, "none", r);
     }
     let parsed = read_request(&app, &headers, body).await;
-    let guard = InFlight::new(Arc::clone(&app));
     let call = Call {
         started,
         ts_ms,
-        name,
-        version,
         headers,
     };
+    match run_to_the_end(app, call, parsed).await {
+        Ok(a) => rest_answer(a, &name, version.as_deref()),
+        Err(message) => v2_error(StatusCode::INTERNAL_SERVER_ERROR, message),
+    }
+}
+
+/// Handles a parsed request in a task of its own, counted in flight, which runs to the end
+/// even when the client goes away (REST and gRPC alike).
+pub(crate) async fn run_to_the_end(
+    app: Arc<App>,
+    call: Call,
+    parsed: Result<InferRequest, (StatusCode, String)>,
+) -> Result<Answered, String> {
+    let guard = InFlight::new(app);
     let task = tokio::spawn(async move {
         let r = handle(Arc::clone(&guard.0), call, parsed).await;
         drop(guard);
         r
     });
-    match task.await {
-        Ok(r) => r,
-        Err(e) => v2_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the request's task failed: {e}"),
-        ),
-    }
+    task.await
+        .map_err(|e| format!("the request's task failed: {e}"))
 }
 
 /// Counts a request in flight while it lives.
@@ -587,12 +633,11 @@ impl Drop for InFlight {
 }
 
 /// What the handler knew before the body was read.
-struct Call {
-    started: Instant,
-    ts_ms: i64,
-    name: String,
-    version: Option<String>,
-    headers: HeaderMap,
+pub(crate) struct Call {
+    pub started: Instant,
+    pub ts_ms: i64,
+    /// The request's headers (gRPC: its metadata): the sticky key and `x-request-id`.
+    pub headers: HeaderMap,
 }
 
 /// The request id the client gave: the body's `id`, else a valid `x-request-id` header.
@@ -615,12 +660,10 @@ async fn handle(
     app: Arc<App>,
     call: Call,
     parsed: Result<InferRequest, (StatusCode, String)>,
-) -> Response {
+) -> Answered {
     let Call {
         started,
         ts_ms,
-        name,
-        version,
         headers,
     } = call;
     // The admin state is read once the body is in: a rollback answered before then is in force.
@@ -673,16 +716,14 @@ async fn handle(
         });
     }
     app.metrics.request(arm.as_str(), status, started.elapsed());
-    answer(
-        &req,
-        &name,
-        version.as_deref(),
-        &logged,
-        arm.as_str(),
+    Answered {
+        id: logged,
+        arm: arm.as_str(),
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         outputs,
-        status,
         error,
-    )
+        request: Some(req),
+    }
 }
 
 /// Whether a request whose record failed is answered anyway (`on_log_failure =
@@ -698,12 +739,11 @@ fn serves_unlogged(app: &App, id: &str, e: &str) -> bool {
 
 /// The answer when the record could not be committed: 503, since the gateway answers only
 /// what it logged.
-fn unlogged(app: &App, id: &str, arm: &str, e: &str) -> Response {
+fn unlogged(app: &App, id: &str, arm: &'static str, e: &str) -> Answered {
     app.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
     tracing::error!("request {id}: {e}");
-    let status = StatusCode::SERVICE_UNAVAILABLE;
     let message = "the gateway cannot log this request; it answers only what it logs";
-    respond(status, id, arm, v2_error(status, message.into()))
+    Answered::refused(id, arm, StatusCode::SERVICE_UNAVAILABLE, message.into())
 }
 
 /// Reads and parses the body, refusing it with 413 beyond the limit and 400 when malformed.
@@ -762,7 +802,7 @@ async fn refuse(
     started: Instant,
     status: StatusCode,
     message: String,
-) -> Response {
+) -> Answered {
     rec.status = status.as_u16();
     rec.error = Some(message.clone());
     rec.total_us = started.elapsed().as_micros() as i64;
@@ -775,7 +815,7 @@ async fn refuse(
     };
     app.metrics
         .request("none", status.as_u16(), started.elapsed());
-    respond(status, &id, "none", v2_error(status, message))
+    Answered::refused(&id, "none", status, message)
 }
 
 /// Calls the arm's model; a failure becomes 502 (the model failed) or 504 (no answer in time).

@@ -96,6 +96,7 @@ pub mod defaults {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    grpc_listen: Option<String>,
     allow_non_loopback: Option<bool>,
     model_name: String,
     mode: Mode,
@@ -116,6 +117,27 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     admin: RawAdmin,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+}
+
+/// TLS on the listener: PEM files, resolved against the config's folder (read at start and
+/// by `--check-config`).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With mutual TLS: the CA that signs the client certificates the admin and outcome
+    /// endpoints require.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -224,7 +246,10 @@ pub fn redact(url: &str) -> String {
         None => url.to_string(),
     };
     // `password=…` as a query parameter or a key=value pair.
-    while let Some(i) = out.find("password=").filter(|i| !out[i + 9..].starts_with("***")) {
+    while let Some(i) = out
+        .find("password=")
+        .filter(|i| !out[i + 9..].starts_with("***"))
+    {
         let start = i + 9;
         let end = out[start..]
             .find(['&', ' '])
@@ -268,6 +293,8 @@ pub struct GatewayConfig {
     /// The file it came from (for messages).
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// The V2 gRPC service's address; `None`: no gRPC.
+    pub grpc_listen: Option<SocketAddr>,
     pub model_name: String,
     pub mode: Mode,
     pub baseline: ModelSpec,
@@ -286,6 +313,8 @@ pub struct GatewayConfig {
     pub admin_token: Option<String>,
     /// The token `POST …/outcome` needs; `None`: outcomes need none.
     pub outcome_token: Option<String>,
+    /// TLS on the listener; `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 fn bad(source: &Path, key: &str, message: impl std::fmt::Display) -> ServeError {
@@ -320,6 +349,10 @@ impl GatewayConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let listen = listen_addr(path, &raw, listen)?;
+        let grpc_listen = match &raw.grpc_listen {
+            Some(text) => Some(address(path, &raw, "grpc_listen", text)?),
+            None => None,
+        };
         let name = raw.model_name.trim().to_string();
         if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
             return Err(bad(
@@ -370,6 +403,7 @@ impl GatewayConfig {
         Ok(GatewayConfig {
             source: path.to_path_buf(),
             listen,
+            grpc_listen,
             model_name: name,
             mode: raw.mode,
             baseline: spec(path, base, "baseline", &raw.baseline)?,
@@ -413,6 +447,21 @@ impl GatewayConfig {
             log: log_config(path, base, raw.log, env)?,
             admin_token: token("admin.token_env", &raw.admin.token_env)?,
             outcome_token: token("outcome_token_env", &raw.outcome_token_env)?,
+            tls: raw.tls.map(|t| {
+                let at = |p: String| {
+                    let p = PathBuf::from(p);
+                    if p.is_relative() {
+                        base.join(p)
+                    } else {
+                        p
+                    }
+                };
+                TlsConfig {
+                    cert: at(t.cert),
+                    key: at(t.key),
+                    client_ca: t.client_ca.map(at),
+                }
+            }),
         })
     }
 }
@@ -427,6 +476,11 @@ fn listen_addr(path: &Path, raw: &RawConfig, flag: Option<&str>) -> Result<Socke
             raw.listen.clone().unwrap_or(defaults::LISTEN.into()),
         ),
     };
+    address(path, raw, key, &text)
+}
+
+/// An address to bind; beyond loopback only with `allow_non_loopback`.
+fn address(path: &Path, raw: &RawConfig, key: &str, text: &str) -> Result<SocketAddr, ServeError> {
     let addr: SocketAddr = text.parse().map_err(|_| {
         bad(
             path,
@@ -645,7 +699,11 @@ fn log_config(
     };
     let backlog = match raw.backlog {
         Some(n) if n > 10_000_000 => {
-            return Err(bad(path, "log.backlog", "expected at most 10000000 records"))
+            return Err(bad(
+                path,
+                "log.backlog",
+                "expected at most 10000000 records",
+            ))
         }
         n => n.unwrap_or(defaults::BACKLOG),
     };

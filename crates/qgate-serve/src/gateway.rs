@@ -14,6 +14,7 @@ use crate::app::{router, App};
 use crate::backend::{Backend, Factory};
 use crate::config::GatewayConfig;
 use crate::route::AdminState;
+use crate::tls::{Peer, TlsListener};
 use crate::{shadow, store, ServeError};
 
 /// How to make each arm's model instances.
@@ -35,6 +36,7 @@ pub struct ServeSummary {
 pub struct Gateway {
     runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<Result<ServeSummary, ServeError>>,
     /// Shadow copies a crashed earlier run left pending, marked missing at start.
@@ -145,6 +147,9 @@ pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, Se
     let b = load("baseline", &backends.baseline, &cfg.baseline.raw)?;
     let c = load("candidate", &backends.candidate, &cfg.candidate.raw)?;
     map_tensors(b.info(), c.info()).map_err(ServeError::Incompatible)?;
+    if let Some(t) = &cfg.tls {
+        crate::tls::server_config(t)?;
+    }
     store::check(&cfg.log)?;
     Ok(CheckReport {
         baseline: b.provenance().runtime,
@@ -186,6 +191,11 @@ impl Gateway {
         )?;
         let mapping =
             map_tensors(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let seed = AdminState::from_config(cfg.mode, &cfg.split);
         let opened = store::open(&cfg.log, &cfg.model_name, &seed, cfg.shadow_timeout)?;
         let state_restored = opened.restored;
@@ -203,16 +213,20 @@ impl Gateway {
                 .board()
                 .put(&cfg.model_name, state.clone(), opened.version);
         }
-        let listener = std::net::TcpListener::bind(cfg.listen)
-            .and_then(|l| l.set_nonblocking(true).map(|_| l))
-            .map_err(|e| ServeError::Bind {
-                addr: cfg.listen,
-                message: e.to_string(),
-            })?;
+        let listener = bind(cfg.listen)?;
         let addr = listener.local_addr().map_err(|e| ServeError::Bind {
             addr: cfg.listen,
             message: e.to_string(),
         })?;
+        let grpc_listener = cfg.grpc_listen.map(bind).transpose()?;
+        let grpc_addr = grpc_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServeError::Bind {
+                addr,
+                message: e.to_string(),
+            })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n.clamp(1, 4))
             .thread_name("qgate-serve")
@@ -249,12 +263,20 @@ impl Gateway {
             shadow_tx,
         ));
         let log_threads = opened.threads;
+        let grpc_tls = match (&grpc_listener, &app.cfg.tls) {
+            (Some(_), Some(t)) => Some(crate::tls::grpc_config(t)?),
+            _ => None,
+        };
         let done = runtime.block_on(async {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(|e| ServeError::Bind {
                     addr,
                     message: e.to_string(),
                 })?;
+            let grpc = match grpc_listener {
+                Some(l) => Some(serve_grpc(Arc::clone(&app), l, grpc_tls, stop_rx.clone())?),
+                None => None,
+            };
             app.store.admin(start).await.map_err(|e| ServeError::Log {
                 log: app.store.location.clone(),
                 message: format!("{e:?}"),
@@ -267,11 +289,14 @@ impl Gateway {
                 grace,
                 shadow_tasks,
                 log_threads,
+                tls,
+                grpc,
             )))
         })?;
         Ok(Gateway {
             runtime,
             addr,
+            grpc_addr,
             stop,
             done,
             recovered_missing: opened.recovered_missing,
@@ -282,6 +307,11 @@ impl Gateway {
     /// The address it listens on (the port chosen when the config said 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The gRPC service's address, when `grpc_listen` is set.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -332,6 +362,48 @@ impl Gateway {
     }
 }
 
+/// Binds a listening socket (non-blocking, for tokio).
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| ServeError::Bind {
+            addr,
+            message: e.to_string(),
+        })
+}
+
+/// Serves the V2 gRPC service on `listener` until the stop signal; in-flight calls finish.
+fn serve_grpc(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Internal(e.to_string()))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| ServeError::Bind {
+        addr,
+        message: e.to_string(),
+    })?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder
+            .tls_config(t)
+            .map_err(|e| ServeError::Tls(format!("gRPC: {e}")))?;
+    }
+    let router = builder.add_service(crate::grpc::service(app));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            tracing::error!("the gRPC service stopped: {e}");
+        }
+    }))
+}
+
 async fn run(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
@@ -339,21 +411,41 @@ async fn run(
     grace: Duration,
     shadow_tasks: Vec<tokio::task::JoinHandle<()>>,
     log_threads: Vec<std::thread::JoinHandle<()>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    grpc: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<ServeSummary, ServeError> {
     let mut stop2 = stop.clone();
     let signal = async move {
         let _ = stop2.wait_for(|s| *s).await;
     };
-    let service = router(Arc::clone(&app));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(signal)
-            .await
-    });
+    let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<Peer>();
+    let server = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(signal)
+                .await
+        }),
+        Some(config) => {
+            let listener = TlsListener::new(listener, config)
+                .map_err(|e| ServeError::Internal(format!("cannot start the TLS listener: {e}")))?;
+            tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(signal)
+                    .await
+            })
+        }
+    };
     let _ = stop.wait_for(|s| *s).await;
     app.draining.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + grace;
-    let drained = tokio::time::timeout(grace, server).await.is_ok();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = server.await;
+        if let Some(g) = grpc {
+            let _ = g.await;
+        }
+    })
+    .await
+    .is_ok();
     // Requests whose client went away run on as tasks of their own: let them finish and
     // log before the queue and the log close.
     let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), async {

@@ -28,11 +28,13 @@ pub mod app;
 pub mod backend;
 pub mod config;
 pub mod gateway;
+pub mod grpc;
 pub mod metrics;
 pub mod record;
 pub mod route;
 pub mod shadow;
 pub mod store;
+pub mod tls;
 pub mod v2;
 
 use std::net::SocketAddr;
@@ -59,15 +61,23 @@ pub enum ServeError {
     Log { log: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("{0}")]
     Internal(String),
 }
 
-/// Model factories for the specs of `cfg`, loaded with `opts`.
+/// Model factories for the specs of `cfg`, loaded with `opts` (`grpc://` specs by the
+/// gateway's own gRPC client, which waits `backend_timeout_ms`).
 pub fn spec_backends(cfg: &GatewayConfig, opts: &qgate_runtime::LoadOptions) -> Backends {
+    let timeout = cfg.backend_timeout;
     let make = |spec: qgate_runtime::ModelSpec| -> Factory {
         let opts = opts.clone();
-        std::sync::Arc::new(move || qgate_runtime::load(&spec, &opts))
+        std::sync::Arc::new(move || match &spec.kind {
+            qgate_runtime::SpecKind::Grpc(url) => grpc::GrpcModel::load(url, timeout)
+                .map(|m| Box::new(m) as Box<dyn qgate_runtime::Model>),
+            _ => qgate_runtime::load(&spec, &opts),
+        })
     };
     Backends {
         baseline: make(cfg.baseline.clone()),

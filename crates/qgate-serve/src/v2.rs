@@ -283,7 +283,7 @@ fn from_json(dt: &str, v: &Value, count: usize) -> Result<ArrayData, String> {
 }
 
 /// Typed values from raw little-endian bytes.
-fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
+pub(crate) fn from_bytes(dt: &str, b: &[u8], count: usize) -> Result<ArrayData, String> {
     macro_rules! le {
         ($t:ty, $variant:ident) => {{
             let size = std::mem::size_of::<$t>();

@@ -1223,9 +1223,14 @@ mod postgres_log {
 
     /// A new, empty database on the server; its URL.
     fn fresh_database(server: &str, tag: &str) -> String {
-        let name = format!("qgate_{tag}_{}_{:x}", std::process::id(), qgate_serve::store::now_ms());
+        let name = format!(
+            "qgate_{tag}_{}_{:x}",
+            std::process::id(),
+            qgate_serve::store::now_ms()
+        );
         let mut c = postgres::Client::connect(server, postgres::NoTls).expect("connect");
-        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
         let (head, _) = server.rsplit_once('/').expect("URL with a database");
         format!("{head}/{name}")
     }
@@ -1299,7 +1304,12 @@ mod postgres_log {
                                     &[("x-user-id", &user)],
                                     &json_request(None, &sample(i, 1)),
                                 );
-                                assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+                                assert_eq!(
+                                    ans.status,
+                                    200,
+                                    "{}",
+                                    String::from_utf8_lossy(&ans.body)
+                                );
                                 (
                                     ans.header("x-request-id").expect("id").to_string(),
                                     user,
@@ -1311,7 +1321,10 @@ mod postgres_log {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("client")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("client"))
+                .collect()
         });
         assert_eq!(answered.len(), 600);
         // Every answered request is in the log exactly once, under the id its client got.
@@ -1344,6 +1357,7 @@ mod postgres_log {
         wait_state(&a, &r2, |s| s["weight_in_force"] == json!(1.0));
         assert_eq!(admin(&a, &r1, "canary/rollback", "{}").status, 200);
         let took = wait_state(&a, &r2, |s| s["weight_in_force"] == json!(0.0));
+        eprintln!("the rollback was in force on the other replica after {took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         for user in &on_candidate {
             let ans = post(
@@ -1359,7 +1373,12 @@ mod postgres_log {
         // rollback; the refusal brings it up to date, and the retry applies.
         assert_eq!(state_of(&a, &r3)["mode"], "shadow");
         let stale = admin(&a, &r3, "weights", r#"{"candidate_weight":0.9}"#);
-        assert_eq!(stale.status, 409, "{}", String::from_utf8_lossy(&stale.body));
+        assert_eq!(
+            stale.status,
+            409,
+            "{}",
+            String::from_utf8_lossy(&stale.body)
+        );
         assert_eq!(state_of(&a, &r3)["weight_in_force"], json!(0.0));
         let advance = admin(&a, &r3, "canary/advance", "{}");
         assert_eq!(advance.status, 200);
@@ -1476,15 +1495,29 @@ mod postgres_log {
         eprintln!("unready {outage:?} after the kill");
         let (r, u) = (&answers[0], &answers[1]);
         // reject: 503s during the outage, and every 200 is in the log.
-        assert!(r.iter().any(|(s, _)| *s == 503), "no 503 while the log was down");
+        assert!(
+            r.iter().any(|(s, _)| *s == 503),
+            "no 503 while the log was down"
+        );
         assert!(r.iter().all(|(s, _)| *s == 200 || *s == 503), "{r:?}");
-        let ok: Vec<&String> = r.iter().filter(|(s, _)| *s == 200).map(|(_, id)| id).collect();
-        let logged: HashSet<String> =
-            query_ids(&url_r, "SELECT request_id FROM requests").into_iter().collect();
-        assert!(ok.iter().all(|id| logged.contains(*id)), "an answered request is not logged");
+        let ok: Vec<&String> = r
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, id)| id)
+            .collect();
+        let logged: HashSet<String> = query_ids(&url_r, "SELECT request_id FROM requests")
+            .into_iter()
+            .collect();
+        assert!(
+            ok.iter().all(|id| logged.contains(*id)),
+            "an answered request is not logged"
+        );
         // serve_unlogged: every request answered 200, counted, and written once the
         // database was back (the backlog drains within a few seconds).
-        assert!(u.iter().all(|(s, _)| *s == 200), "serve_unlogged refused a request");
+        assert!(
+            u.iter().all(|(s, _)| *s == 200),
+            "serve_unlogged refused a request"
+        );
         let metrics = get_text(&a, &format!("{}/metrics", unlogged.base), false);
         let unlogged_n: u64 = metrics
             .lines()
@@ -1494,18 +1527,254 @@ mod postgres_log {
         assert!(unlogged_n > 0, "{metrics}");
         let t = Instant::now();
         loop {
-            let logged: HashSet<String> =
-                query_ids(&url_u, "SELECT request_id FROM requests").into_iter().collect();
+            let logged: HashSet<String> = query_ids(&url_u, "SELECT request_id FROM requests")
+                .into_iter()
+                .collect();
             if u.iter().all(|(_, id)| logged.contains(id)) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "the backlog was not written");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the backlog was not written"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let metrics = get_text(&a, &format!("{}/metrics", unlogged.base), false);
         assert!(metrics.contains("qgate_log_backlog 0"), "{metrics}");
-        assert!(metrics.contains(&format!("qgate_log_written_late_total {unlogged_n}")), "{metrics}");
+        assert!(
+            metrics.contains(&format!("qgate_log_written_late_total {unlogged_n}")),
+            "{metrics}"
+        );
         drop(reject);
         drop(unlogged);
+    }
+}
+
+/// TLS on the listener with certificates made here by `openssl`: a CA, a server certificate
+/// for 127.0.0.1 and a client certificate for mutual TLS.
+mod tls {
+    use super::*;
+    use std::io::{Read, Write};
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian's openssl package)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes ca.pem, server.pem/.key (SAN 127.0.0.1) and client.pem/.key, all signed by
+    /// the CA, into `dir`.
+    fn certificates(dir: &Path) {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=qgate test CA",
+        ]);
+        openssl(dir, &ca);
+        for (who, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(
+                dir.join(format!("{who}.ext")),
+                format!("basicConstraints=CA:FALSE\n{ext}"),
+            )
+            .expect("ext");
+            let mut req = vec!["req"];
+            req.extend(ec);
+            let (key, csr, pem, ext) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+                format!("{who}.ext"),
+            );
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=qgate test"]);
+            openssl(dir, &req);
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                ],
+            );
+        }
+    }
+
+    fn tls_agent(dir: &Path, client: bool) -> ureq::Agent {
+        let ca =
+            Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).expect("ca")).expect("pem");
+        let mut tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca])));
+        if client {
+            let cert = Certificate::from_pem(&std::fs::read(dir.join("client.pem")).expect("cert"))
+                .expect("pem");
+            let key = PrivateKey::from_pem(&std::fs::read(dir.join("client.key")).expect("key"))
+                .expect("pem");
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+        }
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into()
+    }
+
+    #[test]
+    fn https_answers_equal_plain_ones_and_mutual_tls_guards_the_admin_api() {
+        let dir = tempfile::tempdir().expect("tmp");
+        certificates(dir.path());
+        let extra = "[admin]\ntoken_env = \"TOKEN\"\n\
+                     [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n";
+        let run = start(dir.path(), extra, Kind::Healthy(1.0), Kind::Healthy(0.9));
+        let port = run.base.rsplit(':').next().expect("port").to_string();
+        let https = format!("https://127.0.0.1:{port}");
+        let x = sample(3, 2);
+        // Inference needs no client certificate; the answer is the reference's.
+        let a = tls_agent(dir.path(), false);
+        let ans = post(
+            &a,
+            &format!("{https}/v2/models/m/infer"),
+            &[],
+            &json_request(None, &x),
+        );
+        assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+        assert_eq!(outputs_of(&ans), expected(&x));
+        // The admin API: 403 without a client certificate (token or not), 200 with one.
+        let auth = format!("Bearer {TOKEN}");
+        let without = post(
+            &a,
+            &format!("{https}/admin/weights"),
+            &[("authorization", &auth)],
+            br#"{"candidate_weight":0.2}"#,
+        );
+        assert_eq!(
+            without.status,
+            403,
+            "{}",
+            String::from_utf8_lossy(&without.body)
+        );
+        assert!(String::from_utf8_lossy(&without.body).contains("client certificate"));
+        let m = tls_agent(dir.path(), true);
+        let with = post(
+            &m,
+            &format!("{https}/admin/weights"),
+            &[("authorization", &auth)],
+            br#"{"candidate_weight":0.2}"#,
+        );
+        assert_eq!(with.status, 200, "{}", String::from_utf8_lossy(&with.body));
+        // Outcomes are guarded the same way.
+        let id = ans.header("x-request-id").expect("id").to_string();
+        let body = json!({"request_id": id, "name": "click", "value": 1}).to_string();
+        let url = format!("{https}/v2/models/m/outcome");
+        assert_eq!(post(&a, &url, &[], body.as_bytes()).status, 403);
+        assert_eq!(post(&m, &url, &[], body.as_bytes()).status, 200);
+        // A plaintext client to the TLS port gets a plain 400 that says why, not a hang.
+        let mut tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("tcp");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        tcp.write_all(b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("write");
+        let mut text = String::new();
+        let _ = tcp.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("use https://"), "{text}");
+        // ureq over plain HTTP fails cleanly too (an error, not a hang).
+        let plain = agent().get(&format!("{}/v2/health/ready", run.base)).call();
+        assert!(plain.map(|r| r.status().as_u16()).unwrap_or(400) == 400);
+        // The gateway lives on.
+        assert_eq!(
+            post(
+                &a,
+                &format!("{https}/v2/models/m/infer"),
+                &[],
+                &json_request(None, &x)
+            )
+            .status,
+            200
+        );
+    }
+
+    #[test]
+    fn bad_tls_files_are_named_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        certificates(dir.path());
+        std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").expect("write");
+        let cases = [
+            (
+                "cert = \"missing.pem\"\nkey = \"server.key\"\n",
+                "missing.pem",
+            ),
+            (
+                "cert = \"empty.pem\"\nkey = \"server.key\"\n",
+                "holds no PEM certificate",
+            ),
+            ("cert = \"server.pem\"\nkey = \"server.pem\"\n", "tls.key"),
+            (
+                "cert = \"server.pem\"\nkey = \"client.key\"\n",
+                "do not make a usable pair",
+            ),
+            (
+                "cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"empty.pem\"\n",
+                "tls.client_ca",
+            ),
+        ];
+        for (tls, needle) in cases {
+            let text = format!(
+                "listen = \"127.0.0.1:0\"\nmodel_name = \"m\"\nmode = \"shadow\"\nbaseline = \"b.onnx\"\n\
+                 candidate = \"c.onnx\"\n[tls]\n{tls}"
+            );
+            let cfg =
+                GatewayConfig::parse(&text, &dir.path().join("gateway.toml"), None, &|_| None)
+                    .expect("config");
+            let err = Gateway::start(
+                cfg,
+                Backends {
+                    baseline: model(Kind::Healthy(1.0)),
+                    candidate: model(Kind::Healthy(1.0)),
+                },
+            )
+            .err()
+            .expect(tls)
+            .to_string();
+            assert!(err.contains(needle), "{tls}: {err}");
+        }
     }
 }

@@ -21,7 +21,10 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
     // A remote model waits as long as the gateway does.
     opts.timeout.get_or_insert(cfg.backend_timeout);
     if args.parse_only {
-        out!("config {}: valid (parsed only: no model loaded, no log opened)", args.config.display());
+        out!(
+            "config {}: valid (parsed only: no model loaded, no log opened)",
+            args.config.display()
+        );
         out!("baseline  {}", cfg.baseline);
         out!("candidate {}", cfg.candidate);
         out!("log       {}", cfg.log.target);
@@ -39,8 +42,12 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
         out!("outputs   {}", report.outputs.join(", "));
         out!("log       {}", cfg.log.target);
         out!("listen    {} (not bound by --check-config)", cfg.listen);
+        if let Some(g) = cfg.grpc_listen {
+            out!("grpc      {g} (not bound by --check-config)");
+        }
         return Ok(Verdict::Pass);
     }
+    let tls = cfg.tls.is_some();
     let gateway = Gateway::start(cfg, backends).with_context(in_config)?;
     gateway.stop_on_signals()?;
     if gateway.recovered_missing > 0 {
@@ -52,7 +59,11 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
     if gateway.state_restored {
         eprintln!("qgate: note: mode, weights and canary step restored from the log");
     }
-    out!("listening on http://{}", gateway.addr());
+    let scheme = if tls { "https" } else { "http" };
+    out!("listening on {scheme}://{}", gateway.addr());
+    if let Some(g) = gateway.grpc_addr() {
+        out!("grpc listening on {g}");
+    }
     let summary = gateway.wait().context("the gateway did not stop cleanly")?;
     eprintln!(
         "qgate: stopped{}; {} pending shadow copies marked missing",

@@ -41,6 +41,8 @@ fn ort_ready() -> bool {
 struct Served {
     child: Child,
     addr: String,
+    /// The gRPC address, when the config has `grpc_listen`.
+    grpc: Option<String>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -102,26 +104,33 @@ fn serve(config: &Path, extra: &[&str]) -> Served {
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(out).lines();
-        if let Some(Ok(l)) = lines.next() {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(l);
         }
-        for _ in lines {}
     });
-    let line = match rx.recv_timeout(Duration::from_secs(120)) {
+    let mut next_line = |what: &str| match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(l) => l,
         Err(_) => {
             let _ = child.kill();
-            panic!("no `listening on` line; stderr: {}", stderr.lock().unwrap());
+            panic!("no `{what}` line; stderr: {}", stderr.lock().unwrap());
         }
     };
+    let line = next_line("listening on");
     let addr = line
         .strip_prefix("listening on http://")
         .unwrap_or_else(|| panic!("first line: {line}"))
         .to_string();
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let grpc = text.contains("grpc_listen").then(|| {
+        let line = next_line("grpc listening on");
+        line.strip_prefix("grpc listening on ")
+            .unwrap_or_else(|| panic!("second line: {line}"))
+            .to_string()
+    });
     Served {
         child,
         addr,
+        grpc,
         stderr,
     }
 }
@@ -261,6 +270,101 @@ fn mlserver_models_behind_the_gateway_answer_as_mlserver_does() {
     let (code, err) = served.terminate();
     assert_eq!(code, 0, "{err}");
     assert_log_pairs(&dir.path().join("log.db"), &sent);
+}
+
+#[test]
+fn tritonclient_over_grpc_gets_what_rest_answers_and_every_call_is_logged() {
+    let (Some(py), true) = (python(), ort_ready()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("cnn_fp32.onnx"), common::fx("cnn_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "grpc_listen = \"127.0.0.1:0\"\nmode = \"ab\"\nbaseline = \"ort:{b}\"\n\
+             candidate = \"ort:{c}\"\n[ab]\ncandidate_weight = 0.5\n[log]\nurl = \"sqlite://log.db\""
+        ),
+    );
+    let served = serve(&cfg, &[]);
+    let grpc = served.grpc.clone().expect("grpc listening on");
+    let sent = client(&py, "grpc_client.py", &served.addr, &[&grpc, "20"]);
+    assert_eq!(sent.len(), 20);
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    for s in &sent {
+        let id = s["id"].as_str().unwrap();
+        let status: i64 = conn
+            .query_row(
+                "SELECT status FROM requests WHERE request_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("no record of gRPC request {id}: {e}"));
+        assert_eq!(status, 200, "{id}");
+    }
+    let given = sent.iter().filter(|s| s["given"] == true).count();
+    assert!(given > 0 && given < sent.len());
+    // 20 gRPC and 20 REST answers, and the two gRPC refusals (the unknown model's is
+    // refused before it names a model of this gateway, so not logged).
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 41);
+}
+
+#[test]
+fn a_grpc_upstream_answers_as_the_server_does_over_rest() {
+    let Some(py) = python() else { return };
+    let url = match std::env::var("QGATE_V2_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
+            panic!("QGATE_V2_URL is not set")
+        }
+        _ => return,
+    };
+    // tests/servers/start.sh serves MLServer's gRPC on the REST port + 1.
+    let host = url.trim_start_matches("http://").to_string();
+    let (h, p) = host.rsplit_once(':').unwrap();
+    let grpc = format!("{h}:{}", p.parse::<u16>().unwrap() + 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "mode = \"shadow\"\nbaseline = \"grpc://{grpc}/cnn_fp32\"\n\
+             candidate = \"grpc://{grpc}/cnn_int8_qdq\"\n[log]\nurl = \"sqlite://log.db\""
+        ),
+    );
+    let served = serve(&cfg, &[]);
+    // Answers through the gateway (gRPC upstream) equal MLServer's own over REST.
+    let sent = tritonclient(
+        &py,
+        &served.addr,
+        12,
+        &["--v2", &host, "cnn_fp32", "cnn_int8_qdq"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, err) = served.terminate();
+    assert_eq!(code, 0, "{err}");
+    assert_log_pairs(&dir.path().join("log.db"), &sent);
+    // A gRPC spec that reaches nothing is named at start.
+    let bad = write_config(
+        dir.path(),
+        "mode = \"shadow\"\nbaseline = \"grpc://127.0.0.1:1/cnn_fp32\"\ncandidate = \"grpc://127.0.0.1:1/x\"",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_qgate"))
+        .args(["serve", "--check-config", "--config"])
+        .arg(&bad)
+        .env("QGATE_ADMIN_TOKEN", "tok")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("grpc://127.0.0.1:1/cnn_fp32") && text.contains("cannot connect"),
+        "{text}"
+    );
 }
 
 /// One client thread of the load generator: ids it got a 200 for.
@@ -441,6 +545,63 @@ fn check_config_loads_both_models_and_names_what_is_wrong() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_non_loopback"));
+}
+
+#[test]
+fn parse_only_checks_the_file_alone_and_never_prints_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("mlp_fp32.onnx"), common::fx("mlp_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"{c}\"\n\
+             [log]\nurl_env = \"QGATE_LOG_URL\"\non_log_failure = \"serve_unlogged\""
+        ),
+    );
+    let url = "postgres://qgate:s3cret@db.invalid:5432/qgate";
+    let run = |flag: &str, url: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qgate"));
+        cmd.args(["serve", flag, "--config"])
+            .arg(&cfg)
+            .env("QGATE_ADMIN_TOKEN", "tok");
+        match url {
+            Some(u) => cmd.env("QGATE_LOG_URL", u),
+            None => cmd.env_remove("QGATE_LOG_URL"),
+        };
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    // --parse-only reaches neither the models nor the database.
+    let (code, text) = run("--parse-only", Some(url));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("postgres://qgate:***@db.invalid:5432/qgate"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    // --check-config does, and names the log it cannot reach, still without the password.
+    let (code, text) = run("--check-config", Some(url));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("db.invalid") && text.contains("cannot connect"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    // The variable must be set.
+    let (code, text) = run("--parse-only", None);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("log.url_env") && text.contains("QGATE_LOG_URL"),
+        "{text}"
+    );
+    let (code, text) = run("--parse-only", Some("mysql://x"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("postgres://"), "{text}");
 }
 
 /// The KServe SDK's interpreter (`.venv-kserve`: `tests/servers/install.sh` with

@@ -269,8 +269,6 @@ pub struct LogHealth {
     /// The last write reached the database (false from a failed commit until a write or a
     /// probe succeeds).
     up: AtomicBool,
-    /// Records not committed: answered 503 (`reject`) or served unlogged (`serve_unlogged`).
-    pub failed: AtomicU64,
     /// Records served unlogged and written later from the backlog.
     pub written_late: AtomicU64,
     /// Records lost: served unlogged when the backlog was full.
@@ -346,9 +344,7 @@ pub fn open(
 ) -> Result<Opened, ServeError> {
     let replica = replica_name();
     let mut first = connect(cfg, &replica, model, true)?;
-    let (state, version, restored) = first
-        .seed_state(model, seed)
-        .map_err(|e| log_err(cfg, e))?;
+    let (state, version, restored) = first.seed_state(model, seed).map_err(|e| log_err(cfg, e))?;
     // SQLite has one gateway: every pending copy is an earlier run's. PostgreSQL may have
     // live replicas: only copies older than the shadow timeout are surely lost.
     let before = match cfg.target {
@@ -517,6 +513,9 @@ impl Writer {
                     Ok(op) => Some(op),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        // Every handle is gone (a start that failed after opening the
+                        // log): stop the watcher too.
+                        self.shared.closing.store(true, Ordering::SeqCst);
                         self.shared.active.fetch_sub(1, Ordering::SeqCst);
                         return;
                     }
@@ -537,7 +536,10 @@ impl Writer {
                 self.commit(batch);
             } else if self.shared.probe.swap(false, Ordering::SeqCst) {
                 self.commit(Vec::new());
-            } else if self.shared.health.up() {
+            }
+            // The backlog drains a chunk after each commit while the log is up, so steady
+            // traffic cannot hold it back.
+            if self.shared.health.up() && self.shared.health.backlog.load(Ordering::Relaxed) > 0 {
                 self.flush_backlog();
             }
             if let Some(Op::Close(ack)) = close {
@@ -648,12 +650,9 @@ impl Writer {
             match d {
                 Done::Request(ack, r, rec) => {
                     let res = committed.clone().and(r);
-                    if res.is_err() {
-                        health.failed.fetch_add(1, Ordering::Relaxed);
-                        // Served unlogged: written once the database is back.
-                        if keep && committed.is_err() {
-                            self.defer(Deferred::Request(rec));
-                        }
+                    // Served unlogged: written once the database is back.
+                    if keep && committed.is_err() {
+                        self.defer(Deferred::Request(rec));
                     }
                     let _ = ack.send(res);
                 }
@@ -784,7 +783,11 @@ impl Watcher {
                 Ok(states) => {
                     for (model, state, version) in states {
                         if self.shared.board.offer(&model, state, version) {
-                            tracing::info!(model, version, "admin state changed by another replica");
+                            tracing::info!(
+                                model,
+                                version,
+                                "admin state changed by another replica"
+                            );
                         }
                     }
                     if !self.shared.health.up() {

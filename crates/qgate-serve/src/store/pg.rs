@@ -202,8 +202,8 @@ impl Db {
         migrate_schema: bool,
     ) -> Result<Db, ServeError> {
         let config = pg_config(cfg)?;
-        let mut client = connect_with(&config)
-            .map_err(|e| log_err(cfg, format!("cannot connect: {e}")))?;
+        let mut client =
+            connect_with(&config).map_err(|e| log_err(cfg, format!("cannot connect: {e}")))?;
         if migrate_schema {
             migrate(&mut client, model).map_err(|e| log_err(cfg, e))?;
         } else {
@@ -384,7 +384,12 @@ impl LogDb for Db {
         value: f64,
     ) -> Result<(), OutcomeRefused> {
         let known = self
-            .run(|c| c.query_opt("SELECT 1 FROM requests WHERE request_id = $1", &[&request_id]))
+            .run(|c| {
+                c.query_opt(
+                    "SELECT 1 FROM requests WHERE request_id = $1",
+                    &[&request_id],
+                )
+            })
             .map_err(OutcomeRefused::Store)?;
         if known.is_none() {
             return Err(OutcomeRefused::UnknownRequest);

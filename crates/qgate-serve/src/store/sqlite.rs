@@ -146,7 +146,11 @@ impl Db {
             conn.execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| log_err(cfg, e))?;
             let migrated = migrate_schema(&conn, model).map_err(|e| log_err(cfg, e));
-            let end = if migrated.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let end = if migrated.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
             let ended = conn.execute_batch(end).map_err(|e| log_err(cfg, e));
             migrated.and(ended)?;
         } else {
