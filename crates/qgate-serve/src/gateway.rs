@@ -282,16 +282,14 @@ impl Gateway {
                 message: format!("{e:?}"),
             })?;
             let shadow_tasks = shadow::spawn_workers(Arc::clone(&app), shadow_rx, workers);
-            Ok::<_, ServeError>(tokio::spawn(run(
-                app,
+            let running = Running {
                 listener,
-                stop_rx,
-                grace,
-                shadow_tasks,
-                log_threads,
                 tls,
                 grpc,
-            )))
+                shadow_tasks,
+                log_threads,
+            };
+            Ok::<_, ServeError>(tokio::spawn(run(app, running, stop_rx, grace)))
         })?;
         Ok(Gateway {
             runtime,
@@ -404,16 +402,30 @@ fn serve_grpc(
     }))
 }
 
-async fn run(
-    app: Arc<App>,
+/// What a started gateway runs, and what its stop waits for.
+struct Running {
     listener: tokio::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
+    /// TLS on the REST listener.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gRPC service, when configured.
+    grpc: Option<tokio::task::JoinHandle<()>>,
     shadow_tasks: Vec<tokio::task::JoinHandle<()>>,
     log_threads: Vec<std::thread::JoinHandle<()>>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    grpc: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn run(
+    app: Arc<App>,
+    running: Running,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
 ) -> Result<ServeSummary, ServeError> {
+    let Running {
+        listener,
+        tls,
+        grpc,
+        shadow_tasks,
+        log_threads,
+    } = running;
     let mut stop2 = stop.clone();
     let signal = async move {
         let _ = stop2.wait_for(|s| *s).await;

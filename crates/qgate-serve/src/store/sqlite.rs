@@ -192,7 +192,7 @@ fn migrate_schema(conn: &Connection, model: &str) -> Result<(), String> {
         }
         Some(v) => v.parse().map_err(|_| newer_schema(&v))?,
     };
-    if version > SCHEMA_VERSION || version < 1 {
+    if !(1..=SCHEMA_VERSION).contains(&version) {
         return Err(newer_schema(&version.to_string()));
     }
     if version == 1 {
