@@ -159,10 +159,10 @@ fn run(setup: &str, mode: &str, candidate: Factory, conns: usize, secs: f64) -> 
         .expect("config");
     let gw = Gateway::start(
         cfg,
-        Backends {
+        vec![Backends {
             baseline: tract("mlp_fp32.onnx"),
             candidate,
-        },
+        }],
     )
     .expect("start");
     let f = drive(&gw.addr().to_string(), conns, secs);

@@ -13,17 +13,57 @@ use axum::Router;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::app::{v2_error, App};
-use crate::config::Mode;
+use std::collections::HashMap;
+
+use crate::app::{v2_error, App, Apps};
+use crate::config::{GatewayConfig, Mode};
 use crate::route::AdminState;
 use crate::store::{AdminRefused, AdminWrite, OutcomeRefused};
 
-pub fn routes() -> Router<Arc<App>> {
+/// The admin routes: `/admin/models/{name}/…` for any model, and `/admin/…` for the model
+/// of a one-model gateway.
+pub fn routes() -> Router<Arc<Apps>> {
     Router::new()
         .route("/admin/state", get(state))
         .route("/admin/mode", post(mode))
         .route("/admin/weights", post(weights))
         .route("/admin/canary/{action}", post(canary))
+        .route("/admin/models/{name}/state", get(state))
+        .route("/admin/models/{name}/mode", post(mode))
+        .route("/admin/models/{name}/weights", post(weights))
+        .route("/admin/models/{name}/canary/{action}", post(canary))
+}
+
+type Params = Path<HashMap<String, String>>;
+
+/// The model an admin call is for, once its token is good: the path's `{name}`, else the
+/// only model.
+fn target(
+    apps: &Apps,
+    p: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Arc<App>, Box<Response>> {
+    if let Some(r) = refuse_admin(&apps.cfg, headers) {
+        return Err(Box::new(r));
+    }
+    match p.get("name") {
+        Some(name) => apps
+            .get(name)
+            .map_err(|m| Box::new(v2_error(StatusCode::NOT_FOUND, m))),
+        None if apps.models.len() == 1 => Ok(Arc::clone(&apps.models[0])),
+        None => Err(Box::new(v2_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this gateway serves {} models ({}): name one, /admin/models/NAME/…",
+                apps.models.len(),
+                apps.models
+                    .iter()
+                    .map(|m| m.model.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))),
+    }
 }
 
 /// Whether the `Authorization: Bearer …` header carries `token`.
@@ -37,8 +77,8 @@ fn bearer_ok(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// `None` when the caller may use the admin API, else the refusal.
-fn refuse_admin(app: &App, headers: &HeaderMap) -> Option<Response> {
-    match &app.cfg.admin_token {
+fn refuse_admin(cfg: &GatewayConfig, headers: &HeaderMap) -> Option<Response> {
+    match &cfg.admin_token {
         None => Some(v2_error(
             StatusCode::NOT_FOUND,
             "the admin API is disabled (no admin.token_env in the gateway config)".into(),
@@ -60,17 +100,30 @@ fn state_json(app: &App, s: &AdminState) -> Value {
         "mode": s.mode,
         "candidate_weight": s.candidate_weight,
         "canary_step": s.canary_step,
-        "canary_steps": app.cfg.split.canary_steps,
+        "canary_steps": app.model.split.canary_steps,
         "held": s.held,
-        "weight_in_force": s.weight(&app.cfg.split),
+        "weight_in_force": s.weight(&app.model.split),
     })
 }
 
-async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refuse_admin(&app, &headers) {
-        return r;
+/// `GET /admin/state`: the model's state; on a gateway of several models without a name,
+/// every model's, keyed by name.
+async fn state(State(apps): State<Arc<Apps>>, Path(p): Params, headers: HeaderMap) -> Response {
+    if !p.contains_key("name") && apps.models.len() > 1 {
+        if let Some(r) = refuse_admin(&apps.cfg, &headers) {
+            return r;
+        }
+        let all: serde_json::Map<String, Value> = apps
+            .models
+            .iter()
+            .map(|m| (m.model.name.clone(), state_json(m, &m.admin_state())))
+            .collect();
+        return axum::Json(json!({ "models": all })).into_response();
     }
-    axum::Json(state_json(&app, &app.admin_state())).into_response()
+    match target(&apps, &p, &headers) {
+        Ok(app) => axum::Json(state_json(&app, &app.admin_state())).into_response(),
+        Err(r) => *r,
+    }
 }
 
 fn body_json(body: &[u8]) -> Result<Value, Box<Response>> {
@@ -91,7 +144,7 @@ async fn apply(
     (before, version): (AdminState, i64),
     next: AdminState,
 ) -> Response {
-    let model = &app.cfg.model_name;
+    let model = &app.model.name;
     let write = AdminWrite {
         model: model.clone(),
         action: action.to_string(),
@@ -122,8 +175,8 @@ async fn apply(
         action,
         detail = %detail,
         mode = next.mode.as_str(),
-        weight = next.weight(&app.cfg.split),
-        before_weight = before.weight(&app.cfg.split),
+        weight = next.weight(&app.model.split),
+        before_weight = before.weight(&app.model.split),
         "admin action"
     );
     axum::Json(state_json(app, &next)).into_response()
@@ -133,15 +186,18 @@ async fn apply(
 /// — `change` on the state in force; a change it accepts is committed, then applied, one it
 /// refuses is answered with its status and message.
 async fn admin_call(
-    app: &App,
+    apps: &Apps,
+    p: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
     action: &str,
-    change: impl FnOnce(&Value, &mut AdminState) -> Result<(), (StatusCode, String)>,
+    change: impl FnOnce(&App, &Value, &mut AdminState) -> Result<(), (StatusCode, String)>,
 ) -> Response {
-    if let Some(r) = refuse_admin(app, headers) {
-        return r;
-    }
+    let app = match target(apps, p, headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let app = &*app;
     let v = if body.is_empty() {
         json!({})
     } else {
@@ -153,18 +209,19 @@ async fn admin_call(
     let _guard = app.admin_lock.lock().await;
     let current = app.versioned_state();
     let mut next = current.0.clone();
-    if let Err((status, message)) = change(&v, &mut next) {
+    if let Err((status, message)) = change(app, &v, &mut next) {
         return v2_error(status, message);
     }
     apply(app, action, v, current, next).await
 }
 
 async fn mode(
-    State(app): State<Arc<App>>,
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    admin_call(&app, &headers, &body, "mode", |v, next| {
+    admin_call(&apps, &p, &headers, &body, "mode", |_, v, next| {
         let Some(m) = v["mode"].as_str().and_then(Mode::parse) else {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -179,11 +236,12 @@ async fn mode(
 }
 
 async fn weights(
-    State(app): State<Arc<App>>,
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    admin_call(&app, &headers, &body, "weights", |v, next| {
+    admin_call(&apps, &p, &headers, &body, "weights", |_, v, next| {
         let Some(w) = v["candidate_weight"]
             .as_f64()
             .filter(|w| (0.0..=1.0).contains(w))
@@ -200,21 +258,22 @@ async fn weights(
 }
 
 async fn canary(
-    State(app): State<Arc<App>>,
-    Path(action): Path<String>,
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let action = p.get("action").cloned().unwrap_or_default();
     if !["advance", "hold", "rollback"].contains(&action.as_str()) {
         return v2_error(
             StatusCode::NOT_FOUND,
             format!("no canary action '{action}' (advance, hold, rollback)"),
         );
     }
-    let steps = app.cfg.split.canary_steps.len();
     let conflict = |m: String| Err((StatusCode::CONFLICT, m));
     let name = format!("canary/{action}");
-    admin_call(&app, &headers, &body, &name, |v, next| {
+    admin_call(&apps, &p, &headers, &body, &name, |app, v, next| {
+        let steps = app.model.split.canary_steps.len();
         if next.mode != Mode::Canary {
             // In ab mode a rollback here would change nothing in force: say so instead.
             return conflict(format!(
@@ -250,15 +309,16 @@ async fn canary(
 
 /// `POST /v2/models/{name}/outcome` with `{"request_id", "name", "value"}`.
 pub async fn outcome(
-    State(app): State<Arc<App>>,
-    Path(p): Path<std::collections::HashMap<String, String>>,
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let name = p.get("name").map(String::as_str).unwrap_or_default();
-    if name != app.cfg.model_name {
-        return v2_error(StatusCode::NOT_FOUND, format!("no model '{name}' here"));
-    }
+    let app = match apps.get(name) {
+        Ok(a) => a,
+        Err(m) => return v2_error(StatusCode::NOT_FOUND, m),
+    };
     if let Some(t) = &app.cfg.outcome_token {
         if !bearer_ok(&headers, t) {
             return v2_error(

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, CallError};
-use crate::config::{GatewayConfig, Mode, OnLogFailure};
+use crate::config::{GatewayConfig, Mode, ModelConfig, OnLogFailure};
 use crate::metrics::Metrics;
 use crate::record;
 use crate::route::{self, AdminState, Arm};
@@ -34,9 +34,79 @@ pub struct Arms {
     pub mapping: crate::gateway::Mapping,
 }
 
-/// Everything a handler needs.
+/// What every model of a gateway shares: the drain flag and the requests in flight.
+pub struct Common {
+    pub draining: AtomicBool,
+    /// Requests past reading their body and not yet answered (they may outlive their
+    /// connection); shutdown waits for them before it closes the log.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub idle: tokio::sync::Notify,
+    next_id: AtomicU64,
+    id_prefix: String,
+}
+
+impl Default for Common {
+    fn default() -> Common {
+        Common {
+            draining: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:x}-{:x}", now_ms(), std::process::id()),
+        }
+    }
+}
+
+/// The gateway: its models (each an [`App`]), the log and what they share. The routes'
+/// state.
+pub struct Apps {
+    pub cfg: Arc<GatewayConfig>,
+    pub models: Vec<Arc<App>>,
+    pub store: Store,
+    pub common: Arc<Common>,
+}
+
+impl Apps {
+    /// The model clients call `name`, or the V2 404 answer.
+    pub fn get(&self, name: &str) -> Result<Arc<App>, String> {
+        self.models
+            .iter()
+            .find(|m| m.model.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.models.iter().map(|m| m.model.name.as_str()).collect();
+                format!(
+                    "no model '{name}' here; this gateway serves {}",
+                    names
+                        .iter()
+                        .map(|n| format!("'{n}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+
+    /// Ready unless draining or, when records that cannot be logged are refused, the log
+    /// is down; the reason when not.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.common.draining.load(Ordering::SeqCst) {
+            return Err("draining");
+        }
+        let log_ok =
+            self.store.health().up() || self.store.on_failure() == OnLogFailure::ServeUnlogged;
+        if !log_ok {
+            return Err("the log is down");
+        }
+        Ok(())
+    }
+}
+
+/// One served model: its config, both arms' pools, its metrics and shadow queue.
 pub struct App {
-    pub cfg: GatewayConfig,
+    /// The gateway's config (listeners, log, tokens: what the models share).
+    pub cfg: Arc<GatewayConfig>,
+    pub model: ModelConfig,
+    pub common: Arc<Common>,
     pub baseline: Backend,
     /// The candidate's instances that answer clients (ab, canary).
     pub candidate: Backend,
@@ -54,24 +124,21 @@ pub struct App {
     pub metrics: Metrics,
     /// Taken (closed) at shutdown so the shadow workers finish.
     pub shadow_tx: Mutex<Option<mpsc::Sender<ShadowJob>>>,
-    pub draining: AtomicBool,
-    /// Requests past reading their body and not yet answered (they may outlive their
-    /// connection); shutdown waits for them before it closes the log.
-    pub in_flight: std::sync::atomic::AtomicUsize,
-    pub idle: tokio::sync::Notify,
-    next_id: AtomicU64,
-    id_prefix: String,
 }
 
 impl App {
     pub fn new(
-        cfg: GatewayConfig,
+        cfg: Arc<GatewayConfig>,
+        model: ModelConfig,
+        common: Arc<Common>,
         arms: Arms,
         store: Store,
         shadow_tx: mpsc::Sender<ShadowJob>,
     ) -> App {
         App {
             cfg,
+            model,
+            common,
             baseline: arms.baseline,
             candidate: arms.candidate,
             shadow_candidate: arms.shadow_candidate,
@@ -81,11 +148,6 @@ impl App {
             admin_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             shadow_tx: Mutex::new(Some(shadow_tx)),
-            draining: AtomicBool::new(false),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            idle: tokio::sync::Notify::new(),
-            next_id: AtomicU64::new(1),
-            id_prefix: format!("{:x}-{:x}", now_ms(), std::process::id()),
         }
     }
 
@@ -95,10 +157,12 @@ impl App {
 
     /// The admin state in force and its version in the log.
     pub fn versioned_state(&self) -> (AdminState, i64) {
-        self.store
-            .board()
-            .get(&self.cfg.model_name)
-            .unwrap_or_else(|| (AdminState::from_config(self.cfg.mode, &self.cfg.split), 0))
+        self.store.board().get(&self.model.name).unwrap_or_else(|| {
+            (
+                AdminState::from_config(self.model.mode, &self.model.split),
+                0,
+            )
+        })
     }
 
     /// A model's answer in the baseline's output order: the candidate's outputs are matched
@@ -138,31 +202,17 @@ impl App {
             .collect()
     }
 
-    /// Ready unless draining or, when records that cannot be logged are refused, the log
-    /// is down; the reason when not.
-    pub fn ready(&self) -> Result<(), &'static str> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err("draining");
-        }
-        let log_ok =
-            self.store.health().up() || self.store.on_failure() == OnLogFailure::ServeUnlogged;
-        if !log_ok {
-            return Err("the log is down");
-        }
-        Ok(())
-    }
-
     fn new_id(&self) -> String {
         format!(
             "qg-{}-{}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
+            self.common.id_prefix,
+            self.common.next_id.fetch_add(1, Ordering::Relaxed)
         )
     }
 }
 
 /// The gateway's routes.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<Apps>) -> Router {
     // With mutual TLS, outcomes and the admin API need a verified client certificate.
     let mtls = app.cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     let guarded = Router::new()
@@ -208,14 +258,14 @@ async fn server_meta() -> Response {
     .into_response()
 }
 
-async fn ready(State(app): State<Arc<App>>) -> Response {
-    readiness(&app, json!({}))
+async fn ready(State(apps): State<Arc<Apps>>) -> Response {
+    readiness(&apps, json!({}))
 }
 
 /// Ready unless draining or, when records that cannot be logged are refused, the log is
 /// down: 200 with `"ready": true`, else 503 with `false`, added to `body`.
-fn readiness(app: &App, mut body: Value) -> Response {
-    let ready = app.ready();
+fn readiness(apps: &Apps, mut body: Value) -> Response {
+    let ready = apps.ready();
     if let Err(reason) = ready {
         body["reason"] = json!(reason);
     }
@@ -229,16 +279,10 @@ fn readiness(app: &App, mut body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn unknown_model(app: &App, name: &str) -> Option<Response> {
-    (name != app.cfg.model_name).then(|| {
-        v2_error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no model '{name}' here; this gateway serves '{}'",
-                app.cfg.model_name
-            ),
-        )
-    })
+/// The model clients call `name`, or the V2 404 answer naming the models served.
+fn lookup(apps: &Apps, name: &str) -> Result<Arc<App>, Box<Response>> {
+    apps.get(name)
+        .map_err(|m| Box::new(v2_error(StatusCode::NOT_FOUND, m)))
 }
 
 /// The V2 datatype of a declared element type (FP32 when undeclared).
@@ -264,16 +308,17 @@ fn tensor_meta(info: &ModelInfo, outputs: bool) -> Vec<Value> {
 }
 
 async fn model_meta(
-    State(app): State<Arc<App>>,
+    State(apps): State<Arc<Apps>>,
     Path(p): Path<std::collections::HashMap<String, String>>,
 ) -> Response {
     let name = p.get("name").map(String::as_str).unwrap_or_default();
-    if let Some(r) = unknown_model(&app, name) {
-        return r;
-    }
+    let app = match lookup(&apps, name) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
     let info = &app.baseline.info;
     axum::Json(json!({
-        "name": app.cfg.model_name,
+        "name": app.model.name,
         "versions": ["1"],
         "platform": "qgate-gateway",
         "inputs": tensor_meta(info, false),
@@ -283,34 +328,40 @@ async fn model_meta(
 }
 
 async fn model_ready(
-    State(app): State<Arc<App>>,
+    State(apps): State<Arc<Apps>>,
     Path(p): Path<std::collections::HashMap<String, String>>,
 ) -> Response {
     let name = p.get("name").map(String::as_str).unwrap_or_default();
-    if let Some(r) = unknown_model(&app, name) {
-        return r;
+    if let Err(r) = lookup(&apps, name) {
+        return *r;
     }
     // The Open Inference Protocol's model-ready answer: `{"name", "ready"}`.
-    readiness(&app, json!({ "name": name }))
+    readiness(&apps, json!({ "name": name }))
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let state = app.admin_state();
-    let depth = app
-        .shadow_tx
-        .lock()
-        .ok()
-        .and_then(|t| t.as_ref().map(|t| t.max_capacity() - t.capacity()))
-        .unwrap_or(0);
-    let mut body = app.metrics.render(
-        state.mode.as_str(),
-        state.weight(&app.cfg.split),
-        (state.mode == Mode::Canary)
-            .then_some(state.canary_step)
-            .flatten(),
-        depth,
-    );
-    app.metrics.render_log(&mut body, app.store.health());
+async fn metrics(State(apps): State<Arc<Apps>>) -> Response {
+    let states: Vec<AdminState> = apps.models.iter().map(|m| m.admin_state()).collect();
+    let views: Vec<crate::metrics::ModelView<'_>> = apps
+        .models
+        .iter()
+        .zip(&states)
+        .map(|(m, state)| crate::metrics::ModelView {
+            name: &m.model.name,
+            metrics: &m.metrics,
+            mode: state.mode.as_str(),
+            weight: state.weight(&m.model.split),
+            step: (state.mode == Mode::Canary)
+                .then_some(state.canary_step)
+                .flatten(),
+            queue_depth: m
+                .shadow_tx
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| t.max_capacity() - t.capacity()))
+                .unwrap_or(0),
+        })
+        .collect();
+    let body = crate::metrics::render(&views, apps.store.health());
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -396,9 +447,9 @@ enum Served {
 fn new_record(app: &App, state: &AdminState, ts_ms: i64) -> RequestRecord {
     RequestRecord {
         ts_ms,
-        model: app.cfg.model_name.clone(),
+        model: app.model.name.clone(),
         mode: state.mode.as_str(),
-        weight: state.weight(&app.cfg.split),
+        weight: state.weight(&app.model.split),
         canary_step: (state.mode == Mode::Canary)
             .then_some(state.canary_step)
             .flatten()
@@ -433,10 +484,10 @@ fn prepare(
 /// Chooses the arm (sticky by the configured header) and notes it in the record.
 fn choose_arm(app: &App, state: &AdminState, headers: &HeaderMap, rec: &mut RequestRecord) -> Arm {
     let key = headers
-        .get(app.cfg.split.sticky_header.as_str())
+        .get(app.model.split.sticky_header.as_str())
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty());
-    let choice = route::choose(state, &app.cfg.split, key, &rec.request_id);
+    let choice = route::choose(state, &app.model.split, key, &rec.request_id);
     if key.is_none() && state.mode != Mode::Shadow {
         app.metrics.unsticky.fetch_add(1, Ordering::Relaxed);
     }
@@ -568,7 +619,7 @@ fn rest_answer(a: Answered, name: &str, version: Option<&str>) -> Response {
 /// end even when the client goes away, so no request is left without its record or with
 /// its shadow copy cut off.
 async fn infer(
-    State(app): State<Arc<App>>,
+    State(apps): State<Arc<Apps>>,
     Path(p): Path<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -577,14 +628,17 @@ async fn infer(
     let ts_ms = now_ms();
     let name = p.get("name").cloned().unwrap_or_default();
     let version = p.get("version").cloned();
-    if let Some(r) = unknown_model(&app, &name) {
-        let id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v2::check_id(v).ok())
-            .unwrap_or_else(|| app.new_id());
-        return respond(StatusCode::NOT_FOUND, &id, "none", r);
-    }
+    let app = match lookup(&apps, &name) {
+        Ok(a) => a,
+        Err(r) => {
+            let id = headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v2::check_id(v).ok())
+                .unwrap_or_else(|| apps.models[0].new_id());
+            return respond(StatusCode::NOT_FOUND, &id, "none", *r);
+        }
+    };
     let parsed = read_request(&app, &headers, body).await;
     let call = Call {
         started,
@@ -619,15 +673,15 @@ struct InFlight(Arc<App>);
 
 impl InFlight {
     fn new(app: Arc<App>) -> InFlight {
-        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        app.common.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(app)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        if self.0.common.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.common.idle.notify_waiters();
         }
     }
 }
@@ -712,7 +766,7 @@ async fn handle(
             baseline_outputs: outputs
                 .as_ref()
                 .map(|o| o.iter().map(|(_, a)| a.clone()).collect()),
-            deadline: started + app.cfg.shadow_timeout,
+            deadline: started + app.model.shadow_timeout,
         });
     }
     app.metrics.request(arm.as_str(), status, started.elapsed());

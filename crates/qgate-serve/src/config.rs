@@ -98,26 +98,41 @@ struct RawConfig {
     listen: Option<String>,
     grpc_listen: Option<String>,
     allow_non_loopback: Option<bool>,
+    model_name: Option<String>,
+    mode: Option<Mode>,
+    baseline: Option<String>,
+    candidate: Option<String>,
+    workers: Option<usize>,
+    models: Option<Vec<RawModel>>,
+    backend_timeout_ms: Option<u64>,
+    body_limit_bytes: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+    outcome_token_env: Option<String>,
+    shadow: Option<RawShadow>,
+    ab: Option<RawAb>,
+    canary: Option<RawCanary>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    admin: RawAdmin,
+    tls: Option<RawTls>,
+}
+
+/// One `[[models]]` table: a model the gateway serves, with its own pair, mode and split.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
     model_name: String,
     mode: Mode,
     baseline: String,
     candidate: String,
     workers: Option<usize>,
-    backend_timeout_ms: Option<u64>,
-    body_limit_bytes: Option<usize>,
-    shutdown_grace_ms: Option<u64>,
-    outcome_token_env: Option<String>,
     #[serde(default)]
     shadow: RawShadow,
     #[serde(default)]
     ab: RawAb,
     #[serde(default)]
     canary: RawCanary,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    admin: RawAdmin,
-    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +302,23 @@ pub struct LogConfig {
     pub group_commit_max: usize,
 }
 
+/// One model the gateway serves: its name, pair, mode, pools and split.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// What clients call: `/v2/models/NAME/infer`.
+    pub name: String,
+    /// The mode a new log starts with (afterwards the admin state in the log rules).
+    pub mode: Mode,
+    pub baseline: ModelSpec,
+    pub candidate: ModelSpec,
+    /// Model instances per arm, each on its own thread (`None`: the number of cores).
+    pub workers: Option<usize>,
+    pub shadow_queue: usize,
+    pub shadow_concurrency: usize,
+    pub shadow_timeout: Duration,
+    pub split: SplitConfig,
+}
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -295,19 +327,11 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The V2 gRPC service's address; `None`: no gRPC.
     pub grpc_listen: Option<SocketAddr>,
-    pub model_name: String,
-    pub mode: Mode,
-    pub baseline: ModelSpec,
-    pub candidate: ModelSpec,
-    /// Model instances per arm, each on its own thread (`None`: the number of cores).
-    pub workers: Option<usize>,
+    /// The models served: the top-level keys' one, or each `[[models]]` table's.
+    pub models: Vec<ModelConfig>,
     pub backend_timeout: Duration,
     pub body_limit_bytes: usize,
     pub shutdown_grace: Duration,
-    pub shadow_queue: usize,
-    pub shadow_concurrency: usize,
-    pub shadow_timeout: Duration,
-    pub split: SplitConfig,
     pub log: LogConfig,
     /// The admin bearer token; `None` disables the admin endpoints (404).
     pub admin_token: Option<String>,
@@ -343,7 +367,7 @@ impl GatewayConfig {
         listen: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GatewayConfig, ServeError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ServeError::Config {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ServeError::Config {
             path: path.to_path_buf(),
             message: qgate_core::policy::toml_error(text, &e),
         })?;
@@ -353,14 +377,6 @@ impl GatewayConfig {
             Some(text) => Some(address(path, &raw, "grpc_listen", text)?),
             None => None,
         };
-        let name = raw.model_name.trim().to_string();
-        if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
-            return Err(bad(
-                path,
-                "model_name",
-                "expected a name without '/' or spaces, as clients use it in /v2/models/NAME",
-            ));
-        }
         let token = |key: &str, var: &Option<String>| -> Result<Option<String>, ServeError> {
             let Some(var) = var else { return Ok(None) };
             match env(var) {
@@ -388,15 +404,68 @@ impl GatewayConfig {
             )),
             v => Ok(Duration::from_millis(v.unwrap_or(default))),
         };
-        for (key, v) in [
-            ("workers", raw.workers),
-            ("shadow.concurrency", raw.shadow.concurrency),
-        ] {
-            if v.is_some_and(|n| n > MAX_THREADS) {
+        let models = model_tables(path, &mut raw)?
+            .into_iter()
+            .map(|(prefix, m)| {
+                let key = |k: &str| format!("{prefix}{k}");
+                let name = m.model_name.trim().to_string();
+                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+                    return Err(bad(
+                        path,
+                        &key("model_name"),
+                        "expected a name without '/' or spaces, as clients use it in \
+                         /v2/models/NAME",
+                    ));
+                }
+                for (k, v) in [
+                    ("workers", m.workers),
+                    ("shadow.concurrency", m.shadow.concurrency),
+                ] {
+                    if v.is_some_and(|n| n > MAX_THREADS) {
+                        return Err(bad(
+                            path,
+                            &key(k),
+                            format!("expected at most {MAX_THREADS} threads"),
+                        ));
+                    }
+                }
+                Ok(ModelConfig {
+                    name,
+                    mode: m.mode,
+                    baseline: spec(path, base, &key("baseline"), &m.baseline)?,
+                    candidate: spec(path, base, &key("candidate"), &m.candidate)?,
+                    workers: m
+                        .workers
+                        .map(|w| count(&key("workers"), Some(w), 1))
+                        .transpose()?,
+                    shadow_queue: count(
+                        &key("shadow.queue"),
+                        m.shadow.queue,
+                        defaults::SHADOW_QUEUE,
+                    )?,
+                    shadow_concurrency: count(
+                        &key("shadow.concurrency"),
+                        m.shadow.concurrency,
+                        defaults::SHADOW_CONCURRENCY,
+                    )?,
+                    shadow_timeout: millis(
+                        &key("shadow.timeout_ms"),
+                        m.shadow.timeout_ms,
+                        defaults::SHADOW_TIMEOUT_MS,
+                    )?,
+                    split: split_config(path, &prefix, m.ab, m.canary)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ServeError>>()?;
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].iter().any(|o| o.name == m.name) {
                 return Err(bad(
                     path,
-                    key,
-                    format!("expected at most {MAX_THREADS} threads"),
+                    "models",
+                    format!(
+                        "two models are named '{}'; each needs its own model_name",
+                        m.name
+                    ),
                 ));
             }
         }
@@ -404,14 +473,7 @@ impl GatewayConfig {
             source: path.to_path_buf(),
             listen,
             grpc_listen,
-            model_name: name,
-            mode: raw.mode,
-            baseline: spec(path, base, "baseline", &raw.baseline)?,
-            candidate: spec(path, base, "candidate", &raw.candidate)?,
-            workers: raw
-                .workers
-                .map(|w| count("workers", Some(w), 1))
-                .transpose()?,
+            models,
             backend_timeout: millis(
                 "backend_timeout_ms",
                 raw.backend_timeout_ms,
@@ -432,18 +494,6 @@ impl GatewayConfig {
                 }
                 n => Duration::from_millis(n.unwrap_or(defaults::SHUTDOWN_GRACE_MS)),
             },
-            shadow_queue: count("shadow.queue", raw.shadow.queue, defaults::SHADOW_QUEUE)?,
-            shadow_concurrency: count(
-                "shadow.concurrency",
-                raw.shadow.concurrency,
-                defaults::SHADOW_CONCURRENCY,
-            )?,
-            shadow_timeout: millis(
-                "shadow.timeout_ms",
-                raw.shadow.timeout_ms,
-                defaults::SHADOW_TIMEOUT_MS,
-            )?,
-            split: split_config(path, raw.ab, raw.canary)?,
             log: log_config(path, base, raw.log, env)?,
             admin_token: token("admin.token_env", &raw.admin.token_env)?,
             outcome_token: token("outcome_token_env", &raw.outcome_token_env)?,
@@ -501,19 +551,67 @@ fn address(path: &Path, raw: &RawConfig, key: &str, text: &str) -> Result<Socket
     Ok(addr)
 }
 
-fn split_config(path: &Path, ab: RawAb, canary: RawCanary) -> Result<SplitConfig, ServeError> {
+/// The model tables: `[[models]]`, or the top-level keys as one model (not both). Each with
+/// the prefix its keys are named by in messages (`models[1].` or nothing).
+fn model_tables(path: &Path, raw: &mut RawConfig) -> Result<Vec<(String, RawModel)>, ServeError> {
+    let top_level = raw.model_name.is_some()
+        || raw.mode.is_some()
+        || raw.baseline.is_some()
+        || raw.candidate.is_some()
+        || raw.workers.is_some()
+        || raw.shadow.is_some()
+        || raw.ab.is_some()
+        || raw.canary.is_some();
+    match raw.models.take() {
+        Some(_) if top_level => Err(bad(
+            path,
+            "models",
+            "give each model's keys (model_name, mode, baseline, candidate, workers, shadow, \
+             ab, canary) in its [[models]] table, none at the top level",
+        )),
+        Some(ms) if ms.is_empty() => Err(bad(path, "models", "lists no model")),
+        Some(ms) => Ok(ms
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (format!("models[{i}]."), m))
+            .collect()),
+        None => {
+            let missing = |k: &str| bad(path, k, "missing (or give [[models]] tables)");
+            Ok(vec![(
+                String::new(),
+                RawModel {
+                    model_name: raw.model_name.take().ok_or_else(|| missing("model_name"))?,
+                    mode: raw.mode.take().ok_or_else(|| missing("mode"))?,
+                    baseline: raw.baseline.take().ok_or_else(|| missing("baseline"))?,
+                    candidate: raw.candidate.take().ok_or_else(|| missing("candidate"))?,
+                    workers: raw.workers.take(),
+                    shadow: raw.shadow.take().unwrap_or_default(),
+                    ab: raw.ab.take().unwrap_or_default(),
+                    canary: raw.canary.take().unwrap_or_default(),
+                },
+            )])
+        }
+    }
+}
+
+fn split_config(
+    path: &Path,
+    prefix: &str,
+    ab: RawAb,
+    canary: RawCanary,
+) -> Result<SplitConfig, ServeError> {
     let weight = ab.candidate_weight.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&weight) {
         return Err(bad(
             path,
-            "ab.candidate_weight",
+            &format!("{prefix}ab.candidate_weight"),
             format!("{weight} is not a fraction in [0, 1] (0.1 sends 10 % of users)"),
         ));
     }
     let steps = canary
         .steps
         .unwrap_or_else(|| defaults::CANARY_STEPS.to_vec());
-    check_steps(path, &steps)?;
+    check_steps(path, prefix, &steps)?;
     let sticky_header = ab
         .sticky_header
         .unwrap_or(defaults::STICKY_HEADER.into())
@@ -523,7 +621,7 @@ fn split_config(path: &Path, ab: RawAb, canary: RawCanary) -> Result<SplitConfig
     {
         return Err(bad(
             path,
-            "ab.sticky_header",
+            &format!("{prefix}ab.sticky_header"),
             "expected an HTTP header name",
         ));
     }
@@ -573,14 +671,14 @@ fn spec(path: &Path, base: &Path, key: &str, raw: &str) -> Result<ModelSpec, Ser
     Ok(s)
 }
 
-fn check_steps(path: &Path, steps: &[f64]) -> Result<(), ServeError> {
+fn check_steps(path: &Path, prefix: &str, steps: &[f64]) -> Result<(), ServeError> {
     let ok = !steps.is_empty()
         && steps.iter().all(|s| *s > 0.0 && *s <= 100.0)
         && steps.windows(2).all(|w| w[0] < w[1]);
     if !ok {
         return Err(bad(
             path,
-            "canary.steps",
+            &format!("{prefix}canary.steps"),
             format!(
                 "{steps:?}: expected increasing percentages in (0, 100], e.g. [1, 5, 25, 50, 100]"
             ),
@@ -764,15 +862,15 @@ mod tests {
     fn defaults_and_relative_paths() {
         let c = parse(MIN).expect("valid");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.baseline.path(), Some(Path::new("/cfg/m.onnx")));
-        assert_eq!(c.candidate.path(), Some(Path::new("/abs/c.onnx")));
+        assert_eq!(c.models[0].baseline.path(), Some(Path::new("/cfg/m.onnx")));
+        assert_eq!(c.models[0].candidate.path(), Some(Path::new("/abs/c.onnx")));
         assert_eq!(
             c.log.target,
             LogTarget::Sqlite(PathBuf::from("/cfg/qgate-log.db"))
         );
-        assert_eq!(c.shadow_queue, 1000);
-        assert_eq!(c.shadow_concurrency, 1);
-        assert_eq!(c.shadow_timeout, Duration::from_secs(30));
+        assert_eq!(c.models[0].shadow_queue, 1000);
+        assert_eq!(c.models[0].shadow_concurrency, 1);
+        assert_eq!(c.models[0].shadow_timeout, Duration::from_secs(30));
         assert!(c.admin_token.is_none());
     }
 
@@ -805,6 +903,38 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{extra}: {err}");
             assert!(err.contains("/cfg/gateway.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn several_models_each_with_their_own_keys() {
+        let two = "[[models]]\nmodel_name = \"a\"\nmode = \"shadow\"\nbaseline = \"a.onnx\"\n\
+                   candidate = \"b.onnx\"\n[[models]]\nmodel_name = \"b\"\nmode = \"ab\"\n\
+                   baseline = \"c.onnx\"\ncandidate = \"d.onnx\"\n[models.ab]\ncandidate_weight = 0.3\n\
+                   [models.shadow]\nqueue = 7\n";
+        let c = parse(two).expect("valid");
+        assert_eq!(c.models.len(), 2);
+        assert_eq!(c.models[0].name, "a");
+        assert_eq!(c.models[0].split.candidate_weight, 0.0);
+        assert_eq!(c.models[1].split.candidate_weight, 0.3);
+        assert_eq!(c.models[1].shadow_queue, 7);
+        assert_eq!(c.models[1].baseline.path(), Some(Path::new("/cfg/c.onnx")));
+        let cases = [
+            (format!("{MIN}{two}"), "give each model's keys"),
+            (
+                two.replace("\"b\"\nmode", "\"a\"\nmode"),
+                "two models are named 'a'",
+            ),
+            (
+                two.replace("candidate_weight = 0.3", "candidate_weight = 3"),
+                "models[1].ab.candidate_weight",
+            ),
+            ("models = []\n".into(), "lists no model"),
+            ("mode = \"ab\"\n".into(), "model_name"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
         }
     }
 

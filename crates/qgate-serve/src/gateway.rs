@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use qgate_runtime::ModelInfo;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{router, App};
+use crate::app::{router, App, Apps};
 use crate::backend::{Backend, Factory};
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, ModelConfig};
 use crate::route::AdminState;
 use crate::tls::{Peer, TlsListener};
 use crate::{shadow, store, ServeError};
@@ -55,7 +55,7 @@ impl StopHandle {
     }
 }
 
-fn threads(cfg: &GatewayConfig) -> usize {
+fn threads(cfg: &ModelConfig) -> usize {
     cfg.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -136,7 +136,7 @@ pub fn map_tensors(baseline: &ModelInfo, candidate: &ModelInfo) -> Result<Mappin
 
 /// Loads one instance of each model and checks the log, without serving or writing
 /// anything: what `qgate serve --check-config` reports.
-pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, ServeError> {
+pub fn check(cfg: &GatewayConfig, backends: &[Backends]) -> Result<CheckReport, ServeError> {
     let load = |role: &'static str, f: &Factory, spec: &str| {
         f().map_err(|e| ServeError::Backend {
             role,
@@ -144,74 +144,121 @@ pub fn check(cfg: &GatewayConfig, backends: &Backends) -> Result<CheckReport, Se
             message: e.to_string(),
         })
     };
-    let b = load("baseline", &backends.baseline, &cfg.baseline.raw)?;
-    let c = load("candidate", &backends.candidate, &cfg.candidate.raw)?;
-    map_tensors(b.info(), c.info()).map_err(ServeError::Incompatible)?;
+    let mut models = Vec::new();
+    for (m, backends) in cfg.models.iter().zip(backends) {
+        let b = load("baseline", &backends.baseline, &m.baseline.raw)?;
+        let c = load("candidate", &backends.candidate, &m.candidate.raw)?;
+        map_tensors(b.info(), c.info())
+            .map_err(|e| ServeError::Incompatible(format!("model '{}': {e}", m.name)))?;
+        models.push(ModelCheck {
+            name: m.name.clone(),
+            baseline: b.provenance().runtime,
+            candidate: c.provenance().runtime,
+            inputs: b.info().inputs.iter().map(|t| t.name.clone()).collect(),
+            outputs: b.info().outputs.iter().map(|t| t.name.clone()).collect(),
+        });
+    }
     if let Some(t) = &cfg.tls {
         crate::tls::server_config(t)?;
     }
     store::check(&cfg.log)?;
-    Ok(CheckReport {
-        baseline: b.provenance().runtime,
-        candidate: c.provenance().runtime,
-        inputs: b.info().inputs.iter().map(|t| t.name.clone()).collect(),
-        outputs: b.info().outputs.iter().map(|t| t.name.clone()).collect(),
-    })
+    Ok(CheckReport { models })
 }
 
 /// What `check` found.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
+    pub models: Vec<ModelCheck>,
+}
+
+/// What `check` found of one model.
+#[derive(Debug, Clone)]
+pub struct ModelCheck {
+    pub name: String,
     pub baseline: String,
     pub candidate: String,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
 }
 
+/// One model's pools, started.
+fn start_arms(m: &ModelConfig, backends: &Backends) -> Result<crate::app::Arms, ServeError> {
+    let n = threads(m);
+    let start = |role: &'static str, f: &Factory, spec: &str, n: usize| {
+        Backend::start(role, spec, f, n).map_err(|e| ServeError::Backend {
+            role,
+            spec: spec.to_string(),
+            message: e.to_string(),
+        })
+    };
+    let baseline = start("baseline", &backends.baseline, &m.baseline.raw, n)?;
+    let candidate = start("candidate", &backends.candidate, &m.candidate.raw, n)?;
+    // Shadow copies get threads of their own, exactly `shadow.concurrency` of them, so a
+    // slow candidate can never run more copies at once than that.
+    let shadow_candidate = start(
+        "candidate",
+        &backends.candidate,
+        &m.candidate.raw,
+        m.shadow_concurrency,
+    )?;
+    let mapping = map_tensors(&baseline.info, &candidate.info)
+        .map_err(|e| ServeError::Incompatible(format!("model '{}': {e}", m.name)))?;
+    Ok(crate::app::Arms {
+        baseline,
+        candidate,
+        shadow_candidate,
+        mapping,
+    })
+}
+
 impl Gateway {
-    /// Loads the models, opens the log, binds and starts serving.
-    pub fn start(cfg: GatewayConfig, backends: Backends) -> Result<Gateway, ServeError> {
-        let n = threads(&cfg);
-        let start = |role: &'static str, f: &Factory, spec: &str, n: usize| {
-            Backend::start(role, spec, f, n).map_err(|e| ServeError::Backend {
-                role,
-                spec: spec.to_string(),
-                message: e.to_string(),
-            })
-        };
-        let baseline = start("baseline", &backends.baseline, &cfg.baseline.raw, n)?;
-        let candidate = start("candidate", &backends.candidate, &cfg.candidate.raw, n)?;
-        // Shadow copies get threads of their own, exactly `shadow.concurrency` of them, so a
-        // slow candidate can never run more copies at once than that.
-        let shadow_candidate = start(
-            "candidate",
-            &backends.candidate,
-            &cfg.candidate.raw,
-            cfg.shadow_concurrency,
-        )?;
-        let mapping =
-            map_tensors(&baseline.info, &candidate.info).map_err(ServeError::Incompatible)?;
+    /// Loads the models (one `Backends` per model of the config, in its order), opens the
+    /// log, binds and starts serving.
+    pub fn start(cfg: GatewayConfig, backends: Vec<Backends>) -> Result<Gateway, ServeError> {
+        if backends.len() != cfg.models.len() {
+            return Err(ServeError::Internal(format!(
+                "{} model factories for {} models",
+                backends.len(),
+                cfg.models.len()
+            )));
+        }
+        let arms = cfg
+            .models
+            .iter()
+            .zip(&backends)
+            .map(|(m, b)| start_arms(m, b))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = cfg
             .tls
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let seed = AdminState::from_config(cfg.mode, &cfg.split);
-        let opened = store::open(&cfg.log, &cfg.model_name, &seed, cfg.shadow_timeout)?;
-        let state_restored = opened.restored;
-        let mut state = opened.state.clone();
-        // A restored step past a ramp the config has since shortened stays at its end.
-        let last = cfg.split.canary_steps.len() - 1;
-        if state.canary_step.is_some_and(|i| i > last) {
-            tracing::warn!(
-                "the restored canary step {:?} is past the configured ramp; using its last step",
-                state.canary_step
-            );
-            state.canary_step = Some(last);
-            opened
-                .store
-                .board()
-                .put(&cfg.model_name, state.clone(), opened.version);
+        let seeds: Vec<(String, AdminState)> = cfg
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), AdminState::from_config(m.mode, &m.split)))
+            .collect();
+        let longest = cfg
+            .models
+            .iter()
+            .map(|m| m.shadow_timeout)
+            .max()
+            .unwrap_or_default();
+        let opened = store::open(&cfg.log, &seeds, longest)?;
+        let state_restored = opened.states.iter().any(|r| r.restored);
+        for (m, r) in cfg.models.iter().zip(&opened.states) {
+            // A restored step past a ramp the config has since shortened stays at its end.
+            let last = m.split.canary_steps.len() - 1;
+            if r.state.canary_step.is_some_and(|i| i > last) {
+                tracing::warn!(
+                    model = m.name,
+                    "the restored canary step {:?} is past the configured ramp; using its last step",
+                    r.state.canary_step
+                );
+                let mut state = r.state.clone();
+                state.canary_step = Some(last);
+                opened.store.board().put(&m.name, state, r.version);
+            }
         }
         let listener = bind(cfg.listen)?;
         let addr = listener.local_addr().map_err(|e| ServeError::Bind {
@@ -227,6 +274,7 @@ impl Gateway {
                 addr,
                 message: e.to_string(),
             })?;
+        let n = cfg.models.iter().map(threads).max().unwrap_or(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n.clamp(1, 4))
             .thread_name("qgate-serve")
@@ -236,32 +284,51 @@ impl Gateway {
                 addr,
                 message: format!("cannot start the async runtime: {e}"),
             })?;
-        let (shadow_tx, shadow_rx) = mpsc::channel(cfg.shadow_queue);
         let (stop, stop_rx) = watch::channel(false);
         let grace = cfg.shutdown_grace;
-        let workers = cfg.shadow_concurrency;
-        let start = store::AdminWrite {
-            model: cfg.model_name.clone(),
-            action: "start".into(),
-            detail: serde_json::json!({
-                "restored": state_restored,
-                "config": cfg.source.display().to_string(),
-                "listen": addr.to_string(),
+        let starts: Vec<store::AdminWrite> = cfg
+            .models
+            .iter()
+            .zip(&opened.states)
+            .map(|(m, r)| store::AdminWrite {
+                model: m.name.clone(),
+                action: "start".into(),
+                detail: serde_json::json!({
+                    "restored": r.restored,
+                    "config": cfg.source.display().to_string(),
+                    "listen": addr.to_string(),
+                })
+                .to_string(),
+                change: None,
             })
-            .to_string(),
-            change: None,
-        };
-        let app = Arc::new(App::new(
-            cfg,
-            crate::app::Arms {
-                baseline,
-                candidate,
-                shadow_candidate,
-                mapping,
-            },
-            opened.store,
-            shadow_tx,
-        ));
+            .collect();
+        let cfg = Arc::new(cfg);
+        let common = Arc::new(crate::app::Common::default());
+        let mut queues = Vec::new();
+        let models: Vec<Arc<App>> = cfg
+            .models
+            .iter()
+            .zip(arms)
+            .map(|(m, arms)| {
+                let (tx, rx) = mpsc::channel(m.shadow_queue);
+                let app = Arc::new(App::new(
+                    Arc::clone(&cfg),
+                    m.clone(),
+                    Arc::clone(&common),
+                    arms,
+                    opened.store.clone(),
+                    tx,
+                ));
+                queues.push((Arc::clone(&app), rx, m.shadow_concurrency));
+                app
+            })
+            .collect();
+        let app = Arc::new(Apps {
+            cfg: Arc::clone(&cfg),
+            models,
+            store: opened.store.clone(),
+            common,
+        });
         let log_threads = opened.threads;
         let grpc_tls = match (&grpc_listener, &app.cfg.tls) {
             (Some(_), Some(t)) => Some(crate::tls::grpc_config(t)?),
@@ -277,11 +344,16 @@ impl Gateway {
                 Some(l) => Some(serve_grpc(Arc::clone(&app), l, grpc_tls, stop_rx.clone())?),
                 None => None,
             };
-            app.store.admin(start).await.map_err(|e| ServeError::Log {
-                log: app.store.location.clone(),
-                message: format!("{e:?}"),
-            })?;
-            let shadow_tasks = shadow::spawn_workers(Arc::clone(&app), shadow_rx, workers);
+            for start in starts {
+                app.store.admin(start).await.map_err(|e| ServeError::Log {
+                    log: app.store.location.clone(),
+                    message: format!("{e:?}"),
+                })?;
+            }
+            let shadow_tasks = queues
+                .into_iter()
+                .flat_map(|(m, rx, workers)| shadow::spawn_workers(m, rx, workers))
+                .collect();
             let running = Running {
                 listener,
                 tls,
@@ -372,7 +444,7 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 
 /// Serves the V2 gRPC service on `listener` until the stop signal; in-flight calls finish.
 fn serve_grpc(
-    app: Arc<App>,
+    app: Arc<Apps>,
     listener: std::net::TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     mut stop: watch::Receiver<bool>,
@@ -414,7 +486,7 @@ struct Running {
 }
 
 async fn run(
-    app: Arc<App>,
+    app: Arc<Apps>,
     running: Running,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -448,7 +520,7 @@ async fn run(
         }
     };
     let _ = stop.wait_for(|s| *s).await;
-    app.draining.store(true, Ordering::SeqCst);
+    app.common.draining.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + grace;
     let drained = tokio::time::timeout(grace, async {
         let _ = server.await;
@@ -462,8 +534,8 @@ async fn run(
     // log before the queue and the log close.
     let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), async {
         loop {
-            let idle = app.idle.notified();
-            if app.in_flight.load(Ordering::SeqCst) == 0 {
+            let idle = app.common.idle.notified();
+            if app.common.in_flight.load(Ordering::SeqCst) == 0 {
                 break;
             }
             idle.await;
@@ -471,8 +543,10 @@ async fn run(
     })
     .await;
     // No request can queue a copy any more: close the queue and let the workers empty it.
-    if let Ok(mut tx) = app.shadow_tx.lock() {
-        tx.take();
+    for m in &app.models {
+        if let Ok(mut tx) = m.shadow_tx.lock() {
+            tx.take();
+        }
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(left, async {

@@ -12,7 +12,7 @@ use qgate_core::{Array, ArrayData, ElemType};
 use qgate_runtime::{v2_elem_type, Dim, Model, ModelInfo, Provenance, RuntimeError, TensorInfo};
 use tonic::{Request, Response, Status};
 
-use crate::app::{declared_datatype, run_to_the_end, Answered, App, Call};
+use crate::app::{declared_datatype, run_to_the_end, Answered, App, Apps, Call};
 use crate::store::now_ms;
 use crate::v2::{self, BadRequest, InferRequest, NamedTensor, RequestedOutput};
 
@@ -27,13 +27,13 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 
 /// The service over a gateway.
 pub struct Service {
-    app: Arc<App>,
+    apps: Arc<Apps>,
 }
 
-/// The tonic service for `app`, taking messages up to the REST body limit.
-pub fn service(app: Arc<App>) -> GrpcInferenceServiceServer<Service> {
-    let limit = app.cfg.body_limit_bytes;
-    GrpcInferenceServiceServer::new(Service { app })
+/// The tonic service for `apps`, taking messages up to the REST body limit.
+pub fn service(apps: Arc<Apps>) -> GrpcInferenceServiceServer<Service> {
+    let limit = apps.cfg.body_limit_bytes;
+    GrpcInferenceServiceServer::new(Service { apps })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX)
 }
@@ -74,14 +74,8 @@ fn shape_of(t: &TensorInfo) -> Vec<i64> {
 }
 
 impl Service {
-    fn known(&self, name: &str) -> Result<(), Status> {
-        if name == self.app.cfg.model_name {
-            return Ok(());
-        }
-        Err(Status::not_found(format!(
-            "no model '{name}' here; this gateway serves '{}'",
-            self.app.cfg.model_name
-        )))
+    fn known(&self, name: &str) -> Result<Arc<App>, Status> {
+        self.apps.get(name).map_err(Status::not_found)
     }
 }
 
@@ -99,7 +93,7 @@ impl GrpcInferenceService for Service {
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         Ok(Response::new(pb::ServerReadyResponse {
-            ready: self.app.ready().is_ok(),
+            ready: self.apps.ready().is_ok(),
         }))
     }
 
@@ -109,7 +103,7 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         self.known(&req.get_ref().name)?;
         Ok(Response::new(pb::ModelReadyResponse {
-            ready: self.app.ready().is_ok(),
+            ready: self.apps.ready().is_ok(),
         }))
     }
 
@@ -128,7 +122,7 @@ impl GrpcInferenceService for Service {
         &self,
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        self.known(&req.get_ref().name)?;
+        let app = self.known(&req.get_ref().name)?;
         let meta = |ts: &[TensorInfo]| {
             ts.iter()
                 .map(|t| pb::model_metadata_response::TensorMetadata {
@@ -138,9 +132,9 @@ impl GrpcInferenceService for Service {
                 })
                 .collect()
         };
-        let info = &self.app.baseline.info;
+        let info = &app.baseline.info;
         Ok(Response::new(pb::ModelMetadataResponse {
-            name: self.app.cfg.model_name.clone(),
+            name: app.model.name.clone(),
             versions: vec!["1".into()],
             platform: "qgate-gateway".into(),
             inputs: meta(&info.inputs),
@@ -154,7 +148,7 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (started, ts_ms) = (Instant::now(), now_ms());
         let (meta, _, msg) = req.into_parts();
-        self.known(&msg.model_name)?;
+        let app = self.known(&msg.model_name)?;
         let (name, version) = (msg.model_name.clone(), msg.model_version.clone());
         let parsed = infer_request(msg).map_err(|BadRequest(m)| (StatusCode::BAD_REQUEST, m));
         let call = Call {
@@ -162,7 +156,7 @@ impl GrpcInferenceService for Service {
             ts_ms,
             headers: meta.into_headers(),
         };
-        let answered = run_to_the_end(Arc::clone(&self.app), call, parsed)
+        let answered = run_to_the_end(app, call, parsed)
             .await
             .map_err(Status::internal)?;
         reply(answered, name, version)

@@ -67,9 +67,9 @@ pub enum ServeError {
     Internal(String),
 }
 
-/// Model factories for the specs of `cfg`, loaded with `opts` (`grpc://` specs by the
-/// gateway's own gRPC client, which waits `backend_timeout_ms`).
-pub fn spec_backends(cfg: &GatewayConfig, opts: &qgate_runtime::LoadOptions) -> Backends {
+/// Model factories for the specs of each model of `cfg`, in its order, loaded with `opts`
+/// (`grpc://` specs by the gateway's own gRPC client, which waits `backend_timeout_ms`).
+pub fn spec_backends(cfg: &GatewayConfig, opts: &qgate_runtime::LoadOptions) -> Vec<Backends> {
     let timeout = cfg.backend_timeout;
     let make = |spec: qgate_runtime::ModelSpec| -> Factory {
         let opts = opts.clone();
@@ -79,8 +79,11 @@ pub fn spec_backends(cfg: &GatewayConfig, opts: &qgate_runtime::LoadOptions) -> 
             _ => qgate_runtime::load(&spec, &opts),
         })
     };
-    Backends {
-        baseline: make(cfg.baseline.clone()),
-        candidate: make(cfg.candidate.clone()),
-    }
+    cfg.models
+        .iter()
+        .map(|m| Backends {
+            baseline: make(m.baseline.clone()),
+            candidate: make(m.candidate.clone()),
+        })
+        .collect()
 }

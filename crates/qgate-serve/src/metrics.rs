@@ -83,180 +83,199 @@ impl Metrics {
         self.paired_rows.fetch_add(rows, Ordering::Relaxed);
         self.agreed_rows.fetch_add(agreed, Ordering::Relaxed);
     }
+}
 
-    /// The exposition text. `weight` and `step` describe the admin state now, `queue_depth`
-    /// the shadow copies waiting.
-    pub fn render(
-        &self,
-        mode: &str,
-        weight: f64,
-        step: Option<usize>,
-        queue_depth: usize,
-    ) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP qgate_requests_total Inference requests answered, by arm and HTTP status.\n\
-             # TYPE qgate_requests_total counter"
-        );
-        if let Ok(m) = self.requests.lock() {
-            for ((arm, code), n) in m.iter() {
-                let _ = writeln!(
-                    s,
-                    "qgate_requests_total{{arm=\"{arm}\",code=\"{code}\"}} {n}"
-                );
+/// One model's figures for the exposition: its counters and the admin state now.
+pub struct ModelView<'a> {
+    pub name: &'a str,
+    pub metrics: &'a Metrics,
+    pub mode: &'a str,
+    /// The candidate's share of users now (0 in shadow mode).
+    pub weight: f64,
+    /// The canary step in canary mode.
+    pub step: Option<usize>,
+    /// Shadow copies waiting.
+    pub queue_depth: usize,
+}
+
+/// Writes one metric family: its HELP and TYPE once, then one line per model (`labels` are
+/// extra labels after `model`, already formatted, and the value).
+fn family(s: &mut String, name: &str, kind: &str, help: &str, lines: Vec<(String, String)>) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in lines {
+        let _ = writeln!(s, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// The exposition text of every model (each line labelled `model="NAME"`) and of the log.
+pub fn render(models: &[ModelView<'_>], health: &crate::store::LogHealth) -> String {
+    let mut s = String::new();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let per = |f: &dyn Fn(&ModelView<'_>) -> String| -> Vec<(String, String)> {
+        models
+            .iter()
+            .map(|m| (format!("model=\"{}\"", m.name), f(m)))
+            .collect()
+    };
+    let mut requests = Vec::new();
+    for m in models {
+        if let Ok(r) = m.metrics.requests.lock() {
+            for ((arm, code), n) in r.iter() {
+                requests.push((
+                    format!("model=\"{}\",arm=\"{arm}\",code=\"{code}\"", m.name),
+                    n.to_string(),
+                ));
             }
         }
-        self.render_latency(&mut s);
-        let _ = writeln!(
-            s,
-            "# HELP qgate_shadow_total Shadow copies by how they ended.\n# TYPE qgate_shadow_total counter"
-        );
-        let mut dropped = 0;
-        if let Ok(m) = self.shadow.lock() {
-            for (status, n) in m.iter() {
-                let _ = writeln!(s, "qgate_shadow_total{{status=\"{status}\"}} {n}");
+    }
+    family(
+        &mut s,
+        "qgate_requests_total",
+        "counter",
+        "Inference requests answered, by model, arm and HTTP status.",
+        requests,
+    );
+    let _ = writeln!(
+        s,
+        "# HELP qgate_latency_seconds Time through the gateway (what=\"request\") and in each \
+         model (what=\"backend\").\n# TYPE qgate_latency_seconds histogram"
+    );
+    for m in models {
+        m.metrics.render_latency(&mut s, m.name);
+    }
+    let mut shadow = Vec::new();
+    for m in models {
+        if let Ok(r) = m.metrics.shadow.lock() {
+            for (status, n) in r.iter() {
+                shadow.push((
+                    format!("model=\"{}\",status=\"{status}\"", m.name),
+                    n.to_string(),
+                ));
             }
-            dropped = m.get("dropped").copied().unwrap_or(0);
-        }
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let paired = load(&self.paired_rows);
-        let agreed = load(&self.agreed_rows);
-        let gauges: [(&str, &str, &str, String); 8] = [
-            (
-                "qgate_shadow_queue_depth",
-                "gauge",
-                "Shadow copies waiting for the candidate.",
-                queue_depth.to_string(),
-            ),
-            (
-                "qgate_shadow_dropped_total",
-                "counter",
-                "Shadow copies dropped because the queue was full.",
-                dropped.to_string(),
-            ),
-            (
-                "qgate_duplicate_request_ids_total",
-                "counter",
-                "Requests whose id was already logged (logged with a suffix).",
-                load(&self.duplicate_ids).to_string(),
-            ),
-            (
-                "qgate_unsticky_requests_total",
-                "counter",
-                "Split requests without the sticky header (split per request).",
-                load(&self.unsticky).to_string(),
-            ),
-            (
-                "qgate_log_errors_total",
-                "counter",
-                "Records the log could not commit (their clients got 503).",
-                load(&self.log_errors).to_string(),
-            ),
-            (
-                "qgate_paired_rows_total",
-                "counter",
-                "Rows answered by both models (shadow mode).",
-                paired.to_string(),
-            ),
-            (
-                "qgate_top1_agreement",
-                "gauge",
-                "Share of paired rows whose top-1 class agreed (NaN before the first pair).",
-                if paired == 0 {
-                    "NaN".into()
-                } else {
-                    format!("{}", agreed as f64 / paired as f64)
-                },
-            ),
-            (
-                "qgate_candidate_weight",
-                "gauge",
-                "The candidate's share of users now (0 in shadow mode).",
-                format!("{weight}"),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP qgate_canary_step The canary step index now (-1 after a rollback).\n\
-             # TYPE qgate_canary_step gauge\nqgate_canary_step {}",
-            step.map_or(-1, |i| i as i64)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP qgate_mode The traffic mode now.\n# TYPE qgate_mode gauge\nqgate_mode{{mode=\"{mode}\"}} 1"
-        );
-        s
-    }
-
-    /// The log's health: up, backlog, records served unlogged, written late and lost.
-    pub fn render_log(&self, s: &mut String, health: &crate::store::LogHealth) {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lines: [(&str, &str, &str, String); 5] = [
-            (
-                "qgate_log_up",
-                "gauge",
-                "1 while the log commits, 0 from a failed commit until it is back.",
-                u8::from(health.up()).to_string(),
-            ),
-            (
-                "qgate_log_unlogged_total",
-                "counter",
-                "Requests answered although their record could not be committed (on_log_failure = serve_unlogged).",
-                load(&self.unlogged).to_string(),
-            ),
-            (
-                "qgate_log_backlog",
-                "gauge",
-                "Records served unlogged, waiting to be written once the log is back.",
-                health.backlog.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "qgate_log_written_late_total",
-                "counter",
-                "Records served unlogged and written later from the backlog.",
-                load(&health.written_late).to_string(),
-            ),
-            (
-                "qgate_log_lost_total",
-                "counter",
-                "Records served unlogged and lost because the backlog was full.",
-                load(&health.lost).to_string(),
-            ),
-        ];
-        for (name, kind, help, value) in lines {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
         }
     }
+    family(
+        &mut s,
+        "qgate_shadow_total",
+        "counter",
+        "Shadow copies by how they ended.",
+        shadow,
+    );
+    let dropped = |m: &ModelView<'_>| {
+        m.metrics
+            .shadow
+            .lock()
+            .map(|r| r.get("dropped").copied().unwrap_or(0))
+            .unwrap_or(0)
+            .to_string()
+    };
+    let agreement = |m: &ModelView<'_>| {
+        let paired = load(&m.metrics.paired_rows);
+        if paired == 0 {
+            "NaN".to_string()
+        } else {
+            format!("{}", load(&m.metrics.agreed_rows) as f64 / paired as f64)
+        }
+    };
+    type Of<'f> = &'f dyn Fn(&ModelView<'_>) -> String;
+    let families: [(&str, &str, &str, Of<'_>); 10] = [
+        ("qgate_shadow_queue_depth", "gauge", "Shadow copies waiting for the candidate.",
+         &|m| m.queue_depth.to_string()),
+        ("qgate_shadow_dropped_total", "counter", "Shadow copies dropped because the queue was full.",
+         &dropped),
+        ("qgate_duplicate_request_ids_total", "counter",
+         "Requests whose id was already logged (logged with a suffix).",
+         &|m| load(&m.metrics.duplicate_ids).to_string()),
+        ("qgate_unsticky_requests_total", "counter",
+         "Split requests without the sticky header (split per request).",
+         &|m| load(&m.metrics.unsticky).to_string()),
+        ("qgate_log_errors_total", "counter",
+         "Records the log could not commit (their clients got 503).",
+         &|m| load(&m.metrics.log_errors).to_string()),
+        ("qgate_log_unlogged_total", "counter",
+         "Requests answered although their record could not be committed (on_log_failure = serve_unlogged).",
+         &|m| load(&m.metrics.unlogged).to_string()),
+        ("qgate_paired_rows_total", "counter", "Rows answered by both models (shadow mode).",
+         &|m| load(&m.metrics.paired_rows).to_string()),
+        ("qgate_top1_agreement", "gauge",
+         "Share of paired rows whose top-1 class agreed (NaN before the first pair).",
+         &agreement),
+        ("qgate_candidate_weight", "gauge", "The candidate's share of users now (0 in shadow mode).",
+         &|m| format!("{}", m.weight)),
+        ("qgate_canary_step", "gauge", "The canary step index now (-1 after a rollback or outside canary mode).",
+         &|m| m.step.map_or(-1, |i| i as i64).to_string()),
+    ];
+    for (name, kind, help, f) in families {
+        family(&mut s, name, kind, help, per(f));
+    }
+    family(
+        &mut s,
+        "qgate_mode",
+        "gauge",
+        "The traffic mode now.",
+        models
+            .iter()
+            .map(|m| {
+                (
+                    format!("model=\"{}\",mode=\"{}\"", m.name, m.mode),
+                    "1".to_string(),
+                )
+            })
+            .collect(),
+    );
+    render_log(&mut s, health);
+    s
+}
 
-    fn render_latency(&self, s: &mut String) {
+/// The log's health (shared by every model): up, backlog, written late and lost.
+fn render_log(s: &mut String, health: &crate::store::LogHealth) {
+    let lines: [(&str, &str, &str, String); 4] = [
+        (
+            "qgate_log_up",
+            "gauge",
+            "1 while the log commits, 0 from a failed commit until it is back.",
+            u8::from(health.up()).to_string(),
+        ),
+        (
+            "qgate_log_backlog",
+            "gauge",
+            "Records served unlogged, waiting to be written once the log is back.",
+            health.backlog.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "qgate_log_written_late_total",
+            "counter",
+            "Records served unlogged and written later from the backlog.",
+            health.written_late.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "qgate_log_lost_total",
+            "counter",
+            "Records served unlogged and lost because the backlog was full.",
+            health.lost.load(Ordering::Relaxed).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in lines {
         let _ = writeln!(
-            *s,
-            "# HELP qgate_latency_seconds Time through the gateway (what=\"request\") and in each \
-             model (what=\"backend\").\n# TYPE qgate_latency_seconds histogram"
+            s,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
+    }
+}
+
+impl Metrics {
+    fn render_latency(&self, s: &mut String, model: &str) {
         if let Ok(m) = self.latency.lock() {
             for ((what, arm), h) in m.iter() {
+                let l = format!("model=\"{model}\",what=\"{what}\",arm=\"{arm}\"");
                 for (c, b) in h.counts.iter().zip(BUCKETS) {
-                    let _ = writeln!(
-                        *s,
-                        "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"{b}\"}} {c}"
-                    );
+                    let _ = writeln!(*s, "qgate_latency_seconds_bucket{{{l},le=\"{b}\"}} {c}");
                 }
                 let _ = writeln!(
                     *s,
-                    "qgate_latency_seconds_bucket{{what=\"{what}\",arm=\"{arm}\",le=\"+Inf\"}} {}\n\
-                     qgate_latency_seconds_sum{{what=\"{what}\",arm=\"{arm}\"}} {}\n\
-                     qgate_latency_seconds_count{{what=\"{what}\",arm=\"{arm}\"}} {}",
+                    "qgate_latency_seconds_bucket{{{l},le=\"+Inf\"}} {}\n\
+                     qgate_latency_seconds_sum{{{l}}} {}\n\
+                     qgate_latency_seconds_count{{{l}}} {}",
                     h.count, h.sum, h.count
                 );
             }

@@ -145,10 +145,10 @@ fn start(dir: &Path, extra: &str, baseline: Kind, candidate: Kind) -> Run {
     };
     let gw = Gateway::start(
         cfg,
-        Backends {
+        vec![Backends {
             baseline: model(baseline),
             candidate: model(candidate),
-        },
+        }],
     )
     .expect("start");
     let base = format!("http://{}", gw.addr());
@@ -633,8 +633,11 @@ fn users_keep_their_arm_across_restarts_and_as_the_weight_grows() {
     );
     assert_eq!(ans.status, 200);
     let m = get_text(&a, &format!("{}/metrics", run.base), false);
-    assert!(m.contains("qgate_unsticky_requests_total 1"), "{m}");
-    assert!(m.contains("qgate_candidate_weight 0.6"), "{m}");
+    assert!(
+        m.contains("qgate_unsticky_requests_total{model=\"m\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("qgate_candidate_weight{model=\"m\"} 0.6"), "{m}");
     run.stop();
 }
 
@@ -765,7 +768,10 @@ fn duplicate_ids_get_a_suffix_and_outcomes_join_requests() {
         400
     );
     let m = get_text(&a, &format!("{}/metrics", run.base), false);
-    assert!(m.contains("qgate_duplicate_request_ids_total 1"), "{m}");
+    assert!(
+        m.contains("qgate_duplicate_request_ids_total{model=\"m\"} 1"),
+        "{m}"
+    );
     run.stop();
     let joined: (String, String, f64) = db(&run.db)
         .query_row(
@@ -984,30 +990,30 @@ fn metrics_count_arms_statuses_and_the_agreement_of_paired_answers() {
             .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
     };
     assert_eq!(
-        value("qgate_requests_total{arm=\"baseline\",code=\"200\"}"),
+        value("qgate_requests_total{model=\"m\",arm=\"baseline\",code=\"200\"}"),
         30.0
     );
     assert_eq!(
-        value("qgate_requests_total{arm=\"none\",code=\"400\"}"),
+        value("qgate_requests_total{model=\"m\",arm=\"none\",code=\"400\"}"),
         1.0
     );
     assert_eq!(
-        value("qgate_latency_seconds_count{what=\"request\",arm=\"baseline\"}"),
+        value("qgate_latency_seconds_count{model=\"m\",what=\"request\",arm=\"baseline\"}"),
         30.0
     );
-    assert_eq!(value("qgate_shadow_total{status=\"ok\"}"), 30.0);
+    assert_eq!(value("qgate_shadow_total{model=\"m\",status=\"ok\"}"), 30.0);
     let rows: usize = xs.iter().map(|x| x.len() / 4).sum();
-    assert_eq!(value("qgate_paired_rows_total"), rows as f64);
+    assert_eq!(value("qgate_paired_rows_total{model=\"m\"}"), rows as f64);
     let want = agreement(&xs);
     assert!(
         want < 1.0,
         "the two mocks must disagree somewhere for this test to mean anything"
     );
-    assert!((value("qgate_top1_agreement") - want).abs() < 1e-12);
-    assert_eq!(value("qgate_shadow_queue_depth"), 0.0);
-    assert_eq!(value("qgate_shadow_dropped_total"), 0.0);
-    assert_eq!(value("qgate_candidate_weight"), 0.0);
-    assert!(m.contains("qgate_mode{mode=\"shadow\"} 1"));
+    assert!((value("qgate_top1_agreement{model=\"m\"}") - want).abs() < 1e-12);
+    assert_eq!(value("qgate_shadow_queue_depth{model=\"m\"}"), 0.0);
+    assert_eq!(value("qgate_shadow_dropped_total{model=\"m\"}"), 0.0);
+    assert_eq!(value("qgate_candidate_weight{model=\"m\"}"), 0.0);
+    assert!(m.contains("qgate_mode{model=\"m\",mode=\"shadow\"} 1"));
 }
 
 #[test]
@@ -1521,7 +1527,7 @@ mod postgres_log {
         let metrics = get_text(&a, &format!("{}/metrics", unlogged.base), false);
         let unlogged_n: u64 = metrics
             .lines()
-            .find_map(|l| l.strip_prefix("qgate_log_unlogged_total "))
+            .find_map(|l| l.strip_prefix("qgate_log_unlogged_total{model=\"m\"} "))
             .and_then(|v| v.parse().ok())
             .expect("qgate_log_unlogged_total");
         assert!(unlogged_n > 0, "{metrics}");
@@ -1766,10 +1772,10 @@ mod tls {
                     .expect("config");
             let err = Gateway::start(
                 cfg,
-                Backends {
+                vec![Backends {
                     baseline: model(Kind::Healthy(1.0)),
                     candidate: model(Kind::Healthy(1.0)),
-                },
+                }],
             )
             .err()
             .expect(tls)
@@ -1777,4 +1783,119 @@ mod tls {
             assert!(err.contains(needle), "{tls}: {err}");
         }
     }
+}
+
+#[test]
+fn several_models_are_served_routed_administered_and_logged_apart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = "listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 2000\n\
+                [[models]]\nmodel_name = \"digits\"\nmode = \"shadow\"\nbaseline = \"a.onnx\"\ncandidate = \"b.onnx\"\n\
+                [[models]]\nmodel_name = \"text\"\nmode = \"ab\"\nbaseline = \"c.onnx\"\ncandidate = \"d.onnx\"\n\
+                [models.ab]\ncandidate_weight = 1.0\n\
+                [admin]\ntoken_env = \"TOKEN\"\n";
+    let env = |k: &str| (k == "TOKEN").then(|| TOKEN.to_string());
+    let cfg =
+        GatewayConfig::parse(text, &dir.path().join("gateway.toml"), None, &env).expect("config");
+    let db = dir.path().join("qgate-log.db");
+    let gw = Gateway::start(
+        cfg,
+        vec![
+            Backends {
+                baseline: model(Kind::Healthy(1.0)),
+                candidate: model(Kind::Healthy(0.9)),
+            },
+            Backends {
+                baseline: model(Kind::Healthy(2.0)),
+                candidate: model(Kind::Healthy(3.0)),
+            },
+        ],
+    )
+    .expect("start");
+    let mut run = Run {
+        base: format!("http://{}", gw.addr()),
+        gw: Some(gw),
+        db: db.clone(),
+    };
+    let a = agent();
+    let x = sample(5, 2);
+    let call = |name: &str| {
+        post(
+            &a,
+            &format!("{}/v2/models/{name}/infer", run.base),
+            &[("x-user-id", "u1")],
+            &json_request(None, &x),
+        )
+    };
+    // Each model answers with its own pair and mode: digits' baseline (shadow), text's
+    // candidate (ab at weight 1).
+    let d = call("digits");
+    assert_eq!((d.status, d.header("x-qgate-arm")), (200, Some("baseline")));
+    let text = call("text");
+    assert_eq!(
+        (text.status, text.header("x-qgate-arm")),
+        (200, Some("candidate"))
+    );
+    let xa = Array::from_f32(vec![2, 4], x.clone()).expect("shape");
+    let scores = |ans: &Answer| outputs_of(ans)[0].3.clone();
+    assert_eq!(scores(&d), forward(&xa, 1.0)[0].to_f64().expect("f"));
+    assert_eq!(scores(&text), forward(&xa, 3.0)[0].to_f64().expect("f"));
+    let nope = call("other");
+    assert_eq!(nope.status, 404);
+    let msg = String::from_utf8_lossy(&nope.body).to_string();
+    assert!(msg.contains("'digits'") && msg.contains("'text'"), "{msg}");
+    // Admin: by name; without one it names the models (400); the state lists them all.
+    let adm = |path: &str, body: &str| {
+        post(
+            &a,
+            &format!("{}/admin/{path}", run.base),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            body.as_bytes(),
+        )
+    };
+    let unnamed = adm("weights", r#"{"candidate_weight":0.5}"#);
+    assert_eq!(unnamed.status, 400);
+    assert!(String::from_utf8_lossy(&unnamed.body).contains("/admin/models/NAME"));
+    assert_eq!(
+        adm("models/text/weights", r#"{"candidate_weight":0.0}"#).status,
+        200
+    );
+    assert_eq!(
+        adm("models/nope/weights", r#"{"candidate_weight":0.0}"#).status,
+        404
+    );
+    let state: Value =
+        serde_json::from_str(&get_text(&a, &format!("{}/admin/state", run.base), true))
+            .expect("json");
+    assert_eq!(state["models"]["text"]["weight_in_force"], json!(0.0));
+    assert_eq!(state["models"]["digits"]["mode"], "shadow");
+    let text = call("text");
+    assert_eq!(text.header("x-qgate-arm"), Some("baseline"));
+    assert_eq!(scores(&text), forward(&xa, 2.0)[0].to_f64().expect("f"));
+    // Metrics and log rows per model.
+    std::thread::sleep(Duration::from_millis(300));
+    let m = get_text(&a, &format!("{}/metrics", run.base), false);
+    assert!(
+        m.contains("qgate_requests_total{model=\"digits\",arm=\"baseline\",code=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("qgate_requests_total{model=\"text\",arm=\"candidate\",code=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("qgate_requests_total{model=\"text\",arm=\"baseline\",code=\"200\"} 1"),
+        "{m}"
+    );
+    assert_eq!(
+        m.matches("# TYPE qgate_requests_total").count(),
+        1,
+        "one family header"
+    );
+    run.stop();
+    assert_eq!(count(&db, "model = 'digits' AND shadow_status = 'ok'"), 1);
+    assert_eq!(count(&db, "model = 'text'"), 2);
+    assert_eq!(
+        column(&db, "SELECT model FROM model_state ORDER BY model"),
+        vec!["digits".to_string(), "text".to_string()]
+    );
 }

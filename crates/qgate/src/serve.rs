@@ -25,8 +25,15 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
             "config {}: valid (parsed only: no model loaded, no log opened)",
             args.config.display()
         );
-        out!("baseline  {}", cfg.baseline);
-        out!("candidate {}", cfg.candidate);
+        for m in &cfg.models {
+            out!(
+                "model     {}: {} ({} → {})",
+                m.name,
+                m.mode.as_str(),
+                m.baseline,
+                m.candidate
+            );
+        }
         out!("log       {}", cfg.log.target);
         out!("listen    {}", cfg.listen);
         return Ok(Verdict::Pass);
@@ -36,10 +43,15 @@ pub(crate) fn serve(args: ServeArgs) -> Result<Verdict> {
     if args.check_config {
         let report = qgate_serve::check(&cfg, &backends).with_context(in_config)?;
         out!("config {}: valid", args.config.display());
-        out!("baseline  {} ({})", cfg.baseline, report.baseline);
-        out!("candidate {} ({})", cfg.candidate, report.candidate);
-        out!("inputs    {}", report.inputs.join(", "));
-        out!("outputs   {}", report.outputs.join(", "));
+        for (m, r) in cfg.models.iter().zip(&report.models) {
+            if cfg.models.len() > 1 {
+                out!("model     {}", m.name);
+            }
+            out!("baseline  {} ({})", m.baseline, r.baseline);
+            out!("candidate {} ({})", m.candidate, r.candidate);
+            out!("inputs    {}", r.inputs.join(", "));
+            out!("outputs   {}", r.outputs.join(", "));
+        }
         out!("log       {}", cfg.log.target);
         out!("listen    {} (not bound by --check-config)", cfg.listen);
         if let Some(g) = cfg.grpc_listen {

@@ -307,14 +307,21 @@ pub struct Store {
     pub location: String,
 }
 
+/// A model's admin state as opening the log found it.
+pub struct Restored {
+    pub state: AdminState,
+    /// Its version in the log.
+    pub version: i64,
+    /// Whether it came from the log (an earlier run, or another replica) rather than the
+    /// seed.
+    pub restored: bool,
+}
+
 /// What opening the log found.
 pub struct Opened {
     pub store: Store,
-    /// The model's admin state in force and its version.
-    pub state: AdminState,
-    pub version: i64,
-    /// Whether the state came from the log (an earlier run, or another replica).
-    pub restored: bool,
+    /// Each model's admin state in force, in the order given.
+    pub states: Vec<Restored>,
     /// Shadow copies a previous run left pending (it crashed), now marked missing.
     pub recovered_missing: u64,
     pub threads: Vec<std::thread::JoinHandle<()>>,
@@ -334,17 +341,29 @@ fn replica_name() -> String {
     format!("{host}-{}-{:x}", std::process::id(), now_ms())
 }
 
-/// Opens the log (migrating it), seeds or restores `model`'s admin state from `seed`, and
-/// starts the writers and the watcher.
+/// Opens the log (migrating it; a schema-1 log's single admin state becomes the first
+/// model's), seeds or restores each model's admin state from its seed, and starts the
+/// writers and the watcher. `shadow_timeout`: the longest of the models'.
 pub fn open(
     cfg: &LogConfig,
-    model: &str,
-    seed: &AdminState,
+    models: &[(String, AdminState)],
     shadow_timeout: Duration,
 ) -> Result<Opened, ServeError> {
     let replica = replica_name();
+    let model = models.first().map_or("", |(m, _)| m.as_str());
     let mut first = connect(cfg, &replica, model, true)?;
-    let (state, version, restored) = first.seed_state(model, seed).map_err(|e| log_err(cfg, e))?;
+    let board = Arc::new(StateBoard::default());
+    let mut states = Vec::with_capacity(models.len());
+    for (name, seed) in models {
+        let (state, version, restored) =
+            first.seed_state(name, seed).map_err(|e| log_err(cfg, e))?;
+        board.offer(name, state.clone(), version);
+        states.push(Restored {
+            state,
+            version,
+            restored,
+        });
+    }
     // SQLite has one gateway: every pending copy is an earlier run's. PostgreSQL may have
     // live replicas: only copies older than the shadow timeout are surely lost.
     let before = match cfg.target {
@@ -352,8 +371,6 @@ pub fn open(
         LogTarget::Postgres { .. } => now_ms() - shadow_timeout.as_millis() as i64,
     };
     let recovered_missing = first.sweep(Some(before)).map_err(|e| log_err(cfg, e))?;
-    let board = Arc::new(StateBoard::default());
-    board.offer(model, state.clone(), version);
     let health = Arc::new(LogHealth::default());
     health.up.store(true, Ordering::SeqCst);
     let (tx, rx) = mpsc::channel();
@@ -393,9 +410,7 @@ pub fn open(
             shared,
             location: cfg.target.to_string(),
         },
-        state,
-        version,
-        restored,
+        states,
         recovered_missing,
         threads,
     })
