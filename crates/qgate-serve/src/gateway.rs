@@ -244,6 +244,21 @@ impl Gateway {
             .map(|m| m.shadow_timeout)
             .max()
             .unwrap_or_default();
+        // Bound before the log is opened: a second gateway started on a busy address by
+        // mistake stops here, before it could touch the running one's log.
+        let listener = bind(cfg.listen)?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
+            addr: cfg.listen,
+            message: e.to_string(),
+        })?;
+        let grpc_listener = cfg.grpc_listen.map(bind).transpose()?;
+        let grpc_addr = match (&grpc_listener, cfg.grpc_listen) {
+            (Some(l), Some(want)) => Some(l.local_addr().map_err(|e| ServeError::Bind {
+                addr: want,
+                message: e.to_string(),
+            })?),
+            _ => None,
+        };
         let opened = store::open(&cfg.log, &seeds, longest)?;
         let state_restored = opened.states.iter().any(|r| r.restored);
         for (m, r) in cfg.models.iter().zip(&opened.states) {
@@ -260,20 +275,6 @@ impl Gateway {
                 opened.store.board().put(&m.name, state, r.version);
             }
         }
-        let listener = bind(cfg.listen)?;
-        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
-            addr: cfg.listen,
-            message: e.to_string(),
-        })?;
-        let grpc_listener = cfg.grpc_listen.map(bind).transpose()?;
-        let grpc_addr = grpc_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(|e| ServeError::Bind {
-                addr,
-                message: e.to_string(),
-            })?;
         let n = cfg.models.iter().map(threads).max().unwrap_or(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n.clamp(1, 4))
@@ -555,16 +556,22 @@ async fn run(
         }
     })
     .await;
+    // `close` answers within the log's commit wait even when the database is stuck.
     let marked_missing = app.store.close().await.map_err(|m| ServeError::Log {
         log: app.store.location.clone(),
         message: m,
     })?;
-    let _ = tokio::task::spawn_blocking(move || {
+    let joined = tokio::task::spawn_blocking(move || {
         for t in log_threads {
             let _ = t.join();
         }
-    })
-    .await;
+    });
+    if tokio::time::timeout(Duration::from_secs(15), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the log's threads did not stop within 15 s; leaving them");
+    }
     tracing::info!(marked_missing, drained, "stopped");
     Ok(ServeSummary {
         marked_missing,

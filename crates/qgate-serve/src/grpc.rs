@@ -532,3 +532,165 @@ impl Model for GrpcModel {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::model_infer_request::InferInputTensor;
+
+    fn input(
+        name: &str,
+        dt: &str,
+        shape: Vec<i64>,
+        contents: Option<pb::InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: name.into(),
+            datatype: dt.into(),
+            shape,
+            contents,
+            ..Default::default()
+        }
+    }
+
+    fn req(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> pb::ModelInferRequest {
+        pb::ModelInferRequest {
+            model_name: "m".into(),
+            inputs,
+            raw_input_contents: raw,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn typed_and_raw_contents_read_the_same() {
+        let typed = pb::InferTensorContents {
+            fp32_contents: vec![1.5, -2.0, 0.25, 4.0],
+            ..Default::default()
+        };
+        let a = infer_request(req(
+            vec![input("x", "FP32", vec![2, 2], Some(typed))],
+            vec![],
+        ))
+        .expect("typed");
+        let raw: Vec<u8> = [1.5f32, -2.0, 0.25, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b =
+            infer_request(req(vec![input("x", "FP32", vec![2, 2], None)], vec![raw])).expect("raw");
+        assert_eq!(a.inputs, b.inputs);
+        assert_eq!(a.inputs[0].array.shape, vec![2, 2]);
+        // Narrow integer types through int_contents, range-checked.
+        let ints = pb::InferTensorContents {
+            int_contents: vec![1, -3, 127],
+            ..Default::default()
+        };
+        let c = infer_request(req(vec![input("i", "INT8", vec![3], Some(ints))], vec![]))
+            .expect("int8");
+        assert_eq!(c.inputs[0].array.data, ArrayData::I8(vec![1, -3, 127]));
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_naming_the_input() {
+        let raw4 = vec![0u8; 16];
+        let contents = |v: Vec<f32>| {
+            Some(pb::InferTensorContents {
+                fp32_contents: v,
+                ..Default::default()
+            })
+        };
+        let cases: Vec<(pb::ModelInferRequest, &str)> = vec![
+            (
+                req(
+                    vec![input("x", "FP32", vec![-1, 4], None)],
+                    vec![raw4.clone()],
+                ),
+                "negative",
+            ),
+            (
+                req(
+                    vec![input("x", "FP32", vec![1, 4], None)],
+                    vec![raw4.clone(), raw4.clone()],
+                ),
+                "2 entries for 1 inputs",
+            ),
+            (
+                req(
+                    vec![input("x", "FP32", vec![1, 4], contents(vec![1.0; 4]))],
+                    vec![raw4.clone()],
+                ),
+                "gives `contents`",
+            ),
+            (
+                req(
+                    vec![input("x", "FP32", vec![i64::MAX, i64::MAX], None)],
+                    vec![raw4.clone()],
+                ),
+                "too large",
+            ),
+            (
+                req(
+                    vec![input("x", "FP32", vec![1, 4], None)],
+                    vec![vec![0u8; 15]],
+                ),
+                "input 'x'",
+            ),
+            (
+                req(
+                    vec![input("x", "FP32", vec![1, 4], contents(vec![1.0; 3]))],
+                    vec![],
+                ),
+                "fp32_contents has 3",
+            ),
+            (
+                req(vec![input("x", "FP16", vec![1], contents(vec![]))], vec![]),
+                "raw_input_contents",
+            ),
+            (
+                req(
+                    vec![input(
+                        "x",
+                        "INT8",
+                        vec![1],
+                        Some(pb::InferTensorContents {
+                            int_contents: vec![300],
+                            ..Default::default()
+                        }),
+                    )],
+                    vec![],
+                ),
+                "300 is not a INT8",
+            ),
+            (
+                req(
+                    vec![input(
+                        "s",
+                        "BYTES",
+                        vec![1],
+                        Some(pb::InferTensorContents {
+                            bytes_contents: vec![vec![0xff, 0xfe]],
+                            ..Default::default()
+                        }),
+                    )],
+                    vec![],
+                ),
+                "not UTF-8",
+            ),
+            (
+                req(
+                    vec![input("x", "COMPLEX", vec![1], None)],
+                    vec![vec![0u8; 8]],
+                ),
+                "COMPLEX",
+            ),
+        ];
+        for (r, needle) in cases {
+            let BadRequest(m) = infer_request(r).expect_err(needle);
+            assert!(m.contains(needle), "{needle}: {m}");
+        }
+        let mut bad_id = req(vec![input("x", "FP32", vec![1, 4], None)], vec![raw4]);
+        bad_id.id = "a\nb".into();
+        assert!(infer_request(bad_id).is_err());
+    }
+}

@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::serve::{IncomingStream, Listener};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -130,7 +130,9 @@ pub fn grpc_config(cfg: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig,
         read("tls.cert", &cfg.cert)?,
         read("tls.key", &cfg.key)?,
     );
-    let mut t = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let mut t = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(HANDSHAKE_TIMEOUT);
     if let Some(ca) = &cfg.client_ca {
         t = t
             .client_ca_root(tonic::transport::Certificate::from_pem(read(
@@ -195,8 +197,10 @@ async fn handshake(
     addr: SocketAddr,
 ) -> Option<(TlsStream<TcpStream>, Peer)> {
     let _ = tcp.set_nodelay(true);
+    // One deadline for the first byte and the handshake together.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+    let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await;
     if !matches!(peeked, Ok(Ok(1))) {
         return None;
     }
@@ -210,7 +214,17 @@ async fn handshake(
                  connection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                // Read the request's head first: closing a socket with unread bytes makes
+                // the kernel reset the connection, which can drop the answer in flight.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = tcp.write_all(msg.as_bytes()).await;
                 let _ = tcp.shutdown().await;
             })
@@ -219,7 +233,7 @@ async fn handshake(
         tracing::debug!("{addr}: not a TLS client");
         return None;
     }
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             let client_cert = tls
                 .get_ref()

@@ -61,6 +61,9 @@ pub fn iso_ms(ms: i64) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct RequestRecord {
     pub request_id: String,
+    /// This record's own key (`replica/sequence`, set by [`Store::record`]): a record
+    /// written again after a commit whose answer was lost is recognised, never logged twice.
+    pub key: String,
     /// The id the client gave, when it differs from `request_id` (a duplicate) or was given.
     pub client_request_id: Option<String>,
     pub ts_ms: i64,
@@ -182,6 +185,11 @@ trait LogDb: Send {
     fn retention_chunk(&mut self, cfg: &LogConfig, young_ms: i64) -> Result<bool, String>;
     /// Flushes what the database keeps outside its main file (SQLite's WAL), at shutdown.
     fn checkpoint(&mut self) {}
+    /// Whether the last failure was the data's (a value the database refuses), not the
+    /// database's: such a record is dropped from the backlog instead of retried for ever.
+    fn last_error_was_data(&self) -> bool {
+        false
+    }
 }
 
 /// Opens one connection of the configured dialect, migrating the schema (once, under a lock)
@@ -296,6 +304,27 @@ struct Shared {
     probe: AtomicBool,
     backlog: Mutex<VecDeque<Deferred>>,
     board: Arc<StateBoard>,
+    /// This gateway's name in the log, and the sequence of its record keys.
+    replica: String,
+    next_key: AtomicU64,
+    /// Set when the writers have stopped: later calls fail at once instead of waiting.
+    closed: AtomicBool,
+}
+
+/// Longest a request waits for its record's commit before it is answered 503 (a database
+/// that accepts connections but never commits must not hold requests, or shutdown, for ever).
+pub const COMMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits for a writer's answer, at most [`COMMIT_WAIT`].
+async fn answer<T>(rx: oneshot::Receiver<T>) -> Result<T, String> {
+    match tokio::time::timeout(COMMIT_WAIT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err("the log writer stopped before committing".into()),
+        Err(_) => Err(format!(
+            "the log did not commit within {} s",
+            COMMIT_WAIT.as_secs()
+        )),
+    }
 }
 
 /// The handle the server writes through.
@@ -385,6 +414,9 @@ pub fn open(
         probe: AtomicBool::new(false),
         backlog: Mutex::new(VecDeque::new()),
         board,
+        replica: replica.clone(),
+        next_key: AtomicU64::new(1),
+        closed: AtomicBool::new(false),
     });
     let mut dbs = vec![first];
     for _ in 1..writers {
@@ -428,19 +460,27 @@ fn spawn(
 }
 
 impl Store {
-    /// Commits `record`; answers with the id it was logged under (a duplicate gets a suffix).
-    pub async fn record(&self, record: RequestRecord) -> Result<String, String> {
-        let (ack, rx) = oneshot::channel();
+    fn send(&self, op: Op) -> Result<(), String> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err("the log is closed".into());
+        }
         self.tx
-            .send(Op::Request(Box::new(record), ack))
-            .map_err(|_| "the log writer has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the log writer stopped before committing".to_string())?
+            .send(op)
+            .map_err(|_| "the log writer has stopped".to_string())
+    }
+
+    /// Commits `record`; answers with the id it was logged under (a duplicate gets a suffix).
+    pub async fn record(&self, mut record: RequestRecord) -> Result<String, String> {
+        let n = self.shared.next_key.fetch_add(1, Ordering::Relaxed);
+        record.key = format!("{}/{n}", self.shared.replica);
+        let (ack, rx) = oneshot::channel();
+        self.send(Op::Request(Box::new(record), ack))?;
+        answer(rx).await?
     }
 
     /// Joins a shadow result to its request (not waited for).
     pub fn shadow(&self, result: ShadowResult) {
-        let _ = self.tx.send(Op::Shadow(result));
+        let _ = self.send(Op::Shadow(result));
     }
 
     pub async fn outcome(
@@ -450,37 +490,31 @@ impl Store {
         value: f64,
     ) -> Result<(), OutcomeRefused> {
         let (ack, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Outcome {
-                request_id,
-                name,
-                value,
-                ack,
-            })
-            .map_err(|_| OutcomeRefused::Store("the log writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| OutcomeRefused::Store("the log writer stopped".into()))?
+        self.send(Op::Outcome {
+            request_id,
+            name,
+            value,
+            ack,
+        })
+        .map_err(OutcomeRefused::Store)?;
+        answer(rx).await.map_err(OutcomeRefused::Store)?
     }
 
     /// Records an admin action (and, with a change, the new state), committed before
     /// returning; answers the state's version.
     pub async fn admin(&self, write: AdminWrite) -> Result<i64, AdminRefused> {
         let (ack, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Admin(Box::new(write), ack))
-            .map_err(|_| AdminRefused::Store("the log writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| AdminRefused::Store("the log writer stopped".into()))?
+        self.send(Op::Admin(Box::new(write), ack))
+            .map_err(AdminRefused::Store)?;
+        answer(rx).await.map_err(AdminRefused::Store)?
     }
 
     /// Marks this gateway's pending shadow copies missing and stops the writers and the
     /// watcher; answers how many copies were marked.
     pub async fn close(&self) -> Result<u64, String> {
         let (ack, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Close(ack))
-            .map_err(|_| "the log writer has stopped".to_string())?;
-        rx.await.map_err(|_| "the log writer stopped".to_string())?
+        self.send(Op::Close(ack))?;
+        answer(rx).await?
     }
 
     pub fn health(&self) -> &LogHealth {
@@ -584,9 +618,19 @@ impl Writer {
         if !rest.is_empty() {
             self.commit(rest);
         }
-        self.flush_backlog();
+        // The whole backlog, chunk by chunk, while the database takes it; what it cannot
+        // take now is lost with the process, and counted.
+        while self.flush_backlog() {}
+        if let Ok(mut q) = self.shared.backlog.lock() {
+            self.shared
+                .health
+                .lost
+                .fetch_add(q.len() as u64, Ordering::Relaxed);
+            q.clear();
+        }
         let marked = self.db.sweep(None);
         self.db.checkpoint();
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
         let _ = ack.send(marked);
     }
@@ -665,8 +709,13 @@ impl Writer {
             match d {
                 Done::Request(ack, r, rec) => {
                     let res = committed.clone().and(r);
-                    // Served unlogged: written once the database is back.
+                    // Served unlogged: written once the database is back. Its shadow copy is
+                    // never made (the handler drops it): the record says so.
                     if keep && committed.is_err() {
+                        let mut rec = rec;
+                        if rec.shadow_status == Some("pending") {
+                            rec.shadow_status = Some("dropped");
+                        }
                         self.defer(Deferred::Request(rec));
                     }
                     let _ = ack.send(res);
@@ -703,8 +752,10 @@ impl Writer {
         self.shared.health.backlog.store(q.len(), Ordering::Relaxed);
     }
 
-    /// Writes a chunk of the backlog in one transaction (put back when it fails).
-    fn flush_backlog(&mut self) {
+    /// Writes a chunk of the backlog in one transaction (put back when the database fails;
+    /// a chunk the database refuses for its data is written one record at a time, and the
+    /// refused records are dropped and counted lost). Answers whether it wrote anything.
+    fn flush_backlog(&mut self) -> bool {
         let chunk: Vec<Deferred> = {
             let mut q = match self.shared.backlog.lock() {
                 Ok(q) => q,
@@ -714,12 +765,57 @@ impl Writer {
             q.drain(..n).collect()
         };
         if chunk.is_empty() {
-            return;
+            return false;
         }
+        let progress = match self.write_deferred(&chunk) {
+            Ok(written) => {
+                self.count_late(written);
+                true
+            }
+            Err(_) if self.db.last_error_was_data() => {
+                // One at a time: only the records the database refuses are lost.
+                for d in &chunk {
+                    match self.write_deferred(std::slice::from_ref(d)) {
+                        Ok(written) => self.count_late(written),
+                        Err(e) => {
+                            tracing::warn!("a deferred record is refused by the log and lost: {e}");
+                            self.shared.health.lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!("the log's backlog waits: {e}");
+                let mut q = match self.shared.backlog.lock() {
+                    Ok(q) => q,
+                    Err(p) => p.into_inner(),
+                };
+                for d in chunk.into_iter().rev() {
+                    q.push_front(d);
+                }
+                false
+            }
+        };
+        if let Ok(q) = self.shared.backlog.lock() {
+            self.shared.health.backlog.store(q.len(), Ordering::Relaxed);
+        }
+        progress
+    }
+
+    fn count_late(&self, written: u64) {
+        self.shared
+            .health
+            .written_late
+            .fetch_add(written, Ordering::Relaxed);
+    }
+
+    /// Writes deferred records in one transaction; answers how many requests it wrote.
+    fn write_deferred(&mut self, chunk: &[Deferred]) -> Result<u64, String> {
         let mut written = 0u64;
         let res = self.db.ensure_connected().and_then(|_| self.db.begin());
         let res = res.and_then(|_| {
-            for d in &chunk {
+            for d in chunk {
                 let r = match d {
                     Deferred::Request(r) => self.db.insert_request(r).map(|_| written += 1),
                     Deferred::Shadow(s) => self.db.update_shadow(s),
@@ -733,26 +829,10 @@ impl Writer {
             }
             self.db.commit()
         });
-        let mut q = match self.shared.backlog.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
-        match res {
-            Ok(()) => {
-                self.shared
-                    .health
-                    .written_late
-                    .fetch_add(written, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.db.rollback();
-                tracing::warn!("the log's backlog waits: {e}");
-                for d in chunk.into_iter().rev() {
-                    q.push_front(d);
-                }
-            }
+        if res.is_err() {
+            self.db.rollback();
         }
-        self.shared.health.backlog.store(q.len(), Ordering::Relaxed);
+        res.map(|_| written)
     }
 }
 
@@ -814,7 +894,11 @@ impl Watcher {
                     continue;
                 }
             }
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
+            // Not while records wait in the backlog: their shadow results are in it too, and
+            // would find their copies already marked missing.
+            let backlog = self.shared.health.backlog.load(Ordering::Relaxed) > 0;
+            if last_sweep.elapsed() >= Duration::from_secs(1) && self.shared.health.up() && !backlog
+            {
                 last_sweep = Instant::now();
                 let before = now_ms() - self.shared.shadow_timeout.as_millis() as i64;
                 let _ = self.db.sweep(Some(before));

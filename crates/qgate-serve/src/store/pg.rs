@@ -80,6 +80,8 @@ INSERT INTO meta (key, value) VALUES ('schema_version', '1');
 
 const MIGRATE_V2: &str = "
 ALTER TABLE requests ADD COLUMN replica TEXT;
+ALTER TABLE requests ADD COLUMN record_key TEXT;
+CREATE UNIQUE INDEX requests_record_key ON requests (record_key);
 ALTER TABLE admin_actions ADD COLUMN model TEXT;
 ALTER TABLE admin_actions ADD COLUMN replica TEXT;
 CREATE TABLE model_state (
@@ -98,6 +100,20 @@ pub struct Db {
     /// A statement failed inside the transaction: PostgreSQL refuses the rest of it (and
     /// would answer COMMIT with a rollback).
     poisoned: bool,
+    /// The SQLSTATE of the last failure, when the server gave one.
+    last_sqlstate: Option<String>,
+}
+
+/// Text as PostgreSQL stores it: it refuses NUL in `text`, and a NUL echoed from a hostile
+/// request (an input name in an error message) must not fail the batch it is committed in.
+fn text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    s.as_deref().map(|t| {
+        if t.contains('\0') {
+            std::borrow::Cow::Owned(t.replace('\0', "\u{FFFD}"))
+        } else {
+            std::borrow::Cow::Borrowed(t)
+        }
+    })
 }
 
 fn pg_config(cfg: &LogConfig) -> Result<postgres::Config, ServeError> {
@@ -116,8 +132,17 @@ fn pg_config(cfg: &LogConfig) -> Result<postgres::Config, ServeError> {
     Ok(c)
 }
 
+/// Longest a statement (COMMIT included) or a lock wait may take on the server: a database
+/// that is up but stuck fails the batch instead of holding its requests.
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+
 fn connect_with(config: &postgres::Config) -> Result<Client, String> {
-    config.connect(NoTls).map_err(|e| describe(&e))
+    let mut c = config.connect(NoTls).map_err(|e| describe(&e))?;
+    c.batch_execute(&format!(
+        "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; SET lock_timeout = {STATEMENT_TIMEOUT_MS}"
+    ))
+    .map_err(|e| describe(&e))?;
+    Ok(c)
 }
 
 /// A PostgreSQL error with the server's message when there is one.
@@ -219,6 +244,7 @@ impl Db {
             replica: replica.to_string(),
             in_txn: false,
             poisoned: false,
+            last_sqlstate: None,
         })
     }
 
@@ -233,11 +259,14 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, String> {
-        let res = f(self.client()?).map_err(|e| describe(&e));
-        if res.is_err() && self.in_txn {
-            self.poisoned = true;
+        let res = f(self.client()?);
+        if let Err(e) = &res {
+            self.last_sqlstate = e.code().map(|c| c.code().to_string());
+            if self.in_txn {
+                self.poisoned = true;
+            }
         }
-        res
+        res.map_err(|e| describe(&e))
     }
 
     fn state_of(&mut self, model: &str) -> Result<Option<(String, i64)>, String> {
@@ -320,9 +349,9 @@ impl LogDb for Db {
                     "INSERT INTO requests (request_id, client_request_id, ts, ts_ms, model, mode, \
                      arm, weight, canary_step, sticky_hash, input_digest, input_bytes, inputs, \
                      status, error, outputs, shadow_status, gateway_us, total_us, baseline_us, \
-                     candidate_us, replica) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
-                     ON CONFLICT (request_id) DO NOTHING",
+                     candidate_us, replica, record_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+                     ON CONFLICT DO NOTHING",
                     &[
                         &id,
                         &r.client_request_id,
@@ -336,21 +365,32 @@ impl LogDb for Db {
                         &r.sticky_hash,
                         &r.input_digest,
                         &r.input_bytes,
-                        &r.inputs,
+                        &text(&r.inputs),
                         &status,
-                        &r.error,
-                        &r.outputs,
+                        &text(&r.error),
+                        &text(&r.outputs),
                         &r.shadow_status,
                         &r.gateway_us,
                         &r.total_us,
                         &r.baseline_us,
                         &r.candidate_us,
                         &replica,
+                        &r.key,
                     ],
                 )
             })?;
             if inserted == 1 {
                 return Ok(id);
+            }
+            // This very record, written before (a commit whose answer was lost)?
+            let written = self.run(|c| {
+                c.query_opt(
+                    "SELECT request_id FROM requests WHERE record_key = $1",
+                    &[&r.key],
+                )
+            })?;
+            if let Some(row) = written {
+                return Ok(row.get(0));
             }
             id = format!("{}~{n}", r.request_id);
         }
@@ -368,8 +408,8 @@ impl LogDb for Db {
                 &[
                     &s.request_id,
                     &s.status,
-                    &s.error,
-                    &s.outputs,
+                    &text(&s.error),
+                    &text(&s.outputs),
                     &s.candidate_us,
                 ],
             )
@@ -399,7 +439,13 @@ impl LogDb for Db {
             c.execute(
                 "INSERT INTO outcomes (request_id, ts, ts_ms, name, value) \
                  VALUES ($1, $2, $3, $4, $5)",
-                &[&request_id, &iso_ms(ts), &ts, &name, &value],
+                &[
+                    &request_id,
+                    &iso_ms(ts),
+                    &ts,
+                    &text(&Some(name.to_string())),
+                    &value,
+                ],
             )
         })
         .map_err(OutcomeRefused::Store)?;
@@ -447,7 +493,7 @@ impl LogDb for Db {
                     &iso_ms(ts),
                     &ts,
                     &a.action,
-                    &a.detail,
+                    &text(&Some(a.detail.clone())),
                     &state,
                     &a.model,
                     &replica,
@@ -509,6 +555,13 @@ impl LogDb for Db {
         })
     }
 
+    fn last_error_was_data(&self) -> bool {
+        // Class 22: data exceptions (a value the server refuses), 23: integrity.
+        self.last_sqlstate
+            .as_deref()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+    }
+
     fn retention_chunk(&mut self, cfg: &LogConfig, _young_ms: i64) -> Result<bool, String> {
         let Some(age) = cfg.retain else {
             return Ok(false);
@@ -521,7 +574,13 @@ impl LogDb for Db {
                 &[&cutoff, &RETENTION_CHUNK],
             )
         })?;
-        self.run(|c| c.execute("DELETE FROM outcomes WHERE ts_ms < $1", &[&cutoff]))?;
-        Ok(n as i64 == RETENTION_CHUNK)
+        let m = self.run(|c| {
+            c.execute(
+                "DELETE FROM outcomes WHERE seq IN \
+                 (SELECT seq FROM outcomes WHERE ts_ms < $1 ORDER BY seq LIMIT $2)",
+                &[&cutoff, &RETENTION_CHUNK],
+            )
+        })?;
+        Ok(n as i64 == RETENTION_CHUNK || m as i64 == RETENTION_CHUNK)
     }
 }

@@ -77,6 +77,8 @@ INSERT INTO meta (key, value) VALUES ('schema_version', '1');
 /// for compare-and-set across replicas). `?1` is the model the single-model log served.
 const MIGRATE_V2: &str = "
 ALTER TABLE requests ADD COLUMN replica TEXT;
+ALTER TABLE requests ADD COLUMN record_key TEXT;
+CREATE UNIQUE INDEX requests_record_key ON requests (record_key);
 ALTER TABLE admin_actions ADD COLUMN model TEXT;
 ALTER TABLE admin_actions ADD COLUMN replica TEXT;
 CREATE TABLE model_state (
@@ -320,9 +322,9 @@ impl LogDb for Db {
                     "INSERT INTO requests (request_id, client_request_id, ts, ts_ms, model, mode, \
                      arm, weight, canary_step, sticky_hash, input_digest, input_bytes, inputs, \
                      status, error, outputs, shadow_status, gateway_us, total_us, baseline_us, \
-                     candidate_us, replica) \
+                     candidate_us, replica, record_key) \
                      VALUES (?2, ?3, {ISO}, ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                     ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+                     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
                 ),
                 params![
                     r.ts_ms,
@@ -346,6 +348,7 @@ impl LogDb for Db {
                     r.baseline_us,
                     r.candidate_us,
                     self.replica,
+                    r.key,
                 ],
             );
             match res {
@@ -353,6 +356,19 @@ impl LogDb for Db {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == ErrorCode::ConstraintViolation && n < 10_000 =>
                 {
+                    // This very record, written before (a commit whose answer was lost).
+                    let written: Option<String> = self
+                        .conn
+                        .query_row(
+                            "SELECT request_id FROM requests WHERE record_key = ?1",
+                            params![r.key],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                        .map_err(|e| self.err(e))?;
+                    if let Some(id) = written {
+                        return Ok(id);
+                    }
                     id = format!("{}~{n}", r.request_id);
                 }
                 Err(e) => return Err(self.err(e)),
