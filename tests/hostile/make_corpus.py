@@ -702,6 +702,21 @@ def gateway_configs():
     gw("log-failure-bogus", good + '[log]\non_log_failure = "shrug"\n', 2, ["shrug"])
     gw("log-pool-zero", good + '[log]\npool = 0\n', 2, ["log.pool"])
     gw("log-poll-fast", good + '[log]\nstate_poll_ms = 1\n', 2, ["log.state_poll_ms"])
+    two = ('[[models]]\nmodel_name = "a"\nmode = "shadow"\n'
+           f'baseline = "{F}/mlp_fp32.onnx"\ncandidate = "{F}/mlp_int8_qdq.onnx"\n')
+    gw("models-two", two + two.replace('"a"', '"b"'), 0, ["model     b", "inputs    x"])
+    gw("models-same-name", two + two, 2, ["models", "two models are named 'a'"])
+    gw("models-and-top-level", good + two, 2, ["models", "none at the top level"])
+    gw("models-empty", "models = []\n", 2, ["lists no model"])
+    gw("models-bad-weight", two + "[models.ab]\ncandidate_weight = 2\n", 2,
+       ["models[0].ab.candidate_weight"])
+    gw("models-unknown-key", two + "colour = 1\n", 2, ["colour"])
+    gw("models-incompatible", two + two.replace('"a"', '"b"').replace("mlp_int8_qdq", "cnn_fp32"),
+       2, ["model 'b'", "the candidate"])
+    gw("grpc-listen-public", 'grpc_listen = "0.0.0.0:8081"\n' + good, 2,
+       ["grpc_listen", "allow_non_loopback"])
+    gw("grpc-spec-bad", good.replace(f"{F}/mlp_int8_qdq.onnx", "grpc://127.0.0.1:1"), 2,
+       ["grpc://127.0.0.1:1", "HOST:PORT/NAME"])
     gw("tls-missing", good + '[tls]\ncert = "nope.pem"\nkey = "nope.key"\n', 2,
        ["tls.cert", "nope.pem"])
     gw("tls-not-pem", good + '[tls]\ncert = "good.toml"\nkey = "good.toml"\n', 2,

@@ -1767,6 +1767,97 @@ mod tls {
     }
 
     #[test]
+    fn the_grpc_port_speaks_tls_with_the_same_certificate() {
+        use qgate_serve::grpc::pb;
+        let dir = tempfile::tempdir().expect("tmp");
+        certificates(dir.path());
+        let text = "listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\nmodel_name = \"m\"\n\
+                    mode = \"shadow\"\nbaseline = \"b.onnx\"\ncandidate = \"c.onnx\"\n\
+                    shutdown_grace_ms = 2000\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n";
+        let cfg = GatewayConfig::parse(text, &dir.path().join("gateway.toml"), None, &|_| None)
+            .expect("config");
+        let gw = Gateway::start(
+            cfg,
+            vec![Backends {
+                baseline: model(Kind::Healthy(1.0)),
+                candidate: model(Kind::Healthy(0.9)),
+            }],
+        )
+        .expect("start");
+        let addr = gw.grpc_addr().expect("grpc");
+        let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let x = sample(2, 1);
+        let (live, scores, plain) = rt.block_on(async {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .expect("endpoint")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await
+                .expect("TLS connect");
+            let mut c = pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+            let live = c
+                .server_live(pb::ServerLiveRequest {})
+                .await
+                .expect("live")
+                .into_inner()
+                .live;
+            let req = pb::ModelInferRequest {
+                model_name: "m".into(),
+                inputs: vec![pb::model_infer_request::InferInputTensor {
+                    name: "x".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, 4],
+                    contents: Some(pb::InferTensorContents {
+                        fp32_contents: x.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let resp = c.model_infer(req).await.expect("infer").into_inner();
+            let scores: Vec<f64> = resp.raw_output_contents[0]
+                .chunks(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect();
+            // A plaintext gRPC client cannot use the TLS port.
+            let plain = async {
+                let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .connect()
+                    .await?;
+                pb::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch)
+                    .server_live(pb::ServerLiveRequest {})
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+            };
+            let plain: Result<(), Box<dyn std::error::Error>> =
+                tokio::time::timeout(Duration::from_secs(15), async {
+                    plain.await.map_err(|e| e.to_string().into())
+                })
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+            (live, scores, plain)
+        });
+        assert!(live);
+        let xa = Array::from_f32(vec![1, 4], x).expect("shape");
+        assert_eq!(scores, forward(&xa, 1.0)[0].to_f64().expect("f"));
+        let err = plain.expect_err("plaintext gRPC to a TLS port");
+        assert!(!err.to_string().contains("timed out"), "{err}");
+        gw.stop_handle().stop();
+        gw.wait().expect("stop");
+    }
+
+    #[test]
     fn bad_tls_files_are_named_at_start() {
         let dir = tempfile::tempdir().expect("tmp");
         certificates(dir.path());
