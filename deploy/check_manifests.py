@@ -11,9 +11,14 @@ deploy/validate.sh with the venv's Python (kubernetes-validate, PyYAML).
    and the Prometheus path are GET routes of qgate-serve's router; ports by name exist; the
    ConfigMap is mounted where --config reads it; the Secret holds every variable that a
    `*_env` key of gateway.toml names; the grace period outlasts preStop + shutdown_grace_ms;
-   the container port is the port of `listen`.
+   the container port `http` is the port of `listen` and the probes use it (HTTPS with a
+   [tls] table); with `grpc_listen`, the container port `grpc` is its port (and without it
+   there is no `grpc` port); the Service exposes both.
 4. gateway.toml parses as TOML and uses only keys that qgate-serve's config.rs declares
-   (plus --pending-key ones being added). `qgate serve --check-config` is the full check.
+   (plus --pending-key ones being added), in the shape it declares: tables for `Raw*`
+   fields, arrays of tables for `Vec<Raw*>` ones ([[models]], each entry with RawModel's
+   keys and its required ones); the single-model keys and [[models]] are not mixed.
+   `qgate serve --check-config` is the full check.
 
 Exit status 1 on any error, each printed with the file and object it concerns.
 """
@@ -51,38 +56,88 @@ def get_routes(sources: list[Path]) -> dict[str, set[str]]:
     return routes
 
 
-def config_keys(config_rs: Path) -> set[str]:
+def struct_fields(body: str) -> list[tuple[str, str, bool]]:
+    """(field, type, has #[serde(default)]) of one struct body."""
+    out, default = [], False
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith("#[serde(") and re.search(r"\bdefault\b", line):
+            default = True
+        m = re.match(r"^(?:pub\s+)?(\w+)\s*:\s*(.+?),?$", line)
+        if m:
+            out.append((m.group(1), m.group(2).strip(), default))
+            default = False
+    return out
+
+
+class Schema:
     """The keys gateway.toml may hold, from the `Raw*` serde structs of config.rs
-    (`RawConfig` is the file; a field whose type is another `Raw*` struct is a table)."""
-    text = config_rs.read_text()
-    structs = dict(re.findall(r"struct (Raw\w+)\s*\{(.*?)\n\}", text, re.S))
-    if "RawConfig" not in structs:
-        sys.exit(f"check_manifests.py: no `struct RawConfig` in {config_rs}; update config_keys")
-    keys: set[str] = set()
+    (`RawConfig` is the file). A field whose type is another `Raw*` struct is a table
+    ("log.url"); a `Vec<Raw*>` one an array of tables, its entries' keys written
+    "models[].model_name". `required` maps a table ("" the file, "tls", "models[]") to
+    the fields it must hold (neither Option nor #[serde(default)])."""
 
-    def walk(name: str, prefix: str) -> None:
-        for field, ty in re.findall(r"^\s*(?:pub\s+)?(\w+)\s*:\s*([^\n]+?),?\s*$", structs[name], re.M):
-            inner = re.sub(r"^Option<(.*)>$", r"\1", ty.strip())
-            key = prefix + field
-            if inner in structs:
-                walk(inner, key + ".")
+    def __init__(self, config_rs: Path):
+        text = config_rs.read_text()
+        self.structs = {n: struct_fields(b) for n, b in re.findall(r"struct (Raw\w+)\s*\{(.*?)\n\}", text, re.S)}
+        if "RawConfig" not in self.structs or "RawModel" not in self.structs:
+            sys.exit(f"check_manifests.py: no `struct RawConfig` / `struct RawModel` in {config_rs}; update Schema")
+        self.keys: set[str] = set()
+        self.required: dict[str, set[str]] = {}
+        self.walk("RawConfig", "")
+        if len(self.keys) < 5 or not any(k.startswith("models[].") for k in self.keys):
+            sys.exit(f"check_manifests.py: read only {sorted(self.keys)} from {config_rs}; update Schema")
+        # The top-level keys that are also a model's: the single-model form.
+        self.model_keys = {f for f, _, _ in self.structs["RawModel"]} & {f for f, _, _ in self.structs["RawConfig"]}
+
+    def walk(self, name: str, prefix: str) -> None:
+        table = prefix[:-1]
+        for field, ty, default in self.structs[name]:
+            optional = ty.startswith("Option<")
+            inner = re.sub(r"^Option<(.*)>$", r"\1", ty)
+            if not optional and not default:
+                self.required.setdefault(table, set()).add(field)
+            vec = re.fullmatch(r"Vec<(Raw\w+)>", inner)
+            if vec and vec.group(1) in self.structs:
+                self.walk(vec.group(1), f"{prefix}{field}[].")
+            elif inner in self.structs:
+                self.walk(inner, f"{prefix}{field}.")
             else:
-                keys.add(key)
-
-    walk("RawConfig", "")
-    if len(keys) < 5:
-        sys.exit(f"check_manifests.py: read only {sorted(keys)} from {config_rs}; update config_keys")
-    return keys
+                self.keys.add(prefix + field)
 
 
-def flatten(table: dict, prefix: str = "") -> list[str]:
+def is_table_array(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def flatten(table: dict, prefix: str = "", schema_prefix: str = "") -> list[tuple[str, str]]:
+    """(key as written, e.g. "models[1].ab.hash_seed"; key in Schema form, "models[].ab.hash_seed")."""
     out = []
     for k, v in table.items():
         if isinstance(v, dict):
-            out += flatten(v, f"{prefix}{k}.")
+            out += flatten(v, f"{prefix}{k}.", f"{schema_prefix}{k}.")
+        elif is_table_array(v):
+            for i, entry in enumerate(v):
+                out += flatten(entry, f"{prefix}{k}[{i}].", f"{schema_prefix}{k}[].")
         else:
-            out.append(prefix + k)
+            out.append((prefix + k, schema_prefix + k))
     return out
+
+
+def missing_required(table: dict, schema: Schema, prefix: str = "", schema_prefix: str = "") -> list[str]:
+    out = [f"{prefix}{f}" for f in sorted(schema.required.get(schema_prefix.rstrip("."), set()) - table.keys())]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out += missing_required(v, schema, f"{prefix}{k}.", f"{schema_prefix}{k}.")
+        elif is_table_array(v):
+            for i, entry in enumerate(v):
+                out += missing_required(entry, schema, f"{prefix}{k}[{i}].", f"{schema_prefix}{k}[].")
+    return out
+
+
+def port_of(addr: str) -> tuple[str, int]:
+    host, port = addr.rsplit(":", 1)
+    return host.strip("[]"), int(port)
 
 
 def subset(small: dict, big: dict) -> bool:
@@ -163,6 +218,7 @@ def main() -> int:
     ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
     routes = get_routes(args.routes)
     gets = {p for p, m in routes.items() if "GET" in m}
+    probes: dict[str, dict] = {}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         pr = c.get(probe)
         if probe != "startupProbe" and not pr:
@@ -177,6 +233,7 @@ def main() -> int:
             error(f"{where}: {probe} path {hg['path']} is no GET route of the gateway ({sorted(gets)})")
         if isinstance(hg["port"], str) and hg["port"] not in ports:
             error(f"{where}: {probe} port {hg['port']!r} is no container port ({ports})")
+        probes[probe] = hg
         print(f"  ok    {where}: {probe} GET {hg['path']} is a route of the gateway")
     if c["readinessProbe"]["httpGet"]["path"] != "/v2/health/ready":
         error(f"{where}: readinessProbe should be /v2/health/ready (it answers 503 while draining)")
@@ -186,11 +243,15 @@ def main() -> int:
             error(f"{where}: prometheus.io/path {ann.get('prometheus.io/path')} is no GET route")
         if str(ann.get("prometheus.io/port")) not in {str(p) for p in ports.values()}:
             error(f"{where}: prometheus.io/port {ann.get('prometheus.io/port')} is no container port")
+    exposed: dict[int, list[str]] = {}  # container port -> "Service/NAME:PORT" exposing it
     for f, svc in by_kind.get("Service", []):
         for sp in svc["spec"]["ports"]:
             tp = sp.get("targetPort", sp["port"])
             if tp not in ports and tp not in ports.values():
                 error(f"{f}: Service port {sp.get('name')} targets {tp!r}, no container port ({ports})")
+                continue
+            cport = ports[tp] if isinstance(tp, str) else tp
+            exposed.setdefault(cport, []).append(f"Service/{svc['metadata']['name']}:{sp['port']}")
 
     # The config file: mounted from the ConfigMap, where --config reads it.
     argv = (c.get("command") or []) + (c.get("args") or [])
@@ -219,24 +280,69 @@ def main() -> int:
     except tomllib.TOMLDecodeError as e:
         error(f"{cm_file}: {found[1]} is not TOML: {e}")
         return report()
-    allowed = config_keys(args.config_rs)
-    pending = set(args.pending_key) - allowed
-    unknown = [k for k in flatten(gw) if k not in allowed | pending]
+    schema = Schema(args.config_rs)
+    pending = set(args.pending_key) - schema.keys
+    keys = flatten(gw)
+    unknown = [k for k, s in keys if s not in schema.keys | pending]
     if unknown:
-        error(f"{cm_file}: {found[1]}: keys config.rs does not declare: {unknown}")
+        error(f"{cm_file}: {found[1]}: keys config.rs does not declare (or not in that shape): {unknown}")
     else:
         note = f" (+ pending {sorted(pending)})" if pending else ""
-        print(f"  ok    {cm_file}: {found[1]}: {len(flatten(gw))} keys, all declared in {args.config_rs}{note}")
+        print(f"  ok    {cm_file}: {found[1]}: {len(keys)} keys, all declared in {args.config_rs}{note}")
+    missing = missing_required(gw, schema)
+    if missing:
+        error(f"{cm_file}: {found[1]}: required keys missing: {missing}")
+    models = gw.get("models")
+    if models is not None:
+        mixed = sorted(schema.model_keys & gw.keys())
+        if mixed:
+            error(f"{cm_file}: {found[1]}: [[models]] and the single-model keys {mixed} together (give one form)")
+        names = [m.get("model_name") for m in models] if is_table_array(models) else []
+        if len(set(names)) != len(names):
+            error(f"{cm_file}: {found[1]}: [[models]] names repeat: {names}")
+        if not mixed and names and len(set(names)) == len(names):
+            print(f"  ok    {cm_file}: {found[1]}: {len(names)} [[models]] tables {names}, no single-model keys")
+
+    def check_bind(key: str, addr: str) -> int:
+        host, port = port_of(addr)
+        if host not in ("127.0.0.1", "::1", "localhost") and gw.get("allow_non_loopback") is not True:
+            error(f"{cm_file}: {key} = {addr!r} needs allow_non_loopback = true")
+        if host in ("127.0.0.1", "::1", "localhost"):
+            error(f"{cm_file}: {key} = {addr!r} is loopback: the Service and the probes cannot reach it")
+        return port
 
     listen = gw.get("listen", "127.0.0.1:8080")
-    lport = int(listen.rsplit(":", 1)[1])
+    lport = check_bind("listen", listen)
     if lport not in ports.values():
         error(f"{where}: listen = {listen!r}, but the container ports are {ports}")
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host not in ("127.0.0.1", "::1", "localhost") and gw.get("allow_non_loopback") is not True:
-        error(f"{cm_file}: listen = {listen!r} needs allow_non_loopback = true")
-    if host in ("127.0.0.1", "::1", "localhost"):
-        error(f"{cm_file}: listen = {listen!r} is loopback: the Service and the probes cannot reach it")
+    elif ports.get("http", lport) != lport:
+        error(f"{where}: listen = {listen!r}, but the container port http is {ports['http']}")
+    grpc = gw.get("grpc_listen")
+    if grpc is not None:
+        gport = check_bind("grpc_listen", grpc)
+        if gport == lport:
+            error(f"{cm_file}: grpc_listen = {grpc!r} and listen = {listen!r} share a port")
+        if ports.get("grpc") != gport:
+            error(f"{where}: grpc_listen = {grpc!r}, but the container port grpc is {ports.get('grpc')} ({ports})")
+        else:
+            print(f"  ok    {where}: container port grpc {gport} is grpc_listen's")
+    elif "grpc" in ports:
+        error(f"{where}: a container port grpc ({ports['grpc']}), but gateway.toml has no grpc_listen")
+    if by_kind.get("Service"):
+        for what, port in [("listen", lport)] + ([("grpc_listen", gport)] if grpc is not None else []):
+            if port not in exposed:
+                error(f"{where}: no Service port targets {what}'s port {port} (Service ports reach {sorted(exposed)})")
+            else:
+                print(f"  ok    {what}'s port {port} is exposed by {', '.join(exposed[port])}")
+    scheme = "HTTPS" if gw.get("tls") else "HTTP"
+    for probe, hg in probes.items():
+        pport = ports.get(hg["port"]) if isinstance(hg["port"], str) else hg["port"]
+        if pport != lport:
+            error(f"{where}: {probe} is on port {hg['port']!r} ({pport}), not listen's {lport} (REST; gRPC has no HTTP health routes)")
+        if hg.get("scheme", "HTTP") != scheme:
+            error(f"{where}: {probe} scheme {hg.get('scheme', 'HTTP')}, but the REST port speaks {scheme} ([tls] {'set' if gw.get('tls') else 'not set'})")
+    if ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/scheme", "http").upper() != scheme:
+        error(f"{where}: prometheus.io/scheme {ann.get('prometheus.io/scheme', 'http')}, but the REST port speaks {scheme}")
 
     envs = [gw.get("outcome_token_env"), gw.get("admin", {}).get("token_env"), gw.get("log", {}).get("url_env")]
     envs = [e for e in envs if e]

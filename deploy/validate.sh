@@ -6,10 +6,12 @@
 #      schema, strictly (kubernetes-validate, bundled schemas), then check_manifests.py's
 #      cross-checks (probes on real routes, selectors, ports, mounts, Secret keys, grace
 #      period, gateway.toml keys against crates/qgate-serve/src/config.rs).
-#   3. The Helm chart: helm lint --strict, then helm template with the default values and
-#      with existingSecret + minAvailable, each rendering checked as in 2.
-# Writes the gateway.toml of every ConfigMap to $QGATE_DEPLOY_OUT and prints the paths
-# (for `qgate serve --check-config --config FILE`).
+#   3. The Helm chart: helm lint --strict, then helm template with the default values, with
+#      existingSecret + minAvailable, and with deploy/helm/ci-two-models.yaml ([[models]]
+#      tables, gRPC on another port), each rendering checked as in 2; the two-models
+#      gateway.toml must read back (tomllib) as exactly the override's `models:` list.
+# Writes the gateway.toml of every ConfigMap to $QGATE_DEPLOY_OUT as *-gateway.toml and
+# prints the paths (for `qgate serve --parse-only --config FILE`, which CI runs on each).
 #
 #   deploy/validate.sh
 # Env: QGATE_DEPLOY_VENV (default <repo>/.venv-deploy), QGATE_DEPLOY_OUT (default
@@ -126,6 +128,32 @@ echo "== $step -> $OUT/helm-existing-secret.yaml"
 check helm-existing-secret-gateway.toml "ConfigMap,Deployment,PodDisruptionBudget,Service" \
     "$OUT/helm-existing-secret.yaml"
 
+step="helm template, two models (deploy/helm/ci-two-models.yaml)"
+echo "== $step -> $OUT/helm-two-models.yaml"
+"$HELM" template multi "$CHART" --kube-version "$KUBE_VERSION" \
+    -f "$HERE/helm/ci-two-models.yaml" > "$OUT/helm-two-models.yaml"
+check helm-two-models-gateway.toml "$ALL_KINDS" "$OUT/helm-two-models.yaml"
+"$PY" - "$OUT/helm-two-models-gateway.toml" "$HERE/helm/ci-two-models.yaml" <<'PYEOF'
+import sys, tomllib, yaml
+toml_path, values_path = sys.argv[1:3]
+text = open(toml_path).read()
+got = tomllib.loads(text)
+want = yaml.safe_load(open(values_path))["gateway"]
+strip = lambda x: {k: strip(v) for k, v in x.items() if v is not None} if isinstance(x, dict) else [strip(v) for v in x] if isinstance(x, list) else x
+if got.get("models") != strip(want["models"]):
+    sys.exit(f"  ERROR {toml_path}: models reads back as {got.get('models')}, the values say {want['models']}")
+left = sorted(k for k, v in want.items() if v is None and k in got)
+if left:
+    sys.exit(f"  ERROR {toml_path}: keys set to null in {values_path} are written: {left}")
+# Each [[models]] header is followed by that model's plain keys, then its [models.*] tables.
+blocks = text.split("[[models]]")[1:]
+for i, b in enumerate(blocks):
+    head = b.split("\n[", 1)[0]
+    if "model_name" not in head:
+        sys.exit(f"  ERROR {toml_path}: [[models]] #{i} does not start with its keys")
+print(f"  ok    {toml_path}: {len(got['models'])} [[models]] tables read back as the values' models: list")
+PYEOF
+
 step="deploy/k8s and the chart's default values give the same gateway.toml"
 "$PY" - "$OUT/k8s-gateway.toml" "$OUT/helm-gateway.toml" <<'PYEOF'
 import sys, tomllib
@@ -143,3 +171,4 @@ echo "validate.sh: all deployment checks passed in $((SECONDS - start)) s (Kuber
 echo "gateway.toml (deploy/k8s/configmap.yaml):       $OUT/k8s-gateway.toml"
 echo "gateway.toml (helm chart, default values):      $OUT/helm-gateway.toml"
 echo "gateway.toml (helm chart, existingSecret case): $OUT/helm-existing-secret-gateway.toml"
+echo "gateway.toml (helm chart, two models):          $OUT/helm-two-models-gateway.toml"

@@ -81,12 +81,18 @@ fn wait(child: &mut Child, limit: Duration) -> i32 {
 
 /// Starts `qgate serve --config CONFIG` and waits for its `listening on` line.
 fn serve(config: &Path, extra: &[&str]) -> Served {
+    serve_env(config, extra, &[])
+}
+
+/// `serve` with more environment variables.
+fn serve_env(config: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qgate"))
         .arg("serve")
         .arg("--config")
         .arg(config)
         .args(extra)
         .env("QGATE_ADMIN_TOKEN", "tok")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,16 +247,21 @@ fn tritonclient_gets_onnxruntimes_answers_and_the_log_pairs_both() {
     assert_log_pairs(&dir.path().join("log.db"), &sent);
 }
 
-#[test]
-fn mlserver_models_behind_the_gateway_answer_as_mlserver_does() {
-    let Some(py) = python() else { return };
-    let url = match std::env::var("QGATE_V2_URL") {
-        Ok(u) if !u.is_empty() => u,
+/// The test V2 server's URL (`QGATE_V2_URL`, required in CI), or `None` to skip.
+fn v2_url() -> Option<String> {
+    match std::env::var("QGATE_V2_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
         _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
             panic!("QGATE_V2_URL is not set")
         }
-        _ => return,
-    };
+        _ => None,
+    }
+}
+
+#[test]
+fn mlserver_models_behind_the_gateway_answer_as_mlserver_does() {
+    let Some(py) = python() else { return };
+    let Some(url) = v2_url() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
@@ -317,13 +328,7 @@ fn tritonclient_over_grpc_gets_what_rest_answers_and_every_call_is_logged() {
 #[test]
 fn a_grpc_upstream_answers_as_the_server_does_over_rest() {
     let Some(py) = python() else { return };
-    let url = match std::env::var("QGATE_V2_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ if std::env::var("QGATE_REQUIRE_V2").is_ok_and(|v| v == "1") => {
-            panic!("QGATE_V2_URL is not set")
-        }
-        _ => return,
-    };
+    let Some(url) = v2_url() else { return };
     // tests/servers/start.sh serves MLServer's gRPC on the REST port + 1.
     let host = url.trim_start_matches("http://").to_string();
     let (h, p) = host.rsplit_once(':').unwrap();
@@ -365,6 +370,134 @@ fn a_grpc_upstream_answers_as_the_server_does_over_rest() {
         text.contains("grpc://127.0.0.1:1/cnn_fp32") && text.contains("cannot connect"),
         "{text}"
     );
+}
+
+/// A new database on the PostgreSQL server of `QGATE_PG_URL` (`.ci/run` starts one with
+/// tests/servers/pg.sh and requires it with `QGATE_REQUIRE_PG=1`); its URL.
+fn pg_database(tag: &str) -> Option<String> {
+    let server = match std::env::var("QGATE_PG_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("QGATE_REQUIRE_PG").is_ok() => panic!("QGATE_PG_URL is not set"),
+        _ => {
+            eprintln!("skipping: QGATE_PG_URL (a PostgreSQL server) is not set");
+            return None;
+        }
+    };
+    let name = format!("qgate_bin_{tag}_{}", std::process::id());
+    let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    Some(format!("{}/{name}", server.rsplit_once('/').unwrap().0))
+}
+
+#[test]
+fn two_gateway_processes_share_one_postgres_log_and_its_admin_state() {
+    let Some(db) = pg_database("replicas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = (common::fx("mlp_fp32.onnx"), common::fx("mlp_int8_qdq.onnx"));
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "mode = \"ab\"\nbaseline = \"{b}\"\ncandidate = \"{c}\"\n[ab]\ncandidate_weight = 0.5\n\
+             [log]\nurl_env = \"QGATE_LOG_URL\"\nstate_poll_ms = 100"
+        ),
+    );
+    let env = [("QGATE_LOG_URL", db.as_str())];
+    let (one, two) = (serve_env(&cfg, &[], &env), serve_env(&cfg, &[], &env));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let x: Vec<f32> = (0..64).map(|i| (i % 7) as f32 / 7.0).collect();
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x}]})
+        .to_string();
+    let call = |addr: &str, user: &str| {
+        let mut r = agent
+            .post(&format!("http://{addr}/v2/models/digits/infer"))
+            .header("x-user-id", user)
+            .send(body.as_bytes())
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let arm = r
+            .headers()
+            .get("x-qgate-arm")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let _ = r.body_mut().read_to_vec();
+        (arm, id)
+    };
+    // Every user goes to both processes and gets one arm from both.
+    let mut ids = Vec::new();
+    let mut on_candidate = 0;
+    for u in 0..20 {
+        let user = format!("user-{u}");
+        let (a1, i1) = call(&one.addr, &user);
+        let (a2, i2) = call(&two.addr, &user);
+        assert_eq!(a1, a2, "{user}");
+        on_candidate += usize::from(a1 == "candidate");
+        ids.extend([i1, i2]);
+    }
+    assert!(on_candidate > 0 && on_candidate < 20, "{on_candidate}");
+    // A weight set on one process is in force on the other within the poll interval.
+    let set = agent
+        .post(&format!("http://{}/admin/weights", one.addr))
+        .header("authorization", "Bearer tok")
+        .send(br#"{"candidate_weight": 0}"#)
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 200);
+    let t = std::time::Instant::now();
+    loop {
+        let text = agent
+            .get(&format!("http://{}/admin/state", two.addr))
+            .header("authorization", "Bearer tok")
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let state: Value = serde_json::from_str(&text).unwrap();
+        if state["weight_in_force"] == serde_json::json!(0.0) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "{state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for u in 0..20 {
+        assert_eq!(call(&two.addr, &format!("user-{u}")).0, "baseline");
+    }
+    for s in [one, two] {
+        let (code, err) = s.terminate();
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let rows = c
+        .query_one(
+            "SELECT COUNT(*), COUNT(DISTINCT request_id), COUNT(DISTINCT replica) FROM requests",
+            &[],
+        )
+        .unwrap();
+    let (n, distinct, replicas): (i64, i64, i64) = (rows.get(0), rows.get(1), rows.get(2));
+    assert_eq!((n, distinct, replicas), (60, 60, 2));
+    for id in &ids {
+        let found: i64 = c
+            .query_one("SELECT COUNT(*) FROM requests WHERE request_id = $1", &[id])
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 1, "{id}");
+    }
 }
 
 /// One client thread of the load generator: ids it got a 200 for.

@@ -27,6 +27,24 @@ use crate::ServeError;
 /// The log schema this build writes (older ones are migrated at start).
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// Version 1 → 2, the same SQL in both dialects: which replica wrote a record and its own
+/// key (a record written again is recognised), and one versioned admin state per model
+/// (compare-and-set across replicas). The caller copies the single-model `admin_state` row
+/// into `model_state` under the first model's name, then drops `admin_state`.
+pub(super) const MIGRATE_V2: &str = "
+ALTER TABLE requests ADD COLUMN replica TEXT;
+ALTER TABLE requests ADD COLUMN record_key TEXT;
+CREATE UNIQUE INDEX requests_record_key ON requests (record_key);
+ALTER TABLE admin_actions ADD COLUMN model TEXT;
+ALTER TABLE admin_actions ADD COLUMN replica TEXT;
+CREATE TABLE model_state (
+    model TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL
+);
+";
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

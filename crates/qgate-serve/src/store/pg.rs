@@ -9,7 +9,7 @@ use postgres::{Client, GenericClient, NoTls};
 
 use super::{
     iso_ms, log_err, newer_schema, now_ms, AdminRefused, AdminWrite, LogDb, OutcomeRefused,
-    RequestRecord, ShadowResult, SCHEMA_VERSION,
+    RequestRecord, ShadowResult, MIGRATE_V2, SCHEMA_VERSION,
 };
 use crate::config::{LogConfig, LogTarget};
 use crate::route::AdminState;
@@ -76,20 +76,6 @@ CREATE TABLE admin_state (
     ts_ms BIGINT NOT NULL
 );
 INSERT INTO meta (key, value) VALUES ('schema_version', '1');
-";
-
-const MIGRATE_V2: &str = "
-ALTER TABLE requests ADD COLUMN replica TEXT;
-ALTER TABLE requests ADD COLUMN record_key TEXT;
-CREATE UNIQUE INDEX requests_record_key ON requests (record_key);
-ALTER TABLE admin_actions ADD COLUMN model TEXT;
-ALTER TABLE admin_actions ADD COLUMN replica TEXT;
-CREATE TABLE model_state (
-    model TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    ts_ms BIGINT NOT NULL,
-    version BIGINT NOT NULL
-);
 ";
 
 pub struct Db {

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{
     log_err, newer_schema, AdminRefused, AdminWrite, LogDb, OutcomeRefused, RequestRecord,
-    ShadowResult, SCHEMA_VERSION,
+    ShadowResult, MIGRATE_V2, SCHEMA_VERSION,
 };
 use crate::config::{Durability, LogConfig, LogTarget};
 use crate::route::AdminState;
@@ -71,22 +71,6 @@ CREATE TABLE IF NOT EXISTS admin_state (
     ts_ms INTEGER NOT NULL
 );
 INSERT INTO meta (key, value) VALUES ('schema_version', '1');
-";
-
-/// Version 2: which replica wrote a record, and one admin state per model (with a version,
-/// for compare-and-set across replicas). `?1` is the model the single-model log served.
-const MIGRATE_V2: &str = "
-ALTER TABLE requests ADD COLUMN replica TEXT;
-ALTER TABLE requests ADD COLUMN record_key TEXT;
-CREATE UNIQUE INDEX requests_record_key ON requests (record_key);
-ALTER TABLE admin_actions ADD COLUMN model TEXT;
-ALTER TABLE admin_actions ADD COLUMN replica TEXT;
-CREATE TABLE model_state (
-    model TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    version INTEGER NOT NULL
-);
 ";
 
 const ISO: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')";

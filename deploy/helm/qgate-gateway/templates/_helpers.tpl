@@ -40,14 +40,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "qgate-gateway.fullname" .) .Values.existingSecret -}}
 {{- end -}}
 
-{{/* The port of gateway.listen ("0.0.0.0:8080", "[::]:8080"): the container port. */}}
+{{/* The port of an address ("0.0.0.0:8080", "[::]:8080"); .key names it in errors. */}}
+{{- define "qgate-gateway.addrPort" -}}
+{{- $addr := .addr | toString -}}
+{{- if not (regexMatch ":[0-9]+$" $addr) -}}
+{{- fail (printf "gateway.%s %q has no port" .key $addr) -}}
+{{- end -}}
+{{- regexFind "[0-9]+$" $addr -}}
+{{- end -}}
+
+{{/* The port of gateway.listen: the container port `http`. */}}
 {{- define "qgate-gateway.port" -}}
-{{- $listen := required "gateway.listen is required (e.g. \"0.0.0.0:8080\")" .Values.gateway.listen | toString -}}
-{{- $port := regexFind "[0-9]+$" $listen -}}
-{{- if not (regexMatch ":[0-9]+$" $listen) -}}
-{{- fail (printf "gateway.listen %q has no port" $listen) -}}
+{{- $listen := required "gateway.listen is required (e.g. \"0.0.0.0:8080\")" .Values.gateway.listen -}}
+{{- include "qgate-gateway.addrPort" (dict "addr" $listen "key" "listen") -}}
+{{- end -}}
+
+{{/* The port of gateway.grpc_listen: the container port `grpc`; empty without gRPC. */}}
+{{- define "qgate-gateway.grpcPort" -}}
+{{- with .Values.gateway.grpc_listen -}}
+{{- $port := include "qgate-gateway.addrPort" (dict "addr" . "key" "grpc_listen") -}}
+{{- if eq $port (include "qgate-gateway.port" $) -}}
+{{- fail (printf "gateway.grpc_listen %q and gateway.listen use the same port" (toString .)) -}}
 {{- end -}}
 {{- $port -}}
+{{- end -}}
 {{- end -}}
 
 {{/* terminationGracePeriodSeconds: the value given, else preStop + shutdown_grace_ms + 10 s;
@@ -70,10 +86,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 TOML, for gateway.toml. Helm reads every number of values.yaml as a float64, and toToml
 writes 8 as "8.0" and 67108864 as "6.7108864e+07", which the gateway's integer keys refuse;
 so the values are written here: whole numbers as integers, other numbers, strings
-(JSON escapes are TOML escapes), booleans and arrays of them as TOML does; maps as tables.
+(JSON escapes are TOML escapes), booleans and arrays of them as TOML does; maps as tables;
+a list of maps as an array of tables (`models:` -> one [[models]] table per entry, each
+with its plain keys, then its own sub-tables as [models.shadow], ...). Null keys are left
+out.
 */}}
 {{- define "qgate-gateway.tomlKey" -}}
 {{- if regexMatch "^[A-Za-z0-9_-]+$" . -}}{{ . }}{{- else -}}{{ toJson . }}{{- end -}}
+{{- end -}}
+
+{{/* "true" when the value is a non-empty list of maps (an array of tables); fails on a
+     list that mixes maps and other values. */}}
+{{- define "qgate-gateway.tomlIsTableArray" -}}
+{{- if and (kindIs "slice" .) (gt (len .) 0) -}}
+{{- $maps := 0 -}}
+{{- range . -}}{{- if kindIs "map" . -}}{{- $maps = add1 $maps -}}{{- end -}}{{- end -}}
+{{- if eq (int $maps) (len .) -}}
+true
+{{- else if gt (int $maps) 0 -}}
+{{- fail "gateway: a list mixes maps (TOML tables) and other values" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "qgate-gateway.tomlValue" -}}
@@ -91,27 +124,35 @@ so the values are written here: whole numbers as integers, other numbers, string
 {{- toJson . -}}
 {{- end -}}
 {{- else if eq $k "slice" -}}
-[{{- range $i, $e := . -}}{{- if $i }}, {{ end -}}{{- if kindIs "map" $e -}}{{- fail "gateway: arrays of tables are not supported" -}}{{- end -}}{{- include "qgate-gateway.tomlValue" $e -}}{{- end -}}]
+[{{- range $i, $e := . -}}{{- if $i }}, {{ end -}}{{- if kindIs "map" $e -}}{{- fail "gateway: a list of maps is written only as an array of tables, not inside another list" -}}{{- end -}}{{- include "qgate-gateway.tomlValue" $e -}}{{- end -}}]
 {{- else -}}
 {{- fail (printf "gateway: cannot write a %s value as TOML" $k) -}}
 {{- end -}}
 {{- end -}}
 
-{{/* One table: its plain keys (sorted), then its sub-tables. */}}
+{{/* One table: its plain keys (sorted), then its sub-tables and arrays of tables (sorted),
+     each sub-table with its own keys right after its header. In TOML a header
+     [models.shadow] after [[models]] belongs to that (the last) models entry. */}}
 {{- define "qgate-gateway.tomlTable" -}}
 {{- $prefix := .prefix -}}
 {{- range $key, $value := .table -}}
-{{- if not (or (kindIs "map" $value) (kindIs "invalid" $value)) }}
+{{- if not (or (kindIs "map" $value) (kindIs "invalid" $value) (include "qgate-gateway.tomlIsTableArray" $value)) }}
 {{ include "qgate-gateway.tomlKey" $key }} = {{ include "qgate-gateway.tomlValue" $value }}
 {{- end -}}
 {{- end -}}
 {{- range $key, $value := .table -}}
-{{- if kindIs "map" $value -}}
 {{- $name := include "qgate-gateway.tomlKey" $key -}}
-{{- if $prefix -}}{{- $name = printf "%s.%s" $prefix $name -}}{{- end }}
+{{- if $prefix -}}{{- $name = printf "%s.%s" $prefix $name -}}{{- end -}}
+{{- if kindIs "map" $value }}
 
 [{{ $name }}]
 {{- include "qgate-gateway.tomlTable" (dict "table" $value "prefix" $name) -}}
+{{- else if include "qgate-gateway.tomlIsTableArray" $value -}}
+{{- range $entry := $value }}
+
+[[{{ $name }}]]
+{{- include "qgate-gateway.tomlTable" (dict "table" $entry "prefix" $name) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
