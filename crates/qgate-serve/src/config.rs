@@ -388,74 +388,11 @@ impl GatewayConfig {
                 )),
             }
         };
-        let count = |key: &str, v: Option<usize>, default: usize| match v {
-            Some(n) if !(1..=MAX_COUNT).contains(&n) => Err(bad(
-                path,
-                key,
-                format!("expected a whole number from 1 to {MAX_COUNT}"),
-            )),
-            v => Ok(v.unwrap_or(default)),
-        };
-        let millis = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(n) if !(1..=MAX_MILLIS).contains(&n) => Err(bad(
-                path,
-                key,
-                format!("expected milliseconds from 1 to {MAX_MILLIS} (one day)"),
-            )),
-            v => Ok(Duration::from_millis(v.unwrap_or(default))),
-        };
+        let count = |key: &str, v: Option<usize>, default: usize| count(path, key, v, default);
+        let millis = |key: &str, v: Option<u64>, default: u64| millis(path, key, v, default);
         let models = model_tables(path, &mut raw)?
             .into_iter()
-            .map(|(prefix, m)| {
-                let key = |k: &str| format!("{prefix}{k}");
-                let name = m.model_name.trim().to_string();
-                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
-                    return Err(bad(
-                        path,
-                        &key("model_name"),
-                        "expected a name without '/' or spaces, as clients use it in \
-                         /v2/models/NAME",
-                    ));
-                }
-                for (k, v) in [
-                    ("workers", m.workers),
-                    ("shadow.concurrency", m.shadow.concurrency),
-                ] {
-                    if v.is_some_and(|n| n > MAX_THREADS) {
-                        return Err(bad(
-                            path,
-                            &key(k),
-                            format!("expected at most {MAX_THREADS} threads"),
-                        ));
-                    }
-                }
-                Ok(ModelConfig {
-                    name,
-                    mode: m.mode,
-                    baseline: spec(path, base, &key("baseline"), &m.baseline)?,
-                    candidate: spec(path, base, &key("candidate"), &m.candidate)?,
-                    workers: m
-                        .workers
-                        .map(|w| count(&key("workers"), Some(w), 1))
-                        .transpose()?,
-                    shadow_queue: count(
-                        &key("shadow.queue"),
-                        m.shadow.queue,
-                        defaults::SHADOW_QUEUE,
-                    )?,
-                    shadow_concurrency: count(
-                        &key("shadow.concurrency"),
-                        m.shadow.concurrency,
-                        defaults::SHADOW_CONCURRENCY,
-                    )?,
-                    shadow_timeout: millis(
-                        &key("shadow.timeout_ms"),
-                        m.shadow.timeout_ms,
-                        defaults::SHADOW_TIMEOUT_MS,
-                    )?,
-                    split: split_config(path, &prefix, m.ab, m.canary)?,
-                })
-            })
+            .map(|(prefix, m)| model_config(path, base, &prefix, m))
             .collect::<Result<Vec<_>, ServeError>>()?;
         for (i, m) in models.iter().enumerate() {
             if models[..i].iter().any(|o| o.name == m.name) {
@@ -513,6 +450,85 @@ impl GatewayConfig {
                 }
             }),
         })
+    }
+}
+
+/// One model's validated config; `prefix` names its table in messages (`models[1].`).
+fn model_config(
+    path: &Path,
+    base: &Path,
+    prefix: &str,
+    m: RawModel,
+) -> Result<ModelConfig, ServeError> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let count = |key: &str, v: Option<usize>, default: usize| count(path, key, v, default);
+    let name = m.model_name.trim().to_string();
+    if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+        return Err(bad(
+            path,
+            &key("model_name"),
+            "expected a name without '/' or spaces, as clients use it in \
+             /v2/models/NAME",
+        ));
+    }
+    for (k, v) in [
+        ("workers", m.workers),
+        ("shadow.concurrency", m.shadow.concurrency),
+    ] {
+        if v.is_some_and(|n| n > MAX_THREADS) {
+            return Err(bad(
+                path,
+                &key(k),
+                format!("expected at most {MAX_THREADS} threads"),
+            ));
+        }
+    }
+    Ok(ModelConfig {
+        name,
+        mode: m.mode,
+        baseline: spec(path, base, &key("baseline"), &m.baseline)?,
+        candidate: spec(path, base, &key("candidate"), &m.candidate)?,
+        workers: m
+            .workers
+            .map(|w| count(&key("workers"), Some(w), 1))
+            .transpose()?,
+        shadow_queue: count(&key("shadow.queue"), m.shadow.queue, defaults::SHADOW_QUEUE)?,
+        shadow_concurrency: count(
+            &key("shadow.concurrency"),
+            m.shadow.concurrency,
+            defaults::SHADOW_CONCURRENCY,
+        )?,
+        shadow_timeout: millis(
+            path,
+            &key("shadow.timeout_ms"),
+            m.shadow.timeout_ms,
+            defaults::SHADOW_TIMEOUT_MS,
+        )?,
+        split: split_config(path, prefix, m.ab, m.canary)?,
+    })
+}
+
+/// A count in 1..=MAX_COUNT, else `default` when not given.
+fn count(path: &Path, key: &str, v: Option<usize>, default: usize) -> Result<usize, ServeError> {
+    match v {
+        Some(n) if !(1..=MAX_COUNT).contains(&n) => Err(bad(
+            path,
+            key,
+            format!("expected a whole number from 1 to {MAX_COUNT}"),
+        )),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
+/// Milliseconds in 1..=MAX_MILLIS, else `default` when not given.
+fn millis(path: &Path, key: &str, v: Option<u64>, default: u64) -> Result<Duration, ServeError> {
+    match v {
+        Some(n) if !(1..=MAX_MILLIS).contains(&n) => Err(bad(
+            path,
+            key,
+            format!("expected milliseconds from 1 to {MAX_MILLIS} (one day)"),
+        )),
+        v => Ok(Duration::from_millis(v.unwrap_or(default))),
     }
 }
 
@@ -687,13 +703,15 @@ fn check_steps(path: &Path, prefix: &str, steps: &[f64]) -> Result<(), ServeErro
     Ok(())
 }
 
-fn log_config(
+/// The log's database: `url`, or the URL in the variable `url_env` names.
+fn log_target(
     path: &Path,
     base: &Path,
-    raw: RawLog,
+    url: Option<String>,
+    url_env: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<LogConfig, ServeError> {
-    let (key, url) = match (raw.url, raw.url_env) {
+) -> Result<LogTarget, ServeError> {
+    let (key, url) = match (url, url_env) {
         (Some(_), Some(_)) => {
             return Err(bad(
                 path,
@@ -744,6 +762,16 @@ fn log_config(
             ),
         ));
     };
+    Ok(target)
+}
+
+fn log_config(
+    path: &Path,
+    base: &Path,
+    mut raw: RawLog,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LogConfig, ServeError> {
+    let target = log_target(path, base, raw.url.take(), raw.url_env.take(), env)?;
     let pg = matches!(target, LogTarget::Postgres { .. });
     if pg && raw.durability.is_some() {
         return Err(bad(

@@ -211,6 +211,60 @@ fn start_arms(m: &ModelConfig, backends: &Backends) -> Result<crate::app::Arms, 
     })
 }
 
+/// Opens the log, seeding or restoring each model's admin state; a restored canary step
+/// past a ramp the config has since shortened is held at its end.
+fn open_log(cfg: &GatewayConfig) -> Result<store::Opened, ServeError> {
+    let seeds: Vec<(String, AdminState)> = cfg
+        .models
+        .iter()
+        .map(|m| (m.name.clone(), AdminState::from_config(m.mode, &m.split)))
+        .collect();
+    let longest = cfg
+        .models
+        .iter()
+        .map(|m| m.shadow_timeout)
+        .max()
+        .unwrap_or_default();
+    let opened = store::open(&cfg.log, &seeds, longest)?;
+    for (m, r) in cfg.models.iter().zip(&opened.states) {
+        let last = m.split.canary_steps.len() - 1;
+        if r.state.canary_step.is_some_and(|i| i > last) {
+            tracing::warn!(
+                model = m.name,
+                "the restored canary step {:?} is past the configured ramp; using its last step",
+                r.state.canary_step
+            );
+            let mut state = r.state.clone();
+            state.canary_step = Some(last);
+            opened.store.board().put(&m.name, state, r.version);
+        }
+    }
+    Ok(opened)
+}
+
+/// One `start` row per model for `admin_actions`.
+fn start_actions(
+    cfg: &GatewayConfig,
+    states: &[store::Restored],
+    addr: SocketAddr,
+) -> Vec<store::AdminWrite> {
+    cfg.models
+        .iter()
+        .zip(states)
+        .map(|(m, r)| store::AdminWrite {
+            model: m.name.clone(),
+            action: "start".into(),
+            detail: serde_json::json!({
+                "restored": r.restored,
+                "config": cfg.source.display().to_string(),
+                "listen": addr.to_string(),
+            })
+            .to_string(),
+            change: None,
+        })
+        .collect()
+}
+
 impl Gateway {
     /// Loads the models (one `Backends` per model of the config, in its order), opens the
     /// log, binds and starts serving.
@@ -233,17 +287,6 @@ impl Gateway {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let seeds: Vec<(String, AdminState)> = cfg
-            .models
-            .iter()
-            .map(|m| (m.name.clone(), AdminState::from_config(m.mode, &m.split)))
-            .collect();
-        let longest = cfg
-            .models
-            .iter()
-            .map(|m| m.shadow_timeout)
-            .max()
-            .unwrap_or_default();
         // Bound before the log is opened: a second gateway started on a busy address by
         // mistake stops here, before it could touch the running one's log.
         let listener = bind(cfg.listen)?;
@@ -259,22 +302,8 @@ impl Gateway {
             })?),
             _ => None,
         };
-        let opened = store::open(&cfg.log, &seeds, longest)?;
+        let opened = open_log(&cfg)?;
         let state_restored = opened.states.iter().any(|r| r.restored);
-        for (m, r) in cfg.models.iter().zip(&opened.states) {
-            // A restored step past a ramp the config has since shortened stays at its end.
-            let last = m.split.canary_steps.len() - 1;
-            if r.state.canary_step.is_some_and(|i| i > last) {
-                tracing::warn!(
-                    model = m.name,
-                    "the restored canary step {:?} is past the configured ramp; using its last step",
-                    r.state.canary_step
-                );
-                let mut state = r.state.clone();
-                state.canary_step = Some(last);
-                opened.store.board().put(&m.name, state, r.version);
-            }
-        }
         let n = cfg.models.iter().map(threads).max().unwrap_or(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n.clamp(1, 4))
@@ -287,22 +316,7 @@ impl Gateway {
             })?;
         let (stop, stop_rx) = watch::channel(false);
         let grace = cfg.shutdown_grace;
-        let starts: Vec<store::AdminWrite> = cfg
-            .models
-            .iter()
-            .zip(&opened.states)
-            .map(|(m, r)| store::AdminWrite {
-                model: m.name.clone(),
-                action: "start".into(),
-                detail: serde_json::json!({
-                    "restored": r.restored,
-                    "config": cfg.source.display().to_string(),
-                    "listen": addr.to_string(),
-                })
-                .to_string(),
-                change: None,
-            })
-            .collect();
+        let starts = start_actions(&cfg, &opened.states, addr);
         let cfg = Arc::new(cfg);
         let common = Arc::new(crate::app::Common::default());
         let mut queues = Vec::new();

@@ -217,18 +217,7 @@ fn infer_request(m: pb::ModelInferRequest) -> Result<InferRequest, BadRequest> {
     let mut inputs = Vec::with_capacity(m.inputs.len());
     for (i, t) in m.inputs.into_iter().enumerate() {
         let what = |msg: String| BadRequest(format!("input '{}': {msg}", t.name));
-        let shape: Vec<usize> = t
-            .shape
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| what(format!("shape {:?} has a negative size", t.shape)))
-            })
-            .collect::<Result<_, _>>()?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| what(format!("shape {shape:?} is too large")))?;
+        let (shape, count) = dims(&t.shape).map_err(what)?;
         let data = if raw {
             if t.contents
                 .as_ref()
@@ -265,6 +254,19 @@ fn infer_request(m: pb::ModelInferRequest) -> Result<InferRequest, BadRequest> {
             .collect(),
         binary_output: false,
     })
+}
+
+/// A V2 shape as sizes, and the count of values it holds.
+fn dims(shape: &[i64]) -> Result<(Vec<usize>, usize), String> {
+    let sizes: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("shape {shape:?} has a negative size")))
+        .collect::<Result<_, _>>()?;
+    let count = sizes
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    Ok((sizes, count))
 }
 
 /// Typed values from `InferTensorContents`, checked against the shape's count.
@@ -505,17 +507,7 @@ impl Model for GrpcModel {
             let Some(slot) = self.info.outputs.iter().position(|t| t.name == o.name) else {
                 continue;
             };
-            let shape: Vec<usize> = o
-                .shape
-                .iter()
-                .map(|&d| {
-                    usize::try_from(d).map_err(|_| what(format!("negative size in {:?}", o.shape)))
-                })
-                .collect::<Result<_, _>>()?;
-            let count = shape
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| what("shape too large".into()))?;
+            let (shape, count) = dims(&o.shape).map_err(what)?;
             let data = if raw {
                 v2::from_bytes(&o.datatype, &resp.raw_output_contents[i], count).map_err(what)?
             } else {

@@ -184,16 +184,71 @@ trait LogDb: Send {
         name: &str,
         value: f64,
     ) -> Result<(), OutcomeRefused>;
+    /// The model's state (JSON) and version.
+    fn state_row(&mut self, model: &str) -> Result<Option<(String, i64)>, String>;
+    /// Sets the model's state if its version is still `expected`; the new version, or
+    /// `None` when another writer changed it first.
+    fn swap_state(
+        &mut self,
+        model: &str,
+        json: &str,
+        ts_ms: i64,
+        expected: i64,
+    ) -> Result<Option<i64>, String>;
+    /// Inserts the model's first state (version 1) unless it has one; whether it inserted.
+    fn insert_state(&mut self, model: &str, json: &str, ts_ms: i64) -> Result<bool, String>;
+    /// Adds an `admin_actions` row carrying the state it left.
+    fn insert_action(&mut self, a: &AdminWrite, state: &str, ts_ms: i64) -> Result<(), String>;
+
     /// Records the action; with a change, compare-and-sets the model's state. Answers the
     /// state's version after it.
-    fn admin(&mut self, a: &AdminWrite) -> Result<i64, AdminRefused>;
+    fn admin(&mut self, a: &AdminWrite) -> Result<i64, AdminRefused> {
+        let ts = now_ms();
+        let current = |db: &mut Self| -> Result<(String, i64), AdminRefused> {
+            Ok(db
+                .state_row(&a.model)
+                .map_err(AdminRefused::Store)?
+                .unwrap_or_else(|| ("{}".into(), 0)))
+        };
+        let (state, version) = match &a.change {
+            Some((next, expected)) => {
+                let json = serde_json::to_string(next).unwrap_or_default();
+                match self
+                    .swap_state(&a.model, &json, ts, *expected)
+                    .map_err(AdminRefused::Store)?
+                {
+                    Some(v) => (json, v),
+                    None => {
+                        let (now, v) = current(self)?;
+                        let state = serde_json::from_str(&now)
+                            .map_err(|e| AdminRefused::Store(e.to_string()))?;
+                        return Err(AdminRefused::Conflict(state, v));
+                    }
+                }
+            }
+            None => current(self)?,
+        };
+        self.insert_action(a, &state, ts)
+            .map_err(AdminRefused::Store)?;
+        Ok(version)
+    }
+
     /// Seeds the model's state when the log has none; answers the state in force, its
     /// version and whether it was already there.
     fn seed_state(
         &mut self,
         model: &str,
         state: &AdminState,
-    ) -> Result<(AdminState, i64, bool), String>;
+    ) -> Result<(AdminState, i64, bool), String> {
+        let json = serde_json::to_string(state).map_err(|e| e.to_string())?;
+        let inserted = self.insert_state(model, &json, now_ms())?;
+        let (s, v) = self
+            .state_row(model)?
+            .ok_or("the model's admin state vanished")?;
+        let s = serde_json::from_str(&s)
+            .map_err(|e| format!("its admin state is not readable: {e}"))?;
+        Ok((s, v, !inserted))
+    }
     /// Every model's state and version.
     fn states(&mut self) -> Result<Vec<(String, AdminState, i64)>, String>;
     /// Marks pending shadow copies missing: those older than `before_ms`, or (`None`) this

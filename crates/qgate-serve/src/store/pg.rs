@@ -8,8 +8,8 @@ use std::time::Duration;
 use postgres::{Client, GenericClient, NoTls};
 
 use super::{
-    iso_ms, log_err, newer_schema, now_ms, AdminRefused, AdminWrite, LogDb, OutcomeRefused,
-    RequestRecord, ShadowResult, MIGRATE_V2, SCHEMA_VERSION,
+    iso_ms, log_err, newer_schema, now_ms, AdminWrite, LogDb, OutcomeRefused, RequestRecord,
+    ShadowResult, MIGRATE_V2, SCHEMA_VERSION,
 };
 use crate::config::{LogConfig, LogTarget};
 use crate::route::AdminState;
@@ -438,46 +438,47 @@ impl LogDb for Db {
         Ok(())
     }
 
-    fn admin(&mut self, a: &AdminWrite) -> Result<i64, AdminRefused> {
-        let ts = now_ms();
-        let (state, version) = match &a.change {
-            Some((next, expected)) => {
-                let json = serde_json::to_string(next).unwrap_or_default();
-                let updated = self
-                    .run(|c| {
-                        c.query_opt(
-                            "UPDATE model_state SET state = $1, ts_ms = $2, version = version + 1 \
-                             WHERE model = $3 AND version = $4 RETURNING version",
-                            &[&json, &ts, &a.model, expected],
-                        )
-                    })
-                    .map_err(AdminRefused::Store)?;
-                match updated {
-                    Some(row) => (json, row.get::<_, i64>(0)),
-                    None => {
-                        let (now, v) = self
-                            .state_of(&a.model)
-                            .map_err(AdminRefused::Store)?
-                            .unwrap_or_else(|| ("{}".into(), 0));
-                        let state = serde_json::from_str(&now)
-                            .map_err(|e| AdminRefused::Store(e.to_string()))?;
-                        return Err(AdminRefused::Conflict(state, v));
-                    }
-                }
-            }
-            None => self
-                .state_of(&a.model)
-                .map_err(AdminRefused::Store)?
-                .unwrap_or_else(|| ("{}".into(), 0)),
-        };
+    fn state_row(&mut self, model: &str) -> Result<Option<(String, i64)>, String> {
+        self.state_of(model)
+    }
+
+    fn swap_state(
+        &mut self,
+        model: &str,
+        json: &str,
+        ts_ms: i64,
+        expected: i64,
+    ) -> Result<Option<i64>, String> {
+        let row = self.run(|c| {
+            c.query_opt(
+                "UPDATE model_state SET state = $1, ts_ms = $2, version = version + 1 \
+                 WHERE model = $3 AND version = $4 RETURNING version",
+                &[&json, &ts_ms, &model, &expected],
+            )
+        })?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn insert_state(&mut self, model: &str, json: &str, ts_ms: i64) -> Result<bool, String> {
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO model_state (model, state, ts_ms, version) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (model) DO NOTHING",
+                &[&model, &json, &ts_ms],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    fn insert_action(&mut self, a: &AdminWrite, state: &str, ts_ms: i64) -> Result<(), String> {
         let replica = self.replica.clone();
         self.run(|c| {
             c.execute(
                 "INSERT INTO admin_actions (ts, ts_ms, action, detail, state, model, replica) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
-                    &iso_ms(ts),
-                    &ts,
+                    &iso_ms(ts_ms),
+                    &ts_ms,
                     &a.action,
                     &text(&Some(a.detail.clone())),
                     &state,
@@ -486,30 +487,7 @@ impl LogDb for Db {
                 ],
             )
         })
-        .map_err(AdminRefused::Store)?;
-        Ok(version)
-    }
-
-    fn seed_state(
-        &mut self,
-        model: &str,
-        state: &AdminState,
-    ) -> Result<(AdminState, i64, bool), String> {
-        let json = serde_json::to_string(state).map_err(|e| e.to_string())?;
-        let ts = now_ms();
-        let inserted = self.run(|c| {
-            c.execute(
-                "INSERT INTO model_state (model, state, ts_ms, version) VALUES ($1, $2, $3, 1) \
-                 ON CONFLICT (model) DO NOTHING",
-                &[&model, &json, &ts],
-            )
-        })?;
-        let (s, v) = self
-            .state_of(model)?
-            .ok_or("the model's admin state vanished")?;
-        let s = serde_json::from_str(&s)
-            .map_err(|e| format!("its admin state is not readable: {e}"))?;
-        Ok((s, v, inserted == 0))
+        .map(|_| ())
     }
 
     fn states(&mut self) -> Result<Vec<(String, AdminState, i64)>, String> {
@@ -553,20 +531,19 @@ impl LogDb for Db {
             return Ok(false);
         };
         let cutoff = now_ms() - age.as_millis() as i64;
-        let n = self.run(|c| {
-            c.execute(
-                "DELETE FROM requests WHERE seq IN \
-                 (SELECT seq FROM requests WHERE ts_ms < $1 ORDER BY seq LIMIT $2)",
-                &[&cutoff, &RETENTION_CHUNK],
-            )
-        })?;
-        let m = self.run(|c| {
-            c.execute(
-                "DELETE FROM outcomes WHERE seq IN \
-                 (SELECT seq FROM outcomes WHERE ts_ms < $1 ORDER BY seq LIMIT $2)",
-                &[&cutoff, &RETENTION_CHUNK],
-            )
-        })?;
-        Ok(n as i64 == RETENTION_CHUNK || m as i64 == RETENTION_CHUNK)
+        let mut more = false;
+        for table in ["requests", "outcomes"] {
+            let n = self.run(|c| {
+                c.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE seq IN \
+                         (SELECT seq FROM {table} WHERE ts_ms < $1 ORDER BY seq LIMIT $2)"
+                    ),
+                    &[&cutoff, &RETENTION_CHUNK],
+                )
+            })?;
+            more |= n as i64 == RETENTION_CHUNK;
+        }
+        Ok(more)
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::{
-    log_err, newer_schema, AdminRefused, AdminWrite, LogDb, OutcomeRefused, RequestRecord,
-    ShadowResult, MIGRATE_V2, SCHEMA_VERSION,
+    log_err, newer_schema, AdminWrite, LogDb, OutcomeRefused, RequestRecord, ShadowResult,
+    MIGRATE_V2, SCHEMA_VERSION,
 };
 use crate::config::{Durability, LogConfig, LogTarget};
 use crate::route::AdminState;
@@ -403,69 +403,50 @@ impl LogDb for Db {
         Ok(())
     }
 
-    fn admin(&mut self, a: &AdminWrite) -> Result<i64, AdminRefused> {
-        let store = |e: rusqlite::Error| AdminRefused::Store(e.to_string());
-        let ts = super::now_ms();
-        let (state, version) = match &a.change {
-            Some((next, expected)) => {
-                let json = serde_json::to_string(next).unwrap_or_default();
-                let n = self
-                    .conn
-                    .execute(
-                        "UPDATE model_state SET state = ?1, ts_ms = ?2, version = version + 1 \
-                         WHERE model = ?3 AND version = ?4",
-                        params![json, ts, a.model, expected],
-                    )
-                    .map_err(store)?;
-                let (now, v) = self
-                    .state_of(&a.model)
-                    .map_err(store)?
-                    .unwrap_or_else(|| ("{}".into(), 0));
-                if n == 0 {
-                    let state = serde_json::from_str(&now)
-                        .map_err(|e| AdminRefused::Store(e.to_string()))?;
-                    return Err(AdminRefused::Conflict(state, v));
-                }
-                (json, v)
-            }
-            None => self
-                .state_of(&a.model)
-                .map_err(store)?
-                .unwrap_or_else(|| ("{}".into(), 0)),
-        };
+    fn state_row(&mut self, model: &str) -> Result<Option<(String, i64)>, String> {
+        self.state_of(model).map_err(|e| self.err(e))
+    }
+
+    fn swap_state(
+        &mut self,
+        model: &str,
+        json: &str,
+        ts_ms: i64,
+        expected: i64,
+    ) -> Result<Option<i64>, String> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE model_state SET state = ?1, ts_ms = ?2, version = version + 1 \
+                 WHERE model = ?3 AND version = ?4",
+                params![json, ts_ms, model, expected],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((n == 1).then_some(expected + 1))
+    }
+
+    fn insert_state(&mut self, model: &str, json: &str, ts_ms: i64) -> Result<bool, String> {
+        self.conn
+            .execute(
+                "INSERT INTO model_state (model, state, ts_ms, version) VALUES (?1, ?2, ?3, 1) \
+                 ON CONFLICT (model) DO NOTHING",
+                params![model, json, ts_ms],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    fn insert_action(&mut self, a: &AdminWrite, state: &str, ts_ms: i64) -> Result<(), String> {
         self.conn
             .execute(
                 &format!(
                     "INSERT INTO admin_actions (ts, ts_ms, action, detail, state, model, replica) \
                      VALUES ({ISO}, ?1, ?2, ?3, ?4, ?5, ?6)"
                 ),
-                params![ts, a.action, a.detail, state, a.model, self.replica],
+                params![ts_ms, a.action, a.detail, state, a.model, self.replica],
             )
-            .map_err(store)?;
-        Ok(version)
-    }
-
-    fn seed_state(
-        &mut self,
-        model: &str,
-        state: &AdminState,
-    ) -> Result<(AdminState, i64, bool), String> {
-        let json = serde_json::to_string(state).map_err(|e| e.to_string())?;
-        let inserted = self
-            .conn
-            .execute(
-                "INSERT INTO model_state (model, state, ts_ms, version) VALUES (?1, ?2, ?3, 1) \
-                 ON CONFLICT (model) DO NOTHING",
-                params![model, json, super::now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
-        let (s, v) = self
-            .state_of(model)
-            .map_err(|e| self.err(e))?
-            .ok_or_else(|| self.err("the model's admin state vanished"))?;
-        let s = serde_json::from_str(&s)
-            .map_err(|e| self.err(format!("its admin state is not readable: {e}")))?;
-        Ok((s, v, inserted == 0))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     fn states(&mut self) -> Result<Vec<(String, AdminState, i64)>, String> {
