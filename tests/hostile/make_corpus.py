@@ -18,6 +18,7 @@ import io
 import json
 import shutil
 import struct
+import sqlite3
 import zipfile
 import zlib
 from pathlib import Path
@@ -759,6 +760,99 @@ def gateway_configs():
          2, ["--listen", "allow_non_loopback"])
 
 
+# ---------------------------------------------------------------- gateway logs (analyze)
+LOG_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '2');
+CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE,
+   ts_ms INTEGER NOT NULL, model TEXT NOT NULL, mode TEXT NOT NULL, arm TEXT, weight REAL NOT NULL,
+   canary_step INTEGER, status INTEGER NOT NULL, outputs TEXT, shadow_status TEXT,
+   shadow_outputs TEXT, baseline_us INTEGER, candidate_us INTEGER, shadow_us INTEGER, inputs TEXT);
+CREATE TABLE outcomes (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
+   ts_ms INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+"""
+
+
+def analyze_logs():
+    def log(name, rows=(), outcomes=()):
+        path = C / "logs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        con.executescript(LOG_SCHEMA)
+        for r in rows:
+            con.execute("INSERT INTO requests (request_id, ts_ms, model, mode, arm, weight, status,"
+                        " outputs, shadow_status, shadow_outputs, baseline_us, shadow_us)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", r)
+        for o in outcomes:
+            con.execute("INSERT INTO outcomes (request_id, ts_ms, name, value) VALUES (?,?,?,?)", o)
+        con.commit()
+        con.close()
+        return "{C}/logs/" + name
+
+    def an(cid, args, exit_code, needles):
+        case(f"analyze/{cid}", "gateway logs", ["analyze", "--no-progress", *args, "--out", "{OUT}"],
+             exit_code, needles)
+
+    out = '{"y": {"datatype": "FP32", "shape": [1, 3], "data": [%s]}}'
+    good = out % "0.1, 2.0, -1.0"
+    shadow = [(f"r{i}", 1000 + i, "m", "shadow", "baseline", 0.0, 200, good, "ok", good, 900, 950)
+              for i in range(60)]
+    ok = log("shadow.db", shadow)
+    an("good-shadow", ["--log", ok], 3, ["INCONCLUSIVE"])
+    an("not-sqlite", ["--log", "{C}/gateway/not_sqlite.db"], 2, ["not_sqlite.db", "not an SQLite"])
+    an("other-app", ["--log", "{C}/gateway/other_app.db"], 2, ["other_app.db", "not a qgate"])
+    an("future-schema", ["--log", "{C}/gateway/future_log.db"], 2, ["future_log.db", "newer"])
+    raw_file("logs/empty_file.db", b"")
+    an("empty-file", ["--log", "{C}/logs/empty_file.db"], 2, ["empty_file.db", "not a qgate"])
+    data = (C / "logs" / "shadow.db").read_bytes()
+    raw_file("logs/truncated.db", data[: len(data) // 2])
+    an("truncated", ["--log", "{C}/logs/truncated.db"], 2, ["truncated.db", "damaged"])
+    an("missing", ["--log", "{C}/logs/no_such.db"], 2, ["no_such.db", "no such log file"])
+    an("directory", ["--log", "{C}/logs"], 2, ["a folder"])
+    an("empty-log", ["--log", log("no_rows.db"), "--model", "m"], 1, ["INVALID", "no requests"])
+    an("no-model-no-rows", ["--log", "{C}/logs/no_rows.db"], 1, ["INVALID"])
+    bad = shadow[:5] + [("bad", 2000, "m", "shadow", "baseline", 0.0, 200, "{not json", "ok", good, 1, 1)]
+    an("malformed-outputs", ["--log", log("bad_outputs.db", bad)], 2, ["'bad'", "not JSON"])
+    nan = [(f"n{i}", 1000 + i, "m", "shadow", "baseline", 0.0, 200, good, "ok",
+            out % '"NaN", "Infinity", 1.0', 900, 950) for i in range(40)]
+    an("nan-outputs", ["--log", log("nan_outputs.db", nan)], 1, ["FAIL", "min_shadow_agreement"])
+    two = shadow[:3] + [("o1", 5000, "other", "shadow", "baseline", 0.0, 200, good, "ok", good, 1, 1)]
+    an("several-models", ["--log", log("two_models.db", two)], 2, ["several models", "--model"])
+    an("unknown-model", ["--log", "{C}/logs/two_models.db", "--model", "nope"], 1, ["no requests"])
+    an("pg-unreachable", ["--log", "postgres://qgate:s3cret@127.0.0.1:1/log"], 2,
+       ["cannot connect", "qgate:***@", "refused"])
+    an("pg-bad-url", ["--log", "postgres://[oops"], 2, ["not a PostgreSQL URL"])
+    an("no-log", [], 2, ["missing --log"])
+    an("bad-since", ["--log", ok, "--since", "last tuesday"], 2, ["--since", "RFC 3339"])
+    an("bad-until", ["--log", ok, "--until", "2026-02-30T25:00:00Z"], 2, ["--until"])
+    an("since-after-until", ["--log", ok, "--since", "-1h", "--until", "-2h"], 2, ["before --until"])
+    an("window-zero", ["--log", ok, "--window", "0req"], 2, ["--window", "at least one request"])
+    an("window-unit", ["--log", ok, "--window", "5 fortnights"], 2, ["--window", "unknown unit"])
+    an("top-k-zero", ["--log", ok, "--top-k", "0"], 2, ["--top-k"])
+    an("export-csv", ["--log", ok, "--export-inputs", "{OUT}/x.csv"], 2, ["FILE.npz"])
+    an("export-nothing-stored", ["--log", ok, "--export-inputs", "{OUT}/x.npz"], 2,
+       ["store_inputs"])
+    an("kl-on-topk", ["--log", log("topk.db", [
+        (f"t{i}", 1000 + i, "m", "shadow", "baseline", 0.0, 200,
+         '{"y": {"datatype": "FP32", "shape": [1, 3], "top_k": [[1, 0]], "scores": [[2, 1]]}}', "ok",
+         '{"y": {"datatype": "FP32", "shape": [1, 3], "top_k": [[1, 0]], "scores": [[2, 1]]}}', 1, 1)
+        for i in range(10)]), "--policy", raw_file("logs/kl.toml", "max_shadow_kl_mean = 0.1\n")],
+       2, ["max_shadow_kl_mean", 'outputs = \"full\"'])
+
+    def pol(cid, text, needles):
+        an(f"policy-{cid}", ["--log", ok, "--policy", raw_file(f"logs/{cid}.toml", text)], 2, needles)
+
+    pol("outcomes-not-table", "outcomes = 3\n", ["outcomes"])
+    pol("outcome-bad-kind", "[outcomes.buy]\nkind = \"ordinal\"\n", ["[outcomes.buy]", "binary"])
+    pol("outcome-unknown-key", "[outcomes.buy]\nmax_dorp = 1\n", ["max_dorp"])
+    pol("outcome-negative-drop", "[outcomes.buy]\nmax_drop = -1\n", ["max_drop"])
+    pol("tau-zero", "msprt_tau = 0\n", ["msprt_tau"])
+    pol("alpha-big", "alpha = 0.9\n", ["alpha"])
+    pol("srm-alpha-zero", "srm_alpha = 0\n", ["srm_alpha"])
+    pol("min-requests-zero", "min_requests = 0\n", ["min_requests"])
+    pol("agreement-2", "min_shadow_agreement = 2\n", ["min_shadow_agreement"])
+
+
 # ---------------------------------------------------------------- flags
 def flags():
     def flag(cid, args, exit_code, needles, cmd=compare):
@@ -960,6 +1054,7 @@ def main():
     policies()
     run_configs()
     gateway_configs()
+    analyze_logs()
     flags()
     predictions()
     servers()

@@ -185,7 +185,7 @@ def run_case(qgate, case, index, subst, scratch):
     missing = [n.format(**values) for n in case["needles"] if n.format(**values) not in where]
     if missing:
         problems.append(f"missing from {'stderr' if case['exit'] == 2 else 'stdout'}: {missing}")
-    if uses_out and code not in (0, 1):
+    if uses_out and code not in (0, 1, 3):
         report = out / "report.json"
         if report.is_file():
             try:

@@ -18,6 +18,7 @@ pub mod divergence;
 pub mod latency;
 pub mod memory;
 pub mod metrics;
+pub mod online;
 pub mod policy;
 pub mod stats;
 pub mod tolerance;

@@ -14,6 +14,8 @@ use crate::tolerance::Tolerance;
 pub struct PolicyFile {
     /// `key → threshold`, for the keys the file sets.
     pub values: std::collections::BTreeMap<&'static str, f64>,
+    /// `[outcomes.NAME]` tables (live traffic).
+    pub outcomes: std::collections::BTreeMap<String, OutcomePolicy>,
 }
 
 /// Errors in a policy.
@@ -99,6 +101,10 @@ pub enum Reading {
     Accuracy(fn(&Observations, f64) -> Observed),
     /// A benchmark.
     Performance(fn(&PerfObservations) -> PerfReading),
+    /// A figure of live traffic, judged by `qgate analyze` (qgate-online).
+    Online,
+    /// Not a threshold: a setting of the live-traffic statistics (`alpha`, `msprt_tau` …).
+    Setting,
 }
 
 /// A benchmark figure as a key judges it.
@@ -288,9 +294,131 @@ pub const PERFORMANCE_KEYS: &[KeySpec] = &[
     },
 ];
 
-/// Every key, accuracy then performance.
+/// Every key for live traffic (`qgate analyze` and the canary), in report order. Each
+/// threshold is judged on its always-valid confidence sequence where one exists
+/// (docs/analyze.md): it passes when the whole sequence is on the right side, fails when the
+/// whole sequence is on the wrong side, and is inconclusive in between.
+pub const ONLINE_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "min_shadow_agreement",
+        default: Some(0.95),
+        direction: Direction::AtLeast,
+        range: (0.0, 1.0),
+        range_text: "a fraction between 0 and 1",
+        description: "share of mirrored rows with the same top-1 class (shadow)",
+        reading: Reading::Online,
+    },
+    KeySpec {
+        key: "max_shadow_kl_mean",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 1e6),
+        range_text: "nats ≥ 0",
+        description: "mean KL(baseline ‖ candidate) of the class probabilities (shadow)",
+        reading: Reading::Online,
+    },
+    KeySpec {
+        key: "max_error_rate_increase",
+        default: Some(0.01),
+        direction: Direction::AtMost,
+        range: (0.0, 1.0),
+        range_text: "a fraction between 0 and 1 (0.01 = one point)",
+        description: "candidate error rate − baseline error rate",
+        reading: Reading::Online,
+    },
+    KeySpec {
+        key: "max_p99_ms_increase",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 1e9),
+        range_text: "milliseconds ≥ 0",
+        description: "candidate p99 latency − baseline p99 latency (ms, fixed-horizon)",
+        reading: Reading::Online,
+    },
+    KeySpec {
+        key: "max_outcome_drop",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 1e12),
+        range_text: "a number ≥ 0 in the outcome's units",
+        description: "drop of each outcome's mean, baseline − candidate (all outcomes without their own max_drop)",
+        reading: Reading::Online,
+    },
+    KeySpec {
+        key: "min_requests",
+        default: Some(100.0),
+        direction: Direction::AtLeast,
+        range: (1.0, 1e12),
+        range_text: "a count ≥ 1",
+        description: "observations each side needs before a criterion may pass",
+        reading: Reading::Setting,
+    },
+    KeySpec {
+        key: "srm_alpha",
+        default: Some(0.001),
+        direction: Direction::AtMost,
+        range: (1e-12, 0.5),
+        range_text: "a probability in (0, 0.5]",
+        description: "p-value below which the arm counts mismatch their weights (SRM)",
+        reading: Reading::Setting,
+    },
+    KeySpec {
+        key: "alpha",
+        default: Some(0.05),
+        direction: Direction::AtMost,
+        range: (1e-12, 0.5),
+        range_text: "a probability in (0, 0.5]",
+        description: "error level of the tests, intervals and confidence sequences",
+        reading: Reading::Setting,
+    },
+    KeySpec {
+        key: "msprt_tau",
+        default: Some(crate::online::DEFAULT_MSPRT_TAU),
+        direction: Direction::AtMost,
+        range: (1e-6, 100.0),
+        range_text: "a number > 0, in units of the per-observation standard deviation",
+        description: "mixing standard deviation of the mSPRT",
+        reading: Reading::Setting,
+    },
+];
+
+/// Every key, accuracy, performance then live traffic.
 pub fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
-    ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS)
+    ACCURACY_KEYS
+        .iter()
+        .chain(PERFORMANCE_KEYS)
+        .chain(ONLINE_KEYS)
+}
+
+/// Whether an outcome is a 0/1 event or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// 0/1 values: a proportion per arm.
+    Binary,
+    /// Any number: a mean per arm.
+    Continuous,
+}
+
+/// Which direction of an outcome is good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    /// Larger is better (conversions, clicks, ratings): a drop is candidate below baseline.
+    #[default]
+    Higher,
+    /// Smaller is better (complaints, returns): a drop is candidate above baseline.
+    Lower,
+}
+
+/// `[outcomes.NAME]` of a policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OutcomePolicy {
+    /// Declared kind; else read from the values (all 0/1 → binary).
+    pub kind: Option<OutcomeKind>,
+    /// Largest drop that passes, in the outcome's units; else `max_outcome_drop`.
+    pub max_drop: Option<f64>,
+    pub better: Better,
 }
 
 /// A threshold in force.
@@ -381,6 +509,78 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// `[outcomes.NAME]` tables: `kind = "binary" | "continuous"`, `max_drop = N`,
+/// `better = "higher" | "lower"`; anything else is an error naming the table and key.
+fn parse_outcomes(
+    text: &str,
+    origin: &str,
+    value: &toml::Value,
+) -> Result<std::collections::BTreeMap<String, OutcomePolicy>, PolicyError> {
+    let err = |message: String| PolicyError::Parse {
+        origin: origin.to_string(),
+        message,
+    };
+    let line = key_line(text, "outcomes");
+    let toml::Value::Table(t) = value else {
+        return Err(err(format!(
+            "{line}key `outcomes`: expected tables `[outcomes.NAME]`, found {}",
+            toml_kind(value)
+        )));
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in t {
+        let at = format!(
+            "{}table `[outcomes.{name}]`",
+            key_line(text, &format!("outcomes.{name}"))
+        );
+        let toml::Value::Table(o) = v else {
+            return Err(err(format!(
+                "{at}: expected a table, found {}",
+                toml_kind(v)
+            )));
+        };
+        let mut p = OutcomePolicy::default();
+        for (k, x) in o {
+            match (k.as_str(), x) {
+                ("kind", toml::Value::String(s)) if s == "binary" => {
+                    p.kind = Some(OutcomeKind::Binary)
+                }
+                ("kind", toml::Value::String(s)) if s == "continuous" => {
+                    p.kind = Some(OutcomeKind::Continuous)
+                }
+                ("better", toml::Value::String(s)) if s == "higher" => p.better = Better::Higher,
+                ("better", toml::Value::String(s)) if s == "lower" => p.better = Better::Lower,
+                ("max_drop", toml::Value::Integer(i)) if *i >= 0 => p.max_drop = Some(*i as f64),
+                ("max_drop", toml::Value::Float(f)) if *f >= 0.0 && f.is_finite() => {
+                    p.max_drop = Some(*f)
+                }
+                ("kind", _) => {
+                    return Err(err(format!(
+                        "{at}, key `kind`: expected \"binary\" or \"continuous\", found {x}"
+                    )))
+                }
+                ("better", _) => {
+                    return Err(err(format!(
+                        "{at}, key `better`: expected \"higher\" or \"lower\", found {x}"
+                    )))
+                }
+                ("max_drop", _) => {
+                    return Err(err(format!(
+                        "{at}, key `max_drop`: expected a number ≥ 0, found {x}"
+                    )))
+                }
+                _ => {
+                    return Err(err(format!(
+                        "{at}: unknown key `{k}`, expected `kind`, `max_drop` or `better`"
+                    )))
+                }
+            }
+        }
+        out.insert(name.clone(), p);
+    }
+    Ok(out)
+}
+
 impl PolicyFile {
     /// Parses a policy from TOML text; `origin` (a path) is named in errors.
     pub fn parse(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
@@ -389,9 +589,17 @@ impl PolicyFile {
             message: toml_error(text, &e),
         })?;
         let mut values = std::collections::BTreeMap::new();
+        let mut outcomes = std::collections::BTreeMap::new();
         for (key, value) in &table {
+            if key == "outcomes" {
+                outcomes = parse_outcomes(text, origin, value)?;
+                continue;
+            }
             let Some(spec) = all_keys().find(|s| s.key == key) else {
-                let known: Vec<String> = all_keys().map(|s| format!("`{}`", s.key)).collect();
+                let known: Vec<String> = all_keys()
+                    .map(|s| format!("`{}`", s.key))
+                    .chain(["`[outcomes.NAME]`".to_string()])
+                    .collect();
                 return Err(PolicyError::Parse {
                     origin: origin.to_string(),
                     message: format!(
@@ -417,7 +625,7 @@ impl PolicyFile {
             };
             values.insert(spec.key, v);
         }
-        let file = PolicyFile { values };
+        let file = PolicyFile { values, outcomes };
         file.validate(origin)?;
         Ok(file)
     }
@@ -460,9 +668,24 @@ impl Policy {
             .any(|t| PERFORMANCE_KEYS.iter().any(|s| s.key == t.key))
     }
 
-    /// The thresholds in force: each key from `file` where set, else its default.
+    /// The thresholds in force for an offline run (accuracy and performance keys): each
+    /// key from `file` where set, else its default. Live-traffic keys are left to
+    /// [`Policy::resolve_online`].
     pub fn resolve(file: &PolicyFile, source: &Source) -> Policy {
-        let thresholds = all_keys()
+        Policy::resolve_keys(ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS), file, source)
+    }
+
+    /// The live-traffic keys in force ([`ONLINE_KEYS`]), thresholds and settings.
+    pub fn resolve_online(file: &PolicyFile, source: &Source) -> Policy {
+        Policy::resolve_keys(ONLINE_KEYS.iter(), file, source)
+    }
+
+    fn resolve_keys<'a>(
+        keys: impl Iterator<Item = &'a KeySpec>,
+        file: &PolicyFile,
+        source: &Source,
+    ) -> Policy {
+        let thresholds = keys
             .filter_map(|spec| match (file.get(spec.key), spec.default) {
                 (Some(v), _) => Some(Threshold {
                     key: spec.key,
@@ -883,15 +1106,77 @@ mod tests {
             })
             .filter(|(k, _)| k.starts_with("max_") || k.starts_with("min_"))
             .collect();
-        let declared: Vec<&str> = all_keys().map(|k| k.key).collect();
+        let offline = || ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS);
+        let declared: Vec<&str> = offline().map(|k| k.key).collect();
         let documented: Vec<&str> = rows.iter().map(|r| r.0).collect();
         assert_eq!(documented, declared);
-        for (spec, (_, default)) in all_keys().zip(&rows) {
+        for (spec, (_, default)) in offline().zip(&rows) {
             let want = spec
                 .default
                 .map_or("not judged".to_string(), |d| format!("{d:?}"));
             assert_eq!(*default, want, "{}", spec.key);
         }
+    }
+
+    /// docs/analyze.md's table of live-traffic keys lists [`ONLINE_KEYS`] in order, with
+    /// their defaults.
+    #[test]
+    fn the_documented_live_traffic_keys_are_the_declared_ones() {
+        let doc = include_str!("../../../docs/analyze.md");
+        let section = doc
+            .split("## Policy keys for live traffic")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/analyze.md has the section");
+        let rows: Vec<(&str, &str)> = section
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let key = cells.next()?.strip_suffix('`')?;
+                let plain = key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit());
+                plain.then_some((key, cells.next()?))
+            })
+            .collect();
+        let declared: Vec<&str> = ONLINE_KEYS.iter().map(|k| k.key).collect();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), declared);
+        for (spec, (_, default)) in ONLINE_KEYS.iter().zip(&rows) {
+            let want = spec
+                .default
+                .map_or("not judged".to_string(), |d| format!("{d}"));
+            assert_eq!(*default, want, "{}", spec.key);
+        }
+    }
+
+    #[test]
+    fn outcome_tables_are_read_and_their_errors_name_the_table() {
+        let f = PolicyFile::parse(
+            "max_error_rate_increase = 0.02\n[outcomes.purchase]\nkind = \"binary\"\nmax_drop = 0.01\n[outcomes.complaints]\nbetter = \"lower\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let p = &f.outcomes["purchase"];
+        assert_eq!(
+            (p.kind, p.max_drop, p.better),
+            (Some(OutcomeKind::Binary), Some(0.01), Better::Higher)
+        );
+        assert_eq!(f.outcomes["complaints"].better, Better::Lower);
+        let online = Policy::resolve_online(&f, &Source::File("p.toml".into()));
+        assert_eq!(online.value("max_error_rate_increase"), Some(0.02));
+        assert_eq!(
+            online.value("msprt_tau"),
+            Some(crate::online::DEFAULT_MSPRT_TAU)
+        );
+        // Offline runs judge none of the live keys.
+        let offline = Policy::resolve(&f, &Source::File("p.toml".into()));
+        assert!(offline.value("max_error_rate_increase").is_none());
+        let e = PolicyFile::parse("[outcomes.buy]\nmax_dorp = 1\n", "p.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("line 1, table `[outcomes.buy]`")
+                && e.to_string().contains("max_dorp"),
+            "{e}"
+        );
     }
 
     fn obs() -> Observations {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{Status, Verdict};
+use crate::Status;
 
 use crate::png;
 use crate::svg::{esc, heatmap, histogram, paired_bars};
@@ -34,10 +34,7 @@ impl Exporter for Html {
 
     fn render(&self, r: &Report) -> Result<String, ReportError> {
         let mut h = String::new();
-        let verdict = match r.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-        };
+        let verdict = r.verdict.as_str();
         let _ = write!(
             h,
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qgate: {}</title><style>{STYLE}</style></head><body>",

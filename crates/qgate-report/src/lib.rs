@@ -18,6 +18,7 @@
 mod html;
 mod junit;
 mod markdown;
+mod online;
 mod perf;
 mod png;
 mod schema;
@@ -25,6 +26,7 @@ mod sens;
 mod svg;
 mod words;
 
+pub use online::{write_online_reports, FigureKinds, OnlineReport};
 pub use schema::*;
 
 /// Errors while rendering.
@@ -82,6 +84,7 @@ pub enum ErrorVerdict {
 #[allow(dead_code)]
 enum ReportFile {
     Judged(Box<Report>),
+    Online(Box<OnlineReport>),
     Error(ErrorReport),
 }
 
@@ -92,7 +95,7 @@ pub fn json_schema() -> serde_json::Value {
     schema.insert("title".into(), "qgate report.json".into());
     schema.insert(
         "description".into(),
-        format!("report.json of qgate compare, check, bench and sensitivity, schema version {SCHEMA_VERSION}; docs/report-schema.md documents each field").into(),
+        format!("report.json of qgate compare, check, bench, sensitivity and analyze, schema version {SCHEMA_VERSION}; docs/report-schema.md documents each field").into(),
     );
     let mut value = schema.to_value();
     nullable_floats(&mut value);
@@ -138,6 +141,20 @@ pub fn write_error_report(out: &std::path::Path, command: &str, message: &str) {
 /// into a temporary folder beside `out` (same file system) and then renamed into place, so a
 /// reader of `out` never sees a half-written report or a mix of two runs' files.
 pub fn write_reports(report: &Report, out: &std::path::Path) -> Result<(), ReportError> {
+    let mut files = Vec::new();
+    for exporter in exporters() {
+        if exporter.applies(report) {
+            files.push((exporter.file_name(), exporter.render(report)?));
+        }
+    }
+    write_files(out, &files)
+}
+
+/// Writes rendered `(file name, text)` pairs into `out`, all or none (see [`write_reports`]).
+pub(crate) fn write_files(
+    out: &std::path::Path,
+    files: &[(&'static str, String)],
+) -> Result<(), ReportError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Io { path, source }
@@ -151,17 +168,11 @@ pub fn write_reports(report: &Report, out: &std::path::Path) -> Result<(), Repor
         .prefix(".qgate-report-")
         .tempdir_in(parent)
         .map_err(io(parent))?;
-    let mut names = Vec::new();
-    for exporter in exporters() {
-        if !exporter.applies(report) {
-            continue;
-        }
-        let text = exporter.render(report)?;
-        let path = staging.path().join(exporter.file_name());
+    for (name, text) in files {
+        let path = staging.path().join(name);
         std::fs::write(&path, text).map_err(io(&path))?;
-        names.push(exporter.file_name());
     }
-    for name in names {
+    for (name, _) in files {
         let to = out.join(name);
         let from = staging.path().join(name);
         // `out` may be a mount point of its own: then copy.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{Status, Verdict};
+use crate::Status;
 
 use crate::{num, pct, pval, Exporter, Report, ReportError};
 
@@ -18,10 +18,7 @@ impl Exporter for Markdown {
 
     fn render(&self, r: &Report) -> Result<String, ReportError> {
         let mut m = String::new();
-        let badge = match r.verdict {
-            Verdict::Pass => "✅ PASS",
-            Verdict::Fail => "❌ FAIL",
-        };
+        let badge = r.verdict.badge();
         let _ = writeln!(m, "## qgate {}: {badge}\n", r.command);
         let _ = writeln!(m, "{}\n", r.summary);
         if let Some((b, c)) = r.sides() {

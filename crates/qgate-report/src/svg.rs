@@ -553,6 +553,130 @@ pub fn histogram_pair(title: &str, x_label: &str, edges: &[f64], a: &[u64], b: &
     line_chart(title, x_label, "share of calls", &series, true)
 }
 
+/// A figure over time with its interval as a shaded band and an optional threshold line:
+/// `points` are `(x, value, [low, high])`; a band edge that is not finite (no look yet) is
+/// left out. `series` adds plain lines (e.g. the other arm).
+pub fn band_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(f64, f64, [f64; 2])],
+    series: &[Series],
+    threshold: Option<f64>,
+) -> String {
+    let finite = |v: f64| v.is_finite();
+    let mut ys: Vec<f64> = points.iter().map(|p| p.1).filter(|v| finite(*v)).collect();
+    for p in points {
+        ys.extend(p.2.iter().copied().filter(|v| finite(*v)));
+    }
+    for s in series {
+        ys.extend(s.points.iter().map(|p| p.1).filter(|v| finite(*v)));
+    }
+    ys.extend(threshold);
+    // A flat series (no error at all) gets a visible band around its value, not ±1e-9.
+    let (lo, hi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
+            (a.min(y), b.max(y))
+        });
+    if lo.is_finite() && hi - lo < 1e-12 {
+        let pad = (lo.abs() * 0.1).max(0.01);
+        ys.extend([lo - pad, lo + pad]);
+    }
+    let xs: Vec<f64> = points
+        .iter()
+        .map(|p| p.0)
+        .chain(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)))
+        .filter(|v| finite(*v))
+        .collect();
+    let y_ticks = y_ticks(ys.iter().copied());
+    let y_labels: Vec<String> = y_ticks.iter().map(|v| crate::num(*v)).collect();
+    let plot = Plot {
+        left: left_margin(&y_labels),
+        top: 24.0,
+        width: 460.0,
+        height: 170.0,
+    };
+    let mut s = chart_open(title, x_label, y_label, plot);
+    if xs.is_empty() {
+        s.push_str("</svg>");
+        return s;
+    }
+    let (x_min, x_max) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let x_ticks = nice_ticks(x_min, x_max.max(x_min + 1e-9), 5);
+    let (x_lo, x_hi) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
+    let (y_lo, y_hi) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
+    let Plot {
+        left,
+        top,
+        width,
+        height,
+    } = plot;
+    let px = move |x: f64| left + (x - x_lo) / (x_hi - x_lo).max(1e-12) * width;
+    let py = move |y: f64| top + height * (1.0 - (y.clamp(y_lo, y_hi) - y_lo) / (y_hi - y_lo));
+    y_grid(&mut s, plot, &y_ticks, &y_labels, &py);
+    x_tick_labels(&mut s, plot, &x_ticks, &px);
+    let banded: Vec<&(f64, f64, [f64; 2])> = points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.2.iter().all(|v| v.is_finite()))
+        .collect();
+    if banded.len() >= 2 {
+        let mut d = String::new();
+        for (i, p) in banded.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { " L" },
+                px(p.0),
+                py(p.2[1])
+            );
+        }
+        for p in banded.iter().rev() {
+            let _ = write!(d, " L{:.1},{:.1}", px(p.0), py(p.2[0]));
+        }
+        let _ = write!(
+            s,
+            r##"<path d="{d} Z" fill="#2166ac" fill-opacity="0.15" stroke="none"><title>confidence sequence</title></path>"##
+        );
+    }
+    if let Some(t) = threshold.filter(|t| t.is_finite()) {
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#c62828" stroke-dasharray="4 3"><title>threshold {}</title></line>"##,
+            left + width,
+            crate::num(t),
+            y = py(t)
+        );
+    }
+    let main = Series {
+        name: "observed (band: confidence sequence)",
+        class: "cand",
+        points: points.iter().map(|p| (p.0, p.1)).collect(),
+    };
+    let mut legend_x = left;
+    if !points.is_empty() {
+        series_svg(
+            &mut s,
+            &main,
+            false,
+            &px,
+            &py,
+            (legend_x, top + height + 50.0),
+        );
+        legend_x += 260.0;
+    }
+    for sr in series {
+        series_svg(&mut s, sr, false, &px, &py, (legend_x, top + height + 50.0));
+        legend_x += 150.0;
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

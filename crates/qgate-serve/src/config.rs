@@ -245,34 +245,7 @@ impl std::fmt::Display for LogTarget {
     }
 }
 
-/// A connection string with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let mut out = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => match rest[..at].find(':') {
-                    Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
-                    None => url.to_string(),
-                },
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    };
-    // `password=…` as a query parameter or a key=value pair.
-    while let Some(i) = out
-        .find("password=")
-        .filter(|i| !out[i + 9..].starts_with("***"))
-    {
-        let start = i + 9;
-        let end = out[start..]
-            .find(['&', ' '])
-            .map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "***");
-    }
-    out
-}
+pub use qgate_online::redact;
 
 /// Where and how requests are logged.
 #[derive(Debug, Clone)]

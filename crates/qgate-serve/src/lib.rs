@@ -30,6 +30,7 @@ pub mod config;
 pub mod gateway;
 pub mod grpc;
 pub mod metrics;
+pub mod reader;
 pub mod record;
 pub mod route;
 pub mod shadow;
@@ -43,6 +44,7 @@ use std::path::PathBuf;
 pub use backend::Factory;
 pub use config::GatewayConfig;
 pub use gateway::{check, Backends, CheckReport, Gateway, ServeSummary, StopHandle};
+pub use reader::open_log;
 
 /// Why the gateway cannot start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

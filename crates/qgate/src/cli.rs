@@ -45,6 +45,11 @@ pub enum Command {
     /// Serve the pair behind an Open Inference Protocol V2 gateway: shadow, A/B or canary
     /// traffic, every request logged (see docs/serve.md).
     Serve(Box<ServeArgs>),
+    /// Judge the gateway's log of live traffic: shadow agreement, A/B error rates and
+    /// outcomes, sample-ratio mismatch, always-valid sequential tests (exit 0 pass, 1 fail
+    /// or invalid, 2 error, 3 inconclusive; see docs/analyze.md).
+    #[command(allow_negative_numbers = true, args_override_self = true)]
+    Analyze(Box<AnalyzeArgs>),
     /// Print a shell completion script (e.g. `qgate completions bash >
     /// /etc/bash_completion.d/qgate`).
     Completions {
@@ -413,6 +418,133 @@ pub struct ServeArgs {
     pub parse_only: bool,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
+}
+
+/// `qgate analyze`.
+#[derive(Debug, Args, Default)]
+pub struct AnalyzeArgs {
+    /// The gateway's log: its SQLite file (or sqlite:PATH) or a postgres:// URL (in a run
+    /// config, relative to the working directory).
+    #[arg(long, value_name = "URL")]
+    pub log: Option<String>,
+    /// The model (`model_name`) to judge; needed when the log holds several.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Requests from this time: RFC 3339 (2026-11-30T04:00:00Z), `now` or relative (-1h).
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Requests before this time (same forms as --since).
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Time-series windows: a duration (1m, 30s) or a request count (1000req); default about
+    /// 20 windows over the span read.
+    #[arg(long, value_name = "W")]
+    pub window: Option<String>,
+    /// Output holding class scores (default: the first output shaped [N, C]).
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
+    /// What that output holds (default: detected).
+    #[arg(long, value_name = "logits|probs|labels", value_parser = str::parse::<OutputKind>)]
+    pub output_kind: Option<OutputKind>,
+    /// k of the top-k agreement.
+    #[arg(long, value_name = "K", value_parser = count)]
+    pub top_k: Option<usize>,
+    /// Seed of the bootstrap intervals.
+    #[arg(long, value_name = "S")]
+    pub bootstrap_seed: Option<u64>,
+    /// Write the logged inputs (when the gateway stored them) with their request ids, joined
+    /// labels and shadow disagreements as an .npz data set for compare, check and sensitivity.
+    #[arg(long, value_name = "FILE")]
+    pub export_inputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportFlags,
+}
+
+/// A validated `qgate analyze`.
+#[derive(Debug)]
+pub struct AnalyzeConfig {
+    pub log: String,
+    pub out: PathBuf,
+    pub export: Option<PathBuf>,
+    pub analysis: qgate_online::AnalyzeConfig,
+    pub progress: bool,
+}
+
+impl AnalyzeArgs {
+    /// Flags → a validated config: times parsed against `now_ms`, the policy read.
+    pub fn resolve(self, interactive: bool, now_ms: i64) -> Result<AnalyzeConfig> {
+        let log = match self.log {
+            Some(l) if !l.trim().is_empty() => l,
+            _ => bail!("missing --log: the gateway's SQLite log file or a postgres:// URL"),
+        };
+        let out = report_dir(self.report.out.clone())?;
+        let (policy, policy_source) = match (&self.report.policy, &self.report.policy_table) {
+            (Some(p), _) => {
+                let origin = p.display().to_string();
+                (
+                    PolicyFile::parse(&read_text(p, "policy")?, &origin)?,
+                    Source::File(origin),
+                )
+            }
+            (None, Some(t)) => {
+                let origin = format!(
+                    "[policy] in {}",
+                    self.report
+                        .config
+                        .as_deref()
+                        .unwrap_or(Path::new("config"))
+                        .display()
+                );
+                (PolicyFile::parse(t, &origin)?, Source::File(origin))
+            }
+            (None, None) => (PolicyFile::default(), Source::Default),
+        };
+        let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+            v.as_deref()
+                .map(|t| qgate_online::window::parse_time(t, now_ms))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--{flag} {e}"))
+        };
+        let (since_ms, until_ms) = (time("since", &self.since)?, time("until", &self.until)?);
+        if let (Some(a), Some(b)) = (since_ms, until_ms) {
+            if a >= b {
+                bail!("--since must be before --until");
+            }
+        }
+        let window = self
+            .window
+            .as_deref()
+            .map(qgate_online::window::parse_window)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--window {e}"))?;
+        if let Some(p) = &self.export_inputs {
+            if p.extension().and_then(|e| e.to_str()) != Some("npz") {
+                bail!(
+                    "--export-inputs {}: the data set is written as .npz; name the file FILE.npz",
+                    p.display()
+                );
+            }
+        }
+        Ok(AnalyzeConfig {
+            log,
+            out,
+            export: self.export_inputs,
+            progress: interactive && !self.report.no_progress,
+            analysis: qgate_online::AnalyzeConfig {
+                model: self.model,
+                since_ms,
+                until_ms,
+                window,
+                output: self.output,
+                output_kind: self.output_kind,
+                policy,
+                policy_source,
+                top_k: self.top_k.unwrap_or(5),
+                seed: self.bootstrap_seed.unwrap_or(0),
+                with_inputs: false,
+            },
+        })
+    }
 }
 
 /// `qgate inspect`.

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use qgate_report::Verdict;
 
-use crate::cli::{BenchConfig, CompareConfig, InspectArgs, PerfConfig};
+use crate::cli::{AnalyzeConfig, BenchConfig, CompareConfig, InspectArgs, PerfConfig};
 use crate::ui::{progress_bar, spinner, write_report};
 
 pub(crate) fn compare(cfg: CompareConfig) -> Result<Verdict> {
@@ -77,4 +77,33 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `qgate analyze`: the log read and judged by qgate-online, the reports written here.
+pub(crate) fn analyze(cfg: AnalyzeConfig) -> Result<Verdict> {
+    let spin = spinner(cfg.progress);
+    spin.set_message(format!("reading {}", qgate_online::redact(&cfg.log)));
+    let mut reader = qgate_serve::open_log(&cfg.log)?;
+    let online = qgate_online::analyze(reader.as_mut(), &cfg.analysis, cfg.export.as_deref())?;
+    spin.finish_and_clear();
+    let report = qgate_report::OnlineReport::new(online);
+    qgate_report::write_online_reports(&report, &cfg.out).context("cannot write the reports")?;
+    out!("{}", report.summary);
+    for line in report.criterion_lines() {
+        out!("  {line}");
+    }
+    for n in &report.online.notes {
+        out!("  note: {n}");
+    }
+    if let Some(e) = &report.exported {
+        out!(
+            "exported {} samples to {} ({} labelled, {} shadow disagreements)",
+            e.samples,
+            e.path,
+            e.labelled,
+            e.disagreements
+        );
+    }
+    out!("reports: {}", cfg.out.join("report.html").display());
+    Ok(report.verdict)
 }

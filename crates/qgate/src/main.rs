@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use qgate_report::Verdict;
 
 use cli::{Cli, Command};
-use commands::{bench, check, compare, inspect, sensitivity, worker_exe};
+use commands::{analyze, bench, check, compare, inspect, sensitivity, worker_exe};
 use settle::{error_text, guarded, limit_memory, resolved, settle_error};
 use shell::{man, print_bytes, public_command};
 
@@ -107,6 +107,14 @@ fn main() -> ExitCode {
         }
         Command::Inspect(args) => inspect(args).map(|()| Verdict::Pass),
         Command::Serve(args) => serve::serve(*args),
+        Command::Analyze(args) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            resolved(&argv, (*args).resolve(interactive, now), |cfg| {
+                guarded(&cfg.out.clone(), "analyze", || analyze(cfg))
+            })
+        }
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut public_command(), "qgate", &mut text);
@@ -124,8 +132,7 @@ fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(Verdict::Pass) => ExitCode::from(0),
-        Ok(Verdict::Fail) => ExitCode::from(1),
+        Ok(v) => ExitCode::from(v.exit_code()),
         Err(e) => {
             eprintln!("qgate: error: {}", error_text(&e));
             ExitCode::from(2)

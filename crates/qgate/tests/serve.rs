@@ -372,28 +372,9 @@ fn a_grpc_upstream_answers_as_the_server_does_over_rest() {
     );
 }
 
-/// A new database on the PostgreSQL server of `QGATE_PG_URL` (`.ci/run` starts one with
-/// tests/servers/pg.sh and requires it with `QGATE_REQUIRE_PG=1`); its URL.
-fn pg_database(tag: &str) -> Option<String> {
-    let server = match std::env::var("QGATE_PG_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ if std::env::var("QGATE_REQUIRE_PG").is_ok() => panic!("QGATE_PG_URL is not set"),
-        _ => {
-            eprintln!("skipping: QGATE_PG_URL (a PostgreSQL server) is not set");
-            return None;
-        }
-    };
-    let name = format!("qgate_bin_{tag}_{}", std::process::id());
-    let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    Some(format!("{}/{name}", server.rsplit_once('/').unwrap().0))
-}
-
 #[test]
 fn two_gateway_processes_share_one_postgres_log_and_its_admin_state() {
-    let Some(db) = pg_database("replicas") else {
+    let Some(db) = common::pg_database("replicas") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

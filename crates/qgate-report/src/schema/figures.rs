@@ -246,7 +246,8 @@ pub enum Tolerance {
     Float16Compute,
 }
 
-/// Pass or fail.
+/// The verdict of a run (exit code 0, 1, 1, 3). `invalid` and `inconclusive` come only
+/// from `qgate analyze`, which judges live traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -254,6 +255,42 @@ pub enum Verdict {
     Pass,
     /// At least one criterion failed.
     Fail,
+    /// The data cannot be judged (sample-ratio mismatch, no data, every request errored, a
+    /// side without data).
+    Invalid,
+    /// Not enough evidence yet either way: a pipeline may retry later.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The process exit code: 0 pass, 1 fail or invalid, 3 inconclusive (2 is an error).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail | Verdict::Invalid => 1,
+            Verdict::Inconclusive => 3,
+        }
+    }
+
+    /// The verdict with its mark, for Markdown headings: `✅ PASS`.
+    pub fn badge(self) -> &'static str {
+        match self {
+            Verdict::Pass => "✅ PASS",
+            Verdict::Fail => "❌ FAIL",
+            Verdict::Invalid => "⛔ INVALID",
+            Verdict::Inconclusive => "⏳ INCONCLUSIVE",
+        }
+    }
+
+    /// The verdict as written in reports: `pass`, `fail`, `invalid`, `inconclusive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Invalid => "invalid",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 impl std::fmt::Display for Source {

@@ -22,7 +22,7 @@ pub use performance::*;
 pub use sensitivity::*;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.6.0";
+pub const SCHEMA_VERSION: &str = "1.7.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -636,7 +636,7 @@ impl Gate {
 
 fn verdict_head(verdict: Verdict, criteria: &[CriterionResult]) -> String {
     match verdict {
-        Verdict::Pass => "PASS".to_string(),
+        Verdict::Pass | Verdict::Invalid | Verdict::Inconclusive => verdict.as_str().to_uppercase(),
         Verdict::Fail => {
             let failed: Vec<&str> = criteria
                 .iter()

@@ -10,7 +10,7 @@
 //! numbered step at a time ([`MIGRATIONS`](sqlite) per dialect), under a lock so replicas
 //! starting together migrate once. Schema and semantics: docs/serve.md.
 
-mod pg;
+pub(crate) mod pg;
 mod sqlite;
 
 use std::collections::{HashMap, VecDeque};
@@ -53,27 +53,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// `ms` since the epoch as an ISO 8601 UTC time with milliseconds, as the log's `ts` columns
-/// hold it.
-pub fn iso_ms(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
-}
+/// hold it (the same text `qgate analyze` prints).
+pub use qgate_online::window::format_ms as iso_ms;
 
 /// One request's record, as the handler knows it before answering.
 #[derive(Debug, Clone, Default)]

@@ -132,7 +132,7 @@ fn connect_with(config: &postgres::Config) -> Result<Client, String> {
 }
 
 /// A PostgreSQL error with the server's message when there is one.
-fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => {
