@@ -41,9 +41,27 @@ pub struct Test {
 }
 
 /// Pearson's chi-square goodness-of-fit test of `observed` counts against `expected`
-/// counts (same total), with `k − 1` degrees of freedom: `scipy.stats.chisquare`. NaN when
-/// fewer than two cells have a positive expectation.
+/// counts (same total), with `k − 1` degrees of freedom: `scipy.stats.chisquare`. A count
+/// in a cell that expects none is an infinite statistic (p = 0); with fewer than two cells
+/// expecting anything and nothing elsewhere, nothing can mismatch (p = 1). NaN inputs give
+/// NaN.
 pub fn chi_square_gof(observed: &[f64], expected: &[f64]) -> Test {
+    if observed.iter().chain(expected).any(|v| v.is_nan()) {
+        return Test {
+            statistic: f64::NAN,
+            p_value: f64::NAN,
+        };
+    }
+    if observed
+        .iter()
+        .zip(expected)
+        .any(|(&o, &e)| e <= 0.0 && o > 0.0)
+    {
+        return Test {
+            statistic: f64::INFINITY,
+            p_value: 0.0,
+        };
+    }
     let cells: Vec<(f64, f64)> = observed
         .iter()
         .zip(expected)
@@ -52,8 +70,8 @@ pub fn chi_square_gof(observed: &[f64], expected: &[f64]) -> Test {
         .collect();
     if cells.len() < 2 {
         return Test {
-            statistic: f64::NAN,
-            p_value: f64::NAN,
+            statistic: 0.0,
+            p_value: 1.0,
         };
     }
     let stat: f64 = cells.iter().map(|(o, e)| (o - e) * (o - e) / e).sum();
@@ -163,7 +181,11 @@ pub struct Welch {
 /// [`Welch`] from the two sides' moments; NaN figures when a side has fewer than two values
 /// or both have no spread.
 pub fn welch(a: &Moments, b: &Moments, alpha: f64) -> Welch {
-    let diff = a.mean - b.mean;
+    let diff = if a.n == 0 || b.n == 0 {
+        f64::NAN
+    } else {
+        a.mean - b.mean
+    };
     let (va, vb) = (a.variance() / a.n as f64, b.variance() / b.n as f64);
     let se2 = va + vb;
     let df = se2 * se2 / (va * va / (a.n as f64 - 1.0) + vb * vb / (b.n as f64 - 1.0));
@@ -190,6 +212,27 @@ pub fn welch(a: &Moments, b: &Moments, alpha: f64) -> Welch {
         p_value: 2.0 * t.sf(stat.abs()),
         interval: [diff - q * se, diff + q * se],
     }
+}
+
+/// The one-sample t interval of the mean at level `1 − alpha` and the two-sided p-value of
+/// mean = 0 (`scipy.stats.ttest_1samp` and its `confidence_interval`): `(statistic, p,
+/// interval)`; NaN below two values or without spread.
+pub fn one_sample_t(m: &Moments, alpha: f64) -> (f64, f64, [f64; 2]) {
+    let se = (m.variance() / m.n as f64).sqrt();
+    let df = m.n as f64 - 1.0;
+    let Ok(t) = StudentsT::new(0.0, 1.0, df) else {
+        return (f64::NAN, f64::NAN, [f64::NAN; 2]);
+    };
+    if se.is_nan() || se <= 0.0 {
+        return (f64::NAN, f64::NAN, [f64::NAN; 2]);
+    }
+    let stat = m.mean / se;
+    let q = t.inverse_cdf(1.0 - alpha / 2.0);
+    (
+        stat,
+        2.0 * t.sf(stat.abs()),
+        [m.mean - q * se, m.mean + q * se],
+    )
 }
 
 /// Percentile-bootstrap interval of `statistic(a) − statistic(b)` at level `confidence`,
@@ -303,11 +346,21 @@ impl Msprt {
     }
 
     /// One look: the estimate `theta_hat`, its variance `v` and the per-observation
-    /// standard deviation `sd` (for τ). A look without a positive finite variance only
-    /// records the estimate: nothing is learnt from data without spread.
+    /// standard deviation `sd` (for τ). A variance of exactly 0 (every value equal) makes
+    /// the set the estimate itself; a look with an infinite or NaN variance only records the
+    /// estimate (nothing can be learnt from it).
     pub fn look(&mut self, theta_hat: f64, v: f64, sd: f64) {
         self.estimate = theta_hat;
         let tau2 = (self.tau * sd).powi(2);
+        if v == 0.0 && theta_hat.is_finite() {
+            // Every value equal (after the caller's burn-in): the set is the value itself,
+            // and a null other than it is rejected.
+            self.looks += 1;
+            let p = if theta_hat == self.theta0 { 1.0 } else { 0.0 };
+            self.p_value = if self.running { self.p_value.min(p) } else { p };
+            self.interval = [theta_hat, theta_hat];
+            return;
+        }
         if !(v > 0.0 && v.is_finite() && tau2 > 0.0 && theta_hat.is_finite()) {
             return;
         }
@@ -354,6 +407,24 @@ mod tests {
         let h = msprt_half_width(v, tau2, alpha);
         let at_edge = msprt_log_lr(0.3 + h, 0.3, v, tau2);
         assert!((at_edge - (1.0 / alpha).ln()).abs() < 1e-9, "{at_edge}");
+    }
+
+    #[test]
+    fn counts_where_none_are_expected_are_a_mismatch() {
+        assert_eq!(chi_square_gof(&[5.0, 3.0], &[8.0, 0.0]).p_value, 0.0);
+        assert_eq!(chi_square_gof(&[8.0, 0.0], &[8.0, 0.0]).p_value, 1.0);
+        assert!(chi_square_gof(&[8.0, 1.0], &[f64::NAN, 1.0])
+            .p_value
+            .is_nan());
+    }
+
+    #[test]
+    fn a_look_without_spread_is_the_value_itself() {
+        let mut m = Msprt::per_look(0.0, 0.1, 0.05);
+        m.look(0.0, 0.0, 0.0);
+        assert_eq!((m.interval, m.p_value), ([0.0, 0.0], 1.0));
+        m.look(f64::NAN, f64::INFINITY, 1.0);
+        assert_eq!(m.looks, 1);
     }
 
     #[test]

@@ -275,30 +275,44 @@ pub(crate) fn collect(
     })?;
     let mut c = Collected::default();
     reader.requests(q, &mut |row| c.push(row, &outcomes, cfg))?;
+    // The log is in commit order; the sequential looks and the windows go by arrival.
+    let ts = std::mem::take(&mut c.ts);
+    let at = |req: u32| ts[req as usize];
+    c.shadow.sort_by_key(|e| at(e.req));
+    c.paired.sort_by_key(|e| at(e.req));
+    c.arms.sort_by_key(|e| at(e.req));
+    c.outcomes.sort_by_key(|e| at(e.req));
+    c.ts = ts;
     Ok(c)
 }
 
 /// The windows: for each request its window index, and per window `(first, last)` request
-/// time and request count. Windows without requests are left out.
+/// time and request count, in time order. Windows without requests are left out. Requests
+/// are committed (and read) in about, not exactly, arrival order: a time window is found
+/// by its key, never by adjacency.
 fn cut(ts: &[i64], window: Window, origin: i64) -> (Vec<u32>, Vec<(i64, i64, u64)>) {
-    let mut of = Vec::with_capacity(ts.len());
-    let mut spans: Vec<(i64, i64, u64)> = Vec::new();
-    let mut last_key = None;
-    for (i, &t) in ts.iter().enumerate() {
-        let key = match window {
-            Window::Millis(w) => (t - origin).div_euclid(w.max(1)),
-            Window::Requests(n) => i as i64 / n.max(1) as i64,
-        };
-        if last_key != Some(key) {
-            spans.push((t, t, 0));
-            last_key = Some(key);
-        }
-        let s = spans.last_mut().expect("pushed above");
-        s.0 = s.0.min(t);
-        s.1 = s.1.max(t);
-        s.2 += 1;
-        of.push((spans.len() - 1) as u32);
-    }
+    let key = |i: usize, t: i64| match window {
+        Window::Millis(w) => (t - origin).div_euclid(w.max(1)),
+        Window::Requests(n) => i as i64 / n.max(1) as i64,
+    };
+    let keys: std::collections::BTreeSet<i64> =
+        ts.iter().enumerate().map(|(i, &t)| key(i, t)).collect();
+    let index: HashMap<i64, u32> = keys
+        .iter()
+        .enumerate()
+        .map(|(k, &key)| (key, k as u32))
+        .collect();
+    let mut spans = vec![(i64::MAX, i64::MIN, 0u64); keys.len()];
+    let of = ts
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let w = index[&key(i, t)];
+            let s = &mut spans[w as usize];
+            *s = (s.0.min(t), s.1.max(t), s.2 + 1);
+            w
+        })
+        .collect();
     (of, spans)
 }
 
@@ -424,7 +438,10 @@ pub(crate) fn figures(
     window: Window,
     online: &OnlineThresholds,
 ) -> Result<(Vec<u32>, Vec<WindowFigures>, FigureSet), OnlineError> {
-    let origin = cfg.since_ms.or(c.ts.first().copied()).unwrap_or_default();
+    let origin = cfg
+        .since_ms
+        .or(c.ts.iter().min().copied())
+        .unwrap_or_default();
     let (win, spans) = cut(&c.ts, window, origin);
     let mut windows: Vec<WindowFigures> = spans
         .iter()
@@ -458,7 +475,7 @@ pub(crate) fn figures(
     } else {
         Some(arm_figures(c, stat, &win, &mut windows))
     };
-    let outcomes = outcome_figures(c, cfg, stat, &win, &mut windows);
+    let outcomes = outcome_figures(c, cfg, stat, &win, &mut windows, &mut notes);
     Ok((
         win,
         windows,
@@ -716,7 +733,7 @@ fn shadow_figures(
         let e = per_window.entry(w).or_default();
         e.0 += 1;
         e.1 += u64::from(a);
-        if let Some(kl) = rows.kl.as_ref().map(|k| k[i]).filter(|k| k.is_finite()) {
+        if let Some(kl) = rows.kl.as_ref().map(|k| k[i]).filter(|k| !k.is_nan()) {
             kl_seq.push(kl);
             e.2.push(kl);
             kl_snap.insert(w, Sequential::from(&kl_seq.s));
@@ -766,7 +783,11 @@ fn shadow_figures(
     }
     let mut win_labels = BTreeMap::new();
     let labels = paired_labels(c, cfg, stat, win, &mut win_labels, notes);
-    for (w, (rows_w, agree_w, kl_w)) in &per_window {
+    let keys: std::collections::BTreeSet<u32> =
+        per_window.keys().chain(win_err.keys()).copied().collect();
+    for w in &keys {
+        let (rows_w, agree_w, kl_w) = per_window.get(w).cloned().unwrap_or_default();
+        let (rows_w, agree_w) = (&rows_w, &agree_w);
         let (copies_w, failed_w) = win_err.get(w).copied().unwrap_or_default();
         let p99 = |i: usize| win_lat.get(w).map_or(f64::NAN, |l| percentile(&l[i], 99.0));
         let accuracy = win_labels
@@ -777,7 +798,7 @@ fn shadow_figures(
             top1_agreement: rate(*agree_w, *rows_w),
             kl_mean: (kl_w.n > 0).then_some(kl_w.mean),
             candidate_error_rate: rate(failed_w, copies_w),
-            top1_agreement_sequential: agree_snap[w],
+            top1_agreement_sequential: agree_snap.get(w).copied(),
             kl_mean_sequential: kl_snap.get(w).copied(),
             baseline_p99_ms: p99(0),
             candidate_p99_ms: p99(1),
@@ -789,7 +810,9 @@ fn shadow_figures(
     let z = normal_quantile(1.0 - stat.alpha / 2.0);
     let (lo, hi) = wilson_interval(agreed, n_rows, z);
     let kl = rows.kl.as_ref().map(|all| {
-        let mut v: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
+        // As `qgate compare`: NaN rows are left out, +∞ rows (a class the candidate gives
+        // probability 0) are kept.
+        let mut v: Vec<f64> = all.iter().copied().filter(|x| !x.is_nan()).collect();
         v.sort_by(f64::total_cmp);
         let p = |q| qgate_core::stats::percentile_sorted(&v, q);
         KlFigures {
@@ -840,9 +863,9 @@ fn paired_latency(b: &[f64], c: &[f64], stat: &Stat) -> Option<PairedLatency> {
         return None;
     }
     let d: Vec<f64> = c.iter().zip(b).map(|(x, y)| x - y).collect();
-    let (mean, ci) = qgate_core::latency::t_interval(&d, 1.0 - stat.alpha);
     let m = Moments::of(&d);
-    let t = m.mean / (m.variance() / m.n as f64).sqrt();
+    let (t, p, ci) = qgate_core::online::one_sample_t(&m, stat.alpha);
+    let mean = m.mean;
     // Paired bootstrap of p99(candidate) − p99(baseline): pairs resampled together.
     let mut rng = Rng::new(stat.seed);
     let n = b.len();
@@ -863,7 +886,7 @@ fn paired_latency(b: &[f64], c: &[f64], stat: &Stat) -> Option<PairedLatency> {
         mean_difference: Fixed {
             test: "paired_t".into(),
             statistic: t.is_finite().then_some(t),
-            p_value: None,
+            p_value: p.is_finite().then_some(p),
             interval: ci,
             interval_method: "paired_t".into(),
         },
@@ -1068,27 +1091,22 @@ fn arm_accuracy(labels: &[(bool, usize, Option<usize>)], candidate: bool) -> Opt
     if mine.is_empty() {
         return None;
     }
-    let classes = mine
-        .iter()
-        .map(|l| l.1.max(l.2.unwrap_or(0)) + 1)
-        .max()
-        .unwrap_or(1);
-    let (mut tp, mut pred, mut sup) = (
-        vec![0u64; classes],
-        vec![0u64; classes],
-        vec![0u64; classes],
-    );
+    // Classes are the labels and predictions present (scikit-learn's macro average), counted
+    // in a map: a label is whatever number a client posted.
+    let mut counts: BTreeMap<usize, [u64; 3]> = BTreeMap::new();
     let mut correct = 0u64;
     for &&(_, y, p) in &mine {
-        sup[y] += 1;
+        counts.entry(y).or_default()[2] += 1;
         if let Some(p) = p {
-            pred[p] += 1;
+            counts.entry(p).or_default()[1] += 1;
             if p == y {
-                tp[y] += 1;
+                counts.entry(y).or_default()[0] += 1;
                 correct += 1;
             }
         }
     }
+    let col = |k: usize| counts.values().map(|c| c[k]).collect::<Vec<u64>>();
+    let (tp, pred, sup) = (col(0), col(1), col(2));
     Some(ArmAccuracy {
         n: mine.len() as u64,
         accuracy: rate(correct, mine.len() as u64),
@@ -1102,6 +1120,7 @@ fn outcome_figures(
     stat: &Stat,
     win: &[u32],
     windows: &mut [WindowFigures],
+    notes: &mut Vec<String>,
 ) -> Vec<Outcome> {
     let routed = [
         c.arms.iter().filter(|e| !e.candidate).count() as u64,
@@ -1130,9 +1149,19 @@ fn outcome_figures(
         let mut means = TwoMeans::new(stat);
         let mut vals: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut per: BTreeMap<u32, ([Moments; 2], Sequential)> = BTreeMap::new();
+        let mut not01 = 0u64;
         for e in &events {
             let i = usize::from(e.candidate);
-            vals[i].push(e.value);
+            // A binary outcome is a proportion: a declared-binary value other than 0/1
+            // counts as 1 from 0.5 on (and is said).
+            let value = match kind {
+                OutcomeKind::Binary => {
+                    not01 += u64::from(e.value != 0.0 && e.value != 1.0);
+                    f64::from(u8::from(e.value >= 0.5))
+                }
+                OutcomeKind::Continuous => e.value,
+            };
+            vals[i].push(value);
             let seq = match kind {
                 OutcomeKind::Binary => {
                     rates.push(e.candidate, e.value >= 0.5);
@@ -1146,13 +1175,22 @@ fn outcome_figures(
             let w = per
                 .entry(win[e.req as usize])
                 .or_insert_with(|| ([Moments::default(); 2], seq));
-            w.0[i].push(e.value);
+            w.0[i].push(value);
             w.1 = seq;
+        }
+        if not01 > 0 {
+            notes.push(format!(
+                "outcome `{name}` is binary, but {not01} of its values were neither 0 nor 1: each counted as 1 from 0.5 on"
+            ));
         }
         for (w, (m, seq)) in per {
             windows[w as usize].outcomes.push(WindowOutcome {
                 name: name.clone(),
-                difference: m[1].mean - m[0].mean,
+                difference: if m[0].n > 0 && m[1].n > 0 {
+                    m[1].mean - m[0].mean
+                } else {
+                    f64::NAN
+                },
                 n: [m[0].n, m[1].n],
                 sequential: seq,
             });
@@ -1204,12 +1242,12 @@ fn outcome_figures(
             .into(),
             baseline: OutcomeSide {
                 n: mb.n,
-                mean: mb.mean,
+                mean: if mb.n > 0 { mb.mean } else { f64::NAN },
                 missing: routed[0].saturating_sub(mb.n),
             },
             candidate: OutcomeSide {
                 n: mc.n,
-                mean: mc.mean,
+                mean: if mc.n > 0 { mc.mean } else { f64::NAN },
                 missing: routed[1].saturating_sub(mc.n),
             },
             difference: if mb.n > 0 && mc.n > 0 {

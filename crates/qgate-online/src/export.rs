@@ -92,10 +92,17 @@ pub fn write(
             OnlineError::Data(format!("request '{id}': stored inputs are not a V2 list"))
         })?;
         let mut rows_here = None;
+        let mut names_here: Vec<String> = Vec::new();
         for t in list {
             let (name, a) =
                 tensor(t).map_err(|e| OnlineError::Data(format!("request '{id}': {e}")))?;
             let r = a.n_rows();
+            if names_here.contains(&name) {
+                return Err(OnlineError::Data(format!(
+                    "request '{id}': input '{name}' is stored twice"
+                )));
+            }
+            names_here.push(name.clone());
             if *rows_here.get_or_insert(r) != r {
                 return Err(OnlineError::Data(format!(
                     "request '{id}': inputs hold different numbers of rows"
@@ -113,6 +120,17 @@ pub fn write(
                     )))
                 }
             }
+        }
+        if names_here.len() != names.len() {
+            let missing: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !names_here.iter().any(|h| h == n))
+                .collect();
+            return Err(OnlineError::Data(format!(
+                "request '{id}': its stored inputs lack {} that earlier requests hold: the requests cannot form one data set",
+                missing.join(", ")
+            )));
         }
         let r = rows_here.unwrap_or(0);
         for k in 0..r {

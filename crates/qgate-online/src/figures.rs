@@ -16,10 +16,13 @@ use crate::window::Window;
 pub struct Sequential {
     /// The null value θ₀ the p-value tests (0 for differences).
     pub null: f64,
-    /// Always-valid p-value: the smallest 1/Λ over every look so far.
+    /// Always-valid p-value: for rates the smallest 1/Λ over every look so far; for means
+    /// of unbounded values (KL, continuous outcomes) the last look's 1/Λ.
     pub p_value: f64,
-    /// Always-valid (1 − alpha) confidence sequence: the intersection of every look's
-    /// confidence set. ±∞ (null in JSON) before the first look.
+    /// Always-valid (1 − alpha) confidence sequence: for rates the intersection of every
+    /// look's confidence set (clamped to the rate's range); for means of unbounded values
+    /// the last look's set (docs/analyze.md says why). ±∞ (null in JSON) before the first
+    /// look.
     pub interval: [f64; 2],
     /// Looks taken (one per observation after the burn-in).
     pub looks: u64,
@@ -302,8 +305,9 @@ pub struct WindowShadow {
     pub kl_mean: Option<f64>,
     /// Candidate error rate over this window's mirrored copies.
     pub candidate_error_rate: f64,
-    /// The agreement's confidence sequence at the end of the window (cumulative).
-    pub top1_agreement_sequential: Sequential,
+    /// The agreement's confidence sequence at the end of the window (cumulative); null in a
+    /// window without a compared row.
+    pub top1_agreement_sequential: Option<Sequential>,
     /// The mean KL's confidence sequence at the end of the window (cumulative).
     pub kl_mean_sequential: Option<Sequential>,
     /// p99 latency of the paired requests in this window, ms.

@@ -5,7 +5,6 @@ use qgate_core::policy::{Better, Direction, Policy, PolicyFile, Source, ONLINE_K
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::analysis::BURN_IN;
 use crate::figures::{Analysis, Sequential};
 use crate::OnlineError;
 
@@ -113,6 +112,8 @@ pub struct OnlineGate {
 pub(crate) struct Resolved {
     pub policy: Policy,
     pub file: PolicyFile,
+    /// Where the file came from (the source of its `[outcomes.NAME]` limits).
+    origin: String,
 }
 
 impl Resolved {
@@ -120,6 +121,7 @@ impl Resolved {
         Resolved {
             policy: Policy::resolve_online(file, source),
             file: file.clone(),
+            origin: source.to_string(),
         }
     }
 
@@ -152,7 +154,7 @@ impl Resolved {
                 v.push(OnlineThreshold {
                     key: format!("outcomes.{name}.max_drop"),
                     value: d,
-                    source: self.source("max_outcome_drop"),
+                    source: self.origin.clone(),
                 });
             }
         }
@@ -175,9 +177,10 @@ struct Figure {
 }
 
 impl Figure {
-    /// A sequential figure: a figure without spread after the burn-in is judged on its value.
+    /// A sequential figure. An infinite value (a KL of +∞: the candidate gives a class
+    /// probability 0) is its own interval: nothing can bring it back.
     fn seq(observed: f64, s: &Sequential, n: u64) -> Figure {
-        let interval = if s.looks == 0 && n >= BURN_IN && observed.is_finite() {
+        let interval = if observed.is_infinite() {
             [observed, observed]
         } else {
             s.interval
@@ -221,8 +224,20 @@ impl Judge<'_> {
                     Direction::AtMost => (hi <= threshold + tol, lo > threshold + tol),
                     Direction::AtLeast => (lo >= threshold - tol, hi < threshold - tol),
                 };
-                if bad {
+                // A sequence is valid at every sample size, so it may fail early; a
+                // fixed-horizon interval only from `min_requests` on (one cold request must
+                // not fail a canary).
+                let may_fail = f.kind == IntervalKind::Sequential || f.n >= self.min;
+                if bad && may_fail {
                     (OnlineStatus::Fail, Finding::Beyond)
+                } else if bad {
+                    (
+                        OnlineStatus::Inconclusive,
+                        Finding::TooFew {
+                            have: f.n,
+                            need: self.min,
+                        },
+                    )
                 } else if ok && f.n >= self.min {
                     (OnlineStatus::Pass, Finding::Within)
                 } else if ok {
@@ -441,10 +456,7 @@ fn outcome_criteria(a: &Analysis, r: &Resolved, j: &mut Judge<'_>) {
             continue;
         };
         let (key, source) = match own {
-            Some(_) => (
-                format!("outcomes.{}.max_drop", o.name),
-                r.source("max_outcome_drop"),
-            ),
+            Some(_) => (format!("outcomes.{}.max_drop", o.name), r.origin.clone()),
             None => ("max_outcome_drop".to_string(), r.source("max_outcome_drop")),
         };
         let lower_better = o.better == "lower";
@@ -452,11 +464,6 @@ fn outcome_criteria(a: &Analysis, r: &Resolved, j: &mut Judge<'_>) {
         let [lo, hi] = o.sequential.interval;
         let interval = if lower_better { [lo, hi] } else { [-hi, -lo] };
         let n = o.baseline.n.min(o.candidate.n);
-        let interval = if o.sequential.looks == 0 && n >= BURN_IN && o.difference.is_finite() {
-            [sign * o.difference, sign * o.difference]
-        } else {
-            interval
-        };
         j.push(
             &key,
             &format!("outcome:{}", o.name),
@@ -501,7 +508,7 @@ fn outcome_criteria(a: &Analysis, r: &Resolved, j: &mut Judge<'_>) {
                 ),
                 Direction::AtMost,
                 limit,
-                r.source("max_outcome_drop"),
+                r.origin.clone(),
                 no_figure(),
                 Some(format!("no `{name}` outcome arrived for a routed request")),
             );

@@ -110,7 +110,8 @@ pub fn analyze(
     let (arms, srm, error_rate, latency) = match set.arms {
         Some((a, mut s, d, l)) => {
             s.alpha = th.srm_alpha;
-            s.mismatch = s.p_value < th.srm_alpha;
+            // A NaN p (a NaN weight in the log) cannot vouch for the split either.
+            s.mismatch = s.p_value.is_nan() || s.p_value < th.srm_alpha;
             (Some(a), Some(s), Some(d), Some(l))
         }
         None => (None, None, None, None),

@@ -128,7 +128,11 @@ fn rfc3339(s: &str) -> Option<i64> {
     }
     let offset_min = match rest {
         "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+        o if o.len() == 6
+            && o.is_ascii()
+            && (o.starts_with('+') || o.starts_with('-'))
+            && &o[3..4] == ":" =>
+        {
             let sign = if o.starts_with('-') { -1 } else { 1 };
             sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
         }
@@ -183,6 +187,8 @@ mod tests {
         assert_eq!(parse_time("-1h", 10_000_000), Ok(10_000_000 - 3_600_000));
         assert!(parse_time("yesterday", 0).is_err());
         assert!(parse_time("2026-13-01T00:00:00Z", 0).is_err());
+        assert!(parse_time("2026-11-30T04:13:22+0é00", 0).is_err());
+        assert!(parse_time("2026-11-30T04:13:22é", 0).is_err());
     }
 
     #[test]

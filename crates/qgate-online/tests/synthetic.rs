@@ -71,6 +71,27 @@ impl Log {
         id
     }
 
+    /// A routed A/B request at `ts` ms with `outputs` and the time in the model.
+    fn ab_at(&mut self, ts: i64, candidate: bool, outputs: &str, us: i64) -> String {
+        self.seq += 1;
+        let id = format!("r{}", self.seq);
+        self.conn
+            .execute(
+                "INSERT INTO requests (request_id, ts_ms, model, mode, arm, weight, status, outputs, baseline_us, candidate_us)
+                 VALUES (?1, ?2, 'm', 'ab', ?3, 0.5, 200, ?4, ?5, ?6)",
+                rusqlite::params![
+                    id,
+                    ts,
+                    if candidate { "candidate" } else { "baseline" },
+                    outputs,
+                    (!candidate).then_some(us),
+                    candidate.then_some(us)
+                ],
+            )
+            .expect("insert");
+        id
+    }
+
     fn outcome(&mut self, id: &str, name: &str, value: f64) {
         self.conn
             .execute(
@@ -296,4 +317,94 @@ fn the_log_reader_refuses_what_is_not_a_readable_log() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("newer than this qgate reads"), "{e}");
+}
+
+#[test]
+fn time_windows_follow_arrival_not_commit_order() {
+    // Committed out of order (as concurrent requests and replicas commit): arrival times
+    // 0, 65, 5, 70, 10, … ms in windows of 60 ms are two windows of ten, not twenty.
+    let mut log = Log::new();
+    for k in 0..10 {
+        log.ab_at(1_000_000 + k * 5, k % 2 == 0, "", 1000);
+        log.ab_at(1_000_065 + k * 5, k % 2 == 1, "", 1000);
+    }
+    let r = log.run("", Some(Window::Millis(60))).expect("analysis");
+    let w = &r.analysis.windows;
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert_eq!((w[0].requests, w[1].requests), (10, 10));
+    assert!(w[0].end_ms < w[1].start_ms);
+}
+
+#[test]
+fn a_fixed_horizon_latency_limit_never_fails_on_a_handful_of_requests() {
+    let mut log = Log::new();
+    for k in 0..4 {
+        log.ab_at(
+            1_000_000 + k,
+            k % 2 == 1,
+            "",
+            if k % 2 == 1 { 900_000 } else { 1000 },
+        );
+    }
+    let r = log
+        .run("max_p99_ms_increase = 1\n", None)
+        .expect("analysis");
+    let c = r
+        .gate
+        .criteria
+        .iter()
+        .find(|c| c.key == "max_p99_ms_increase")
+        .expect("criterion");
+    assert_eq!(c.status, qgate_online::OnlineStatus::Inconclusive, "{c:#?}");
+}
+
+#[test]
+fn any_posted_label_is_counted_without_sizing_anything_by_it() {
+    let mut log = Log::new();
+    let out = r#"{"y": {"datatype": "FP32", "shape": [1, 3], "top_k": [[2, 0, 1]], "scores": [[3, 2, 1]]}}"#;
+    for k in 0..40 {
+        let id = log.ab_at(1_000_000 + k, k % 2 == 1, out, 1000);
+        log.outcome(&id, "label", if k < 38 { 2.0 } else { 1e12 });
+    }
+    let r = log.run("", None).expect("analysis");
+    let acc = r
+        .analysis
+        .arms
+        .as_ref()
+        .expect("arms")
+        .baseline
+        .accuracy
+        .clone()
+        .expect("labels");
+    // Baseline: 19 of 20 right (the label 1e12 is wrong); macro-F1 over the classes present
+    // (2 and 1e12), as scikit-learn: class 2 F1 = 2·(19/20)·1 / (19/20 + 1), class 1e12 0.
+    assert_eq!((acc.n, acc.accuracy), (20, 0.95));
+    let f1_2 = 2.0 * 0.95 / 1.95;
+    assert!(
+        (acc.macro_f1 - f1_2 / 2.0).abs() < 1e-12,
+        "{}",
+        acc.macro_f1
+    );
+}
+
+#[test]
+fn a_candidate_that_gives_a_class_probability_zero_has_infinite_kl_and_fails() {
+    let mut log = Log::new();
+    let p = |v: &str| format!(r#"{{"p": {{"datatype": "FP32", "shape": [1, 3], "data": [{v}]}}}}"#);
+    let (b, c) = (p("0.5, 0.25, 0.25"), p("1.0, 0.0, 0.0"));
+    for _ in 0..40 {
+        log.shadow(200, "ok", &b, &c);
+    }
+    let r = log
+        .run("max_shadow_kl_mean = 0.5\n", None)
+        .expect("analysis");
+    let s = r.analysis.shadow.as_ref().expect("shadow");
+    assert_eq!(s.output_kind.as_deref(), Some("probs"));
+    assert_eq!(s.kl_mean, Some(f64::INFINITY));
+    assert_eq!(
+        r.gate.verdict,
+        OnlineVerdict::Fail,
+        "{:#?}",
+        r.gate.criteria
+    );
 }

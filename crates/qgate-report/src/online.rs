@@ -638,12 +638,12 @@ fn charts(h: &mut String, r: &OnlineReport) {
     if !shadow.is_empty() {
         let pts: Vec<_> = shadow
             .iter()
-            .map(|(w, s)| {
-                (
+            .filter_map(|(w, s)| {
+                Some((
                     minutes(a, w),
                     s.top1_agreement,
-                    s.top1_agreement_sequential.interval,
-                )
+                    s.top1_agreement_sequential?.interval,
+                ))
             })
             .collect();
         c.push(band_chart(
@@ -791,13 +791,17 @@ fn charts(h: &mut String, r: &OnlineReport) {
                 Some((minutes(a, w), wo.difference, wo.sequential.interval))
             })
             .collect();
+        // A drop limit, drawn on the difference's scale: −max_drop when higher is better.
+        let limit = threshold(r, &format!("outcomes.{}.max_drop", o.name))
+            .or(threshold(r, "max_outcome_drop"))
+            .map(|t| if o.better == "lower" { t } else { -t });
         c.push(band_chart(
             &format!("Outcome `{}`: candidate − baseline per window", o.name),
             x,
             "difference",
             &pts,
             &[],
-            None,
+            limit,
         ));
     }
     let _ = write!(
