@@ -79,6 +79,9 @@ pub mod defaults {
     pub const SHADOW_TIMEOUT_MS: u64 = 30_000;
     pub const STICKY_HEADER: &str = "x-user-id";
     pub const CANARY_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+    pub const CANARY_MIN_REQUESTS: u64 = 200;
+    pub const CANARY_MIN_STEP_SECONDS: f64 = 60.0;
+    pub const CANARY_MAX_HOLDS: u32 = 10;
     pub const LOG_URL: &str = "sqlite://qgate-log.db";
     pub const TOP_K: usize = 5;
     pub const MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -175,6 +178,45 @@ struct RawAb {
 #[serde(deny_unknown_fields)]
 struct RawCanary {
     steps: Option<Vec<f64>>,
+    auto: Option<bool>,
+    policy: Option<String>,
+    min_requests_per_step: Option<u64>,
+    min_step_seconds: Option<f64>,
+    max_holds: Option<u32>,
+    on_max_holds: Option<OnMaxHolds>,
+    decisions_dir: Option<String>,
+    notify_url: Option<String>,
+}
+
+/// What the canary controller does when a step stayed inconclusive `max_holds` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMaxHolds {
+    /// Weight 0 from the next request: no evidence in time is not a pass.
+    Rollback,
+    /// Stay at the step, and hold the ramp for an operator.
+    Hold,
+}
+
+/// `[canary] auto = true`: the controller that promotes, holds or rolls back on the
+/// evidence of `qgate analyze`'s statistics over each step's requests.
+#[derive(Debug, Clone)]
+pub struct CanaryAuto {
+    /// The live-traffic policy each step is judged with (`[canary] policy`, relative to the
+    /// config file; the defaults otherwise).
+    pub policy: qgate_core::policy::PolicyFile,
+    pub policy_source: qgate_core::policy::Source,
+    /// Requests a step needs before it is judged.
+    pub min_requests_per_step: u64,
+    /// Time a step lasts at least.
+    pub min_step: Duration,
+    /// Inconclusive judgements a step may take before `on_max_holds`.
+    pub max_holds: u32,
+    pub on_max_holds: OnMaxHolds,
+    /// Where each decision is written as JSON (relative to the config file).
+    pub decisions_dir: Option<PathBuf>,
+    /// Each decision record is POSTed here.
+    pub notify_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -213,6 +255,8 @@ pub struct SplitConfig {
     pub hash_seed: String,
     /// Canary ramp, percent of users, strictly increasing, each in (0, 100].
     pub canary_steps: Vec<f64>,
+    /// The automatic canary, when `[canary] auto = true`.
+    pub canary_auto: Option<CanaryAuto>,
 }
 
 /// What the gateway does with a request whose record cannot be committed.
@@ -477,7 +521,7 @@ fn model_config(
             m.shadow.timeout_ms,
             defaults::SHADOW_TIMEOUT_MS,
         )?,
-        split: split_config(path, prefix, m.ab, m.canary)?,
+        split: split_config(path, base, prefix, m.ab, m.canary)?,
     })
 }
 
@@ -585,10 +629,12 @@ fn model_tables(path: &Path, raw: &mut RawConfig) -> Result<Vec<(String, RawMode
 
 fn split_config(
     path: &Path,
+    base: &Path,
     prefix: &str,
     ab: RawAb,
-    canary: RawCanary,
+    mut canary: RawCanary,
 ) -> Result<SplitConfig, ServeError> {
+    let canary_auto = canary_auto(path, base, prefix, &mut canary)?;
     let weight = ab.candidate_weight.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&weight) {
         return Err(bad(
@@ -619,7 +665,91 @@ fn split_config(
         sticky_header,
         hash_seed: ab.hash_seed.unwrap_or_else(|| "qgate".into()),
         canary_steps: steps,
+        canary_auto,
     })
+}
+
+/// `[canary]`'s controller keys: all of them only with `auto = true`, each checked.
+fn canary_auto(
+    path: &Path,
+    base: &Path,
+    prefix: &str,
+    c: &mut RawCanary,
+) -> Result<Option<CanaryAuto>, ServeError> {
+    let key = |k: &str| format!("{prefix}canary.{k}");
+    if c.auto != Some(true) {
+        let set = [
+            ("policy", c.policy.is_some()),
+            ("min_requests_per_step", c.min_requests_per_step.is_some()),
+            ("min_step_seconds", c.min_step_seconds.is_some()),
+            ("max_holds", c.max_holds.is_some()),
+            ("on_max_holds", c.on_max_holds.is_some()),
+            ("decisions_dir", c.decisions_dir.is_some()),
+            ("notify_url", c.notify_url.is_some()),
+        ];
+        if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+            return Err(bad(
+                path,
+                &key(k),
+                "is a setting of the automatic canary: set `auto = true` too",
+            ));
+        }
+        return Ok(None);
+    }
+    let (policy, policy_source) = match c.policy.take() {
+        Some(p) => {
+            let file = base.join(&p);
+            let text = read_regular(&file).map_err(|e| bad(path, &key("policy"), e))?;
+            let origin = file.display().to_string();
+            let parsed = qgate_core::policy::PolicyFile::parse(&text, &origin)
+                .map_err(|e| bad(path, &key("policy"), e))?;
+            (parsed, qgate_core::policy::Source::File(origin))
+        }
+        None => (
+            qgate_core::policy::PolicyFile::default(),
+            qgate_core::policy::Source::Default,
+        ),
+    };
+    let min_requests_per_step = c
+        .min_requests_per_step
+        .unwrap_or(defaults::CANARY_MIN_REQUESTS);
+    if min_requests_per_step == 0 {
+        return Err(bad(
+            path,
+            &key("min_requests_per_step"),
+            "must be at least 1: a step without traffic is never promoted",
+        ));
+    }
+    let secs = c
+        .min_step_seconds
+        .unwrap_or(defaults::CANARY_MIN_STEP_SECONDS);
+    if !(0.0..=86_400.0 * 30.0).contains(&secs) {
+        return Err(bad(
+            path,
+            &key("min_step_seconds"),
+            format!("{secs} is not a number of seconds in [0, 2592000]"),
+        ));
+    }
+    let notify_url = c.notify_url.take();
+    if let Some(u) = &notify_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(bad(
+                path,
+                &key("notify_url"),
+                format!("'{u}' is not an http(s):// URL"),
+            ));
+        }
+    }
+    Ok(Some(CanaryAuto {
+        policy,
+        policy_source,
+        min_requests_per_step,
+        min_step: Duration::from_secs_f64(secs),
+        max_holds: c.max_holds.unwrap_or(defaults::CANARY_MAX_HOLDS),
+        on_max_holds: c.on_max_holds.unwrap_or(OnMaxHolds::Rollback),
+        decisions_dir: c.decisions_dir.take().map(|d| base.join(d)),
+        notify_url,
+    }))
 }
 
 fn read_regular(path: &Path) -> Result<String, ServeError> {
@@ -882,6 +1012,12 @@ mod tests {
             ("listen = \"nowhere\"\n", "`listen`"),
             ("[ab]\ncandidate_weight = 1.5\n", "ab.candidate_weight"),
             ("[canary]\nsteps = [5, 1]\n", "canary.steps"),
+            ("[canary]\nmax_holds = 3\n", "canary.max_holds"),
+            ("[canary]\nauto = true\nmin_requests_per_step = 0\n", "canary.min_requests_per_step"),
+            ("[canary]\nauto = true\nmin_step_seconds = -1\n", "canary.min_step_seconds"),
+            ("[canary]\nauto = true\nnotify_url = \"ftp://x\"\n", "canary.notify_url"),
+            ("[canary]\nauto = true\npolicy = \"no-such.toml\"\n", "canary.policy"),
+            ("[canary]\nauto = true\non_max_holds = \"pray\"\n", "on_max_holds"),
             ("[admin]\ntoken_env = \"UNSET\"\n", "UNSET"),
             ("[log]\nurl = \"mysql://x\"\n", "log.url"),
             ("[log]\nurl_env = \"UNSET\"\n", "log.url_env"),

@@ -16,6 +16,7 @@
 //!     sticky_header: "x-user-id".into(),
 //!     hash_seed: "qgate".into(),
 //!     canary_steps: vec![1.0, 100.0],
+//!     canary_auto: None,
 //! };
 //! let state = AdminState::from_config(Mode::Ab, &split);
 //! let (u, _) = sticky_hash("qgate", "alice");
@@ -26,6 +27,7 @@
 pub mod admin;
 pub mod app;
 pub mod backend;
+pub mod canary;
 pub mod config;
 pub mod gateway;
 pub mod grpc;

@@ -134,6 +134,7 @@ mod tests {
             sticky_header: "x-user-id".into(),
             hash_seed: "qgate".into(),
             canary_steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
+            canary_auto: None,
         }
     }
 
