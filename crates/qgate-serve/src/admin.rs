@@ -102,6 +102,9 @@ fn state_json(app: &App, s: &AdminState) -> Value {
         "canary_step": s.canary_step,
         "canary_steps": app.model.split.canary_steps,
         "held": s.held,
+        "step_started_ms": s.step_started_ms,
+        "holds": s.holds,
+        "promoted": s.promoted,
         "weight_in_force": s.weight(&app.model.split),
     })
 }
@@ -230,6 +233,7 @@ async fn mode(
         };
         next.mode = m;
         next.held = false;
+        next.new_step();
         Ok(())
     })
     .await
@@ -295,11 +299,13 @@ async fn canary(
                     Some(_) => return conflict("the ramp is at its last step".into()),
                 };
                 next.held = false;
+                next.new_step();
             }
             "hold" => next.held = true,
             _ => {
                 next.canary_step = None;
                 next.held = false;
+                next.new_step();
             }
         }
         Ok(())

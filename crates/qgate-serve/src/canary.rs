@@ -98,6 +98,225 @@ pub fn decide(
     }
 }
 
+/// The log as `open_log` takes it.
+fn log_spec(target: &crate::config::LogTarget) -> String {
+    match target {
+        crate::config::LogTarget::Sqlite(p) => p.display().to_string(),
+        crate::config::LogTarget::Postgres { url } => url.clone(),
+    }
+}
+
+/// How often the controller looks at an active ramp.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the controller of `app` when its config asks for the automatic canary: every
+/// second it judges the current step (in canary mode, not held, rolled back or complete)
+/// with the same analysis `qgate analyze` runs, on the step's requests, and applies the
+/// decision through the admin compare-and-set, so that of several replicas exactly one
+/// applies each decision.
+pub fn spawn(
+    app: std::sync::Arc<crate::app::App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let auto = app.model.split.canary_auto.clone()?;
+    let spec = log_spec(&app.cfg.log.target);
+    Some(tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(CHECK_EVERY.min(auto.min_step.max(Duration::from_millis(50))));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = check(&app, &auto, &spec).await {
+                tracing::warn!(model = %app.model.name, error = %e, "canary controller");
+            }
+        }
+    }))
+}
+
+/// One check of `app`'s ramp.
+async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(), String> {
+    use crate::config::Mode;
+    let (state, version) = app.versioned_state();
+    let ramp = Ramp {
+        step: state.canary_step,
+        steps: app.model.split.canary_steps.len(),
+        held: state.held,
+        promoted: state.promoted,
+        holds: state.holds,
+    };
+    if state.mode != Mode::Canary || !active(&ramp) {
+        return Ok(());
+    }
+    let now = crate::store::now_ms();
+    let age = Duration::from_millis((now - state.step_started_ms).max(0) as u64);
+    if age < auto.min_step {
+        return Ok(());
+    }
+    let cfg = qgate_online::AnalyzeConfig {
+        model: Some(app.model.name.clone()),
+        since_ms: Some(state.step_started_ms),
+        until_ms: None,
+        window: None,
+        output: None,
+        output_kind: None,
+        policy: auto.policy.clone(),
+        policy_source: auto.policy_source.clone(),
+        top_k: 5,
+        seed: 0,
+        with_inputs: false,
+    };
+    let spec = spec.to_string();
+    let online = tokio::task::spawn_blocking(move || {
+        let mut reader = crate::reader::open_log(&spec).map_err(|e| e.to_string())?;
+        qgate_online::analyze(reader.as_mut(), &cfg, None).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("the analysis panicked: {e}"))??;
+    let routed = online
+        .analysis
+        .arms
+        .as_ref()
+        .map_or(0, |a| a.baseline.requests + a.candidate.requests);
+    let decision = decide(&ramp, auto, age, routed, Some(online.gate.verdict));
+    let mut next = state.clone();
+    let action = match &decision {
+        Decision::Wait(_) => return Ok(()),
+        Decision::Promote(i) => {
+            next.canary_step = Some(*i);
+            next.new_step();
+            // A step of 100 % has no baseline arm left to compare with: reaching it is the
+            // end of the rollout.
+            if app.model.split.canary_steps[*i] >= 100.0 {
+                next.promoted = true;
+                "canary/auto-complete"
+            } else {
+                "canary/auto-promote"
+            }
+        }
+        Decision::Complete => {
+            next.promoted = true;
+            "canary/auto-complete"
+        }
+        Decision::Hold(n) => {
+            next.holds = *n;
+            "canary/auto-hold"
+        }
+        Decision::Rollback(_) => {
+            next.canary_step = None;
+            next.new_step();
+            "canary/auto-rollback"
+        }
+        Decision::HoldForOperator(_) => {
+            next.held = true;
+            "canary/auto-hold-for-operator"
+        }
+    };
+    let record = record(app, &state, &next, &decision, &online, now);
+    let _guard = app.admin_lock.lock().await;
+    if app.versioned_state().1 != version {
+        // An operator or another replica acted meanwhile: judge again at the next check.
+        return Ok(());
+    }
+    let write = crate::store::AdminWrite {
+        model: app.model.name.clone(),
+        action: action.into(),
+        detail: record.to_string(),
+        change: Some((next.clone(), version)),
+    };
+    match app.store.admin(write).await {
+        Ok(v) => app.store.board().put(&app.model.name, next, v),
+        Err(crate::store::AdminRefused::Conflict(now, v)) => {
+            app.store.board().offer(&app.model.name, now, v);
+            return Ok(());
+        }
+        Err(crate::store::AdminRefused::Store(e)) => return Err(format!("not applied: {e}")),
+    }
+    publish(auto, &app.model.name, action, &record).await;
+    Ok(())
+}
+
+/// The decision record: what was judged, on which window, with which figures, tests and
+/// thresholds, what was done and why.
+fn record(
+    app: &crate::app::App,
+    before: &crate::route::AdminState,
+    after: &crate::route::AdminState,
+    decision: &Decision,
+    online: &qgate_online::Online,
+    now: i64,
+) -> serde_json::Value {
+    let split = &app.model.split;
+    let reason = match decision {
+        Decision::Promote(i) => format!(
+            "step {} passed every criterion with evidence: promoted to step {} ({} %)",
+            before.canary_step.map_or(0, |s| s + 1),
+            i + 1,
+            split.canary_steps[*i]
+        ),
+        Decision::Complete => "the last step passed: the rollout is complete".into(),
+        Decision::Hold(n) => format!(
+            "not enough evidence yet: hold {n} of {}",
+            split.canary_auto.as_ref().map_or(0, |a| a.max_holds)
+        ),
+        Decision::Rollback(why) | Decision::HoldForOperator(why) => why.clone(),
+        Decision::Wait(why) => why.clone(),
+    };
+    serde_json::json!({
+        "ts": crate::store::iso_ms(now),
+        "model": app.model.name,
+        "step": before.canary_step,
+        "step_after": after.canary_step,
+        "weight_before": before.weight(split),
+        "weight_after": after.weight(split),
+        "window": {
+            "since": crate::store::iso_ms(before.step_started_ms),
+            "until": crate::store::iso_ms(now),
+        },
+        "verdict": online.gate.verdict,
+        "reason": reason,
+        "requests": online.analysis.requests,
+        "invalid": online.analysis.invalid,
+        "criteria": online.gate.criteria,
+        "thresholds": online.gate.thresholds,
+    })
+}
+
+/// Writes the record into `decisions_dir` and POSTs it to `notify_url`, each best effort
+/// (the decision is in the log already).
+async fn publish(auto: &CanaryAuto, model: &str, action: &str, record: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(record).unwrap_or_default() + "\n";
+    if let Some(dir) = &auto.decisions_dir {
+        let name = format!(
+            "{}-{model}-{}.json",
+            record["ts"].as_str().unwrap_or_default().replace(':', ""),
+            action.rsplit('/').next().unwrap_or(action)
+        );
+        if let Err(e) =
+            std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), &text))
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the decision record");
+        }
+    }
+    if let Some(url) = auto.notify_url.clone() {
+        let _ = tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            if let Err(e) = agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(text)
+            {
+                tracing::warn!(url = %url, error = %e, "cannot notify the decision");
+            }
+        })
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

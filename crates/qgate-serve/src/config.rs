@@ -1013,11 +1013,26 @@ mod tests {
             ("[ab]\ncandidate_weight = 1.5\n", "ab.candidate_weight"),
             ("[canary]\nsteps = [5, 1]\n", "canary.steps"),
             ("[canary]\nmax_holds = 3\n", "canary.max_holds"),
-            ("[canary]\nauto = true\nmin_requests_per_step = 0\n", "canary.min_requests_per_step"),
-            ("[canary]\nauto = true\nmin_step_seconds = -1\n", "canary.min_step_seconds"),
-            ("[canary]\nauto = true\nnotify_url = \"ftp://x\"\n", "canary.notify_url"),
-            ("[canary]\nauto = true\npolicy = \"no-such.toml\"\n", "canary.policy"),
-            ("[canary]\nauto = true\non_max_holds = \"pray\"\n", "on_max_holds"),
+            (
+                "[canary]\nauto = true\nmin_requests_per_step = 0\n",
+                "canary.min_requests_per_step",
+            ),
+            (
+                "[canary]\nauto = true\nmin_step_seconds = -1\n",
+                "canary.min_step_seconds",
+            ),
+            (
+                "[canary]\nauto = true\nnotify_url = \"ftp://x\"\n",
+                "canary.notify_url",
+            ),
+            (
+                "[canary]\nauto = true\npolicy = \"no-such.toml\"\n",
+                "canary.policy",
+            ),
+            (
+                "[canary]\nauto = true\non_max_holds = \"pray\"\n",
+                "on_max_holds",
+            ),
             ("[admin]\ntoken_env = \"UNSET\"\n", "UNSET"),
             ("[log]\nurl = \"mysql://x\"\n", "log.url"),
             ("[log]\nurl_env = \"UNSET\"\n", "log.url_env"),

@@ -369,6 +369,10 @@ impl Gateway {
                 .into_iter()
                 .flat_map(|(m, rx, workers)| shadow::spawn_workers(m, rx, workers))
                 .collect();
+            // The automatic canaries: each stops with the gateway's stop signal.
+            for m in &app.models {
+                let _ = crate::canary::spawn(Arc::clone(m), stop_rx.clone());
+            }
             let running = Running {
                 listener,
                 tls,

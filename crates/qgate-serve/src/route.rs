@@ -51,6 +51,16 @@ pub struct AdminState {
     /// The ramp is held: `advance` is refused until it is released by an `advance` with
     /// `{"force": true}` or a new mode.
     pub held: bool,
+    /// When the current canary step (or mode) began, Unix ms: the automatic canary judges
+    /// the requests from then on. 0 in states written before it was kept.
+    #[serde(default)]
+    pub step_started_ms: i64,
+    /// Inconclusive judgements of the current step (automatic canary).
+    #[serde(default)]
+    pub holds: u32,
+    /// The automatic canary passed its last step: the rollout is complete.
+    #[serde(default)]
+    pub promoted: bool,
 }
 
 impl AdminState {
@@ -61,7 +71,17 @@ impl AdminState {
             candidate_weight: split.candidate_weight,
             canary_step: Some(0),
             held: false,
+            step_started_ms: crate::store::now_ms(),
+            holds: 0,
+            promoted: false,
         }
+    }
+
+    /// A new step (or mode) begins now: its clock, holds and completion start again.
+    pub fn new_step(&mut self) {
+        self.step_started_ms = crate::store::now_ms();
+        self.holds = 0;
+        self.promoted = false;
     }
 
     /// The candidate's share now: 0 in shadow mode (the baseline answers every client).
@@ -147,6 +167,9 @@ mod tests {
                 candidate_weight: w,
                 canary_step: None,
                 held: false,
+                step_started_ms: 0,
+                holds: 0,
+                promoted: false,
             };
             let n = 100_000;
             let hits = (0..n)

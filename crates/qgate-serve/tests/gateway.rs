@@ -133,8 +133,13 @@ fn start(dir: &Path, extra: &str, baseline: Kind, candidate: Kind) -> Run {
     } else {
         "shutdown_grace_ms = 2000\n"
     };
+    let mode = if extra.starts_with("mode =") {
+        ""
+    } else {
+        "mode = \"shadow\"\n"
+    };
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nmodel_name = \"m\"\nmode = \"shadow\"\nbaseline = \"b.onnx\"\n\
+        "listen = \"127.0.0.1:0\"\nmodel_name = \"m\"\n{mode}baseline = \"b.onnx\"\n\
          candidate = \"c.onnx\"\n{grace}{extra}"
     );
     let env = |k: &str| (k == "TOKEN").then(|| TOKEN.to_string());
@@ -2016,5 +2021,97 @@ fn several_models_are_served_routed_administered_and_logged_apart() {
     assert_eq!(
         column(&db, "SELECT model FROM model_state ORDER BY model"),
         vec!["digits".to_string(), "text".to_string()]
+    );
+}
+
+/// `n` requests from distinct users (both arms get traffic at a 50 % step).
+fn traffic(a: &ureq::Agent, run: &Run, from: usize, n: usize) {
+    for u in from..from + n {
+        let _ = post(
+            a,
+            &infer_url(run),
+            &[("x-user-id", &format!("user-{u}"))],
+            &json_request(None, &sample(u, 1)),
+        );
+    }
+}
+
+fn state(a: &ureq::Agent, run: &Run) -> Value {
+    serde_json::from_str(&get_text(a, &format!("{}/admin/state", run.base), true)).expect("json")
+}
+
+fn canary_config(dir: &Path, policy: &str) -> String {
+    std::fs::write(dir.join("canary.toml"), policy).expect("policy");
+    "mode = \"canary\"\n[admin]\ntoken_env = \"TOKEN\"\n[canary]\nsteps = [25, 50, 100]\nauto = true\n\
+     policy = \"canary.toml\"\nmin_requests_per_step = 60\nmin_step_seconds = 0.2\n\
+     decisions_dir = \"decisions\"\n"
+        .to_string()
+}
+
+#[test]
+fn an_automatic_canary_rolls_back_a_candidate_that_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = canary_config(dir.path(), "min_requests = 30\n");
+    let run = start(dir.path(), &cfg, Kind::Healthy(1.0), Kind::Errors);
+    let a = agent();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut from = 0;
+    while state(&a, &run)["canary_step"] != Value::Null {
+        assert!(std::time::Instant::now() < deadline, "{}", state(&a, &run));
+        traffic(&a, &run, from, 50);
+        from += 50;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let actions = column(
+        &run.db,
+        "SELECT action FROM admin_actions WHERE action LIKE 'canary/auto%'",
+    );
+    // Holds while the evidence gathers, then the rollback; never a promotion.
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("canary/auto-rollback"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().all(|a| a != "canary/auto-promote"),
+        "{actions:?}"
+    );
+    let detail: Value = serde_json::from_str(
+        &column(
+            &run.db,
+            "SELECT detail FROM admin_actions WHERE action = 'canary/auto-rollback'",
+        )[0],
+    )
+    .expect("json");
+    assert_eq!(detail["verdict"], "fail");
+    assert_eq!(detail["weight_after"], 0.0);
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("decisions"))
+        .expect("decisions")
+        .collect();
+    assert_eq!(files.len(), actions.len());
+}
+
+#[test]
+fn an_automatic_canary_promotes_an_equal_candidate_to_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = canary_config(
+        dir.path(),
+        "min_requests = 30\nmax_error_rate_increase = 0.05\n",
+    );
+    let run = start(dir.path(), &cfg, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut from = 0;
+    while state(&a, &run)["promoted"] != Value::Bool(true) {
+        assert!(std::time::Instant::now() < deadline, "{}", state(&a, &run));
+        traffic(&a, &run, from, 50);
+        from += 50;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let actions = column(&run.db, "SELECT action FROM admin_actions WHERE action LIKE 'canary/auto%' AND action <> 'canary/auto-hold'");
+    assert_eq!(
+        actions,
+        ["canary/auto-promote", "canary/auto-complete"],
+        "{actions:?}"
     );
 }
