@@ -313,6 +313,22 @@ async fn canary(
     .await
 }
 
+/// `GET /v2/models/{name}/analysis` (admin token): the current step's analysis.
+pub async fn analysis(
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
+    headers: HeaderMap,
+) -> Response {
+    let app = match target(&apps, &p, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match crate::canary::current(&app).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => v2_error(StatusCode::SERVICE_UNAVAILABLE, format!("no analysis: {e}")),
+    }
+}
+
 /// `POST /v2/models/{name}/outcome` with `{"request_id", "name", "value"}`.
 pub async fn outcome(
     State(apps): State<Arc<Apps>>,

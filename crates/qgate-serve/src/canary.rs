@@ -135,6 +135,60 @@ pub fn spawn(
     }))
 }
 
+/// `qgate analyze`'s analysis of `app`'s requests since `since_ms`, with the canary's
+/// policy (the defaults without `[canary] auto`), on a blocking thread.
+pub async fn analyse(
+    app: &crate::app::App,
+    spec: &str,
+    since_ms: i64,
+) -> Result<qgate_online::Online, String> {
+    let (policy, policy_source) = match &app.model.split.canary_auto {
+        Some(a) => (a.policy.clone(), a.policy_source.clone()),
+        None => (Default::default(), qgate_core::policy::Source::Default),
+    };
+    let cfg = qgate_online::AnalyzeConfig {
+        model: Some(app.model.name.clone()),
+        since_ms: Some(since_ms),
+        until_ms: None,
+        window: None,
+        output: None,
+        output_kind: None,
+        policy,
+        policy_source,
+        top_k: 5,
+        seed: 0,
+        with_inputs: false,
+    };
+    let spec = spec.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = crate::reader::open_log(&spec).map_err(|e| e.to_string())?;
+        qgate_online::analyze(reader.as_mut(), &cfg, None).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("the analysis panicked: {e}"))?
+}
+
+/// `GET /v2/models/{name}/analysis`: the analysis of the current step (or mode) as JSON —
+/// `verdict` first, for rollout tools' web metric providers (Argo Rollouts, Flagger).
+pub async fn current(app: &crate::app::App) -> Result<serde_json::Value, String> {
+    let (state, _) = app.versioned_state();
+    let spec = log_spec(&app.cfg.log.target);
+    let online = analyse(app, &spec, state.step_started_ms).await?;
+    Ok(serde_json::json!({
+        "model": app.model.name,
+        "mode": state.mode.as_str(),
+        "canary_step": state.canary_step,
+        "weight": state.weight(&app.model.split),
+        "promoted": state.promoted,
+        "since": crate::store::iso_ms(state.step_started_ms),
+        "verdict": online.gate.verdict,
+        "requests": online.analysis.requests,
+        "invalid": online.analysis.invalid,
+        "criteria": online.gate.criteria,
+        "analysis": online.analysis,
+    }))
+}
+
 /// One check of `app`'s ramp.
 async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(), String> {
     use crate::config::Mode;
@@ -154,26 +208,7 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
     if age < auto.min_step {
         return Ok(());
     }
-    let cfg = qgate_online::AnalyzeConfig {
-        model: Some(app.model.name.clone()),
-        since_ms: Some(state.step_started_ms),
-        until_ms: None,
-        window: None,
-        output: None,
-        output_kind: None,
-        policy: auto.policy.clone(),
-        policy_source: auto.policy_source.clone(),
-        top_k: 5,
-        seed: 0,
-        with_inputs: false,
-    };
-    let spec = spec.to_string();
-    let online = tokio::task::spawn_blocking(move || {
-        let mut reader = crate::reader::open_log(&spec).map_err(|e| e.to_string())?;
-        qgate_online::analyze(reader.as_mut(), &cfg, None).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| format!("the analysis panicked: {e}"))??;
+    let online = analyse(app, spec, state.step_started_ms).await?;
     let routed = online
         .analysis
         .arms

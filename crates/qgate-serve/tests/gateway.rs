@@ -2089,6 +2089,17 @@ fn an_automatic_canary_rolls_back_a_candidate_that_errors() {
         .expect("decisions")
         .collect();
     assert_eq!(files.len(), actions.len());
+    // A restart resumes at the recorded state and never re-promotes it.
+    drop(run);
+    let run = start(dir.path(), &cfg, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    traffic(&a, &run, from, 400);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(state(&a, &run)["canary_step"], Value::Null);
+    let after = column(
+        &run.db,
+        "SELECT action FROM admin_actions WHERE action LIKE 'canary/auto%'",
+    );
+    assert_eq!(after, actions);
 }
 
 #[test]
@@ -2114,4 +2125,33 @@ fn an_automatic_canary_promotes_an_equal_candidate_to_the_end() {
         ["canary/auto-promote", "canary/auto-complete"],
         "{actions:?}"
     );
+}
+
+#[test]
+fn an_automatic_canary_without_traffic_never_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = canary_config(dir.path(), "min_requests = 30\n");
+    let run = start(dir.path(), &cfg, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = state(&a, &run);
+    assert_eq!(
+        (s["canary_step"].as_u64(), s["holds"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert!(column(
+        &run.db,
+        "SELECT action FROM admin_actions WHERE action LIKE 'canary/auto%'"
+    )
+    .is_empty());
+    // The analysis endpoint says why: no requests in the step.
+    let v: Value = serde_json::from_str(&get_text(
+        &a,
+        &format!("{}/v2/models/m/analysis", run.base),
+        true,
+    ))
+    .expect("json");
+    assert_eq!(v["verdict"], "invalid", "{v}");
+    assert_eq!(v["requests"], 0);
 }
