@@ -204,7 +204,9 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
         return Ok(());
     }
     let now = crate::store::now_ms();
-    let age = Duration::from_millis((now - state.step_started_ms).max(0) as u64);
+    // After a hold, the next judgement waits for another step's time and traffic.
+    let since = state.step_started_ms.max(state.held_at_ms);
+    let age = Duration::from_millis((now - since).max(0) as u64);
     if age < auto.min_step {
         return Ok(());
     }
@@ -214,7 +216,8 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
         .arms
         .as_ref()
         .map_or(0, |a| a.baseline.requests + a.candidate.requests);
-    let decision = decide(&ramp, auto, age, routed, Some(online.gate.verdict));
+    let new_requests = routed.saturating_sub(state.held_at_requests);
+    let decision = decide(&ramp, auto, age, new_requests, Some(online.gate.verdict));
     let mut next = state.clone();
     let action = match &decision {
         Decision::Wait(_) => return Ok(()),
@@ -236,6 +239,8 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
         }
         Decision::Hold(n) => {
             next.holds = *n;
+            next.held_at_ms = now;
+            next.held_at_requests = routed;
             "canary/auto-hold"
         }
         Decision::Rollback(_) => {

@@ -61,6 +61,13 @@ pub struct AdminState {
     /// The automatic canary passed its last step: the rollout is complete.
     #[serde(default)]
     pub promoted: bool,
+    /// When the current step was last judged inconclusive (a hold), and how many routed
+    /// requests it had then: the next judgement waits for another `min_step_seconds` and
+    /// `min_requests_per_step` of new requests.
+    #[serde(default)]
+    pub held_at_ms: i64,
+    #[serde(default)]
+    pub held_at_requests: u64,
 }
 
 impl AdminState {
@@ -74,6 +81,8 @@ impl AdminState {
             step_started_ms: crate::store::now_ms(),
             holds: 0,
             promoted: false,
+            held_at_ms: 0,
+            held_at_requests: 0,
         }
     }
 
@@ -82,6 +91,8 @@ impl AdminState {
         self.step_started_ms = crate::store::now_ms();
         self.holds = 0;
         self.promoted = false;
+        self.held_at_ms = 0;
+        self.held_at_requests = 0;
     }
 
     /// The candidate's share now: 0 in shadow mode (the baseline answers every client).
@@ -170,6 +181,8 @@ mod tests {
                 step_started_ms: 0,
                 holds: 0,
                 promoted: false,
+                held_at_ms: 0,
+                held_at_requests: 0,
             };
             let n = 100_000;
             let hits = (0..n)

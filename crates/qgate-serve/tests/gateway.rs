@@ -66,6 +66,9 @@ enum Kind {
     Reversed(f32),
     /// Panics on a batch of exactly 3 rows.
     PanicsOnThree,
+    /// Fails this percentage of inputs (chosen by the input's bits: the same input always
+    /// fails or always answers).
+    FailsPercent(u32),
 }
 
 fn model(kind: Kind) -> Factory {
@@ -85,6 +88,23 @@ fn model(kind: Kind) -> Factory {
                 Kind::PanicsOnThree if inputs[0].shape[0] == 3 => panic!("three rows"),
                 Kind::PanicsOnThree => Ok(forward(&inputs[0], 1.0)),
                 Kind::Healthy(scale) => Ok(forward(&inputs[0], scale)),
+                Kind::FailsPercent(p) => {
+                    let bits = inputs[0]
+                        .to_f32()
+                        .unwrap_or_default()
+                        .iter()
+                        .fold(0u64, |h, v| {
+                            h.wrapping_mul(31).wrapping_add(u64::from(v.to_bits()))
+                        });
+                    if (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 100 < u64::from(p) {
+                        Err(RuntimeError::Remote {
+                            url: "mock".into(),
+                            message: "a transient failure".into(),
+                        })
+                    } else {
+                        Ok(forward(&inputs[0], 1.0))
+                    }
+                }
                 Kind::Errors => Err(RuntimeError::Remote {
                     url: "mock".into(),
                     message: "the candidate broke".into(),
@@ -2154,4 +2174,45 @@ fn an_automatic_canary_without_traffic_never_moves() {
     .expect("json");
     assert_eq!(v["verdict"], "invalid", "{v}");
     assert_eq!(v["requests"], 0);
+}
+
+#[test]
+fn a_candidate_with_five_points_more_errors_is_rolled_back_by_the_second_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("canary.toml"), "min_requests = 30\n").expect("policy");
+    let cfg = "mode = \"canary\"\n[admin]\ntoken_env = \"TOKEN\"\n[canary]\nsteps = [10, 25, 50, 100]\n\
+               auto = true\npolicy = \"canary.toml\"\nmin_requests_per_step = 100\nmin_step_seconds = 0.2\n\
+               max_holds = 60\n";
+    let run = start(dir.path(), cfg, Kind::Healthy(1.0), Kind::FailsPercent(5));
+    let a = agent();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut from, mut highest) = (0, 0);
+    loop {
+        let s = state(&a, &run);
+        if s["canary_step"] == Value::Null {
+            break;
+        }
+        highest = highest.max(s["canary_step"].as_u64().unwrap_or(0));
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        traffic(&a, &run, from, 100);
+        from += 100;
+    }
+    // Steps are 0-based: rolled back at the first or the second step, never promoted past it.
+    assert!(highest <= 1, "reached step {}", highest + 1);
+    let detail: Value = serde_json::from_str(
+        &column(
+            &run.db,
+            "SELECT detail FROM admin_actions WHERE action = 'canary/auto-rollback'",
+        )[0],
+    )
+    .expect("json");
+    assert_eq!(detail["verdict"], "fail", "{detail}");
+    let crit = detail["criteria"]
+        .as_array()
+        .expect("criteria")
+        .iter()
+        .find(|c| c["key"] == "max_error_rate_increase")
+        .expect("criterion")
+        .clone();
+    assert_eq!(crit["status"], "fail", "{crit}");
 }
