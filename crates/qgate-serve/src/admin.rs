@@ -329,6 +329,35 @@ pub async fn analysis(
     }
 }
 
+/// `POST /v2/models/{name}/analysis`: the same analysis as a gate for webhooks (Flagger):
+/// 200 when the verdict is `pass`, 409 otherwise. The admin token may come in the
+/// `Authorization` header or, as Flagger sends its webhook metadata, in the body's
+/// `metadata.authorization` (`"Bearer …"`).
+pub async fn analysis_gate(
+    State(apps): State<Arc<Apps>>,
+    Path(p): Params,
+    mut headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let meta = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["metadata"]["authorization"].as_str().map(str::to_string));
+    if let (None, Some(auth)) = (headers.get("authorization"), meta) {
+        if let Ok(v) = auth.parse() {
+            headers.insert("authorization", v);
+        }
+    }
+    let app = match target(&apps, &p, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match crate::canary::current(&app).await {
+        Ok(v) if v["verdict"] == "pass" => axum::Json(v).into_response(),
+        Ok(v) => (StatusCode::CONFLICT, axum::Json(v)).into_response(),
+        Err(e) => v2_error(StatusCode::SERVICE_UNAVAILABLE, format!("no analysis: {e}")),
+    }
+}
+
 /// `POST /v2/models/{name}/outcome` with `{"request_id", "name", "value"}`.
 pub async fn outcome(
     State(apps): State<Arc<Apps>>,

@@ -217,7 +217,10 @@ pub fn router(app: Arc<Apps>) -> Router {
     let mtls = app.cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     let guarded = Router::new()
         .route("/v2/models/{name}/outcome", post(crate::admin::outcome))
-        .route("/v2/models/{name}/analysis", get(crate::admin::analysis))
+        .route(
+            "/v2/models/{name}/analysis",
+            get(crate::admin::analysis).post(crate::admin::analysis_gate),
+        )
         .merge(crate::admin::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             mtls,

@@ -2216,3 +2216,68 @@ fn a_candidate_with_five_points_more_errors_is_rolled_back_by_the_second_step() 
         .clone();
     assert_eq!(crit["status"], "fail", "{crit}");
 }
+
+/// Argo Rollouts' conditions in deploy/rollouts/argo-analysis-template.yaml, evaluated on
+/// `result` for the forms they use: `result.PATH == "STRING"` joined by `||` or `&&`.
+fn argo_condition(template: &str, key: &str, result: &Value) -> bool {
+    let line = template
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in the template"))
+        .trim();
+    let term = |t: &str| {
+        let (path, want) = t.split_once("==").expect("a comparison");
+        let path = path.trim().strip_prefix("result.").expect("result.PATH");
+        let got = path.split('.').fold(result, |v, k| &v[k]);
+        got.as_str() == Some(want.trim().trim_matches('"'))
+    };
+    line.split("||")
+        .any(|alt| alt.split("&&").all(|t| term(t.trim())))
+}
+
+#[test]
+fn the_analysis_endpoint_serves_argo_rollouts_and_flagger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("canary.toml"),
+        "min_requests = 30\nmax_error_rate_increase = 0.05\n",
+    )
+    .expect("policy");
+    // The controller waits an hour: the endpoint is read as a rollout tool reads it.
+    let cfg = "mode = \"canary\"\n[admin]\ntoken_env = \"TOKEN\"\n[canary]\nsteps = [50, 100]\n\
+               auto = true\npolicy = \"canary.toml\"\nmin_step_seconds = 3600\n";
+    let run = start(dir.path(), cfg, Kind::Healthy(1.0), Kind::Healthy(1.0));
+    let a = agent();
+    let url = format!("{}/v2/models/m/analysis", run.base);
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/rollouts/argo-analysis-template.yaml"),
+    )
+    .expect("template");
+    // No traffic yet: invalid, which the template's failureCondition catches; Flagger's
+    // webhook (token in the body's metadata, as Flagger sends it) gets 409.
+    let empty: Value = serde_json::from_str(&get_text(&a, &url, true)).expect("json");
+    assert_eq!(empty["verdict"], "invalid");
+    assert!(argo_condition(&template, "failureCondition", &empty));
+    let flagger = |a: &ureq::Agent| {
+        post(
+            a,
+            &url,
+            &[],
+            format!(
+                "{{\"name\": \"digits\", \"metadata\": {{\"authorization\": \"Bearer {TOKEN}\"}}}}"
+            )
+            .as_bytes(),
+        )
+        .status
+    };
+    assert_eq!(flagger(&a), 409);
+    traffic(&a, &run, 0, 1500);
+    let v: Value = serde_json::from_str(&get_text(&a, &url, true)).expect("json");
+    assert_eq!(v["verdict"], "pass", "{v}");
+    assert!(argo_condition(&template, "successCondition", &v));
+    assert!(!argo_condition(&template, "failureCondition", &v));
+    assert_eq!(flagger(&a), 200);
+    // Without the token: 401.
+    assert_eq!(post(&a, &url, &[], b"{}").status, 401);
+}
