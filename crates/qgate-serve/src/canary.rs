@@ -253,7 +253,7 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
             "canary/auto-hold-for-operator"
         }
     };
-    let record = record(app, &state, &next, &decision, &online, now);
+    let record = record(app, action, &state, &next, &decision, &online, now);
     let _guard = app.admin_lock.lock().await;
     if app.versioned_state().1 != version {
         // An operator or another replica acted meanwhile: judge again at the next check.
@@ -281,6 +281,7 @@ async fn check(app: &crate::app::App, auto: &CanaryAuto, spec: &str) -> Result<(
 /// thresholds, what was done and why.
 fn record(
     app: &crate::app::App,
+    action: &str,
     before: &crate::route::AdminState,
     after: &crate::route::AdminState,
     decision: &Decision,
@@ -306,6 +307,7 @@ fn record(
     serde_json::json!({
         "ts": crate::store::iso_ms(now),
         "model": app.model.name,
+        "action": action,
         "step": before.canary_step,
         "step_after": after.canary_step,
         "weight_before": before.weight(split),

@@ -2281,3 +2281,77 @@ fn the_analysis_endpoint_serves_argo_rollouts_and_flagger() {
     // Without the token: 401.
     assert_eq!(post(&a, &url, &[], b"{}").status, 401);
 }
+
+/// A webhook receiver on a free port: the bodies POSTed to it.
+fn hook() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut r = BufReader::new(stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    sink.lock().expect("lock").push(v);
+                }
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn each_automatic_decision_is_posted_to_the_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, got) = hook();
+    let cfg =
+        canary_config(dir.path(), "min_requests = 30\n") + &format!("notify_url = \"{url}\"\n");
+    let run = start(dir.path(), &cfg, Kind::Healthy(1.0), Kind::Errors);
+    let a = agent();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut from = 0;
+    while state(&a, &run)["canary_step"] != Value::Null {
+        assert!(std::time::Instant::now() < deadline);
+        traffic(&a, &run, from, 50);
+        from += 50;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wait = std::time::Instant::now() + Duration::from_secs(10);
+    while got
+        .lock()
+        .expect("lock")
+        .iter()
+        .all(|v| v["action"] != "canary/auto-rollback")
+    {
+        assert!(
+            std::time::Instant::now() < wait,
+            "{:?}",
+            got.lock().expect("lock")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let posted = got.lock().expect("lock").clone();
+    let logged = column(
+        &run.db,
+        "SELECT detail FROM admin_actions WHERE action LIKE 'canary/auto%'",
+    );
+    assert_eq!(posted.len(), logged.len());
+    let last: Value = serde_json::from_str(logged.last().expect("a decision")).expect("json");
+    assert_eq!(posted.last(), Some(&last));
+}
