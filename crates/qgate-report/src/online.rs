@@ -874,3 +874,57 @@ fn junit(r: &OnlineReport) -> String {
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
 }
+
+/// What the automatic canary did, for its decision record's sentence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CanaryAction {
+    /// To the next step (1-based) at this weight (percent).
+    Promote { to: usize, percent: f64 },
+    /// The rollout is complete.
+    Complete,
+    /// Inconclusive: hold `hold` of `max`.
+    Hold { hold: u32, max: u32 },
+    /// Weight 0 from the next request.
+    Rollback,
+    /// Held for an operator after `max` holds.
+    HoldForOperator { max: u32 },
+}
+
+/// The one-sentence reason of a canary decision at `step` (1-based, `percent` of users),
+/// from the gate that decided it.
+pub fn decision_reason(
+    action: CanaryAction,
+    step: usize,
+    percent: f64,
+    gate: &OnlineGate,
+    invalid: &[String],
+    requests: u64,
+) -> String {
+    let at = format!("step {step} ({} %)", num(percent));
+    let first = |s: OnlineStatus| gate.criteria.iter().find(|c| c.status == s);
+    let why_not = || match (invalid.first(), first(OnlineStatus::Fail)) {
+        (Some(i), _) => format!("the data is invalid — {i}"),
+        (None, Some(c)) => format!("`{}` failed — {}", c.key, criterion_sentence(c)),
+        (None, None) => match first(OnlineStatus::Inconclusive) {
+            Some(c) => format!("`{}` is inconclusive — {}", c.key, criterion_sentence(c)),
+            None => "no criterion applies".into(),
+        },
+    };
+    match action {
+        CanaryAction::Promote { to, percent: p } => format!(
+            "Promoted from {at} to step {to} ({} %): every criterion met with evidence over {requests} requests.",
+            num(p)
+        ),
+        CanaryAction::Complete => format!(
+            "Completed at {at}: every criterion met with evidence over {requests} requests; the candidate keeps serving."
+        ),
+        CanaryAction::Hold { hold, max } => {
+            format!("Held at {at} (hold {hold} of {max}): {}.", why_not())
+        }
+        CanaryAction::Rollback => format!("Rolled back at {at}: {}.", why_not()),
+        CanaryAction::HoldForOperator { max } => format!(
+            "Held at {at} for an operator after {max} inconclusive judgements: {}.",
+            why_not()
+        ),
+    }
+}

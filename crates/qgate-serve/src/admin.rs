@@ -174,6 +174,22 @@ async fn apply(
             )
         }
     }
+    // With the automatic canary, an operator's action is a decision record too.
+    if let Some(auto) = &app.model.split.canary_auto {
+        let record = json!({
+            "ts": crate::store::iso_ms(crate::store::now_ms()),
+            "model": app.model.name,
+            "action": format!("admin/{action}"),
+            "by": "admin",
+            "detail": detail,
+            "weight_before": before.weight(&app.model.split),
+            "weight_after": next.weight(&app.model.split),
+            "step": before.canary_step,
+            "step_after": next.canary_step,
+            "reason": format!("An operator called {action}."),
+        });
+        crate::canary::publish(auto, &app.model.name, action, &record).await;
+    }
     tracing::info!(
         action,
         detail = %detail,

@@ -289,21 +289,26 @@ fn record(
     now: i64,
 ) -> serde_json::Value {
     let split = &app.model.split;
-    let reason = match decision {
-        Decision::Promote(i) => format!(
-            "step {} passed every criterion with evidence: promoted to step {} ({} %)",
-            before.canary_step.map_or(0, |s| s + 1),
-            i + 1,
-            split.canary_steps[*i]
-        ),
-        Decision::Complete => "the last step passed: the rollout is complete".into(),
-        Decision::Hold(n) => format!(
-            "not enough evidence yet: hold {n} of {}",
-            split.canary_auto.as_ref().map_or(0, |a| a.max_holds)
-        ),
-        Decision::Rollback(why) | Decision::HoldForOperator(why) => why.clone(),
-        Decision::Wait(why) => why.clone(),
+    let max = split.canary_auto.as_ref().map_or(0, |a| a.max_holds);
+    let action_kind = match decision {
+        Decision::Promote(i) => qgate_report::CanaryAction::Promote {
+            to: i + 1,
+            percent: split.canary_steps[*i],
+        },
+        Decision::Complete => qgate_report::CanaryAction::Complete,
+        Decision::Hold(n) => qgate_report::CanaryAction::Hold { hold: *n, max },
+        Decision::HoldForOperator(_) => qgate_report::CanaryAction::HoldForOperator { max },
+        Decision::Rollback(_) | Decision::Wait(_) => qgate_report::CanaryAction::Rollback,
     };
+    let step = before.canary_step.unwrap_or(0);
+    let reason = qgate_report::decision_reason(
+        action_kind,
+        step + 1,
+        split.canary_steps.get(step).copied().unwrap_or(0.0),
+        &online.gate,
+        &online.analysis.invalid,
+        online.analysis.requests,
+    );
     serde_json::json!({
         "ts": crate::store::iso_ms(now),
         "model": app.model.name,
@@ -327,13 +332,18 @@ fn record(
 
 /// Writes the record into `decisions_dir` and POSTs it to `notify_url`, each best effort
 /// (the decision is in the log already).
-async fn publish(auto: &CanaryAuto, model: &str, action: &str, record: &serde_json::Value) {
+pub(crate) async fn publish(
+    auto: &CanaryAuto,
+    model: &str,
+    action: &str,
+    record: &serde_json::Value,
+) {
     let text = serde_json::to_string_pretty(record).unwrap_or_default() + "\n";
     if let Some(dir) = &auto.decisions_dir {
         let name = format!(
             "{}-{model}-{}.json",
             record["ts"].as_str().unwrap_or_default().replace(':', ""),
-            action.rsplit('/').next().unwrap_or(action)
+            action.replace('/', "-")
         );
         if let Err(e) =
             std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&name), &text))

@@ -2105,6 +2105,11 @@ fn an_automatic_canary_rolls_back_a_candidate_that_errors() {
     .expect("json");
     assert_eq!(detail["verdict"], "fail");
     assert_eq!(detail["weight_after"], 0.0);
+    let reason = detail["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("Rolled back at step") && reason.contains("max_error_rate_increase"),
+        "{reason}"
+    );
     let files: Vec<_> = std::fs::read_dir(dir.path().join("decisions"))
         .expect("decisions")
         .collect();
@@ -2174,6 +2179,14 @@ fn an_automatic_canary_without_traffic_never_moves() {
     .expect("json");
     assert_eq!(v["verdict"], "invalid", "{v}");
     assert_eq!(v["requests"], 0);
+    // An operator's action is a decision record too.
+    assert_eq!(admin(&a, &run, "canary/hold", "").status, 200);
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("decisions"))
+        .expect("decisions")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].ends_with("-m-canary-hold.json"), "{files:?}");
 }
 
 #[test]
