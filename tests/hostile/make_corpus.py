@@ -770,6 +770,9 @@ CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NO
    shadow_outputs TEXT, baseline_us INTEGER, candidate_us INTEGER, shadow_us INTEGER, inputs TEXT);
 CREATE TABLE outcomes (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
    ts_ms INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+CREATE TABLE admin_actions (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL DEFAULT '',
+   ts_ms INTEGER NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, state TEXT NOT NULL DEFAULT '',
+   model TEXT, replica TEXT);
 """
 
 

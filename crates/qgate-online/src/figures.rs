@@ -359,6 +359,24 @@ pub struct WindowFigures {
     pub outcomes: Vec<WindowOutcome>,
 }
 
+/// An operator's action or an automatic decision in the window: the canary's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct DecisionMark {
+    pub ts: String,
+    pub ts_ms: i64,
+    /// `canary/auto-promote`, `canary/auto-rollback`, … (the controller) or `mode`,
+    /// `weights`, `canary/advance`, … (an operator).
+    pub action: String,
+    /// `controller` or `operator`.
+    pub by: String,
+    /// The decision record's sentence (the controller's decisions).
+    pub reason: Option<String>,
+    /// The verdict it acted on.
+    pub verdict: Option<String>,
+    /// The candidate's weight after it.
+    pub weight_after: Option<f64>,
+}
+
 /// The statistics' settings in force.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Settings {
@@ -399,6 +417,8 @@ pub struct Analysis {
     pub latency: Option<LatencyDifference>,
     pub outcomes: Vec<Outcome>,
     pub windows: Vec<WindowFigures>,
+    /// Admin actions and automatic canary decisions in the window, in order.
+    pub decisions: Vec<DecisionMark>,
     /// Why the data cannot be judged (SRM, no data, every request errored, a side without
     /// data); empty when valid.
     pub invalid: Vec<String>,

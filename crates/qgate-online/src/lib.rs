@@ -88,6 +88,23 @@ pub fn analyze(
         with_inputs: cfg.with_inputs || export.is_some(),
     };
     let collected = analysis::collect(reader, &q, cfg)?;
+    let mut decisions = Vec::new();
+    reader.actions(&q, &mut |a| {
+        let detail: serde_json::Value = serde_json::from_str(&a.detail).unwrap_or_default();
+        let auto = a.action.starts_with("canary/auto");
+        decisions.push(DecisionMark {
+            ts: window::format_ms(a.ts_ms),
+            ts_ms: a.ts_ms,
+            by: if auto { "controller" } else { "operator" }.into(),
+            reason: auto
+                .then(|| detail["reason"].as_str().map(str::to_string))
+                .flatten(),
+            verdict: detail["verdict"].as_str().map(str::to_string),
+            weight_after: detail["weight_after"].as_f64(),
+            action: a.action,
+        });
+        Ok(())
+    })?;
     let resolved = judge::Resolved::new(&cfg.policy, &cfg.policy_source);
     let get = |k: &str, d: f64| resolved.get(k).unwrap_or(d);
     let stat = analysis::Stat {
@@ -145,6 +162,7 @@ pub fn analyze(
         latency,
         outcomes: set.outcomes,
         windows,
+        decisions,
         invalid: Vec::new(),
         notes,
     };

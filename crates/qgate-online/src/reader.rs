@@ -55,6 +55,15 @@ pub struct OutcomeRow {
     pub ts_ms: i64,
 }
 
+/// One admin action (an operator's or the automatic canary's decision).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub ts_ms: i64,
+    pub action: String,
+    /// The call's JSON body, or the controller's decision record.
+    pub detail: String,
+}
+
 /// A read-only view of a gateway log.
 pub trait LogReader {
     /// The log, for reports (a PostgreSQL password is hidden).
@@ -68,6 +77,13 @@ pub trait LogReader {
         &mut self,
         q: &Query,
         visit: &mut dyn FnMut(RequestRow) -> Result<(), OnlineError>,
+    ) -> Result<(), OnlineError>;
+    /// The admin actions on `q`'s model in `q`'s window, in order (a schema-1 log does not
+    /// name the model of an action: all of them).
+    fn actions(
+        &mut self,
+        q: &Query,
+        visit: &mut dyn FnMut(ActionRow) -> Result<(), OnlineError>,
     ) -> Result<(), OnlineError>;
     /// The outcomes of the requests `q` selects (whenever the outcome arrived), in arrival
     /// order: a later value of the same name for the same request replaces an earlier one.
@@ -163,6 +179,48 @@ pub fn queries(
         ),
         params,
     )
+}
+
+/// The admin actions' SQL of a [`Query`] (see [`queries`]); `by_model` is false for a
+/// schema-1 log, whose actions name no model.
+pub fn actions_query(
+    q: &Query,
+    by_model: bool,
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<SqlParam>) {
+    let mut w = vec![];
+    let mut params = vec![];
+    if by_model {
+        params.push(SqlParam::Text(q.model.clone()));
+        w.push(format!("model = {}", placeholder(1)));
+    }
+    for (bound, op) in [(q.since_ms, ">="), (q.until_ms, "<")] {
+        if let Some(t) = bound {
+            params.push(SqlParam::Int(t));
+            w.push(format!("ts_ms {op} {}", placeholder(params.len())));
+        }
+    }
+    let w = if w.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", w.join(" AND "))
+    };
+    (
+        format!("SELECT ts_ms, action, detail FROM admin_actions{w} ORDER BY seq"),
+        params,
+    )
+}
+
+/// An [`ActionRow`] from a result row of [`actions_query`]'s SQL.
+#[macro_export]
+macro_rules! action_row {
+    ($r:expr, $get:ident) => {
+        $crate::reader::ActionRow {
+            ts_ms: $r.$get(0)?,
+            action: $r.$get(1)?,
+            detail: $r.$get(2)?,
+        }
+    };
 }
 
 /// A [`RequestRow`] from a result row of [`queries`]' request SQL: `$get` is the row's
@@ -338,6 +396,16 @@ impl LogReader for SqliteReader {
             q.with_inputs,
             visit,
         )
+    }
+
+    fn actions(
+        &mut self,
+        q: &Query,
+        visit: &mut dyn FnMut(ActionRow) -> Result<(), OnlineError>,
+    ) -> Result<(), OnlineError> {
+        let by_model = self.schema_version()? >= 2;
+        let (sql, params) = actions_query(q, by_model, placeholder);
+        self.each(&sql, params, |r, _| Ok(action_row!(r, get)), false, visit)
     }
 
     fn outcomes(

@@ -499,6 +499,19 @@ fn markdown(r: &OnlineReport) -> String {
             );
         }
     }
+    if !a.decisions.is_empty() {
+        let _ = writeln!(m, "\n| time | decision | by | reason |\n|---|---|---|---|");
+        for d in &a.decisions {
+            let _ = writeln!(
+                m,
+                "| {} | `{}` | {} | {} |",
+                d.ts,
+                d.action,
+                d.by,
+                d.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
     let _ = writeln!(
         m,
         "\n| figure | value | interval | kind |\n|---|---|---|---|"
@@ -605,6 +618,7 @@ fn html(r: &OnlineReport) -> String {
         num(a.settings.alpha),
         a.settings.burn_in
     );
+    decisions_table(&mut h, a);
     charts(&mut h, r);
     h.push_str("</body></html>\n");
     h
@@ -782,6 +796,7 @@ fn charts(h: &mut String, r: &OnlineReport) {
             None,
         ));
     }
+    timeline(&mut c, a, x);
     for o in &a.outcomes {
         let pts: Vec<_> = a
             .windows
@@ -813,6 +828,73 @@ fn charts(h: &mut String, r: &OnlineReport) {
         },
         c.join("")
     );
+}
+
+/// The canary's timeline: the weight per window with every decision as a marker.
+fn timeline(c: &mut Vec<String>, a: &Analysis, x: &str) {
+    if a.decisions.is_empty() {
+        return;
+    }
+    let first = a.windows.first().map_or(0, |w| w.start_ms);
+    let minutes = |ms: i64| (ms - first) as f64 / 60_000.0;
+    let weight = Series {
+        name: "candidate weight",
+        class: "cand",
+        points: a
+            .windows
+            .iter()
+            .filter_map(|w| Some((minutes(w.end_ms), w.arms.as_ref()?.weight)))
+            .collect(),
+    };
+    let markers: Vec<(f64, String)> = a
+        .decisions
+        .iter()
+        .map(|d| {
+            (
+                minutes(d.ts_ms),
+                format!(
+                    "{} {} ({}): {}",
+                    d.ts,
+                    d.action,
+                    d.by,
+                    d.reason.clone().unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
+    c.insert(
+        0,
+        crate::svg::band_chart_marked(
+            "Canary: weight per window and decisions (hover a marker)",
+            x,
+            "candidate weight",
+            &[],
+            &[weight],
+            None,
+            &markers,
+        ),
+    );
+}
+
+/// The decisions of the window as a table.
+fn decisions_table(h: &mut String, a: &Analysis) {
+    if a.decisions.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Decisions</h2><table><tr><th class=\"l\">time</th><th class=\"l\">action</th><th class=\"l\">by</th><th class=\"l\">verdict</th><th>weight after</th><th class=\"l\">reason</th></tr>");
+    for d in &a.decisions {
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"l\"><code>{}</code></td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            esc(&d.ts),
+            esc(&d.action),
+            esc(&d.by),
+            esc(d.verdict.as_deref().unwrap_or("")),
+            d.weight_after.map(num).unwrap_or_default(),
+            esc(d.reason.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>");
 }
 
 fn junit(r: &OnlineReport) -> String {

@@ -564,6 +564,20 @@ pub fn band_chart(
     series: &[Series],
     threshold: Option<f64>,
 ) -> String {
+    band_chart_marked(title, x_label, y_label, points, series, threshold, &[])
+}
+
+/// [`band_chart`] with vertical markers at `(x, label)` (decisions on a timeline); the label
+/// is the marker's tooltip.
+pub fn band_chart_marked(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(f64, f64, [f64; 2])],
+    series: &[Series],
+    threshold: Option<f64>,
+    markers: &[(f64, String)],
+) -> String {
     let finite = |v: f64| v.is_finite();
     let mut ys: Vec<f64> = points.iter().map(|p| p.1).filter(|v| finite(*v)).collect();
     for p in points {
@@ -587,6 +601,7 @@ pub fn band_chart(
         .iter()
         .map(|p| p.0)
         .chain(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)))
+        .chain(markers.iter().map(|m| m.0))
         .filter(|v| finite(*v))
         .collect();
     let y_ticks = y_ticks(ys.iter().copied());
@@ -650,6 +665,15 @@ pub fn band_chart(
             left + width,
             crate::num(t),
             y = py(t)
+        );
+    }
+    for (x, label) in markers.iter().filter(|m| m.0.is_finite()) {
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#6a1b9a" stroke-width="1.5" stroke-dasharray="2 2"><title>{}</title></line>"##,
+            top + height,
+            esc(label),
+            x = px(*x)
         );
     }
     let main = Series {

@@ -2,9 +2,11 @@
 //! `postgres` client the gateway writes with (it runs a small tokio runtime inside, which is
 //! why it lives here and not in the synchronous analysis crate).
 
-use qgate_online::reader::{check_schema, is_postgres, queries, redact, SqlParam, COLUMNS};
+use qgate_online::reader::{
+    actions_query, check_schema, is_postgres, queries, redact, ActionRow, SqlParam, COLUMNS,
+};
 use qgate_online::{
-    outcome_row, request_row, LogReader, OnlineError, OutcomeRow, Query, RequestRow,
+    action_row, outcome_row, request_row, LogReader, OnlineError, OutcomeRow, Query, RequestRow,
 };
 
 /// [`COLUMNS`] in PostgreSQL's types: its INTEGER columns widened to the row's i64.
@@ -139,6 +141,22 @@ impl LogReader for PgReader {
             params,
             |r, inputs| Ok(request_row!(r, try_get, inputs)),
             q.with_inputs,
+            visit,
+        )
+    }
+
+    fn actions(
+        &mut self,
+        q: &Query,
+        visit: &mut dyn FnMut(ActionRow) -> Result<(), OnlineError>,
+    ) -> Result<(), OnlineError> {
+        let by_model = self.schema_version()? >= 2;
+        let (sql, params) = actions_query(q, by_model, placeholder);
+        self.each(
+            &sql,
+            params,
+            |r, _| Ok(action_row!(r, try_get)),
+            false,
             visit,
         )
     }

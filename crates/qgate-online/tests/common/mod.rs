@@ -12,4 +12,7 @@ CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NO
 CREATE TABLE outcomes (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
    ts_ms INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
 CREATE INDEX outcomes_request ON outcomes (request_id);
+CREATE TABLE admin_actions (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL DEFAULT '',
+   ts_ms INTEGER NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, state TEXT NOT NULL DEFAULT '',
+   model TEXT, replica TEXT);
 ";
