@@ -102,6 +102,20 @@ pub fn json_schema() -> serde_json::Value {
     value
 }
 
+/// The JSON Schema of `GET /v2/models/{name}/analysis`'s answer (the gateway's type is
+/// given, as this crate cannot see it): floats nullable as in report.json.
+pub fn endpoint_schema<T: schemars::JsonSchema>(
+    title: &str,
+    description: &str,
+) -> serde_json::Value {
+    let mut schema = schemars::schema_for!(T);
+    schema.insert("title".into(), title.into());
+    schema.insert("description".into(), description.into());
+    let mut value = schema.to_value();
+    nullable_floats(&mut value);
+    value
+}
+
 /// serde_json writes a non-finite float (NaN, ±∞) as `null`: every float may be null.
 fn nullable_floats(v: &mut serde_json::Value) {
     match v {

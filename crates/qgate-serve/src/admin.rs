@@ -368,7 +368,7 @@ pub async fn analysis_gate(
         Err(r) => return *r,
     };
     match crate::canary::current(&app).await {
-        Ok(v) if v["verdict"] == "pass" => axum::Json(v).into_response(),
+        Ok(v) if v.verdict == qgate_online::OnlineVerdict::Pass => axum::Json(v).into_response(),
         Ok(v) => (StatusCode::CONFLICT, axum::Json(v)).into_response(),
         Err(e) => v2_error(StatusCode::SERVICE_UNAVAILABLE, format!("no analysis: {e}")),
     }

@@ -168,25 +168,58 @@ pub async fn analyse(
     .map_err(|e| format!("the analysis panicked: {e}"))?
 }
 
-/// `GET /v2/models/{name}/analysis`: the analysis of the current step (or mode) as JSON —
+/// The answer of `GET /v2/models/{name}/analysis` (docs/analysis.schema.json).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct AnalysisAnswer {
+    pub model: String,
+    /// `shadow`, `ab` or `canary`.
+    pub mode: String,
+    /// The canary step (0-based); null after a rollback or outside canary mode.
+    pub canary_step: Option<usize>,
+    /// The candidate's share in force.
+    pub weight: f64,
+    /// The automatic canary completed its rollout.
+    pub promoted: bool,
+    /// The start of the window judged: the current step (or mode), RFC 3339.
+    pub since: String,
+    /// `pass`, `fail`, `invalid` or `inconclusive`: what a rollout tool reads.
+    pub verdict: qgate_online::OnlineVerdict,
+    /// Requests in the window.
+    pub requests: u64,
+    /// Why the window cannot be judged, when `invalid`.
+    pub invalid: Vec<String>,
+    pub criteria: Vec<qgate_online::OnlineCriterion>,
+    /// Every figure, as report.json's `online` section.
+    pub analysis: qgate_online::Analysis,
+}
+
+/// `GET /v2/models/{name}/analysis`: the analysis of the current step (or mode) —
 /// `verdict` first, for rollout tools' web metric providers (Argo Rollouts, Flagger).
-pub async fn current(app: &crate::app::App) -> Result<serde_json::Value, String> {
+pub async fn current(app: &crate::app::App) -> Result<AnalysisAnswer, String> {
     let (state, _) = app.versioned_state();
     let spec = log_spec(&app.cfg.log.target);
     let online = analyse(app, &spec, state.step_started_ms).await?;
-    Ok(serde_json::json!({
-        "model": app.model.name,
-        "mode": state.mode.as_str(),
-        "canary_step": state.canary_step,
-        "weight": state.weight(&app.model.split),
-        "promoted": state.promoted,
-        "since": crate::store::iso_ms(state.step_started_ms),
-        "verdict": online.gate.verdict,
-        "requests": online.analysis.requests,
-        "invalid": online.analysis.invalid,
-        "criteria": online.gate.criteria,
-        "analysis": online.analysis,
-    }))
+    Ok(AnalysisAnswer {
+        model: app.model.name.clone(),
+        mode: state.mode.as_str().into(),
+        canary_step: state.canary_step,
+        weight: state.weight(&app.model.split),
+        promoted: state.promoted,
+        since: crate::store::iso_ms(state.step_started_ms),
+        verdict: online.gate.verdict,
+        requests: online.analysis.requests,
+        invalid: online.analysis.invalid.clone(),
+        criteria: online.gate.criteria,
+        analysis: online.analysis,
+    })
+}
+
+/// The JSON Schema of [`AnalysisAnswer`], published as docs/analysis.schema.json.
+pub fn answer_schema() -> serde_json::Value {
+    qgate_report::endpoint_schema::<AnalysisAnswer>(
+        "qgate GET /v2/models/{name}/analysis",
+        "The current step's analysis (docs/serve.md, \"The automatic canary\")",
+    )
 }
 
 /// One check of `app`'s ramp.

@@ -2271,6 +2271,7 @@ fn the_analysis_endpoint_serves_argo_rollouts_and_flagger() {
     // webhook (token in the body's metadata, as Flagger sends it) gets 409.
     let empty: Value = serde_json::from_str(&get_text(&a, &url, true)).expect("json");
     assert_eq!(empty["verdict"], "invalid");
+    assert_valid_answer(&empty);
     assert!(argo_condition(&template, "failureCondition", &empty));
     let flagger = |a: &ureq::Agent| {
         post(
@@ -2288,6 +2289,7 @@ fn the_analysis_endpoint_serves_argo_rollouts_and_flagger() {
     traffic(&a, &run, 0, 1500);
     let v: Value = serde_json::from_str(&get_text(&a, &url, true)).expect("json");
     assert_eq!(v["verdict"], "pass", "{v}");
+    assert_valid_answer(&v);
     assert!(argo_condition(&template, "successCondition", &v));
     assert!(!argo_condition(&template, "failureCondition", &v));
     assert_eq!(flagger(&a), 200);
@@ -2367,4 +2369,38 @@ fn each_automatic_decision_is_posted_to_the_webhook() {
     assert_eq!(posted.len(), logged.len());
     let last: Value = serde_json::from_str(logged.last().expect("a decision")).expect("json");
     assert_eq!(posted.last(), Some(&last));
+}
+
+/// docs/analysis.schema.json, the published schema of the analysis endpoint's answer.
+fn answer_schema_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/analysis.schema.json")
+}
+
+fn assert_valid_answer(v: &Value) {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(answer_schema_path()).expect("schema"))
+            .expect("json");
+    let validator = jsonschema::validator_for(&schema).expect("a schema");
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .take(5)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn the_published_analysis_schema_is_what_the_type_generates() {
+    let text =
+        serde_json::to_string_pretty(&qgate_serve::canary::answer_schema()).expect("json") + "\n";
+    if std::env::var("QGATE_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(answer_schema_path(), &text).expect("write");
+        return;
+    }
+    let published = std::fs::read_to_string(answer_schema_path()).unwrap_or_default();
+    assert!(
+        published == text,
+        "docs/analysis.schema.json differs from what AnalysisAnswer generates: \
+         QGATE_UPDATE_SNAPSHOTS=1 cargo test -p qgate-serve --test gateway published_analysis"
+    );
 }
