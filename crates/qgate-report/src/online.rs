@@ -788,6 +788,17 @@ fn charts(h: &mut String, r: &OnlineReport) {
             None,
         ));
         c.push(band_chart(
+            "Requests per window and arm",
+            x,
+            "requests",
+            &[],
+            &[
+                side("baseline", "base", |s| s.baseline_requests as f64),
+                side("candidate", "cand", |s| s.candidate_requests as f64),
+            ],
+            None,
+        ));
+        c.push(band_chart(
             "Candidate weight per window",
             x,
             "share",
