@@ -732,6 +732,27 @@ def gateway_configs():
     gw("outcome-token-unset", 'outcome_token_env = "QGATE_HOSTILE_UNSET_TOKEN"\n' + good, 2,
        ["QGATE_HOSTILE_UNSET_TOKEN"])
     gw("workers-zero", "workers = 0\n" + good, 2, ["workers"])
+    # The automatic canary's keys.
+    raw_file("gateway/canary-bad-policy.toml.policy", "max_error_rate_increase = 2\n")
+    raw_file("gateway/canary-unknown-policy.toml.policy", "[outcomes.buy]\nmax_dorp = 1\n")
+    gw("canary-auto-key-without-auto", good + "[canary]\nmax_holds = 3\n", 2,
+       ["canary.max_holds", "auto = true"])
+    gw("canary-min-requests-zero", good + "[canary]\nauto = true\nmin_requests_per_step = 0\n", 2,
+       ["canary.min_requests_per_step"])
+    gw("canary-min-step-negative", good + "[canary]\nauto = true\nmin_step_seconds = -5\n", 2,
+       ["canary.min_step_seconds"])
+    gw("canary-notify-ftp", good + '[canary]\nauto = true\nnotify_url = "ftp://x/y"\n', 2,
+       ["canary.notify_url", "ftp://x/y"])
+    gw("canary-on-max-holds", good + '[canary]\nauto = true\non_max_holds = "pray"\n', 2,
+       ["on_max_holds", "pray"])
+    gw("canary-policy-missing", good + '[canary]\nauto = true\npolicy = "no-such.toml"\n', 2,
+       ["canary.policy", "no-such.toml"])
+    gw("canary-policy-range", good + '[canary]\nauto = true\npolicy = "canary-bad-policy.toml.policy"\n',
+       2, ["canary.policy", "max_error_rate_increase"])
+    gw("canary-policy-unknown", good + '[canary]\nauto = true\npolicy = "canary-unknown-policy.toml.policy"\n',
+       2, ["canary.policy", "max_dorp"])
+    gw("canary-auto-good", good.replace('"shadow"', '"canary"') + "[canary]\nauto = true\n", 0,
+       ["valid"])
     gw("binary", "\0\xff\xfe", 2, [])
     gw("empty", "", 2, ["model_name"])
     # Existing log files that are not this qgate's.
