@@ -1283,6 +1283,53 @@ mod postgres_log {
         start(dir, &extra, Kind::Healthy(1.0), Kind::Healthy(0.9))
     }
 
+    #[test]
+    fn two_replicas_apply_each_automatic_decision_once() {
+        let Some(server) = server() else { return };
+        let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+        let url = fresh_database(&server, "canary");
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let extra = format!(
+            "mode = \"canary\"\n[admin]\ntoken_env = \"TOKEN\"\n[canary]\nsteps = [25, 50, 100]\n\
+             auto = true\npolicy = \"canary.toml\"\nmin_requests_per_step = 60\nmin_step_seconds = 0.2\n\
+             [log]\nurl = \"{url}\"\nstate_poll_ms = 100\n"
+        );
+        for d in [&d1, &d2] {
+            std::fs::write(
+                d.path().join("canary.toml"),
+                "min_requests = 30\nmax_error_rate_increase = 0.05\n",
+            )
+            .expect("policy");
+        }
+        let r1 = start(d1.path(), &extra, Kind::Healthy(1.0), Kind::Healthy(1.0));
+        let r2 = start(d2.path(), &extra, Kind::Healthy(1.0), Kind::Healthy(1.0));
+        let a = agent();
+        let t = Instant::now();
+        let mut from = 0;
+        while state_of(&a, &r1)["promoted"] != Value::Bool(true) {
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "{}",
+                state_of(&a, &r1)
+            );
+            traffic(&a, &r1, from, 40);
+            traffic(&a, &r2, from + 40, 40);
+            from += 80;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Both controllers judged every step; the compare-and-set let exactly one apply each.
+        let actions = query_ids(
+            &url,
+            "SELECT action FROM admin_actions WHERE action LIKE 'canary/auto-%' \
+             AND action <> 'canary/auto-hold' ORDER BY seq",
+        );
+        assert_eq!(actions, ["canary/auto-promote", "canary/auto-complete"]);
+        wait_state(&a, &r2, |s| s["promoted"] == Value::Bool(true));
+    }
+
     fn state_of(a: &ureq::Agent, run: &Run) -> Value {
         serde_json::from_str(&get_text(a, &format!("{}/admin/state", run.base), true))
             .expect("state")
