@@ -96,9 +96,7 @@ pub fn analyze(
             ts: window::format_ms(a.ts_ms),
             ts_ms: a.ts_ms,
             by: if auto { "controller" } else { "operator" }.into(),
-            reason: auto
-                .then(|| detail["reason"].as_str().map(str::to_string))
-                .flatten(),
+            reason: detail["reason"].as_str().map(str::to_string),
             verdict: detail["verdict"].as_str().map(str::to_string),
             weight_after: detail["weight_after"].as_f64(),
             action: a.action,

@@ -26,7 +26,9 @@ mod sens;
 mod svg;
 mod words;
 
-pub use online::{decision_reason, write_online_reports, CanaryAction, FigureKinds, OnlineReport};
+pub use online::{
+    decision_reason, operator_reason, write_online_reports, CanaryAction, FigureKinds, OnlineReport,
+};
 pub use schema::*;
 
 /// Errors while rendering.

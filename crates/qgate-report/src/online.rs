@@ -1021,3 +1021,12 @@ pub fn decision_reason(
         ),
     }
 }
+
+/// The one-sentence reason of an operator's admin action in an automatic canary.
+pub fn operator_reason(action: &str, weight_before: f64, weight_after: f64) -> String {
+    format!(
+        "An operator called {action}: the candidate's weight went from {} % to {} %.",
+        num(weight_before * 100.0),
+        num(weight_after * 100.0)
+    )
+}

@@ -186,7 +186,11 @@ async fn apply(
             "weight_after": next.weight(&app.model.split),
             "step": before.canary_step,
             "step_after": next.canary_step,
-            "reason": format!("An operator called {action}."),
+            "reason": qgate_report::operator_reason(
+                action,
+                before.weight(&app.model.split),
+                next.weight(&app.model.split),
+            ),
         });
         crate::canary::publish(auto, &app.model.name, action, &record).await;
     }

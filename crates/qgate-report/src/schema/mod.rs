@@ -22,7 +22,7 @@ pub use performance::*;
 pub use sensitivity::*;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.7.0";
+pub const SCHEMA_VERSION: &str = "1.8.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
