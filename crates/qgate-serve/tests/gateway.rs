@@ -2091,6 +2091,15 @@ fn several_models_are_served_routed_administered_and_logged_apart() {
     );
 }
 
+/// The automatic rollback's decision record in the log.
+fn rollback_record(run: &Run) -> Value {
+    let rows = column(
+        &run.db,
+        "SELECT detail FROM admin_actions WHERE action = 'canary/auto-rollback'",
+    );
+    serde_json::from_str(rows.first().expect("a rollback")).expect("json")
+}
+
 /// `n` requests from distinct users (both arms get traffic at a 50 % step).
 fn traffic(a: &ureq::Agent, run: &Run, from: usize, n: usize) {
     for u in from..from + n {
@@ -2143,13 +2152,7 @@ fn an_automatic_canary_rolls_back_a_candidate_that_errors() {
         actions.iter().all(|a| a != "canary/auto-promote"),
         "{actions:?}"
     );
-    let detail: Value = serde_json::from_str(
-        &column(
-            &run.db,
-            "SELECT detail FROM admin_actions WHERE action = 'canary/auto-rollback'",
-        )[0],
-    )
-    .expect("json");
+    let detail = rollback_record(&run);
     assert_eq!(detail["verdict"], "fail");
     assert_eq!(detail["weight_after"], 0.0);
     let reason = detail["reason"].as_str().expect("reason");
@@ -2259,13 +2262,7 @@ fn a_candidate_with_five_points_more_errors_is_rolled_back_by_the_second_step() 
     }
     // Steps are 0-based: rolled back at the first or the second step, never promoted past it.
     assert!(highest <= 1, "reached step {}", highest + 1);
-    let detail: Value = serde_json::from_str(
-        &column(
-            &run.db,
-            "SELECT detail FROM admin_actions WHERE action = 'canary/auto-rollback'",
-        )[0],
-    )
-    .expect("json");
+    let detail = rollback_record(&run);
     assert_eq!(detail["verdict"], "fail", "{detail}");
     let crit = detail["criteria"]
         .as_array()
