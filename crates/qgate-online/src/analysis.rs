@@ -412,6 +412,15 @@ impl OneMean {
             },
         }
     }
+    /// A paired difference of 0/1 values (−1, 0, 1) around 0, pushed and looked at by the
+    /// caller: bounded, so the running forms.
+    fn paired(s: &Stat) -> OneMean {
+        OneMean {
+            s: s.msprt(0.0),
+            ..OneMean::new(s, 0.0, false)
+        }
+    }
+
     fn push(&mut self, v: f64) {
         self.m.push(v);
         self.x += v;
@@ -437,7 +446,7 @@ pub(crate) fn figures(
     stat: &Stat,
     window: Window,
     online: &OnlineThresholds,
-) -> Result<(Vec<u32>, Vec<WindowFigures>, FigureSet), OnlineError> {
+) -> Result<(Vec<WindowFigures>, FigureSet), OnlineError> {
     let origin = cfg
         .since_ms
         .or(c.ts.iter().min().copied())
@@ -477,7 +486,6 @@ pub(crate) fn figures(
     };
     let outcomes = outcome_figures(c, cfg, stat, &win, &mut windows, &mut notes);
     Ok((
-        win,
         windows,
         FigureSet {
             shadow,
@@ -695,6 +703,41 @@ fn rows_from_topk(p: &[PairedOutputs], cfg: &AnalyzeConfig) -> RowFigures {
     f
 }
 
+/// Agreement and KL of the compared rows: the cumulative sequences, and per window the rows,
+/// agreeing rows and KL moments with each sequence as of the window's last row.
+struct RowSeries {
+    agree_seq: OneMean,
+    kl_seq: OneMean,
+    per_window: BTreeMap<u32, (u64, u64, Moments)>,
+    agree_snap: BTreeMap<u32, Sequential>,
+    kl_snap: BTreeMap<u32, Sequential>,
+}
+
+fn row_series(rows: &RowFigures, win: &[u32], stat: &Stat, th: &OnlineThresholds) -> RowSeries {
+    let mut r = RowSeries {
+        agree_seq: OneMean::new(stat, th.agreement, true),
+        kl_seq: OneMean::new(stat, th.kl, false),
+        per_window: BTreeMap::new(),
+        agree_snap: BTreeMap::new(),
+        kl_snap: BTreeMap::new(),
+    };
+    for (i, &req) in rows.req.iter().enumerate() {
+        let w = win[req as usize];
+        let a = rows.agree[i];
+        r.agree_seq.push(f64::from(u8::from(a)));
+        let e = r.per_window.entry(w).or_default();
+        e.0 += 1;
+        e.1 += u64::from(a);
+        if let Some(kl) = rows.kl.as_ref().map(|k| k[i]).filter(|k| !k.is_nan()) {
+            r.kl_seq.push(kl);
+            e.2.push(kl);
+            r.kl_snap.insert(w, Sequential::from(&r.kl_seq.s));
+        }
+        r.agree_snap.insert(w, Sequential::from(&r.agree_seq.s));
+    }
+    r
+}
+
 fn shadow_figures(
     c: &Collected,
     cfg: &AnalyzeConfig,
@@ -720,30 +763,16 @@ fn shadow_figures(
     let count = |k: Copy| copies.get(k.name()).copied().unwrap_or(0);
     let n_copies = c.shadow.len() as u64;
 
-    // Agreement and KL per row, cumulative sequences snapshot per window.
-    let mut agree_seq = OneMean::new(stat, th.agreement, true);
-    let mut kl_seq = OneMean::new(stat, th.kl, false);
-    let mut per_window: BTreeMap<u32, (u64, u64, Moments)> = BTreeMap::new();
-    let mut agree_snap: BTreeMap<u32, Sequential> = BTreeMap::new();
-    let mut kl_snap: BTreeMap<u32, Sequential> = BTreeMap::new();
-    for (i, &req) in rows.req.iter().enumerate() {
-        let w = win[req as usize];
-        let a = rows.agree[i];
-        agree_seq.push(f64::from(u8::from(a)));
-        let e = per_window.entry(w).or_default();
-        e.0 += 1;
-        e.1 += u64::from(a);
-        if let Some(kl) = rows.kl.as_ref().map(|k| k[i]).filter(|k| !k.is_nan()) {
-            kl_seq.push(kl);
-            e.2.push(kl);
-            kl_snap.insert(w, Sequential::from(&kl_seq.s));
-        }
-        agree_snap.insert(w, Sequential::from(&agree_seq.s));
-    }
+    let RowSeries {
+        agree_seq,
+        kl_seq,
+        per_window,
+        agree_snap,
+        kl_snap,
+    } = row_series(&rows, win, stat, th);
     // Error rates on the same requests, and latency of the paired ones.
     // A paired difference of 0/1 values: bounded, so the running forms with a clamp.
-    let mut err_seq = OneMean::new(stat, 0.0, false);
-    err_seq.s = stat.msprt(0.0);
+    let mut err_seq = OneMean::paired(stat);
     let (mut n_err, mut base_err, mut cand_err, mut discordant) = (0u64, 0u64, 0u64, 0u64);
     let mut lat: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut win_err: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
@@ -787,15 +816,14 @@ fn shadow_figures(
         per_window.keys().chain(win_err.keys()).copied().collect();
     for w in &keys {
         let (rows_w, agree_w, kl_w) = per_window.get(w).cloned().unwrap_or_default();
-        let (rows_w, agree_w) = (&rows_w, &agree_w);
         let (copies_w, failed_w) = win_err.get(w).copied().unwrap_or_default();
         let p99 = |i: usize| win_lat.get(w).map_or(f64::NAN, |l| percentile(&l[i], 99.0));
         let accuracy = win_labels
             .get(w)
             .map(|&(n, b, c): &(u64, u64, u64)| [rate(b, n), rate(c, n)]);
         windows[*w as usize].shadow = Some(WindowShadow {
-            rows: *rows_w,
-            top1_agreement: rate(*agree_w, *rows_w),
+            rows: rows_w,
+            top1_agreement: rate(agree_w, rows_w),
             kl_mean: (kl_w.n > 0).then_some(kl_w.mean),
             candidate_error_rate: rate(failed_w, copies_w),
             top1_agreement_sequential: agree_snap.get(w).copied(),
@@ -908,8 +936,7 @@ fn paired_labels(
     notes: &mut Vec<String>,
 ) -> Option<PairedLabels> {
     let (mut n, mut bc, mut cc, mut lost, mut gained) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut seq = OneMean::new(stat, 0.0, false);
-    seq.s = stat.msprt(0.0);
+    let mut seq = OneMean::paired(stat);
     let mut batched = 0u64;
     for p in c.paired.iter().filter(|p| p.label.is_some()) {
         let label = p.label.and_then(|l| usize::try_from(l).ok());

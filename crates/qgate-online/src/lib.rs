@@ -119,7 +119,7 @@ pub fn analyze(
     let window = cfg
         .window
         .unwrap_or_else(|| Window::auto(span.map_or(0, |(a, b)| b - a)));
-    let (_, windows, set) = analysis::figures(&collected, cfg, &stat, window, &th)?;
+    let (windows, set) = analysis::figures(&collected, cfg, &stat, window, &th)?;
     let (modes, refused) = analysis::modes(&collected);
     let (errored, requests) = analysis::error_counts(&collected);
     let (arms, srm, error_rate, latency) = match set.arms {

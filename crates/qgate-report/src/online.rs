@@ -644,12 +644,33 @@ fn charts(h: &mut String, r: &OnlineReport) {
     }
     let x = "minutes since the first request (window end)";
     let mut c = Vec::new();
+    shadow_charts(&mut c, r, x);
+    arm_charts(&mut c, r, x);
+    timeline(&mut c, a, x);
+    outcome_charts(&mut c, r, x);
+    let _ = write!(
+        h,
+        "<h2>Over time</h2><p><small>Windows: {}. The band is the confidence sequence up to the window's end (cumulative, always valid); the dots are each window's own figure.</small></p><div class=\"charts\">{}</div>",
+        match a.window {
+            qgate_online::Window::Millis(ms) => format!("{} s each", num(ms as f64 / 1000.0)),
+            qgate_online::Window::Requests(n) => format!("{n} requests each"),
+        },
+        c.join("")
+    );
+}
+
+/// Agreement, KL, error rate, p99 and accuracy of the shadow windows.
+fn shadow_charts(c: &mut Vec<String>, r: &OnlineReport, x: &str) {
+    let a = &r.online;
     let shadow: Vec<(&WindowFigures, &qgate_online::WindowShadow)> = a
         .windows
         .iter()
         .filter_map(|w| w.shadow.as_ref().map(|s| (w, s)))
         .collect();
-    if !shadow.is_empty() {
+    if shadow.is_empty() {
+        return;
+    }
+    {
         let pts: Vec<_> = shadow
             .iter()
             .filter_map(|(w, s)| {
@@ -734,12 +755,20 @@ fn charts(h: &mut String, r: &OnlineReport) {
             ));
         }
     }
+}
+
+/// Error rates, their increase, p99, requests and weight of the arms' windows.
+fn arm_charts(c: &mut Vec<String>, r: &OnlineReport, x: &str) {
+    let a = &r.online;
     let arms: Vec<(&WindowFigures, &qgate_online::WindowArms)> = a
         .windows
         .iter()
         .filter_map(|w| w.arms.as_ref().map(|s| (w, s)))
         .collect();
-    if !arms.is_empty() {
+    if arms.is_empty() {
+        return;
+    }
+    {
         let side = |name: &'static str,
                     class: &'static str,
                     f: fn(&qgate_online::WindowArms) -> f64| Series {
@@ -807,7 +836,11 @@ fn charts(h: &mut String, r: &OnlineReport) {
             None,
         ));
     }
-    timeline(&mut c, a, x);
+}
+
+/// Each outcome's difference per window, with its limit on the difference's scale.
+fn outcome_charts(c: &mut Vec<String>, r: &OnlineReport, x: &str) {
+    let a = &r.online;
     for o in &a.outcomes {
         let pts: Vec<_> = a
             .windows
@@ -830,15 +863,6 @@ fn charts(h: &mut String, r: &OnlineReport) {
             limit,
         ));
     }
-    let _ = write!(
-        h,
-        "<h2>Over time</h2><p><small>Windows: {}. The band is the confidence sequence up to the window's end (cumulative, always valid); the dots are each window's own figure.</small></p><div class=\"charts\">{}</div>",
-        match a.window {
-            qgate_online::Window::Millis(ms) => format!("{} s each", num(ms as f64 / 1000.0)),
-            qgate_online::Window::Requests(n) => format!("{n} requests each"),
-        },
-        c.join("")
-    );
 }
 
 /// The canary's timeline: the weight per window with every decision as a marker.
