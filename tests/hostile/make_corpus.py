@@ -591,6 +591,86 @@ def policies():
          [*bench(), "--policy", "{C}/policies/unknown-key.toml"], 2, ["max_acuracy_drop_pp"])
 
 
+# ---------------------------------------------------------------- slices and candidates
+def slices():
+    """Slice manifests, `slice_<tag>` arrays, slice policies and several candidates."""
+    d = np.load(FIX / "test.npz")
+    ids = [str(i) for i in d["id"]]
+
+    def man(cid, name, data, exit_code, needles):
+        p = raw_file(f"slices/{name}", data)
+        case(f"slices/{cid}", "slices", [*compare(), "--slices", p], exit_code,
+             [name, *needles] if exit_code == 2 else needles)
+
+    man("no-id-column", "noid.csv", "name,ink\nd0000,light\n", 2, ["no `id` column"])
+    man("duplicate-id", "dup.csv", f"id,ink\n{ids[0]},light\n{ids[0]},heavy\n", 2,
+        ["line 3", "listed twice"])
+    man("empty-id", "emptyid.csv", "id,ink\n,light\n", 2, ["line 2", "`id` is empty"])
+    man("no-tag-column", "notag.csv", "id\nd0000\n", 2, ["no tag column"])
+    man("tag-with-equals", "eq.csv", "id,a=b\nd0000,x\n", 2, ["a=b"])
+    man("ragged-row", "ragged.csv", "id,ink\nd0000,light,extra\n", 2, ["line 2"])
+    man("binary", "bin.csv", b"\x00\x01\xff\xfe" * 64, 2, [])
+    man("not-utf8", "latin.csv", "id,ink\nd0000,caf\xe9\n".encode("latin-1"), 2, [])
+    man("json-not-object", "arr.jsonl", "[1, 2]\n", 2, ["line 1", "expected an object"])
+    man("json-truncated", "trunc.jsonl", '{"id": "d0000", "ink": "li', 2, ["line 1", "not JSON"])
+    man("json-nested", "nested.jsonl", '{"id": "d0000", "ink": {"a": 1}}\n', 2, ["tag 'ink'"])
+    man("json-no-id", "noid.jsonl", '{"ink": "light"}\n', 2, ["no `id`"])
+    man("unknown-extension", "m.xlsx", "id,ink\n", 2, [".xlsx"])
+    man("all-ids-unknown", "unknown.csv", "id,ink\nnope1,light\nnope2,dark\n", 0, [])
+    man("header-only", "header.csv", "id,ink\n", 0, [])
+    case("slices/missing-file", "slices", [*compare(), "--slices", "{C}/slices/none.csv"], 2,
+         ["none.csv"])
+    case("slices/directory", "slices", [*compare(), "--slices", "{C}/slices"], 2, ["slices"])
+    case("slices/fifo", "slices", [*compare(), "--slices", "{FIFO}"], 2, ["fifo"])
+
+    def arr(cid, arrays, exit_code, needles):
+        name = cid + ".npz"
+        p = raw_file(f"slices/{name}", npz_bytes(arrays))
+        case(f"slices/{cid}", "slices", compare(data=p), exit_code,
+             [name, *needles] if exit_code == 2 else needles)
+
+    x, y, i = d["x"][:60], d["label"][:60], d["id"][:60]
+    arr("array-2d", {"x": x, "label": y, "id": i, "slice_ink": np.zeros((60, 2))}, 2,
+        ["slice_ink", "shape [60]"])
+    arr("array-short", {"x": x, "label": y, "id": i, "slice_ink": np.zeros(10)}, 2,
+        ["slice_ink", "shape [60]"])
+    arr("array-no-tag", {"x": x, "label": y, "id": i, "slice_": np.zeros(60)}, 2, ["slice_"])
+    arr("array-nan-tags", {"x": x, "label": y, "id": i,
+                           "slice_level": np.where(np.arange(60) % 2, np.nan, 1.0)}, 0, [])
+    arr("array-bool", {"x": x, "label": y, "id": i, "slice_flag": np.arange(60) % 2 == 0}, 0, [])
+
+    def spol(cid, text, needles, extra=()):
+        name = cid + ".toml"
+        p = raw_file(f"slices/{name}", text)
+        case(f"slices/policy-{cid}", "slices", [*compare(extra=extra), "--policy", p], 2,
+             [name, *needles])
+
+    spol("not-table", "slices = 3\n", ["slices"])
+    spol("no-equals", '[slices."dark"]\nmax_accuracy_drop_pp = 1\n', ["dark", "tag=value"])
+    spol("unknown-key", '[slices."ink=light"]\nmax_dorp = 1\n', ["max_dorp", "per slice"])
+    spol("perf-key", '[slices."ink=light"]\nmin_speedup = 1.2\n', ["min_speedup"])
+    spol("out-of-range", '[slices."ink=light"]\nmax_accuracy_drop_pp = 500\n',
+         ["max_accuracy_drop_pp", "out of range"])
+    spol("string-value", '[slices."ink=light"]\nmax_accuracy_drop_pp = "2"\n',
+         ["max_accuracy_drop_pp", "a number"])
+    spol("gate-bad", 'slice_gate = "sometimes"\n', ["slice_gate", "significant"])
+    spol("alpha-zero", "slice_alpha = 0\n", ["slice_alpha"])
+    spol("min-samples-zero", "min_slice_samples = 0\n", ["min_slice_samples"])
+    spol("unknown-slice", '[slices."ink=drak"]\nmax_accuracy_drop_pp = 1\n', ["ink=drak"])
+    # Several candidates.
+    two = ["--candidate", "{F}/mlp_int8_dynamic.onnx"]
+    case("slices/require-bad", "slices", compare(extra=[*two, "--require", "most"]), 2,
+         ["--require", "all"])
+    case("slices/require-one", "slices", compare(extra=["--require", "any"]), 2,
+         ["--require", "more than once"])
+    case("slices/second-candidate-missing", "slices",
+         compare(extra=["--candidate", "{C}/models/none.onnx"]), 2, ["none.onnx"])
+    case("slices/second-candidate-bad-spec", "slices",
+         compare(extra=["--candidate", "ftp://x"]), 2, ["candidate 2", "ftp://x"])
+    case("slices/bench-two", "slices", bench(extra=two), 2, ["qgate check"])
+    case("slices/two-pass", "slices", compare(extra=[*two, "--require", "any"]), 0, [])
+
+
 # ---------------------------------------------------------------- run configs
 def run_configs():
     def cfg(cid, text, exit_code, needles, extra=None, named=True):
@@ -1076,6 +1156,7 @@ def main():
     data_files()
     image_folders()
     policies()
+    slices()
     run_configs()
     gateway_configs()
     analyze_logs()

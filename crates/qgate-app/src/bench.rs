@@ -93,31 +93,38 @@ pub fn check(
         ));
     }
     let crate::compare::Accuracy {
-        report,
+        reports,
         mut data,
-        evaluation,
+        evaluations,
     } = crate::compare::run(cfg, eval_progress)?;
     let scratch = crate::error::scratch()?;
-    crate::outputs::save_outputs(scratch.path(), &data, &evaluation)?;
-    let mut perf = perf.clone();
-    perf.plan.reference_outputs = [
-        Some(scratch.path().join("baseline.npz")),
-        Some(scratch.path().join("candidate.npz")),
-    ];
+    // Each pair's outputs, saved before the samples are cut to the benchmark's.
+    let dirs: Vec<PathBuf> = (0..evaluations.len())
+        .map(|k| scratch.path().join(format!("pair-{}", k + 1)))
+        .collect();
+    for (dir, evaluation) in dirs.iter().zip(&evaluations) {
+        crate::outputs::save_outputs(dir, &data, std::slice::from_ref(evaluation))?;
+    }
     data.subset(Some(perf.perf_samples), None);
-    let pair = Pair {
-        baseline: &cfg.baseline,
-        candidate: &cfg.candidate,
-        data: Some(&data),
-        mapping: &cfg.eval.inputs,
-        load: &cfg.load,
-    };
-    let workers = Workers {
-        exe,
-        scratch: scratch.path(),
-    };
-    let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, progress)?;
-    let mut report = report.with_performance(&performance, &criteria);
-    report.command = "check".into();
-    Ok(report)
+    let mut checked = Vec::with_capacity(reports.len());
+    for ((report, dir), spec) in reports.into_iter().zip(&dirs).zip(&cfg.candidates) {
+        let mut perf = perf.clone();
+        perf.plan.reference_outputs = [
+            Some(dir.join("baseline.npz")),
+            Some(dir.join("candidate.npz")),
+        ];
+        let pair = Pair {
+            baseline: &cfg.baseline,
+            candidate: spec,
+            data: Some(&data),
+            mapping: &cfg.eval.inputs,
+            load: &cfg.load,
+        };
+        let workers = Workers { exe, scratch: dir };
+        let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, progress)?;
+        let mut report = report.with_performance(&performance, &criteria);
+        report.command = "check".into();
+        checked.push(report);
+    }
+    Ok(crate::compare::combine(cfg, checked))
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use qgate_core::policy::Policy;
 use qgate_data::{ArrayKeys, Dataset, ImagePreprocess};
-use qgate_eval::{evaluate_pair, EvalOptions, Evaluation, RuntimeCheckSettings};
-use qgate_report::Report;
+use qgate_eval::{evaluate_candidates, EvalOptions, Evaluation, RuntimeCheckSettings};
+use qgate_report::{Report, Require};
 use qgate_runtime::{load, LoadOptions, ModelSpec};
 
 use crate::error::{AppError, Context};
@@ -15,10 +15,14 @@ use crate::error::{AppError, Context};
 pub struct CompareConfig {
     /// The reference model.
     pub baseline: ModelSpec,
-    /// The compressed model judged against it.
-    pub candidate: ModelSpec,
+    /// The compressed models judged against it, in command-line order (at least one).
+    pub candidates: Vec<ModelSpec>,
+    /// With several candidates: whether all must pass or any one (the exit code).
+    pub require: Require,
     /// Labelled data: `.npz`, `.npy`, `.csv` or an image folder.
     pub data: PathBuf,
+    /// A slice manifest (`--slices`).
+    pub slices: Option<PathBuf>,
     pub out: PathBuf,
     /// Which arrays hold labels and ids.
     pub keys: ArrayKeys,
@@ -46,55 +50,92 @@ pub struct CompareConfig {
 /// `(side, samples done, samples of the side)` as the evaluation goes.
 pub type EvalProgress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
-/// The accuracy half of a run: the report, and the data and evaluation it came from
-/// (`check` benchmarks on the same data and compares outputs).
+/// The accuracy half of a run: one report per candidate, and the data and evaluations they
+/// came from (`check` benchmarks on the same data and compares outputs).
 pub struct Accuracy {
-    /// The report of the comparison.
-    pub report: Report,
+    /// The report of each candidate's comparison, in command-line order.
+    pub reports: Vec<Report>,
     /// The samples evaluated (after `--limit`).
     pub data: Dataset,
-    /// Both sides' outputs, metrics and the gate.
-    pub evaluation: Evaluation,
+    /// Each candidate's outputs, metrics and gate, in command-line order.
+    pub evaluations: Vec<Evaluation>,
 }
 
-/// Evaluates the pair and builds its report.
+/// Evaluates every candidate against the baseline (which runs once) and builds each
+/// candidate's report.
 pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppError> {
     let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
+    if let Some(manifest) = &cfg.slices {
+        data.attach_slices(manifest)?;
+    }
     data.subset(cfg.limit, cfg.seed);
+    let several = cfg.candidates.len() > 1;
+    let name = |k: usize| {
+        if several {
+            format!("candidate {}", k + 1)
+        } else {
+            "candidate".to_string()
+        }
+    };
     let mut baseline = load(&cfg.baseline, &cfg.load).context("baseline")?;
-    let mut candidate = load(&cfg.candidate, &cfg.load).context("candidate")?;
+    let mut candidates = Vec::with_capacity(cfg.candidates.len());
+    for (k, spec) in cfg.candidates.iter().enumerate() {
+        candidates.push(load(spec, &cfg.load).context(name(k))?);
+    }
     let scratch = crate::error::scratch()?;
-    let runtime_checks = qgate_eval::guard_tract_sides(
-        [
-            ("baseline", &cfg.baseline, baseline.as_mut()),
-            ("candidate", &cfg.candidate, candidate.as_mut()),
-        ],
-        &data,
-        &cfg.eval,
-        &cfg.runtime_check,
-        scratch.path(),
-    )?;
-    let mut evaluation = evaluate_pair(
+    let mut checks = Vec::with_capacity(candidates.len());
+    for (spec, candidate) in cfg.candidates.iter().zip(candidates.iter_mut()) {
+        checks.push(qgate_eval::guard_tract_sides(
+            [
+                ("baseline", &cfg.baseline, baseline.as_mut()),
+                ("candidate", spec, candidate.as_mut()),
+            ],
+            &data,
+            &cfg.eval,
+            &cfg.runtime_check,
+            scratch.path(),
+        )?);
+    }
+    let mut models: Vec<&mut dyn qgate_runtime::Model> = candidates
+        .iter_mut()
+        .map(|c| -> &mut dyn qgate_runtime::Model { c.as_mut() })
+        .collect();
+    let mut evaluations = evaluate_candidates(
         baseline.as_mut(),
-        candidate.as_mut(),
+        &mut models,
         &data,
         &cfg.policy,
         &cfg.eval,
         progress,
     )?;
-    evaluation.runtime_checks = runtime_checks;
-    if let Some(dir) = &cfg.save_outputs {
-        crate::outputs::save_outputs(dir, &data, &evaluation)?;
+    drop(models);
+    for (e, c) in evaluations.iter_mut().zip(checks) {
+        e.runtime_checks = c;
     }
-    let report = Report::from_evaluation(
-        &evaluation,
-        "compare",
-        cfg.deployment_runtime.as_deref(),
-        &crate::host(),
-    );
+    if let Some(dir) = &cfg.save_outputs {
+        crate::outputs::save_outputs(dir, &data, &evaluations)?;
+    }
+    let reports = evaluations
+        .iter()
+        .map(|e| {
+            Report::from_evaluation(
+                e,
+                "compare",
+                cfg.deployment_runtime.as_deref(),
+                &crate::host(),
+            )
+        })
+        .collect();
     Ok(Accuracy {
-        report,
+        reports,
         data,
-        evaluation,
+        evaluations,
     })
+}
+
+/// One report of the run: the candidate's own, or with several, their ranking
+/// ([`Report::of_candidates`]).
+pub fn combine(cfg: &CompareConfig, reports: Vec<Report>) -> Report {
+    let specs: Vec<String> = cfg.candidates.iter().map(|s| s.to_string()).collect();
+    Report::of_candidates(reports, &specs, cfg.require)
 }

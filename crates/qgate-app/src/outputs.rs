@@ -7,15 +7,28 @@ use qgate_data::Dataset;
 
 use crate::error::{io, AppError};
 
-/// Writes each side's outputs to `dir/baseline.npz` and `dir/candidate.npz`, with the
-/// samples' ids (reusable as `preds:dir/baseline.npz`).
+/// Writes each model's outputs with the samples' ids (reusable as `preds:dir/…`):
+/// `dir/baseline.npz`, and `dir/candidate.npz` for one candidate or `dir/candidate-K.npz`
+/// (K = its position on the command line, from 1) for several.
 pub fn save_outputs(
     dir: &Path,
     data: &Dataset,
-    eval: &qgate_eval::Evaluation,
+    evals: &[qgate_eval::Evaluation],
 ) -> Result<(), AppError> {
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    for (name, side) in [("baseline", &eval.baseline), ("candidate", &eval.candidate)] {
+    let Some(first) = evals.first() else {
+        return Ok(());
+    };
+    let mut sides = vec![("baseline".to_string(), &first.baseline)];
+    for (k, e) in evals.iter().enumerate() {
+        let name = if evals.len() == 1 {
+            "candidate".to_string()
+        } else {
+            format!("candidate-{}", k + 1)
+        };
+        sides.push((name, &e.candidate));
+    }
+    for (name, side) in sides {
         let arrays: Vec<(&str, &Array)> =
             side.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
         write_with_ids(&dir.join(format!("{name}.npz")), arrays, &data.ids)?;

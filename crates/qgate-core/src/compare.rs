@@ -4,9 +4,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::calibration::Calibration;
 use crate::divergence::{kl_summary, top_k_agreement, KlSummary};
 use crate::metrics::{macro_f1_from_counts, Metrics, Scores};
-use crate::stats::{mcnemar_exact, paired_bootstrap, BootstrapSettings};
+use crate::policy::Observations;
+use crate::stats::{
+    bh_adjusted, holm_adjusted, mcnemar_exact, paired_bootstrap, BootstrapSettings,
+};
 
 /// What one model predicted on every sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,69 @@ pub struct PairInput<'a> {
     pub class_recall_drop_pp: f64,
     /// A class whose F1 drops by more than this (percentage points) is called out.
     pub class_f1_drop_pp: f64,
+    /// Level of the corrected per-class McNemar tests (`slice_alpha`).
+    pub alpha: f64,
+}
+
+/// Whether a group of samples (a class, a slice) got worse, judged with the other groups
+/// of its family: McNemar's exact test on its flips, adjusted by Holm (family-wise error)
+/// and by Benjamini–Hochberg (false discovery rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Significance {
+    /// Fewer correct answers, significant after Holm's correction.
+    SignificantDrop,
+    /// Fewer correct answers, significant after Benjamini–Hochberg's correction only.
+    FdrDrop,
+    /// Fewer correct answers, but not significant after correction: could be noise.
+    CouldBeNoise,
+    /// No fewer correct answers than the baseline.
+    NoDrop,
+    /// Too small to be judged (`min_slice_samples`); not in the family.
+    NotJudged,
+}
+
+impl Significance {
+    /// The class of a group that lost `negative` and gained `positive` correct answers,
+    /// with its adjusted p-values (`None`: not in the family).
+    pub fn of(
+        negative: u64,
+        positive: u64,
+        p_holm: Option<f64>,
+        p_bh: Option<f64>,
+        alpha: f64,
+    ) -> Significance {
+        match (p_holm, p_bh) {
+            (None, _) | (_, None) => Significance::NotJudged,
+            _ if negative <= positive => Significance::NoDrop,
+            (Some(h), _) if h < alpha => Significance::SignificantDrop,
+            (_, Some(b)) if b < alpha => Significance::FdrDrop,
+            _ => Significance::CouldBeNoise,
+        }
+    }
+}
+
+/// `(Holm, Benjamini–Hochberg)` adjusted p-values of McNemar's test on each group's
+/// `(negative, positive)` flips; groups with `in_family` false get `None` and are not
+/// counted.
+pub fn family_p_values(
+    flips: &[(u64, u64)],
+    in_family: &[bool],
+) -> (Vec<f64>, Vec<Option<f64>>, Vec<Option<f64>>) {
+    let raw: Vec<f64> = flips.iter().map(|&(n, p)| mcnemar_exact(n, p)).collect();
+    let family: Vec<f64> = raw
+        .iter()
+        .zip(in_family)
+        .map(|(&p, &inside)| if inside { p } else { f64::NAN })
+        .collect();
+    let finite = |v: Vec<f64>| -> Vec<Option<f64>> {
+        v.into_iter().map(|x| (!x.is_nan()).then_some(x)).collect()
+    };
+    (
+        raw,
+        finite(holm_adjusted(&family)),
+        finite(bh_adjusted(&family)),
+    )
 }
 
 /// How one class fared.
@@ -67,6 +134,14 @@ pub struct ClassDelta {
     pub positive_flips: u64,
     /// Whether recall or F1 dropped beyond the call-out tolerance.
     pub flagged: bool,
+    /// McNemar's exact p-value of the class's flips.
+    pub mcnemar_p: f64,
+    /// Holm-adjusted over the classes with samples (`None` for a class without any).
+    pub p_holm: Option<f64>,
+    /// Benjamini–Hochberg-adjusted over the same classes.
+    pub p_bh: Option<f64>,
+    /// Whether the class got worse, after correction.
+    pub significance: Significance,
 }
 
 /// One sample whose correctness changed.
@@ -175,6 +250,38 @@ impl Comparison {
     }
 }
 
+impl Observations {
+    /// What the gate looks at in a pair: the models' metrics on the same samples, their
+    /// comparison, the samples with non-finite outputs per side and, when both give
+    /// probabilities, their calibration.
+    pub fn of_pair(
+        [base, cand]: [&Metrics; 2],
+        cmp: &Comparison,
+        non_finite: [u64; 2],
+        calibration: Option<[&Calibration; 2]>,
+    ) -> Observations {
+        Observations {
+            baseline_accuracy: base.accuracy,
+            candidate_accuracy: cand.accuracy,
+            accuracy_delta_ci: cmp.accuracy_delta_ci,
+            class_deltas: cmp
+                .per_class
+                .iter()
+                .filter(|c| c.support > 0)
+                .map(|c| (c.name.clone(), c.recall_delta, c.f1_delta))
+                .collect(),
+            negative_flip_rate: cmp.negative_flip_rate,
+            kl_mean: cmp.kl.as_ref().map(|k| k.mean),
+            top1_agreement: cmp.top1_agreement,
+            baseline_non_finite: non_finite[0],
+            candidate_non_finite: non_finite[1],
+            n_samples: base.n_samples,
+            ece_increase: calibration.map(|[b, c]| c.ece - b.ece),
+            brier_increase: calibration.map(|[b, c]| c.brier - b.brier),
+        }
+    }
+}
+
 /// Per-sample agreement and correctness changes of the pair, counted in one pass.
 struct FlipTally {
     /// Every sample whose correctness changed, in data order.
@@ -267,9 +374,31 @@ fn class_deltas(
                 positive_flips: tally.class_pos[b.class],
                 flagged: -recall_delta * 100.0 > input.class_recall_drop_pp
                     || -f1_delta * 100.0 > input.class_f1_drop_pp,
+                mcnemar_p: f64::NAN,
+                p_holm: None,
+                p_bh: None,
+                significance: Significance::NotJudged,
             }
         })
         .collect();
+    let flips: Vec<(u64, u64)> = per_class
+        .iter()
+        .map(|c| (c.negative_flips, c.positive_flips))
+        .collect();
+    let in_family: Vec<bool> = per_class.iter().map(|c| c.support > 0).collect();
+    let (raw, holm, bh) = family_p_values(&flips, &in_family);
+    for (i, c) in per_class.iter_mut().enumerate() {
+        c.mcnemar_p = raw[i];
+        c.p_holm = holm[i];
+        c.p_bh = bh[i];
+        c.significance = Significance::of(
+            c.negative_flips,
+            c.positive_flips,
+            holm[i],
+            bh[i],
+            input.alpha,
+        );
+    }
     per_class.sort_by(|a, b| a.support.cmp(&b.support).then(a.class.cmp(&b.class)));
     per_class
 }
@@ -376,6 +505,7 @@ mod tests {
             bootstrap: BootstrapSettings::default(),
             class_recall_drop_pp: 5.0,
             class_f1_drop_pp: 5.0,
+            alpha: 0.05,
         };
         let cmp = Comparison::compute(&input, &bm, &cm);
         assert_eq!(cmp.flips.negative, vec!["s1", "s5"]);

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod array;
+pub mod calibration;
 pub mod compare;
 pub mod divergence;
 pub mod latency;
@@ -20,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod online;
 pub mod policy;
+pub mod slices;
 pub mod stats;
 pub mod tolerance;
 

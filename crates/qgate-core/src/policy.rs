@@ -16,6 +16,10 @@ pub struct PolicyFile {
     pub values: std::collections::BTreeMap<&'static str, f64>,
     /// `[outcomes.NAME]` tables (live traffic).
     pub outcomes: std::collections::BTreeMap<String, OutcomePolicy>,
+    /// `[slices."tag=value"]` tables: `slice → key → threshold`.
+    pub slices: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, f64>>,
+    /// `slice_gate = "point" | "significant"`.
+    pub slice_gate: Option<SliceGate>,
 }
 
 /// Errors in a policy.
@@ -130,6 +134,8 @@ pub enum Skip {
     NoEnergy(String),
     /// A performance key in an accuracy-only run (`qgate compare`).
     PerformanceNotMeasured,
+    /// A slice smaller than `min_slice_samples`.
+    TooFewSamples { samples: u64, min: u64 },
 }
 
 /// What a criterion found, typed; qgate-report puts it in words.
@@ -144,6 +150,13 @@ pub enum Reason {
     },
     /// Not judged.
     Skipped { skip: Skip },
+    /// A slice's figure is over its threshold but its drop is not significant after
+    /// Holm's correction (`slice_gate = "significant"`): it passes, and says so.
+    NotSignificant {
+        /// Holm-adjusted McNemar p-value of the slice.
+        p_holm: f64,
+        alpha: f64,
+    },
     /// `finite_outputs`: samples with a NaN or infinite score output per side, of `samples`.
     FiniteOutputs {
         baseline: u64,
@@ -248,7 +261,90 @@ pub const ACCURACY_KEYS: &[KeySpec] = &[
         description: "share of samples with the same top-1 class",
         reading: Reading::Accuracy(|o, _| Ok((o.top1_agreement, None, Vec::new()))),
     },
+    KeySpec {
+        key: "max_ece_increase",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 1.0),
+        range_text: "a fraction between 0 and 1",
+        description: "increase of the expected calibration error (equal-width bins)",
+        reading: Reading::Accuracy(|o, _| {
+            o.ece_increase
+                .map(|v| (v, None, Vec::new()))
+                .ok_or(Skip::LabelsOnly)
+        }),
+    },
+    KeySpec {
+        key: "max_brier_increase",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 2.0),
+        range_text: "a number between 0 and 2",
+        description: "increase of the multi-class Brier score",
+        reading: Reading::Accuracy(|o, _| {
+            o.brier_increase
+                .map(|v| (v, None, Vec::new()))
+                .ok_or(Skip::LabelsOnly)
+        }),
+    },
+    KeySpec {
+        key: "max_slice_accuracy_drop_pp",
+        default: None,
+        direction: Direction::AtMost,
+        range: (0.0, 100.0),
+        range_text: "percentage points between 0 and 100",
+        description: "top-1 accuracy drop of every judged slice (pp), unless its own table sets `max_accuracy_drop_pp`",
+        reading: Reading::Setting,
+    },
+    KeySpec {
+        key: "min_slice_samples",
+        default: Some(30.0),
+        direction: Direction::AtLeast,
+        range: (1.0, 1e12),
+        range_text: "a count ≥ 1",
+        description: "samples a slice needs to be judged (smaller slices are shown, not judged)",
+        reading: Reading::Setting,
+    },
+    KeySpec {
+        key: "slice_alpha",
+        default: Some(0.05),
+        direction: Direction::AtMost,
+        range: (f64::MIN_POSITIVE, 0.5),
+        range_text: "a level above 0 and at most 0.5",
+        description: "level of the corrected McNemar tests of classes and slices",
+        reading: Reading::Setting,
+    },
 ];
+
+/// Keys that judge the whole data set and may also appear in a `[slices."tag=value"]`
+/// table.
+pub fn slice_keys() -> impl Iterator<Item = &'static KeySpec> {
+    ACCURACY_KEYS
+        .iter()
+        .filter(|s| matches!(s.reading, Reading::Accuracy(_)))
+}
+
+/// How a slice's criteria fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SliceGate {
+    /// On the point figure, like the whole-set keys.
+    #[default]
+    Point,
+    /// Only when the slice's drop is also significant after Holm's correction over every
+    /// judged slice (McNemar, at `slice_alpha`).
+    Significant,
+}
+
+/// The thresholds of one `[slices."tag=value"]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SliceThresholds {
+    /// `tag=value`.
+    pub slice: String,
+    /// The policy file that holds the table.
+    pub source: Source,
+    pub thresholds: Vec<Threshold>,
+}
 
 /// Every performance key (judged by `qgate bench` and `qgate check`), in report order. None
 /// has a default: speed and memory goals depend on the deployment, so they are judged only
@@ -435,6 +531,11 @@ pub struct Threshold {
 pub struct Policy {
     /// Every threshold that will be judged.
     pub thresholds: Vec<Threshold>,
+    /// The `[slices."tag=value"]` tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<SliceThresholds>,
+    /// How slice criteria fail.
+    pub slice_gate: SliceGate,
 }
 
 impl Default for Policy {
@@ -581,6 +682,77 @@ fn parse_outcomes(
     Ok(out)
 }
 
+/// `[slices."tag=value"]` tables: any key of [`slice_keys`], each in its range; anything
+/// else is an error naming the table and key.
+fn parse_slices(
+    text: &str,
+    origin: &str,
+    value: &toml::Value,
+) -> Result<
+    std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, f64>>,
+    PolicyError,
+> {
+    let err = |message: String| PolicyError::Parse {
+        origin: origin.to_string(),
+        message,
+    };
+    let toml::Value::Table(t) = value else {
+        return Err(err(format!(
+            "{}key `slices`: expected tables `[slices.\"tag=value\"]`, found {}",
+            key_line(text, "slices"),
+            toml_kind(value)
+        )));
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in t {
+        let at = format!("table `[slices.\"{name}\"]`");
+        let Some((tag, val)) = name
+            .split_once('=')
+            .filter(|(t, v)| !t.is_empty() && !v.is_empty())
+        else {
+            return Err(err(format!(
+                "{at}: a slice is named `tag=value` (e.g. [slices.\"lighting=dark\"])"
+            )));
+        };
+        let name = format!("{}={}", tag.trim(), val.trim());
+        let toml::Value::Table(o) = v else {
+            return Err(err(format!(
+                "{at}: expected a table, found {}",
+                toml_kind(v)
+            )));
+        };
+        let mut keys = std::collections::BTreeMap::new();
+        for (k, x) in o {
+            let Some(spec) = slice_keys().find(|s| s.key == k) else {
+                let known: Vec<String> = slice_keys().map(|s| format!("`{}`", s.key)).collect();
+                return Err(err(format!(
+                    "{at}: key `{k}` is not judged per slice; expected one of {}",
+                    known.join(", ")
+                )));
+            };
+            let f = match x {
+                toml::Value::Float(f) => *f,
+                toml::Value::Integer(i) => *i as f64,
+                other => {
+                    return Err(err(format!(
+                        "{at}, key `{k}`: expected a number, found {}",
+                        toml_kind(other)
+                    )))
+                }
+            };
+            if !(f >= spec.range.0 && f <= spec.range.1) {
+                return Err(err(format!(
+                    "{at}, key `{k}` = {f} is out of range: {}",
+                    spec.range_text
+                )));
+            }
+            keys.insert(spec.key, f);
+        }
+        out.insert(name, keys);
+    }
+    Ok(out)
+}
+
 impl PolicyFile {
     /// Parses a policy from TOML text; `origin` (a path) is named in errors.
     pub fn parse(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
@@ -590,15 +762,41 @@ impl PolicyFile {
         })?;
         let mut values = std::collections::BTreeMap::new();
         let mut outcomes = std::collections::BTreeMap::new();
+        let mut slices = std::collections::BTreeMap::new();
+        let mut slice_gate = None;
         for (key, value) in &table {
             if key == "outcomes" {
                 outcomes = parse_outcomes(text, origin, value)?;
                 continue;
             }
+            if key == "slices" {
+                slices = parse_slices(text, origin, value)?;
+                continue;
+            }
+            if key == "slice_gate" {
+                slice_gate = Some(match value.as_str() {
+                    Some("point") => SliceGate::Point,
+                    Some("significant") => SliceGate::Significant,
+                    _ => {
+                        return Err(PolicyError::Parse {
+                            origin: origin.to_string(),
+                            message: format!(
+                                "{}key `slice_gate`: expected \"point\" or \"significant\", found {value}",
+                                key_line(text, key)
+                            ),
+                        })
+                    }
+                });
+                continue;
+            }
             let Some(spec) = all_keys().find(|s| s.key == key) else {
                 let known: Vec<String> = all_keys()
                     .map(|s| format!("`{}`", s.key))
-                    .chain(["`[outcomes.NAME]`".to_string()])
+                    .chain([
+                        "`slice_gate`".to_string(),
+                        "`[slices.\"tag=value\"]`".to_string(),
+                        "`[outcomes.NAME]`".to_string(),
+                    ])
                     .collect();
                 return Err(PolicyError::Parse {
                     origin: origin.to_string(),
@@ -625,7 +823,12 @@ impl PolicyFile {
             };
             values.insert(spec.key, v);
         }
-        let file = PolicyFile { values, outcomes };
+        let file = PolicyFile {
+            values,
+            outcomes,
+            slices,
+            slice_gate,
+        };
         file.validate(origin)?;
         Ok(file)
     }
@@ -672,7 +875,27 @@ impl Policy {
     /// key from `file` where set, else its default. Live-traffic keys are left to
     /// [`Policy::resolve_online`].
     pub fn resolve(file: &PolicyFile, source: &Source) -> Policy {
-        Policy::resolve_keys(ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS), file, source)
+        let mut p =
+            Policy::resolve_keys(ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS), file, source);
+        p.slice_gate = file.slice_gate.unwrap_or_default();
+        p.slices = file
+            .slices
+            .iter()
+            .map(|(slice, keys)| SliceThresholds {
+                slice: slice.clone(),
+                source: source.clone(),
+                thresholds: slice_keys()
+                    .filter_map(|spec| {
+                        keys.get(spec.key).map(|&value| Threshold {
+                            key: spec.key,
+                            value,
+                            source: source.clone(),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        p
     }
 
     /// The live-traffic keys in force ([`ONLINE_KEYS`]), thresholds and settings.
@@ -700,7 +923,11 @@ impl Policy {
                 (None, None) => None,
             })
             .collect();
-        Policy { thresholds }
+        Policy {
+            thresholds,
+            slices: Vec::new(),
+            slice_gate: SliceGate::Point,
+        }
     }
 }
 
@@ -723,6 +950,10 @@ pub struct Observations {
     /// Samples with non-finite outputs, candidate.
     pub candidate_non_finite: u64,
     pub n_samples: u64,
+    /// Candidate − baseline ECE (equal-width bins), when both give probabilities.
+    pub ece_increase: Option<f64>,
+    /// Candidate − baseline Brier score, when both give probabilities.
+    pub brier_increase: Option<f64>,
 }
 
 /// Outcome of one criterion.
@@ -754,6 +985,9 @@ pub struct CriterionResult {
     pub status: Status,
     /// What it found; qgate-report words it.
     pub reason: Reason,
+    /// The slice (`tag=value`) it judges; `None` for the whole data set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
 }
 
 /// Pass or fail.
@@ -908,6 +1142,7 @@ fn criterion(
         interval,
         status,
         reason,
+        slice: None,
     }
 }
 
@@ -956,6 +1191,7 @@ impl Gate {
                     baseline: baseline.clone(),
                     candidate: candidate.clone(),
                 },
+                slice: None,
             });
         }
         if let Some(counts) = obs.non_finite_batches {
@@ -998,6 +1234,7 @@ fn finite_timed_outputs([b, c]: [[u64; 2]; 2]) -> CriterionResult {
             baseline: b,
             candidate: c,
         },
+        slice: None,
     }
 }
 
@@ -1017,6 +1254,7 @@ fn finite_outputs(obs: &Observations) -> CriterionResult {
             candidate: obs.candidate_non_finite,
             samples: obs.n_samples,
         },
+        slice: None,
     }
 }
 
@@ -1104,7 +1342,9 @@ mod tests {
                 let key = cells.next()?.strip_suffix('`')?;
                 Some((key, cells.next()?))
             })
-            .filter(|(k, _)| k.starts_with("max_") || k.starts_with("min_"))
+            .filter(|(k, _)| {
+                k.starts_with("max_") || k.starts_with("min_") || k.starts_with("slice_")
+            })
             .collect();
         let offline = || ACCURACY_KEYS.iter().chain(PERFORMANCE_KEYS);
         let declared: Vec<&str> = offline().map(|k| k.key).collect();
@@ -1191,6 +1431,8 @@ mod tests {
             baseline_non_finite: 0,
             candidate_non_finite: 0,
             n_samples: 100,
+            ece_increase: Some(0.01),
+            brier_increase: Some(0.002),
         }
     }
 

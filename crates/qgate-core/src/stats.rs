@@ -131,6 +131,54 @@ pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
     (2.0 * log_cdf.exp()).min(1.0)
 }
 
+/// Holm's step-down adjusted p-values (Holm 1979), which keep the family-wise error rate
+/// at the level they are compared with: sorted ascending, `p_(i)` becomes
+/// `max_{j ≤ i} min(1, (m − j) p_(j))` (0-based `j`). Equals statsmodels'
+/// `multipletests(p, method="holm")[1]`. NaN entries are no test: they stay NaN and do not
+/// count in `m`.
+pub fn holm_adjusted(p: &[f64]) -> Vec<f64> {
+    adjust(p, |sorted, m| {
+        let mut running: f64 = 0.0;
+        sorted
+            .iter()
+            .enumerate()
+            .map(|(j, &q)| {
+                running = running.max(((m - j) as f64 * q).min(1.0));
+                running
+            })
+            .collect()
+    })
+}
+
+/// Benjamini–Hochberg adjusted p-values (1995), which keep the false discovery rate at the
+/// level they are compared with: sorted ascending, `p_(i)` becomes
+/// `min_{j ≥ i} min(1, m p_(j) / (j + 1))`. Equals statsmodels'
+/// `multipletests(p, method="fdr_bh")[1]`. NaN entries stay NaN and do not count in `m`.
+pub fn bh_adjusted(p: &[f64]) -> Vec<f64> {
+    adjust(p, |sorted, m| {
+        let mut out = vec![0.0; sorted.len()];
+        let mut running: f64 = 1.0;
+        for j in (0..sorted.len()).rev() {
+            running = running.min((m as f64 * sorted[j] / (j + 1) as f64).min(1.0));
+            out[j] = running;
+        }
+        out
+    })
+}
+
+/// Sorts the finite p-values, adjusts them with `rule(sorted, m)` and puts them back.
+fn adjust(p: &[f64], rule: impl Fn(&[f64], usize) -> Vec<f64>) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
+    let sorted: Vec<f64> = order.iter().map(|&i| p[i].clamp(0.0, 1.0)).collect();
+    let adjusted = rule(&sorted, sorted.len());
+    let mut out = vec![f64::NAN; p.len()];
+    for (k, &i) in order.iter().enumerate() {
+        out[i] = adjusted[k];
+    }
+    out
+}
+
 fn log_add_exp(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };
     hi + (lo - hi).exp().ln_1p()

@@ -17,6 +17,7 @@
 mod csv_table;
 mod images;
 pub mod npy;
+pub mod slices;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use qgate_core::{Array, ArrayData, NotIntegers};
 
 pub use csv_table::CsvOptions;
 pub use images::{ColorMode, ImagePreprocess, Layout};
+pub use slices::{SliceTag, Slices};
 
 /// Errors while loading data. Each names the file and the array, column or sample at fault.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,9 @@ pub struct Dataset {
     pub rows: Vec<usize>,
     /// Samples in the file before any selection.
     pub file_rows: usize,
+    /// Tags of samples (`slice_*` arrays of an archive, or a manifest attached with
+    /// [`Dataset::attach_slices`]).
+    pub slices: Slices,
 }
 
 impl Dataset {
@@ -155,6 +160,7 @@ impl Dataset {
             unusable: BTreeMap::new(),
             rows: (0..n).collect(),
             file_rows: n,
+            slices: Slices::default(),
         })
     }
 
@@ -241,6 +247,40 @@ impl Dataset {
         if let Some(l) = &self.labels {
             self.labels = Some(idx.iter().map(|&i| l[i]).collect());
         }
+        self.slices.select(idx);
+    }
+
+    /// Reads a slice manifest (`--slices FILE`) and adds its tags to the data set's own
+    /// (`slice_*` arrays); call it before selecting samples, so ids the manifest names are
+    /// matched against the whole file. A tag both define is an error naming it.
+    pub fn attach_slices(&mut self, path: &Path) -> Result<(), DataError> {
+        let manifest = slices::load_manifest(path, self)?;
+        if let Some(t) = manifest
+            .tags
+            .iter()
+            .find(|t| self.slices.tags.iter().any(|o| o.tag == t.tag))
+        {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tag '{}' is also an array `slice_{}` of {}; name it once",
+                    t.tag, t.tag, self.source
+                ),
+            });
+        }
+        let mut tags = std::mem::take(&mut self.slices.tags);
+        tags.extend(manifest.tags.iter().cloned());
+        let source = if self.slices.source.is_empty() {
+            manifest.source.clone()
+        } else {
+            format!("{} and {}", self.slices.source, manifest.source)
+        };
+        self.slices = Slices {
+            source,
+            tags,
+            ..manifest
+        };
+        Ok(())
     }
 }
 
@@ -368,6 +408,7 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         (Some(k), _) | (None, Some(k)) => format!("'{k}' holds {n}"),
         (None, None) => format!("most arrays hold {n}"),
     };
+    let slices = slices::take_slice_arrays(path, &mut arrays, n)?;
     let misfits: Vec<String> = arrays
         .iter()
         .filter(|(_, a)| a.shape.is_empty() || a.n_rows() != n)
@@ -405,6 +446,7 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         unusable,
         rows: (0..n).collect(),
         file_rows: n,
+        slices,
     };
     non_empty(ds, path)
 }

@@ -70,6 +70,7 @@ fn statistics(c: &mut Criterion) {
                 },
                 class_recall_drop_pp: 5.0,
                 class_f1_drop_pp: 5.0,
+                alpha: 0.05,
             };
             Comparison::compute(&input, &bm, &cm)
         })

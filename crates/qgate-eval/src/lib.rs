@@ -15,12 +15,14 @@ mod thumbnails;
 
 use std::collections::BTreeMap;
 
+use qgate_core::calibration::{calibration, Calibration};
 use qgate_core::compare::{Comparison, PairInput, Predicted};
 use qgate_core::divergence::{tensor_divergence, TensorDivergence};
 use qgate_core::metrics::Metrics;
 use qgate_core::policy::{Gate, Observations, Policy};
+use qgate_core::slices::{compare_slices, judge_slices, SliceResult};
 use qgate_core::stats::BootstrapSettings;
-use qgate_data::Dataset;
+use qgate_data::{Dataset, Slices};
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
@@ -72,6 +74,35 @@ pub enum EvalError {
     /// tract disagrees with onnxruntime's node-by-node execution on a quantized model.
     #[error("{0}")]
     RuntimeCheck(Box<RuntimeCheck>),
+    /// The policy's slice tables do not fit the data's slices.
+    #[error("{data}: {message}")]
+    Slices {
+        /// The data set.
+        data: String,
+        message: String,
+    },
+}
+
+/// Calibration of both sides.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairCalibration {
+    pub baseline: Calibration,
+    pub candidate: Calibration,
+}
+
+/// The pair on every slice of the data, with how the tags met the samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct SliceEvaluation {
+    /// The tags, where they came from and what did not match.
+    pub tags: Slices,
+    /// Samples without a value, per tag (same order as `tags.tags`).
+    pub untagged: Vec<u64>,
+    /// `min_slice_samples` in force.
+    pub min_samples: u64,
+    /// `slice_alpha` in force.
+    pub alpha: f64,
+    /// Every slice, worst first.
+    pub slices: Vec<SliceResult>,
 }
 
 /// How to evaluate.
@@ -157,6 +188,10 @@ pub struct Evaluation {
     pub divergence_skipped: Vec<(String, String)>,
     /// Thumbnails of flipped samples when the inputs are images (at most 48).
     pub thumbnails: Vec<Thumbnail>,
+    /// Calibration of both sides, when both give class probabilities.
+    pub calibration: Option<PairCalibration>,
+    /// The pair per slice, when the data has slices.
+    pub slices: Option<SliceEvaluation>,
     pub gate: Gate,
     /// The policy in force.
     pub policy: Policy,
@@ -177,6 +212,22 @@ pub fn evaluate_pair(
     opts: &EvalOptions,
     progress: Progress<'_>,
 ) -> Result<Evaluation, EvalError> {
+    let mut candidates: [&mut dyn Model; 1] = [candidate];
+    let mut all = evaluate_candidates(baseline, &mut candidates, data, policy, opts, progress)?;
+    Ok(all.remove(0))
+}
+
+/// Evaluates every candidate against one baseline on `data` (the baseline runs once) and
+/// judges each pair against `policy`. With several candidates, errors name the candidate
+/// by its position (`candidate 2`).
+pub fn evaluate_candidates(
+    baseline: &mut dyn Model,
+    candidates: &mut [&mut dyn Model],
+    data: &Dataset,
+    policy: &Policy,
+    opts: &EvalOptions,
+    progress: Progress<'_>,
+) -> Result<Vec<Evaluation>, EvalError> {
     if data.is_empty() {
         return Err(EvalError::Empty(data.source.clone()));
     }
@@ -186,10 +237,29 @@ pub fn evaluate_pair(
             data.source
         ))
     })?;
-    let sides = [
-        run_side("baseline", baseline, data, opts, progress)?,
-        run_side("candidate", candidate, data, opts, progress)?,
-    ];
+    let base = run_side("baseline".into(), baseline, data, opts, progress)?;
+    let several = candidates.len() > 1;
+    let mut out = Vec::with_capacity(candidates.len());
+    for (k, candidate) in candidates.iter_mut().enumerate() {
+        let name = if several {
+            format!("candidate {}", k + 1)
+        } else {
+            "candidate".to_string()
+        };
+        let cand = run_side(name, &mut **candidate, data, opts, progress)?;
+        out.push(assemble([&base, &cand], labels_raw, data, policy, opts)?);
+    }
+    Ok(out)
+}
+
+/// The evaluation of one pair from both sides' runs.
+fn assemble(
+    sides: [&Side; 2],
+    labels_raw: &[i64],
+    data: &Dataset,
+    policy: &Policy,
+    opts: &EvalOptions,
+) -> Result<Evaluation, EvalError> {
     let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
     let max_label = labels_raw.iter().copied().max().unwrap_or(0);
     let n_classes = n_out
@@ -198,7 +268,10 @@ pub fn evaluate_pair(
     let labels = check_labels(
         labels_raw,
         data,
-        &sides.iter().map(|s| (s.0, &s.5)).collect::<Vec<_>>(),
+        &sides
+            .iter()
+            .map(|s| (s.0.as_str(), &s.5))
+            .collect::<Vec<_>>(),
     )?;
     let side_result = |(_, provenance, info, bindings, run, scores): &Side| {
         let metrics = Metrics::compute(
@@ -226,8 +299,8 @@ pub fn evaluate_pair(
         };
         (result, predicted)
     };
-    let (baseline, base_pred) = side_result(&sides[0]);
-    let (candidate, cand_pred) = side_result(&sides[1]);
+    let (baseline, base_pred) = side_result(sides[0]);
+    let (candidate, cand_pred) = side_result(sides[1]);
     let input = PairInput {
         labels: &labels,
         ids: &data.ids,
@@ -244,8 +317,17 @@ pub fn evaluate_pair(
         class_f1_drop_pp: policy
             .value("max_class_f1_drop_pp")
             .unwrap_or(f64::INFINITY),
+        alpha: policy.value("slice_alpha").unwrap_or(0.05),
     };
     let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
+    let calibration = match (&base_pred.probs, &cand_pred.probs) {
+        (Some(b), Some(c)) => Some(PairCalibration {
+            baseline: calibration(b, &labels, CALIBRATION_BINS),
+            candidate: calibration(c, &labels, CALIBRATION_BINS),
+        }),
+        _ => None,
+    };
+    let slices = evaluate_slices(data, policy, &input)?;
     let (divergence, divergence_skipped) =
         output_divergence(&sides[0].4, &sides[1].4, &sides[0].5.name);
     let thumbnails = comparison
@@ -260,24 +342,25 @@ pub fn evaluate_pair(
                 .and_then(|a| thumbnail(a, f.index, &f.id))
         })
         .collect();
-    let obs = Observations {
-        baseline_accuracy: baseline.metrics.accuracy,
-        candidate_accuracy: candidate.metrics.accuracy,
-        accuracy_delta_ci: comparison.accuracy_delta_ci,
-        class_deltas: comparison
-            .per_class
-            .iter()
-            .filter(|c| c.support > 0)
-            .map(|c| (c.name.clone(), c.recall_delta, c.f1_delta))
-            .collect(),
-        negative_flip_rate: comparison.negative_flip_rate,
-        kl_mean: comparison.kl.as_ref().map(|k| k.mean),
-        top1_agreement: comparison.top1_agreement,
-        baseline_non_finite: baseline.non_finite_samples,
-        candidate_non_finite: candidate.non_finite_samples,
-        n_samples: labels.len() as u64,
-    };
+    let obs = Observations::of_pair(
+        [&baseline.metrics, &candidate.metrics],
+        &comparison,
+        [baseline.non_finite_samples, candidate.non_finite_samples],
+        calibration.as_ref().map(|c| [&c.baseline, &c.candidate]),
+    );
     let mut gate = Gate::evaluate(policy, &obs);
+    if let Some(s) = &slices {
+        let criteria = judge_slices(policy, &s.slices).map_err(|message| EvalError::Slices {
+            data: data.source.clone(),
+            message,
+        })?;
+        gate = Gate::from_criteria(gate.criteria.into_iter().chain(criteria).collect());
+    } else if let Err(message) = judge_slices(policy, &[]) {
+        return Err(EvalError::Slices {
+            data: data.source.clone(),
+            message,
+        });
+    }
     // Speed and memory keys are judged by `qgate bench` / `qgate check`; list them as not
     // measured so nobody reads their absence as a pass.
     gate.criteria.extend(Gate::unmeasured_performance(policy));
@@ -301,14 +384,47 @@ pub fn evaluate_pair(
         divergence,
         divergence_skipped,
         thumbnails,
+        calibration,
+        slices,
         gate,
         policy: policy.clone(),
         runtime_checks: Vec::new(),
     })
 }
 
+/// Bins of the reliability diagrams and ECE.
+pub const CALIBRATION_BINS: usize = qgate_core::calibration::DEFAULT_BINS;
+
+/// The pair on every slice of `data` (none without tags).
+fn evaluate_slices(
+    data: &Dataset,
+    policy: &Policy,
+    input: &PairInput<'_>,
+) -> Result<Option<SliceEvaluation>, EvalError> {
+    if data.slices.is_empty() {
+        return Ok(None);
+    }
+    let min_samples = policy.value("min_slice_samples").unwrap_or(30.0) as u64;
+    let tags: Vec<(&str, &[Option<String>])> = data
+        .slices
+        .tags
+        .iter()
+        .map(|t| (t.tag.as_str(), t.values.as_slice()))
+        .collect();
+    let bad = |p: &Predicted| -> Vec<bool> { p.predictions.iter().map(Option::is_none).collect() };
+    let (nb, nc) = (bad(input.baseline), bad(input.candidate));
+    let slices = compare_slices(input, &tags, [&nb, &nc], min_samples);
+    Ok(Some(SliceEvaluation {
+        untagged: data.slices.tags.iter().map(|t| t.untagged()).collect(),
+        tags: data.slices.clone(),
+        min_samples,
+        alpha: input.alpha,
+        slices,
+    }))
+}
+
 type Side = (
-    &'static str,
+    String,
     Provenance,
     ModelInfo,
     Vec<InputBinding>,
@@ -317,7 +433,7 @@ type Side = (
 );
 
 fn run_side(
-    side: &'static str,
+    side: String,
     model: &mut dyn Model,
     data: &Dataset,
     opts: &EvalOptions,
@@ -325,20 +441,20 @@ fn run_side(
 ) -> Result<Side, EvalError> {
     let bindings =
         resolve_inputs(model.info(), data, &opts.inputs).map_err(|message| EvalError::Inputs {
-            side: side.into(),
+            side: side.clone(),
             message,
         })?;
     let run = run_model(model, data, &bindings, opts.batch_size, &mut |done, all| {
-        progress(side, done, all)
+        progress(&side, done, all)
     })
     .map_err(|source| EvalError::Runtime {
-        side: side.into(),
+        side: side.clone(),
         source,
     })?;
     let scores =
         select_scores(&run, opts.output.as_deref(), opts.output_kind).map_err(|message| {
             EvalError::Outputs {
-                side: side.into(),
+                side: side.clone(),
                 message,
             }
         })?;

@@ -145,6 +145,7 @@ fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
         },
         class_recall_drop_pp: 5.0,
         class_f1_drop_pp: 5.0,
+        alpha: 0.05,
     };
     Comparison::compute(&input, &metrics(base), &metrics(cand))
 }

@@ -22,7 +22,7 @@ td.l,th.l{text-align:left}.pass{color:#11772d;font-weight:600}.fail{color:#b3261
 @media (max-width:960px){table{font-size:12.5px}td,th{padding:2px 5px}td:not(.l){white-space:normal}td code,td small{word-break:break-all}}
 svg .ttl{font-size:13px;font-weight:600}svg .lbl{font-size:10px;fill:#444}svg .ax{font-size:11px;fill:#444}svg .cell{font-size:9px;fill:#111}
 svg .base{fill:#9ecae1}svg .cand{fill:#2166ac}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
-.flag{background:#fdecea}.thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumb{text-align:center;font-size:11px}
+.cand{border-left:4px solid #ccc;padding-left:14px;margin-top:28px}.flag{background:#fdecea}.thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumb{text-align:center;font-size:11px}
 .thumb img{width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccc;display:block}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px}
 "#;
@@ -71,22 +71,52 @@ impl Exporter for Html {
         for w in &r.warnings {
             let _ = write!(h, "<div class=\"warn\">{}</div>", esc(&w.message));
         }
-        gate(&mut h, r);
-        headline(&mut h, r);
-        per_class(&mut h, r);
-        confusion(&mut h, r);
-        divergence(&mut h, r);
-        flips(&mut h, r);
-        if let Some(p) = &r.performance {
-            crate::perf::html(&mut h, p);
+        if r.candidates.is_empty() {
+            sections(&mut h, r);
+        } else {
+            gate(&mut h, r);
+            crate::candidates::html(&mut h, r);
+            for c in &r.candidates {
+                let verdict = c.report.verdict.as_str();
+                let _ = write!(
+                    h,
+                    "<section class=cand id=\"candidate-{}\"><h2>#{} <code>{}</code> <span class=\"verdict {verdict}\">{}</span></h2><p>{}</p>",
+                    c.rank,
+                    c.rank,
+                    esc(&c.spec),
+                    verdict.to_uppercase(),
+                    esc(&c.report.summary)
+                );
+                sections(&mut h, &c.report);
+                h.push_str("</section>");
+            }
         }
-        if let Some(s) = &r.sensitivity {
-            crate::sens::html(&mut h, s);
-        }
-        provenance(&mut h, r);
         h.push_str("</body></html>\n");
         Ok(h)
     }
+}
+
+/// The sections of one pair's report, gate first.
+fn sections(h: &mut String, r: &Report) {
+    gate(h, r);
+    headline(h, r);
+    per_class(h, r);
+    if let Some(s) = &r.slices {
+        crate::slices::html(h, s);
+    }
+    if let Some(c) = &r.calibration {
+        crate::slices::calibration_html(h, c);
+    }
+    confusion(h, r);
+    divergence(h, r);
+    flips(h, r);
+    if let Some(p) = &r.performance {
+        crate::perf::html(h, p);
+    }
+    if let Some(s) = &r.sensitivity {
+        crate::sens::html(h, s);
+    }
+    provenance(h, r);
 }
 
 fn gate(h: &mut String, r: &Report) {
@@ -103,8 +133,12 @@ fn gate(h: &mut String, r: &Report) {
         };
         let _ = write!(
             h,
-            "<tr><td class=l><code>{}</code><br><small>{}</small></td><td>{}</td><td>{}</td><td>{op} {}</td><td class=l>{}</td><td class=\"l {status}\" title=\"{}\">{status}</td></tr>",
+            "<tr><td class=l><code>{}</code>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{op} {}</td><td class=l>{}</td><td class=\"l {status}\" title=\"{}\">{status}</td></tr>",
             esc(&c.key),
+            c.slice
+                .as_ref()
+                .map(|s| format!(" · <code>{}</code>", esc(s)))
+                .unwrap_or_default(),
             esc(&c.message),
             c.observed.map(num).unwrap_or_else(|| "—".into()),
             c.interval
@@ -173,16 +207,23 @@ fn per_class(h: &mut String, r: &Report) {
     h.push_str("<h2>Per class</h2><p class=legend><span style=\"background:#9ecae1\"></span>baseline<span style=\"background:#2166ac\"></span>candidate</p><div class=charts>");
     h.push_str(&paired_bars("Recall per class", &cats, &br, &cr));
     h.push_str(&paired_bars("F1 per class", &cats, &bf, &cf));
-    h.push_str("</div><p>Smallest classes first — quantization damage hides there. Highlighted rows drop beyond the policy's per-class tolerance.</p>");
-    h.push_str("<table><tr><th class=l>class</th><th>support</th><th>recall base</th><th>recall cand</th><th>Δ recall</th><th>Δ precision</th><th>F1 base</th><th>F1 cand</th><th>Δ F1</th><th>correct → wrong</th><th>wrong → correct</th></tr>");
+    let _ = write!(
+        h,
+        "</div><p>Smallest classes first — quantization damage hides there. Highlighted rows drop beyond the policy's per-class tolerance. {}</p>",
+        esc(&crate::slices::class_sentence(&c.per_class, c.alpha))
+    );
+    h.push_str("<table><tr><th class=l>class</th><th>support</th><th>recall base</th><th>recall cand</th><th>Δ recall</th><th>Δ precision</th><th>F1 base</th><th>F1 cand</th><th>Δ F1</th><th>correct → wrong</th><th>wrong → correct</th><th>McNemar p</th><th>p (Holm)</th><th>p (BH)</th><th class=l>finding</th></tr>");
     for d in &c.per_class {
         let _ = write!(
             h,
-            "<tr{}><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.2} pp</td><td>{:+.2} pp</td><td>{}</td><td>{}</td><td>{:+.2} pp</td><td>{}</td><td>{}</td></tr>",
+            "<tr{}><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.2} pp</td><td>{:+.2} pp</td><td>{}</td><td>{}</td><td>{:+.2} pp</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
             if d.flagged { " class=flag" } else { "" },
             esc(&d.name), d.support, pct(d.baseline_recall), pct(d.candidate_recall), d.recall_delta * 100.0,
             d.precision_delta * 100.0, num(d.baseline_f1), num(d.candidate_f1), d.f1_delta * 100.0,
-            d.negative_flips, d.positive_flips
+            d.negative_flips, d.positive_flips, pval(d.mcnemar_p),
+            d.p_holm.map(pval).unwrap_or_else(|| "—".into()),
+            d.p_bh.map(pval).unwrap_or_else(|| "—".into()),
+            crate::slices::significance_words(d.significance)
         );
     }
     h.push_str("</table>");

@@ -15,6 +15,7 @@
 //! assert!(SCHEMA_VERSION.starts_with("1."));
 //! ```
 
+mod candidates;
 mod html;
 mod junit;
 mod markdown;
@@ -23,6 +24,7 @@ mod perf;
 mod png;
 mod schema;
 mod sens;
+mod slices;
 mod svg;
 mod words;
 

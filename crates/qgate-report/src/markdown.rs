@@ -17,6 +17,9 @@ impl Exporter for Markdown {
     }
 
     fn render(&self, r: &Report) -> Result<String, ReportError> {
+        if !r.candidates.is_empty() {
+            return crate::candidates::markdown(self, r);
+        }
         let mut m = String::new();
         let badge = r.verdict.badge();
         let _ = writeln!(m, "## qgate {}: {badge}\n", r.command);
@@ -43,6 +46,12 @@ impl Exporter for Markdown {
         criteria_table(&mut m, r);
         if let Some(acc) = r.accuracy() {
             accuracy(&mut m, &acc);
+        }
+        if let Some(c) = &r.calibration {
+            crate::slices::calibration_markdown(&mut m, c);
+        }
+        if let Some(s) = &r.slices {
+            crate::slices::markdown(&mut m, s);
         }
         if let Some(p) = &r.performance {
             crate::perf::markdown(&mut m, p);
@@ -84,8 +93,12 @@ fn criteria_table(m: &mut String, r: &Report) {
         };
         let _ = writeln!(
             m,
-            "| `{}` | {} | {} | {op} {} | {} | {result} |",
+            "| `{}`{} | {} | {} | {op} {} | {} | {result} |",
             c.key,
+            c.slice
+                .as_ref()
+                .map(|s| format!(" · `{s}`"))
+                .unwrap_or_default(),
             c.observed.map(num).unwrap_or_else(|| "—".into()),
             c.interval
                 .map(|[a, b]| format!("[{}, {}]", num(a), num(b)))
@@ -156,11 +169,17 @@ fn accuracy(m: &mut String, acc: &crate::schema::Accuracy) {
         .take(MAX_CLASS_ROWS)
         .collect();
     if !worst.is_empty() {
-        m.push_str("\n**Classes that lost** (worst recall first)\n\n| class | support | recall | Δ recall | Δ F1 | correct→wrong |\n|---|---:|---:|---:|---:|---:|\n");
+        let alpha = c.alpha;
+        let _ = writeln!(
+            m,
+            "\n**Classes that lost** (worst recall first). {}\n",
+            crate::slices::class_sentence(&c.per_class, alpha)
+        );
+        m.push_str("| class | support | recall | Δ recall | Δ F1 | correct→wrong | p (Holm) | finding |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
         for d in worst {
             let _ = writeln!(
                 m,
-                "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} |",
+                "| {}{} | {} | {} → {} | {:+.2} pp | {:+.2} pp | {} | {} | {} |",
                 d.name,
                 if d.flagged { " ⚠️" } else { "" },
                 d.support,
@@ -168,7 +187,9 @@ fn accuracy(m: &mut String, acc: &crate::schema::Accuracy) {
                 pct(d.candidate_recall),
                 d.recall_delta * 100.0,
                 d.f1_delta * 100.0,
-                d.negative_flips
+                d.negative_flips,
+                d.p_holm.map(pval).unwrap_or_else(|| "—".into()),
+                crate::slices::significance_words(d.significance)
             );
         }
     }

@@ -470,10 +470,10 @@ fn series_svg(
     py: &dyn Fn(f64) -> f64,
     legend: (f64, f64),
 ) {
-    let color = if sr.class == "base" {
-        "#6baed6"
-    } else {
-        "#2166ac"
+    let color = match sr.class {
+        "base" => "#6baed6",
+        "ideal" => "#aaaaaa",
+        _ => "#2166ac",
     };
     let finite = || {
         sr.points
@@ -496,10 +496,10 @@ fn series_svg(
         }
         prev = Some(py(y));
     }
-    let dash = if sr.class == "base" {
-        r#" stroke-dasharray="5 3""#
-    } else {
-        ""
+    let dash = match sr.class {
+        "base" => r#" stroke-dasharray="5 3""#,
+        "ideal" => r#" stroke-dasharray="2 3""#,
+        _ => "",
     };
     let _ = write!(
         s,

@@ -134,7 +134,24 @@ pub(crate) fn kind_by(k: qgate_eval::KindBy) -> &'static str {
 
 /// A criterion's finding in one sentence a reviewer can act on.
 pub(crate) fn criterion_message(c: &CriterionResult) -> String {
+    let message = reason_message(c);
+    match &c.slice {
+        Some(slice) => format!("slice {slice}: {message}"),
+        None => message,
+    }
+}
+
+fn reason_message(c: &CriterionResult) -> String {
     match &c.reason {
+        Reason::NotSignificant { p_holm, alpha } => format!(
+            "{} = {} is over {} but the slice's drop is not significant after Holm's correction \
+             (adjusted McNemar p = {} ≥ {}): looks worse, could be noise (slice_gate = \"significant\")",
+            c.description,
+            c.observed.map_or("—".to_string(), fmt_num),
+            fmt_num(c.threshold),
+            fmt_num(*p_holm),
+            fmt_num(*alpha)
+        ),
         Reason::Judged {
             classes_over,
             decision_ci,
@@ -226,6 +243,9 @@ fn skipped(skip: &Skip) -> String {
             "skipped: resident memory is not measurable on this system".into()
         }
         Skip::NoEnergy(why) => format!("skipped: {why}"),
+        Skip::TooFewSamples { samples, min } => format!(
+            "skipped: the slice has {samples} sample(s), fewer than min_slice_samples = {min}"
+        ),
         Skip::PerformanceNotMeasured => {
             "skipped: performance is measured by `qgate bench` and `qgate check`, not `qgate compare`"
                 .into()
@@ -281,6 +301,7 @@ mod tests {
             interval: None,
             status,
             reason,
+            slice: None,
         }
     }
 

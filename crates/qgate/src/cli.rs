@@ -155,9 +155,11 @@ pub struct PairFlags {
     /// Reference model: PATH (tract), ort:PATH, http(s)://…/v2/models/NAME, preds:PATH.
     #[arg(long, value_name = "SPEC")]
     pub baseline: Option<String>,
-    /// Compressed model, same syntax as --baseline.
+    /// Compressed model, same syntax as --baseline. `compare` and `check` take several
+    /// (repeat the flag: INT8 dynamic, INT8 static, FP16, pruned …), judged and ranked in one
+    /// report.
     #[arg(long, value_name = "SPEC")]
-    pub candidate: Option<String>,
+    pub candidate: Vec<String>,
     /// The runtime the model will be deployed on; the report warns about figures from other
     /// runtimes.
     #[arg(long, value_name = "RUNTIME", value_enum)]
@@ -165,18 +167,32 @@ pub struct PairFlags {
 }
 
 impl PairFlags {
-    /// Both specs, parsed; a missing one is named.
-    fn specs(&self) -> Result<(ModelSpec, ModelSpec)> {
-        let spec = |flag: &str, v: &Option<String>| -> Result<ModelSpec> {
-            let v = v
-                .as_deref()
-                .with_context(|| format!("missing --{flag} (or `{flag}` in the config file)"))?;
-            ModelSpec::parse(v).with_context(|| format!("--{flag}"))
-        };
-        Ok((
-            spec("baseline", &self.baseline)?,
-            spec("candidate", &self.candidate)?,
-        ))
+    /// The baseline's spec and every candidate's, parsed; a missing one is named.
+    fn specs(&self) -> Result<(ModelSpec, Vec<ModelSpec>)> {
+        let baseline = self
+            .baseline
+            .as_deref()
+            .context("missing --baseline (or `baseline` in the config file)")?;
+        let baseline = ModelSpec::parse(baseline).context("--baseline")?;
+        if self.candidate.is_empty() {
+            bail!("missing --candidate (or `candidate` in the config file)");
+        }
+        let several = self.candidate.len() > 1;
+        let candidates = self
+            .candidate
+            .iter()
+            .enumerate()
+            .map(|(k, v)| {
+                ModelSpec::parse(v).with_context(|| {
+                    if several {
+                        format!("--candidate #{} ({v})", k + 1)
+                    } else {
+                        "--candidate".to_string()
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((baseline, candidates))
     }
 }
 
@@ -595,6 +611,15 @@ pub struct CompareArgs {
     pub bootstrap_seed: Option<u64>,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
+    /// Slices of the data: a CSV or JSON-lines manifest with an `id` column and one column
+    /// per tag (`id,lighting,size`). Every metric is also computed per `tag=value`. An
+    /// `.npz`'s own `slice_<tag>` arrays are read without it.
+    #[arg(long, value_name = "FILE")]
+    pub slices: Option<PathBuf>,
+    /// With several candidates: `all` (default) passes the run only when every candidate
+    /// passes its gate, `any` when at least one does.
+    #[arg(long, value_name = "all|any", value_parser = str::parse::<qgate_report::Require>)]
+    pub require: Option<qgate_report::Require>,
     /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
     /// preds:DIR/baseline.npz).
     #[arg(long, value_name = "DIR")]
@@ -701,7 +726,7 @@ impl CompareArgs {
     /// Merges flags over the config file and validates the result.
     pub fn resolve(self, interactive: bool) -> Result<CompareConfig> {
         let data_settings = self.mapping.resolve()?;
-        let (baseline, candidate) = self.pair.specs()?;
+        let (baseline, candidates) = self.pair.specs()?;
         let data = self
             .data
             .context("missing --data (or `data` in the config file)")?;
@@ -716,10 +741,15 @@ impl CompareArgs {
         load.tract_rewrites = !self.no_tract_rewrites;
         let runtime_check =
             runtime_check(self.no_runtime_check, self.runtime_check_samples, &load)?;
+        if self.require.is_some() && candidates.len() < 2 {
+            bail!("--require decides between several candidates; give --candidate more than once");
+        }
         Ok(CompareConfig {
             baseline,
-            candidate,
+            candidates,
+            require: self.require.unwrap_or_default(),
             data,
+            slices: self.slices,
             out,
             keys: data_settings.keys,
             images: data_settings.images,
@@ -1093,7 +1123,14 @@ impl PerfFlags {
 impl BenchArgs {
     /// Validates `qgate bench`'s flags.
     pub fn resolve(self, interactive: bool) -> Result<BenchConfig> {
-        let (baseline, candidate) = self.pair.specs()?;
+        let (baseline, mut candidates) = self.pair.specs()?;
+        if candidates.len() > 1 {
+            bail!(
+                "--candidate given {} times: `qgate bench` measures one candidate; `qgate check` measures several, each against the baseline",
+                candidates.len()
+            );
+        }
+        let candidate = candidates.remove(0);
         let (out, policy) = self.report.resolve()?;
         let data_settings = self.mapping.resolve()?;
         Ok(BenchConfig {

@@ -12,7 +12,8 @@ pub(crate) fn compare(cfg: CompareConfig) -> Result<Verdict> {
     let accuracy =
         qgate_app::compare::run(&cfg, &mut |side, done, all| bar.advance(side, done, all))?;
     bar.0.finish_and_clear();
-    write_report(&accuracy.report, &cfg.out)
+    let report = qgate_app::compare::combine(&cfg, accuracy.reports);
+    write_report(&report, &cfg.out)
 }
 
 pub(crate) fn bench(cfg: BenchConfig) -> Result<Verdict> {

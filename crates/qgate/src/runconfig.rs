@@ -133,7 +133,15 @@ impl RunConfig<'_> {
     fn flags(&self, key: &str, value: &toml::Value) -> Result<Vec<String>> {
         match key {
             "config" => bail!("a run config cannot name another run config"),
-            "baseline" | "candidate" => Ok(vec![format!("--{key}={}", self.side(value)?)]),
+            "baseline" => Ok(vec![format!("--{key}={}", self.side(value)?)]),
+            // One candidate, or a list of them (`compare` and `check` take several).
+            "candidate" => match value {
+                toml::Value::Array(items) => self.repeated(
+                    "candidate",
+                    items.iter().map(|v| self.side(v)).collect::<Result<_>>()?,
+                ),
+                v => self.repeated("candidate", vec![self.side(v)?]),
+            },
             "policy" => match value {
                 toml::Value::Table(t) => Ok(vec![format!("--policy-table={t}")]),
                 v => self.plain("policy", v),

@@ -394,6 +394,51 @@ fn check_runs_accuracy_and_performance_into_one_verdict() {
 }
 
 #[test]
+fn check_measures_each_of_several_candidates_against_the_baseline() {
+    let run = qgate(
+        "check",
+        &[
+            "--baseline",
+            &fx("cnn_fp32.onnx"),
+            "--candidate",
+            &fx("cnn_fp16.onnx"),
+            "--candidate",
+            &fx("cnn_int8_qdq.onnx"),
+            "--data",
+            &fx("test.npz"),
+            "--no-sweeps",
+            "--duration",
+            "0.3",
+            "--rounds",
+            "4",
+            "--perf-samples",
+            "32",
+        ],
+        false,
+    );
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["command"], "check");
+    let cands = r["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 2);
+    for c in cands {
+        assert_eq!(c["command"], "check");
+        let p = &c["performance"];
+        assert!(p["comparison"]["speedup"].is_number(), "{p}");
+        // Each pair's timed outputs were checked against its own accuracy run's outputs.
+        let oc = &p["candidate"]["output_check"];
+        assert_eq!(oc["reference_samples"], 32, "{oc}");
+        assert_eq!(oc["reference_mismatches"], 0, "{oc}");
+        assert!(c["candidate"]["runtime"]["spec"]
+            .as_str()
+            .unwrap()
+            .ends_with(c["spec"].as_str().unwrap()));
+    }
+    let md = run.file("report.md");
+    assert!(md.contains("× ["), "the ranking shows each speed-up: {md}");
+}
+
+#[test]
 fn compare_lists_performance_keys_as_not_measured() {
     let tmp = tempfile::tempdir().unwrap();
     let pol = policy(tmp.path(), "min_speedup = 1.2\n");

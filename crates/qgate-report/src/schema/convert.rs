@@ -134,6 +134,23 @@ impl Conv<ClassDelta> for qgate_core::compare::ClassDelta {
             negative_flips: v.negative_flips.conv(),
             positive_flips: v.positive_flips.conv(),
             flagged: v.flagged.conv(),
+            mcnemar_p: v.mcnemar_p,
+            p_holm: v.p_holm,
+            p_bh: v.p_bh,
+            significance: v.significance.conv(),
+        }
+    }
+}
+
+impl Conv<Significance> for qgate_core::compare::Significance {
+    fn conv(&self) -> Significance {
+        use qgate_core::compare::Significance as S;
+        match self {
+            S::SignificantDrop => Significance::SignificantDrop,
+            S::FdrDrop => Significance::FdrDrop,
+            S::CouldBeNoise => Significance::CouldBeNoise,
+            S::NoDrop => Significance::NoDrop,
+            S::NotJudged => Significance::NotJudged,
         }
     }
 }
@@ -179,6 +196,7 @@ impl Conv<CriterionResult> for qgate_core::policy::CriterionResult {
             interval: v.interval.conv(),
             status: v.status.conv(),
             message: crate::words::criterion_message(v),
+            slice: v.slice.clone(),
         }
     }
 }

@@ -49,6 +49,31 @@ pub struct ClassDelta {
     pub positive_flips: u64,
     /// Whether recall or F1 dropped beyond the call-out tolerance.
     pub flagged: bool,
+    /// McNemar's exact p-value of the class's flips.
+    pub mcnemar_p: f64,
+    /// Holm-adjusted over the classes with samples.
+    pub p_holm: Option<f64>,
+    /// Benjamini–Hochberg-adjusted over the same classes.
+    pub p_bh: Option<f64>,
+    /// Whether the class got worse, after correction.
+    pub significance: Significance,
+}
+
+/// Whether a group of samples (a class, a slice) got worse, judged with the others of its
+/// family (McNemar's exact test, Holm and Benjamini–Hochberg corrections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Significance {
+    /// Fewer correct answers, significant after Holm's correction.
+    SignificantDrop,
+    /// Fewer correct answers, significant after Benjamini–Hochberg's correction only.
+    FdrDrop,
+    /// Fewer correct answers, not significant after correction: could be noise.
+    CouldBeNoise,
+    /// No fewer correct answers than the baseline.
+    NoDrop,
+    /// Too small to be judged; not in the family.
+    NotJudged,
 }
 
 /// Precision, recall, F1 and support of one class.
@@ -87,6 +112,9 @@ pub struct CriterionResult {
     pub status: Status,
     /// One sentence a reviewer can act on.
     pub message: String,
+    /// The slice (`tag=value`) it judges; absent for the whole data set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
 }
 
 /// Whether a criterion asks for "at most" or "at least".

@@ -7,22 +7,26 @@ use qgate_eval::{Evaluation, SideResult};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+mod candidates;
 mod convert;
 mod evaluation;
 mod figures;
 mod model;
 mod performance;
 mod sensitivity;
+mod slices;
 
+pub use candidates::*;
 use convert::Conv;
 pub use evaluation::*;
 pub use figures::*;
 pub use model::*;
 pub use performance::*;
 pub use sensitivity::*;
+pub use slices::*;
 
 /// Version of the JSON schema (semver: major bumps break readers).
-pub const SCHEMA_VERSION: &str = "1.8.0";
+pub const SCHEMA_VERSION: &str = "1.9.0";
 
 /// The whole report of one `qgate compare` run.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -48,6 +52,12 @@ pub struct Report {
     /// The accuracy comparison.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<ComparisonReport>,
+    /// Calibration of both models (accuracy runs whose models give class probabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+    /// The pair per slice (accuracy runs on data with slices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<SliceReport>,
     /// Inference performance (`bench`, `check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
@@ -68,6 +78,15 @@ pub struct Report {
     /// Thumbnails of flipped samples (HTML only).
     #[serde(skip)]
     pub thumbnails: Vec<Thumbnail>,
+    /// With several candidates: whether all must pass or any one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require: Option<Require>,
+    /// With several candidates: each one's report, best first. The run's own `candidate`,
+    /// `comparison`, `calibration`, `slices` and `performance` are then absent, and its
+    /// gate holds the one `require_all` / `require_any` criterion.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(default)]
+    pub candidates: Vec<CandidateReport>,
 }
 
 /// Tool identity.
@@ -196,6 +215,8 @@ pub struct ComparisonReport {
     pub kl: Option<KlSummary>,
     /// Per-class deltas, smallest classes first.
     pub per_class: Vec<ClassDelta>,
+    /// Level of the per-class corrected tests (`slice_alpha`).
+    pub alpha: f64,
     /// Divergence per output name.
     pub divergence: BTreeMap<String, DivergenceEntry>,
     /// Outputs not compared and why.
@@ -276,6 +297,8 @@ impl Report {
             baseline: Some(side(&eval.baseline)),
             candidate: Some(side(&eval.candidate)),
             comparison: Some(comparison),
+            calibration: eval.calibration.as_ref().map(calibration_report),
+            slices: eval.slices.as_ref().map(slice_report),
             performance: None,
             sensitivity: None,
             gate,
@@ -284,6 +307,8 @@ impl Report {
             warnings,
             runtime_checks: eval.runtime_checks.conv(),
             thumbnails: eval.thumbnails.conv(),
+            require: None,
+            candidates: Vec::new(),
         }
     }
 
@@ -337,6 +362,8 @@ impl Report {
             baseline: None,
             candidate: None,
             comparison: None,
+            calibration: None,
+            slices: None,
             performance: Some(performance),
             sensitivity: None,
             gate: GateReport {
@@ -349,6 +376,8 @@ impl Report {
             warnings,
             runtime_checks: Vec::new(),
             thumbnails: Vec::new(),
+            require: None,
+            candidates: Vec::new(),
         }
     }
 
@@ -371,6 +400,8 @@ impl Report {
             baseline: None,
             candidate: None,
             comparison: None,
+            calibration: None,
+            slices: None,
             performance: None,
             sensitivity: Some(sens),
             gate: GateReport {
@@ -383,6 +414,8 @@ impl Report {
             warnings: Vec::new(),
             runtime_checks: Vec::new(),
             thumbnails: Vec::new(),
+            require: None,
+            candidates: Vec::new(),
         }
     }
 
@@ -553,6 +586,7 @@ fn found_criterion(sens: &SensitivityReport) -> CriterionResult {
         source: Source::Default,
         observed: Some(if rec.passes { 1.0 } else { 0.0 }),
         interval: None,
+        slice: None,
         status: if rec.passes {
             Status::Pass
         } else {
@@ -638,10 +672,13 @@ fn verdict_head(verdict: Verdict, criteria: &[CriterionResult]) -> String {
     match verdict {
         Verdict::Pass | Verdict::Invalid | Verdict::Inconclusive => verdict.as_str().to_uppercase(),
         Verdict::Fail => {
-            let failed: Vec<&str> = criteria
+            let failed: Vec<String> = criteria
                 .iter()
                 .filter(|c| c.status == Status::Fail)
-                .map(|c| c.key.as_str())
+                .map(|c| match &c.slice {
+                    Some(s) => format!("{} [{s}]", c.key),
+                    None => c.key.clone(),
+                })
                 .collect();
             format!("FAIL ({})", failed.join(", "))
         }
@@ -738,6 +775,7 @@ fn comparison_report(eval: &Evaluation) -> ComparisonReport {
         top_k_agreement: c.top_k_agreement,
         kl: c.kl.conv(),
         per_class: c.per_class.conv(),
+        alpha: eval.policy.value("slice_alpha").unwrap_or(0.05),
         divergence,
         divergence_skipped: eval.divergence_skipped.iter().cloned().collect(),
     }

@@ -1,0 +1,317 @@
+//! Slices: the pair compared on each group of samples that shares a tag value
+//! (`lighting=dark`), with the same metrics and intervals as the whole set; McNemar's test
+//! per slice corrected over every judged slice (Holm and Benjamini–Hochberg); and the
+//! per-slice gate of `[slices."tag=value"]` tables and `max_slice_accuracy_drop_pp`.
+
+use serde::Serialize;
+
+use crate::compare::{family_p_values, Comparison, PairInput, Predicted, Significance};
+use crate::metrics::{Metrics, Scores};
+use crate::policy::{
+    skipped, CriterionResult, Gate, Observations, Policy, Reason, Skip, SliceGate, Status,
+    Threshold, ACCURACY_KEYS,
+};
+
+/// The pair on one slice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SliceResult {
+    /// `tag=value`.
+    pub slice: String,
+    pub tag: String,
+    pub value: String,
+    /// Samples in the slice.
+    pub samples: u64,
+    /// Whether it has `min_slice_samples` samples (and so is tested and judged).
+    pub judged: bool,
+    /// The baseline's metrics on the slice's samples.
+    pub baseline: Metrics,
+    /// The candidate's metrics on the slice's samples.
+    pub candidate: Metrics,
+    /// Candidate − baseline accuracy and its paired bootstrap interval.
+    pub accuracy_delta: f64,
+    pub accuracy_delta_ci: [f64; 2],
+    /// Candidate − baseline macro-F1 and its paired bootstrap interval.
+    pub macro_f1_delta: f64,
+    pub macro_f1_delta_ci: [f64; 2],
+    /// Correct → wrong and wrong → correct samples.
+    pub negative_flips: u64,
+    pub positive_flips: u64,
+    pub top1_agreement: f64,
+    pub top_k_agreement: Option<f64>,
+    /// Mean KL(baseline ‖ candidate), when both give probabilities.
+    pub kl_mean: Option<f64>,
+    /// McNemar's exact p-value of the slice's flips.
+    pub mcnemar_p: f64,
+    /// Holm-adjusted over every judged slice (`None`: not judged).
+    pub p_holm: Option<f64>,
+    /// Benjamini–Hochberg-adjusted over every judged slice.
+    pub p_bh: Option<f64>,
+    pub significance: Significance,
+    /// What the slice's gate looks at.
+    #[serde(skip)]
+    pub observations: Observations,
+}
+
+/// One tag: its name and each sample's value.
+pub type TagValues<'a> = (&'a str, &'a [Option<String>]);
+
+/// The pair on every slice of `tags`, worst first: judged slices before the others, then by
+/// accuracy change (largest drop first), then by name. `non_finite` is each side's
+/// per-sample "output was not finite".
+pub fn compare_slices(
+    input: &PairInput<'_>,
+    tags: &[TagValues<'_>],
+    non_finite: [&[bool]; 2],
+    min_samples: u64,
+) -> Vec<SliceResult> {
+    let mut out = Vec::new();
+    for (tag, values) in tags {
+        let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, v) in values.iter().enumerate() {
+            if let Some(v) = v {
+                groups.entry(v.as_str()).or_default().push(i);
+            }
+        }
+        for (value, idx) in groups {
+            out.push(one_slice(input, tag, value, &idx, non_finite, min_samples));
+        }
+    }
+    let flips: Vec<(u64, u64)> = out
+        .iter()
+        .map(|s| (s.negative_flips, s.positive_flips))
+        .collect();
+    let judged: Vec<bool> = out.iter().map(|s| s.judged).collect();
+    let (_, holm, bh) = family_p_values(&flips, &judged);
+    for (i, s) in out.iter_mut().enumerate() {
+        s.p_holm = holm[i];
+        s.p_bh = bh[i];
+        s.significance = Significance::of(
+            s.negative_flips,
+            s.positive_flips,
+            holm[i],
+            bh[i],
+            input.alpha,
+        );
+    }
+    out.sort_by(|a, b| {
+        b.judged
+            .cmp(&a.judged)
+            .then(a.accuracy_delta.total_cmp(&b.accuracy_delta))
+            .then(a.slice.cmp(&b.slice))
+    });
+    out
+}
+
+fn subset_predicted(p: &Predicted, idx: &[usize]) -> Predicted {
+    Predicted {
+        predictions: idx.iter().map(|&i| p.predictions[i]).collect(),
+        probs: p.probs.as_ref().map(|s| Scores {
+            n_samples: idx.len(),
+            n_classes: s.n_classes,
+            values: idx.iter().flat_map(|&i| s.row(i).iter().copied()).collect(),
+        }),
+    }
+}
+
+fn one_slice(
+    input: &PairInput<'_>,
+    tag: &str,
+    value: &str,
+    idx: &[usize],
+    non_finite: [&[bool]; 2],
+    min_samples: u64,
+) -> SliceResult {
+    let labels: Vec<usize> = idx.iter().map(|&i| input.labels[i]).collect();
+    let ids: Vec<String> = idx.iter().map(|&i| input.ids[i].clone()).collect();
+    let base = subset_predicted(input.baseline, idx);
+    let cand = subset_predicted(input.candidate, idx);
+    let metrics = |p: &Predicted| {
+        Metrics::compute(
+            &labels,
+            &p.predictions,
+            p.probs.as_ref(),
+            input.n_classes,
+            input.top_k,
+            input.class_names,
+        )
+    };
+    let (bm, cm) = (metrics(&base), metrics(&cand));
+    let sub = PairInput {
+        labels: &labels,
+        ids: &ids,
+        baseline: &base,
+        candidate: &cand,
+        ..*input
+    };
+    let cmp = Comparison::compute(&sub, &bm, &cm);
+    let bad = |flags: &[bool]| idx.iter().filter(|&&i| flags[i]).count() as u64;
+    let observations = Observations::of_pair(
+        [&bm, &cm],
+        &cmp,
+        [bad(non_finite[0]), bad(non_finite[1])],
+        None,
+    );
+    SliceResult {
+        slice: format!("{tag}={value}"),
+        tag: tag.to_string(),
+        value: value.to_string(),
+        samples: idx.len() as u64,
+        judged: idx.len() as u64 >= min_samples,
+        accuracy_delta: cmp.accuracy_delta,
+        accuracy_delta_ci: cmp.accuracy_delta_ci,
+        macro_f1_delta: cmp.macro_f1_delta,
+        macro_f1_delta_ci: cmp.macro_f1_delta_ci,
+        negative_flips: cmp.negative_flips,
+        positive_flips: cmp.positive_flips,
+        top1_agreement: cmp.top1_agreement,
+        top_k_agreement: cmp.top_k_agreement,
+        kl_mean: cmp.kl.as_ref().map(|k| k.mean),
+        mcnemar_p: cmp.mcnemar_p,
+        p_holm: None,
+        p_bh: None,
+        significance: Significance::NotJudged,
+        baseline: bm,
+        candidate: cm,
+        observations,
+    }
+}
+
+/// The slice criteria of `policy`: each `[slices."tag=value"]` table's keys, and
+/// `max_slice_accuracy_drop_pp` on every slice whose table does not set
+/// `max_accuracy_drop_pp`. A slice under `min_slice_samples` is listed as skipped. With
+/// `slice_gate = "significant"` a criterion over its threshold fails only when the slice's
+/// drop is significant after Holm's correction. A table naming a slice the data does not
+/// have is an error that lists the slices there are.
+pub fn judge_slices(
+    policy: &Policy,
+    slices: &[SliceResult],
+) -> Result<Vec<CriterionResult>, String> {
+    for table in &policy.slices {
+        if !slices.iter().any(|s| s.slice == table.slice) {
+            let known: Vec<&str> = slices.iter().map(|s| s.slice.as_str()).collect();
+            return Err(format!(
+                "policy {}: table [slices.\"{}\"] names a slice the data does not have; {}",
+                table.source,
+                table.slice,
+                if known.is_empty() {
+                    "the data has no slices (give --slices FILE or slice_<tag> arrays)".to_string()
+                } else {
+                    format!("its slices are: {}", known.join(", "))
+                }
+            ));
+        }
+    }
+    let default_drop = policy
+        .thresholds
+        .iter()
+        .find(|t| t.key == "max_slice_accuracy_drop_pp");
+    let min = policy.value("min_slice_samples").unwrap_or(30.0) as u64;
+    let alpha = policy.value("slice_alpha").unwrap_or(0.05);
+    let mut ordered: Vec<&SliceResult> = slices.iter().collect();
+    ordered.sort_by(|a, b| a.slice.cmp(&b.slice));
+    let mut criteria = Vec::new();
+    for s in ordered {
+        let mut thresholds: Vec<Threshold> = policy
+            .slices
+            .iter()
+            .find(|t| t.slice == s.slice)
+            .map(|t| t.thresholds.clone())
+            .unwrap_or_default();
+        if let Some(d) = default_drop {
+            if !thresholds.iter().any(|t| t.key == "max_accuracy_drop_pp") {
+                thresholds.insert(
+                    0,
+                    Threshold {
+                        key: "max_accuracy_drop_pp",
+                        value: d.value,
+                        source: d.source.clone(),
+                    },
+                );
+            }
+        }
+        let judged: Vec<CriterionResult> = if !s.judged {
+            thresholds
+                .iter()
+                .filter_map(|t| {
+                    let spec = ACCURACY_KEYS.iter().find(|k| k.key == t.key)?;
+                    Some(skipped(
+                        spec,
+                        t,
+                        Skip::TooFewSamples {
+                            samples: s.samples,
+                            min,
+                        },
+                    ))
+                })
+                .collect()
+        } else {
+            let sub = Policy {
+                thresholds,
+                slices: Vec::new(),
+                slice_gate: policy.slice_gate,
+            };
+            let mut g = Gate::evaluate(&sub, &s.observations).criteria;
+            // finite_outputs is judged on the whole set.
+            g.retain(|c| c.key != "finite_outputs");
+            g
+        };
+        for mut c in judged {
+            if policy.slice_gate == SliceGate::Significant
+                && c.status == Status::Fail
+                && s.significance != Significance::SignificantDrop
+            {
+                c.status = Status::Pass;
+                c.reason = Reason::NotSignificant {
+                    p_holm: s.p_holm.unwrap_or(1.0),
+                    alpha,
+                };
+            }
+            c.slice = Some(s.slice.clone());
+            criteria.push(c);
+        }
+    }
+    Ok(criteria)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::BootstrapSettings;
+
+    #[test]
+    fn a_slice_table_with_an_unknown_slice_is_an_error() {
+        let file = crate::policy::PolicyFile::parse(
+            "[slices.\"lighting=drak\"]\nmax_accuracy_drop_pp = 2\n",
+            "p.toml",
+        )
+        .unwrap();
+        let policy = Policy::resolve(&file, &crate::policy::Source::File("p.toml".into()));
+        let labels = vec![0usize; 4];
+        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let p = Predicted {
+            predictions: vec![Some(0); 4],
+            probs: None,
+        };
+        let input = PairInput {
+            labels: &labels,
+            ids: &ids,
+            n_classes: 2,
+            top_k: 1,
+            class_names: &[],
+            baseline: &p,
+            candidate: &p,
+            bootstrap: BootstrapSettings::default(),
+            class_recall_drop_pp: 5.0,
+            class_f1_drop_pp: 5.0,
+            alpha: 0.05,
+        };
+        let values = vec![Some("dark".to_string()); 4];
+        let none = vec![false; 4];
+        let slices = compare_slices(&input, &[("lighting", &values)], [&none, &none], 1);
+        let e = judge_slices(&policy, &slices).unwrap_err();
+        assert!(
+            e.contains("lighting=drak") && e.contains("lighting=dark"),
+            "{e}"
+        );
+    }
+}
