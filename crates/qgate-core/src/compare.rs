@@ -87,27 +87,43 @@ impl Significance {
     }
 }
 
-/// `(Holm, Benjamini–Hochberg)` adjusted p-values of McNemar's test on each group's
-/// `(negative, positive)` flips; groups with `in_family` false get `None` and are not
-/// counted.
-pub fn family_p_values(
-    flips: &[(u64, u64)],
-    in_family: &[bool],
-) -> (Vec<f64>, Vec<Option<f64>>, Vec<Option<f64>>) {
+/// One group's test within its family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FamilyTest {
+    /// McNemar's exact p-value of the group's flips.
+    pub mcnemar_p: f64,
+    /// Holm-adjusted over the family (`None`: not in it).
+    pub p_holm: Option<f64>,
+    /// Benjamini–Hochberg-adjusted over the family.
+    pub p_bh: Option<f64>,
+    pub significance: Significance,
+}
+
+/// McNemar's test on each group's `(negative, positive)` flips, with its Holm and
+/// Benjamini–Hochberg adjustments over the groups whose `in_family` is true (the others are
+/// not counted and are `not_judged`), classified at `alpha`.
+pub fn family_tests(flips: &[(u64, u64)], in_family: &[bool], alpha: f64) -> Vec<FamilyTest> {
     let raw: Vec<f64> = flips.iter().map(|&(n, p)| mcnemar_exact(n, p)).collect();
     let family: Vec<f64> = raw
         .iter()
         .zip(in_family)
         .map(|(&p, &inside)| if inside { p } else { f64::NAN })
         .collect();
-    let finite = |v: Vec<f64>| -> Vec<Option<f64>> {
-        v.into_iter().map(|x| (!x.is_nan()).then_some(x)).collect()
-    };
-    (
-        raw,
-        finite(holm_adjusted(&family)),
-        finite(bh_adjusted(&family)),
-    )
+    let (holm, bh) = (holm_adjusted(&family), bh_adjusted(&family));
+    let finite = |x: f64| (!x.is_nan()).then_some(x);
+    flips
+        .iter()
+        .enumerate()
+        .map(|(i, &(neg, pos))| {
+            let (p_holm, p_bh) = (finite(holm[i]), finite(bh[i]));
+            FamilyTest {
+                mcnemar_p: raw[i],
+                p_holm,
+                p_bh,
+                significance: Significance::of(neg, pos, p_holm, p_bh, alpha),
+            }
+        })
+        .collect()
 }
 
 /// How one class fared.
@@ -386,18 +402,12 @@ fn class_deltas(
         .map(|c| (c.negative_flips, c.positive_flips))
         .collect();
     let in_family: Vec<bool> = per_class.iter().map(|c| c.support > 0).collect();
-    let (raw, holm, bh) = family_p_values(&flips, &in_family);
-    for (i, c) in per_class.iter_mut().enumerate() {
-        c.mcnemar_p = raw[i];
-        c.p_holm = holm[i];
-        c.p_bh = bh[i];
-        c.significance = Significance::of(
-            c.negative_flips,
-            c.positive_flips,
-            holm[i],
-            bh[i],
-            input.alpha,
-        );
+    for (c, t) in per_class
+        .iter_mut()
+        .zip(family_tests(&flips, &in_family, input.alpha))
+    {
+        (c.mcnemar_p, c.p_holm, c.p_bh, c.significance) =
+            (t.mcnemar_p, t.p_holm, t.p_bh, t.significance);
     }
     per_class.sort_by(|a, b| a.support.cmp(&b.support).then(a.class.cmp(&b.class)));
     per_class

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::compare::{family_p_values, Comparison, PairInput, Predicted, Significance};
+use crate::compare::{family_tests, Comparison, PairInput, Predicted, Significance};
 use crate::metrics::{Metrics, Scores};
 use crate::policy::{
     skipped, CriterionResult, Gate, Observations, Policy, Reason, Skip, SliceGate, Status,
@@ -81,17 +81,11 @@ pub fn compare_slices(
         .map(|s| (s.negative_flips, s.positive_flips))
         .collect();
     let judged: Vec<bool> = out.iter().map(|s| s.judged).collect();
-    let (_, holm, bh) = family_p_values(&flips, &judged);
-    for (i, s) in out.iter_mut().enumerate() {
-        s.p_holm = holm[i];
-        s.p_bh = bh[i];
-        s.significance = Significance::of(
-            s.negative_flips,
-            s.positive_flips,
-            holm[i],
-            bh[i],
-            input.alpha,
-        );
+    for (s, t) in out
+        .iter_mut()
+        .zip(family_tests(&flips, &judged, input.alpha))
+    {
+        (s.p_holm, s.p_bh, s.significance) = (t.p_holm, t.p_bh, t.significance);
     }
     out.sort_by(|a, b| {
         b.judged

@@ -189,13 +189,7 @@ impl Dataset {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if path.exists() && !path.is_file() {
-            // A named pipe would block for ever, a device never end.
-            return Err(DataError::Format {
-                path: path.to_path_buf(),
-                message: "not a regular file or folder (a named pipe or device); give the path of a data file".into(),
-            });
-        }
+        regular_file(path, "a data file")?;
         match ext.as_str() {
             "npz" => load_npz(path, keys),
             "npy" => load_npy(path),
@@ -282,6 +276,25 @@ impl Dataset {
         };
         Ok(())
     }
+}
+
+/// An error unless `path` is a regular file or absent (its reader names a missing one): a
+/// named pipe would block for ever, a device never end. `what` names what was expected.
+pub(crate) fn regular_file(path: &Path, what: &str) -> Result<(), DataError> {
+    if path.exists() && !path.is_file() {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "not a regular file ({}); give the path of {what}",
+                if path.is_dir() {
+                    "a folder"
+                } else {
+                    "a named pipe or device"
+                }
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {

@@ -142,13 +142,7 @@ pub fn load_manifest(path: &Path, data: &Dataset) -> Result<Slices, DataError> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if path.exists() && !path.is_file() {
-        // A named pipe would block for ever, a directory never reads.
-        return Err(format_err(
-            path,
-            "not a regular file (a folder, named pipe or device); give the path of a slice manifest".into(),
-        ));
-    }
+    crate::regular_file(path, "a slice manifest")?;
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::schema::CandidateReport;
 use crate::svg::esc;
-use crate::{num, Exporter, Report, ReportError, Status};
+use crate::{num, Exporter, Report, ReportError};
 
 /// `(speed-up, its 95 % interval)` when the candidate's performance was measured.
 fn speed(c: &CandidateReport) -> Option<(f64, [f64; 2])> {
@@ -16,17 +16,7 @@ fn speed(c: &CandidateReport) -> Option<(f64, [f64; 2])> {
 }
 
 fn failed(c: &CandidateReport) -> String {
-    let keys: Vec<String> = c
-        .report
-        .gate
-        .criteria
-        .iter()
-        .filter(|x| x.status == Status::Fail)
-        .map(|x| match &x.slice {
-            Some(s) => format!("{} [{s}]", x.key),
-            None => x.key.clone(),
-        })
-        .collect();
+    let keys = crate::schema::failed_labels(&c.report.gate.criteria);
     if keys.is_empty() {
         "—".into()
     } else {
@@ -85,13 +75,7 @@ pub(crate) fn markdown(md: &dyn Exporter, r: &Report) -> Result<String, ReportEr
             b.runtime.spec,
             b.runtime.runtime,
             b.runtime.runtime_version,
-            r.data
-                .as_ref()
-                .map(|d| format!(
-                    " · data `{}` ({} samples, {} classes)",
-                    d.source, d.n_samples, d.n_classes
-                ))
-                .unwrap_or_default()
+            crate::markdown::data_note(r)
         );
     }
     m.push_str("| rank | candidate | verdict | top-1 accuracy | Δ accuracy [95% CI] | correct→wrong | speed-up [95% CI] | failed criteria |\n|---:|---|---|---:|---:|---:|---:|---|\n");

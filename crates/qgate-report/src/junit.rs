@@ -76,10 +76,7 @@ fn suite(x: &mut String, name: &str, r: &Report, run: &Report) {
         esc(run.data.as_ref().map(|d| d.source.as_str()).unwrap_or("synthetic or benchmark inputs"))
     );
     for c in crit {
-        let case = match &c.slice {
-            Some(s) => format!("{} [{s}]", c.key),
-            None => c.key.clone(),
-        };
+        let case = c.label();
         let _ = write!(
             x,
             "    <testcase classname=\"{}.gate\" name=\"{}\">",

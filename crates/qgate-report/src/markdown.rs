@@ -34,13 +34,7 @@ impl Exporter for Markdown {
                 c.spec,
                 c.runtime,
                 c.runtime_version,
-                r.data
-                    .as_ref()
-                    .map(|d| format!(
-                        " · data `{}` ({} samples, {} classes)",
-                        d.source, d.n_samples, d.n_classes
-                    ))
-                    .unwrap_or_default()
+                data_note(r)
             );
         }
         criteria_table(&mut m, r);
@@ -76,6 +70,19 @@ impl Exporter for Markdown {
         );
         Ok(m)
     }
+}
+
+/// ` · data `PATH` (N samples, C classes)` of an accuracy run, else nothing.
+pub(crate) fn data_note(r: &Report) -> String {
+    r.data
+        .as_ref()
+        .map(|d| {
+            format!(
+                " · data `{}` ({} samples, {} classes)",
+                d.source, d.n_samples, d.n_classes
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// The gate's criteria, one row each.

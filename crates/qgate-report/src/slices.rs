@@ -128,6 +128,25 @@ pub(crate) fn markdown(m: &mut String, s: &SliceReport) {
     }
 }
 
+/// `(figure, baseline, candidate)` rows of the calibration tables.
+fn calibration_rows(c: &CalibrationReport) -> [(&'static str, f64, f64); 5] {
+    [
+        ("ECE, equal-width bins", c.baseline.ece, c.candidate.ece),
+        (
+            "ECE, equal-mass bins",
+            c.baseline.ece_equal_mass,
+            c.candidate.ece_equal_mass,
+        ),
+        ("max calibration error", c.baseline.mce, c.candidate.mce),
+        ("Brier score", c.baseline.brier, c.candidate.brier),
+        (
+            "mean confidence",
+            c.baseline.mean_confidence,
+            c.candidate.mean_confidence,
+        ),
+    ]
+}
+
 /// The Markdown calibration rows.
 pub(crate) fn calibration_markdown(m: &mut String, c: &CalibrationReport) {
     let _ = writeln!(
@@ -135,20 +154,7 @@ pub(crate) fn calibration_markdown(m: &mut String, c: &CalibrationReport) {
         "\n**Calibration** ({} bins)\n\n| | baseline | candidate | Δ |\n|---|---:|---:|---:|",
         c.bins
     );
-    let rows = [
-        ("ECE, equal-width bins", c.baseline.ece, c.candidate.ece),
-        (
-            "ECE, equal-mass bins",
-            c.baseline.ece_equal_mass,
-            c.candidate.ece_equal_mass,
-        ),
-        ("Brier score", c.baseline.brier, c.candidate.brier),
-        (
-            "mean confidence",
-            c.baseline.mean_confidence,
-            c.candidate.mean_confidence,
-        ),
-    ];
+    let rows = calibration_rows(c);
     for (name, b, k) in rows {
         let _ = writeln!(m, "| {name} | {} | {} | {:+.4} |", num(b), num(k), k - b);
     }
@@ -210,21 +216,7 @@ pub(crate) fn calibration_html(h: &mut String, c: &CalibrationReport) {
         c.bins
     );
     h.push_str("<table><tr><th class=l></th><th>baseline</th><th>candidate</th><th>Δ</th></tr>");
-    let rows = [
-        ("ECE, equal-width bins", c.baseline.ece, c.candidate.ece),
-        (
-            "ECE, equal-mass bins",
-            c.baseline.ece_equal_mass,
-            c.candidate.ece_equal_mass,
-        ),
-        ("max calibration error", c.baseline.mce, c.candidate.mce),
-        ("Brier score", c.baseline.brier, c.candidate.brier),
-        (
-            "mean confidence",
-            c.baseline.mean_confidence,
-            c.candidate.mean_confidence,
-        ),
-    ];
+    let rows = calibration_rows(c);
     for (name, b, k) in rows {
         let _ = write!(
             h,

@@ -100,17 +100,10 @@ fn line(c: &CandidateReport) -> String {
         facts.push(format!("speed-up {s:.2}×"));
     }
     if failed(r) > 0 {
-        let keys: Vec<String> = r
-            .gate
-            .criteria
-            .iter()
-            .filter(|x| x.status == Status::Fail)
-            .map(|x| match &x.slice {
-                Some(s) => format!("{} [{s}]", x.key),
-                None => x.key.clone(),
-            })
-            .collect();
-        facts.push(format!("failed: {}", keys.join(", ")));
+        facts.push(format!(
+            "failed: {}",
+            super::failed_labels(&r.gate.criteria).join(", ")
+        ));
     }
     format!(
         "#{} `{}` {} ({})",

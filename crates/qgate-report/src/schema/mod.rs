@@ -668,19 +668,30 @@ impl Gate {
     }
 }
 
+impl CriterionResult {
+    /// The key, with the slice it judges: `max_accuracy_drop_pp [lighting=dark]`.
+    pub fn label(&self) -> String {
+        match &self.slice {
+            Some(s) => format!("{} [{s}]", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// The labels of the failed criteria.
+pub(crate) fn failed_labels(criteria: &[CriterionResult]) -> Vec<String> {
+    criteria
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(CriterionResult::label)
+        .collect()
+}
+
 fn verdict_head(verdict: Verdict, criteria: &[CriterionResult]) -> String {
     match verdict {
         Verdict::Pass | Verdict::Invalid | Verdict::Inconclusive => verdict.as_str().to_uppercase(),
         Verdict::Fail => {
-            let failed: Vec<String> = criteria
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| match &c.slice {
-                    Some(s) => format!("{} [{s}]", c.key),
-                    None => c.key.clone(),
-                })
-                .collect();
-            format!("FAIL ({})", failed.join(", "))
+            format!("FAIL ({})", failed_labels(criteria).join(", "))
         }
     }
 }
