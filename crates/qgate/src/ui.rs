@@ -7,32 +7,40 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qgate_report::Report;
 use qgate_report::{Status, Verdict};
 
-/// The evaluation's progress bar: both sides' samples on one bar.
-pub(crate) struct SamplesBar(pub(crate) ProgressBar);
+/// The evaluation's progress bar: every model's samples on one bar (the baseline, then
+/// each candidate).
+pub(crate) struct SamplesBar(pub(crate) ProgressBar, u64);
 
 impl SamplesBar {
     pub(crate) fn advance(&self, side: &str, done: usize, all: usize) {
         let all = all as u64;
-        if self.0.length() != Some(2 * all) {
-            self.0.set_length(2 * all);
+        if self.0.length() != Some(self.1 * all) {
+            self.0.set_length(self.1 * all);
         }
-        let offset = if side == "candidate" { all } else { 0 };
+        // `baseline`, `candidate`, or `candidate K` of several.
+        let index = match side.strip_prefix("candidate") {
+            Some(k) => k.trim().parse::<u64>().unwrap_or(1),
+            None => 0,
+        };
+        let offset = index * all;
         self.0.set_message(side.to_string());
         self.0.set_position(offset + done as u64);
     }
 }
 
-pub(crate) fn progress_bar(show: bool) -> SamplesBar {
+/// A bar over `models` models' samples (1 + the number of candidates).
+pub(crate) fn progress_bar(show: bool, models: usize) -> SamplesBar {
+    let models = models.max(1) as u64;
     if !show {
-        return SamplesBar(ProgressBar::hidden());
+        return SamplesBar(ProgressBar::hidden(), models);
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:>9} [{bar:30}] {pos}/{len} samples ({eta})")
+        ProgressStyle::with_template("{spinner} {msg:>11} [{bar:30}] {pos}/{len} samples ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    SamplesBar(bar)
+    SamplesBar(bar, models)
 }
 
 /// Writes every report file and prints the verdict, criteria and notes.
