@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::compare::{family_tests, Comparison, PairInput, Predicted, Significance};
+use crate::calibration::{calibration, DEFAULT_BINS};
 use crate::metrics::{Metrics, Scores};
 use crate::policy::{
     skipped, CriterionResult, Gate, Observations, Policy, Reason, Skip, SliceGate, Status,
@@ -40,6 +41,11 @@ pub struct SliceResult {
     pub top_k_agreement: Option<f64>,
     /// Mean KL(baseline ‖ candidate), when both give probabilities.
     pub kl_mean: Option<f64>,
+    /// Candidate − baseline ECE (equal-width bins) on the slice, when both give
+    /// probabilities.
+    pub ece_increase: Option<f64>,
+    /// Candidate − baseline Brier score on the slice, when both give probabilities.
+    pub brier_increase: Option<f64>,
     /// McNemar's exact p-value of the slice's flips.
     pub mcnemar_p: f64,
     /// Holm-adjusted over every judged slice (`None`: not judged).
@@ -139,11 +145,18 @@ fn one_slice(
     };
     let cmp = Comparison::compute(&sub, &bm, &cm);
     let bad = |flags: &[bool]| idx.iter().filter(|&&i| flags[i]).count() as u64;
+    let calibrated = match (&base.probs, &cand.probs) {
+        (Some(b), Some(c)) => Some([
+            calibration(b, &labels, DEFAULT_BINS),
+            calibration(c, &labels, DEFAULT_BINS),
+        ]),
+        _ => None,
+    };
     let observations = Observations::of_pair(
         [&bm, &cm],
         &cmp,
         [bad(non_finite[0]), bad(non_finite[1])],
-        None,
+        calibrated.as_ref().map(|[b, c]| [b, c]),
     );
     SliceResult {
         slice: format!("{tag}={value}"),
@@ -160,6 +173,8 @@ fn one_slice(
         top1_agreement: cmp.top1_agreement,
         top_k_agreement: cmp.top_k_agreement,
         kl_mean: cmp.kl.as_ref().map(|k| k.mean),
+        ece_increase: observations.ece_increase,
+        brier_increase: observations.brier_increase,
         mcnemar_p: cmp.mcnemar_p,
         p_holm: None,
         p_bh: None,

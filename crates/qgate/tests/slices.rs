@@ -64,6 +64,9 @@ fn assert_slices_match(report: &Value, want: &Value) {
             &w["mcnemar_p"],
             &format!("{name} mcnemar_p"),
         );
+        for key in ["ece_increase", "brier_increase"] {
+            close(&g[key], &w[key], &format!("{name} {key}"));
+        }
         for key in ["p_holm", "p_bh"] {
             match w.get(key) {
                 Some(v) => close(&g[key], v, &format!("{name} {key}")),

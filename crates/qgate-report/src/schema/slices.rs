@@ -116,6 +116,10 @@ pub struct SliceEntry {
     pub top1_agreement: f64,
     pub top_k_agreement: Option<f64>,
     pub kl_mean: Option<f64>,
+    /// Candidate − baseline ECE (equal-width bins) on the slice.
+    pub ece_increase: Option<f64>,
+    /// Candidate − baseline Brier score on the slice.
+    pub brier_increase: Option<f64>,
     /// McNemar's exact p-value of the slice's flips.
     pub mcnemar_p: f64,
     /// Holm-adjusted over the judged slices.
@@ -239,6 +243,8 @@ pub(crate) fn slice_report(s: &qgate_eval::SliceEvaluation) -> SliceReport {
                 top1_agreement: x.top1_agreement,
                 top_k_agreement: x.top_k_agreement,
                 kl_mean: x.kl_mean,
+                ece_increase: x.ece_increase,
+                brier_increase: x.brier_increase,
                 mcnemar_p: x.mcnemar_p,
                 p_holm: x.p_holm,
                 p_bh: x.p_bh,
