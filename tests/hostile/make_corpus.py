@@ -618,6 +618,8 @@ def slices():
     man("unknown-extension", "m.xlsx", "id,ink\n", 2, [".xlsx"])
     man("all-ids-unknown", "unknown.csv", "id,ink\nnope1,light\nnope2,dark\n", 0, [])
     man("header-only", "header.csv", "id,ink\n", 0, [])
+    man("id-like-tag", "idlike.csv", "id,file\n" + "".join(f"{k},{k}.png\n" for k in ids), 2,
+        ["tag 'file'", "540 distinct values"])
     case("slices/missing-file", "slices", [*compare(), "--slices", "{C}/slices/none.csv"], 2,
          ["none.csv"])
     case("slices/directory", "slices", [*compare(), "--slices", "{C}/slices"], 2, ["slices"])
@@ -638,6 +640,10 @@ def slices():
     arr("array-nan-tags", {"x": x, "label": y, "id": i,
                            "slice_level": np.where(np.arange(60) % 2, np.nan, 1.0)}, 0, [])
     arr("array-bool", {"x": x, "label": y, "id": i, "slice_flag": np.arange(60) % 2 == 0}, 0, [])
+    arr("array-uint64-huge", {"x": x, "label": y, "id": i,
+                              "slice_big": np.full(60, 2**64 - 1, dtype=np.uint64)}, 0, [])
+    arr("array-id-like", {"x": x, "label": y, "id": i,
+                          "slice_file": np.array([f"f{k}" for k in range(60)])}, 0, [])
 
     def spol(cid, text, needles, extra=()):
         name = cid + ".toml"
@@ -648,7 +654,9 @@ def slices():
     spol("not-table", "slices = 3\n", ["slices"])
     spol("no-equals", '[slices."dark"]\nmax_accuracy_drop_pp = 1\n', ["dark", "tag=value"])
     spol("unknown-key", '[slices."ink=light"]\nmax_dorp = 1\n', ["max_dorp", "per slice"])
-    spol("perf-key", '[slices."ink=light"]\nmin_speedup = 1.2\n', ["min_speedup"])
+    spol("perf-key-range", '[slices."ink=light"]\nmin_speedup = -1\n', ["min_speedup"])
+    spol("same-slice-twice", '[slices."ink=light"]\nmax_accuracy_drop_pp = 1\n'
+         '[slices."ink = light"]\nmax_accuracy_drop_pp = 2\n', ["ink=light", "again"])
     spol("out-of-range", '[slices."ink=light"]\nmax_accuracy_drop_pp = 500\n',
          ["max_accuracy_drop_pp", "out of range"])
     spol("string-value", '[slices."ink=light"]\nmax_accuracy_drop_pp = "2"\n',

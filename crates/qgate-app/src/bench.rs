@@ -107,7 +107,13 @@ pub fn check(
     }
     data.subset(Some(perf.perf_samples), None);
     let mut checked = Vec::with_capacity(reports.len());
-    for ((report, dir), spec) in reports.into_iter().zip(&dirs).zip(&cfg.candidates) {
+    let n = cfg.candidates.len();
+    for (k, ((report, dir), spec)) in reports
+        .into_iter()
+        .zip(&dirs)
+        .zip(&cfg.candidates)
+        .enumerate()
+    {
         let mut perf = perf.clone();
         perf.plan.reference_outputs = [
             Some(dir.join("baseline.npz")),
@@ -121,7 +127,14 @@ pub fn check(
             load: &cfg.load,
         };
         let workers = Workers { exe, scratch: dir };
-        let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, progress)?;
+        let mut tell = |m: &str| {
+            if n > 1 {
+                progress(&format!("candidate {}/{n}: {m}", k + 1))
+            } else {
+                progress(m)
+            }
+        };
+        let (performance, criteria) = measure(&pair, &perf, &cfg.policy, &workers, &mut tell)?;
         let mut report = report.with_performance(&performance, &criteria);
         report.command = "check".into();
         checked.push(report);

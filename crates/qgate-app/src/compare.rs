@@ -83,18 +83,26 @@ pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppE
         candidates.push(load(spec, &cfg.load).context(name(k))?);
     }
     let scratch = crate::error::scratch()?;
+    // The baseline is checked once; its outcome goes into every candidate's report.
+    let base_check = qgate_eval::guard_tract_sides(
+        vec![("baseline", &cfg.baseline, baseline.as_mut())],
+        &data,
+        &cfg.eval,
+        &cfg.runtime_check,
+        scratch.path(),
+    )?;
     let mut checks = Vec::with_capacity(candidates.len());
-    for (spec, candidate) in cfg.candidates.iter().zip(candidates.iter_mut()) {
-        checks.push(qgate_eval::guard_tract_sides(
-            [
-                ("baseline", &cfg.baseline, baseline.as_mut()),
-                ("candidate", spec, candidate.as_mut()),
-            ],
+    for (k, (spec, candidate)) in cfg.candidates.iter().zip(candidates.iter_mut()).enumerate() {
+        let side = name(k);
+        let mut outcomes = base_check.clone();
+        outcomes.extend(qgate_eval::guard_tract_sides(
+            vec![(side.as_str(), spec, candidate.as_mut())],
             &data,
             &cfg.eval,
             &cfg.runtime_check,
             scratch.path(),
         )?);
+        checks.push(outcomes);
     }
     let mut models: Vec<&mut dyn qgate_runtime::Model> = candidates
         .iter_mut()

@@ -49,9 +49,10 @@ pub struct ReliabilityBin {
 /// Calibration of one model on one data set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calibration {
-    /// Samples whose probabilities are finite (the only ones counted).
+    /// Samples counted: those with finite probabilities (of both models, for a pair).
     pub samples: u64,
-    /// Samples left out because a probability was NaN or infinite.
+    /// Samples left out because a probability (of either model, for a pair) was NaN or
+    /// infinite.
     pub excluded: u64,
     /// Number of bins.
     pub bins: usize,
@@ -72,14 +73,39 @@ pub struct Calibration {
     pub reliability_equal_mass: Vec<ReliabilityBin>,
 }
 
-/// Calibration of `probs` against `labels` with `bins` bins (at least 1).
+/// Calibration of `probs` against `labels` with `bins` bins (at least 1), over the samples
+/// whose probabilities are finite.
 pub fn calibration(probs: &Scores, labels: &[usize], bins: usize) -> Calibration {
+    let keep: Vec<bool> = (0..labels.len()).map(|i| probs.row_is_finite(i)).collect();
+    calibration_on(probs, labels, bins, &keep)
+}
+
+/// Both models' calibration over the same samples: those where both give finite
+/// probabilities (a model that answers NaN on hard samples must not look better
+/// calibrated for it).
+pub fn calibration_pair(
+    baseline: &Scores,
+    candidate: &Scores,
+    labels: &[usize],
+    bins: usize,
+) -> [Calibration; 2] {
+    let keep: Vec<bool> = (0..labels.len())
+        .map(|i| baseline.row_is_finite(i) && candidate.row_is_finite(i))
+        .collect();
+    [
+        calibration_on(baseline, labels, bins, &keep),
+        calibration_on(candidate, labels, bins, &keep),
+    ]
+}
+
+/// Calibration over the samples `keep` marks (each must have finite probabilities).
+fn calibration_on(probs: &Scores, labels: &[usize], bins: usize, keep: &[bool]) -> Calibration {
     let bins = bins.max(1);
     let mut points: Vec<(f64, bool)> = Vec::with_capacity(labels.len());
     let mut brier_sum = 0.0;
     for (i, &y) in labels.iter().enumerate() {
         let row = probs.row(i);
-        if !probs.row_is_finite(i) {
+        if !keep[i] || !probs.row_is_finite(i) {
             continue;
         }
         let Some(pred) = argmax(row) else { continue };

@@ -136,6 +136,10 @@ pub enum Skip {
     PerformanceNotMeasured,
     /// A slice smaller than `min_slice_samples`.
     TooFewSamples { samples: u64, min: u64 },
+    /// A performance key in a slice table: speed is not measured per slice.
+    NotPerSlice,
+    /// `max_slice_accuracy_drop_pp` on data without slices.
+    NoSlices,
 }
 
 /// What a criterion found, typed; qgate-report puts it in words.
@@ -156,6 +160,8 @@ pub enum Reason {
         /// Holm-adjusted McNemar p-value of the slice.
         p_holm: f64,
         alpha: f64,
+        /// The slice has no fewer correct answers than the baseline's.
+        no_drop: bool,
     },
     /// `finite_outputs`: samples with a NaN or infinite score output per side, of `samples`.
     FiniteOutputs {
@@ -715,6 +721,11 @@ fn parse_slices(
             )));
         };
         let name = format!("{}={}", tag.trim(), val.trim());
+        if out.contains_key(&name) {
+            return Err(err(format!(
+                "{at}: names the slice `{name}` again (names are compared without spaces around `=`)"
+            )));
+        }
         let toml::Value::Table(o) = v else {
             return Err(err(format!(
                 "{at}: expected a table, found {}",
@@ -723,8 +734,11 @@ fn parse_slices(
         };
         let mut keys = std::collections::BTreeMap::new();
         for (k, x) in o {
-            let Some(spec) = slice_keys().find(|s| s.key == k) else {
-                let known: Vec<String> = slice_keys().map(|s| format!("`{}`", s.key)).collect();
+            let Some(spec) = slice_keys().chain(PERFORMANCE_KEYS).find(|s| s.key == k) else {
+                let known: Vec<String> = slice_keys()
+                    .chain(PERFORMANCE_KEYS)
+                    .map(|s| format!("`{}`", s.key))
+                    .collect();
                 return Err(err(format!(
                     "{at}: key `{k}` is not judged per slice; expected one of {}",
                     known.join(", ")
@@ -885,6 +899,7 @@ impl Policy {
                 slice: slice.clone(),
                 source: source.clone(),
                 thresholds: slice_keys()
+                    .chain(PERFORMANCE_KEYS)
                     .filter_map(|spec| {
                         keys.get(spec.key).map(|&value| Threshold {
                             key: spec.key,
@@ -1268,10 +1283,11 @@ fn read_accuracy_drop(obs: &Observations, _: f64) -> Observed {
 }
 
 fn read_relative_accuracy(obs: &Observations, _: f64) -> Observed {
+    // A baseline with no correct answer (a hard slice) cannot be done worse than: 1.
     let r = if obs.baseline_accuracy > 0.0 {
         obs.candidate_accuracy / obs.baseline_accuracy
     } else {
-        f64::NAN
+        1.0
     };
     Ok((r, None, Vec::new()))
 }

@@ -5,12 +5,12 @@
 
 use serde::Serialize;
 
+use crate::calibration::{calibration_pair, DEFAULT_BINS};
 use crate::compare::{family_tests, Comparison, PairInput, Predicted, Significance};
-use crate::calibration::{calibration, DEFAULT_BINS};
 use crate::metrics::{Metrics, Scores};
 use crate::policy::{
     skipped, CriterionResult, Gate, Observations, Policy, Reason, Skip, SliceGate, Status,
-    Threshold, ACCURACY_KEYS,
+    Threshold, ACCURACY_KEYS, PERFORMANCE_KEYS,
 };
 
 /// The pair on one slice.
@@ -146,10 +146,7 @@ fn one_slice(
     let cmp = Comparison::compute(&sub, &bm, &cm);
     let bad = |flags: &[bool]| idx.iter().filter(|&&i| flags[i]).count() as u64;
     let calibrated = match (&base.probs, &cand.probs) {
-        (Some(b), Some(c)) => Some([
-            calibration(b, &labels, DEFAULT_BINS),
-            calibration(c, &labels, DEFAULT_BINS),
-        ]),
+        (Some(b), Some(c)) => Some(calibration_pair(b, c, &labels, DEFAULT_BINS)),
         _ => None,
     };
     let observations = Observations::of_pair(
@@ -187,43 +184,60 @@ fn one_slice(
 
 /// The slice criteria of `policy`: each `[slices."tag=value"]` table's keys, and
 /// `max_slice_accuracy_drop_pp` on every slice whose table does not set
-/// `max_accuracy_drop_pp`. A slice under `min_slice_samples` is listed as skipped. With
-/// `slice_gate = "significant"` a criterion over its threshold fails only when the slice's
-/// drop is significant after Holm's correction. A table naming a slice the data does not
-/// have is an error that lists the slices there are.
+/// `max_accuracy_drop_pp`. A slice under `min_slice_samples` (or one that `--limit` left
+/// empty) is listed as skipped, and so are performance keys (not measured per slice). With
+/// `slice_gate = "significant"` a criterion that misses its threshold fails only when the
+/// slice's drop is significant after Holm's correction. `file_slices` are the slices of the
+/// whole data file; a table naming a slice not among them is an error that lists them.
+/// `max_slice_accuracy_drop_pp` on data without slices is listed as skipped.
 pub fn judge_slices(
     policy: &Policy,
     slices: &[SliceResult],
+    file_slices: &[String],
 ) -> Result<Vec<CriterionResult>, String> {
-    for table in &policy.slices {
-        if !slices.iter().any(|s| s.slice == table.slice) {
-            let known: Vec<&str> = slices.iter().map(|s| s.slice.as_str()).collect();
-            return Err(format!(
-                "policy {}: table [slices.\"{}\"] names a slice the data does not have; {}",
-                table.source,
-                table.slice,
-                if known.is_empty() {
-                    "the data has no slices (give --slices FILE or slice_<tag> arrays)".to_string()
-                } else {
-                    format!("its slices are: {}", known.join(", "))
-                }
-            ));
-        }
+    let known = |name: &str| {
+        slices.iter().any(|s| s.slice == name) || file_slices.iter().any(|f| f == name)
+    };
+    if let Some(table) = policy.slices.iter().find(|t| !known(&t.slice)) {
+        return Err(format!(
+            "policy {}: table [slices.\"{}\"] names a slice the data does not have; {}",
+            table.source,
+            table.slice,
+            if file_slices.is_empty() && slices.is_empty() {
+                "the data has no slices (give --slices FILE or slice_<tag> arrays)".to_string()
+            } else {
+                let mut all: Vec<&str> = file_slices.iter().map(String::as_str).collect();
+                all.extend(slices.iter().map(|s| s.slice.as_str()));
+                all.sort_unstable();
+                all.dedup();
+                format!("its slices are: {}", all.join(", "))
+            }
+        ));
     }
     let default_drop = policy
         .thresholds
         .iter()
         .find(|t| t.key == "max_slice_accuracy_drop_pp");
-    let min = policy.value("min_slice_samples").unwrap_or(30.0) as u64;
-    let alpha = policy.value("slice_alpha").unwrap_or(0.05);
-    let mut ordered: Vec<&SliceResult> = slices.iter().collect();
-    ordered.sort_by(|a, b| a.slice.cmp(&b.slice));
+    let min = policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
+    if slices.is_empty() {
+        // A default that judged nothing would read as a pass.
+        return Ok(default_drop
+            .and_then(|t| {
+                let spec = ACCURACY_KEYS.iter().find(|k| k.key == t.key)?;
+                Some(vec![skipped(spec, t, Skip::NoSlices)])
+            })
+            .unwrap_or_default());
+    }
+    let mut names: Vec<&str> = slices.iter().map(|s| s.slice.as_str()).collect();
+    names.extend(policy.slices.iter().map(|t| t.slice.as_str()));
+    names.sort_unstable();
+    names.dedup();
     let mut criteria = Vec::new();
-    for s in ordered {
+    for name in names {
         let mut thresholds: Vec<Threshold> = policy
             .slices
             .iter()
-            .find(|t| t.slice == s.slice)
+            .find(|t| t.slice == name)
             .map(|t| t.thresholds.clone())
             .unwrap_or_default();
         if let Some(d) = default_drop {
@@ -238,48 +252,64 @@ pub fn judge_slices(
                 );
             }
         }
-        let judged: Vec<CriterionResult> = if !s.judged {
-            thresholds
-                .iter()
-                .filter_map(|t| {
-                    let spec = ACCURACY_KEYS.iter().find(|k| k.key == t.key)?;
-                    Some(skipped(
-                        spec,
-                        t,
-                        Skip::TooFewSamples {
-                            samples: s.samples,
-                            min,
-                        },
-                    ))
-                })
-                .collect()
-        } else {
+        let slice = slices.iter().find(|s| s.slice == name);
+        for mut c in one_slice_criteria(policy, slice, thresholds, min) {
+            c.slice = Some(name.to_string());
+            criteria.push(c);
+        }
+    }
+    Ok(criteria)
+}
+
+/// The criteria of one slice (`None`: the selection left it no sample).
+fn one_slice_criteria(
+    policy: &Policy,
+    slice: Option<&SliceResult>,
+    thresholds: Vec<Threshold>,
+    min: u64,
+) -> Vec<CriterionResult> {
+    let alpha = policy.value("slice_alpha").unwrap_or(0.05);
+    let (accuracy, performance): (Vec<Threshold>, Vec<Threshold>) = thresholds
+        .into_iter()
+        .partition(|t| ACCURACY_KEYS.iter().any(|k| k.key == t.key));
+    let mut out: Vec<CriterionResult> = match slice.filter(|s| s.judged) {
+        None => accuracy
+            .iter()
+            .filter_map(|t| {
+                let spec = ACCURACY_KEYS.iter().find(|k| k.key == t.key)?;
+                let samples = slice.map_or(0, |s| s.samples);
+                Some(skipped(spec, t, Skip::TooFewSamples { samples, min }))
+            })
+            .collect(),
+        Some(s) => {
             let sub = Policy {
-                thresholds,
+                thresholds: accuracy,
                 slices: Vec::new(),
                 slice_gate: policy.slice_gate,
             };
             let mut g = Gate::evaluate(&sub, &s.observations).criteria;
             // finite_outputs is judged on the whole set.
             g.retain(|c| c.key != "finite_outputs");
-            g
-        };
-        for mut c in judged {
-            if policy.slice_gate == SliceGate::Significant
-                && c.status == Status::Fail
-                && s.significance != Significance::SignificantDrop
-            {
-                c.status = Status::Pass;
-                c.reason = Reason::NotSignificant {
-                    p_holm: s.p_holm.unwrap_or(1.0),
-                    alpha,
-                };
+            if policy.slice_gate == SliceGate::Significant {
+                for c in g.iter_mut().filter(|c| c.status == Status::Fail) {
+                    if s.significance != Significance::SignificantDrop {
+                        c.status = Status::Pass;
+                        c.reason = Reason::NotSignificant {
+                            p_holm: s.p_holm.unwrap_or(1.0),
+                            alpha,
+                            no_drop: s.significance == Significance::NoDrop,
+                        };
+                    }
+                }
             }
-            c.slice = Some(s.slice.clone());
-            criteria.push(c);
+            g
         }
-    }
-    Ok(criteria)
+    };
+    out.extend(performance.iter().filter_map(|t| {
+        let spec = PERFORMANCE_KEYS.iter().find(|k| k.key == t.key)?;
+        Some(skipped(spec, t, Skip::NotPerSlice))
+    }));
+    out
 }
 
 #[cfg(test)]
@@ -317,7 +347,7 @@ mod tests {
         let values = vec![Some("dark".to_string()); 4];
         let none = vec![false; 4];
         let slices = compare_slices(&input, &[("lighting", &values)], [&none, &none], 1);
-        let e = judge_slices(&policy, &slices).unwrap_err();
+        let e = judge_slices(&policy, &slices, &[]).unwrap_err();
         assert!(
             e.contains("lighting=drak") && e.contains("lighting=dark"),
             "{e}"

@@ -262,6 +262,12 @@ impl Dataset {
                 ),
             });
         }
+        if !self.slices.file_slices.is_empty() {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                message: "a slice manifest is attached before samples are selected".into(),
+            });
+        }
         let mut tags = std::mem::take(&mut self.slices.tags);
         tags.extend(manifest.tags.iter().cloned());
         let source = if self.slices.source.is_empty() {

@@ -44,6 +44,14 @@ pub struct Slices {
     pub unknown_id_examples: Vec<String>,
     /// Samples of the data file that the manifest does not list (tagged by no tag).
     pub unlisted_samples: u64,
+    /// Whether each sample is listed by the manifest (all true without one); kept aligned
+    /// with the samples by [`Dataset::select`].
+    #[serde(skip)]
+    pub listed: Vec<bool>,
+    /// Every `tag=value` of the whole file, before `--limit` selects samples: a policy
+    /// table may name a slice the selection left empty.
+    #[serde(skip)]
+    pub file_slices: Vec<String>,
 }
 
 impl Slices {
@@ -54,8 +62,41 @@ impl Slices {
 
     /// Keeps the samples at `idx` (as [`Dataset::select`]).
     pub(crate) fn select(&mut self, idx: &[usize]) {
+        if self.file_slices.is_empty() {
+            self.file_slices = self.slice_names();
+        }
         for t in &mut self.tags {
             t.values = idx.iter().map(|&i| t.values[i].clone()).collect();
+        }
+        if !self.listed.is_empty() {
+            self.listed = idx.iter().map(|&i| self.listed[i]).collect();
+        }
+        self.unlisted_samples = self.listed.iter().filter(|l| !**l).count() as u64;
+    }
+
+    /// Every `tag=value` the samples hold now, sorted.
+    pub fn slice_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tags
+            .iter()
+            .flat_map(|t| {
+                t.values
+                    .iter()
+                    .flatten()
+                    .map(move |v| format!("{}={v}", t.tag))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Every `tag=value` of the whole file (before any selection).
+    pub fn all_slice_names(&self) -> Vec<String> {
+        if self.file_slices.is_empty() {
+            self.slice_names()
+        } else {
+            self.file_slices.clone()
         }
     }
 }
@@ -102,25 +143,13 @@ pub(crate) fn take_slice_arrays(
                 a.shape
             )));
         }
-        let values = match &a.data {
-            ArrayData::Str(v) => v
-                .iter()
-                .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
-                .collect(),
-            _ if a.elem_type().is_integer() => a
-                .data
-                .to_i64()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|x| Some(x.to_string()))
-                .collect(),
-            _ => a
-                .to_f64()
-                .ok_or_else(|| bad("holds values that are neither text nor numbers".into()))?
-                .into_iter()
-                .map(|x| x.is_finite().then(|| format!("{x}")))
-                .collect(),
-        };
+        let values = array_values(&a.data);
+        if values.len() != n {
+            return Err(bad(format!(
+                "holds {} values for {n} samples; a slice array holds one value per sample",
+                values.len()
+            )));
+        }
         tags.push(SliceTag { tag, values });
     }
     Ok(Slices {
@@ -132,6 +161,40 @@ pub(crate) fn take_slice_arrays(
         tags,
         ..Slices::default()
     })
+}
+
+/// A number as a tag value: integers without a decimal point, others as the shortest
+/// decimal that reads back (`0.1`, not `0.10000000149011612` for a float32), so one value
+/// is spelled the same from an archive, a CSV or JSON; NaN and infinities are untagged.
+fn number_text(x: f64) -> Option<String> {
+    x.is_finite().then(|| format!("{x}"))
+}
+
+/// Each element of a one-value-per-sample array as a tag value (`None`: untagged).
+fn array_values(data: &ArrayData) -> Vec<Option<String>> {
+    fn all<T: ToString>(v: &[T]) -> Vec<Option<String>> {
+        v.iter().map(|x| Some(x.to_string())).collect()
+    }
+    match data {
+        ArrayData::Str(v) => v
+            .iter()
+            .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
+            .collect(),
+        ArrayData::F32(v) => v
+            .iter()
+            .map(|x| x.is_finite().then(|| x.to_string()))
+            .collect(),
+        ArrayData::F64(v) => v.iter().map(|&x| number_text(x)).collect(),
+        ArrayData::I8(v) => all(v),
+        ArrayData::I16(v) => all(v),
+        ArrayData::I32(v) => all(v),
+        ArrayData::I64(v) => all(v),
+        ArrayData::U8(v) => all(v),
+        ArrayData::U16(v) => all(v),
+        ArrayData::U32(v) => all(v),
+        ArrayData::U64(v) => all(v),
+        ArrayData::Bool(v) => all(v),
+    }
 }
 
 /// Reads a slice manifest (`.csv`, or `.jsonl`/`.json` with one object per line) and
@@ -202,6 +265,7 @@ pub fn load_manifest(path: &Path, data: &Dataset) -> Result<Slices, DataError> {
         }
     }
     out.unlisted_samples = listed.iter().filter(|l| !**l).count() as u64;
+    out.listed = listed;
     out.tags = tags;
     Ok(out)
 }
@@ -278,7 +342,12 @@ fn json_text(v: &serde_json::Value) -> Option<Option<String>> {
         serde_json::Value::Null => Some(None),
         serde_json::Value::String(s) if s.trim().is_empty() => Some(None),
         serde_json::Value::String(s) => Some(Some(s.trim().to_string())),
-        serde_json::Value::Number(n) => Some(Some(n.to_string())),
+        serde_json::Value::Number(n) => Some(match n.as_f64() {
+            // Integers as written; other numbers in the shortest form that reads back.
+            Some(_) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            Some(x) => number_text(x),
+            None => Some(n.to_string()),
+        }),
         serde_json::Value::Bool(b) => Some(Some(b.to_string())),
         _ => None,
     }
@@ -311,16 +380,24 @@ fn read_json_lines(path: &Path, text: &str) -> Result<(Vec<String>, Rows), DataE
             }
         };
         let mut row = BTreeMap::new();
-        for (key, v) in &obj {
+        for (raw_key, v) in &obj {
+            let key = raw_key.trim().to_string();
             if key == "id" {
                 continue;
             }
+            let key = &key;
             let text = json_text(v).ok_or_else(|| {
                 format_err(
                     path,
                     format!("line {line}: tag '{key}' is {v}; a tag value is a string, a number, a boolean or null"),
                 )
             })?;
+            if row.contains_key(key) {
+                return Err(format_err(
+                    path,
+                    format!("line {line}: tag '{key}' appears twice (names are compared without surrounding spaces)"),
+                ));
+            }
             if !columns.contains(key) {
                 columns.push(key.clone());
             }

@@ -15,7 +15,7 @@ mod thumbnails;
 
 use std::collections::BTreeMap;
 
-use qgate_core::calibration::{calibration, Calibration};
+use qgate_core::calibration::{calibration_pair, Calibration};
 use qgate_core::compare::{Comparison, PairInput, Predicted};
 use qgate_core::divergence::{tensor_divergence, TensorDivergence};
 use qgate_core::metrics::Metrics;
@@ -321,10 +321,13 @@ fn assemble(
     };
     let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
     let calibration = match (&base_pred.probs, &cand_pred.probs) {
-        (Some(b), Some(c)) => Some(PairCalibration {
-            baseline: calibration(b, &labels, CALIBRATION_BINS),
-            candidate: calibration(c, &labels, CALIBRATION_BINS),
-        }),
+        (Some(b), Some(c)) => {
+            let [baseline, candidate] = calibration_pair(b, c, &labels, CALIBRATION_BINS);
+            Some(PairCalibration {
+                baseline,
+                candidate,
+            })
+        }
         _ => None,
     };
     let slices = evaluate_slices(data, policy, &input)?;
@@ -349,18 +352,16 @@ fn assemble(
         calibration.as_ref().map(|c| [&c.baseline, &c.candidate]),
     );
     let mut gate = Gate::evaluate(policy, &obs);
-    if let Some(s) = &slices {
-        let criteria = judge_slices(policy, &s.slices).map_err(|message| EvalError::Slices {
-            data: data.source.clone(),
-            message,
-        })?;
-        gate = Gate::from_criteria(gate.criteria.into_iter().chain(criteria).collect());
-    } else if let Err(message) = judge_slices(policy, &[]) {
-        return Err(EvalError::Slices {
-            data: data.source.clone(),
-            message,
-        });
-    }
+    let judged = judge_slices(
+        policy,
+        slices.as_ref().map_or(&[][..], |s| &s.slices),
+        &data.slices.all_slice_names(),
+    )
+    .map_err(|message| EvalError::Slices {
+        data: data.source.clone(),
+        message,
+    })?;
+    gate = Gate::from_criteria(gate.criteria.into_iter().chain(judged).collect());
     // Speed and memory keys are judged by `qgate bench` / `qgate check`; list them as not
     // measured so nobody reads their absence as a pass.
     gate.criteria.extend(Gate::unmeasured_performance(policy));
@@ -392,6 +393,9 @@ fn assemble(
     })
 }
 
+/// Distinct values a tag may have: each is a slice with its own metrics and bootstrap.
+pub const MAX_SLICES_PER_TAG: usize = 1000;
+
 /// Bins of the reliability diagrams and ECE.
 pub const CALIBRATION_BINS: usize = qgate_core::calibration::DEFAULT_BINS;
 
@@ -404,7 +408,25 @@ fn evaluate_slices(
     if data.slices.is_empty() {
         return Ok(None);
     }
-    let min_samples = policy.value("min_slice_samples").unwrap_or(30.0) as u64;
+    let min_samples = policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
+    for t in &data.slices.tags {
+        let mut values: Vec<&String> = t.values.iter().flatten().collect();
+        values.sort_unstable();
+        values.dedup();
+        let tagged = t.values.iter().flatten().count();
+        let id_like = values.len() > 100 && 2 * values.len() > tagged;
+        if values.len() > MAX_SLICES_PER_TAG || id_like {
+            return Err(EvalError::Slices {
+                data: data.source.clone(),
+                message: format!(
+                    "tag '{}' of {} has {} distinct values over {tagged} samples; a tag groups samples (lighting=dark), and this one looks like an id or file-name column (at most {MAX_SLICES_PER_TAG} values, and more than 100 only when most values hold several samples): leave it out of the slices",
+                    t.tag,
+                    data.slices.source,
+                    values.len()
+                ),
+            });
+        }
+    }
     let tags: Vec<(&str, &[Option<String>])> = data
         .slices
         .tags

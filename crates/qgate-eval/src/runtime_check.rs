@@ -349,7 +349,7 @@ pub const DEFAULT_SAMPLES: usize = 32;
 /// the others are returned for the report (sides that are not quantized tract models are
 /// left out).
 pub fn guard_tract_sides(
-    sides: [(&str, &ModelSpec, &mut dyn Model); 2],
+    sides: Vec<(&str, &ModelSpec, &mut dyn Model)>,
     data: &Dataset,
     opts: &EvalOptions,
     settings: &RuntimeCheckSettings,

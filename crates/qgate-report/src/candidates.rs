@@ -85,9 +85,9 @@ pub(crate) fn markdown(md: &dyn Exporter, r: &Report) -> Result<String, ReportEr
             m,
             "| {} | `{}` | {} | {acc} | {delta} | {flips} | {speedup} | {} |",
             c.rank,
-            c.spec,
+            crate::md_code(&c.spec),
             c.report.verdict.badge(),
-            failed(c)
+            failed(c).replace('|', "\\|")
         );
     }
     for c in &r.candidates {

@@ -368,6 +368,12 @@ pub(crate) fn thousands(v: f64) -> String {
 }
 
 /// Formats a p-value.
+/// Text for a Markdown table cell inside a code span: `|` would end the cell and a backtick
+/// the span.
+pub(crate) fn md_code(s: &str) -> String {
+    s.replace('|', "\\|").replace('`', "'")
+}
+
 pub(crate) fn pval(p: f64) -> String {
     if p < 1e-4 {
         format!("{p:.2e}")

@@ -104,7 +104,7 @@ fn criteria_table(m: &mut String, r: &Report) {
             c.key,
             c.slice
                 .as_ref()
-                .map(|s| format!(" · `{s}`"))
+                .map(|s| format!(" · `{}`", crate::md_code(s)))
                 .unwrap_or_default(),
             c.observed.map(num).unwrap_or_else(|| "—".into()),
             c.interval

@@ -610,28 +610,41 @@ impl Exporter for LatencyCsv {
     }
 
     fn applies(&self, r: &Report) -> bool {
-        r.performance.is_some()
+        r.performance.is_some() || r.candidates.iter().any(|c| c.report.performance.is_some())
     }
 
+    /// One row per timed call; with several candidates, each pair's sides are named
+    /// `baseline-K` and `candidate-K` (K = the candidate's position on the command line).
     fn render(&self, r: &Report) -> Result<String, ReportError> {
         let mut s = String::from("side,round,call,latency_ms\n");
-        let Some(p) = &r.performance else {
-            return Ok(s);
-        };
-        for (name, side) in [("baseline", &p.baseline), ("candidate", &p.candidate)] {
-            // Calls are stored in order; rounds are recovered from the per-round counts.
-            let mut round = 0;
-            let mut in_round = 0;
-            let counts = &side.round_calls;
-            for (i, l) in side.raw_latencies_ms.iter().enumerate() {
-                while round < counts.len() && in_round >= counts[round] {
-                    round += 1;
-                    in_round = 0;
-                }
-                let _ = writeln!(s, "{name},{round},{i},{l}");
-                in_round += 1;
+        let mut pairs: Vec<(String, &Performance)> =
+            r.performance.iter().map(|p| (String::new(), p)).collect();
+        for c in &r.candidates {
+            if let Some(p) = &c.report.performance {
+                pairs.push((format!("-{}", c.position), p));
             }
         }
+        for (suffix, p) in pairs {
+            latency_rows(&mut s, &suffix, p);
+        }
         Ok(s)
+    }
+}
+
+/// The rows of one pair's sides, `suffix` appended to their names.
+fn latency_rows(s: &mut String, suffix: &str, p: &Performance) {
+    for (name, side) in [("baseline", &p.baseline), ("candidate", &p.candidate)] {
+        // Calls are stored in order; rounds are recovered from the per-round counts.
+        let mut round = 0;
+        let mut in_round = 0;
+        let counts = &side.round_calls;
+        for (i, l) in side.raw_latencies_ms.iter().enumerate() {
+            while round < counts.len() && in_round >= counts[round] {
+                round += 1;
+                in_round = 0;
+            }
+            let _ = writeln!(s, "{name}{suffix},{round},{i},{l}");
+            in_round += 1;
+        }
     }
 }

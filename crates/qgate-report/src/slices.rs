@@ -92,7 +92,7 @@ pub(crate) fn markdown(m: &mut String, s: &SliceReport) {
     let _ = writeln!(
         m,
         "\n**Slices** from `{}` (worst first; accuracy Δ with its paired bootstrap 95% CI)\n\n{}\n",
-        s.source,
+        crate::md_code(&s.source),
         family_sentence("slices", &all, s.alpha)
     );
     m.push_str("| slice | samples | baseline | candidate | Δ accuracy [95% CI] | correct→wrong / wrong→correct | p (Holm) | p (BH) | finding |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
@@ -100,7 +100,7 @@ pub(crate) fn markdown(m: &mut String, s: &SliceReport) {
         let _ = writeln!(
             m,
             "| `{}` | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
-            e.slice,
+            crate::md_code(&e.slice),
             e.samples,
             pct(e.baseline.accuracy),
             pct(e.candidate.accuracy),

@@ -143,15 +143,32 @@ pub(crate) fn criterion_message(c: &CriterionResult) -> String {
 
 fn reason_message(c: &CriterionResult) -> String {
     match &c.reason {
-        Reason::NotSignificant { p_holm, alpha } => format!(
-            "{} = {} is over {} but the slice's drop is not significant after Holm's correction \
-             (adjusted McNemar p = {} ≥ {}): looks worse, could be noise (slice_gate = \"significant\")",
-            c.description,
-            c.observed.map_or("—".to_string(), fmt_num),
-            fmt_num(c.threshold),
-            fmt_num(*p_holm),
-            fmt_num(*alpha)
-        ),
+        Reason::NotSignificant {
+            p_holm,
+            alpha,
+            no_drop,
+        } => {
+            let op = match c.direction {
+                Direction::AtMost => "≤",
+                Direction::AtLeast => "≥",
+            };
+            let why = if *no_drop {
+                "the slice has no fewer correct answers than the baseline's".to_string()
+            } else {
+                format!(
+                    "its accuracy drop is not significant after Holm's correction (adjusted \
+                     McNemar p = {} ≥ {}): looks worse, could be noise",
+                    fmt_num(*p_holm),
+                    fmt_num(*alpha)
+                )
+            };
+            format!(
+                "{} = {} misses {op} {}, but {why}; passed under slice_gate = \"significant\"",
+                c.description,
+                c.observed.map_or("—".to_string(), fmt_num),
+                fmt_num(c.threshold),
+            )
+        }
         Reason::Judged {
             classes_over,
             decision_ci,
@@ -243,6 +260,13 @@ fn skipped(skip: &Skip) -> String {
             "skipped: resident memory is not measurable on this system".into()
         }
         Skip::NoEnergy(why) => format!("skipped: {why}"),
+        Skip::NotPerSlice => {
+            "skipped: speed, memory and energy are measured for the whole model, not per slice"
+                .into()
+        }
+        Skip::NoSlices => {
+            "skipped: the data has no slices (give --slices FILE or slice_<tag> arrays)".into()
+        }
         Skip::TooFewSamples { samples, min } => format!(
             "skipped: the slice has {samples} sample(s), fewer than min_slice_samples = {min}"
         ),

@@ -620,8 +620,9 @@ pub struct CompareArgs {
     /// passes its gate, `any` when at least one does.
     #[arg(long, value_name = "all|any", value_parser = str::parse::<qgate_report::Require>)]
     pub require: Option<qgate_report::Require>,
-    /// Also write each side's outputs to DIR/baseline.npz and DIR/candidate.npz (reusable as
-    /// preds:DIR/baseline.npz).
+    /// Also write each model's outputs to DIR/baseline.npz and DIR/candidate.npz, or
+    /// DIR/candidate-K.npz for the K-th of several candidates (reusable as
+    /// preds:DIR/candidate-2.npz).
     #[arg(long, value_name = "DIR")]
     pub save_outputs: Option<PathBuf>,
     /// Skip the runtime check: a quantized model run in tract is first compared with

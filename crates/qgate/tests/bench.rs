@@ -436,6 +436,10 @@ fn check_measures_each_of_several_candidates_against_the_baseline() {
     }
     let md = run.file("report.md");
     assert!(md.contains("× ["), "the ranking shows each speed-up: {md}");
+    let csv = run.file("latencies.csv");
+    for side in ["baseline-1,", "candidate-1,", "baseline-2,", "candidate-2,"] {
+        assert!(csv.contains(side), "latencies.csv lacks {side}");
+    }
 }
 
 #[test]

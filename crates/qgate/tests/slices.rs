@@ -574,3 +574,44 @@ fn several_candidates_save_one_output_file_each_and_come_from_a_run_config() {
     )
     .assert_error(&["--require", "more than once"]);
 }
+
+#[test]
+fn limit_keeps_the_files_slices_known_and_counts_the_selection() {
+    // The first 5 samples: none tagged scanner=b, sample 0 not in the manifest.
+    let (_d, p) = policy(
+        "[slices.\"scanner=b\"]\nmax_accuracy_drop_pp = 1\nmin_speedup = 1.1\n[slices.\"ink=light\"]\nmin_speedup = 1.1\n",
+    );
+    let r = run(
+        &fx("test.npz"),
+        &[
+            "--slices",
+            &sl("digits_slices.csv"),
+            "--policy",
+            &p,
+            "--limit",
+            "5",
+        ],
+    );
+    let crit = slice_criteria(&r);
+    let scanner: Vec<&Value> = crit.iter().filter(|c| c["slice"] == "scanner=b").collect();
+    assert_eq!(scanner.len(), 2, "{crit:?}");
+    assert!(scanner.iter().all(|c| c["status"] == "skipped"));
+    assert!(scanner[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("0 sample(s)"));
+    let speed = crit
+        .iter()
+        .find(|c| c["slice"] == "ink=light" && c["key"] == "min_speedup")
+        .unwrap();
+    assert!(speed["message"].as_str().unwrap().contains("not per slice"));
+    assert_eq!(r.json()["slices"]["unlisted_samples"], 1);
+    // A default for slices on data without any is said, not silently passed.
+    let (_d, p) = policy("max_slice_accuracy_drop_pp = 2\n");
+    let r = run(&fx("test.npz"), &["--policy", &p]);
+    let c = slice_criteria(&r);
+    assert!(c.is_empty());
+    let skipped = r.criterion("max_slice_accuracy_drop_pp");
+    assert_eq!(skipped["status"], "skipped");
+    assert!(skipped["message"].as_str().unwrap().contains("no slices"));
+}

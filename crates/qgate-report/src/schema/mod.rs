@@ -428,11 +428,13 @@ impl Report {
         criteria: &[qgate_core::policy::CriterionResult],
     ) -> Report {
         let criteria: Vec<CriterionResult> = criteria.conv();
+        let acc_head = verdict_head(self.gate.verdict, &self.gate.criteria);
+        // The whole-set "not measured" entries give way; slice entries stay.
         let mut all: Vec<CriterionResult> = self
             .gate
             .criteria
             .into_iter()
-            .filter(|c| !criteria.iter().any(|p| p.key == c.key))
+            .filter(|c| c.slice.is_some() || !criteria.iter().any(|p| p.key == c.key))
             .collect();
         all.extend(criteria);
         let gate = Gate::from_criteria(all);
@@ -452,16 +454,19 @@ impl Report {
             ) || !self.warnings.iter().any(|x| x.kind == w.kind)
         });
         self.warnings.extend(extra);
-        let acc_summary = self
-            .summary
-            .split_once(": ")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
-        let perf_line = perf_summary(&performance, &gate);
-        let perf_tail = perf_line
-            .split_once(": ")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
+        // Each summary is `HEAD: text`; the head (which may name slices holding ": ") is
+        // rebuilt rather than searched for.
+        let tail = |summary: &str, head: String| {
+            summary
+                .strip_prefix(&format!("{head}: "))
+                .unwrap_or(summary)
+                .to_string()
+        };
+        let acc_summary = tail(&self.summary, acc_head);
+        let perf_tail = tail(
+            &perf_summary(&performance, &gate),
+            verdict_head(gate.verdict, &gate.criteria),
+        );
         self.summary = format!(
             "{}: {acc_summary}; {perf_tail}",
             verdict_head(gate.verdict, &gate.criteria)
