@@ -676,6 +676,23 @@ def slices():
     case("slices/second-candidate-bad-spec", "slices",
          compare(extra=["--candidate", "ftp://x"]), 2, ["candidate 2", "ftp://x"])
     case("slices/bench-two", "slices", bench(extra=two), 2, ["qgate check"])
+    # Corruptions: what cannot be read as images, and bad flags.
+    cnn = {"baseline": "{F}/cnn_fp32.onnx", "candidate": "{F}/cnn_int8_qdq.onnx"}
+    for cid, extra, needles in [
+        ("no-range", ["--corruptions", "dark"], ["--input-range"]),
+        ("unknown", ["--corruptions", "fog", "--input-range", "0,1"], ["fog"]),
+        ("severity-6", ["--corruptions", "dark", "--severities", "6", "--input-range", "0,1"],
+         ["--severities"]),
+        ("range-bad", ["--corruptions", "dark", "--input-range", "0,2"], ["--input-range"]),
+        ("layout-wrong", ["--corruptions", "dark", "--input-range", "0,1", "--input-layout",
+                          "nhwc"], ["array 'image'", "nhwc"]),
+        ("mean-wrong", ["--corruptions", "dark", "--input-range", "0,1", "--image-mean", "9"],
+         ["outside [0, 1]"]),
+        ("seed-alone", ["--corruption-seed", "3"], ["--corruption-seed", "--corruptions"]),
+    ]:
+        case(f"slices/corrupt-{cid}", "slices", compare(extra=extra, **cnn), 2, needles)
+    case("slices/corrupt-flat-array", "slices",
+         compare(extra=["--corruptions", "dark", "--input-range", "0,1"]), 2, ["array 'x'"])
     case("slices/two-pass", "slices", compare(extra=[*two, "--require", "any"]), 0, [])
 
 

@@ -45,6 +45,63 @@ pub struct CompareConfig {
     pub deployment_runtime: Option<String>,
     /// The tract-against-onnxruntime check of quantized models.
     pub runtime_check: RuntimeCheckSettings,
+    /// Corrupted copies of the images to evaluate too (`--corruptions`).
+    pub corruptions: Option<CorruptionRequest>,
+}
+
+/// `--corruptions` as given; the pixel space is settled once the data's kind is known.
+#[derive(Debug, Clone)]
+pub struct CorruptionRequest {
+    pub corruptions: Vec<qgate_data::corrupt::Corruption>,
+    pub severities: Vec<u8>,
+    pub seed: u64,
+    /// `--input-range`: the value of white (1 or 255), arrays only.
+    pub range: Option<f32>,
+    /// `--input-layout`, arrays only.
+    pub layout: Option<qgate_data::Layout>,
+}
+
+/// The corruption plan of `cfg` on its data: an image folder knows its pixels (its declared
+/// preprocessing); an array needs `--input-range`.
+fn corruption_plan(
+    cfg: &CompareConfig,
+) -> Result<Option<qgate_data::corrupt::CorruptionPlan>, AppError> {
+    let Some(req) = &cfg.corruptions else {
+        return Ok(None);
+    };
+    let pixels = if cfg.data.is_dir() {
+        if req.range.is_some() || req.layout.is_some() {
+            return Err(AppError::Invalid(format!(
+                "{}: an image folder's pixels are known from its --image-* options; --input-range and --input-layout are for arrays",
+                cfg.data.display()
+            )));
+        }
+        qgate_data::corrupt::PixelSpace {
+            layout: cfg.images.layout,
+            range: 255.0 * cfg.images.scale,
+            mean: cfg.images.mean.clone(),
+            std: cfg.images.std.clone(),
+        }
+    } else {
+        let range = req.range.ok_or_else(|| {
+            AppError::Invalid(format!(
+                "--corruptions on {}: give --input-range 0,1 or 0,255 (and --input-layout, --image-mean, --image-std when they apply): qgate corrupts pixels and must know which values are black and white",
+                cfg.data.display()
+            ))
+        })?;
+        qgate_data::corrupt::PixelSpace {
+            layout: req.layout.unwrap_or_default(),
+            range,
+            mean: cfg.images.mean.clone(),
+            std: cfg.images.std.clone(),
+        }
+    };
+    Ok(Some(qgate_data::corrupt::CorruptionPlan {
+        corruptions: req.corruptions.clone(),
+        severities: req.severities.clone(),
+        seed: req.seed,
+        pixels,
+    }))
 }
 
 /// `(side, samples done, samples of the side)` as the evaluation goes.
@@ -108,12 +165,14 @@ pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppE
         .iter_mut()
         .map(|c| -> &mut dyn qgate_runtime::Model { c.as_mut() })
         .collect();
+    let mut eval = cfg.eval.clone();
+    eval.corruptions = corruption_plan(cfg)?;
     let mut evaluations = evaluate_candidates(
         baseline.as_mut(),
         &mut models,
         &data,
         &cfg.policy,
-        &cfg.eval,
+        &eval,
         progress,
     )?;
     drop(models);

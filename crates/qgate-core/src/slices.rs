@@ -82,17 +82,7 @@ pub fn compare_slices(
             out.push(one_slice(input, tag, value, &idx, non_finite, min_samples));
         }
     }
-    let flips: Vec<(u64, u64)> = out
-        .iter()
-        .map(|s| (s.negative_flips, s.positive_flips))
-        .collect();
-    let judged: Vec<bool> = out.iter().map(|s| s.judged).collect();
-    for (s, t) in out
-        .iter_mut()
-        .zip(family_tests(&flips, &judged, input.alpha))
-    {
-        (s.p_holm, s.p_bh, s.significance) = (t.p_holm, t.p_bh, t.significance);
-    }
+    test_family(&mut out, input.alpha);
     out.sort_by(|a, b| {
         b.judged
             .cmp(&a.judged)
@@ -100,6 +90,19 @@ pub fn compare_slices(
             .then(a.slice.cmp(&b.slice))
     });
     out
+}
+
+/// McNemar on each slice's flips, Holm- and BH-adjusted over the judged ones of `slices`
+/// (one family), classified at `alpha`.
+pub fn test_family(slices: &mut [SliceResult], alpha: f64) {
+    let flips: Vec<(u64, u64)> = slices
+        .iter()
+        .map(|s| (s.negative_flips, s.positive_flips))
+        .collect();
+    let judged: Vec<bool> = slices.iter().map(|s| s.judged).collect();
+    for (s, t) in slices.iter_mut().zip(family_tests(&flips, &judged, alpha)) {
+        (s.p_holm, s.p_bh, s.significance) = (t.p_holm, t.p_bh, t.significance);
+    }
 }
 
 fn subset_predicted(p: &Predicted, idx: &[usize]) -> Predicted {
@@ -113,7 +116,9 @@ fn subset_predicted(p: &Predicted, idx: &[usize]) -> Predicted {
     }
 }
 
-fn one_slice(
+/// The pair on the samples `idx` of `input`, named `tag=value` (not yet tested with its
+/// family: see [`test_family`]).
+pub fn one_slice(
     input: &PairInput<'_>,
     tag: &str,
     value: &str,

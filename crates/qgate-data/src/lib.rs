@@ -14,6 +14,7 @@
 //! assert_eq!(ds.ids[2], "2");
 //! ```
 
+pub mod corrupt;
 mod csv_table;
 mod images;
 pub mod npy;

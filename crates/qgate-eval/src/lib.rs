@@ -7,6 +7,7 @@
 //! assert_eq!("logits".parse::<OutputKind>().unwrap(), OutputKind::Logits);
 //! ```
 
+mod corruptions;
 mod outputs;
 mod quant_eval;
 mod run;
@@ -26,17 +27,20 @@ use qgate_data::{Dataset, Slices};
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
+pub use corruptions::{slice_name, CorruptionEntry, CorruptionEvaluation, CorruptionSummary};
 pub use outputs::{select_scores, ChosenBy, KindBy, OutputKind, ScoreOutput};
+pub use qgate_data::corrupt::{Corruption, CorruptionPlan, PixelSpace};
+pub use qgate_data::Layout as PixelLayout;
 pub use qgate_runtime::{
     ignored_arrays, resolve_inputs, BoundBy, Ignored, IgnoredArray, InputBinding, InputMapping,
 };
 pub use quant_eval::SubsetEvaluator;
-pub use run::{run_model, ModelRun};
+pub use run::{run_model, run_model_with, BatchTransform, ModelRun};
 pub use runtime_check::{
     check_against_onnxruntime, guard_tract_sides, DivergingTensor, RuntimeCheck,
     RuntimeCheckOutcome, RuntimeCheckSettings, DEFAULT_SAMPLES as RUNTIME_CHECK_SAMPLES,
 };
-pub use thumbnails::{thumbnail, Thumbnail};
+pub use thumbnails::{pixel_thumbnail, thumbnail, Thumbnail};
 
 /// Errors of an evaluation. Each names the model side, tensor, array or sample at fault.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +124,8 @@ pub struct EvalOptions {
     pub inputs: InputMapping,
     /// Bootstrap settings of the intervals.
     pub bootstrap: BootstrapSettings,
+    /// Corrupted copies to evaluate too (`--corruptions`).
+    pub corruptions: Option<CorruptionPlan>,
 }
 
 impl Default for EvalOptions {
@@ -131,6 +137,7 @@ impl Default for EvalOptions {
             output_kind: None,
             inputs: InputMapping::default(),
             bootstrap: BootstrapSettings::default(),
+            corruptions: None,
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct Evaluation {
     pub calibration: Option<PairCalibration>,
     /// The pair per slice, when the data has slices.
     pub slices: Option<SliceEvaluation>,
+    /// The pair on corrupted copies of the data (`--corruptions`).
+    pub corruptions: Option<CorruptionEvaluation>,
     pub gate: Gate,
     /// The policy in force.
     pub policy: Policy,
@@ -237,17 +246,74 @@ pub fn evaluate_candidates(
             data.source
         ))
     })?;
+    if opts.corruptions.is_some() {
+        let saved = std::iter::once(&*baseline)
+            .chain(candidates.iter().map(|c| &**c))
+            .find(|m| m.keyed_by_sample());
+        if let Some(m) = saved {
+            return Err(EvalError::Inputs {
+                side: m.provenance().spec,
+                message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions".into(),
+            });
+        }
+    }
     let base = run_side("baseline".into(), baseline, data, opts, progress)?;
     let several = candidates.len() > 1;
-    let mut out = Vec::with_capacity(candidates.len());
+    let mut sides = Vec::with_capacity(candidates.len());
     for (k, candidate) in candidates.iter_mut().enumerate() {
         let name = if several {
             format!("candidate {}", k + 1)
         } else {
             "candidate".to_string()
         };
-        let cand = run_side(name, &mut **candidate, data, opts, progress)?;
-        out.push(assemble([&base, &cand], labels_raw, data, policy, opts)?);
+        sides.push(run_side(name, &mut **candidate, data, opts, progress)?);
+    }
+    // Corrupted copies: the baseline's once, each candidate's with its pair.
+    let (array, base_corrupted) = match &opts.corruptions {
+        Some(plan) => {
+            let bindings: Vec<&[InputBinding]> = std::iter::once(base.3.as_slice())
+                .chain(sides.iter().map(|s| s.3.as_slice()))
+                .collect();
+            let array = corruptions::pick_array(plan, data, &bindings)?;
+            let side = corruptions::SideRun {
+                side: "baseline",
+                bindings: &base.3,
+                clean: &base.5,
+            };
+            let runs = corruptions::run_corrupted(side, baseline, data, &array, opts, progress)?;
+            (Some(array), runs)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut out = Vec::with_capacity(sides.len());
+    for (cand, candidate) in sides.iter().zip(candidates.iter_mut()) {
+        let corrupted = match &array {
+            Some(array) => Some(corruptions::run_corrupted(
+                corruptions::SideRun {
+                    side: &cand.0,
+                    bindings: &cand.3,
+                    clean: &cand.5,
+                },
+                &mut **candidate,
+                data,
+                array,
+                opts,
+                progress,
+            )?),
+            None => None,
+        };
+        let corrupted = array
+            .as_deref()
+            .zip(corrupted.as_deref())
+            .map(|(a, c)| (a, [base_corrupted.as_slice(), c]));
+        out.push(assemble(
+            [&base, cand],
+            labels_raw,
+            data,
+            policy,
+            opts,
+            corrupted,
+        )?);
     }
     Ok(out)
 }
@@ -259,6 +325,7 @@ fn assemble(
     data: &Dataset,
     policy: &Policy,
     opts: &EvalOptions,
+    corrupted: Option<(&str, [&[Predicted]; 2])>,
 ) -> Result<Evaluation, EvalError> {
     let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
     let max_label = labels_raw.iter().copied().max().unwrap_or(0);
@@ -352,15 +419,31 @@ fn assemble(
         calibration.as_ref().map(|c| [&c.baseline, &c.candidate]),
     );
     let mut gate = Gate::evaluate(policy, &obs);
-    let judged = judge_slices(
-        policy,
-        slices.as_ref().map_or(&[][..], |s| &s.slices),
-        &data.slices.all_slice_names(),
-    )
-    .map_err(|message| EvalError::Slices {
-        data: data.source.clone(),
-        message,
-    })?;
+    let min_samples = policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
+    let corruptions = match (&opts.corruptions, corrupted) {
+        (Some(plan), Some((array, runs))) => Some(corruptions::evaluate(
+            plan,
+            array,
+            &input,
+            runs,
+            [baseline.metrics.accuracy, candidate.metrics.accuracy],
+            data,
+            min_samples,
+        )),
+        _ => None,
+    };
+    let mut judged_slices: Vec<SliceResult> =
+        slices.as_ref().map_or(Vec::new(), |s| s.slices.clone());
+    let mut known = data.slices.all_slice_names();
+    if let Some(c) = &corruptions {
+        judged_slices.extend(c.entries.iter().map(|e| e.slice.clone()));
+        known.extend(c.entries.iter().map(|e| e.slice.slice.clone()));
+    }
+    let judged =
+        judge_slices(policy, &judged_slices, &known).map_err(|message| EvalError::Slices {
+            data: data.source.clone(),
+            message,
+        })?;
     gate = Gate::from_criteria(gate.criteria.into_iter().chain(judged).collect());
     // Speed and memory keys are judged by `qgate bench` / `qgate check`; list them as not
     // measured so nobody reads their absence as a pass.
@@ -387,6 +470,7 @@ fn assemble(
         thumbnails,
         calibration,
         slices,
+        corruptions,
         gate,
         policy: policy.clone(),
         runtime_checks: Vec::new(),

@@ -27,7 +27,31 @@ pub fn run_model(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ModelRun, RuntimeError> {
+    run_model_with(model, data, bindings, batch_size, progress, None)
+}
+
+/// Changes a batch before the model sees it: `(array name, the batch's rows of it, the
+/// samples' rows in the data file)` → the batch to feed instead (`None`: as it is).
+pub type BatchTransform<'a> = dyn Fn(&str, &Array, &[usize]) -> Result<Option<Array>, String> + 'a;
+
+/// [`run_model`] with each batch of each bound array passed through `transform` first, so
+/// a changed copy of the data (a corruption) exists one batch at a time. Saved outputs
+/// cannot be transformed: that is an error naming the model.
+pub fn run_model_with(
+    model: &mut dyn Model,
+    data: &Dataset,
+    bindings: &[InputBinding],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    transform: Option<&BatchTransform<'_>>,
+) -> Result<ModelRun, RuntimeError> {
     let info = model.info().clone();
+    if transform.is_some() && model.keyed_by_sample() {
+        return Err(RuntimeError::Run {
+            path: model.provenance().spec.into(),
+            message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself".into(),
+        });
+    }
     let fixed_batch = fixed_batch_of(&info);
     let batch = fixed_batch.unwrap_or(batch_size).max(1);
     let n = data.len();
@@ -51,7 +75,7 @@ pub fn run_model(
             idx.resize(batch, end - 1);
         }
         let t = Instant::now();
-        let outputs = run_batch(model, data, &arrays, &idx)?;
+        let outputs = run_batch(model, data, &arrays, &idx, bindings, transform)?;
         seconds += t.elapsed().as_secs_f64();
         qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
             |message| RuntimeError::Run {
@@ -139,13 +163,30 @@ fn run_batch(
     data: &Dataset,
     arrays: &[&Array],
     idx: &[usize],
+    bindings: &[InputBinding],
+    transform: Option<&BatchTransform<'_>>,
 ) -> Result<Vec<Array>, RuntimeError> {
+    let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
     if model.keyed_by_sample() {
         let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-        let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
         model.run_samples(&ids, &rows)
     } else {
-        let inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(idx)).collect();
+        let mut inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(idx)).collect();
+        if let Some(t) = transform {
+            let names = bindings
+                .iter()
+                .filter(|b| data.arrays.contains_key(&b.array));
+            for (input, b) in inputs.iter_mut().zip(names) {
+                if let Some(changed) =
+                    t(&b.array, input, &rows).map_err(|message| RuntimeError::Run {
+                        path: data.source.clone().into(),
+                        message,
+                    })?
+                {
+                    *input = changed;
+                }
+            }
+        }
         model.run(&inputs)
     }
 }

@@ -42,6 +42,33 @@ pub fn thumbnail(array: &Array, index: usize, id: &str) -> Option<Thumbnail> {
         .copied()
         .filter(|v| v.is_finite())
         .fold(f64::NEG_INFINITY, f64::max);
+    picture(&row, [h, w, c], chw, [lo, hi], id)
+}
+
+/// A thumbnail of a pixel-space image (planar `[C][H][W]`, values in [0, 1]) shown as it
+/// is: a darkened image stays dark.
+pub fn pixel_thumbnail(img: &qgate_data::corrupt::Image, id: &str) -> Option<Thumbnail> {
+    let row: Vec<f64> = img.pixels.iter().map(|&p| p as f64).collect();
+    picture(
+        &row,
+        [img.height, img.width, img.channels],
+        true,
+        [0.0, 1.0],
+        id,
+    )
+}
+
+/// `row` (one image, planar when `chw`) scaled from `[lo, hi]` to 8 bits and subsampled.
+fn picture(
+    row: &[f64],
+    [h, w, c]: [usize; 3],
+    chw: bool,
+    [lo, hi]: [f64; 2],
+    id: &str,
+) -> Option<Thumbnail> {
+    if h == 0 || w == 0 {
+        return None;
+    }
     let span = if hi > lo { hi - lo } else { 1.0 };
     let step = h.max(w).div_ceil(MAX_SIDE);
     let (th, tw) = (h.div_ceil(step), w.div_ceil(step));

@@ -107,6 +107,9 @@ fn sections(h: &mut String, r: &Report) {
     if let Some(c) = &r.calibration {
         crate::slices::calibration_html(h, c);
     }
+    if let Some(c) = &r.corruptions {
+        crate::corruptions::html(h, c);
+    }
     confusion(h, r);
     divergence(h, r);
     flips(h, r);

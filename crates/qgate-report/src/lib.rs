@@ -16,6 +16,7 @@
 //! ```
 
 mod candidates;
+mod corruptions;
 mod html;
 mod junit;
 mod markdown;

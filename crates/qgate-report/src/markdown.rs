@@ -47,6 +47,9 @@ impl Exporter for Markdown {
         if let Some(s) = &r.slices {
             crate::slices::markdown(&mut m, s);
         }
+        if let Some(c) = &r.corruptions {
+            crate::corruptions::markdown(&mut m, c);
+        }
         if let Some(p) = &r.performance {
             crate::perf::markdown(&mut m, p);
         }

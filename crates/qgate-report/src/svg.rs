@@ -701,6 +701,79 @@ pub fn band_chart_marked(
     s
 }
 
+/// A heat map of `values[row][col]` (percentage points; `None` blank) with row and column
+/// labels: positive values red (worse), negative blue, scaled to the largest magnitude.
+pub fn grid_heatmap(
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[Vec<Option<f64>>],
+    unit: &str,
+) -> String {
+    let cell = 44.0;
+    let left = 80.0;
+    let top = 44.0;
+    let (w, h) = (
+        (left + cell * cols.len() as f64 + 10.0).max(left + 7.5 * title.chars().count() as f64),
+        top + cell * rows.len() as f64 + 12.0,
+    );
+    let max_abs = values
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(1e-9);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><text x="{left}" y="14" class="ttl">{t}</text>"#,
+        t = esc(title)
+    );
+    for (j, c) in cols.iter().enumerate() {
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" class="lbl" text-anchor="middle">{}</text>"#,
+            left + j as f64 * cell + cell / 2.0,
+            top - 6.0,
+            esc(c)
+        );
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i as f64 * cell;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" class="lbl" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + cell / 2.0 + 4.0,
+            esc(r)
+        );
+        for (j, v) in values
+            .get(i)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            let x = left + j as f64 * cell;
+            let (fill, text) = match v {
+                Some(v) if *v >= 0.0 => (lerp(WHITE, RED, v / max_abs), format!("{v:+.1}")),
+                Some(v) => (lerp(WHITE, BLUE, -v / max_abs), format!("{v:+.1}")),
+                None => ("#f3f3f3".to_string(), String::new()),
+            };
+            let _ = write!(
+                s,
+                r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#ddd"><title>{} {}: {text} {unit}</title></rect><text x="{}" y="{}" class="cell" text-anchor="middle">{text}</text>"##,
+                esc(r),
+                esc(cols.get(j).map(String::as_str).unwrap_or("")),
+                x + cell / 2.0,
+                y + cell / 2.0 + 3.0
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -620,6 +620,24 @@ pub struct CompareArgs {
     /// passes its gate, `any` when at least one does.
     #[arg(long, value_name = "all|any", value_parser = str::parse::<qgate_report::Require>)]
     pub require: Option<qgate_report::Require>,
+    /// Also evaluate both models on corrupted copies of the images: `all`, or a list of
+    /// dark, contrast, noise, blur, occlusion, jpeg, rotate (docs/corruptions.md). Each
+    /// corruption × severity is a slice `corruption=dark:5`.
+    #[arg(long, value_name = "LIST", value_parser = valid_corruptions)]
+    pub corruptions: Option<String>,
+    /// Severities of the corruptions, 1 (mild) to 5 (severe).
+    #[arg(long, value_name = "LIST", value_parser = valid_severities)]
+    pub severities: Option<String>,
+    /// Seed of the random corruptions (noise, occlusion).
+    #[arg(long, value_name = "S")]
+    pub corruption_seed: Option<u64>,
+    /// How an image array holds pixels, for --corruptions: `0,1` or `0,255` (the values of
+    /// black and white before --image-mean/--image-std normalised them).
+    #[arg(long, value_name = "0,1|0,255", value_parser = valid_input_range)]
+    pub input_range: Option<String>,
+    /// Layout of an image array, for --corruptions (default nchw).
+    #[arg(long, value_name = "nchw|nhwc", value_enum)]
+    pub input_layout: Option<LayoutArg>,
     /// Also write each model's outputs to DIR/baseline.npz and DIR/candidate.npz, or
     /// DIR/candidate-K.npz for the K-th of several candidates (reusable as
     /// preds:DIR/candidate-2.npz).
@@ -767,6 +785,7 @@ impl CompareArgs {
                     confidence: 0.95,
                     seed: self.bootstrap_seed.unwrap_or(eval.bootstrap.seed),
                 },
+                corruptions: None,
             },
             policy,
             progress: interactive && !self.report.no_progress,
@@ -774,8 +793,100 @@ impl CompareArgs {
             save_outputs: self.save_outputs,
             deployment_runtime: self.pair.deployment_runtime.map(deployment_name),
             runtime_check,
+            corruptions: corruption_request(
+                self.corruptions,
+                self.severities,
+                self.corruption_seed,
+                self.input_range,
+                self.input_layout,
+            )?,
         })
     }
+}
+
+fn valid_corruptions(s: &str) -> Result<String, String> {
+    corruption_list(s).map(|_| s.to_string())
+}
+
+fn corruption_list(s: &str) -> Result<Vec<qgate_data::corrupt::Corruption>, String> {
+    if s.trim() == "all" {
+        return Ok(qgate_data::corrupt::ALL.to_vec());
+    }
+    let mut out: Vec<qgate_data::corrupt::Corruption> = Vec::new();
+    for part in s.split(',') {
+        let c: qgate_data::corrupt::Corruption = part.parse()?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn valid_severities(s: &str) -> Result<String, String> {
+    severity_list(s).map(|_| s.to_string())
+}
+
+fn severity_list(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        match part.trim().parse::<u8>() {
+            Ok(v @ 1..=5) if !out.contains(&v) => out.push(v),
+            Ok(1..=5) => {}
+            _ => return Err(format!("'{part}': expected severities 1 to 5, e.g. 1,3,5")),
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn valid_input_range(s: &str) -> Result<String, String> {
+    input_range(s).map(|_| s.to_string())
+}
+
+fn input_range(s: &str) -> Result<f32, String> {
+    match s.replace(' ', "").as_str() {
+        "0,1" => Ok(1.0),
+        "0,255" => Ok(255.0),
+        other => Err(format!("'{other}': expected 0,1 or 0,255")),
+    }
+}
+
+/// `--corruptions` and the flags that only serve it, checked together.
+fn corruption_request(
+    corruptions: Option<String>,
+    severities: Option<String>,
+    seed: Option<u64>,
+    range: Option<String>,
+    layout: Option<LayoutArg>,
+) -> Result<Option<qgate_app::compare::CorruptionRequest>> {
+    let Some(list) = corruptions else {
+        for (given, flag) in [
+            (severities.is_some(), "--severities"),
+            (seed.is_some(), "--corruption-seed"),
+            (range.is_some(), "--input-range"),
+            (layout.is_some(), "--input-layout"),
+        ] {
+            if given {
+                bail!("{flag} serves --corruptions; give --corruptions LIST too");
+            }
+        }
+        return Ok(None);
+    };
+    let tail = |e: String| anyhow::anyhow!(e);
+    Ok(Some(qgate_app::compare::CorruptionRequest {
+        corruptions: corruption_list(&list).map_err(tail)?,
+        severities: severity_list(severities.as_deref().unwrap_or("1,2,3,4,5")).map_err(tail)?,
+        seed: seed.unwrap_or(0),
+        range: range
+            .as_deref()
+            .map(input_range)
+            .transpose()
+            .map_err(tail)?,
+        layout: layout.map(|l| match l {
+            LayoutArg::Nchw => qgate_data::Layout::Nchw,
+            LayoutArg::Nhwc => qgate_data::Layout::Nhwc,
+        }),
+    }))
 }
 
 /// `--out`: required, and not empty (`out = ""` in a run config once wrote the reports into

@@ -206,6 +206,7 @@ impl Report {
             comparison: None,
             calibration: None,
             slices: None,
+            corruptions: None,
             performance: None,
             sensitivity: None,
             gate: GateReport {

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 mod candidates;
 mod convert;
+mod corruptions;
 mod evaluation;
 mod figures;
 mod model;
@@ -18,6 +19,7 @@ mod slices;
 
 pub use candidates::*;
 use convert::Conv;
+pub use corruptions::*;
 pub use evaluation::*;
 pub use figures::*;
 pub use model::*;
@@ -58,6 +60,9 @@ pub struct Report {
     /// The pair per slice (accuracy runs on data with slices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slices: Option<SliceReport>,
+    /// Both models on corrupted copies of the images (`--corruptions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corruptions: Option<CorruptionReport>,
     /// Inference performance (`bench`, `check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
@@ -299,6 +304,7 @@ impl Report {
             comparison: Some(comparison),
             calibration: eval.calibration.as_ref().map(calibration_report),
             slices: eval.slices.as_ref().map(slice_report),
+            corruptions: eval.corruptions.as_ref().map(corruption_report),
             performance: None,
             sensitivity: None,
             gate,
@@ -364,6 +370,7 @@ impl Report {
             comparison: None,
             calibration: None,
             slices: None,
+            corruptions: None,
             performance: Some(performance),
             sensitivity: None,
             gate: GateReport {
@@ -402,6 +409,7 @@ impl Report {
             comparison: None,
             calibration: None,
             slices: None,
+            corruptions: None,
             performance: None,
             sensitivity: Some(sens),
             gate: GateReport {
