@@ -208,7 +208,9 @@ pub fn judge_slices(
             "policy {}: table [slices.\"{}\"] names a slice the data does not have; {}",
             table.source,
             table.slice,
-            if file_slices.is_empty() && slices.is_empty() {
+            if table.slice.starts_with("corruption=") {
+                "corruption slices exist with --corruptions NAME --severities S (docs/corruptions.md)".to_string()
+            } else if file_slices.is_empty() && slices.is_empty() {
                 "the data has no slices (give --slices FILE or slice_<tag> arrays)".to_string()
             } else {
                 let mut all: Vec<&str> = file_slices.iter().map(String::as_str).collect();

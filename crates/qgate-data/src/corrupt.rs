@@ -295,11 +295,11 @@ pub fn jpeg(img: &mut Image, quality: u8) -> Result<(), String> {
                 .clamp(0.0, 255.0) as u8;
         }
     }
-    if c == 3 && quality < 90 {
-        average_chroma(&mut bytes, h, w);
-    }
     let mut encoded = Vec::new();
-    jpeg_encoder::Encoder::new(&mut encoded, quality)
+    let mut encoder = jpeg_encoder::Encoder::new(&mut encoded, quality);
+    // libjpeg's 2×2 block average (`h2v2_downsample`), not the top-left pixel.
+    encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+    encoder
         .encode(&bytes, ww, hh, color)
         .map_err(|e| format!("jpeg: cannot encode: {e}"))?;
     let decoded = image::load_from_memory_with_format(&encoded, image::ImageFormat::Jpeg)
@@ -315,46 +315,6 @@ pub fn jpeg(img: &mut Image, quality: u8) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Averages the colour of each 2×2 block (RGB → YCbCr (JFIF), Cb and Cr averaged, back to
-/// RGB) before the encoder's own 4:2:0 sampling, which otherwise keeps one pixel's colour
-/// rather than libjpeg's (Pillow's) block average.
-fn average_chroma(rgb: &mut [u8], h: usize, w: usize) {
-    let ycc: Vec<[f64; 3]> = rgb
-        .chunks(3)
-        .map(|p| {
-            let (r, g, b) = (p[0] as f64, p[1] as f64, p[2] as f64);
-            [
-                0.299 * r + 0.587 * g + 0.114 * b,
-                -0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0,
-                0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0,
-            ]
-        })
-        .collect();
-    for by in (0..h).step_by(2) {
-        for bx in (0..w).step_by(2) {
-            let block: Vec<usize> = [(0, 0), (0, 1), (1, 0), (1, 1)]
-                .iter()
-                .filter(|(dy, dx)| by + dy < h && bx + dx < w)
-                .map(|(dy, dx)| (by + dy) * w + bx + dx)
-                .collect();
-            let n = block.len() as f64;
-            let cb = block.iter().map(|&i| ycc[i][1]).sum::<f64>() / n;
-            let cr = block.iter().map(|&i| ycc[i][2]).sum::<f64>() / n;
-            for &i in &block {
-                let y = ycc[i][0];
-                let px = [
-                    y + 1.402 * (cr - 128.0),
-                    y - 0.344_136 * (cb - 128.0) - 0.714_136 * (cr - 128.0),
-                    y + 1.772 * (cb - 128.0),
-                ];
-                for (k, v) in px.iter().enumerate() {
-                    rgb[i * 3 + k] = v.round().clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
-    }
 }
 
 /// Rotation by `degrees` counter-clockwise about the image's centre `((H−1)/2, (W−1)/2)`,
@@ -444,6 +404,48 @@ mod tests {
     }
 
     #[test]
+    fn pixels_round_trip_in_both_layouts_with_per_channel_normalisation() {
+        let (c, h, w) = (3, 4, 5);
+        for layout in [crate::Layout::Nchw, crate::Layout::Nhwc] {
+            let space = PixelSpace {
+                layout,
+                range: 255.0,
+                mean: vec![123.7, 116.3, 103.5],
+                std: vec![58.4, 57.1, 57.4],
+            };
+            let shape = match layout {
+                crate::Layout::Nchw => vec![2, c, h, w],
+                crate::Layout::Nhwc => vec![2, h, w, c],
+            };
+            // Sample 1, channel 2, pixel (3, 4) is white; everything else black.
+            let mut values = vec![0f32; 2 * c * h * w];
+            for (i, v) in values.iter_mut().enumerate() {
+                let ch = match layout {
+                    crate::Layout::Nchw => (i / (h * w)) % c,
+                    crate::Layout::Nhwc => i % c,
+                };
+                *v = -space.mean[ch] / space.std[ch];
+            }
+            let white = space.at([c, h, w], 1, 2, 3, 4);
+            values[white] = (255.0 - space.mean[2]) / space.std[2];
+            let array =
+                qgate_core::Array::new(shape, qgate_core::ArrayData::F32(values.clone())).unwrap();
+            assert_eq!(space.image_shape("x", &array).unwrap(), [c, h, w]);
+            let img = space.to_image(&values, [c, h, w], 1);
+            let lit: Vec<usize> = (0..img.pixels.len())
+                .filter(|&k| img.pixels[k] > 0.5)
+                .collect();
+            assert_eq!(lit, vec![(2 * h + 3) * w + 4], "{layout:?}");
+            let mut back = vec![0f32; values.len()];
+            space.from_image(&img, &mut back, [c, h, w], 1);
+            let half = c * h * w;
+            for k in half..2 * half {
+                assert!((back[k] - values[k]).abs() < 1e-4, "{layout:?} {k}");
+            }
+        }
+    }
+
+    #[test]
     fn a_rotation_by_zero_is_the_identity() {
         let mut img = ramp(3, 9, 7);
         let before = img.clone();
@@ -511,15 +513,65 @@ impl PixelSpace {
                 array.elem_type()
             ));
         }
-        for (what, v) in [("mean", &self.mean), ("std", &self.std)] {
+        for (what, v) in [("--image-mean", &self.mean), ("--image-std", &self.std)] {
             if !(v.len() == 1 || v.len() == c) {
                 return Err(format!(
-                    "{} {what} values for {c} channel(s) of array '{name}'; give one, or one per channel",
+                    "{what} has {} values for {c} channel(s) of array '{name}'; give one, or one per channel",
                     v.len()
                 ));
             }
         }
         Ok([c, h, w])
+    }
+
+    /// Checks once, before any model runs, that every value of the image array `name` is a
+    /// pixel in this space: std finite and non-zero, no pixel more than 0.02 outside [0, 1]
+    /// (naming the first sample that has one), and some pixel brighter than 0.1 (a declared
+    /// range of 0,255 on values in [0, 1] would otherwise pass, every image nearly black).
+    pub fn check_values(
+        &self,
+        name: &str,
+        array: &qgate_core::Array,
+        ids: &[String],
+    ) -> Result<(), String> {
+        if let Some(s) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
+            return Err(format!(
+                "--image-std {s}: a standard deviation divides the pixels; give finite values other than 0"
+            ));
+        }
+        if !self.range.is_finite() || self.range <= 0.0 {
+            return Err(format!(
+                "pixel range {}: expected a positive number",
+                self.range
+            ));
+        }
+        let shape = self.image_shape(name, array)?;
+        let qgate_core::ArrayData::F32(values) = &array.data else {
+            return Err(format!("array '{name}': corruptions need float32 images"));
+        };
+        let mut brightest = f32::NEG_INFINITY;
+        for i in 0..array.n_rows() {
+            let img = self.to_image(values, shape, i);
+            for &p in &img.pixels {
+                if !(-RANGE_SLACK..=1.0 + RANGE_SLACK).contains(&p) {
+                    return Err(format!(
+                        "array '{name}': sample '{}' has a value that is pixel {p} in the declared pixel space (range {}, mean {:?}, std {:?}), outside [0, 1]; declare how the array holds pixels with --input-range 0,1|0,255 and --image-mean/--image-std",
+                        ids.get(i).map(String::as_str).unwrap_or("?"),
+                        self.range,
+                        self.mean,
+                        self.std
+                    ));
+                }
+                brightest = brightest.max(p);
+            }
+        }
+        if array.n_rows() > 0 && brightest < 0.1 {
+            return Err(format!(
+                "array '{name}': its brightest value is pixel {brightest} in the declared pixel space (range {}): every image would be nearly black; is --input-range right (0,1 for values up to 1)?",
+                self.range
+            ));
+        }
+        Ok(())
     }
 
     fn per(v: &[f32], c: usize) -> f32 {

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use qgate_core::compare::{PairInput, Predicted};
+use qgate_core::compare::Predicted;
 use qgate_core::slices::{one_slice, test_family, SliceResult};
 use qgate_data::corrupt::{apply, corrupt_batch, sample_rng, Corruption, CorruptionPlan};
 use qgate_data::Dataset;
@@ -14,7 +14,7 @@ use qgate_runtime::Model;
 
 use crate::run::run_model_with;
 use crate::thumbnails::{pixel_thumbnail, Thumbnail};
-use crate::{select_scores, EvalError, EvalOptions, InputBinding, Progress, ScoreOutput};
+use crate::{select_scores, EvalError, EvalOptions, InputBinding, Progress, Side};
 
 /// Thumbnails of flipped corrupted samples per corruption × severity, and in all.
 const THUMBS_PER_SLICE: usize = 2;
@@ -42,6 +42,10 @@ pub struct CorruptionSummary {
     /// Σ (candidate error − its clean error) ÷ Σ (baseline error − its clean error)
     /// (`None`: the baseline did not degrade).
     pub relative_ce: Option<f64>,
+    /// Whether the baseline's error grew under this corruption.
+    pub baseline_degrades: bool,
+    /// Whether the candidate's error grew under this corruption.
+    pub candidate_degrades: bool,
 }
 
 /// Both models on every corrupted copy.
@@ -55,9 +59,11 @@ pub struct CorruptionEvaluation {
     /// Corruption-major, severities ascending.
     pub entries: Vec<CorruptionEntry>,
     pub summary: Vec<CorruptionSummary>,
-    /// Mean of `ce` over the corruptions (ImageNet-C's mCE with the baseline as reference).
+    /// Mean of `ce` over the corruptions (ImageNet-C's mCE with the baseline as reference);
+    /// `None` when any corruption has no `ce`.
     pub mce: Option<f64>,
-    /// Mean of `relative_ce`.
+    /// Mean of `relative_ce`; `None` when any corruption has none (a baseline that does not
+    /// degrade: see `summary`).
     pub relative_mce: Option<f64>,
     /// Corrupted samples the candidate got wrong and the baseline right, as corrupted.
     #[serde(skip)]
@@ -87,18 +93,22 @@ pub(crate) fn pick_array(
         side: "corruptions".into(),
         message,
     };
-    let first = sides.first().copied().unwrap_or_default();
-    let mut images = Vec::new();
-    let mut why = Vec::new();
-    for b in first {
-        let Some(a) = data.arrays.get(&b.array) else {
-            continue;
-        };
-        match plan.pixels.image_shape(&b.array, a) {
-            Ok(_) => images.push(b.array.clone()),
-            Err(e) => why.push(e),
+    // The image arrays each side reads: they must be the same one for every side.
+    let images_of = |side: &[InputBinding]| -> (Vec<String>, Vec<String>) {
+        let (mut images, mut why) = (Vec::new(), Vec::new());
+        for b in side {
+            let Some(a) = data.arrays.get(&b.array) else {
+                continue;
+            };
+            match plan.pixels.image_shape(&b.array, a) {
+                Ok(_) if !images.contains(&b.array) => images.push(b.array.clone()),
+                Ok(_) => {}
+                Err(e) => why.push(e),
+            }
         }
-    }
+        (images, why)
+    };
+    let (images, why) = images_of(sides.first().copied().unwrap_or_default());
     let array = match images.as_slice() {
         [one] => one.clone(),
         [] => {
@@ -122,109 +132,156 @@ pub(crate) fn pick_array(
         }
     };
     for (k, side) in sides.iter().enumerate().skip(1) {
-        if !side.iter().any(|b| b.array == array) {
+        let (theirs, _) = images_of(side);
+        if theirs != images {
             return Err(err(format!(
-                "{}: the baseline reads the image array '{array}' but candidate {k} does not; corrupted inputs must feed both",
-                data.source
+                "{}: the baseline reads the image array '{array}' but candidate {k} reads {}; corrupted inputs must feed every model alike",
+                data.source,
+                if theirs.is_empty() {
+                    "none".to_string()
+                } else {
+                    theirs.join(", ")
+                }
             )));
         }
     }
+    let a = &data.arrays[&array];
+    plan.pixels
+        .check_values(&array, a, &data.ids)
+        .map_err(|e| err(format!("{}: {e}", data.source)))?;
     Ok(array)
 }
 
-/// One side of a corrupted run: its name, what it reads and the clean run's score output.
-pub(crate) struct SideRun<'a> {
-    pub side: &'a str,
-    pub bindings: &'a [InputBinding],
-    pub clean: &'a ScoreOutput,
+/// What every pair of a corrupted run shares: the data, the array corrupted, the labels
+/// and the settings.
+pub(crate) struct CellRun<'a> {
+    pub data: &'a Dataset,
+    pub array: &'a str,
+    pub labels: &'a [usize],
+    pub opts: &'a EvalOptions,
+    pub policy: &'a qgate_core::policy::Policy,
 }
 
-/// One model's predictions on every corrupted copy of `array`, in [`cells`] order; the
-/// score output and its kind are the clean run's.
-pub(crate) fn run_corrupted(
-    run: SideRun<'_>,
+/// Each corruption cell of one pair, as run: its slice (not yet tested with its family)
+/// and thumbnails of its corrupted flips.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CorruptedCells {
+    pub slices: Vec<SliceResult>,
+    pub thumbnails: Vec<Thumbnail>,
+}
+
+/// One model's predictions on one corrupted copy; the score output and its kind are the
+/// clean run's (`side`).
+fn run_cell(
+    run: &CellRun<'_>,
+    side: &Side,
     model: &mut dyn Model,
-    data: &Dataset,
-    array: &str,
-    opts: &EvalOptions,
+    cell: (Corruption, u8),
     progress: Progress<'_>,
-) -> Result<Vec<Predicted>, EvalError> {
-    let SideRun {
-        side,
-        bindings,
-        clean,
-    } = run;
-    let Some(plan) = &opts.corruptions else {
+) -> Result<Predicted, EvalError> {
+    let Some(plan) = &run.opts.corruptions else {
+        return Ok(Predicted {
+            predictions: Vec::new(),
+            probs: None,
+        });
+    };
+    let (c, s) = cell;
+    let array = run.array;
+    let transform = |name: &str, batch: &qgate_core::Array, rows: &[usize]| {
+        if name == array {
+            corrupt_batch(plan, name, batch, rows, c, s).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let label = format!("{} · {c}:{s}", side.0);
+    let model_run = run_model_with(
+        model,
+        run.data,
+        &side.3,
+        run.opts.batch_size,
+        &mut |done, all| progress(&label, done, all),
+        Some(&transform),
+    )
+    .map_err(|source| EvalError::Runtime {
+        side: side.0.clone(),
+        source,
+    })?;
+    let scores =
+        select_scores(&model_run, Some(&side.5.name), Some(side.5.kind)).map_err(|message| {
+            EvalError::Outputs {
+                side: side.0.clone(),
+                message,
+            }
+        })?;
+    Ok(Predicted {
+        predictions: scores.predictions,
+        probs: scores.probs,
+    })
+}
+
+/// Runs every corruption cell, one at a time: the baseline on it, then each candidate, each
+/// pair reduced to its slice and thumbnails at once, so only one cell's predictions are held.
+/// Returns one [`CorruptedCells`] per candidate.
+pub(crate) fn run_cells(
+    run: &CellRun<'_>,
+    (baseline, base_side): (&mut dyn Model, &Side),
+    candidates: &mut [&mut dyn Model],
+    cand_sides: &[Side],
+    progress: Progress<'_>,
+) -> Result<Vec<CorruptedCells>, EvalError> {
+    let Some(plan) = &run.opts.corruptions else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for (c, s) in cells(plan) {
-        let transform = |name: &str, batch: &qgate_core::Array, rows: &[usize]| {
-            if name == array {
-                corrupt_batch(plan, name, batch, rows, c, s).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let label = format!("{side} {c}:{s}");
-        let run = run_model_with(
-            model,
-            data,
-            bindings,
-            opts.batch_size,
-            &mut |done, all| progress(&label, done, all),
-            Some(&transform),
-        )
-        .map_err(|source| EvalError::Runtime {
-            side: side.to_string(),
-            source,
-        })?;
-        let scores =
-            select_scores(&run, Some(&clean.name), Some(clean.kind)).map_err(|message| {
-                EvalError::Outputs {
-                    side: side.to_string(),
-                    message,
-                }
-            })?;
-        out.push(Predicted {
-            predictions: scores.predictions,
-            probs: scores.probs,
-        });
+    let mut out = vec![CorruptedCells::default(); cand_sides.len()];
+    let all: Vec<usize> = (0..run.labels.len()).collect();
+    let min_samples = run.policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
+    for cell in cells(plan) {
+        let b = run_cell(run, base_side, baseline, cell, progress)?;
+        for (k, (model, side)) in candidates.iter_mut().zip(cand_sides).enumerate() {
+            let p = run_cell(run, side, &mut **model, cell, progress)?;
+            let n_classes = crate::pair_classes([base_side, side], run.data, run.labels);
+            let input = crate::pair_input(
+                run.labels,
+                run.data,
+                n_classes,
+                [&b, &p],
+                run.opts,
+                run.policy,
+            );
+            let bad = |x: &Predicted| -> Vec<bool> {
+                x.predictions.iter().map(Option::is_none).collect()
+            };
+            let (nb, nc) = (bad(&b), bad(&p));
+            out[k].slices.push(one_slice(
+                &input,
+                "corruption",
+                &format!("{}:{}", cell.0, cell.1),
+                &all,
+                [&nb, &nc],
+                min_samples,
+            ));
+            let room = MAX_THUMBS.saturating_sub(out[k].thumbnails.len());
+            let thumbs = cell_thumbnails(plan, run, cell, [&b, &p], room);
+            out[k].thumbnails.extend(thumbs);
+        }
     }
     Ok(out)
 }
 
-/// The evaluation of every corrupted copy of one pair. `input` is the clean pair (its
-/// predictions are replaced per copy); `runs` are each side's [`run_corrupted`].
+/// The evaluation of every corrupted copy of one pair from its cells.
 pub(crate) fn evaluate(
     plan: &CorruptionPlan,
     array: &str,
-    input: &PairInput<'_>,
-    runs: [&[Predicted]; 2],
+    cells_run: CorruptedCells,
     clean_accuracy: [f64; 2],
-    data: &Dataset,
-    min_samples: u64,
+    alpha: f64,
 ) -> CorruptionEvaluation {
-    let all: Vec<usize> = (0..input.labels.len()).collect();
-    let bad = |p: &Predicted| -> Vec<bool> { p.predictions.iter().map(Option::is_none).collect() };
-    let mut slices: Vec<SliceResult> = Vec::new();
-    for (k, (c, s)) in cells(plan).into_iter().enumerate() {
-        let pair = PairInput {
-            baseline: &runs[0][k],
-            candidate: &runs[1][k],
-            ..*input
-        };
-        let (nb, nc) = (bad(&runs[0][k]), bad(&runs[1][k]));
-        slices.push(one_slice(
-            &pair,
-            "corruption",
-            &format!("{c}:{s}"),
-            &all,
-            [&nb, &nc],
-            min_samples,
-        ));
-    }
-    test_family(&mut slices, input.alpha);
+    let CorruptedCells {
+        mut slices,
+        thumbnails,
+    } = cells_run;
+    test_family(&mut slices, alpha);
     let entries: Vec<CorruptionEntry> = cells(plan)
         .into_iter()
         .zip(slices)
@@ -237,11 +294,16 @@ pub(crate) fn evaluate(
         })
         .collect();
     let summary = summarise(plan, &entries, clean_accuracy);
-    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    // A mean over only some corruptions would hide the ones left out: none unless all count.
+    let mean = |v: Vec<Option<f64>>| -> Option<f64> {
+        let all: Option<Vec<f64>> = v.into_iter().collect();
+        all.filter(|a| !a.is_empty())
+            .map(|a| a.iter().sum::<f64>() / a.len() as f64)
+    };
     CorruptionEvaluation {
-        mce: mean(summary.iter().filter_map(|s| s.ce).collect()),
-        relative_mce: mean(summary.iter().filter_map(|s| s.relative_ce).collect()),
-        thumbnails: thumbnails(plan, array, runs, input.labels, data),
+        mce: mean(summary.iter().map(|s| s.ce).collect()),
+        relative_mce: mean(summary.iter().map(|s| s.relative_ce).collect()),
+        thumbnails,
         plan: plan.clone(),
         array: array.to_string(),
         clean_accuracy,
@@ -270,48 +332,42 @@ fn summarise(
                 corruption: c,
                 ce: (eb > 0.0).then(|| ec / eb),
                 relative_ce: (rb > 0.0).then(|| rc / rb),
+                baseline_degrades: rb > 0.0,
+                candidate_degrades: rc > 0.0,
             }
         })
         .collect()
 }
 
-/// Pictures of corrupted samples that the baseline got right and the candidate wrong, made
-/// again from their seeds (at most [`THUMBS_PER_SLICE`] per cell).
-fn thumbnails(
+/// Pictures of one cell's corrupted samples that the baseline got right and the candidate
+/// wrong, made again from their seeds (at most [`THUMBS_PER_SLICE`], and `room`).
+fn cell_thumbnails(
     plan: &CorruptionPlan,
-    array: &str,
-    runs: [&[Predicted]; 2],
-    labels: &[usize],
-    data: &Dataset,
+    run: &CellRun<'_>,
+    (c, s): (Corruption, u8),
+    [b, p]: [&Predicted; 2],
+    room: usize,
 ) -> Vec<Thumbnail> {
-    let Some(a) = data.arrays.get(array) else {
+    let data = run.data;
+    let Some(a) = data.arrays.get(run.array) else {
         return Vec::new();
     };
-    let Ok(shape) = plan.pixels.image_shape(array, a) else {
+    let Ok(shape) = plan.pixels.image_shape(run.array, a) else {
         return Vec::new();
     };
     let qgate_core::ArrayData::F32(values) = &a.data else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for (k, (c, s)) in cells(plan).into_iter().enumerate() {
-        let flipped = (0..labels.len()).filter(|&i| {
-            runs[0][k].predictions[i] == Some(labels[i])
-                && runs[1][k].predictions[i] != Some(labels[i])
-        });
-        for i in flipped.take(THUMBS_PER_SLICE) {
-            if out.len() >= MAX_THUMBS {
-                return out;
-            }
+    let labels = run.labels;
+    (0..labels.len())
+        .filter(|&i| b.predictions[i] == Some(labels[i]) && p.predictions[i] != Some(labels[i]))
+        .take(THUMBS_PER_SLICE.min(room))
+        .filter_map(|i| {
             let mut img = plan.pixels.to_image(values, shape, i);
-            img.pixels.iter_mut().for_each(|p| *p = p.clamp(0.0, 1.0));
+            img.pixels.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
             let mut rng = sample_rng(plan.seed, c, s, data.rows[i]);
-            if apply(&mut img, c, s, &mut rng).is_ok() {
-                if let Some(t) = pixel_thumbnail(&img, &format!("{} · {c}:{s}", data.ids[i])) {
-                    out.push(t);
-                }
-            }
-        }
-    }
-    out
+            apply(&mut img, c, s, &mut rng).ok()?;
+            pixel_thumbnail(&img, &format!("{} · {c}:{s}", data.ids[i]))
+        })
+        .collect()
 }

@@ -246,17 +246,11 @@ pub fn evaluate_candidates(
             data.source
         ))
     })?;
-    if opts.corruptions.is_some() {
-        let saved = std::iter::once(&*baseline)
-            .chain(candidates.iter().map(|c| &**c))
-            .find(|m| m.keyed_by_sample());
-        if let Some(m) = saved {
-            return Err(EvalError::Inputs {
-                side: m.provenance().spec,
-                message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions".into(),
-            });
-        }
-    }
+    // Corruptions are checked before any model runs: what to corrupt, and its pixels.
+    let array = match &opts.corruptions {
+        Some(plan) => Some(corruption_target(plan, baseline, candidates, data, opts)?),
+        None => None,
+    };
     let base = run_side("baseline".into(), baseline, data, opts, progress)?;
     let several = candidates.len() > 1;
     let mut sides = Vec::with_capacity(candidates.len());
@@ -268,44 +262,30 @@ pub fn evaluate_candidates(
         };
         sides.push(run_side(name, &mut **candidate, data, opts, progress)?);
     }
-    // Corrupted copies: the baseline's once, each candidate's with its pair.
-    let (array, base_corrupted) = match &opts.corruptions {
-        Some(plan) => {
-            let bindings: Vec<&[InputBinding]> = std::iter::once(base.3.as_slice())
-                .chain(sides.iter().map(|s| s.3.as_slice()))
+    let mut cells = match &array {
+        Some(array) => {
+            let all: Vec<(&str, &ScoreOutput)> = std::iter::once(&base)
+                .chain(&sides)
+                .map(|s| (s.0.as_str(), &s.5))
                 .collect();
-            let array = corruptions::pick_array(plan, data, &bindings)?;
-            let side = corruptions::SideRun {
-                side: "baseline",
-                bindings: &base.3,
-                clean: &base.5,
-            };
-            let runs = corruptions::run_corrupted(side, baseline, data, &array, opts, progress)?;
-            (Some(array), runs)
-        }
-        None => (None, Vec::new()),
-    };
-    let mut out = Vec::with_capacity(sides.len());
-    for (cand, candidate) in sides.iter().zip(candidates.iter_mut()) {
-        let corrupted = match &array {
-            Some(array) => Some(corruptions::run_corrupted(
-                corruptions::SideRun {
-                    side: &cand.0,
-                    bindings: &cand.3,
-                    clean: &cand.5,
-                },
-                &mut **candidate,
+            let labels = check_labels(labels_raw, data, &all)?;
+            let run = corruptions::CellRun {
                 data,
                 array,
+                labels: &labels,
                 opts,
-                progress,
-            )?),
-            None => None,
-        };
-        let corrupted = array
-            .as_deref()
-            .zip(corrupted.as_deref())
-            .map(|(a, c)| (a, [base_corrupted.as_slice(), c]));
+                policy,
+            };
+            corruptions::run_cells(&run, (baseline, &base), candidates, &sides, progress)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => vec![None; sides.len()],
+    };
+    let mut out = Vec::with_capacity(sides.len());
+    for (cand, cells) in sides.iter().zip(cells.iter_mut()) {
+        let corrupted = array.as_deref().zip(cells.take());
         out.push(assemble(
             [&base, cand],
             labels_raw,
@@ -318,6 +298,74 @@ pub fn evaluate_candidates(
     Ok(out)
 }
 
+/// The image array `--corruptions` changes, resolved from every model's inputs and checked
+/// (its pixels too) before any model runs. Saved outputs cannot be corrupted.
+fn corruption_target(
+    plan: &CorruptionPlan,
+    baseline: &dyn Model,
+    candidates: &[&mut dyn Model],
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<String, EvalError> {
+    let models: Vec<&dyn Model> = std::iter::once(baseline)
+        .chain(candidates.iter().map(|c| &**c))
+        .collect();
+    if let Some(m) = models.iter().find(|m| m.keyed_by_sample()) {
+        return Err(EvalError::Inputs {
+            side: m.provenance().spec,
+            message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions".into(),
+        });
+    }
+    let mut bindings = Vec::with_capacity(models.len());
+    for m in &models {
+        bindings.push(
+            resolve_inputs(m.info(), data, &opts.inputs).map_err(|message| EvalError::Inputs {
+                side: m.provenance().spec,
+                message,
+            })?,
+        );
+    }
+    let sides: Vec<&[InputBinding]> = bindings.iter().map(Vec::as_slice).collect();
+    corruptions::pick_array(plan, data, &sides)
+}
+
+/// The number of classes of a pair: the larger score output, the data's class names and
+/// its largest label.
+pub(crate) fn pair_classes(sides: [&Side; 2], data: &Dataset, labels: &[usize]) -> usize {
+    let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
+    let max_label = labels.iter().copied().max().map_or(0, |m| m + 1);
+    n_out.max(data.class_names.len()).max(max_label)
+}
+
+/// The pair's comparison input on `labels`, with the policy's call-out limits and level.
+pub(crate) fn pair_input<'a>(
+    labels: &'a [usize],
+    data: &'a Dataset,
+    n_classes: usize,
+    [baseline, candidate]: [&'a Predicted; 2],
+    opts: &EvalOptions,
+    policy: &Policy,
+) -> PairInput<'a> {
+    PairInput {
+        labels,
+        ids: &data.ids,
+        n_classes,
+        top_k: opts.top_k,
+        class_names: &data.class_names,
+        baseline,
+        candidate,
+        bootstrap: opts.bootstrap,
+        // Classes are called out at the policy's per-class limits (never judged: no call-out).
+        class_recall_drop_pp: policy
+            .value("max_class_recall_drop_pp")
+            .unwrap_or(f64::INFINITY),
+        class_f1_drop_pp: policy
+            .value("max_class_f1_drop_pp")
+            .unwrap_or(f64::INFINITY),
+        alpha: policy.value("slice_alpha").unwrap_or(0.05),
+    }
+}
+
 /// The evaluation of one pair from both sides' runs.
 fn assemble(
     sides: [&Side; 2],
@@ -325,7 +373,7 @@ fn assemble(
     data: &Dataset,
     policy: &Policy,
     opts: &EvalOptions,
-    corrupted: Option<(&str, [&[Predicted]; 2])>,
+    corrupted: Option<(&str, corruptions::CorruptedCells)>,
 ) -> Result<Evaluation, EvalError> {
     let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
     let max_label = labels_raw.iter().copied().max().unwrap_or(0);
@@ -368,24 +416,14 @@ fn assemble(
     };
     let (baseline, base_pred) = side_result(sides[0]);
     let (candidate, cand_pred) = side_result(sides[1]);
-    let input = PairInput {
-        labels: &labels,
-        ids: &data.ids,
+    let input = pair_input(
+        &labels,
+        data,
         n_classes,
-        top_k: opts.top_k,
-        class_names: &data.class_names,
-        baseline: &base_pred,
-        candidate: &cand_pred,
-        bootstrap: opts.bootstrap,
-        // Classes are called out at the policy's per-class limits (never judged: no call-out).
-        class_recall_drop_pp: policy
-            .value("max_class_recall_drop_pp")
-            .unwrap_or(f64::INFINITY),
-        class_f1_drop_pp: policy
-            .value("max_class_f1_drop_pp")
-            .unwrap_or(f64::INFINITY),
-        alpha: policy.value("slice_alpha").unwrap_or(0.05),
-    };
+        [&base_pred, &cand_pred],
+        opts,
+        policy,
+    );
     let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
     let calibration = match (&base_pred.probs, &cand_pred.probs) {
         (Some(b), Some(c)) => {
@@ -419,16 +457,13 @@ fn assemble(
         calibration.as_ref().map(|c| [&c.baseline, &c.candidate]),
     );
     let mut gate = Gate::evaluate(policy, &obs);
-    let min_samples = policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
     let corruptions = match (&opts.corruptions, corrupted) {
-        (Some(plan), Some((array, runs))) => Some(corruptions::evaluate(
+        (Some(plan), Some((array, cells))) => Some(corruptions::evaluate(
             plan,
             array,
-            &input,
-            runs,
+            cells,
             [baseline.metrics.accuracy, candidate.metrics.accuracy],
-            data,
-            min_samples,
+            input.alpha,
         )),
         _ => None,
     };
@@ -529,7 +564,7 @@ fn evaluate_slices(
     }))
 }
 
-type Side = (
+pub(crate) type Side = (
     String,
     Provenance,
     ModelInfo,

@@ -18,6 +18,37 @@ fn cell<'a>(r: &'a CorruptionReport, c: &str, s: u8) -> Option<&'a CorruptionCel
         .find(|x| x.corruption == c && x.severity == s)
 }
 
+/// Why the relative mCE is missing, when it is: the corruptions under which only the
+/// candidate degrades (an infinite ratio), or neither.
+fn relative_note(r: &CorruptionReport) -> String {
+    if r.relative_mce.is_some() {
+        return String::new();
+    }
+    let only: Vec<&str> = r
+        .summary
+        .iter()
+        .filter(|s| !s.baseline_degrades && s.candidate_degrades)
+        .map(|s| s.corruption.as_str())
+        .collect();
+    let neither: Vec<&str> = r
+        .summary
+        .iter()
+        .filter(|s| !s.baseline_degrades && !s.candidate_degrades)
+        .map(|s| s.corruption.as_str())
+        .collect();
+    let mut parts = Vec::new();
+    if !only.is_empty() {
+        parts.push(format!(
+            "under {} the baseline does not degrade and the candidate does",
+            only.join(", ")
+        ));
+    }
+    if !neither.is_empty() {
+        parts.push(format!("under {} neither degrades", neither.join(", ")));
+    }
+    format!(" (undefined: {})", parts.join("; "))
+}
+
 /// The headline: mCE and the worst cell.
 fn headline(r: &CorruptionReport) -> String {
     let worst = r
@@ -25,13 +56,14 @@ fn headline(r: &CorruptionReport) -> String {
         .iter()
         .max_by(|a, b| a.extra_drop.total_cmp(&b.extra_drop));
     format!(
-        "{} corruption(s) × {} severit(ies) of array '{}' (seed {}). Corruption error of the candidate relative to the baseline (ImageNet-C mCE, 1 = as robust): {}; relative mCE (degradation beyond each model's clean error): {}.{}",
+        "{} corruption(s) × {} severit(ies) of array '{}' (seed {}). Corruption error of the candidate relative to the baseline (ImageNet-C mCE, 1 = as robust): {}; relative mCE (degradation beyond each model's clean error): {}{}.{}",
         r.corruptions.len(),
         r.severities.len(),
         r.array,
         r.seed,
         opt(r.mce),
         opt(r.relative_mce),
+        relative_note(r),
         worst
             .filter(|w| w.extra_drop > 0.0)
             .map(|w| format!(
@@ -108,7 +140,10 @@ pub(crate) fn html(h: &mut String, r: &CorruptionReport) {
     ));
     h.push_str("</div><div style=\"overflow-x:auto\"><table><tr><th class=l>slice</th><th>baseline</th><th>candidate</th><th>Δ accuracy<br><small>95% CI</small></th><th>extra drop</th><th>correct → wrong<br>/ wrong → correct</th><th>p (Holm)</th><th>p (BH)</th></tr>");
     for x in &r.cells {
-        let flag = x.p_holm.is_some_and(|p| p < 0.05) && x.negative_flips > x.positive_flips;
+        let flag = matches!(
+            x.significance,
+            crate::schema::Significance::SignificantDrop | crate::schema::Significance::FdrDrop
+        );
         let _ = write!(
             h,
             "<tr{}><td class=l><code>{}</code></td><td>{}<br><small>[{}, {}]</small></td><td>{}<br><small>[{}, {}]</small></td><td>{:+.2} pp<br><small>[{:+.2}, {:+.2}]</small></td><td>{:+.2} pp</td><td>{} / {}</td><td title=\"McNemar p = {}\">{}</td><td>{}</td></tr>",

@@ -17,10 +17,15 @@ impl SamplesBar {
         if self.0.length() != Some(self.1 * all) {
             self.0.set_length(self.1 * all);
         }
-        // `baseline`, `candidate`, or `candidate K` of several.
-        let index = match side.strip_prefix("candidate") {
-            Some(k) => k.trim().parse::<u64>().unwrap_or(1),
-            None => 0,
+        // `baseline`, `candidate`, or `candidate K` of several, each maybe followed by
+        // `· dark:3` on a corrupted copy (the bar then runs once per copy).
+        let mut words = side.split_whitespace();
+        let index = match words.next() {
+            Some("candidate") => words
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(1),
+            _ => 0,
         };
         let offset = index * all;
         self.0.set_message(side.to_string());

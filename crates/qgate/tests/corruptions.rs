@@ -114,6 +114,29 @@ fn random_corruptions_are_reproducible_by_seed_and_every_cell_is_a_slice() {
     };
     let (a, b) = (run("3"), run("3"));
     assert_eq!(a["corruptions"]["cells"], b["corruptions"]["cells"]);
+    // A sample is corrupted by its own seed: the batch it falls in changes nothing.
+    let other_batches = gain(&[
+        "--corruptions",
+        "noise,occlusion,blur,jpeg,rotate,contrast",
+        "--severities",
+        "1,5",
+        "--input-range",
+        "0,1",
+        "--corruption-seed",
+        "3",
+        "--batch-size",
+        "7",
+    ])
+    .json();
+    let accs = |j: &Value| -> Vec<(Value, Value)> {
+        j["corruptions"]["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["baseline_accuracy"].clone(), c["negative_flips"].clone()))
+            .collect()
+    };
+    assert_eq!(accs(&a), accs(&other_batches));
     let names: Vec<&str> = a["corruptions"]["cells"]
         .as_array()
         .unwrap()

@@ -25,9 +25,10 @@ pub struct CorruptionReport {
     /// Per corruption: ImageNet-C's corruption error of the candidate relative to the
     /// baseline.
     pub summary: Vec<CorruptionSummaryEntry>,
-    /// Mean of `summary[].ce` (`null`: the baseline made no error anywhere).
+    /// Mean of `summary[].ce` (`null` when any corruption has none).
     pub mce: Option<f64>,
-    /// Mean of `summary[].relative_ce`.
+    /// Mean of `summary[].relative_ce` (`null` when any corruption has none: a baseline that
+    /// does not degrade under it).
     pub relative_mce: Option<f64>,
     /// Corrupted samples that went correct → wrong (HTML only).
     #[serde(skip)]
@@ -79,8 +80,13 @@ pub struct CorruptionSummaryEntry {
     pub corruption: String,
     /// Σ candidate error ÷ Σ baseline error.
     pub ce: Option<f64>,
-    /// Σ (candidate error − its clean error) ÷ Σ (baseline error − its clean error).
+    /// Σ (candidate error − its clean error) ÷ Σ (baseline error − its clean error)
+    /// (`null` when the baseline does not degrade).
     pub relative_ce: Option<f64>,
+    /// Whether the baseline's error grew under this corruption.
+    pub baseline_degrades: bool,
+    /// Whether the candidate's error grew under this corruption.
+    pub candidate_degrades: bool,
 }
 
 /// The corruptions section of an evaluation.
@@ -133,6 +139,8 @@ pub(crate) fn corruption_report(c: &qgate_eval::CorruptionEvaluation) -> Corrupt
                 corruption: s.corruption.name().to_string(),
                 ce: s.ce,
                 relative_ce: s.relative_ce,
+                baseline_degrades: s.baseline_degrades,
+                candidate_degrades: s.candidate_degrades,
             })
             .collect(),
         mce: c.mce,
