@@ -62,12 +62,10 @@ pub struct SliceResult {
 pub type TagValues<'a> = (&'a str, &'a [Option<String>]);
 
 /// The pair on every slice of `tags`, worst first: judged slices before the others, then by
-/// accuracy change (largest drop first), then by name. `non_finite` is each side's
-/// per-sample "output was not finite".
+/// accuracy change (largest drop first), then by name.
 pub fn compare_slices(
     input: &PairInput<'_>,
     tags: &[TagValues<'_>],
-    non_finite: [&[bool]; 2],
     min_samples: u64,
 ) -> Vec<SliceResult> {
     let mut out = Vec::new();
@@ -79,7 +77,7 @@ pub fn compare_slices(
             }
         }
         for (value, idx) in groups {
-            out.push(one_slice(input, tag, value, &idx, non_finite, min_samples));
+            out.push(one_slice(input, tag, value, &idx, min_samples));
         }
     }
     test_family(&mut out, input.alpha);
@@ -123,7 +121,6 @@ pub fn one_slice(
     tag: &str,
     value: &str,
     idx: &[usize],
-    non_finite: [&[bool]; 2],
     min_samples: u64,
 ) -> SliceResult {
     let labels: Vec<usize> = idx.iter().map(|&i| input.labels[i]).collect();
@@ -149,7 +146,7 @@ pub fn one_slice(
         ..*input
     };
     let cmp = Comparison::compute(&sub, &bm, &cm);
-    let bad = |flags: &[bool]| idx.iter().filter(|&&i| flags[i]).count() as u64;
+    let bad = |p: &Predicted| p.predictions.iter().filter(|x| x.is_none()).count() as u64;
     let calibrated = match (&base.probs, &cand.probs) {
         (Some(b), Some(c)) => Some(calibration_pair(b, c, &labels, DEFAULT_BINS)),
         _ => None,
@@ -157,7 +154,7 @@ pub fn one_slice(
     let observations = Observations::of_pair(
         [&bm, &cm],
         &cmp,
-        [bad(non_finite[0]), bad(non_finite[1])],
+        [bad(&base), bad(&cand)],
         calibrated.as_ref().map(|[b, c]| [b, c]),
     );
     SliceResult {
@@ -352,8 +349,7 @@ mod tests {
             alpha: 0.05,
         };
         let values = vec![Some("dark".to_string()); 4];
-        let none = vec![false; 4];
-        let slices = compare_slices(&input, &[("lighting", &values)], [&none, &none], 1);
+        let slices = compare_slices(&input, &[("lighting", &values)], 1);
         let e = judge_slices(&policy, &slices, &[]).unwrap_err();
         assert!(
             e.contains("lighting=drak") && e.contains("lighting=dark"),

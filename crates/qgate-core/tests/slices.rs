@@ -107,8 +107,7 @@ fn simulate(
         class_f1_drop_pp: f64::INFINITY,
         alpha: 0.05,
     };
-    let none = vec![false; n];
-    let slices = compare_slices(&input, &[("region", &tag)], [&none, &none], 30);
+    let slices = compare_slices(&input, &[("region", &tag)], 30);
     let mut out = vec![Significance::NotJudged; sizes.len()];
     for s in slices {
         let k: usize = s.value[1..].parse().expect("index");

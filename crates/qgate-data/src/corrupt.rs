@@ -71,11 +71,6 @@ impl Corruption {
         }
     }
 
-    /// Whether it draws random numbers.
-    pub fn is_random(self) -> bool {
-        matches!(self, Corruption::Noise | Corruption::Occlusion)
-    }
-
     fn code(self) -> u64 {
         ALL.iter().position(|c| *c == self).unwrap_or(0) as u64 + 1
     }
@@ -631,8 +626,9 @@ impl PixelSpace {
 const RANGE_SLACK: f32 = 0.02;
 
 /// Corrupts every sample of `batch` (a batch of the array `name`), sample `k` being row
-/// `rows[k]` of the data file (which seeds it). An error names the array and what does not
-/// fit: its shape, or values outside the declared range.
+/// `rows[k]` of the data file (which seeds it). The array's values are checked once before,
+/// with [`PixelSpace::check_values`]; pixels are clipped to [0, 1]. An error names the array
+/// and what does not fit (its shape, a corruption it cannot take).
 pub fn corrupt_batch(
     plan: &CorruptionPlan,
     name: &str,
@@ -647,17 +643,8 @@ pub fn corrupt_batch(
     };
     let mut out = values.clone();
     for (k, &row) in rows.iter().enumerate() {
+        // The values were checked once, up front (`PixelSpace::check_values`).
         let mut img = plan.pixels.to_image(values, shape, k);
-        if let Some(bad) = img
-            .pixels
-            .iter()
-            .find(|p| !(-RANGE_SLACK..=1.0 + RANGE_SLACK).contains(*p))
-        {
-            return Err(format!(
-                "array '{name}': sample at file row {row} has a value that is pixel {bad} in the declared pixel space (range {}, mean {:?}, std {:?}), outside [0, 1]; declare how the array holds pixels with --input-range 0,1|0,255 and --image-mean/--image-std",
-                plan.pixels.range, plan.pixels.mean, plan.pixels.std
-            ));
-        }
         img.pixels.iter_mut().for_each(|p| *p = p.clamp(0.0, 1.0));
         let mut rng = sample_rng(plan.seed, corruption, severity, row);
         apply(&mut img, corruption, severity, &mut rng)

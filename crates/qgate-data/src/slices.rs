@@ -42,8 +42,6 @@ pub struct Slices {
     pub unknown_ids: u64,
     /// The first few of them, for the report.
     pub unknown_id_examples: Vec<String>,
-    /// Samples of the data file that the manifest does not list (tagged by no tag).
-    pub unlisted_samples: u64,
     /// Whether each sample is listed by the manifest (all true without one); kept aligned
     /// with the samples by [`Dataset::select`].
     #[serde(skip)]
@@ -71,7 +69,11 @@ impl Slices {
         if !self.listed.is_empty() {
             self.listed = idx.iter().map(|&i| self.listed[i]).collect();
         }
-        self.unlisted_samples = self.listed.iter().filter(|l| !**l).count() as u64;
+    }
+
+    /// Samples the manifest does not list (tagged by no tag); 0 without a manifest.
+    pub fn unlisted_samples(&self) -> u64 {
+        self.listed.iter().filter(|l| !**l).count() as u64
     }
 
     /// Every `tag=value` the samples hold now, sorted.
@@ -264,7 +266,6 @@ pub fn load_manifest(path: &Path, data: &Dataset) -> Result<Slices, DataError> {
             t.values[i] = v;
         }
     }
-    out.unlisted_samples = listed.iter().filter(|l| !**l).count() as u64;
     out.listed = listed;
     out.tags = tags;
     Ok(out)

@@ -78,11 +78,6 @@ pub(crate) fn cells(plan: &CorruptionPlan) -> Vec<(Corruption, u8)> {
         .collect()
 }
 
-/// The slice name of a corruption at a severity.
-pub fn slice_name(c: Corruption, s: u8) -> String {
-    format!("corruption={c}:{s}")
-}
-
 /// The array to corrupt: the one image array both sides read. An error says why none is.
 pub(crate) fn pick_array(
     plan: &CorruptionPlan,
@@ -249,16 +244,11 @@ pub(crate) fn run_cells(
                 run.opts,
                 run.policy,
             );
-            let bad = |x: &Predicted| -> Vec<bool> {
-                x.predictions.iter().map(Option::is_none).collect()
-            };
-            let (nb, nc) = (bad(&b), bad(&p));
             out[k].slices.push(one_slice(
                 &input,
                 "corruption",
                 &format!("{}:{}", cell.0, cell.1),
                 &all,
-                [&nb, &nc],
                 min_samples,
             ));
             let room = MAX_THUMBS.saturating_sub(out[k].thumbnails.len());

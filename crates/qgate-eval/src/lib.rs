@@ -27,7 +27,7 @@ use qgate_data::{Dataset, Slices};
 use qgate_runtime::{Model, ModelInfo, Provenance, RuntimeError};
 use serde::Serialize;
 
-pub use corruptions::{slice_name, CorruptionEntry, CorruptionEvaluation, CorruptionSummary};
+pub use corruptions::{CorruptionEntry, CorruptionEvaluation, CorruptionSummary};
 pub use outputs::{select_scores, ChosenBy, KindBy, OutputKind, ScoreOutput};
 pub use qgate_data::corrupt::{Corruption, CorruptionPlan, PixelSpace};
 pub use qgate_data::Layout as PixelLayout;
@@ -99,8 +99,6 @@ pub struct PairCalibration {
 pub struct SliceEvaluation {
     /// The tags, where they came from and what did not match.
     pub tags: Slices,
-    /// Samples without a value, per tag (same order as `tags.tags`).
-    pub untagged: Vec<u64>,
     /// `min_slice_samples` in force.
     pub min_samples: u64,
     /// `slice_alpha` in force.
@@ -313,7 +311,7 @@ fn corruption_target(
     if let Some(m) = models.iter().find(|m| m.keyed_by_sample()) {
         return Err(EvalError::Inputs {
             side: m.provenance().spec,
-            message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions".into(),
+            message: run::SAVED_OUTPUTS_UNCORRUPTED.into(),
         });
     }
     let mut bindings = Vec::with_capacity(models.len());
@@ -375,11 +373,6 @@ fn assemble(
     opts: &EvalOptions,
     corrupted: Option<(&str, corruptions::CorruptedCells)>,
 ) -> Result<Evaluation, EvalError> {
-    let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
-    let max_label = labels_raw.iter().copied().max().unwrap_or(0);
-    let n_classes = n_out
-        .max(data.class_names.len())
-        .max((max_label + 1).max(0) as usize);
     let labels = check_labels(
         labels_raw,
         data,
@@ -388,6 +381,7 @@ fn assemble(
             .map(|s| (s.0.as_str(), &s.5))
             .collect::<Vec<_>>(),
     )?;
+    let n_classes = pair_classes(sides, data, &labels);
     let side_result = |(_, provenance, info, bindings, run, scores): &Side| {
         let metrics = Metrics::compute(
             &labels,
@@ -552,11 +546,8 @@ fn evaluate_slices(
         .iter()
         .map(|t| (t.tag.as_str(), t.values.as_slice()))
         .collect();
-    let bad = |p: &Predicted| -> Vec<bool> { p.predictions.iter().map(Option::is_none).collect() };
-    let (nb, nc) = (bad(input.baseline), bad(input.candidate));
-    let slices = compare_slices(input, &tags, [&nb, &nc], min_samples);
+    let slices = compare_slices(input, &tags, min_samples);
     Ok(Some(SliceEvaluation {
-        untagged: data.slices.tags.iter().map(|t| t.untagged()).collect(),
         tags: data.slices.clone(),
         min_samples,
         alpha: input.alpha,

@@ -30,6 +30,9 @@ pub fn run_model(
     run_model_with(model, data, bindings, batch_size, progress, None)
 }
 
+/// Why saved outputs cannot be fed transformed inputs.
+pub(crate) const SAVED_OUTPUTS_UNCORRUPTED: &str = "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions";
+
 /// Changes a batch before the model sees it: `(array name, the batch's rows of it, the
 /// samples' rows in the data file)` → the batch to feed instead (`None`: as it is).
 pub type BatchTransform<'a> = dyn Fn(&str, &Array, &[usize]) -> Result<Option<Array>, String> + 'a;
@@ -49,7 +52,7 @@ pub fn run_model_with(
     if transform.is_some() && model.keyed_by_sample() {
         return Err(RuntimeError::Run {
             path: model.provenance().spec.into(),
-            message: "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself".into(),
+            message: SAVED_OUTPUTS_UNCORRUPTED.into(),
         });
     }
     let fixed_batch = fixed_batch_of(&info);
@@ -166,13 +169,14 @@ fn run_batch(
     bindings: &[InputBinding],
     transform: Option<&BatchTransform<'_>>,
 ) -> Result<Vec<Array>, RuntimeError> {
-    let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+    let rows = || -> Vec<usize> { idx.iter().map(|&i| data.rows[i]).collect() };
     if model.keyed_by_sample() {
         let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-        model.run_samples(&ids, &rows)
+        model.run_samples(&ids, &rows())
     } else {
         let mut inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(idx)).collect();
         if let Some(t) = transform {
+            let rows = rows();
             let names = bindings
                 .iter()
                 .filter(|b| data.arrays.contains_key(&b.array));

@@ -140,10 +140,7 @@ pub(crate) fn html(h: &mut String, r: &CorruptionReport) {
     ));
     h.push_str("</div><div style=\"overflow-x:auto\"><table><tr><th class=l>slice</th><th>baseline</th><th>candidate</th><th>Δ accuracy<br><small>95% CI</small></th><th>extra drop</th><th>correct → wrong<br>/ wrong → correct</th><th>p (Holm)</th><th>p (BH)</th></tr>");
     for x in &r.cells {
-        let flag = matches!(
-            x.significance,
-            crate::schema::Significance::SignificantDrop | crate::schema::Significance::FdrDrop
-        );
+        let flag = x.significance.is_drop();
         let _ = write!(
             h,
             "<tr{}><td class=l><code>{}</code></td><td>{}<br><small>[{}, {}]</small></td><td>{}<br><small>[{}, {}]</small></td><td>{:+.2} pp<br><small>[{:+.2}, {:+.2}]</small></td><td>{:+.2} pp</td><td>{} / {}</td><td title=\"McNemar p = {}\">{}</td><td>{}</td></tr>",

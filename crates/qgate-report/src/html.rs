@@ -130,10 +130,7 @@ fn gate(h: &mut String, r: &Report) {
             Status::Fail => "fail",
             Status::Skipped => "skipped",
         };
-        let op = match c.direction {
-            crate::Direction::AtMost => "≤",
-            crate::Direction::AtLeast => "≥",
-        };
+        let op = c.direction.symbol();
         let _ = write!(
             h,
             "<tr><td class=l><code>{}</code>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{op} {}</td><td class=l>{}</td><td class=\"l {status}\" title=\"{}\">{status}</td></tr>",

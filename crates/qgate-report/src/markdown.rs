@@ -97,10 +97,7 @@ fn criteria_table(m: &mut String, r: &Report) {
             Status::Fail => "❌ fail",
             Status::Skipped => "➖ skipped",
         };
-        let op = match c.direction {
-            crate::Direction::AtMost => "≤",
-            crate::Direction::AtLeast => "≥",
-        };
+        let op = c.direction.symbol();
         let _ = writeln!(
             m,
             "| `{}`{} | {} | {} | {op} {} | {} | {result} |",

@@ -171,10 +171,7 @@ pub(crate) fn html(h: &mut String, s: &SliceReport) {
     );
     h.push_str("<div style=\"overflow-x:auto\"><table><tr><th class=l>slice</th><th>samples</th><th>accuracy base</th><th>accuracy cand</th><th>Δ accuracy<br><small>95% CI</small></th><th>Δ macro F1<br><small>95% CI</small></th><th>correct → wrong<br>/ wrong → correct</th><th>p (Holm)</th><th>p (BH)</th><th class=l>finding</th></tr>");
     for e in &s.slices {
-        let flag = matches!(
-            e.significance,
-            Significance::SignificantDrop | Significance::FdrDrop
-        );
+        let flag = e.significance.is_drop();
         let _ = write!(
             h,
             "<tr{}><td class=l><code>{}</code></td><td>{}</td><td>{}<br><small>[{}, {}]</small></td><td>{}<br><small>[{}, {}]</small></td><td>{:+.2} pp<br><small>[{:+.2}, {:+.2}]</small></td><td>{:+.4}<br><small>[{:+.4}, {:+.4}]</small></td><td>{} / {}</td><td title=\"McNemar p = {}\">{}</td><td>{}</td><td class=l>{}</td></tr>",

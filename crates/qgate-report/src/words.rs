@@ -148,10 +148,7 @@ fn reason_message(c: &CriterionResult) -> String {
             alpha,
             no_drop,
         } => {
-            let op = match c.direction {
-                Direction::AtMost => "≤",
-                Direction::AtLeast => "≥",
-            };
+            let op = op(c.direction);
             let why = if *no_drop {
                 "the slice has no fewer correct answers than the baseline's".to_string()
             } else {
@@ -216,15 +213,20 @@ fn reason_message(c: &CriterionResult) -> String {
     }
 }
 
+/// `≤` or `≥`.
+fn op(d: Direction) -> &'static str {
+    match d {
+        Direction::AtMost => "≤",
+        Direction::AtLeast => "≥",
+    }
+}
+
 /// `description = observed meets|fails op threshold (details)`.
 fn judged(c: &CriterionResult, classes_over: &[(String, f64)], ci: Option<[f64; 2]>) -> String {
     let Some(v) = c.observed else {
         return String::new();
     };
-    let op = match c.direction {
-        Direction::AtMost => "≤",
-        Direction::AtLeast => "≥",
-    };
+    let op = op(c.direction);
     let verb = if c.status == Status::Pass {
         "meets"
     } else {

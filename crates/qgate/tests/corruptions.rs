@@ -7,20 +7,12 @@
 
 mod common;
 
-use common::{fx, qgate, root};
+use common::{fx, policy, qgate, root};
 use serde_json::Value;
 
 fn reference() -> Value {
     let p = root().join("fixtures/corruptions/reference.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn policy(text: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, text).unwrap();
-    let s = p.display().to_string();
-    (dir, s)
 }
 
 fn gain(extra: &[&str]) -> common::Run {
@@ -99,8 +91,8 @@ fn fp32_and_int8_agree_on_clean_digits_and_part_on_dark_ones() {
 
 #[test]
 fn random_corruptions_are_reproducible_by_seed_and_every_cell_is_a_slice() {
-    let run = |seed: &str| {
-        gain(&[
+    let run = |extra: &[&str]| {
+        let mut args = vec![
             "--corruptions",
             "noise,occlusion,blur,jpeg,rotate,contrast",
             "--severities",
@@ -108,26 +100,15 @@ fn random_corruptions_are_reproducible_by_seed_and_every_cell_is_a_slice() {
             "--input-range",
             "0,1",
             "--corruption-seed",
-            seed,
-        ])
-        .json()
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        gain(&args).json()
     };
-    let (a, b) = (run("3"), run("3"));
+    let (a, b) = (run(&[]), run(&[]));
     assert_eq!(a["corruptions"]["cells"], b["corruptions"]["cells"]);
     // A sample is corrupted by its own seed: the batch it falls in changes nothing.
-    let other_batches = gain(&[
-        "--corruptions",
-        "noise,occlusion,blur,jpeg,rotate,contrast",
-        "--severities",
-        "1,5",
-        "--input-range",
-        "0,1",
-        "--corruption-seed",
-        "3",
-        "--batch-size",
-        "7",
-    ])
-    .json();
+    let other_batches = run(&["--batch-size", "7"]);
     let accs = |j: &Value| -> Vec<(Value, Value)> {
         j["corruptions"]["cells"]
             .as_array()
@@ -227,47 +208,26 @@ fn corruptions_refuse_what_they_cannot_read_as_images() {
     )
     .assert_error(&["cannot be corrupted"]);
     // An image folder knows its pixels.
-    qgate(
-        "compare",
-        &[
+    let folder = |extra: &[&str]| {
+        let images = fx("images");
+        let mut args = vec![
             "--baseline",
-            &b,
+            b.as_str(),
             "--candidate",
-            &c,
+            c.as_str(),
             "--data",
-            &fx("images"),
+            images.as_str(),
             "--image-color",
             "gray",
             "--image-scale",
             "0.004166667",
-            "--corruptions",
-            "dark",
-            "--input-range",
-            "0,1",
-        ],
-        &[],
-    )
-    .assert_error(&["image folder", "--input-range"]);
-    let folder = qgate(
-        "compare",
-        &[
-            "--baseline",
-            &b,
-            "--candidate",
-            &c,
-            "--data",
-            &fx("images"),
-            "--image-color",
-            "gray",
-            "--image-scale",
-            "0.004166667",
-            "--corruptions",
-            "dark,jpeg",
-            "--severities",
-            "5",
-        ],
-        &[],
-    );
+        ];
+        args.extend_from_slice(extra);
+        qgate("compare", &args, &[])
+    };
+    folder(&["--corruptions", "dark", "--input-range", "0,1"])
+        .assert_error(&["image folder", "--input-range"]);
+    let folder = folder(&["--corruptions", "dark,jpeg", "--severities", "5"]);
     assert!(folder.code == 0 || folder.code == 1, "{}", folder.stderr);
     assert_eq!(
         folder.json()["corruptions"]["cells"]

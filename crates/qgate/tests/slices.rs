@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fx, qgate, root};
+use common::{fx, policy, qgate, root};
 use serde_json::Value;
 
 fn sl(name: &str) -> String {
@@ -233,14 +233,6 @@ fn classes_are_tested_with_holm_and_bh_and_calibration_equals_numpy() {
         ),
         "ece_increase",
     );
-}
-
-fn policy(text: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("policy.toml");
-    std::fs::write(&p, text).unwrap();
-    let s = p.display().to_string();
-    (dir, s)
 }
 
 fn slice_criteria(r: &common::Run) -> Vec<Value> {

@@ -76,6 +76,13 @@ pub enum Significance {
     NotJudged,
 }
 
+impl Significance {
+    /// Whether the group got worse beyond noise (after Holm or after BH).
+    pub fn is_drop(self) -> bool {
+        matches!(self, Significance::SignificantDrop | Significance::FdrDrop)
+    }
+}
+
 /// Precision, recall, F1 and support of one class.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct ClassMetrics {
@@ -125,6 +132,16 @@ pub enum Direction {
     AtMost,
     /// observed ≥ threshold passes.
     AtLeast,
+}
+
+impl Direction {
+    /// `≤` or `≥`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Direction::AtMost => "≤",
+            Direction::AtLeast => "≥",
+        }
+    }
 }
 
 /// The element type of an [`Array`].

@@ -210,16 +210,15 @@ pub(crate) fn slice_report(s: &qgate_eval::SliceEvaluation) -> SliceReport {
             .tags
             .tags
             .iter()
-            .zip(&s.untagged)
-            .map(|(t, &untagged)| SliceTagInfo {
+            .map(|t| SliceTagInfo {
                 tag: t.tag.clone(),
                 values: s.slices.iter().filter(|x| x.tag == t.tag).count(),
-                untagged,
+                untagged: t.untagged(),
             })
             .collect(),
         unknown_ids: s.tags.unknown_ids,
         unknown_id_examples: s.tags.unknown_id_examples.clone(),
-        unlisted_samples: s.tags.unlisted_samples,
+        unlisted_samples: s.tags.unlisted_samples(),
         min_samples: s.min_samples,
         alpha: s.alpha,
         judged: s.slices.iter().filter(|x| x.judged).count(),

@@ -118,6 +118,15 @@ impl Run {
     }
 }
 
+/// A policy file holding `text`, in a temporary folder kept alive by the returned guard.
+pub fn policy(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    let s = p.display().to_string();
+    (dir, s)
+}
+
 /// Runs `qgate CMD ARGS EXTRA --out TMP --no-progress`; a panic in stderr fails the test.
 pub fn qgate(cmd: &str, args: &[&str], extra: &[&str]) -> Run {
     let out = tempfile::tempdir().unwrap();
