@@ -51,6 +51,8 @@ pub fn run(
         Some(path) => {
             let mut d = Dataset::load(path, &cfg.keys, &cfg.images)?;
             d.subset(Some(cfg.perf.perf_samples), None);
+            // The benchmark feeds the same few samples over and over: from memory.
+            d.materialize()?;
             Some(d)
         }
         None => None,
@@ -96,7 +98,7 @@ pub fn check(
         reports,
         mut data,
         evaluations,
-    } = crate::compare::run(cfg, eval_progress)?;
+    } = crate::compare::run_keeping(cfg, perf.perf_samples, eval_progress)?;
     let scratch = crate::error::scratch()?;
     // Each pair's outputs, saved before the samples are cut to the benchmark's.
     let dirs: Vec<PathBuf> = (0..evaluations.len())
@@ -106,6 +108,7 @@ pub fn check(
         crate::outputs::save_outputs(dir, &data, std::slice::from_ref(evaluation))?;
     }
     data.subset(Some(perf.perf_samples), None);
+    data.materialize()?;
     let mut checked = Vec::with_capacity(reports.len());
     let n = cfg.candidates.len();
     for (k, ((report, dir), spec)) in reports

@@ -121,6 +121,16 @@ pub struct Accuracy {
 /// Evaluates every candidate against the baseline (which runs once) and builds each
 /// candidate's report.
 pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppError> {
+    run_keeping(cfg, 0, progress)
+}
+
+/// [`run`], keeping every model's outputs on the first `keep` samples (`qgate check`
+/// compares its benchmark's outputs with them); with `--save-outputs` all are kept.
+pub fn run_keeping(
+    cfg: &CompareConfig,
+    keep: usize,
+    progress: EvalProgress,
+) -> Result<Accuracy, AppError> {
     let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
     if let Some(manifest) = &cfg.slices {
         data.attach_slices(manifest)?;
@@ -167,6 +177,11 @@ pub fn run(cfg: &CompareConfig, progress: EvalProgress) -> Result<Accuracy, AppE
         .collect();
     let mut eval = cfg.eval.clone();
     eval.corruptions = corruption_plan(cfg)?;
+    eval.keep_outputs = if cfg.save_outputs.is_some() {
+        usize::MAX
+    } else {
+        keep
+    };
     let mut evaluations = evaluate_candidates(
         baseline.as_mut(),
         &mut models,

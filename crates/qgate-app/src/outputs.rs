@@ -7,7 +7,7 @@ use qgate_data::Dataset;
 
 use crate::error::{io, AppError};
 
-/// Writes each model's outputs with the samples' ids (reusable as `preds:dir/…`):
+/// Writes each model's kept outputs with the samples' ids (reusable as `preds:dir/…`):
 /// `dir/baseline.npz`, and `dir/candidate.npz` for one candidate or `dir/candidate-K.npz`
 /// (K = its position on the command line, from 1) for several.
 pub fn save_outputs(
@@ -31,7 +31,12 @@ pub fn save_outputs(
     for (name, side) in sides {
         let arrays: Vec<(&str, &Array)> =
             side.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
-        write_with_ids(&dir.join(format!("{name}.npz")), arrays, &data.ids)?;
+        // Outputs kept for the first samples only (`qgate check`) go with their ids.
+        let rows = arrays
+            .first()
+            .map_or(data.len(), |(_, a)| a.n_rows())
+            .min(data.len());
+        write_with_ids(&dir.join(format!("{name}.npz")), arrays, &data.ids[..rows])?;
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ pub fn run(cfg: &SensitivityConfig, progress: &mut dyn FnMut(&str)) -> Result<Re
     let n_eval = inputs.data.len();
     let mut bench_data = inputs.data.clone();
     bench_data.subset(Some(64), None);
-    let mut evaluator = evaluator(cfg, &inputs.data, scratch.path());
+    let mut evaluator = evaluator(cfg, &inputs.data, scratch.path())?;
     let mut analysis = analyze(
         &inputs.fp32,
         inputs.quantized.as_ref(),
@@ -220,7 +220,7 @@ fn evaluator(
     cfg: &SensitivityConfig,
     data: &Dataset,
     scratch: &Path,
-) -> qgate_eval::SubsetEvaluator {
+) -> Result<qgate_eval::SubsetEvaluator, AppError> {
     let eval_opts = qgate_eval::EvalOptions {
         batch_size: cfg.batch_size,
         inputs: cfg.mapping.clone(),
@@ -237,6 +237,7 @@ fn evaluator(
         LoadOptions::default(),
         scratch,
     )
+    .map_err(AppError::from)
 }
 
 /// Activation ranges by tensor name.
@@ -302,7 +303,11 @@ fn read_inputs(cfg: &SensitivityConfig) -> Result<Inputs, AppError> {
         None => None,
     };
     let mut data = Dataset::load(&cfg.data, &cfg.keys, &cfg.images)?;
-    let (calib, calib_source) = split_calibration(cfg, &mut data)?;
+    let (mut calib, calib_source) = split_calibration(cfg, &mut data)?;
+    // The calibration run feeds its samples in batches from memory.
+    if let Some(c) = &mut calib {
+        c.materialize()?;
+    }
     data.subset(cfg.limit, None);
     Ok(Inputs {
         fp32,

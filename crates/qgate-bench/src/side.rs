@@ -338,6 +338,7 @@ fn start_worker_engine(hello: &Hello) -> Result<Engine, BenchError> {
                 },
                 &ImagePreprocess::default(),
             )
+            .and_then(|mut d| d.materialize().map(|()| d))
             .map_err(|e| BenchError::Workload(e.to_string()))?,
         ),
         None => None,

@@ -26,7 +26,8 @@
 
 use serde::Serialize;
 
-use crate::metrics::{argmax, Scores};
+use crate::metrics::Scores;
+use crate::rows::RowStats;
 
 /// Bins of the reliability diagrams and the ECE (Guo et al. 2017 use 15).
 pub const DEFAULT_BINS: usize = 15;
@@ -76,8 +77,8 @@ pub struct Calibration {
 /// Calibration of `probs` against `labels` with `bins` bins (at least 1), over the samples
 /// whose probabilities are finite.
 pub fn calibration(probs: &Scores, labels: &[usize], bins: usize) -> Calibration {
-    let keep: Vec<bool> = (0..labels.len()).map(|i| probs.row_is_finite(i)).collect();
-    calibration_on(probs, labels, bins, &keep)
+    let rows = RowStats::from_scores(probs, probs, labels, 1);
+    calibration_on(&rows, bins, &rows.finite)
 }
 
 /// Both models' calibration over the same samples: those where both give finite
@@ -89,36 +90,43 @@ pub fn calibration_pair(
     labels: &[usize],
     bins: usize,
 ) -> [Calibration; 2] {
-    let keep: Vec<bool> = (0..labels.len())
-        .map(|i| baseline.row_is_finite(i) && candidate.row_is_finite(i))
+    calibration_pair_of(
+        &RowStats::from_scores(baseline, baseline, labels, 1),
+        &RowStats::from_scores(candidate, candidate, labels, 1),
+        bins,
+    )
+}
+
+/// [`calibration_pair`] from both models' per-sample figures.
+pub fn calibration_pair_of(
+    baseline: &RowStats,
+    candidate: &RowStats,
+    bins: usize,
+) -> [Calibration; 2] {
+    let keep: Vec<bool> = baseline
+        .finite
+        .iter()
+        .zip(&candidate.finite)
+        .map(|(&b, &c)| b && c)
         .collect();
     [
-        calibration_on(baseline, labels, bins, &keep),
-        calibration_on(candidate, labels, bins, &keep),
+        calibration_on(baseline, bins, &keep),
+        calibration_on(candidate, bins, &keep),
     ]
 }
 
 /// Calibration over the samples `keep` marks (each must have finite probabilities).
-fn calibration_on(probs: &Scores, labels: &[usize], bins: usize, keep: &[bool]) -> Calibration {
+fn calibration_on(rows: &RowStats, bins: usize, keep: &[bool]) -> Calibration {
     let bins = bins.max(1);
-    let mut points: Vec<(f64, bool)> = Vec::with_capacity(labels.len());
+    let total = rows.len();
+    let mut points: Vec<(f64, bool)> = Vec::with_capacity(total);
     let mut brier_sum = 0.0;
-    for (i, &y) in labels.iter().enumerate() {
-        let row = probs.row(i);
-        if !keep[i] || !probs.row_is_finite(i) {
+    for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
+        if !rows.finite[i] || rows.confidence[i].is_nan() {
             continue;
         }
-        let Some(pred) = argmax(row) else { continue };
-        let sq: f64 = row
-            .iter()
-            .enumerate()
-            .map(|(k, &p)| {
-                let t = if k == y { 1.0 } else { 0.0 };
-                (p - t) * (p - t)
-            })
-            .sum();
-        brier_sum += sq;
-        points.push((row[pred], pred == y));
+        brier_sum += rows.brier[i];
+        points.push((rows.confidence[i], rows.confident_correct[i]));
     }
     let n = points.len();
     let width: Vec<ReliabilityBin> = (0..bins)
@@ -131,7 +139,13 @@ fn calibration_on(probs: &Scores, labels: &[usize], bins: usize, keep: &[bool]) 
             )
         })
         .collect();
-    let mut sorted = points.clone();
+    let mean_confidence = if n == 0 {
+        f64::NAN
+    } else {
+        points.iter().map(|p| p.0).sum::<f64>() / n as f64
+    };
+    // Sorted in place: the equal-width bins are taken, the points are not needed in order.
+    let mut sorted = points;
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut mass = Vec::with_capacity(bins);
     let (q, r) = (n / bins, n % bins);
@@ -162,7 +176,7 @@ fn calibration_on(probs: &Scores, labels: &[usize], bins: usize, keep: &[bool]) 
         .fold(if n == 0 { f64::NAN } else { 0.0 }, f64::max);
     Calibration {
         samples: n as u64,
-        excluded: (labels.len() - n) as u64,
+        excluded: (total - n) as u64,
         bins,
         ece: ece(&width),
         ece_equal_mass: ece(&mass),
@@ -172,11 +186,7 @@ fn calibration_on(probs: &Scores, labels: &[usize], bins: usize, keep: &[bool]) 
         } else {
             brier_sum / n as f64
         },
-        mean_confidence: if n == 0 {
-            f64::NAN
-        } else {
-            points.iter().map(|p| p.0).sum::<f64>() / n as f64
-        },
+        mean_confidence,
         reliability: width,
         reliability_equal_mass: mass,
     }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::calibration::Calibration;
-use crate::divergence::{kl_summary, top_k_agreement, KlSummary};
-use crate::metrics::{macro_f1_from_counts, Metrics, Scores};
+use crate::divergence::{kl_summary_of, KlSummary};
+use crate::metrics::{argmax, macro_f1_from_counts, Metrics, Scores};
 use crate::policy::Observations;
+use crate::rows::{top_k_agreement_of, RowStats};
 use crate::stats::{
     bh_adjusted, holm_adjusted, mcnemar_exact, paired_bootstrap, BootstrapSettings,
 };
@@ -17,9 +18,30 @@ use crate::stats::{
 pub struct Predicted {
     /// Top-1 class per sample; `None` where the output was not finite.
     pub predictions: Vec<Option<usize>>,
-    /// Class probabilities per sample (softmax of logits, or the model's probabilities);
-    /// `None` when the model outputs labels only.
-    pub probs: Option<Scores>,
+    /// Per-sample figures of the class probabilities (softmax of logits, or the model's
+    /// probabilities); `None` when the model outputs labels only.
+    pub rows: Option<RowStats>,
+}
+
+impl Predicted {
+    /// From whole score and probability matrices: top-1 of the scores, and the per-sample
+    /// figures of both against `labels` with top-`k`.
+    pub fn from_scores(scores: &Scores, probs: &Scores, labels: &[usize], k: usize) -> Predicted {
+        Predicted {
+            predictions: (0..scores.n_samples)
+                .map(|i| argmax(scores.row(i)))
+                .collect(),
+            rows: Some(RowStats::from_scores(scores, probs, labels, k)),
+        }
+    }
+
+    /// The samples at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Predicted {
+        Predicted {
+            predictions: idx.iter().map(|&i| self.predictions[i]).collect(),
+            rows: self.rows.as_ref().map(|r| r.subset(idx)),
+        }
+    }
 }
 
 /// Everything needed to compare two models on one labelled data set.
@@ -39,6 +61,9 @@ pub struct PairInput<'a> {
     pub baseline: &'a Predicted,
     /// The candidate's predictions.
     pub candidate: &'a Predicted,
+    /// KL(baseline ‖ candidate) of each sample's class probabilities (`NaN` where either
+    /// is not finite); `None` unless both models give probabilities.
+    pub kl: Option<&'a [f64]>,
     /// Bootstrap settings for the intervals.
     pub bootstrap: BootstrapSettings,
     /// A class whose recall drops by more than this (percentage points) is called out.
@@ -416,11 +441,8 @@ fn class_deltas(
 /// `(KL summary, top-k agreement)` of the two models' class probabilities; both `None`
 /// unless both models give probabilities.
 fn score_agreement(input: &PairInput<'_>) -> (Option<KlSummary>, Option<f64>) {
-    match (&input.baseline.probs, &input.candidate.probs) {
-        (Some(pb), Some(pc)) => (
-            Some(kl_summary(pb, pc).1),
-            Some(top_k_agreement(pb, pc, input.top_k)),
-        ),
+    match (&input.baseline.rows, &input.candidate.rows, input.kl) {
+        (Some(b), Some(c), Some(kl)) => (Some(kl_summary_of(kl)), Some(top_k_agreement_of(b, c))),
         _ => (None, None),
     }
 }
@@ -492,7 +514,7 @@ mod tests {
     fn predicted(p: &[usize]) -> Predicted {
         Predicted {
             predictions: p.iter().map(|&x| Some(x)).collect(),
-            probs: None,
+            rows: None,
         }
     }
 
@@ -512,6 +534,7 @@ mod tests {
             class_names: &[],
             baseline: &base,
             candidate: &cand,
+            kl: None,
             bootstrap: BootstrapSettings::default(),
             class_recall_drop_pp: 5.0,
             class_f1_drop_pp: 5.0,

@@ -27,57 +27,78 @@ pub struct TensorDivergence {
 
 /// Compares two output tensors of equal length, `row_len` values per sample.
 pub fn tensor_divergence(base: &[f64], cand: &[f64], row_len: usize) -> TensorDivergence {
-    let mut n_non_finite = 0u64;
-    let mut max_abs: f64 = 0.0;
-    let mut sum_abs = 0.0;
-    let mut signal = 0.0;
-    let mut noise = 0.0;
-    let mut counted = 0u64;
-    for (&a, &b) in base.iter().zip(cand) {
-        if !a.is_finite() || !b.is_finite() {
-            n_non_finite += 1;
-            continue;
+    let mut sums = DivergenceSums::default();
+    sums.add(base, cand, row_len);
+    sums.finish()
+}
+
+/// Running sums of [`tensor_divergence`], added a batch of whole rows at a time: the
+/// figures of all batches are those of the stacked tensors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DivergenceSums {
+    n_values: u64,
+    n_non_finite: u64,
+    max_abs: f64,
+    sum_abs: f64,
+    signal: f64,
+    noise: f64,
+    counted: u64,
+    cos_sum: f64,
+    cos_min: Option<f64>,
+    rows: u64,
+}
+
+impl DivergenceSums {
+    /// Adds one batch: `base` and `cand` of equal length, `row_len` values per sample.
+    pub fn add(&mut self, base: &[f64], cand: &[f64], row_len: usize) {
+        self.n_values += base.len() as u64;
+        for (&a, &b) in base.iter().zip(cand) {
+            if !a.is_finite() || !b.is_finite() {
+                self.n_non_finite += 1;
+                continue;
+            }
+            let d = (a - b).abs();
+            self.max_abs = self.max_abs.max(d);
+            self.sum_abs += d;
+            self.signal += a * a;
+            self.noise += d * d;
+            self.counted += 1;
         }
-        let d = (a - b).abs();
-        max_abs = max_abs.max(d);
-        sum_abs += d;
-        signal += a * a;
-        noise += d * d;
-        counted += 1;
-    }
-    let row_len = row_len.max(1);
-    let mut cos_sum = 0.0;
-    let mut cos_min: f64 = 1.0;
-    let mut rows = 0u64;
-    for (ra, rb) in base.chunks(row_len).zip(cand.chunks(row_len)) {
-        if ra.iter().chain(rb).any(|v| !v.is_finite()) {
-            continue;
+        let row_len = row_len.max(1);
+        for (ra, rb) in base.chunks(row_len).zip(cand.chunks(row_len)) {
+            if ra.iter().chain(rb).any(|v| !v.is_finite()) {
+                continue;
+            }
+            let c = cosine(ra, rb);
+            self.cos_sum += c;
+            self.cos_min = Some(self.cos_min.map_or(c.min(1.0), |m| m.min(c)));
+            self.rows += 1;
         }
-        let c = cosine(ra, rb);
-        cos_sum += c;
-        cos_min = cos_min.min(c);
-        rows += 1;
     }
-    TensorDivergence {
-        n_values: base.len() as u64,
-        n_non_finite,
-        max_abs,
-        mean_abs: if counted > 0 {
-            sum_abs / counted as f64
-        } else {
-            f64::NAN
-        },
-        cosine_mean: if rows > 0 {
-            cos_sum / rows as f64
-        } else {
-            f64::NAN
-        },
-        cosine_min: if rows > 0 { cos_min } else { f64::NAN },
-        sqnr_db: if noise > 0.0 {
-            Some(10.0 * (signal / noise).log10())
-        } else {
-            None
-        },
+
+    /// The figures over everything added.
+    pub fn finish(&self) -> TensorDivergence {
+        TensorDivergence {
+            n_values: self.n_values,
+            n_non_finite: self.n_non_finite,
+            max_abs: self.max_abs,
+            mean_abs: if self.counted > 0 {
+                self.sum_abs / self.counted as f64
+            } else {
+                f64::NAN
+            },
+            cosine_mean: if self.rows > 0 {
+                self.cos_sum / self.rows as f64
+            } else {
+                f64::NAN
+            },
+            cosine_min: self.cos_min.unwrap_or(f64::NAN),
+            sqnr_db: if self.noise > 0.0 {
+                Some(10.0 * (self.signal / self.noise).log10())
+            } else {
+                None
+            },
+        }
     }
 }
 
@@ -167,9 +188,15 @@ pub fn kl_summary(base_probs: &Scores, cand_probs: &Scores) -> (Vec<f64>, KlSumm
     let per_sample: Vec<f64> = (0..base_probs.n_samples)
         .map(|i| kl_divergence(base_probs.row(i), cand_probs.row(i)))
         .collect();
+    let summary = kl_summary_of(&per_sample);
+    (per_sample, summary)
+}
+
+/// The summary of per-sample KL values (`NaN` ones, from non-finite rows, left out).
+pub fn kl_summary_of(per_sample: &[f64]) -> KlSummary {
     let mut sorted: Vec<f64> = per_sample.iter().copied().filter(|v| !v.is_nan()).collect();
     sorted.sort_by(f64::total_cmp);
-    let summary = KlSummary {
+    KlSummary {
         n: sorted.len() as u64,
         mean: crate::stats::mean(&sorted),
         median: percentile_sorted(&sorted, 50.0),
@@ -177,8 +204,7 @@ pub fn kl_summary(base_probs: &Scores, cand_probs: &Scores) -> (Vec<f64>, KlSumm
         p99: percentile_sorted(&sorted, 99.0),
         max: sorted.last().copied().unwrap_or(f64::NAN),
         histogram: Histogram::new(&sorted, 30),
-    };
-    (per_sample, summary)
+    }
 }
 
 /// Fraction of samples whose sets of `k` highest-scoring classes are equal. Ties at the
@@ -203,7 +229,7 @@ pub fn top_k_agreement(base: &Scores, cand: &Scores, k: usize) -> f64 {
     same as f64 / base.n_samples as f64
 }
 
-fn top_k_lower_first(row: &[f64], k: usize) -> Vec<usize> {
+pub(crate) fn top_k_lower_first(row: &[f64], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
     idx.truncate(k);

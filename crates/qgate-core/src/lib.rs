@@ -21,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod online;
 pub mod policy;
+pub mod rows;
 pub mod slices;
 pub mod stats;
 pub mod tolerance;

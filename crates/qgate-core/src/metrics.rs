@@ -135,11 +135,13 @@ pub struct Metrics {
 impl Metrics {
     /// Computes every metric from true labels and predictions (`None` = invalid).
     ///
-    /// `scores` (same samples) enables top-k accuracy. `class_names` may be empty.
+    /// `top_k_hits` (same samples: whether the label is among the `top_k_value` highest
+    /// scores, see [`crate::rows::RowStats`]) enables top-k accuracy. `class_names` may be
+    /// empty.
     pub fn compute(
         labels: &[usize],
         predictions: &[Option<usize>],
-        scores: Option<&Scores>,
+        top_k_hits: Option<&[bool]>,
         n_classes: usize,
         top_k_value: usize,
         class_names: &[String],
@@ -184,12 +186,8 @@ impl Metrics {
                 }
             })
             .collect();
-        let top_k_accuracy = scores.map(|s| {
-            let hits = labels
-                .iter()
-                .enumerate()
-                .filter(|&(i, y)| s.row_is_finite(i) && top_k(s.row(i), top_k_value).contains(y))
-                .count();
+        let top_k_accuracy = top_k_hits.map(|h| {
+            let hits = h.iter().take(n).filter(|&&hit| hit).count();
             ratio(hits as f64, n as f64)
         });
         let (lo, hi) = crate::stats::wilson_interval(correct, n as u64, crate::stats::Z_95);

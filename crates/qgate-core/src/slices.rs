@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
-use crate::calibration::{calibration_pair, DEFAULT_BINS};
+use crate::calibration::{calibration_pair_of, DEFAULT_BINS};
 use crate::compare::{family_tests, Comparison, PairInput, Predicted, Significance};
-use crate::metrics::{Metrics, Scores};
+use crate::metrics::Metrics;
 use crate::policy::{
     skipped, CriterionResult, Gate, Observations, Policy, Reason, Skip, SliceGate, Status,
     Threshold, ACCURACY_KEYS, PERFORMANCE_KEYS,
@@ -103,17 +103,6 @@ pub fn test_family(slices: &mut [SliceResult], alpha: f64) {
     }
 }
 
-fn subset_predicted(p: &Predicted, idx: &[usize]) -> Predicted {
-    Predicted {
-        predictions: idx.iter().map(|&i| p.predictions[i]).collect(),
-        probs: p.probs.as_ref().map(|s| Scores {
-            n_samples: idx.len(),
-            n_classes: s.n_classes,
-            values: idx.iter().flat_map(|&i| s.row(i).iter().copied()).collect(),
-        }),
-    }
-}
-
 /// The pair on the samples `idx` of `input`, named `tag=value` (not yet tested with its
 /// family: see [`test_family`]).
 pub fn one_slice(
@@ -125,13 +114,14 @@ pub fn one_slice(
 ) -> SliceResult {
     let labels: Vec<usize> = idx.iter().map(|&i| input.labels[i]).collect();
     let ids: Vec<String> = idx.iter().map(|&i| input.ids[i].clone()).collect();
-    let base = subset_predicted(input.baseline, idx);
-    let cand = subset_predicted(input.candidate, idx);
+    let base = input.baseline.subset(idx);
+    let cand = input.candidate.subset(idx);
+    let kl: Option<Vec<f64>> = input.kl.map(|kl| idx.iter().map(|&i| kl[i]).collect());
     let metrics = |p: &Predicted| {
         Metrics::compute(
             &labels,
             &p.predictions,
-            p.probs.as_ref(),
+            p.rows.as_ref().map(|r| r.top_k_hit.as_slice()),
             input.n_classes,
             input.top_k,
             input.class_names,
@@ -143,12 +133,13 @@ pub fn one_slice(
         ids: &ids,
         baseline: &base,
         candidate: &cand,
+        kl: kl.as_deref(),
         ..*input
     };
     let cmp = Comparison::compute(&sub, &bm, &cm);
     let bad = |p: &Predicted| p.predictions.iter().filter(|x| x.is_none()).count() as u64;
-    let calibrated = match (&base.probs, &cand.probs) {
-        (Some(b), Some(c)) => Some(calibration_pair(b, c, &labels, DEFAULT_BINS)),
+    let calibrated = match (&base.rows, &cand.rows) {
+        (Some(b), Some(c)) => Some(calibration_pair_of(b, c, DEFAULT_BINS)),
         _ => None,
     };
     let observations = Observations::of_pair(
@@ -333,7 +324,7 @@ mod tests {
         let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
         let p = Predicted {
             predictions: vec![Some(0); 4],
-            probs: None,
+            rows: None,
         };
         let input = PairInput {
             labels: &labels,
@@ -343,6 +334,7 @@ mod tests {
             class_names: &[],
             baseline: &p,
             candidate: &p,
+            kl: None,
             bootstrap: BootstrapSettings::default(),
             class_recall_drop_pp: 5.0,
             class_f1_drop_pp: 5.0,

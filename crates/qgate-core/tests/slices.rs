@@ -83,11 +83,11 @@ fn simulate(
     let (pb, pc) = (
         Predicted {
             predictions: base,
-            probs: None,
+            rows: None,
         },
         Predicted {
             predictions: cand,
-            probs: None,
+            rows: None,
         },
     );
     let input = PairInput {
@@ -98,6 +98,7 @@ fn simulate(
         class_names: &[],
         baseline: &pb,
         candidate: &pc,
+        kl: None,
         bootstrap: BootstrapSettings {
             resamples: 2,
             confidence: 0.95,

@@ -529,6 +529,18 @@ impl PixelSpace {
         array: &qgate_core::Array,
         ids: &[String],
     ) -> Result<(), String> {
+        let brightest = self.check_chunk(name, array, ids)?;
+        self.check_brightest(name, array.n_rows(), brightest)
+    }
+
+    /// [`PixelSpace::check_values`] on some rows of the array (`ids` theirs): the brightest
+    /// pixel among them, or the first error. Finish with [`PixelSpace::check_brightest`].
+    pub fn check_chunk(
+        &self,
+        name: &str,
+        array: &qgate_core::Array,
+        ids: &[String],
+    ) -> Result<f32, String> {
         if let Some(s) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
             return Err(format!(
                 "--image-std {s}: a standard deviation divides the pixels; give finite values other than 0"
@@ -560,7 +572,13 @@ impl PixelSpace {
                 brightest = brightest.max(p);
             }
         }
-        if array.n_rows() > 0 && brightest < 0.1 {
+        Ok(brightest)
+    }
+
+    /// The last check of [`PixelSpace::check_values`]: over `rows` rows, some pixel is
+    /// brighter than 0.1.
+    pub fn check_brightest(&self, name: &str, rows: usize, brightest: f32) -> Result<(), String> {
+        if rows > 0 && brightest < 0.1 {
             return Err(format!(
                 "array '{name}': its brightest value is pixel {brightest} in the declared pixel space (range {}): every image would be nearly black; is --input-range right (0,1 for values up to 1)?",
                 self.range

@@ -19,16 +19,19 @@ mod csv_table;
 mod images;
 pub mod npy;
 pub mod slices;
+mod stored;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use qgate_core::stats::Rng;
-use qgate_core::{Array, ArrayData, NotIntegers};
+use qgate_core::{Array, ArrayData, ElemType, NotIntegers};
 
 pub use csv_table::CsvOptions;
 pub use images::{ColorMode, ImagePreprocess, Layout};
 pub use slices::{SliceTag, Slices};
+use stored::Member;
+pub use stored::{StoredArray, STREAM_MIN_BYTES};
 
 /// Errors while loading data. Each names the file and the array, column or sample at fault.
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +93,12 @@ pub struct Dataset {
     pub source: String,
     /// One id per sample.
     pub ids: Vec<String>,
-    /// Feature arrays by name; the first axis of each is the sample axis.
+    /// Feature arrays held in memory, by name; the first axis of each is the sample axis.
     pub arrays: BTreeMap<String, Array>,
+    /// Feature arrays left in their file (large `.npy` arrays and stored `.npz` members),
+    /// read a batch of rows at a time: their rows are the file's, [`Dataset::rows`] maps
+    /// samples to them. Read them with [`Dataset::read_rows`].
+    pub stored: BTreeMap<String, StoredArray>,
     /// Class index per sample, when labelled.
     pub labels: Option<Vec<i64>>,
     /// The name of the label array or column, when labelled.
@@ -155,6 +162,7 @@ impl Dataset {
             source: source.to_string(),
             ids,
             arrays: map,
+            stored: BTreeMap::new(),
             labels,
             label_key: None,
             class_names: Vec::new(),
@@ -230,6 +238,67 @@ impl Dataset {
             idx.truncate(limit);
         }
         self.select(&idx);
+    }
+
+    /// Whether the data set has a feature array `name` (in memory or in its file).
+    pub fn has_array(&self, name: &str) -> bool {
+        self.arrays.contains_key(name) || self.stored.contains_key(name)
+    }
+
+    /// Names of every feature array, in memory or in its file, sorted.
+    pub fn array_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .arrays
+            .keys()
+            .chain(self.stored.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// `(shape, element type)` of feature array `name` over the selected samples (the
+    /// first axis is the sample count).
+    pub fn array_meta(&self, name: &str) -> Option<(Vec<usize>, ElemType)> {
+        if let Some(a) = self.arrays.get(name) {
+            return Some((a.shape.clone(), a.elem_type()));
+        }
+        self.stored.get(name).map(|s| {
+            let mut shape = s.shape().to_vec();
+            shape[0] = self.len();
+            (shape, s.elem_type())
+        })
+    }
+
+    /// The rows of feature array `name` for the samples at positions `idx`, in that order:
+    /// copied from memory, or read from the file.
+    pub fn read_rows(&self, name: &str, idx: &[usize]) -> Result<Array, DataError> {
+        if let Some(a) = self.arrays.get(name) {
+            return Ok(a.select_rows(idx));
+        }
+        let s = self.stored.get(name).ok_or_else(|| DataError::MissingKey {
+            path: PathBuf::from(&self.source),
+            key: name.to_string(),
+            available: self.array_names().join(", "),
+        })?;
+        let rows: Vec<usize> = idx.iter().map(|&i| self.rows[i]).collect();
+        s.read_rows(&rows).map_err(|message| DataError::Array {
+            path: s.path().to_path_buf(),
+            key: name.to_string(),
+            message,
+        })
+    }
+
+    /// Reads every array left in its file into memory (for work that runs a few samples
+    /// many times: benchmarks, calibration subsets).
+    pub fn materialize(&mut self) -> Result<(), DataError> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        for name in self.stored.keys().cloned().collect::<Vec<_>>() {
+            let a = self.read_rows(&name, &all)?;
+            self.stored.remove(&name);
+            self.arrays.insert(name, a);
+        }
+        Ok(())
     }
 
     /// Keeps the samples at `idx`, in that order.
@@ -314,17 +383,33 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 /// Loads a single `.npy` array as an unlabelled data set with one array named after the
 /// file stem.
 pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let array = npy::parse_npy(&bytes).map_err(|e| DataError::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let size = file.metadata().map_err(io_err(path))?.len();
+    let member = stored::read_member(path, &mut file, 0, size, STREAM_MIN_BYTES)
+        .map_err(io_err(path))?
+        .map_err(|e| DataError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("x")
         .to_string();
-    let ds = Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?;
+    let ds = match member {
+        Member::Loaded(array) => {
+            Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?
+        }
+        Member::Stored(s) => {
+            let n = s.shape()[0];
+            let mut ds = Dataset::from_arrays(&path.display().to_string(), Vec::new(), None, None)?;
+            ds.ids = (0..n).map(|i| i.to_string()).collect();
+            ds.rows = (0..n).collect();
+            ds.file_rows = n;
+            ds.stored.insert(stem, s);
+            ds
+        }
+    };
     non_empty(ds, path)
 }
 
@@ -341,24 +426,22 @@ fn non_empty(ds: Dataset, path: &Path) -> Result<Dataset, DataError> {
 /// Loads an `.npz` archive: labels and ids from `keys` (or their default names), class
 /// names from a string array `class_names`, every other array a feature array.
 pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
-    let members =
-        npy::read_npz(std::io::BufReader::new(file)).map_err(|message| DataError::Format {
-            path: path.to_path_buf(),
-            message,
-        })?;
-    let mut arrays = BTreeMap::new();
-    let mut unusable = BTreeMap::new();
-    for (key, parsed) in members {
-        match parsed {
-            Ok(a) => {
-                arrays.insert(key, a);
-            }
-            Err(e) => {
-                unusable.insert(key, format!("is not a readable array: {e}"));
-            }
-        }
-    }
+    load_npz_streaming(path, keys, STREAM_MIN_BYTES)
+}
+
+/// [`load_npz`], leaving in the file every uncompressed feature array of at least
+/// `min_bytes` bytes (`0`: all of them).
+pub fn load_npz_streaming(
+    path: &Path,
+    keys: &ArrayKeys,
+    min_bytes: u64,
+) -> Result<Dataset, DataError> {
+    std::fs::metadata(path).map_err(io_err(path))?;
+    let members = stored::read_npz_file(path, min_bytes).map_err(|message| DataError::Format {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    let (mut arrays, mut stored, mut unusable) = sort_members(members, keys);
     let listing = arrays
         .keys()
         .chain(unusable.keys())
@@ -423,7 +506,14 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         .as_ref()
         .map(Vec::len)
         .or(ids.as_ref().map(Vec::len))
-        .unwrap_or_else(|| most_common_rows(&arrays));
+        .unwrap_or_else(|| {
+            most_common_rows(
+                arrays
+                    .values()
+                    .map(|a| a.shape.as_slice())
+                    .chain(stored.values().map(StoredArray::shape)),
+            )
+        });
     let counted_from = match (&label_key, &id_key) {
         (Some(k), _) | (None, Some(k)) => format!("'{k}' holds {n}"),
         (None, None) => format!("most arrays hold {n}"),
@@ -434,6 +524,22 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         .filter(|(_, a)| a.shape.is_empty() || a.n_rows() != n)
         .map(|(k, _)| k.clone())
         .collect();
+    let stored_misfits: Vec<String> = stored
+        .iter()
+        .filter(|(_, s)| s.shape()[0] != n)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in stored_misfits {
+        if let Some(s) = stored.remove(&k) {
+            unusable.insert(
+                k,
+                format!(
+                    "has shape {:?}, but the data set has {n} samples ({counted_from}; the first axis must be the sample axis)",
+                    s.shape()
+                ),
+            );
+        }
+    }
     for k in misfits {
         if let Some(a) = arrays.remove(&k) {
             unusable.insert(
@@ -460,6 +566,7 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
         source: path.display().to_string(),
         ids,
         arrays,
+        stored,
         labels,
         label_key,
         class_names,
@@ -471,12 +578,57 @@ pub fn load_npz(path: &Path, keys: &ArrayKeys) -> Result<Dataset, DataError> {
     non_empty(ds, path)
 }
 
+/// The arrays of an archive: read whole, left in the file, and unreadable (with why).
+/// Labels, ids, class names and slice tags are read whole whatever their size.
+fn sort_members(
+    members: stored::Members,
+    keys: &ArrayKeys,
+) -> (
+    BTreeMap<String, Array>,
+    BTreeMap<String, StoredArray>,
+    BTreeMap<String, String>,
+) {
+    let mut arrays = BTreeMap::new();
+    let mut stored = BTreeMap::new();
+    let mut unusable = BTreeMap::new();
+    let whole = |k: &str| {
+        keys.label_key.as_deref() == Some(k)
+            || keys.id_key.as_deref() == Some(k)
+            || LABEL_KEYS.contains(&k)
+            || ID_KEYS.contains(&k)
+            || CLASS_NAME_KEYS.contains(&k)
+            || k.starts_with(slices::SLICE_ARRAY_PREFIX)
+    };
+    for (key, parsed) in members {
+        match parsed {
+            Ok(Member::Loaded(a)) => {
+                arrays.insert(key, a);
+            }
+            Ok(Member::Stored(s)) if whole(&key) => match s.read_all() {
+                Ok(a) => {
+                    arrays.insert(key, a);
+                }
+                Err(e) => {
+                    unusable.insert(key, format!("is not a readable array: {e}"));
+                }
+            },
+            Ok(Member::Stored(s)) => {
+                stored.insert(key, s);
+            }
+            Err(e) => {
+                unusable.insert(key, format!("is not a readable array: {e}"));
+            }
+        }
+    }
+    (arrays, stored, unusable)
+}
+
 /// The row count shared by the most arrays (ties: the larger count), for a file without
 /// labels or ids to count samples by.
-fn most_common_rows(arrays: &BTreeMap<String, Array>) -> usize {
+fn most_common_rows<'a>(shapes: impl Iterator<Item = &'a [usize]>) -> usize {
     let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-    for a in arrays.values().filter(|a| !a.shape.is_empty()) {
-        *counts.entry(a.n_rows()).or_default() += 1;
+    for s in shapes.filter(|s| !s.is_empty()) {
+        *counts.entry(s[0]).or_default() += 1;
     }
     counts
         .into_iter()

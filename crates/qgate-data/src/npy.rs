@@ -42,8 +42,63 @@ enum Kind {
     Bytes,
 }
 
-/// Parses one `.npy` file's bytes.
-pub fn parse_npy(bytes: &[u8]) -> Result<Array, NpyError> {
+/// What an `.npy` header declares, and where its data starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    /// The dtype as written (`<f4`).
+    pub descr: String,
+    kind: Kind,
+    /// Bytes per value in the file.
+    pub size: usize,
+    big_endian: bool,
+    /// Whether the data is in Fortran (column-major) order.
+    pub fortran: bool,
+    pub shape: Vec<usize>,
+    /// Offset of the first data byte from the start of the `.npy` bytes.
+    pub data_offset: usize,
+}
+
+impl NpyHeader {
+    /// Bytes of data the header promises (`usize::MAX` when that overflows).
+    pub fn data_bytes(&self) -> usize {
+        self.shape
+            .iter()
+            .try_fold(self.size, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of one sample (one index of the first axis).
+    pub fn row_bytes(&self) -> usize {
+        self.shape
+            .iter()
+            .skip(1)
+            .try_fold(self.size, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Whether this dtype is read as numbers (text and unknown dtypes are not).
+    pub fn is_numeric(&self) -> bool {
+        !matches!(self.kind, Kind::Unicode | Kind::Bytes)
+            && decode(&[], self.kind, self.size, self.big_endian, &self.descr).is_ok()
+    }
+
+    /// Decodes whole rows of data (`bytes.len()` a multiple of [`NpyHeader::row_bytes`])
+    /// into an array of those rows, in C order.
+    pub fn decode_rows(&self, bytes: &[u8]) -> Result<Array, NpyError> {
+        let rows = bytes.len() / self.row_bytes().max(1);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = rows;
+        }
+        Ok(Array {
+            shape,
+            data: decode(bytes, self.kind, self.size, self.big_endian, &self.descr)?,
+        })
+    }
+}
+
+/// Parses the header at the start of `.npy` bytes (the data may be absent).
+pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(NpyError::Magic);
     }
@@ -86,12 +141,23 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array, NpyError> {
     };
     let shape = parse_shape(&dict_value(header, "shape")?)?;
     let (big_endian, kind, size) = parse_descr(descr)?;
-    let data = &bytes[header_end..];
+    Ok(NpyHeader {
+        descr: descr.to_string(),
+        kind,
+        size,
+        big_endian,
+        fortran,
+        shape,
+        data_offset: header_end,
+    })
+}
+
+/// Parses one `.npy` file's bytes.
+pub fn parse_npy(bytes: &[u8]) -> Result<Array, NpyError> {
+    let h = parse_header(bytes)?;
+    let data = &bytes[h.data_offset..];
     // A hostile shape must not overflow: no product can exceed the bytes that are there.
-    let expected = shape
-        .iter()
-        .try_fold(size, |acc, &d| acc.checked_mul(d))
-        .unwrap_or(usize::MAX);
+    let expected = h.data_bytes();
     if data.len() < expected {
         return Err(NpyError::Truncated {
             expected,
@@ -99,12 +165,12 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array, NpyError> {
         });
     }
     let data = &data[..expected];
-    let values = decode(data, kind, size, big_endian, descr)?;
+    let values = decode(data, h.kind, h.size, h.big_endian, &h.descr)?;
     let array = Array {
-        shape,
+        shape: h.shape,
         data: values,
     };
-    Ok(if fortran && array.shape.len() > 1 {
+    Ok(if h.fortran && array.shape.len() > 1 {
         to_c_order(array)
     } else {
         array

@@ -31,7 +31,7 @@ fn statistics(c: &mut Criterion) {
     };
     let base = Predicted {
         predictions: labels.iter().map(|&y| noisy(&mut rng, y, 0.10)).collect(),
-        probs: None,
+        rows: None,
     };
     let cand = Predicted {
         predictions: base
@@ -46,7 +46,7 @@ fn statistics(c: &mut Criterion) {
                 }
             })
             .collect(),
-        probs: None,
+        rows: None,
     };
     let ids: Vec<String> = (0..N).map(|i| i.to_string()).collect();
     let mut group = c.benchmark_group("statistics");
@@ -63,6 +63,7 @@ fn statistics(c: &mut Criterion) {
                 class_names: &[],
                 baseline: &base,
                 candidate: &cand,
+                kl: None,
                 bootstrap: BootstrapSettings {
                     resamples: 1000,
                     confidence: 0.95,
@@ -158,6 +159,19 @@ fn compare_against_bare_loops(c: &mut Criterion) {
             }
         })
     });
+    let arrays: Vec<qgate_core::Array> = (0..n)
+        .step_by(batch)
+        .map(|s| images.slice_rows(s, (s + batch).min(n)))
+        .collect();
+    group.bench_function("qgate models in a bare loop", |b| {
+        b.iter(|| {
+            for m in [&mut qb, &mut qc] {
+                for a in &arrays {
+                    std::hint::black_box(m.run(std::slice::from_ref(a)).unwrap());
+                }
+            }
+        })
+    });
     group.bench_function("qgate evaluate_pair", |b| {
         b.iter(|| {
             evaluate_pair(
@@ -174,5 +188,99 @@ fn compare_against_bare_loops(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, statistics, compare_against_bare_loops);
+/// The same evaluation with both models in ONNX Runtime (1 intra-op thread, full graph
+/// optimisation: qgate's defaults) against a bare `ort` loop: one session per model, built
+/// with the same settings in the same environment, run over the same batches from borrowed
+/// buffers. Skipped, with a line saying why, where no ONNX Runtime library is found.
+fn compare_ort_against_bare_loop(c: &mut Criterion) {
+    use ort::session::builder::GraphOptimizationLevel;
+    use ort::session::Session;
+    use ort::value::TensorRef;
+    // As the binary does: ORT_DYLIB_PATH names the library, else Python's onnxruntime.
+    let load_opts = LoadOptions {
+        ort_env_path: std::env::var_os("ORT_DYLIB_PATH").map(Into::into),
+        ..LoadOptions::default()
+    };
+    let env = match qgate_runtime::ort_environment(&load_opts) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("skipping the ONNX Runtime comparison: {e}");
+            return;
+        }
+    };
+    let (base_name, cand_name) = ("cnn_wide_fp32", "cnn_wide_int8_qdq");
+    let path = |v: &str| fixtures().join(format!("{v}.onnx"));
+    let data = load_npz(&fixtures().join("test.npz"), &ArrayKeys::default()).unwrap();
+    let images = data.arrays["image"].clone();
+    let batch = 32;
+    let n = images.n_rows();
+    let batches: Vec<(Vec<i64>, Vec<f32>)> = (0..n)
+        .step_by(batch)
+        .map(|s| {
+            let part = images.slice_rows(s, (s + batch).min(n));
+            let shape = part.shape.iter().map(|&d| d as i64).collect();
+            (shape, part.to_f32().unwrap())
+        })
+        .collect();
+    let mut bare: Vec<Session> = [base_name, cand_name]
+        .iter()
+        .map(|v| {
+            Session::builder(env)
+                .unwrap()
+                .with_intra_threads(1)
+                .unwrap()
+                .with_inter_threads(1)
+                .unwrap()
+                .with_optimization_level(GraphOptimizationLevel::All)
+                .unwrap()
+                .commit_from_file(path(v))
+                .unwrap()
+        })
+        .collect();
+    let spec = |v: &str| ModelSpec::parse(&format!("ort:{}", path(v).display())).unwrap();
+    let mut qb = load(&spec(base_name), &load_opts).unwrap();
+    let mut qc = load(&spec(cand_name), &load_opts).unwrap();
+    let opts = EvalOptions {
+        batch_size: batch,
+        ..EvalOptions::default()
+    };
+    let policy = Policy::default();
+    let mut group = c.benchmark_group(format!(
+        "compare ort {base_name} vs {cand_name}, 540 samples"
+    ));
+    group.sample_size(20);
+    group.bench_function("bare ort loop", |b| {
+        b.iter(|| {
+            for session in &mut bare {
+                for (shape, values) in &batches {
+                    let input =
+                        TensorRef::from_array_view((shape.clone(), values.as_slice())).unwrap();
+                    let out = session.run(ort::inputs!["image" => input]).unwrap();
+                    std::hint::black_box(&out);
+                }
+            }
+        })
+    });
+    group.bench_function("qgate evaluate_pair", |b| {
+        b.iter(|| {
+            evaluate_pair(
+                qb.as_mut(),
+                qc.as_mut(),
+                &data,
+                &policy,
+                &opts,
+                &mut |_, _, _| {},
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    statistics,
+    compare_against_bare_loops,
+    compare_ort_against_bare_loop
+);
 criterion_main!(benches);

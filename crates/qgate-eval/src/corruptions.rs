@@ -12,9 +12,8 @@ use qgate_data::corrupt::{apply, corrupt_batch, sample_rng, Corruption, Corrupti
 use qgate_data::Dataset;
 use qgate_runtime::Model;
 
-use crate::run::run_model_with;
 use crate::thumbnails::{pixel_thumbnail, Thumbnail};
-use crate::{select_scores, EvalError, EvalOptions, InputBinding, Progress, Side};
+use crate::{EvalError, EvalOptions, InputBinding, Progress, Side};
 
 /// Thumbnails of flipped corrupted samples per corruption × severity, and in all.
 const THUMBS_PER_SLICE: usize = 2;
@@ -92,10 +91,10 @@ pub(crate) fn pick_array(
     let images_of = |side: &[InputBinding]| -> (Vec<String>, Vec<String>) {
         let (mut images, mut why) = (Vec::new(), Vec::new());
         for b in side {
-            let Some(a) = data.arrays.get(&b.array) else {
+            let Ok(a) = data.read_rows(&b.array, &[0]) else {
                 continue;
             };
-            match plan.pixels.image_shape(&b.array, a) {
+            match plan.pixels.image_shape(&b.array, &a) {
                 Ok(_) if !images.contains(&b.array) => images.push(b.array.clone()),
                 Ok(_) => {}
                 Err(e) => why.push(e),
@@ -140,12 +139,28 @@ pub(crate) fn pick_array(
             )));
         }
     }
-    let a = &data.arrays[&array];
+    // Read a chunk at a time: the array may be left in its file.
+    let mut brightest = f32::NEG_INFINITY;
+    let n = data.len();
+    for start in (0..n).step_by(CHECK_CHUNK) {
+        let idx: Vec<usize> = (start..(start + CHECK_CHUNK).min(n)).collect();
+        let a = data
+            .read_rows(&array, &idx)
+            .map_err(|e| err(e.to_string()))?;
+        let b = plan
+            .pixels
+            .check_chunk(&array, &a, &data.ids[start..start + idx.len()])
+            .map_err(|e| err(format!("{}: {e}", data.source)))?;
+        brightest = brightest.max(b);
+    }
     plan.pixels
-        .check_values(&array, a, &data.ids)
+        .check_brightest(&array, n, brightest)
         .map_err(|e| err(format!("{}: {e}", data.source)))?;
     Ok(array)
 }
+
+/// Samples read at a time when checking an image array's pixels.
+const CHECK_CHUNK: usize = 256;
 
 /// What every pair of a corrupted run shares: the data, the array corrupted, the labels
 /// and the settings.
@@ -165,19 +180,20 @@ pub(crate) struct CorruptedCells {
     pub thumbnails: Vec<Thumbnail>,
 }
 
-/// One model's predictions on one corrupted copy; the score output and its kind are the
-/// clean run's (`side`).
+/// Every model on one corrupted copy, in lockstep: each side's predictions and each
+/// pair's per-sample KL. The score output and its kind are the clean run's.
 fn run_cell(
     run: &CellRun<'_>,
-    side: &Side,
-    model: &mut dyn Model,
+    (baseline, base_side): (&mut dyn Model, &Side),
+    candidates: &mut [&mut dyn Model],
+    cand_sides: &[Side],
     cell: (Corruption, u8),
     progress: Progress<'_>,
-) -> Result<Predicted, EvalError> {
+) -> Result<crate::stream::Streamed, EvalError> {
     let Some(plan) = &run.opts.corruptions else {
-        return Ok(Predicted {
-            predictions: Vec::new(),
-            probs: None,
+        return Ok(crate::stream::Streamed {
+            sides: Vec::new(),
+            pairs: Vec::new(),
         });
     };
     let (c, s) = cell;
@@ -189,34 +205,40 @@ fn run_cell(
             Ok(None)
         }
     };
-    let label = format!("{} · {c}:{s}", side.0);
-    let model_run = run_model_with(
-        model,
+    fn member<'a>(model: &'a mut dyn Model, side: &'a Side) -> crate::stream::Member<'a> {
+        crate::stream::Member {
+            side: side.name.clone(),
+            model,
+            bindings: &side.bindings,
+            forced: Some((side.scores.name.clone(), side.scores.kind)),
+        }
+    }
+    let mut members = vec![member(baseline, base_side)];
+    for (m, side) in candidates.iter_mut().zip(cand_sides) {
+        members.push(member(&mut **m, side));
+    }
+    let opts = crate::stream::StreamOptions {
+        batch_size: run.opts.batch_size,
+        top_k: run.opts.top_k,
+        output: None,
+        output_kind: None,
+        keep_outputs: 0,
+        divergence: false,
+        transform: Some(&transform),
+    };
+    let labels: Vec<i64> = run.labels.iter().map(|&y| y as i64).collect();
+    crate::stream::stream(
+        &mut members,
         run.data,
-        &side.3,
-        run.opts.batch_size,
-        &mut |done, all| progress(&label, done, all),
-        Some(&transform),
+        &labels,
+        &opts,
+        &format!("{c}:{s}"),
+        progress,
     )
-    .map_err(|source| EvalError::Runtime {
-        side: side.0.clone(),
-        source,
-    })?;
-    let scores =
-        select_scores(&model_run, Some(&side.5.name), Some(side.5.kind)).map_err(|message| {
-            EvalError::Outputs {
-                side: side.0.clone(),
-                message,
-            }
-        })?;
-    Ok(Predicted {
-        predictions: scores.predictions,
-        probs: scores.probs,
-    })
 }
 
-/// Runs every corruption cell, one at a time: the baseline on it, then each candidate, each
-/// pair reduced to its slice and thumbnails at once, so only one cell's predictions are held.
+/// Runs every corruption cell, one at a time: every model on it in lockstep, each pair
+/// reduced to its slice and thumbnails at once, so only one cell's predictions are held.
 /// Returns one [`CorruptedCells`] per candidate.
 pub(crate) fn run_cells(
     run: &CellRun<'_>,
@@ -232,15 +254,24 @@ pub(crate) fn run_cells(
     let all: Vec<usize> = (0..run.labels.len()).collect();
     let min_samples = run.policy.value("min_slice_samples").unwrap_or(30.0).ceil() as u64;
     for cell in cells(plan) {
-        let b = run_cell(run, base_side, baseline, cell, progress)?;
-        for (k, (model, side)) in candidates.iter_mut().zip(cand_sides).enumerate() {
-            let p = run_cell(run, side, &mut **model, cell, progress)?;
+        let streamed = run_cell(
+            run,
+            (&mut *baseline, base_side),
+            candidates,
+            cand_sides,
+            cell,
+            progress,
+        )?;
+        let b = &streamed.sides[0].predicted;
+        for (k, side) in cand_sides.iter().enumerate() {
+            let p = &streamed.sides[k + 1].predicted;
             let n_classes = crate::pair_classes([base_side, side], run.data, run.labels);
             let input = crate::pair_input(
                 run.labels,
                 run.data,
                 n_classes,
-                [&b, &p],
+                [b, p],
+                streamed.pairs[k].kl.as_deref(),
                 run.opts,
                 run.policy,
             );
@@ -252,7 +283,7 @@ pub(crate) fn run_cells(
                 min_samples,
             ));
             let room = MAX_THUMBS.saturating_sub(out[k].thumbnails.len());
-            let thumbs = cell_thumbnails(plan, run, cell, [&b, &p], room);
+            let thumbs = cell_thumbnails(plan, run, cell, [b, p], room);
             out[k].thumbnails.extend(thumbs);
         }
     }
@@ -339,21 +370,17 @@ fn cell_thumbnails(
     room: usize,
 ) -> Vec<Thumbnail> {
     let data = run.data;
-    let Some(a) = data.arrays.get(run.array) else {
-        return Vec::new();
-    };
-    let Ok(shape) = plan.pixels.image_shape(run.array, a) else {
-        return Vec::new();
-    };
-    let qgate_core::ArrayData::F32(values) = &a.data else {
-        return Vec::new();
-    };
     let labels = run.labels;
     (0..labels.len())
         .filter(|&i| b.predictions[i] == Some(labels[i]) && p.predictions[i] != Some(labels[i]))
         .take(THUMBS_PER_SLICE.min(room))
         .filter_map(|i| {
-            let mut img = plan.pixels.to_image(values, shape, i);
+            let a = data.read_rows(run.array, &[i]).ok()?;
+            let shape = plan.pixels.image_shape(run.array, &a).ok()?;
+            let qgate_core::ArrayData::F32(values) = &a.data else {
+                return None;
+            };
+            let mut img = plan.pixels.to_image(values, shape, 0);
             img.pixels.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
             let mut rng = sample_rng(plan.seed, c, s, data.rows[i]);
             apply(&mut img, c, s, &mut rng).ok()?;

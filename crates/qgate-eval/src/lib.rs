@@ -12,13 +12,12 @@ mod outputs;
 mod quant_eval;
 mod run;
 mod runtime_check;
+mod stream;
 mod thumbnails;
 
-use std::collections::BTreeMap;
-
-use qgate_core::calibration::{calibration_pair, Calibration};
+use qgate_core::calibration::{calibration_pair_of, Calibration};
 use qgate_core::compare::{Comparison, PairInput, Predicted};
-use qgate_core::divergence::{tensor_divergence, TensorDivergence};
+use qgate_core::divergence::TensorDivergence;
 use qgate_core::metrics::Metrics;
 use qgate_core::policy::{Gate, Observations, Policy};
 use qgate_core::slices::{compare_slices, judge_slices, SliceResult};
@@ -124,6 +123,10 @@ pub struct EvalOptions {
     pub bootstrap: BootstrapSettings,
     /// Corrupted copies to evaluate too (`--corruptions`).
     pub corruptions: Option<CorruptionPlan>,
+    /// Keep every output of every model ([`SideResult::outputs`]) for the first this many
+    /// samples: all of them for `--save-outputs`, the benchmark's for `qgate check`'s
+    /// reference outputs. Otherwise (`0`) outputs are reduced batch by batch and dropped.
+    pub keep_outputs: usize,
 }
 
 impl Default for EvalOptions {
@@ -136,6 +139,7 @@ impl Default for EvalOptions {
             inputs: InputMapping::default(),
             bootstrap: BootstrapSettings::default(),
             corruptions: None,
+            keep_outputs: 0,
         }
     }
 }
@@ -156,9 +160,11 @@ pub struct SideResult {
     pub inference_seconds: f64,
     /// Samples with non-finite values in the score output.
     pub non_finite_samples: u64,
-    /// Every output over the whole data set, in declaration order (for `--save-outputs`).
+    /// Every output over the whole data set, in declaration order, when
+    /// [`EvalOptions::keep_outputs`] asked for them (else empty); shared with the other pairs
+    /// of the same baseline rather than copied.
     #[serde(skip)]
-    pub outputs: Vec<(String, qgate_core::Array)>,
+    pub outputs: std::sync::Arc<Vec<(String, qgate_core::Array)>>,
 }
 
 /// Divergence of one output tensor.
@@ -249,22 +255,94 @@ pub fn evaluate_candidates(
         Some(plan) => Some(corruption_target(plan, baseline, candidates, data, opts)?),
         None => None,
     };
-    let base = run_side("baseline".into(), baseline, data, opts, progress)?;
     let several = candidates.len() > 1;
-    let mut sides = Vec::with_capacity(candidates.len());
-    for (k, candidate) in candidates.iter_mut().enumerate() {
-        let name = if several {
-            format!("candidate {}", k + 1)
-        } else {
-            "candidate".to_string()
-        };
-        sides.push(run_side(name, &mut **candidate, data, opts, progress)?);
+    let names: Vec<String> = std::iter::once("baseline".to_string())
+        .chain((0..candidates.len()).map(|k| {
+            if several {
+                format!("candidate {}", k + 1)
+            } else {
+                "candidate".to_string()
+            }
+        }))
+        .collect();
+    let mut bindings = Vec::with_capacity(names.len());
+    {
+        let models = std::iter::once(&*baseline).chain(candidates.iter().map(|c| &**c));
+        for (name, m) in names.iter().zip(models) {
+            bindings.push(
+                resolve_inputs(m.info(), data, &opts.inputs).map_err(|message| {
+                    EvalError::Inputs {
+                        side: name.clone(),
+                        message,
+                    }
+                })?,
+            );
+        }
     }
+    let label = if several {
+        format!("baseline + {} candidates", candidates.len())
+    } else {
+        "baseline + candidate".to_string()
+    };
+    let streamed = {
+        let mut members: Vec<stream::Member<'_>> = Vec::with_capacity(names.len());
+        members.push(stream::Member {
+            side: names[0].clone(),
+            model: &mut *baseline,
+            bindings: &bindings[0],
+            forced: None,
+        });
+        for (k, c) in candidates.iter_mut().enumerate() {
+            members.push(stream::Member {
+                side: names[k + 1].clone(),
+                model: &mut **c,
+                bindings: &bindings[k + 1],
+                forced: None,
+            });
+        }
+        let stream_opts = stream::StreamOptions {
+            batch_size: opts.batch_size,
+            top_k: opts.top_k,
+            output: opts.output.as_deref(),
+            output_kind: opts.output_kind,
+            keep_outputs: opts.keep_outputs,
+            divergence: true,
+            transform: None,
+        };
+        stream::stream(
+            &mut members,
+            data,
+            labels_raw,
+            &stream_opts,
+            &label,
+            progress,
+        )?
+    };
+    let stream::Streamed { sides, pairs } = streamed;
+    let models = std::iter::once(&*baseline).chain(candidates.iter().map(|c| &**c));
+    let mut all: Vec<Side> = names
+        .into_iter()
+        .zip(models)
+        .zip(bindings)
+        .zip(sides)
+        .map(|(((name, m), bindings), s)| Side {
+            name,
+            provenance: m.provenance(),
+            info: m.info().clone(),
+            bindings,
+            scores: s.scores,
+            predicted: s.predicted,
+            seconds: s.seconds,
+            outputs: s.outputs,
+        })
+        .collect();
+    let base = all.remove(0);
+    let sides = all;
     let mut cells = match &array {
         Some(array) => {
             let all: Vec<(&str, &ScoreOutput)> = std::iter::once(&base)
                 .chain(&sides)
-                .map(|s| (s.0.as_str(), &s.5))
+                .map(|s| (s.name.as_str(), &s.scores))
                 .collect();
             let labels = check_labels(labels_raw, data, &all)?;
             let run = corruptions::CellRun {
@@ -282,10 +360,11 @@ pub fn evaluate_candidates(
         None => vec![None; sides.len()],
     };
     let mut out = Vec::with_capacity(sides.len());
-    for (cand, cells) in sides.iter().zip(cells.iter_mut()) {
+    for ((cand, pair), cells) in sides.iter().zip(&pairs).zip(cells.iter_mut()) {
         let corrupted = array.as_deref().zip(cells.take());
         out.push(assemble(
             [&base, cand],
+            pair,
             labels_raw,
             data,
             policy,
@@ -330,7 +409,7 @@ fn corruption_target(
 /// The number of classes of a pair: the larger score output, the data's class names and
 /// its largest label.
 pub(crate) fn pair_classes(sides: [&Side; 2], data: &Dataset, labels: &[usize]) -> usize {
-    let n_out = sides.iter().map(|s| s.5.n_classes).max().unwrap_or(0);
+    let n_out = sides.iter().map(|s| s.scores.n_classes).max().unwrap_or(0);
     let max_label = labels.iter().copied().max().map_or(0, |m| m + 1);
     n_out.max(data.class_names.len()).max(max_label)
 }
@@ -341,10 +420,12 @@ pub(crate) fn pair_input<'a>(
     data: &'a Dataset,
     n_classes: usize,
     [baseline, candidate]: [&'a Predicted; 2],
+    kl: Option<&'a [f64]>,
     opts: &EvalOptions,
     policy: &Policy,
 ) -> PairInput<'a> {
     PairInput {
+        kl,
         labels,
         ids: &data.ids,
         n_classes,
@@ -365,8 +446,9 @@ pub(crate) fn pair_input<'a>(
 }
 
 /// The evaluation of one pair from both sides' runs.
-fn assemble(
-    sides: [&Side; 2],
+fn assemble<'a>(
+    sides: [&'a Side; 2],
+    pair: &stream::StreamedPair,
     labels_raw: &[i64],
     data: &Dataset,
     policy: &Policy,
@@ -378,33 +460,30 @@ fn assemble(
         data,
         &sides
             .iter()
-            .map(|s| (s.0.as_str(), &s.5))
+            .map(|s| (s.name.as_str(), &s.scores))
             .collect::<Vec<_>>(),
     )?;
     let n_classes = pair_classes(sides, data, &labels);
-    let side_result = |(_, provenance, info, bindings, run, scores): &Side| {
+    let side_result = |side: &'a Side| {
+        let predicted = &side.predicted;
         let metrics = Metrics::compute(
             &labels,
-            &scores.predictions,
-            scores.scores.as_ref(),
+            &predicted.predictions,
+            predicted.rows.as_ref().map(|r| r.top_k_hit.as_slice()),
             n_classes,
             opts.top_k,
             &data.class_names,
         );
-        let non_finite = scores.predictions.iter().filter(|p| p.is_none()).count() as u64;
+        let non_finite = predicted.predictions.iter().filter(|p| p.is_none()).count() as u64;
         let result = SideResult {
-            provenance: provenance.clone(),
-            model: info.clone(),
-            inputs: bindings.clone(),
-            scores: scores.without_values(),
+            provenance: side.provenance.clone(),
+            model: side.info.clone(),
+            inputs: side.bindings.clone(),
+            scores: side.scores.without_values(),
             metrics,
-            inference_seconds: run.seconds,
+            inference_seconds: side.seconds,
             non_finite_samples: non_finite,
-            outputs: run.outputs.clone(),
-        };
-        let predicted = Predicted {
-            predictions: scores.predictions.clone(),
-            probs: scores.probs.clone(),
+            outputs: side.outputs.clone(),
         };
         (result, predicted)
     };
@@ -414,14 +493,15 @@ fn assemble(
         &labels,
         data,
         n_classes,
-        [&base_pred, &cand_pred],
+        [base_pred, cand_pred],
+        pair.kl.as_deref(),
         opts,
         policy,
     );
     let comparison = Comparison::compute(&input, &baseline.metrics, &candidate.metrics);
-    let calibration = match (&base_pred.probs, &cand_pred.probs) {
+    let calibration = match (&base_pred.rows, &cand_pred.rows) {
         (Some(b), Some(c)) => {
-            let [baseline, candidate] = calibration_pair(b, c, &labels, CALIBRATION_BINS);
+            let [baseline, candidate] = calibration_pair_of(b, c, CALIBRATION_BINS);
             Some(PairCalibration {
                 baseline,
                 candidate,
@@ -431,17 +511,15 @@ fn assemble(
     };
     let slices = evaluate_slices(data, policy, &input)?;
     let (divergence, divergence_skipped) =
-        output_divergence(&sides[0].4, &sides[1].4, &sides[0].5.name);
+        (pair.divergence.clone(), pair.divergence_skipped.clone());
     let thumbnails = comparison
         .flip_details
         .iter()
         .take(48)
         .filter_map(|f| {
-            sides[0]
-                .3
-                .first()
-                .and_then(|b| data.arrays.get(&b.array))
-                .and_then(|a| thumbnail(a, f.index, &f.id))
+            let b = sides[0].bindings.first()?;
+            let row = data.read_rows(&b.array, &[f.index]).ok()?;
+            thumbnail(&row, 0, &f.id)
         })
         .collect();
     let obs = Observations::of_pair(
@@ -490,7 +568,7 @@ fn assemble(
                     .unwrap_or_else(|| c.to_string())
             })
             .collect(),
-        ignored_arrays: ignored_arrays(data, &[&sides[0].3, &sides[1].3]),
+        ignored_arrays: ignored_arrays(data, &[&sides[0].bindings, &sides[1].bindings]),
         baseline,
         candidate,
         comparison,
@@ -555,49 +633,20 @@ fn evaluate_slices(
     }))
 }
 
-pub(crate) type Side = (
-    String,
-    Provenance,
-    ModelInfo,
-    Vec<InputBinding>,
-    ModelRun,
-    ScoreOutput,
-);
-
-fn run_side(
-    side: String,
-    model: &mut dyn Model,
-    data: &Dataset,
-    opts: &EvalOptions,
-    progress: Progress<'_>,
-) -> Result<Side, EvalError> {
-    let bindings =
-        resolve_inputs(model.info(), data, &opts.inputs).map_err(|message| EvalError::Inputs {
-            side: side.clone(),
-            message,
-        })?;
-    let run = run_model(model, data, &bindings, opts.batch_size, &mut |done, all| {
-        progress(&side, done, all)
-    })
-    .map_err(|source| EvalError::Runtime {
-        side: side.clone(),
-        source,
-    })?;
-    let scores =
-        select_scores(&run, opts.output.as_deref(), opts.output_kind).map_err(|message| {
-            EvalError::Outputs {
-                side: side.clone(),
-                message,
-            }
-        })?;
-    Ok((
-        side,
-        model.provenance(),
-        model.info().clone(),
-        bindings,
-        run,
-        scores,
-    ))
+/// One model's run over the data, reduced.
+pub(crate) struct Side {
+    /// `baseline`, `candidate`, `candidate 2`.
+    pub name: String,
+    pub provenance: Provenance,
+    pub info: ModelInfo,
+    pub bindings: Vec<InputBinding>,
+    /// The output read as predictions (without per-sample values).
+    pub scores: ScoreOutput,
+    pub predicted: Predicted,
+    /// Wall time of its inference, seconds.
+    pub seconds: f64,
+    /// Its outputs when kept ([`EvalOptions::keep_outputs`]).
+    pub outputs: std::sync::Arc<Vec<(String, qgate_core::Array)>>,
 }
 
 fn check_labels(
@@ -623,43 +672,4 @@ fn check_labels(
         }
     }
     Ok(labels.iter().map(|&y| y as usize).collect())
-}
-
-fn output_divergence(
-    base: &ModelRun,
-    cand: &ModelRun,
-    score_output: &str,
-) -> (Vec<OutputDivergence>, Vec<(String, String)>) {
-    let cand_by_name: BTreeMap<&str, &qgate_core::Array> =
-        cand.outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();
-    let mut out = Vec::new();
-    let mut skipped = Vec::new();
-    for (name, a) in &base.outputs {
-        let Some(b) = cand_by_name.get(name.as_str()) else {
-            skipped.push((
-                name.clone(),
-                "the candidate has no output of this name".into(),
-            ));
-            continue;
-        };
-        if a.shape != b.shape {
-            skipped.push((
-                name.clone(),
-                format!(
-                    "shapes differ: baseline {:?}, candidate {:?}",
-                    a.shape, b.shape
-                ),
-            ));
-            continue;
-        }
-        match (a.to_f64(), b.to_f64()) {
-            (Some(x), Some(y)) => out.push(OutputDivergence {
-                output: name.clone(),
-                tensor: tensor_divergence(&x, &y, a.row_len()),
-                is_score_output: name == score_output,
-            }),
-            _ => skipped.push((name.clone(), "not numeric".into())),
-        }
-    }
-    (out, skipped)
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use qgate_core::metrics::{argmax, Scores};
+use qgate_core::Array;
 use serde::Serialize;
 
 use crate::ModelRun;
@@ -115,44 +116,9 @@ pub fn select_scores(
     output: Option<&str>,
     kind: Option<OutputKind>,
 ) -> Result<ScoreOutput, String> {
-    let listing = || {
-        run.outputs
-            .iter()
-            .map(|(n, a)| format!("'{n}' {:?} {}", a.shape, a.elem_type()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (name, array, chosen_by) = match output {
-        Some(o) => {
-            let (n, a) = run.outputs.iter().find(|(n, _)| n == o).ok_or_else(|| {
-                format!(
-                    "--output {o}: the model has no such output (its outputs: {})",
-                    listing()
-                )
-            })?;
-            (n.clone(), a, ChosenBy::OutputFlag)
-        }
-        None => {
-            let first_nc = run
-                .outputs
-                .iter()
-                .find(|(_, a)| a.shape.len() == 2 && a.shape[1] >= 2 && a.elem_type().is_numeric());
-            let first_labels = run.outputs.iter().find(|(_, a)| {
-                a.elem_type().is_integer()
-                    && (a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[1] == 1))
-            });
-            match (first_nc, first_labels) {
-                (Some((n, a)), _) => (n.clone(), a, ChosenBy::FirstScores),
-                (None, Some((n, a))) => (n.clone(), a, ChosenBy::FirstLabels),
-                _ => {
-                    return Err(format!(
-                        "no output holds class scores [N, C] or labels [N] (outputs: {}); pick one with --output",
-                        listing()
-                    ))
-                }
-            }
-        }
-    };
+    let named: Vec<(String, &Array)> = run.outputs.iter().map(|(n, a)| (n.clone(), a)).collect();
+    let (index, chosen_by) = choose_output(&named, output)?;
+    let (name, array) = (named[index].0.clone(), named[index].1);
     let n = array.n_rows();
     let values = array
         .to_f64()
@@ -227,16 +193,71 @@ pub fn select_scores(
     })
 }
 
-fn detect_kind(values: &[f64], row: usize) -> (OutputKind, KindBy) {
+/// `(index, how)` of the output read as predictions among `outputs`: `wanted` by name, else
+/// the first shaped `[N, C]`, else the first integer one shaped `[N]` or `[N, 1]`.
+pub(crate) fn choose_output(
+    outputs: &[(String, &Array)],
+    wanted: Option<&str>,
+) -> Result<(usize, ChosenBy), String> {
+    let listing = || {
+        outputs
+            .iter()
+            .map(|(n, a)| format!("'{n}' {:?} {}", a.shape, a.elem_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(o) = wanted {
+        return outputs
+            .iter()
+            .position(|(n, _)| n == o)
+            .map(|i| (i, ChosenBy::OutputFlag))
+            .ok_or_else(|| {
+                format!(
+                    "--output {o}: the model has no such output (its outputs: {})",
+                    listing()
+                )
+            });
+    }
+    let first_nc = outputs
+        .iter()
+        .position(|(_, a)| a.shape.len() == 2 && a.shape[1] >= 2 && a.elem_type().is_numeric());
+    let first_labels = outputs.iter().position(|(_, a)| {
+        a.elem_type().is_integer()
+            && (a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[1] == 1))
+    });
+    match (first_nc, first_labels) {
+        (Some(i), _) => Ok((i, ChosenBy::FirstScores)),
+        (None, Some(i)) => Ok((i, ChosenBy::FirstLabels)),
+        _ => Err(format!(
+            "no output holds class scores [N, C] or labels [N] (outputs: {}); pick one with --output",
+            listing()
+        )),
+    }
+}
+
+/// Whether a finite row is a probability distribution: values in [0, 1] summing to 1.
+pub(crate) fn is_distribution(r: &[f64]) -> bool {
+    r.iter().all(|&v| (0.0..=1.0).contains(&v))
+        && (r.iter().sum::<f64>() - 1.0).abs() <= PROB_ROW_SUM_TOLERANCE
+}
+
+/// A row divided by its sum (unchanged when the sum is not positive).
+pub(crate) fn normalise(row: &[f64]) -> Vec<f64> {
+    let sum: f64 = row.iter().sum();
+    if sum > 0.0 {
+        row.iter().map(|v| v / sum).collect()
+    } else {
+        row.to_vec()
+    }
+}
+
+/// Probabilities when every finite row is a distribution (and there is one), else logits.
+pub(crate) fn detect_kind(values: &[f64], row: usize) -> (OutputKind, KindBy) {
     let finite_rows: Vec<&[f64]> = values
         .chunks(row.max(1))
         .filter(|r| r.iter().all(|v| v.is_finite()))
         .collect();
-    let probs = !finite_rows.is_empty()
-        && finite_rows.iter().all(|r| {
-            r.iter().all(|&v| (0.0..=1.0).contains(&v))
-                && (r.iter().sum::<f64>() - 1.0).abs() <= PROB_ROW_SUM_TOLERANCE
-        });
+    let probs = !finite_rows.is_empty() && finite_rows.iter().all(|r| is_distribution(r));
     if probs {
         (OutputKind::Probs, KindBy::RowsSumToOne)
     } else {

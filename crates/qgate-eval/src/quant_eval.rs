@@ -45,8 +45,12 @@ impl SubsetEvaluator {
         opts: EvalOptions,
         load: LoadOptions,
         scratch: &Path,
-    ) -> SubsetEvaluator {
-        SubsetEvaluator {
+    ) -> Result<SubsetEvaluator, QuantError> {
+        // Subsets are run many times: their arrays are held in memory.
+        let mut data = data;
+        data.materialize()
+            .map_err(|e| QuantError::Eval(e.to_string()))?;
+        Ok(SubsetEvaluator {
             data: Arc::new(data),
             policy,
             opts,
@@ -57,7 +61,7 @@ impl SubsetEvaluator {
             models: Vec::new(),
             pinned: Vec::new(),
             replay: None,
-        }
+        })
     }
 
     fn model(&mut self, path: &Path) -> Result<Box<dyn Model>, QuantError> {

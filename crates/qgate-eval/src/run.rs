@@ -35,7 +35,8 @@ pub(crate) const SAVED_OUTPUTS_UNCORRUPTED: &str = "saved outputs are answers to
 
 /// Changes a batch before the model sees it: `(array name, the batch's rows of it, the
 /// samples' rows in the data file)` → the batch to feed instead (`None`: as it is).
-pub type BatchTransform<'a> = dyn Fn(&str, &Array, &[usize]) -> Result<Option<Array>, String> + 'a;
+pub type BatchTransform<'a> =
+    dyn Fn(&str, &Array, &[usize]) -> Result<Option<Array>, String> + Sync + 'a;
 
 /// [`run_model`] with each batch of each bound array passed through `transform` first, so
 /// a changed copy of the data (a corruption) exists one batch at a time. Saved outputs
@@ -58,52 +59,94 @@ pub fn run_model_with(
     let fixed_batch = fixed_batch_of(&info);
     let batch = fixed_batch.unwrap_or(batch_size).max(1);
     let n = data.len();
-    let arrays: Vec<&Array> = bindings
+    let names: Vec<&str> = bindings
         .iter()
-        .filter_map(|b| data.arrays.get(&b.array))
+        .filter(|b| data.has_array(&b.array))
+        .map(|b| b.array.as_str())
         .collect();
     if let Some(f) = fixed_batch {
-        check_fixed_batch_memory(model, &info, &arrays, f)?;
+        check_fixed_batch_memory(model, &info, data, &names, f)?;
     }
     check_rows_by_position(model, data)?;
+    // Each batch's sample positions; a fixed batch pads the last with its last sample.
+    let batches: Vec<Vec<usize>> = (0..n)
+        .step_by(batch)
+        .map(|start| {
+            let end = (start + batch).min(n);
+            let mut idx: Vec<usize> = (start..end).collect();
+            if fixed_batch.is_some() {
+                idx.resize(batch, end - 1);
+            }
+            idx
+        })
+        .collect();
+    let keyed = model.keyed_by_sample();
     let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
     let mut seconds = 0.0;
-    let mut start = 0;
     progress(0, n);
-    while start < n {
-        let end = (start + batch).min(n);
-        let mut idx: Vec<usize> = (start..end).collect();
-        let real = idx.len();
-        if fixed_batch.is_some() {
-            idx.resize(batch, end - 1);
+    std::thread::scope(|scope| -> Result<(), RuntimeError> {
+        // The next batch is read (from memory or its file) and transformed on another
+        // thread while the model runs this one.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Array>, RuntimeError>>(1);
+        if !keyed {
+            let batches = &batches;
+            let names = &names;
+            scope.spawn(move || {
+                for idx in batches {
+                    if tx.send(read_batch(data, names, idx, transform)).is_err() {
+                        break;
+                    }
+                }
+            });
+        } else {
+            drop(tx);
         }
-        let t = Instant::now();
-        let outputs = run_batch(model, data, &arrays, &idx, bindings, transform)?;
-        seconds += t.elapsed().as_secs_f64();
-        qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
-            |message| RuntimeError::Run {
-                path: model.provenance().spec.into(),
-                message,
-            },
-        )?;
-        for (slot, out) in parts.iter_mut().zip(outputs) {
-            let out = if real < idx.len() {
-                out.slice_rows(0, real)
+        let mut done = 0;
+        for idx in &batches {
+            let real = (n - done).min(idx.len());
+            let t = Instant::now();
+            let outputs = if keyed {
+                let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+                let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+                model.run_samples(&ids, &rows)?
             } else {
+                let inputs = rx.recv().map_err(|_| RuntimeError::Run {
+                    path: data.source.clone().into(),
+                    message: "the thread reading batches stopped".into(),
+                })??;
+                let t = Instant::now();
+                let out = model.run(&inputs)?;
+                seconds += t.elapsed().as_secs_f64();
                 out
             };
-            slot.push(out);
+            if keyed {
+                seconds += t.elapsed().as_secs_f64();
+            }
+            qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
+                |message| RuntimeError::Run {
+                    path: model.provenance().spec.into(),
+                    message,
+                },
+            )?;
+            for (slot, out) in parts.iter_mut().zip(outputs) {
+                slot.push(if real < idx.len() {
+                    out.slice_rows(0, real)
+                } else {
+                    out
+                });
+            }
+            done += real;
+            progress(done, n);
         }
-        start = end;
-        progress(start, n);
-    }
+        Ok(())
+    })?;
     let outputs = stack_outputs(&info, parts)?;
     Ok(ModelRun { outputs, seconds })
 }
 
 /// The batch size the first input declares as a fixed leading dimension; `None` when the
 /// model has no input or its batch dimension is symbolic or undeclared.
-fn fixed_batch_of(info: &ModelInfo) -> Option<usize> {
+pub(crate) fn fixed_batch_of(info: &ModelInfo) -> Option<usize> {
     info.inputs.first().and_then(|i| match i.shape.first() {
         Some(Dim::Fixed(n)) => Some(*n),
         _ => None,
@@ -112,20 +155,19 @@ fn fixed_batch_of(info: &ModelInfo) -> Option<usize> {
 
 /// Checks that one padded batch of `fixed` samples of `arrays` (plus a row index per
 /// sample) fits the memory limit; the error names the model's first input.
-fn check_fixed_batch_memory(
+pub(crate) fn check_fixed_batch_memory(
     model: &dyn Model,
     info: &ModelInfo,
-    arrays: &[&Array],
+    data: &Dataset,
+    names: &[&str],
     fixed: usize,
 ) -> Result<(), RuntimeError> {
     // A declared batch of 2^40 would otherwise abort on allocating the padded batch.
-    let row_bytes: u128 = arrays
+    let row_bytes: u128 = names
         .iter()
-        .map(|a| {
-            qgate_core::memory::bytes_of(
-                &a.shape[1.min(a.shape.len())..],
-                a.elem_type().size_bytes(),
-            )
+        .filter_map(|name| data.array_meta(name))
+        .map(|(shape, elem)| {
+            qgate_core::memory::bytes_of(&shape[1.min(shape.len())..], elem.size_bytes())
         })
         .sum::<u128>()
         + std::mem::size_of::<usize>() as u128;
@@ -144,7 +186,10 @@ fn check_fixed_batch_memory(
 
 /// For saved outputs matched to samples by row position, checks that they hold one row
 /// per sample of the data file; models without such outputs pass.
-fn check_rows_by_position(model: &dyn Model, data: &Dataset) -> Result<(), RuntimeError> {
+pub(crate) fn check_rows_by_position(
+    model: &dyn Model,
+    data: &Dataset,
+) -> Result<(), RuntimeError> {
     if let Some(rows) = model.rows_by_position() {
         if rows != data.file_rows {
             return Err(RuntimeError::Run {
@@ -159,40 +204,33 @@ fn check_rows_by_position(model: &dyn Model, data: &Dataset) -> Result<(), Runti
     Ok(())
 }
 
-/// Runs one batch: the samples at positions `idx` of `data`, looked up by id and file row
-/// for a model keyed by sample, else fed as rows of `arrays`.
-fn run_batch(
-    model: &mut dyn Model,
+/// One batch of model inputs: the rows at positions `idx` of each array `names` (read
+/// from memory or the file), each passed through `transform`.
+pub(crate) fn read_batch(
     data: &Dataset,
-    arrays: &[&Array],
+    names: &[&str],
     idx: &[usize],
-    bindings: &[InputBinding],
     transform: Option<&BatchTransform<'_>>,
 ) -> Result<Vec<Array>, RuntimeError> {
-    let rows = || -> Vec<usize> { idx.iter().map(|&i| data.rows[i]).collect() };
-    if model.keyed_by_sample() {
-        let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-        model.run_samples(&ids, &rows())
-    } else {
-        let mut inputs: Vec<Array> = arrays.iter().map(|a| a.select_rows(idx)).collect();
+    let err = |message: String| RuntimeError::Run {
+        path: data.source.clone().into(),
+        message,
+    };
+    let rows: Vec<usize> = match transform {
+        Some(_) => idx.iter().map(|&i| data.rows[i]).collect(),
+        None => Vec::new(),
+    };
+    let mut inputs = Vec::with_capacity(names.len());
+    for name in names {
+        let mut input = data.read_rows(name, idx).map_err(|e| err(e.to_string()))?;
         if let Some(t) = transform {
-            let rows = rows();
-            let names = bindings
-                .iter()
-                .filter(|b| data.arrays.contains_key(&b.array));
-            for (input, b) in inputs.iter_mut().zip(names) {
-                if let Some(changed) =
-                    t(&b.array, input, &rows).map_err(|message| RuntimeError::Run {
-                        path: data.source.clone().into(),
-                        message,
-                    })?
-                {
-                    *input = changed;
-                }
+            if let Some(changed) = t(name, &input, &rows).map_err(err)? {
+                input = changed;
             }
         }
-        model.run(&inputs)
+        inputs.push(input);
     }
+    Ok(inputs)
 }
 
 /// Concatenates each output's batches along the sample axis, as `(output name, values)`

@@ -269,7 +269,7 @@ fn locate(
     let idx: Vec<usize> = (0..LOCATE_SAMPLES.min(data.len())).collect();
     let inputs: Vec<Array> = bindings
         .iter()
-        .filter_map(|b| data.arrays.get(&b.array).map(|a| a.select_rows(&idx)))
+        .filter_map(|b| data.read_rows(&b.array, &idx).ok())
         .collect();
     let want = reference.run(&inputs).ok()?;
     let by_name: std::collections::HashMap<&str, &Array> = reference

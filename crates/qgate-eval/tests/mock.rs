@@ -289,3 +289,101 @@ fn a_model_returning_another_row_count_is_an_error_not_a_score() {
         );
     }
 }
+
+/// Rows that sum to 1 in the first batch and not after it: the output is logits (every
+/// row counts, as when outputs were read whole), so the pass restarts and every sample's
+/// figures are softmax's.
+#[test]
+fn probabilities_disproved_by_a_later_batch_are_read_as_logits() {
+    let out_info = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("s", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let seen = calls.clone();
+    // Class 0 answers [1, 0, 0] (a distribution), classes 1 and 2 answer 3 for their class.
+    let scores = move |inp: &[Array]| {
+        *seen.lock().unwrap() += 1;
+        let l = logits_of(inp);
+        let v: Vec<f32> = l
+            .to_f64()
+            .unwrap()
+            .chunks(3)
+            .flat_map(|r| {
+                let scale = if r[0] > 0.0 { 0.5 } else { 1.5 };
+                r.iter()
+                    .map(move |x| (x * scale) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok(vec![Array::from_f32(l.shape, v).unwrap()])
+    };
+    let mut base = MockModel::new(out_info.clone(), scores);
+    let mut cand = MockModel::new(out_info, |inp: &[Array]| Ok(vec![logits_of(inp)]));
+    let opts = EvalOptions {
+        batch_size: 1,
+        ..EvalOptions::default()
+    };
+    let eval = evaluate_pair(
+        &mut base,
+        &mut cand,
+        &data(),
+        &Policy::default(),
+        &opts,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(eval.baseline.scores.kind, OutputKind::Logits);
+    assert_eq!(
+        eval.baseline.scores.kind_by,
+        qgate_eval::KindBy::NotDistributions
+    );
+    // Sample 0 looked like probabilities, sample 1 did not: the first window of batches (all
+    // 10 samples here), then all 10 again.
+    assert_eq!(*calls.lock().unwrap(), 20);
+    // Every confidence is softmax's: 4 samples of class 0 ([1, 0, 0]), 6 of [0, 3, 0].
+    let one = qgate_core::metrics::softmax(&[1.0, 0.0, 0.0])[0];
+    let three = qgate_core::metrics::softmax(&[0.0, 3.0, 0.0])[1];
+    let want = (4.0 * one + 6.0 * three) / 10.0;
+    let cal = eval.calibration.as_ref().unwrap();
+    assert!((cal.baseline.mean_confidence - want).abs() < 1e-12);
+}
+
+/// Outputs are kept only when asked, and only for the samples asked.
+#[test]
+fn outputs_are_kept_only_on_request() {
+    let out_info = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("logits", ElemType::F32, vec![n(), Dim::Fixed(3)])],
+    );
+    let run = |keep: usize| {
+        let mut base = MockModel::new(out_info.clone(), |inp: &[Array]| Ok(vec![logits_of(inp)]));
+        let mut cand = MockModel::new(out_info.clone(), |inp: &[Array]| Ok(vec![logits_of(inp)]));
+        let opts = EvalOptions {
+            batch_size: 4,
+            keep_outputs: keep,
+            ..EvalOptions::default()
+        };
+        evaluate_pair(
+            &mut base,
+            &mut cand,
+            &data(),
+            &Policy::default(),
+            &opts,
+            &mut |_, _, _| {},
+        )
+        .unwrap()
+    };
+    assert!(run(0).baseline.outputs.is_empty());
+    let some = run(6);
+    assert_eq!(some.candidate.outputs[0].1.shape, vec![6, 3]);
+    let all = run(usize::MAX);
+    let want = logits_of(&[data().arrays["a"].clone()]);
+    assert_eq!(all.baseline.outputs[0].1, want);
+    // The figures do not depend on what was kept.
+    assert_eq!(run(0).comparison.kl, all.comparison.kl);
+    assert_eq!(
+        serde_json::to_value(&run(0).divergence).unwrap(),
+        serde_json::to_value(&all.divergence).unwrap()
+    );
+}

@@ -66,7 +66,8 @@ fn close(got: f64, want: &Value, what: &str) {
 
 fn metrics(variant: &str) -> Metrics {
     let s = logits(variant);
-    Metrics::compute(&labels(), &s.argmax(), Some(&s), 10, 3, &[])
+    let rows = qgate_core::rows::RowStats::from_scores(&s, &s.softmax(), &labels(), 3);
+    Metrics::compute(&labels(), &s.argmax(), Some(&rows.top_k_hit), 10, 3, &[])
 }
 
 #[test]
@@ -120,16 +121,12 @@ fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
     let (sb, sc) = (logits(base), logits(cand));
     let labels = labels();
     let ids = test_set().ids;
+    let (probs_b, probs_c) = (sb.softmax(), sc.softmax());
     let (pb, pc) = (
-        Predicted {
-            predictions: sb.argmax(),
-            probs: Some(sb.softmax()),
-        },
-        Predicted {
-            predictions: sc.argmax(),
-            probs: Some(sc.softmax()),
-        },
+        Predicted::from_scores(&sb, &probs_b, &labels, 3),
+        Predicted::from_scores(&sc, &probs_c, &labels, 3),
     );
+    let kl = qgate_core::divergence::kl_summary(&probs_b, &probs_c).0;
     let input = PairInput {
         labels: &labels,
         ids: &ids,
@@ -138,6 +135,7 @@ fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
         class_names: &[],
         baseline: &pb,
         candidate: &pc,
+        kl: Some(&kl),
         bootstrap: BootstrapSettings {
             resamples,
             confidence: 0.95,
@@ -301,4 +299,62 @@ fn end_to_end_through_tract_equals_the_reference() {
     assert_eq!(eval.baseline.scores.name, "logits");
     assert_eq!(eval.baseline.scores.kind, qgate_eval::OutputKind::Logits);
     assert_eq!(eval.n_samples, 540);
+}
+
+/// Reading the data from its file batch by batch (every array left in the file) and
+/// reading it whole give the same evaluation, figure for figure, whatever the batch size;
+/// and the lockstep's divergence sums equal the divergence of the whole output tensors.
+#[test]
+fn streamed_data_gives_the_same_evaluation() {
+    let spec =
+        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
+    let mut base = load(&spec("cnn_fp32"), &LoadOptions::default()).unwrap();
+    let mut cand = load(&spec("cnn_int8_qdq"), &LoadOptions::default()).unwrap();
+    let lazy =
+        qgate_data::load_npz_streaming(&fixtures().join("test.npz"), &ArrayKeys::default(), 0)
+            .unwrap();
+    assert!(lazy.stored.contains_key("image") && lazy.arrays.is_empty());
+    let mut figures = |data: &Dataset, batch_size: usize, keep: usize| {
+        let opts = EvalOptions {
+            batch_size,
+            keep_outputs: keep,
+            ..EvalOptions::default()
+        };
+        let e = evaluate_pair(
+            base.as_mut(),
+            cand.as_mut(),
+            data,
+            &Policy::default(),
+            &opts,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        let mut v = serde_json::to_value(&e).unwrap();
+        for side in ["baseline", "candidate"] {
+            v[side]["inference_seconds"] = Value::Null;
+        }
+        v["batch_size"] = Value::Null;
+        (v, e)
+    };
+    let (whole, kept) = figures(&test_set(), 32, usize::MAX);
+    assert_eq!(figures(&lazy, 32, 0).0, whole);
+    // (tract's float sums depend on the batch size: each size against itself; 540 = 77·7 + 1)
+    assert_eq!(figures(&lazy, 7, 0).0, figures(&test_set(), 7, 0).0);
+    // The running sums against the divergence of the stacked outputs.
+    let (b, c) = (&kept.baseline.outputs[0].1, &kept.candidate.outputs[0].1);
+    let want = tensor_divergence(&b.to_f64().unwrap(), &c.to_f64().unwrap(), b.row_len());
+    assert_eq!(kept.divergence[0].tensor, want);
+    // KL and top-k agreement from the kept logits, the way they were computed whole.
+    let scores = |a: &qgate_core::Array| Scores {
+        n_samples: a.shape[0],
+        n_classes: a.shape[1],
+        values: a.to_f64().unwrap(),
+    };
+    let (pb, pc) = (scores(b).softmax(), scores(c).softmax());
+    let kl = qgate_core::divergence::kl_summary(&pb, &pc).1;
+    assert_eq!(kept.comparison.kl.as_ref().unwrap(), &kl);
+    assert_eq!(
+        kept.comparison.top_k_agreement.unwrap(),
+        qgate_core::divergence::top_k_agreement(&pb, &pc, 5)
+    );
 }

@@ -1,7 +1,6 @@
 //! Which data array feeds which model input.
 
 use crate::{Dim, ModelInfo, TensorInfo};
-use qgate_core::Array;
 use qgate_data::Dataset;
 use serde::Serialize;
 
@@ -65,7 +64,7 @@ pub fn resolve_inputs(
 
 /// The data set's array names, comma-separated, for error messages.
 fn available(data: &Dataset) -> String {
-    data.arrays.keys().cloned().collect::<Vec<_>>().join(", ")
+    data.array_names().join(", ")
 }
 
 /// Checks that every `--input NAME=KEY` pair names an input of the model.
@@ -99,11 +98,12 @@ fn choose_array(
     if let (true, Some(k)) = (single, &mapping.single_key) {
         return Ok((k.clone(), BoundBy::InputKey));
     }
-    if data.arrays.contains_key(&input.name) || data.unusable.contains_key(&input.name) {
+    if data.has_array(&input.name) || data.unusable.contains_key(&input.name) {
         return Ok((input.name.clone(), BoundBy::SameName));
     }
-    if single && data.arrays.len() == 1 {
-        let k = data.arrays.keys().next().cloned().unwrap_or_default();
+    let names = data.array_names();
+    if single && names.len() == 1 {
+        let k = names[0].to_string();
         return Ok((k, BoundBy::OnlyArray));
     }
     Err(format!(
@@ -129,7 +129,7 @@ fn check_array(input: &TensorInfo, data: &Dataset, array: &str) -> Result<(), St
             input.name, data.source
         ));
     }
-    let a = data.arrays.get(array).ok_or_else(|| {
+    let (shape, elem) = data.array_meta(array).ok_or_else(|| {
         format!(
             "model input '{}': the data set {} has no array '{array}' (it holds {})",
             input.name,
@@ -137,32 +137,36 @@ fn check_array(input: &TensorInfo, data: &Dataset, array: &str) -> Result<(), St
             available(data)
         )
     })?;
-    if !a.elem_type().is_numeric() {
+    if !elem.is_numeric() {
         return Err(format!(
-            "model input '{}': data array '{array}' holds {}, expected numbers",
+            "model input '{}': data array '{array}' holds {elem}, expected numbers",
             input.name,
-            a.elem_type()
         ));
     }
-    check_shape(input, data, array, a)
+    check_shape(input, data, array, &shape)
 }
 
 /// Checks that array `a` (named `array`) has the rank `input` declares and matches every
 /// fixed dimension after the sample axis; an undeclared shape fits anything.
-fn check_shape(input: &TensorInfo, data: &Dataset, array: &str, a: &Array) -> Result<(), String> {
+fn check_shape(
+    input: &TensorInfo,
+    data: &Dataset,
+    array: &str,
+    shape: &[usize],
+) -> Result<(), String> {
     if input.shape.is_empty() {
         return Ok(());
     }
-    let fits = input.shape.len() == a.shape.len()
+    let fits = input.shape.len() == shape.len()
         && input
             .shape
             .iter()
-            .zip(&a.shape)
+            .zip(shape)
             .skip(1)
             .all(|(d, &s)| !matches!(d, Dim::Fixed(n) if *n != s));
     if !fits {
         let data_shape: Vec<String> = std::iter::once("N".to_string())
-            .chain(a.shape.iter().skip(1).map(usize::to_string))
+            .chain(shape.iter().skip(1).map(usize::to_string))
             .collect();
         return Err(format!(
             "model input '{}' expects shape {} but data array '{array}' has [{}] ({} samples); \
@@ -170,7 +174,7 @@ fn check_shape(input: &TensorInfo, data: &Dataset, array: &str, a: &Array) -> Re
             input.name,
             input.shape_text(),
             data_shape.join(", "),
-            a.n_rows(),
+            shape.first().copied().unwrap_or(0),
             set_aside(data)
         ));
     }
@@ -199,11 +203,11 @@ fn set_aside(data: &Dataset) -> String {
 pub fn ignored_arrays(data: &Dataset, bindings: &[&[InputBinding]]) -> Vec<IgnoredArray> {
     let read = |k: &str| bindings.iter().any(|bs| bs.iter().any(|b| b.array == k));
     let unread = data
-        .arrays
-        .keys()
+        .array_names()
+        .into_iter()
         .filter(|k| !read(k))
         .map(|k| IgnoredArray {
-            name: k.clone(),
+            name: k.to_string(),
             reason: Ignored::NotRead,
         });
     let unusable = data.unusable.iter().map(|(k, why)| IgnoredArray {

@@ -34,7 +34,9 @@ pub use binding::{
 };
 pub use host::{sha256_hex, HostInfo};
 pub use onnx_info::{inspect_onnx, read_onnx};
-pub use ort_rt::{locate_onnxruntime, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION};
+pub use ort_rt::{
+    locate_onnxruntime, ort_environment, OrtLibrary, OrtModel, MIN_ORT_MINOR, TESTED_ORT_VERSION,
+};
 pub use preds::PredsModel;
 pub use remote::{v2_datatype, v2_elem_type, RemoteModel};
 /// The ONNX protobuf types (prost), for crates that edit graphs.

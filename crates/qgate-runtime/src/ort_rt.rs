@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use ort::ep::ExecutionProvider;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use ort::value::{DynValue, Tensor, TensorElementType, TensorRef, ValueType};
 use qgate_core::{Array, ArrayData};
 
 use crate::onnx_info::{model_info, read_proto};
@@ -209,6 +209,19 @@ fn environment(lib: &OrtLibrary) -> Result<&'static OrtEnv, RuntimeError> {
     }
 }
 
+/// The ONNX Runtime environment qgate's sessions live in, from the library `opts` locate
+/// (one per process). Benchmarks build a bare session in it to compare qgate's loop with.
+pub fn ort_environment(
+    opts: &LoadOptions,
+) -> Result<&'static ort::environment::Environment, RuntimeError> {
+    let lib = locate_onnxruntime(
+        opts.ort_lib.as_deref(),
+        opts.ort_env_path.as_deref(),
+        &opts.python,
+    )?;
+    environment(&lib).map(|e| &e.env)
+}
+
 /// A model loaded in ONNX Runtime.
 pub struct OrtModel {
     path: PathBuf,
@@ -358,7 +371,7 @@ impl Model for OrtModel {
     }
 
     fn run(&mut self, inputs: &[Array]) -> Result<Vec<Array>, RuntimeError> {
-        let mut feed: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
+        let mut feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> = Vec::new();
         let declared = &self.declared_inputs;
         if inputs.len() != declared.len() {
             return Err(RuntimeError::Run {
@@ -371,11 +384,20 @@ impl Model for OrtModel {
             });
         }
         for (a, (name, ty)) in inputs.iter().zip(declared) {
-            let value = to_value(a, *ty).map_err(|message| RuntimeError::Input {
+            let bad = |message| RuntimeError::Input {
                 path: self.path.clone(),
                 name: name.clone(),
                 message,
-            })?;
+            };
+            // float32 data is lent to the session as it is: no copy of the batch.
+            if let (Some(TensorElementType::Float32) | None, ArrayData::F32(v)) = (ty, &a.data) {
+                let shape: Vec<i64> = a.shape.iter().map(|&d| d as i64).collect();
+                let view = TensorRef::from_array_view((shape, v.as_slice()))
+                    .map_err(|e| bad(e.to_string()))?;
+                feed.push((Cow::Owned(name.clone()), view.into()));
+                continue;
+            }
+            let value = to_value(a, *ty).map_err(bad)?;
             feed.push((Cow::Owned(name.clone()), value.into()));
         }
         let path = self.path.clone();

@@ -786,6 +786,7 @@ impl CompareArgs {
                     seed: self.bootstrap_seed.unwrap_or(eval.bootstrap.seed),
                 },
                 corruptions: None,
+                keep_outputs: 0,
             },
             policy,
             progress: interactive && !self.report.no_progress,

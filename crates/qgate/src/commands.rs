@@ -8,7 +8,7 @@ use crate::cli::{AnalyzeConfig, BenchConfig, CompareConfig, InspectArgs, PerfCon
 use crate::ui::{progress_bar, spinner, write_report};
 
 pub(crate) fn compare(cfg: CompareConfig) -> Result<Verdict> {
-    let bar = progress_bar(cfg.progress, 1 + cfg.candidates.len());
+    let bar = progress_bar(cfg.progress);
     let accuracy =
         qgate_app::compare::run(&cfg, &mut |side, done, all| bar.advance(side, done, all))?;
     bar.0.finish_and_clear();
@@ -28,7 +28,7 @@ pub(crate) fn bench(cfg: BenchConfig) -> Result<Verdict> {
 
 pub(crate) fn check(cfg: CompareConfig, perf: PerfConfig) -> Result<Verdict> {
     let exe = worker_exe()?;
-    let bar = progress_bar(cfg.progress, 1 + cfg.candidates.len());
+    let bar = progress_bar(cfg.progress);
     // The benchmark's spinner replaces the accuracy bar when measuring starts.
     let mut spin: Option<ProgressBar> = None;
     let report = qgate_app::bench::check(

@@ -9,43 +9,32 @@ use qgate_report::{Status, Verdict};
 
 /// The evaluation's progress bar: every model's samples on one bar (the baseline, then
 /// each candidate).
-pub(crate) struct SamplesBar(pub(crate) ProgressBar, u64);
+pub(crate) struct SamplesBar(pub(crate) ProgressBar);
 
 impl SamplesBar {
-    pub(crate) fn advance(&self, side: &str, done: usize, all: usize) {
+    /// Every model runs each batch in turn: one bar of samples per pass over the data
+    /// (the clean data, then each corrupted copy), labelled by the pass.
+    pub(crate) fn advance(&self, pass: &str, done: usize, all: usize) {
         let all = all as u64;
-        if self.0.length() != Some(self.1 * all) {
-            self.0.set_length(self.1 * all);
+        if self.0.length() != Some(all) {
+            self.0.set_length(all);
         }
-        // `baseline`, `candidate`, or `candidate K` of several, each maybe followed by
-        // `· dark:3` on a corrupted copy (the bar then runs once per copy).
-        let mut words = side.split_whitespace();
-        let index = match words.next() {
-            Some("candidate") => words
-                .next()
-                .and_then(|k| k.parse::<u64>().ok())
-                .unwrap_or(1),
-            _ => 0,
-        };
-        let offset = index * all;
-        self.0.set_message(side.to_string());
-        self.0.set_position(offset + done as u64);
+        self.0.set_message(pass.to_string());
+        self.0.set_position(done as u64);
     }
 }
 
-/// A bar over `models` models' samples (1 + the number of candidates).
-pub(crate) fn progress_bar(show: bool, models: usize) -> SamplesBar {
-    let models = models.max(1) as u64;
+pub(crate) fn progress_bar(show: bool) -> SamplesBar {
     if !show {
-        return SamplesBar(ProgressBar::hidden(), models);
+        return SamplesBar(ProgressBar::hidden());
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:>11} [{bar:30}] {pos}/{len} samples ({eta})")
+        ProgressStyle::with_template("{spinner} {msg:>20} [{bar:30}] {pos}/{len} samples ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    SamplesBar(bar, models)
+    SamplesBar(bar)
 }
 
 /// Writes every report file and prints the verdict, criteria and notes.

@@ -1,0 +1,120 @@
+//! Arrays left in their file: rows read by seeking are the rows numpy wrote, through
+//! `--limit`/`--seed` selections; small, deflated and Fortran-order arrays are read whole.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+
+use qgate_core::{Array, ArrayData};
+use qgate_data::npy::{encode_npy, write_npz};
+use qgate_data::{load_npz, load_npz_streaming, ArrayKeys, Dataset, ImagePreprocess};
+
+#[path = "../../../tests/reference/fixtures.rs"]
+mod fixtures_dir;
+use fixtures_dir::fixtures;
+
+/// The digits written by numpy (`numpy.savez`: uncompressed), every feature array left in
+/// the file, read back through selections.
+#[test]
+fn stored_rows_are_the_rows_numpy_wrote() {
+    let path = fixtures().join("test.npz");
+    let whole = load_npz(&path, &ArrayKeys::default()).unwrap();
+    let mut lazy = load_npz_streaming(&path, &ArrayKeys::default(), 0).unwrap();
+    assert!(lazy.arrays.is_empty(), "{:?}", lazy.arrays.keys());
+    assert_eq!(
+        lazy.stored.keys().collect::<Vec<_>>(),
+        whole.arrays.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(lazy.ids, whole.ids);
+    assert_eq!(lazy.labels, whole.labels);
+    for name in whole.arrays.keys() {
+        assert_eq!(
+            lazy.array_meta(name),
+            Some((
+                whole.arrays[name].shape.clone(),
+                whole.arrays[name].elem_type()
+            ))
+        );
+    }
+    // Runs of rows, a single row, rows out of order.
+    let idx = [0, 1, 2, 3, 17, 539, 100, 99];
+    assert_eq!(
+        lazy.read_rows("image", &idx).unwrap(),
+        whole.arrays["image"].select_rows(&idx)
+    );
+    // A seeded subset: positions map to the file's rows.
+    let mut sub = whole.clone();
+    sub.subset(Some(50), Some(7));
+    lazy.subset(Some(50), Some(7));
+    assert_eq!(lazy.array_meta("x").unwrap().0, vec![50, 64]);
+    let all: Vec<usize> = (0..50).collect();
+    assert_eq!(lazy.read_rows("x", &all).unwrap(), sub.arrays["x"]);
+    lazy.materialize().unwrap();
+    assert!(lazy.stored.is_empty());
+    assert_eq!(lazy.arrays["image"], sub.arrays["image"]);
+    assert!(lazy.read_rows("no_such", &[0]).is_err());
+}
+
+/// Through `Dataset::load`: a feature array of 16 MiB or more stays in the file, labels
+/// are read whole whatever their size, and a deflated member (no seeking inside it) is
+/// read whole.
+#[test]
+fn large_uncompressed_arrays_stay_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 4200;
+    let width = 1024; // 4 KiB per row: 16.4 MiB in all
+    let x: Vec<f32> = (0..rows * width).map(|i| (i % 9973) as f32 * 0.5).collect();
+    let x = Array::new(vec![rows, width], ArrayData::F32(x)).unwrap();
+    let y = Array::new(
+        vec![rows],
+        ArrayData::I64((0..rows as i64).map(|i| i % 10).collect()),
+    )
+    .unwrap();
+    let stored = dir.path().join("big.npz");
+    write_npz(
+        std::fs::File::create(&stored).unwrap(),
+        &[("x", &x), ("label", &y)],
+    )
+    .unwrap();
+    let ds = Dataset::load(&stored, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap();
+    assert!(ds.stored.contains_key("x") && ds.arrays.is_empty());
+    assert_eq!(ds.labels.as_ref().unwrap()[4199], 9);
+    assert_eq!(
+        ds.read_rows("x", &[4199, 0]).unwrap(),
+        x.select_rows(&[4199, 0])
+    );
+
+    let deflated = dir.path().join("deflated.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&deflated).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    for (name, a) in [("x", &x), ("label", &y)] {
+        zip.start_file(format!("{name}.npy"), opts).unwrap();
+        zip.write_all(&encode_npy(a)).unwrap();
+    }
+    zip.finish().unwrap();
+    let ds = Dataset::load(
+        &deflated,
+        &ArrayKeys::default(),
+        &ImagePreprocess::default(),
+    )
+    .unwrap();
+    assert!(ds.stored.is_empty());
+    assert_eq!(ds.arrays["x"], x);
+
+    // A .npy file of the same array is left in its file too.
+    let npy = dir.path().join("x.npy");
+    std::fs::write(&npy, encode_npy(&x)).unwrap();
+    let ds = Dataset::load(&npy, &ArrayKeys::default(), &ImagePreprocess::default()).unwrap();
+    assert_eq!(ds.len(), rows);
+    assert_eq!(ds.read_rows("x", &[7]).unwrap(), x.select_rows(&[7]));
+
+    // Truncated: the header promises more rows than the file holds.
+    let bytes = encode_npy(&x);
+    std::fs::write(&npy, &bytes[..bytes.len() - 4096]).unwrap();
+    let err = Dataset::load(&npy, &ArrayKeys::default(), &ImagePreprocess::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("x.npy") && err.contains("truncated"), "{err}");
+}

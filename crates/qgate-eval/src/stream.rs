@@ -1,0 +1,724 @@
+//! Every model of an evaluation run over the data in lockstep, batch by batch: each batch
+//! is read once (on another thread, while the models run the previous one), fed to every
+//! model, and reduced at once to the per-sample figures the statistics read (top-1, top-k,
+//! confidence, Brier, KL) and to running sums of every output's divergence. Output rows are
+//! then dropped, unless the caller keeps them (`--save-outputs`, `qgate check`'s reference
+//! outputs), so memory does not grow with the outputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use qgate_core::compare::Predicted;
+use qgate_core::divergence::{kl_divergence, DivergenceSums};
+use qgate_core::metrics::{argmax, softmax};
+use qgate_core::rows::RowStats;
+use qgate_core::Array;
+use qgate_data::Dataset;
+use qgate_runtime::{Model, ModelInfo, RuntimeError};
+
+use crate::outputs::{choose_output, detect_kind, is_distribution, normalise, ChosenBy, KindBy};
+use crate::run::{
+    check_fixed_batch_memory, check_rows_by_position, fixed_batch_of, BatchTransform,
+};
+use crate::{EvalError, InputBinding, OutputDivergence, OutputKind, ScoreOutput};
+
+/// One model of a lockstep run.
+pub(crate) struct Member<'m> {
+    /// `baseline`, `candidate`, `candidate 2`: names it in errors.
+    pub side: String,
+    pub model: &'m mut dyn Model,
+    /// Which data array feeds which input.
+    pub bindings: &'m [InputBinding],
+    /// The score output and its kind, when fixed (a corrupted copy reads the clean run's).
+    pub forced: Option<(String, OutputKind)>,
+}
+
+/// What a run asks for beyond the per-sample figures.
+pub(crate) struct StreamOptions<'a> {
+    /// Samples per lockstep batch (a model with a fixed batch dimension runs it in its own).
+    pub batch_size: usize,
+    /// `k` of the top-k figures.
+    pub top_k: usize,
+    /// `--output`.
+    pub output: Option<&'a str>,
+    /// `--output-kind`.
+    pub output_kind: Option<OutputKind>,
+    /// Keep every output of every model for the first this many samples (for
+    /// `--save-outputs` and `qgate check`).
+    pub keep_outputs: usize,
+    /// Whether to sum each candidate's output divergence from the baseline.
+    pub divergence: bool,
+    /// Changes each batch of an array before the models see it (corruptions).
+    pub transform: Option<&'a BatchTransform<'a>>,
+}
+
+/// One model's run, reduced.
+pub(crate) struct StreamedSide {
+    /// The output read as predictions (without per-sample values).
+    pub scores: ScoreOutput,
+    pub predicted: Predicted,
+    /// Wall time of this model's inference, seconds.
+    pub seconds: f64,
+    /// Every output, stacked, when kept; else empty.
+    pub outputs: Arc<Vec<(String, Array)>>,
+}
+
+/// The baseline (member 0) against one candidate.
+pub(crate) struct StreamedPair {
+    /// KL(baseline ‖ candidate) per sample, when both give probabilities.
+    pub kl: Option<Vec<f64>>,
+    pub divergence: Vec<OutputDivergence>,
+    pub divergence_skipped: Vec<(String, String)>,
+}
+
+/// The reduced run of every member.
+pub(crate) struct Streamed {
+    pub sides: Vec<StreamedSide>,
+    /// One per candidate (members after the first).
+    pub pairs: Vec<StreamedPair>,
+}
+
+/// How a side reads its score output, decided on the first batch.
+#[derive(Clone)]
+struct Reading {
+    name: String,
+    index: usize,
+    kind: OutputKind,
+    chosen_by: ChosenBy,
+    kind_by: KindBy,
+    n_classes: usize,
+    /// Detected as probabilities: every later row must be a distribution too, else the
+    /// run restarts reading the output as logits.
+    verify: bool,
+}
+
+/// A probabilities-looking output that turned out not to be: the run restarts with this
+/// member's output read as logits.
+struct Restart(usize);
+
+/// Runs every member over `data` in lockstep and reduces the outputs; `labels` are the
+/// raw labels (one per sample). `progress(label, done, all)`.
+pub(crate) fn stream(
+    members: &mut [Member<'_>],
+    data: &Dataset,
+    labels: &[i64],
+    opts: &StreamOptions<'_>,
+    label: &str,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Streamed, EvalError> {
+    for m in members.iter() {
+        let runtime = |source| EvalError::Runtime {
+            side: m.side.clone(),
+            source,
+        };
+        if let Some(f) = fixed_batch_of(m.model.info()) {
+            let names: Vec<&str> = m.bindings.iter().map(|b| b.array.as_str()).collect();
+            check_fixed_batch_memory(&*m.model, m.model.info(), data, &names, f)
+                .map_err(runtime)?;
+        }
+        check_rows_by_position(&*m.model, data).map_err(runtime)?;
+    }
+    let mut logits_after_all: Vec<bool> = vec![false; members.len()];
+    loop {
+        match pass(
+            members,
+            data,
+            labels,
+            opts,
+            &logits_after_all,
+            label,
+            progress,
+        )? {
+            Ok(done) => return Ok(done),
+            Err(Restart(k)) => logits_after_all[k] = true,
+        }
+    }
+}
+
+/// Per-member state of one pass.
+struct SideState {
+    reading: Option<Reading>,
+    predictions: Vec<Option<usize>>,
+    rows: Option<RowStats>,
+    seconds: f64,
+    parts: Vec<Vec<Array>>,
+}
+
+/// Per-candidate state of one pass.
+struct PairState {
+    kl: Option<Vec<f64>>,
+    /// Running sums per compared output, in the baseline's declaration order.
+    sums: Vec<(String, DivergenceSums)>,
+    skipped: Vec<(String, String)>,
+    decided: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pass(
+    members: &mut [Member<'_>],
+    data: &Dataset,
+    labels: &[i64],
+    opts: &StreamOptions<'_>,
+    as_logits: &[bool],
+    label: &str,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Result<Streamed, Restart>, EvalError> {
+    let n = data.len();
+    let batch = members
+        .iter()
+        .find_map(|m| fixed_batch_of(m.model.info()))
+        .unwrap_or(opts.batch_size)
+        .max(1);
+    // Arrays any member reads, each read once per batch.
+    let mut arrays: Vec<&str> = Vec::new();
+    for m in members.iter() {
+        for b in m.bindings {
+            if data.has_array(&b.array) && !arrays.contains(&b.array.as_str()) {
+                arrays.push(&b.array);
+            }
+        }
+    }
+    let batches: Vec<(usize, usize)> = (0..n)
+        .step_by(batch)
+        .map(|s| (s, (s + batch).min(n)))
+        .collect();
+    let mut sides: Vec<SideState> = members
+        .iter()
+        .map(|m| SideState {
+            reading: None,
+            predictions: Vec::with_capacity(n),
+            rows: None,
+            seconds: 0.0,
+            parts: vec![Vec::new(); m.model.info().outputs.len()],
+        })
+        .collect();
+    let mut pairs: Vec<PairState> = (1..members.len())
+        .map(|_| PairState {
+            kl: None,
+            sums: Vec::new(),
+            skipped: Vec::new(),
+            decided: false,
+        })
+        .collect();
+    // Batches are grouped in windows of about WINDOW_BYTES of input: each model runs a
+    // whole window before the next model (its weights stay in cache, as in a loop over one
+    // model), and only one window's inputs and outputs are held, plus the next window's
+    // inputs, which the reader thread prepares meanwhile (a rendezvous channel: it hands
+    // one over only when the models are ready for it).
+    let row_bytes: usize = arrays
+        .iter()
+        .filter_map(|a| data.array_meta(a))
+        .map(|(shape, elem)| shape.iter().skip(1).product::<usize>() * elem.size_bytes())
+        .sum::<usize>()
+        .max(1);
+    let per_window = (WINDOW_BYTES / (row_bytes * batch)).max(1);
+    let windows: Vec<&[(usize, usize)]> = batches.chunks(per_window).collect();
+    progress(label, 0, n);
+    let outcome = std::thread::scope(|scope| -> Result<Option<Restart>, EvalError> {
+        type Window = Result<Vec<Vec<Array>>, String>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Window>(0);
+        {
+            let (windows, arrays) = (&windows, &arrays);
+            let transform = opts.transform;
+            scope.spawn(move || {
+                for w in windows {
+                    let read: Window = w
+                        .iter()
+                        .map(|&(s, e)| {
+                            let idx: Vec<usize> = (s..e).collect();
+                            crate::run::read_batch(data, arrays, &idx, transform)
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect();
+                    if tx.send(read).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        for w in &windows {
+            let read = rx.recv().map_err(|_| EvalError::Inputs {
+                side: data.source.clone(),
+                message: "the thread reading batches stopped".into(),
+            })?;
+            let read = read.map_err(|message| EvalError::Inputs {
+                side: data.source.clone(),
+                message,
+            })?;
+            let by_name: Vec<BTreeMap<&str, &Array>> = read
+                .iter()
+                .map(|batch| arrays.iter().copied().zip(batch.iter()).collect())
+                .collect();
+            // [member][batch of the window]
+            let mut outs: Vec<Vec<Vec<Array>>> = Vec::with_capacity(members.len());
+            for (m, st) in members.iter_mut().zip(sides.iter_mut()) {
+                let mut mine = Vec::with_capacity(w.len());
+                for (&(start, end), inputs) in w.iter().zip(&by_name) {
+                    let t = Instant::now();
+                    mine.push(run_member(m, data, inputs, start, end)?);
+                    st.seconds += t.elapsed().as_secs_f64();
+                }
+                outs.push(mine);
+            }
+            for (b, &(start, end)) in w.iter().enumerate() {
+                let batch: Vec<Vec<Array>> = outs
+                    .iter_mut()
+                    .map(|per_batch| std::mem::take(&mut per_batch[b]))
+                    .collect();
+                let ctx = BatchContext {
+                    labels,
+                    opts,
+                    as_logits,
+                    start,
+                    end,
+                    n,
+                };
+                if let Some(restart) = reduce_batch(members, &mut sides, &mut pairs, batch, &ctx)? {
+                    return Ok(Some(restart));
+                }
+            }
+            progress(label, w.last().map_or(0, |b| b.1), n);
+        }
+        Ok(None)
+    })?;
+    if let Some(restart) = outcome {
+        return Ok(Err(restart));
+    }
+    let score_name = sides[0]
+        .reading
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let pairs = pairs
+        .into_iter()
+        .map(|p| StreamedPair {
+            kl: p.kl,
+            divergence: p
+                .sums
+                .into_iter()
+                .map(|(output, sums)| OutputDivergence {
+                    is_score_output: output == score_name,
+                    tensor: sums.finish(),
+                    output,
+                })
+                .collect(),
+            divergence_skipped: p.skipped,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(sides.len());
+    for (m, st) in members.iter().zip(sides) {
+        let reading = st.reading.unwrap_or(Reading {
+            name: String::new(),
+            index: 0,
+            kind: OutputKind::Logits,
+            chosen_by: ChosenBy::FirstScores,
+            kind_by: KindBy::NotDistributions,
+            n_classes: 0,
+            verify: false,
+        });
+        let outputs = if opts.keep_outputs > 0 {
+            stack(m, st.parts)?
+        } else {
+            Vec::new()
+        };
+        out.push(StreamedSide {
+            scores: ScoreOutput {
+                name: reading.name,
+                kind: reading.kind,
+                chosen_by: reading.chosen_by,
+                kind_by: reading.kind_by,
+                n_classes: reading.n_classes,
+                predictions: Vec::new(),
+                scores: None,
+                probs: None,
+            },
+            predicted: Predicted {
+                predictions: st.predictions,
+                rows: st.rows,
+            },
+            seconds: st.seconds,
+            outputs: Arc::new(outputs),
+        });
+    }
+    Ok(Ok(Streamed { sides: out, pairs }))
+}
+
+/// Input bytes of a window of batches (see [`pass`]).
+const WINDOW_BYTES: usize = 8 << 20;
+
+/// Where a batch sits and what the reduction needs besides the outputs.
+struct BatchContext<'a> {
+    labels: &'a [i64],
+    opts: &'a StreamOptions<'a>,
+    as_logits: &'a [bool],
+    start: usize,
+    end: usize,
+    /// Samples in all.
+    n: usize,
+}
+
+/// Reduces one batch's outputs of every member (`outs[member]`): per-sample figures, KL
+/// and divergence per pair, and the outputs kept. `Some(Restart)` when a member's output
+/// read as probabilities turns out not to be.
+fn reduce_batch(
+    members: &[Member<'_>],
+    sides: &mut [SideState],
+    pairs: &mut [PairState],
+    outs: Vec<Vec<Array>>,
+    ctx: &BatchContext<'_>,
+) -> Result<Option<Restart>, EvalError> {
+    let (start, end, n) = (ctx.start, ctx.end, ctx.n);
+    for (k, (m, st)) in members.iter().zip(sides.iter_mut()).enumerate() {
+        if st.reading.is_none() {
+            st.reading = Some(decide(m, &outs[k], ctx.opts, ctx.as_logits[k])?);
+        }
+    }
+    // Probabilities of each member's rows, for the per-sample figures and KL.
+    let mut probs: Vec<Option<(Vec<f64>, usize)>> = Vec::with_capacity(members.len());
+    for (k, (m, st)) in members.iter().zip(sides.iter_mut()).enumerate() {
+        let Some(reading) = st.reading.clone() else {
+            probs.push(None);
+            continue;
+        };
+        let score = &outs[k][reading.index];
+        match reduce(m, st, &reading, score, ctx.labels, start, ctx.opts.top_k)? {
+            Ok(p) => probs.push(p),
+            Err(()) => return Ok(Some(Restart(k))),
+        }
+    }
+    for (c, pair) in pairs.iter_mut().enumerate() {
+        let k = c + 1;
+        if let (Some((pb, wb)), Some((pc, wc))) = (&probs[0], &probs[k]) {
+            let kl = pair.kl.get_or_insert_with(|| Vec::with_capacity(n));
+            kl.extend(
+                pb.chunks(*wb)
+                    .zip(pc.chunks(*wc))
+                    .map(|(p, q)| kl_divergence(p, q)),
+            );
+        }
+        if ctx.opts.divergence {
+            sum_divergence(pair, &members[0], &members[k], &outs[0], &outs[k], n)?;
+        }
+    }
+    if start < ctx.opts.keep_outputs {
+        let keep = (ctx.opts.keep_outputs - start).min(end - start);
+        for (st, out) in sides.iter_mut().zip(outs) {
+            for (slot, a) in st.parts.iter_mut().zip(out) {
+                slot.push(if keep < end - start {
+                    a.slice_rows(0, keep)
+                } else {
+                    a
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one member on samples `start..end`: by id for saved outputs, else on the batch's
+/// arrays (in chunks of its fixed batch, the last padded with its last sample).
+fn run_member(
+    m: &mut Member<'_>,
+    data: &Dataset,
+    by_name: &BTreeMap<&str, &Array>,
+    start: usize,
+    end: usize,
+) -> Result<Vec<Array>, EvalError> {
+    let runtime = |source| EvalError::Runtime {
+        side: m.side.clone(),
+        source,
+    };
+    let info = m.model.info().clone();
+    let real = end - start;
+    if m.model.keyed_by_sample() {
+        let ids: Vec<String> = (start..end).map(|i| data.ids[i].clone()).collect();
+        let rows: Vec<usize> = (start..end).map(|i| data.rows[i]).collect();
+        let out = m.model.run_samples(&ids, &rows).map_err(runtime)?;
+        check_outputs(m, &info, &out, real)?;
+        return Ok(out);
+    }
+    let inputs: Vec<&Array> = m
+        .bindings
+        .iter()
+        .filter_map(|b| by_name.get(b.array.as_str()).copied())
+        .collect();
+    let Some(fixed) = fixed_batch_of(&info).filter(|&f| f != real) else {
+        let owned: Vec<Array>;
+        let out = if inputs.len() == 1 {
+            m.model.run(std::slice::from_ref(inputs[0]))
+        } else {
+            owned = inputs.iter().map(|a| (*a).clone()).collect();
+            m.model.run(&owned)
+        }
+        .map_err(runtime)?;
+        check_outputs(m, &info, &out, real)?;
+        return Ok(out);
+    };
+    let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
+    for s in (0..real).step_by(fixed) {
+        let e = (s + fixed).min(real);
+        let mut idx: Vec<usize> = (s..e).collect();
+        idx.resize(fixed, e - 1);
+        let chunk: Vec<Array> = inputs.iter().map(|a| a.select_rows(&idx)).collect();
+        let out = m.model.run(&chunk).map_err(runtime)?;
+        check_outputs(m, &info, &out, fixed)?;
+        for (slot, o) in parts.iter_mut().zip(out) {
+            slot.push(if e - s < fixed {
+                o.slice_rows(0, e - s)
+            } else {
+                o
+            });
+        }
+    }
+    stack_parts(m, &info, parts)
+}
+
+fn check_outputs(
+    m: &Member<'_>,
+    info: &ModelInfo,
+    out: &[Array],
+    rows: usize,
+) -> Result<(), EvalError> {
+    qgate_runtime::check_batch_outputs(info, out, Some(rows)).map_err(|message| {
+        EvalError::Runtime {
+            side: m.side.clone(),
+            source: RuntimeError::Run {
+                path: m.model.provenance().spec.into(),
+                message,
+            },
+        }
+    })
+}
+
+fn stack_parts(
+    m: &Member<'_>,
+    info: &ModelInfo,
+    parts: Vec<Vec<Array>>,
+) -> Result<Vec<Array>, EvalError> {
+    info.outputs
+        .iter()
+        .zip(parts)
+        .map(|(o, part)| {
+            Array::concat_rows(&part).ok_or_else(|| EvalError::Outputs {
+                side: m.side.clone(),
+                message: format!(
+                    "output '{}' changes shape or type between batches; qgate needs a sample axis first",
+                    o.name
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Every kept output of a member, stacked over the batches.
+fn stack(m: &Member<'_>, parts: Vec<Vec<Array>>) -> Result<Vec<(String, Array)>, EvalError> {
+    let info = m.model.info().clone();
+    let stacked = stack_parts(m, &info, parts)?;
+    Ok(info
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .zip(stacked)
+        .collect())
+}
+
+/// Chooses the score output and its kind from the first batch's outputs.
+fn decide(
+    m: &Member<'_>,
+    outs: &[Array],
+    opts: &StreamOptions<'_>,
+    as_logits: bool,
+) -> Result<Reading, EvalError> {
+    let err = |message: String| EvalError::Outputs {
+        side: m.side.clone(),
+        message,
+    };
+    let named: Vec<(String, &Array)> = m
+        .model
+        .info()
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .zip(outs.iter())
+        .collect();
+    let (wanted, kind) = match &m.forced {
+        Some((name, kind)) => (Some(name.as_str()), Some(*kind)),
+        None => (opts.output, opts.output_kind),
+    };
+    let (index, chosen_by) = choose_output(&named, wanted).map_err(err)?;
+    let (name, array) = (&named[index].0, named[index].1);
+    let is_labels_shape = array.shape.len() == 1 || (array.shape.len() == 2 && array.shape[1] == 1);
+    let (kind, kind_by) = match kind {
+        Some(k) => (k, KindBy::KindFlag),
+        None if is_labels_shape && array.elem_type().is_integer() => {
+            (OutputKind::Labels, KindBy::IntegerPerSample)
+        }
+        None if as_logits => (OutputKind::Logits, KindBy::NotDistributions),
+        None => {
+            let values = array
+                .to_f64()
+                .ok_or_else(|| err(format!("output '{name}' is not numeric")))?;
+            detect_kind(&values, array.row_len())
+        }
+    };
+    if kind == OutputKind::Labels && !is_labels_shape {
+        return Err(err(format!(
+            "output '{name}' has shape {:?}; labels need one value per sample ([N] or [N, 1])",
+            array.shape
+        )));
+    }
+    if kind != OutputKind::Labels && array.shape.len() != 2 {
+        return Err(err(format!(
+            "output '{name}' has shape {:?}; class scores need shape [N, C]",
+            array.shape
+        )));
+    }
+    Ok(Reading {
+        name: name.clone(),
+        index,
+        kind,
+        chosen_by,
+        kind_by,
+        n_classes: if kind == OutputKind::Labels {
+            0
+        } else {
+            array.shape[1]
+        },
+        verify: kind_by == KindBy::RowsSumToOne,
+    })
+}
+
+/// Adds one batch of a member's score output (samples from `start`) to its per-sample
+/// figures; returns its probability rows (`None` for labels), or `Err(())` when an output
+/// read as probabilities holds a row that is not a distribution.
+#[allow(clippy::type_complexity)]
+fn reduce(
+    m: &Member<'_>,
+    st: &mut SideState,
+    reading: &Reading,
+    array: &Array,
+    labels: &[i64],
+    start: usize,
+    top_k: usize,
+) -> Result<Result<Option<(Vec<f64>, usize)>, ()>, EvalError> {
+    let name = &reading.name;
+    let values = array.to_f64().ok_or_else(|| EvalError::Outputs {
+        side: m.side.clone(),
+        message: format!("output '{name}' is not numeric"),
+    })?;
+    if reading.kind == OutputKind::Labels {
+        // NaN or infinite: a non-finite answer. A finite value that is no class index is a
+        // broken output, not a wrong answer.
+        if let Some((i, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.is_finite() && (**v < 0.0 || v.fract() != 0.0))
+        {
+            return Err(EvalError::Outputs {
+                side: m.side.clone(),
+                message: format!(
+                    "output '{name}' holds predicted labels, but sample {} has {v}; expected class indices 0, 1, 2, …",
+                    start + i
+                ),
+            });
+        }
+        st.predictions
+            .extend(values.iter().map(|&v| v.is_finite().then_some(v as usize)));
+        return Ok(Ok(None));
+    }
+    let w = reading.n_classes.max(1);
+    if reading.verify
+        && !values
+            .chunks(w)
+            .filter(|r| r.iter().all(|v| v.is_finite()))
+            .all(is_distribution)
+    {
+        return Ok(Err(()));
+    }
+    let rows = st
+        .rows
+        .get_or_insert_with(|| RowStats::with_capacity(top_k, reading.n_classes, labels.len()));
+    let mut probs = Vec::with_capacity(values.len());
+    for (i, row) in values.chunks(w).enumerate() {
+        st.predictions.push(argmax(row));
+        let p = match reading.kind {
+            OutputKind::Logits => softmax(row),
+            _ => normalise(row),
+        };
+        let y = labels
+            .get(start + i)
+            .and_then(|&y| usize::try_from(y).ok())
+            .filter(|&y| y < reading.n_classes);
+        rows.push(row, &p, y);
+        probs.extend(p);
+    }
+    Ok(Ok(Some((probs, w))))
+}
+
+/// Adds one batch to the running divergence of every output the baseline and a candidate
+/// share; the first batch decides which outputs are compared (`n`: samples in all, for
+/// the shapes named in a skip reason).
+fn sum_divergence(
+    pair: &mut PairState,
+    base: &Member<'_>,
+    cand: &Member<'_>,
+    base_out: &[Array],
+    cand_out: &[Array],
+    n: usize,
+) -> Result<(), EvalError> {
+    let cand_names: Vec<&str> = cand
+        .model
+        .info()
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    let full = |a: &Array| {
+        let mut s = a.shape.clone();
+        if let Some(f) = s.first_mut() {
+            *f = n;
+        }
+        s
+    };
+    for (o, a) in base.model.info().outputs.iter().zip(base_out) {
+        let name = o.name.as_str();
+        let Some(j) = cand_names.iter().position(|c| *c == name) else {
+            if !pair.decided {
+                pair.skipped.push((
+                    name.to_string(),
+                    "the candidate has no output of this name".into(),
+                ));
+            }
+            continue;
+        };
+        let b = &cand_out[j];
+        if !pair.decided {
+            if a.shape.get(1..) != b.shape.get(1..) {
+                pair.skipped.push((
+                    name.to_string(),
+                    format!(
+                        "shapes differ: baseline {:?}, candidate {:?}",
+                        full(a),
+                        full(b)
+                    ),
+                ));
+                continue;
+            }
+            if !(a.elem_type().is_numeric() && b.elem_type().is_numeric()) {
+                pair.skipped.push((name.to_string(), "not numeric".into()));
+                continue;
+            }
+            pair.sums
+                .push((name.to_string(), DivergenceSums::default()));
+        }
+        let Some((_, sums)) = pair.sums.iter_mut().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if let (Some(x), Some(y)) = (a.to_f64(), b.to_f64()) {
+            sums.add(&x, &y, a.row_len());
+        }
+    }
+    pair.decided = true;
+    Ok(())
+}
