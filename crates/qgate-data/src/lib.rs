@@ -120,7 +120,8 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Builds a data set from arrays; ids default to the sample index.
+    /// Builds a data set from arrays; ids default to the sample index. The sample count is
+    /// the first array's, else the labels', else the ids'.
     pub fn from_arrays(
         source: &str,
         arrays: Vec<(String, Array)>,
@@ -132,6 +133,7 @@ impl Dataset {
             .first()
             .map(|(_, a)| a.n_rows())
             .or(labels.as_ref().map(Vec::len))
+            .or(ids.as_ref().map(Vec::len))
             .unwrap_or(0);
         let mut map = BTreeMap::new();
         for (k, a) in arrays {
@@ -401,11 +403,9 @@ pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
             Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?
         }
         Member::Stored(s) => {
-            let n = s.shape()[0];
-            let mut ds = Dataset::from_arrays(&path.display().to_string(), Vec::new(), None, None)?;
-            ds.ids = (0..n).map(|i| i.to_string()).collect();
-            ds.rows = (0..n).collect();
-            ds.file_rows = n;
+            let ids = (0..s.shape()[0]).map(|i| i.to_string()).collect();
+            let source = path.display().to_string();
+            let mut ds = Dataset::from_arrays(&source, Vec::new(), None, Some(ids))?;
             ds.stored.insert(stem, s);
             ds
         }

@@ -383,6 +383,26 @@ fn to_c_order(a: Array) -> Array {
 /// The members of an `.npz` archive: name (without `.npy`) and the parsed array.
 pub type NpzMembers = Vec<(String, Result<Array, NpyError>)>;
 
+/// The whole uncompressed content of archive member `name`. The header's size is the
+/// archive's word: it is checked before allocating, and no more than it says is read (a
+/// deflate bomb cannot grow past it).
+pub(crate) fn member_bytes<R: Read>(
+    member: &mut zip::read::ZipFile<'_, R>,
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    let size = member.size();
+    qgate_core::memory::check(
+        u128::from(size),
+        &format!("archive member '{name}' (uncompressed)"),
+    )?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    member
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read archive member '{name}': {e}"))?;
+    Ok(bytes)
+}
+
 /// Reads every `.npy` member of an `.npz` archive (stored or deflated), in archive order.
 pub fn read_npz<R: Read + std::io::Seek>(reader: R) -> Result<NpzMembers, String> {
     let mut zip =
@@ -393,18 +413,7 @@ pub fn read_npz<R: Read + std::io::Seek>(reader: R) -> Result<NpzMembers, String
             .by_index(i)
             .map_err(|e| format!("cannot read archive member {i}: {e}"))?;
         let name = file.name().to_string();
-        // The header's size is the archive's word: check it before allocating, and read no
-        // more than it says (a deflate bomb cannot grow past it).
-        let size = file.size();
-        qgate_core::memory::check(
-            u128::from(size),
-            &format!("archive member '{name}' (uncompressed)"),
-        )?;
-        let mut bytes = Vec::with_capacity(size as usize);
-        (&mut file)
-            .take(size)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read archive member '{name}': {e}"))?;
+        let bytes = member_bytes(&mut file, &name)?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         out.push((key, parse_npy(&bytes)));
     }

@@ -179,15 +179,7 @@ pub(crate) fn read_npz_file(path: &Path, min_bytes: u64) -> Result<Members, Stri
             out.push((key, read));
             continue;
         }
-        qgate_core::memory::check(
-            u128::from(size),
-            &format!("archive member '{name}' (uncompressed)"),
-        )?;
-        let mut bytes = Vec::with_capacity(size as usize);
-        (&mut member)
-            .take(size)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read archive member '{name}': {e}"))?;
+        let bytes = crate::npy::member_bytes(&mut member, &name)?;
         out.push((key, parse_npy(&bytes).map(Member::Loaded)));
     }
     Ok(out)

@@ -138,11 +138,6 @@ fn compare_against_bare_loops(c: &mut Criterion) {
     let spec = |v: &str| ModelSpec::parse(path(v).to_str().unwrap()).unwrap();
     let mut qb = load(&spec(base_name), &LoadOptions::default()).unwrap();
     let mut qc = load(&spec(cand_name), &LoadOptions::default()).unwrap();
-    let opts = EvalOptions {
-        batch_size: batch,
-        ..EvalOptions::default()
-    };
-    let policy = Policy::default();
     let mut group = c.benchmark_group(format!("compare {base_name} vs {cand_name}, 540 samples"));
     group.sample_size(20);
     group.bench_function("bare tract loops", |b| {
@@ -172,20 +167,26 @@ fn compare_against_bare_loops(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("qgate evaluate_pair", |b| {
-        b.iter(|| {
-            evaluate_pair(
-                qb.as_mut(),
-                qc.as_mut(),
-                &data,
-                &policy,
-                &opts,
-                &mut |_, _, _| {},
-            )
-            .unwrap()
-        })
-    });
+    evaluate_arm(&mut group, [qb.as_mut(), qc.as_mut()], &data, batch);
     group.finish();
+}
+
+/// `qgate compare`'s evaluation of the pair (default policy, `batch` samples per call) as
+/// an arm of `group`.
+fn evaluate_arm(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    [qb, qc]: [&mut dyn qgate_runtime::Model; 2],
+    data: &qgate_data::Dataset,
+    batch: usize,
+) {
+    let opts = EvalOptions {
+        batch_size: batch,
+        ..EvalOptions::default()
+    };
+    let policy = Policy::default();
+    group.bench_function("qgate evaluate_pair", |b| {
+        b.iter(|| evaluate_pair(qb, qc, data, &policy, &opts, &mut |_, _, _| {}).unwrap())
+    });
 }
 
 /// The same evaluation with both models in ONNX Runtime (1 intra-op thread, full graph
@@ -240,11 +241,6 @@ fn compare_ort_against_bare_loop(c: &mut Criterion) {
     let spec = |v: &str| ModelSpec::parse(&format!("ort:{}", path(v).display())).unwrap();
     let mut qb = load(&spec(base_name), &load_opts).unwrap();
     let mut qc = load(&spec(cand_name), &load_opts).unwrap();
-    let opts = EvalOptions {
-        batch_size: batch,
-        ..EvalOptions::default()
-    };
-    let policy = Policy::default();
     let mut group = c.benchmark_group(format!(
         "compare ort {base_name} vs {cand_name}, 540 samples"
     ));
@@ -261,19 +257,7 @@ fn compare_ort_against_bare_loop(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("qgate evaluate_pair", |b| {
-        b.iter(|| {
-            evaluate_pair(
-                qb.as_mut(),
-                qc.as_mut(),
-                &data,
-                &policy,
-                &opts,
-                &mut |_, _, _| {},
-            )
-            .unwrap()
-        })
-    });
+    evaluate_arm(&mut group, [qb.as_mut(), qc.as_mut()], &data, batch);
     group.finish();
 }
 

@@ -34,7 +34,7 @@ pub use qgate_runtime::{
     ignored_arrays, resolve_inputs, BoundBy, Ignored, IgnoredArray, InputBinding, InputMapping,
 };
 pub use quant_eval::SubsetEvaluator;
-pub use run::{run_model, run_model_with, BatchTransform, ModelRun};
+pub use run::{run_model, BatchTransform, ModelRun};
 pub use runtime_check::{
     check_against_onnxruntime, guard_tract_sides, DivergingTensor, RuntimeCheck,
     RuntimeCheckOutcome, RuntimeCheckSettings, DEFAULT_SAMPLES as RUNTIME_CHECK_SAMPLES,

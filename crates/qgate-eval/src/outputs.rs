@@ -266,15 +266,12 @@ pub(crate) fn detect_kind(values: &[f64], row: usize) -> (OutputKind, KindBy) {
 }
 
 fn normalise_rows(s: &Scores) -> Scores {
-    let mut values = s.values.clone();
-    for row in values.chunks_mut(s.n_classes.max(1)) {
-        let sum: f64 = row.iter().sum();
-        if sum > 0.0 {
-            row.iter_mut().for_each(|v| *v /= sum);
-        }
-    }
     Scores {
-        values,
+        values: s
+            .values
+            .chunks(s.n_classes.max(1))
+            .flat_map(normalise)
+            .collect(),
         ..s.clone()
     }
 }

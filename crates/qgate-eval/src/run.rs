@@ -17,19 +17,6 @@ pub struct ModelRun {
     pub seconds: f64,
 }
 
-/// Runs `model` over `data` in batches of `batch_size`. A model whose batch dimension is
-/// fixed gets batches of that size; a last, short batch is padded with copies of its last
-/// sample whose outputs are dropped.
-pub fn run_model(
-    model: &mut dyn Model,
-    data: &Dataset,
-    bindings: &[InputBinding],
-    batch_size: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<ModelRun, RuntimeError> {
-    run_model_with(model, data, bindings, batch_size, progress, None)
-}
-
 /// Why saved outputs cannot be fed transformed inputs.
 pub(crate) const SAVED_OUTPUTS_UNCORRUPTED: &str = "saved outputs are answers to the clean inputs: they cannot be corrupted; run the model itself with --corruptions";
 
@@ -38,24 +25,18 @@ pub(crate) const SAVED_OUTPUTS_UNCORRUPTED: &str = "saved outputs are answers to
 pub type BatchTransform<'a> =
     dyn Fn(&str, &Array, &[usize]) -> Result<Option<Array>, String> + Sync + 'a;
 
-/// [`run_model`] with each batch of each bound array passed through `transform` first, so
-/// a changed copy of the data (a corruption) exists one batch at a time. Saved outputs
-/// cannot be transformed: that is an error naming the model.
-pub fn run_model_with(
+/// Runs `model` over `data` in batches of `batch_size`, keeping every output (for the
+/// runtime check's few samples; evaluations stream instead). A model whose batch
+/// dimension is fixed gets batches of that size; a last, short batch is padded with copies
+/// of its last sample whose outputs are dropped.
+pub fn run_model(
     model: &mut dyn Model,
     data: &Dataset,
     bindings: &[InputBinding],
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
-    transform: Option<&BatchTransform<'_>>,
 ) -> Result<ModelRun, RuntimeError> {
     let info = model.info().clone();
-    if transform.is_some() && model.keyed_by_sample() {
-        return Err(RuntimeError::Run {
-            path: model.provenance().spec.into(),
-            message: SAVED_OUTPUTS_UNCORRUPTED.into(),
-        });
-    }
     let fixed_batch = fixed_batch_of(&info);
     let batch = fixed_batch.unwrap_or(batch_size).max(1);
     let n = data.len();
@@ -68,78 +49,40 @@ pub fn run_model_with(
         check_fixed_batch_memory(model, &info, data, &names, f)?;
     }
     check_rows_by_position(model, data)?;
-    // Each batch's sample positions; a fixed batch pads the last with its last sample.
-    let batches: Vec<Vec<usize>> = (0..n)
-        .step_by(batch)
-        .map(|start| {
-            let end = (start + batch).min(n);
-            let mut idx: Vec<usize> = (start..end).collect();
-            if fixed_batch.is_some() {
-                idx.resize(batch, end - 1);
-            }
-            idx
-        })
-        .collect();
-    let keyed = model.keyed_by_sample();
     let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
     let mut seconds = 0.0;
     progress(0, n);
-    std::thread::scope(|scope| -> Result<(), RuntimeError> {
-        // The next batch is read (from memory or its file) and transformed on another
-        // thread while the model runs this one.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Array>, RuntimeError>>(1);
-        if !keyed {
-            let batches = &batches;
-            let names = &names;
-            scope.spawn(move || {
-                for idx in batches {
-                    if tx.send(read_batch(data, names, idx, transform)).is_err() {
-                        break;
-                    }
-                }
-            });
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let mut idx: Vec<usize> = (start..end).collect();
+        if fixed_batch.is_some() {
+            idx.resize(batch, end - 1);
+        }
+        let t = Instant::now();
+        let outputs = if model.keyed_by_sample() {
+            let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+            let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+            model.run_samples(&ids, &rows)?
         } else {
-            drop(tx);
-        }
-        let mut done = 0;
-        for idx in &batches {
-            let real = (n - done).min(idx.len());
-            let t = Instant::now();
-            let outputs = if keyed {
-                let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
-                let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
-                model.run_samples(&ids, &rows)?
+            let inputs = read_batch(data, &names, &idx, None)?;
+            model.run(&inputs)?
+        };
+        seconds += t.elapsed().as_secs_f64();
+        qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
+            |message| RuntimeError::Run {
+                path: model.provenance().spec.into(),
+                message,
+            },
+        )?;
+        for (slot, out) in parts.iter_mut().zip(outputs) {
+            slot.push(if end - start < idx.len() {
+                out.slice_rows(0, end - start)
             } else {
-                let inputs = rx.recv().map_err(|_| RuntimeError::Run {
-                    path: data.source.clone().into(),
-                    message: "the thread reading batches stopped".into(),
-                })??;
-                let t = Instant::now();
-                let out = model.run(&inputs)?;
-                seconds += t.elapsed().as_secs_f64();
                 out
-            };
-            if keyed {
-                seconds += t.elapsed().as_secs_f64();
-            }
-            qgate_runtime::check_batch_outputs(&info, &outputs, Some(idx.len())).map_err(
-                |message| RuntimeError::Run {
-                    path: model.provenance().spec.into(),
-                    message,
-                },
-            )?;
-            for (slot, out) in parts.iter_mut().zip(outputs) {
-                slot.push(if real < idx.len() {
-                    out.slice_rows(0, real)
-                } else {
-                    out
-                });
-            }
-            done += real;
-            progress(done, n);
+            });
         }
-        Ok(())
-    })?;
+        progress(end, n);
+    }
     let outputs = stack_outputs(&info, parts)?;
     Ok(ModelRun { outputs, seconds })
 }

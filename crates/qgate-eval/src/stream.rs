@@ -154,7 +154,6 @@ struct PairState {
     decided: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn pass(
     members: &mut [Member<'_>],
     data: &Dataset,
@@ -165,24 +164,8 @@ fn pass(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Result<Streamed, Restart>, EvalError> {
     let n = data.len();
-    let batch = members
-        .iter()
-        .find_map(|m| fixed_batch_of(m.model.info()))
-        .unwrap_or(opts.batch_size)
-        .max(1);
-    // Arrays any member reads, each read once per batch.
-    let mut arrays: Vec<&str> = Vec::new();
-    for m in members.iter() {
-        for b in m.bindings {
-            if data.has_array(&b.array) && !arrays.contains(&b.array.as_str()) {
-                arrays.push(&b.array);
-            }
-        }
-    }
-    let batches: Vec<(usize, usize)> = (0..n)
-        .step_by(batch)
-        .map(|s| (s, (s + batch).min(n)))
-        .collect();
+    let (arrays, batches, per_window) = plan(members, data, opts.batch_size);
+    let windows: Vec<&[(usize, usize)]> = batches.chunks(per_window).collect();
     let mut sides: Vec<SideState> = members
         .iter()
         .map(|m| SideState {
@@ -201,19 +184,6 @@ fn pass(
             decided: false,
         })
         .collect();
-    // Batches are grouped in windows of about WINDOW_BYTES of input: each model runs a
-    // whole window before the next model (its weights stay in cache, as in a loop over one
-    // model), and only one window's inputs and outputs are held, plus the next window's
-    // inputs, which the reader thread prepares meanwhile (a rendezvous channel: it hands
-    // one over only when the models are ready for it).
-    let row_bytes: usize = arrays
-        .iter()
-        .filter_map(|a| data.array_meta(a))
-        .map(|(shape, elem)| shape.iter().skip(1).product::<usize>() * elem.size_bytes())
-        .sum::<usize>()
-        .max(1);
-    let per_window = (WINDOW_BYTES / (row_bytes * batch)).max(1);
-    let windows: Vec<&[(usize, usize)]> = batches.chunks(per_window).collect();
     progress(label, 0, n);
     let outcome = std::thread::scope(|scope| -> Result<Option<Restart>, EvalError> {
         type Window = Result<Vec<Vec<Array>>, String>;
@@ -285,6 +255,57 @@ fn pass(
     if let Some(restart) = outcome {
         return Ok(Err(restart));
     }
+    finish(members, sides, pairs, opts.keep_outputs).map(Ok)
+}
+
+/// The arrays any member reads (each read once per batch), the lockstep batches
+/// `(start, end)`, and how many batches make a window.
+///
+/// Batches are grouped in windows of about [`WINDOW_BYTES`] of input: each model runs a
+/// whole window before the next model (its weights stay in cache, as in a loop over one
+/// model), and only one window's inputs and outputs are held, plus the next window's
+/// inputs, which the reader thread prepares meanwhile (a rendezvous channel: it hands one
+/// over only when the models are ready for it).
+fn plan<'b>(
+    members: &[Member<'b>],
+    data: &Dataset,
+    batch_size: usize,
+) -> (Vec<&'b str>, Vec<(usize, usize)>, usize) {
+    let n = data.len();
+    let batch = members
+        .iter()
+        .find_map(|m| fixed_batch_of(m.model.info()))
+        .unwrap_or(batch_size)
+        .max(1);
+    let mut arrays: Vec<&'b str> = Vec::new();
+    for m in members {
+        let bindings: &'b [InputBinding] = m.bindings;
+        for b in bindings {
+            if data.has_array(&b.array) && !arrays.contains(&b.array.as_str()) {
+                arrays.push(&b.array);
+            }
+        }
+    }
+    let batches = (0..n)
+        .step_by(batch)
+        .map(|s| (s, (s + batch).min(n)))
+        .collect();
+    let row_bytes: usize = arrays
+        .iter()
+        .filter_map(|a| data.array_meta(a))
+        .map(|(shape, elem)| shape.iter().skip(1).product::<usize>() * elem.size_bytes())
+        .sum::<usize>()
+        .max(1);
+    (arrays, batches, (WINDOW_BYTES / (row_bytes * batch)).max(1))
+}
+
+/// Every member's reduced run and every pair's figures, once all batches are in.
+fn finish(
+    members: &[Member<'_>],
+    sides: Vec<SideState>,
+    pairs: Vec<PairState>,
+    keep_outputs: usize,
+) -> Result<Streamed, EvalError> {
     let score_name = sides[0]
         .reading
         .as_ref()
@@ -317,7 +338,7 @@ fn pass(
             n_classes: 0,
             verify: false,
         });
-        let outputs = if opts.keep_outputs > 0 {
+        let outputs = if keep_outputs > 0 {
             stack(m, st.parts)?
         } else {
             Vec::new()
@@ -341,7 +362,7 @@ fn pass(
             outputs: Arc::new(outputs),
         });
     }
-    Ok(Ok(Streamed { sides: out, pairs }))
+    Ok(Streamed { sides: out, pairs })
 }
 
 /// Input bytes of a window of batches (see [`pass`]).
