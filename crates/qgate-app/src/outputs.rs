@@ -36,7 +36,11 @@ pub fn save_outputs(
             .first()
             .map_or(data.len(), |(_, a)| a.n_rows())
             .min(data.len());
-        write_with_ids(&dir.join(format!("{name}.npz")), arrays, &data.ids[..rows])?;
+        write_with_ids(
+            &dir.join(format!("{name}.npz")),
+            arrays,
+            &data.ids.range(0..rows),
+        )?;
     }
     Ok(())
 }
@@ -45,7 +49,7 @@ pub fn save_outputs(
 pub fn write_with_ids(
     path: &Path,
     arrays: Vec<(&str, &Array)>,
-    ids: &[String],
+    ids: &qgate_data::Ids,
 ) -> Result<(), AppError> {
     let ids = Array {
         shape: vec![ids.len()],

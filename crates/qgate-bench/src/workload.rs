@@ -125,7 +125,7 @@ impl Workload {
         }
         Ok(Workload {
             inputs,
-            ids: data.ids.clone(),
+            ids: data.ids.to_vec(),
             info: WorkloadInfo {
                 source: format!(
                     "data {} ({} samples)",

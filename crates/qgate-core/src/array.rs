@@ -226,6 +226,44 @@ impl Array {
         })
     }
 
+    /// An empty float32 array (shape `[0]`): a buffer to read rows into.
+    pub fn empty_f32() -> Array {
+        Array {
+            shape: vec![0],
+            data: ArrayData::F32(Vec::new()),
+        }
+    }
+
+    /// [`Array::select_rows`] into `out`, reusing its buffer where it already holds values
+    /// of this array's type.
+    pub fn select_rows_into(&self, indices: &[usize], out: &mut Array) {
+        let row = self.row_len();
+        if self.shape.is_empty() {
+            *out = self.clone();
+            return;
+        }
+        fn pick<T: Clone>(v: &[T], indices: &[usize], row: usize, out: &mut Vec<T>) {
+            out.clear();
+            out.reserve(indices.len() * row);
+            for &i in indices {
+                out.extend_from_slice(&v[i * row..(i + 1) * row]);
+            }
+        }
+        match (&self.data, &mut out.data) {
+            (ArrayData::F32(v), ArrayData::F32(o)) => pick(v, indices, row, o),
+            (ArrayData::F64(v), ArrayData::F64(o)) => pick(v, indices, row, o),
+            (ArrayData::U8(v), ArrayData::U8(o)) => pick(v, indices, row, o),
+            (ArrayData::I64(v), ArrayData::I64(o)) => pick(v, indices, row, o),
+            _ => {
+                *out = self.select_rows(indices);
+                return;
+            }
+        }
+        out.shape.clear();
+        out.shape.extend_from_slice(&self.shape);
+        out.shape[0] = indices.len();
+    }
+
     /// The rows at `indices` along the first axis, in that order.
     pub fn select_rows(&self, indices: &[usize]) -> Array {
         let row = self.row_len();

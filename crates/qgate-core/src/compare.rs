@@ -8,7 +8,7 @@ use crate::calibration::Calibration;
 use crate::divergence::{kl_summary_of, KlSummary};
 use crate::metrics::{argmax, macro_f1_from_counts, Metrics, Scores};
 use crate::policy::Observations;
-use crate::rows::{top_k_agreement_of, RowStats};
+use crate::rows::RowStats;
 use crate::stats::{
     bh_adjusted, holm_adjusted, mcnemar_exact, paired_bootstrap, BootstrapSettings,
 };
@@ -50,7 +50,7 @@ pub struct PairInput<'a> {
     /// True class per sample.
     pub labels: &'a [usize],
     /// Sample ids, for the flip lists.
-    pub ids: &'a [String],
+    pub ids: &'a crate::Ids,
     /// Number of classes.
     pub n_classes: usize,
     /// The `k` of top-k agreement.
@@ -64,6 +64,10 @@ pub struct PairInput<'a> {
     /// KL(baseline ‖ candidate) of each sample's class probabilities (`NaN` where either
     /// is not finite); `None` unless both models give probabilities.
     pub kl: Option<&'a [f64]>,
+    /// Whether each sample's `top_k` most probable classes are the same set for both
+    /// models (both rows finite: [`crate::divergence::same_top_k`]); `None` unless both
+    /// models give probabilities.
+    pub top_k_same: Option<&'a [bool]>,
     /// Bootstrap settings for the intervals.
     pub bootstrap: BootstrapSettings,
     /// A class whose recall drops by more than this (percentage points) is called out.
@@ -362,7 +366,7 @@ impl FlipTally {
                 t.same_top1 += 1;
             }
             if b_ok != c_ok {
-                let id = input.ids[i].clone();
+                let id = input.ids[i].to_string();
                 if b_ok {
                     t.neg_ids.push(id.clone());
                     t.class_neg[y] += 1;
@@ -441,10 +445,18 @@ fn class_deltas(
 /// `(KL summary, top-k agreement)` of the two models' class probabilities; both `None`
 /// unless both models give probabilities.
 fn score_agreement(input: &PairInput<'_>) -> (Option<KlSummary>, Option<f64>) {
-    match (&input.baseline.rows, &input.candidate.rows, input.kl) {
-        (Some(b), Some(c), Some(kl)) => (Some(kl_summary_of(kl)), Some(top_k_agreement_of(b, c))),
+    match (input.kl, input.top_k_same) {
+        (Some(kl), Some(same)) => (Some(kl_summary_of(kl)), Some(fraction_true(same))),
         _ => (None, None),
     }
+}
+
+/// Fraction of `true` values; `NaN` when empty.
+fn fraction_true(v: &[bool]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().filter(|&&x| x).count() as f64 / v.len() as f64
 }
 
 /// Paired bootstrap intervals of the accuracy and macro-F1 deltas. Samples are reduced to
@@ -521,7 +533,7 @@ mod tests {
     #[test]
     fn flips_and_mcnemar() {
         let labels = [0, 1, 1, 0, 1, 0];
-        let ids: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+        let ids: crate::Ids = (0..6).map(|i| format!("s{i}")).collect();
         let base = predicted(&[0, 1, 1, 1, 0, 0]);
         let cand = predicted(&[0, 0, 1, 0, 0, 1]);
         let bm = Metrics::compute(&labels, &base.predictions, None, 2, 1, &[]);
@@ -535,6 +547,7 @@ mod tests {
             baseline: &base,
             candidate: &cand,
             kl: None,
+            top_k_same: None,
             bootstrap: BootstrapSettings::default(),
             class_recall_drop_pp: 5.0,
             class_f1_drop_pp: 5.0,

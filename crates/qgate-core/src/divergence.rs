@@ -215,18 +215,23 @@ pub fn top_k_agreement(base: &Scores, cand: &Scores, k: usize) -> f64 {
         return f64::NAN;
     }
     let same = (0..base.n_samples)
-        .filter(|&i| {
-            if !base.row_is_finite(i) || !cand.row_is_finite(i) {
-                return false;
-            }
-            let mut a = top_k_lower_first(base.row(i), k);
-            let mut b = top_k_lower_first(cand.row(i), k);
-            a.sort_unstable();
-            b.sort_unstable();
-            a == b
-        })
+        .filter(|&i| same_top_k(base.row(i), cand.row(i), k))
         .count();
     same as f64 / base.n_samples as f64
+}
+
+/// Whether two rows are both finite and have the same set of `k` highest values (ties at
+/// the k-th place keep the lower index, as `numpy.argsort`): one sample of
+/// [`top_k_agreement`].
+pub fn same_top_k(p: &[f64], q: &[f64], k: usize) -> bool {
+    if !p.iter().chain(q).all(|v| v.is_finite()) {
+        return false;
+    }
+    let mut a = top_k_lower_first(p, k);
+    let mut b = top_k_lower_first(q, k);
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 pub(crate) fn top_k_lower_first(row: &[f64], k: usize) -> Vec<usize> {

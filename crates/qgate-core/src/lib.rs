@@ -16,6 +16,7 @@ pub mod array;
 pub mod calibration;
 pub mod compare;
 pub mod divergence;
+pub mod ids;
 pub mod latency;
 pub mod memory;
 pub mod metrics;
@@ -27,4 +28,5 @@ pub mod stats;
 pub mod tolerance;
 
 pub use array::{Array, ArrayData, ElemType, NotIntegers};
+pub use ids::Ids;
 pub use tolerance::Tolerance;

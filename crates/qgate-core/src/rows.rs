@@ -1,24 +1,19 @@
 //! One model's class scores reduced, sample by sample, to what the statistics read, so an
 //! evaluation keeps a few numbers per sample rather than every output row.
 
-use crate::divergence::top_k_lower_first;
 use crate::metrics::{argmax, top_k, Scores};
 
-/// Per-sample figures of one model's scores and class probabilities: top-k accuracy,
-/// top-k agreement and calibration are computed from these alone.
+/// Per-sample figures of one model's scores and class probabilities: top-k accuracy and
+/// calibration are computed from these alone. (Top-k agreement compares two models, so
+/// the evaluation keeps it per pair: [`crate::compare::PairInput::top_k_same`].)
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowStats {
     /// `k` of the top-k figures.
     pub k: usize,
-    /// Entries of [`RowStats::top_k`] per sample: `min(k, classes)`.
-    pub width: usize,
     /// Whether the sample's probabilities are all finite.
     pub finite: Vec<bool>,
     /// Whether the label is among the `k` highest scores (`false` for a non-finite row).
     pub top_k_hit: Vec<bool>,
-    /// The `k` most probable classes of each sample, ascending ([`RowStats::width`] each;
-    /// ties at the k-th place keep the lower class index, as `numpy.argsort`).
-    pub top_k: Vec<u32>,
     /// The highest probability (`NaN` for a non-finite row).
     pub confidence: Vec<f64>,
     /// Whether the most probable class is the label.
@@ -28,20 +23,17 @@ pub struct RowStats {
 }
 
 impl RowStats {
-    /// Empty, for rows of `n_classes` scores and top-`k` figures.
-    pub fn new(k: usize, n_classes: usize) -> RowStats {
-        RowStats::with_capacity(k, n_classes, 0)
+    /// Empty, for top-`k` figures.
+    pub fn new(k: usize) -> RowStats {
+        RowStats::with_capacity(k, 0)
     }
 
     /// [`RowStats::new`] with room for `n` samples.
-    pub fn with_capacity(k: usize, n_classes: usize, n: usize) -> RowStats {
-        let width = k.min(n_classes);
+    pub fn with_capacity(k: usize, n: usize) -> RowStats {
         RowStats {
             k,
-            width,
             finite: Vec::with_capacity(n),
             top_k_hit: Vec::with_capacity(n),
-            top_k: Vec::with_capacity(n * width),
             confidence: Vec::with_capacity(n),
             confident_correct: Vec::with_capacity(n),
             brier: Vec::with_capacity(n),
@@ -66,10 +58,6 @@ impl RowStats {
         self.finite.push(finite);
         self.top_k_hit
             .push(scores_finite && label.is_some_and(|y| top_k(scores, self.k).contains(&y)));
-        let mut best = top_k_lower_first(probs, self.k);
-        best.sort_unstable();
-        best.resize(self.width, u32::MAX as usize);
-        self.top_k.extend(best.iter().map(|&c| c as u32));
         match argmax(probs).filter(|_| finite) {
             Some(pred) => {
                 self.confidence.push(probs[pred]);
@@ -93,7 +81,7 @@ impl RowStats {
 
     /// From whole score and probability matrices and their labels.
     pub fn from_scores(scores: &Scores, probs: &Scores, labels: &[usize], k: usize) -> RowStats {
-        let mut out = RowStats::new(k, probs.n_classes);
+        let mut out = RowStats::new(k);
         for (i, &y) in labels.iter().enumerate().take(probs.n_samples) {
             out.push(scores.row(i), probs.row(i), Some(y));
         }
@@ -102,37 +90,13 @@ impl RowStats {
 
     /// The samples at `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> RowStats {
-        let w = self.width;
         RowStats {
             k: self.k,
-            width: w,
             finite: idx.iter().map(|&i| self.finite[i]).collect(),
             top_k_hit: idx.iter().map(|&i| self.top_k_hit[i]).collect(),
-            top_k: idx
-                .iter()
-                .flat_map(|&i| self.top_k[i * w..(i + 1) * w].iter().copied())
-                .collect(),
             confidence: idx.iter().map(|&i| self.confidence[i]).collect(),
             confident_correct: idx.iter().map(|&i| self.confident_correct[i]).collect(),
             brier: idx.iter().map(|&i| self.brier[i]).collect(),
         }
     }
-
-    /// Sample `i`'s most probable classes, ascending.
-    pub fn top_k_of(&self, i: usize) -> &[u32] {
-        &self.top_k[i * self.width..(i + 1) * self.width]
-    }
-}
-
-/// Fraction of samples whose sets of most probable classes are equal (both rows finite);
-/// `NaN` without samples. The same figure as [`crate::divergence::top_k_agreement`].
-pub fn top_k_agreement_of(base: &RowStats, cand: &RowStats) -> f64 {
-    let n = base.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    let same = (0..n)
-        .filter(|&i| base.finite[i] && cand.finite[i] && base.top_k_of(i) == cand.top_k_of(i))
-        .count();
-    same as f64 / n as f64
 }

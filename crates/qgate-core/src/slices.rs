@@ -113,10 +113,13 @@ pub fn one_slice(
     min_samples: u64,
 ) -> SliceResult {
     let labels: Vec<usize> = idx.iter().map(|&i| input.labels[i]).collect();
-    let ids: Vec<String> = idx.iter().map(|&i| input.ids[i].clone()).collect();
+    let ids = input.ids.select(idx);
     let base = input.baseline.subset(idx);
     let cand = input.candidate.subset(idx);
     let kl: Option<Vec<f64>> = input.kl.map(|kl| idx.iter().map(|&i| kl[i]).collect());
+    let top_k_same: Option<Vec<bool>> = input
+        .top_k_same
+        .map(|same| idx.iter().map(|&i| same[i]).collect());
     let metrics = |p: &Predicted| {
         Metrics::compute(
             &labels,
@@ -134,6 +137,7 @@ pub fn one_slice(
         baseline: &base,
         candidate: &cand,
         kl: kl.as_deref(),
+        top_k_same: top_k_same.as_deref(),
         ..*input
     };
     let cmp = Comparison::compute(&sub, &bm, &cm);
@@ -321,7 +325,7 @@ mod tests {
         .unwrap();
         let policy = Policy::resolve(&file, &crate::policy::Source::File("p.toml".into()));
         let labels = vec![0usize; 4];
-        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let ids = crate::Ids::indices(4);
         let p = Predicted {
             predictions: vec![Some(0); 4],
             rows: None,
@@ -335,6 +339,7 @@ mod tests {
             baseline: &p,
             candidate: &p,
             kl: None,
+            top_k_same: None,
             bootstrap: BootstrapSettings::default(),
             class_recall_drop_pp: 5.0,
             class_f1_drop_pp: 5.0,

@@ -58,7 +58,7 @@ fn simulate(
 ) -> Vec<Significance> {
     let n: usize = sizes.iter().sum();
     let labels = vec![0usize; n];
-    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let ids = qgate_core::Ids::indices(n);
     let (mut base, mut cand) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut tag = Vec::with_capacity(n);
     for (s, &size) in sizes.iter().enumerate() {
@@ -99,6 +99,7 @@ fn simulate(
         baseline: &pb,
         candidate: &pc,
         kl: None,
+        top_k_same: None,
         bootstrap: BootstrapSettings {
             resamples: 2,
             confidence: 0.95,

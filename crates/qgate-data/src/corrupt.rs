@@ -527,7 +527,7 @@ impl PixelSpace {
         &self,
         name: &str,
         array: &qgate_core::Array,
-        ids: &[String],
+        ids: &qgate_core::Ids,
     ) -> Result<(), String> {
         let brightest = self.check_chunk(name, array, ids)?;
         self.check_brightest(name, array.n_rows(), brightest)
@@ -539,7 +539,7 @@ impl PixelSpace {
         &self,
         name: &str,
         array: &qgate_core::Array,
-        ids: &[String],
+        ids: &qgate_core::Ids,
     ) -> Result<f32, String> {
         if let Some(s) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
             return Err(format!(
@@ -563,7 +563,7 @@ impl PixelSpace {
                 if !(-RANGE_SLACK..=1.0 + RANGE_SLACK).contains(&p) {
                     return Err(format!(
                         "array '{name}': sample '{}' has a value that is pixel {p} in the declared pixel space (range {}, mean {:?}, std {:?}), outside [0, 1]; declare how the array holds pixels with --input-range 0,1|0,255 and --image-mean/--image-std",
-                        ids.get(i).map(String::as_str).unwrap_or("?"),
+                        ids.get(i).unwrap_or("?"),
                         self.range,
                         self.mean,
                         self.std

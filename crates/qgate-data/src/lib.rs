@@ -11,7 +11,7 @@
 //! let x = Array::new(vec![3, 2], ArrayData::F32(vec![0.0; 6])).unwrap();
 //! let ds = Dataset::from_arrays("memory", vec![("x".into(), x)], Some(vec![0, 1, 1]), None).unwrap();
 //! assert_eq!(ds.len(), 3);
-//! assert_eq!(ds.ids[2], "2");
+//! assert_eq!(&ds.ids[2], "2");
 //! ```
 
 pub mod corrupt;
@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use qgate_core::stats::Rng;
+pub use qgate_core::Ids;
 use qgate_core::{Array, ArrayData, ElemType, NotIntegers};
 
 pub use csv_table::CsvOptions;
@@ -91,8 +92,8 @@ const CLASS_NAME_KEYS: &[&str] = &["class_names"];
 pub struct Dataset {
     /// Where it came from (a path), for reports and errors.
     pub source: String,
-    /// One id per sample.
-    pub ids: Vec<String>,
+    /// One id per sample (packed: [`Ids`]).
+    pub ids: Ids,
     /// Feature arrays held in memory, by name; the first axis of each is the sample axis.
     pub arrays: BTreeMap<String, Array>,
     /// Feature arrays left in their file (large `.npy` arrays and stored `.npz` members),
@@ -158,8 +159,13 @@ impl Dataset {
                 });
             }
         }
-        let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
-        unique_ids(&path, "id", &ids)?;
+        let ids = match ids {
+            Some(ids) => {
+                unique_ids(&path, "id", &ids)?;
+                Ids::from(ids)
+            }
+            None => Ids::indices(n),
+        };
         Ok(Dataset {
             source: source.to_string(),
             ids,
@@ -275,8 +281,24 @@ impl Dataset {
     /// The rows of feature array `name` for the samples at positions `idx`, in that order:
     /// copied from memory, or read from the file.
     pub fn read_rows(&self, name: &str, idx: &[usize]) -> Result<Array, DataError> {
+        let mut out = Array::empty_f32();
+        self.read_rows_into(name, idx, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Dataset::read_rows`] into `out`, reusing its buffer (and `scratch` for the bytes
+    /// read from the file): a loop over batches that hands the same buffers back allocates
+    /// nothing once warm.
+    pub fn read_rows_into(
+        &self,
+        name: &str,
+        idx: &[usize],
+        scratch: &mut Vec<u8>,
+        out: &mut Array,
+    ) -> Result<(), DataError> {
         if let Some(a) = self.arrays.get(name) {
-            return Ok(a.select_rows(idx));
+            a.select_rows_into(idx, out);
+            return Ok(());
         }
         let s = self.stored.get(name).ok_or_else(|| DataError::MissingKey {
             path: PathBuf::from(&self.source),
@@ -284,11 +306,12 @@ impl Dataset {
             available: self.array_names().join(", "),
         })?;
         let rows: Vec<usize> = idx.iter().map(|&i| self.rows[i]).collect();
-        s.read_rows(&rows).map_err(|message| DataError::Array {
-            path: s.path().to_path_buf(),
-            key: name.to_string(),
-            message,
-        })
+        s.read_rows_into(&rows, scratch, out)
+            .map_err(|message| DataError::Array {
+                path: s.path().to_path_buf(),
+                key: name.to_string(),
+                message,
+            })
     }
 
     /// Reads every array left in its file into memory (for work that runs a few samples
@@ -308,7 +331,7 @@ impl Dataset {
         for a in self.arrays.values_mut() {
             *a = a.select_rows(idx);
         }
-        self.ids = idx.iter().map(|&i| self.ids[i].clone()).collect();
+        self.ids = self.ids.select(idx);
         self.rows = idx.iter().map(|&i| self.rows[i]).collect();
         if let Some(l) = &self.labels {
             self.labels = Some(idx.iter().map(|&i| l[i]).collect());
@@ -403,9 +426,12 @@ pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
             Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?
         }
         Member::Stored(s) => {
-            let ids = (0..s.shape()[0]).map(|i| i.to_string()).collect();
+            let n = s.shape()[0];
             let source = path.display().to_string();
-            let mut ds = Dataset::from_arrays(&source, Vec::new(), None, Some(ids))?;
+            let mut ds = Dataset::from_arrays(&source, Vec::new(), None, None)?;
+            ds.ids = Ids::indices(n);
+            ds.rows = (0..n).collect();
+            ds.file_rows = n;
             ds.stored.insert(stem, s);
             ds
         }
@@ -560,8 +586,13 @@ pub fn load_npz_streaming(
             });
         }
     }
-    let ids = ids.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
-    unique_ids(path, id_key.as_deref().unwrap_or("id"), &ids)?;
+    let ids = match ids {
+        Some(ids) => {
+            unique_ids(path, id_key.as_deref().unwrap_or("id"), &ids)?;
+            Ids::from(ids)
+        }
+        None => Ids::indices(n),
+    };
     let ds = Dataset {
         source: path.display().to_string(),
         ids,

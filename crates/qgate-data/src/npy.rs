@@ -95,6 +95,43 @@ impl NpyHeader {
             data: decode(bytes, self.kind, self.size, self.big_endian, &self.descr)?,
         })
     }
+
+    /// [`NpyHeader::decode_rows`] into `out`, reusing its buffer where it already holds
+    /// values of this array's type (float32 and uint8, the image types; other types are
+    /// decoded into a new buffer).
+    pub fn decode_rows_into(&self, bytes: &[u8], out: &mut Array) -> Result<(), NpyError> {
+        let rows = bytes.len() / self.row_bytes().max(1);
+        let reused = match (self.kind, self.size, &mut out.data) {
+            (Kind::Float, 4, ArrayData::F32(v)) => {
+                v.clear();
+                v.extend(bytes.chunks_exact(4).map(|c| {
+                    let b = [c[0], c[1], c[2], c[3]];
+                    if self.big_endian {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    }
+                }));
+                true
+            }
+            (Kind::Uint, 1, ArrayData::U8(v)) => {
+                v.clear();
+                v.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
+        };
+        if !reused {
+            *out = self.decode_rows(bytes)?;
+            return Ok(());
+        }
+        out.shape.clear();
+        out.shape.extend_from_slice(&self.shape);
+        if let Some(first) = out.shape.first_mut() {
+            *first = rows;
+        }
+        Ok(())
+    }
 }
 
 /// Parses the header at the start of `.npy` bytes (the data may be absent).

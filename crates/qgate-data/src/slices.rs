@@ -228,12 +228,8 @@ pub fn load_manifest(path: &Path, data: &Dataset) -> Result<Slices, DataError> {
             "the manifest has an `id` column but no tag column: add one column per tag, e.g. `id,lighting,size`".into(),
         ));
     }
-    let position: HashMap<&str, usize> = data
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let position: HashMap<&str, usize> =
+        data.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
     let mut tags: Vec<SliceTag> = columns
         .iter()
         .map(|c| SliceTag {

@@ -52,6 +52,19 @@ impl StoredArray {
 
     /// Reads the rows `rows` of the file (in that order) into one array.
     pub fn read_rows(&self, rows: &[usize]) -> Result<Array, String> {
+        let mut out = Array::empty_f32();
+        self.read_rows_into(rows, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`StoredArray::read_rows`] into `out`, reusing its buffer and `scratch` (the file's
+    /// bytes) so that a loop over batches allocates nothing once warm.
+    pub fn read_rows_into(
+        &self,
+        rows: &[usize],
+        scratch: &mut Vec<u8>,
+        out: &mut Array,
+    ) -> Result<(), String> {
         let row_bytes = self.header.row_bytes();
         let n_rows = self.header.shape.first().copied().unwrap_or(0);
         if let Some(&r) = rows.iter().find(|&&r| r >= n_rows) {
@@ -59,7 +72,8 @@ impl StoredArray {
         }
         let mut file =
             File::open(&self.path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
-        let mut bytes = vec![0u8; rows.len() * row_bytes];
+        scratch.clear();
+        scratch.resize(rows.len() * row_bytes, 0);
         let mut at = 0;
         let mut i = 0;
         while i < rows.len() {
@@ -70,12 +84,14 @@ impl StoredArray {
             }
             let len = (j - i) * row_bytes;
             file.seek(SeekFrom::Start(self.offset + (rows[i] * row_bytes) as u64))
-                .and_then(|_| file.read_exact(&mut bytes[at..at + len]))
+                .and_then(|_| file.read_exact(&mut scratch[at..at + len]))
                 .map_err(|e| format!("cannot read rows {}..{}: {e}", rows[i], rows[j - 1] + 1))?;
             at += len;
             i = j;
         }
-        self.header.decode_rows(&bytes).map_err(|e| e.to_string())
+        self.header
+            .decode_rows_into(scratch, out)
+            .map_err(|e| e.to_string())
     }
 
     /// Reads every row.

@@ -25,7 +25,7 @@ fn npz_arrays_ids_and_labels() {
     assert!(
         ds.ids[0].starts_with('d') && ds.ids[0].len() == 5,
         "{}",
-        ds.ids[0]
+        &ds.ids[0]
     );
     assert_eq!(ds.label_key.as_deref(), Some("label"));
     let labels = ds.labels.unwrap();
@@ -60,7 +60,7 @@ fn image_folder_equals_numpy_preprocessing() {
     let reference = load("images_ref.npz", &ArrayKeys::default()).unwrap();
     assert_eq!(ds.len(), 50);
     assert_eq!(ds.labels, reference.labels);
-    let ref_ids: Vec<String> = reference.ids.clone();
+    let ref_ids: Vec<String> = reference.ids.to_vec();
     let ids: Vec<String> = ds
         .ids
         .iter()

@@ -48,7 +48,7 @@ fn statistics(c: &mut Criterion) {
             .collect(),
         rows: None,
     };
-    let ids: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    let ids = qgate_core::Ids::indices(N);
     let mut group = c.benchmark_group("statistics");
     group.sample_size(10);
     group.bench_function("1M predictions, 100 classes, 1000 resamples", |b| {
@@ -64,6 +64,7 @@ fn statistics(c: &mut Criterion) {
                 baseline: &base,
                 candidate: &cand,
                 kl: None,
+                top_k_same: None,
                 bootstrap: BootstrapSettings {
                     resamples: 1000,
                     confidence: 0.95,

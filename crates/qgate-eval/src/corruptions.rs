@@ -149,7 +149,7 @@ pub(crate) fn pick_array(
             .map_err(|e| err(e.to_string()))?;
         let b = plan
             .pixels
-            .check_chunk(&array, &a, &data.ids[start..start + idx.len()])
+            .check_chunk(&array, &a, &data.ids.range(start..start + idx.len()))
             .map_err(|e| err(format!("{}: {e}", data.source)))?;
         brightest = brightest.max(b);
     }
@@ -271,7 +271,7 @@ pub(crate) fn run_cells(
                 run.data,
                 n_classes,
                 [b, p],
-                streamed.pairs[k].kl.as_deref(),
+                &streamed.pairs[k],
                 run.opts,
                 run.policy,
             );
@@ -384,7 +384,7 @@ fn cell_thumbnails(
             img.pixels.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
             let mut rng = sample_rng(plan.seed, c, s, data.rows[i]);
             apply(&mut img, c, s, &mut rng).ok()?;
-            pixel_thumbnail(&img, &format!("{} · {c}:{s}", data.ids[i]))
+            pixel_thumbnail(&img, &format!("{} · {c}:{s}", &data.ids[i]))
         })
         .collect()
 }

@@ -420,12 +420,13 @@ pub(crate) fn pair_input<'a>(
     data: &'a Dataset,
     n_classes: usize,
     [baseline, candidate]: [&'a Predicted; 2],
-    kl: Option<&'a [f64]>,
+    pair: &'a stream::StreamedPair,
     opts: &EvalOptions,
     policy: &Policy,
 ) -> PairInput<'a> {
     PairInput {
-        kl,
+        kl: pair.kl.as_deref(),
+        top_k_same: pair.top_k_same.as_deref(),
         labels,
         ids: &data.ids,
         n_classes,
@@ -494,7 +495,7 @@ fn assemble<'a>(
         data,
         n_classes,
         [base_pred, cand_pred],
-        pair.kl.as_deref(),
+        pair,
         opts,
         policy,
     );
@@ -659,14 +660,14 @@ fn check_labels(
         if y < 0 {
             return Err(EvalError::Labels(format!(
                 "{}: label array '{label_key}': sample '{}' has label {y}; labels must be class indices ≥ 0",
-                data.source, data.ids[i]
+                data.source, &data.ids[i]
             )));
         }
         for (side, s) in sides {
             if s.kind != OutputKind::Labels && y as usize >= s.n_classes {
                 return Err(EvalError::Labels(format!(
                     "{}: label array '{label_key}': sample '{}' has label {y}, out of range for the {side}'s output '{}' with {} classes (0..{})",
-                    data.source, data.ids[i], s.name, s.n_classes, s.n_classes - 1
+                    data.source, &data.ids[i], s.name, s.n_classes, s.n_classes - 1
                 )));
             }
         }

@@ -83,7 +83,7 @@ impl SubsetEvaluator {
     fn save_baseline(&mut self, outputs: &[(String, Array)]) -> Result<(), QuantError> {
         let ids = Array {
             shape: vec![self.data.len()],
-            data: ArrayData::Str(self.data.ids.clone()),
+            data: ArrayData::Str(self.data.ids.to_vec()),
         };
         let mut arrays: Vec<(&str, &Array)> =
             outputs.iter().map(|(n, a)| (n.as_str(), a)).collect();

@@ -60,7 +60,7 @@ pub fn run_model(
         }
         let t = Instant::now();
         let outputs = if model.keyed_by_sample() {
-            let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].clone()).collect();
+            let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].to_string()).collect();
             let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
             model.run_samples(&ids, &rows)?
         } else {
@@ -155,6 +155,21 @@ pub(crate) fn read_batch(
     idx: &[usize],
     transform: Option<&BatchTransform<'_>>,
 ) -> Result<Vec<Array>, RuntimeError> {
+    let mut out = Vec::new();
+    read_batch_into(data, names, idx, transform, &mut out, &mut Vec::new())?;
+    Ok(out)
+}
+
+/// [`read_batch`] into `out`, reusing its arrays' buffers (and `scratch` for the bytes
+/// read from files).
+pub(crate) fn read_batch_into(
+    data: &Dataset,
+    names: &[&str],
+    idx: &[usize],
+    transform: Option<&BatchTransform<'_>>,
+    out: &mut Vec<Array>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), RuntimeError> {
     let err = |message: String| RuntimeError::Run {
         path: data.source.clone().into(),
         message,
@@ -163,17 +178,17 @@ pub(crate) fn read_batch(
         Some(_) => idx.iter().map(|&i| data.rows[i]).collect(),
         None => Vec::new(),
     };
-    let mut inputs = Vec::with_capacity(names.len());
-    for name in names {
-        let mut input = data.read_rows(name, idx).map_err(|e| err(e.to_string()))?;
+    out.resize_with(names.len(), Array::empty_f32);
+    for (name, input) in names.iter().zip(out.iter_mut()) {
+        data.read_rows_into(name, idx, scratch, input)
+            .map_err(|e| err(e.to_string()))?;
         if let Some(t) = transform {
-            if let Some(changed) = t(name, &input, &rows).map_err(err)? {
-                input = changed;
+            if let Some(changed) = t(name, input, &rows).map_err(err)? {
+                *input = changed;
             }
         }
-        inputs.push(input);
     }
-    Ok(inputs)
+    Ok(())
 }
 
 /// Concatenates each output's batches along the sample axis, as `(output name, values)`

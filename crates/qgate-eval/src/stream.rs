@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use qgate_core::compare::Predicted;
-use qgate_core::divergence::{kl_divergence, DivergenceSums};
+use qgate_core::divergence::{kl_divergence, same_top_k, DivergenceSums};
 use qgate_core::metrics::{argmax, softmax};
 use qgate_core::rows::RowStats;
 use qgate_core::Array;
@@ -68,6 +68,8 @@ pub(crate) struct StreamedSide {
 pub(crate) struct StreamedPair {
     /// KL(baseline ‖ candidate) per sample, when both give probabilities.
     pub kl: Option<Vec<f64>>,
+    /// Whether both give the same top-k classes, per sample, when both give probabilities.
+    pub top_k_same: Option<Vec<bool>>,
     pub divergence: Vec<OutputDivergence>,
     pub divergence_skipped: Vec<(String, String)>,
 }
@@ -148,6 +150,7 @@ struct SideState {
 /// Per-candidate state of one pass.
 struct PairState {
     kl: Option<Vec<f64>>,
+    top_k_same: Option<Vec<bool>>,
     /// Running sums per compared output, in the baseline's declaration order.
     sums: Vec<(String, DivergenceSums)>,
     skipped: Vec<(String, String)>,
@@ -179,6 +182,7 @@ fn pass(
     let mut pairs: Vec<PairState> = (1..members.len())
         .map(|_| PairState {
             kl: None,
+            top_k_same: None,
             sums: Vec::new(),
             skipped: Vec::new(),
             decided: false,
@@ -188,19 +192,33 @@ fn pass(
     let outcome = std::thread::scope(|scope| -> Result<Option<Restart>, EvalError> {
         type Window = Result<Vec<Vec<Array>>, String>;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Window>(0);
+        // Windows the models are done with come back to the reader, which reads the next
+        // ones into the same buffers: once two windows exist, no batch allocates.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Vec<Array>>>();
         {
             let (windows, arrays) = (&windows, &arrays);
             let transform = opts.transform;
             scope.spawn(move || {
+                let mut scratch = Vec::new();
                 for w in windows {
+                    let mut buffers = back_rx.try_recv().unwrap_or_default();
+                    buffers.resize_with(w.len(), Vec::new);
                     let read: Window = w
                         .iter()
-                        .map(|&(s, e)| {
+                        .zip(buffers.iter_mut())
+                        .try_for_each(|(&(s, e), batch)| {
                             let idx: Vec<usize> = (s..e).collect();
-                            crate::run::read_batch(data, arrays, &idx, transform)
-                                .map_err(|e| e.to_string())
+                            crate::run::read_batch_into(
+                                data,
+                                arrays,
+                                &idx,
+                                transform,
+                                batch,
+                                &mut scratch,
+                            )
+                            .map_err(|e| e.to_string())
                         })
-                        .collect();
+                        .map(|()| buffers);
                     if tx.send(read).is_err() {
                         break;
                     }
@@ -248,6 +266,9 @@ fn pass(
                     return Ok(Some(restart));
                 }
             }
+            drop(by_name);
+            // The reader may have finished: then the buffers are simply dropped.
+            let _ = back_tx.send(read);
             progress(label, w.last().map_or(0, |b| b.1), n);
         }
         Ok(None)
@@ -315,6 +336,7 @@ fn finish(
         .into_iter()
         .map(|p| StreamedPair {
             kl: p.kl,
+            top_k_same: p.top_k_same,
             divergence: p
                 .sums
                 .into_iter()
@@ -417,6 +439,12 @@ fn reduce_batch(
                     .zip(pc.chunks(*wc))
                     .map(|(p, q)| kl_divergence(p, q)),
             );
+            let same = pair.top_k_same.get_or_insert_with(|| Vec::with_capacity(n));
+            same.extend(
+                pb.chunks(*wb)
+                    .zip(pc.chunks(*wc))
+                    .map(|(p, q)| same_top_k(p, q, ctx.opts.top_k)),
+            );
         }
         if ctx.opts.divergence {
             sum_divergence(pair, &members[0], &members[k], &outs[0], &outs[k], n)?;
@@ -453,7 +481,7 @@ fn run_member(
     let info = m.model.info().clone();
     let real = end - start;
     if m.model.keyed_by_sample() {
-        let ids: Vec<String> = (start..end).map(|i| data.ids[i].clone()).collect();
+        let ids: Vec<String> = (start..end).map(|i| data.ids[i].to_string()).collect();
         let rows: Vec<usize> = (start..end).map(|i| data.rows[i]).collect();
         let out = m.model.run_samples(&ids, &rows).map_err(runtime)?;
         check_outputs(m, &info, &out, real)?;
@@ -659,7 +687,7 @@ fn reduce(
     }
     let rows = st
         .rows
-        .get_or_insert_with(|| RowStats::with_capacity(top_k, reading.n_classes, labels.len()));
+        .get_or_insert_with(|| RowStats::with_capacity(top_k, labels.len()));
     let mut probs = Vec::with_capacity(values.len());
     for (i, row) in values.chunks(w).enumerate() {
         st.predictions.push(argmax(row));

@@ -127,6 +127,9 @@ fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
         Predicted::from_scores(&sc, &probs_c, &labels, 3),
     );
     let kl = qgate_core::divergence::kl_summary(&probs_b, &probs_c).0;
+    let same: Vec<bool> = (0..probs_b.n_samples)
+        .map(|i| qgate_core::divergence::same_top_k(probs_b.row(i), probs_c.row(i), 3))
+        .collect();
     let input = PairInput {
         labels: &labels,
         ids: &ids,
@@ -136,6 +139,7 @@ fn pair(base: &str, cand: &str, resamples: usize) -> Comparison {
         baseline: &pb,
         candidate: &pc,
         kl: Some(&kl),
+        top_k_same: Some(&same),
         bootstrap: BootstrapSettings {
             resamples,
             confidence: 0.95,

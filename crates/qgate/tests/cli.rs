@@ -812,7 +812,7 @@ fn arrays_the_run_does_not_read_are_not_checked_but_listed() {
     )
     .unwrap();
     let ids =
-        qgate_core::Array::new(vec![540], qgate_core::ArrayData::Str(test.ids.clone())).unwrap();
+        qgate_core::Array::new(vec![540], qgate_core::ArrayData::Str(test.ids.to_vec())).unwrap();
     let file = std::fs::File::create(&path).unwrap();
     qgate_data::npy::write_npz(
         file,
