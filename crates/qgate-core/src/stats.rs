@@ -50,6 +50,99 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// A Binomial(`n`, `p`) variate, exact: inversion from 0 while the mean is below 10
+    /// (Devroye 1986, X.4), else Hörmann's transformed rejection with squeeze, BTRS
+    /// (Hörmann 1993, "The generation of binomial random variates"). `p` outside [0, 1]
+    /// or NaN counts as 0 or 1, whichever is nearer.
+    pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        self.binomial_with(n, p, &[])
+    }
+
+    /// [`Rng::binomial`] with `ln_fact[k] = ln k!` for every k ≤ n (else computed).
+    fn binomial_with(&mut self, n: u64, p: f64, ln_fact: &[f64]) -> u64 {
+        if n == 0 || p.is_nan() || p <= 0.0 {
+            return 0;
+        }
+        if p >= 1.0 {
+            return n;
+        }
+        if p > 0.5 {
+            return n - self.binomial_with(n, 1.0 - p, ln_fact);
+        }
+        if n as f64 * p < 10.0 {
+            self.binomial_inversion(n, p)
+        } else {
+            self.binomial_btrs(n, p, ln_fact)
+        }
+    }
+
+    /// Sequential search from 0 with P(x) / P(x − 1) = ((n + 1) / x − 1) · p / q; about
+    /// n·p + 1 steps. A uniform left over by rounding past x = n is drawn again.
+    fn binomial_inversion(&mut self, n: u64, p: f64) -> u64 {
+        let q = 1.0 - p;
+        let s = p / q;
+        let a = (n as f64 + 1.0) * s;
+        let p0 = match i32::try_from(n) {
+            Ok(k) => q.powi(k),
+            Err(_) => (n as f64 * (-p).ln_1p()).exp(),
+        };
+        loop {
+            let mut u = self.unit();
+            let mut px = p0;
+            let mut x = 0u64;
+            loop {
+                if u < px {
+                    return x;
+                }
+                u -= px;
+                x += 1;
+                if x > n {
+                    break;
+                }
+                px *= a / x as f64 - s;
+            }
+        }
+    }
+
+    /// BTRS for n·p ≥ 10 and p ≤ 1/2: a uniform pair proposes k from the transformed hat;
+    /// most are accepted by the squeeze, the rest against the exact log-density ratio.
+    fn binomial_btrs(&mut self, n: u64, p: f64, table: &[f64]) -> u64 {
+        let nf = n as f64;
+        let q = 1.0 - p;
+        let spq = (nf * p * q).sqrt();
+        let b = 1.15 + 2.53 * spq;
+        let a = -0.0873 + 0.0248 * b + 0.01 * p;
+        let c = nf * p + 0.5;
+        let v_r = 0.92 - 4.2 / b;
+        let alpha = (2.83 + 5.1 / b) * spq;
+        let lpq = (p / q).ln();
+        let m = ((nf + 1.0) * p).floor();
+        let ln_fact = |k: f64| match table.get(k as usize) {
+            Some(&v) if (n as usize) < table.len() => v,
+            _ => libm::lgamma(k + 1.0),
+        };
+        let h = ln_fact(m) + ln_fact(nf - m);
+        loop {
+            let u = self.unit() - 0.5;
+            let v = self.unit();
+            let us = 0.5 - u.abs();
+            if us <= 0.0 {
+                continue;
+            }
+            let k = ((2.0 * a / us + b) * u + c).floor();
+            if k < 0.0 || k > nf {
+                continue;
+            }
+            if us >= 0.07 && v <= v_r {
+                return k as u64;
+            }
+            let v = v * alpha / (a / (us * us) + b);
+            if v.ln() <= h - ln_fact(k) - ln_fact(nf - k) + (k - m) * lpq {
+                return k as u64;
+            }
+        }
+    }
+
     /// Fisher–Yates shuffle.
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
@@ -228,9 +321,13 @@ impl Default for BootstrapSettings {
 ///
 /// Each resample draws `codes.len()` samples with replacement, counts how often each code
 /// was drawn and hands the counts to `statistics`, which returns one value per statistic.
-/// Drawing a sample uniformly and reading its code is the same as drawing a code with
-/// probability (its frequency ÷ n), which Walker's alias method (Vose 1991) does in O(1)
-/// from a table the size of the alphabet — no random access into the sample array. Every
+/// Drawing n samples uniformly and counting their codes draws the counts from the
+/// multinomial distribution with n trials and code probabilities (frequency ÷ n). Where
+/// the alphabet is small against n (n ≥ 12 codes), the counts are drawn directly, one
+/// binomial per code conditioned on the codes before it (most frequent first): O(codes)
+/// per resample. Otherwise each of the n draws picks a code by Walker's alias method
+/// (Vose 1991) in O(1) from a table the size of the alphabet. Both draw from the same
+/// distribution; which one runs depends only on n and the alphabet. Every
 /// resample has its own generator derived from `(seed, resample index)`, so resamples run
 /// on all cores and the result does not depend on the number of threads. Returns one
 /// `(low, high)` interval per statistic: the `(1 − confidence) / 2` and
@@ -252,14 +349,12 @@ where
     for &c in codes {
         freq[c as usize] += 1;
     }
-    let alias = Alias::new(&freq);
     let n = codes.len();
+    let draw = CountDraw::new(&freq, n);
     let resample = |r: usize| -> Vec<f64> {
         let mut rng = Rng::new(settings.seed ^ (r as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         let mut counts = vec![0u64; n_codes];
-        for _ in 0..n {
-            counts[alias.draw(&mut rng)] += 1;
-        }
+        draw.fill(&mut rng, &mut counts);
         statistics(&counts)
     };
     let threads = std::thread::available_parallelism()
@@ -307,6 +402,79 @@ pub fn percentile_interval(mut values: Vec<f64>, confidence: f64) -> [f64; 2] {
         percentile_sorted(&values, alpha * 100.0),
         percentile_sorted(&values, (1.0 - alpha) * 100.0),
     ]
+}
+
+/// How a resample's code counts are drawn: multinomial(n, frequency ÷ n) either way.
+enum CountDraw {
+    /// One conditional binomial per code, most frequent first: `(code, frequency)`.
+    Binomials {
+        n: u64,
+        order: Vec<(usize, u64)>,
+        /// ln k! for k = 0..=n.
+        ln_fact: Vec<f64>,
+    },
+    /// n single draws from an alias table.
+    Alias { n: usize, table: Alias },
+}
+
+impl CountDraw {
+    /// Binomial draws cost about a dozen alias draws each.
+    const BINOMIAL_COST: usize = 12;
+
+    fn new(freq: &[u64], n: usize) -> CountDraw {
+        let mut order: Vec<(usize, u64)> = freq
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f > 0)
+            .map(|(k, &f)| (k, f))
+            .collect();
+        if order.len() * Self::BINOMIAL_COST <= n {
+            order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut ln_fact = Vec::with_capacity(n + 1);
+            let mut sum = 0.0;
+            ln_fact.push(0.0);
+            for k in 1..=n {
+                sum += (k as f64).ln();
+                ln_fact.push(sum);
+            }
+            CountDraw::Binomials {
+                n: n as u64,
+                order,
+                ln_fact,
+            }
+        } else {
+            CountDraw::Alias {
+                n,
+                table: Alias::new(freq),
+            }
+        }
+    }
+
+    fn fill(&self, rng: &mut Rng, counts: &mut [u64]) {
+        match self {
+            CountDraw::Binomials { n, order, ln_fact } => {
+                let (mut left, mut mass) = (*n, *n);
+                for &(k, f) in order {
+                    if left == 0 {
+                        break;
+                    }
+                    let c = if f >= mass {
+                        left
+                    } else {
+                        rng.binomial_with(left, f as f64 / mass as f64, ln_fact)
+                    };
+                    counts[k] = c;
+                    left -= c;
+                    mass -= f;
+                }
+            }
+            CountDraw::Alias { n, table } => {
+                for _ in 0..*n {
+                    counts[table.draw(rng)] += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Walker/Vose alias table: draws index `i` with probability `weights[i] / Σ weights`.
@@ -433,6 +601,137 @@ mod tests {
         assert_eq!(counts[1], 0);
         // expected 10 000 / 30 000; sd ≈ 87
         assert!((counts[0] as i64 - 10_000).abs() < 500, "{counts:?}");
+    }
+
+    /// Pearson's χ² of `draws` variates of Binomial(n, p) against statrs' pmf, cells
+    /// merged until each expects at least 5; passes below the 1 − 1e-6 quantile. With
+    /// `table`, ln k! comes from a table as in the bootstrap, else from lgamma.
+    fn assert_binomial(n: u64, p: f64, draws: usize, seed: u64, table: bool) {
+        use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, Discrete};
+        let mut rng = Rng::new(seed);
+        let ln_fact: Vec<f64> = if table {
+            (0..=n)
+                .scan(0.0, |s, k| {
+                    *s += if k == 0 { 0.0 } else { (k as f64).ln() };
+                    Some(*s)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut seen = vec![0u64; n as usize + 1];
+        let mut sum = 0.0;
+        for _ in 0..draws {
+            let k = rng.binomial_with(n, p, &ln_fact);
+            assert!(k <= n, "Binomial({n}, {p}) gave {k}");
+            seen[k as usize] += 1;
+            sum += k as f64;
+        }
+        let pmf = Binomial::new(p, n).unwrap();
+        let (mut chi2, mut cells) = (0.0, 0usize);
+        let (mut obs, mut exp) = (0.0, 0.0);
+        for k in 0..=n {
+            obs += seen[k as usize] as f64;
+            exp += pmf.pmf(k) * draws as f64;
+            if exp >= 5.0 {
+                chi2 += (obs - exp) * (obs - exp) / exp;
+                cells += 1;
+                (obs, exp) = (0.0, 0.0);
+            }
+        }
+        if exp > 0.0 || obs > 0.0 {
+            chi2 += (obs - exp) * (obs - exp) / exp.max(1e-300);
+            cells += 1;
+        }
+        let limit = ChiSquared::new((cells.max(2) - 1) as f64)
+            .unwrap()
+            .inverse_cdf(1.0 - 1e-6);
+        assert!(
+            chi2 < limit,
+            "Binomial({n}, {p}): chi2 {chi2:.1} over {cells} cells, limit {limit:.1}"
+        );
+        let mean = sum / draws as f64;
+        let se = (n as f64 * p * (1.0 - p) / draws as f64).sqrt();
+        assert!(
+            (mean - n as f64 * p).abs() < 6.0 * se + 1e-12,
+            "{n} {p}: mean {mean}"
+        );
+    }
+
+    #[test]
+    fn binomial_variates_follow_the_binomial_pmf() {
+        // Inversion (mean < 10), BTRS (mean ≥ 10), and p > 1/2 through n − Binomial(n, 1 − p).
+        for (i, &(n, p)) in [
+            (1u64, 0.5),
+            (5, 0.3),
+            (40, 0.2),
+            (50_000, 0.0001),
+            (100, 0.3),
+            (540, 0.5),
+            (1000, 0.02),
+            (50_000, 0.37),
+            (540, 0.97),
+            (3, 0.999),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_binomial(n, p, 200_000, 11 + i as u64, false);
+            assert_binomial(n, p, 200_000, 31 + i as u64, true);
+        }
+        let mut rng = Rng::new(1);
+        assert_eq!(rng.binomial(0, 0.5), 0);
+        assert_eq!(rng.binomial(9, 0.0), 0);
+        assert_eq!(rng.binomial(9, 1.0), 9);
+        assert_eq!(rng.binomial(9, f64::NAN), 0);
+    }
+
+    /// The two ways of drawing a resample's counts give the same interval up to Monte-Carlo
+    /// error: binomials where the alphabet is small against n, alias draws otherwise.
+    #[test]
+    fn both_count_draws_give_the_same_bootstrap() {
+        // 3 codes: correct on both, baseline only, candidate only.
+        let codes: Vec<u32> = (0..600).map(|i| [0, 0, 0, 0, 1, 2][i % 6]).collect();
+        let stat = |c: &[u64]| vec![(c[2] as f64 - c[1] as f64) / c.iter().sum::<u64>() as f64];
+        let s = BootstrapSettings {
+            resamples: 20_000,
+            confidence: 0.95,
+            seed: 3,
+        };
+        let freq = [400u64, 100, 100];
+        assert!(matches!(
+            CountDraw::new(&freq, 600),
+            CountDraw::Binomials { .. }
+        ));
+        let binomial = paired_bootstrap(&codes, 3, s, stat)[0];
+        // More codes in use than n / 12: alias draws.
+        assert!(matches!(
+            CountDraw::new(&[1u64; 51], 51),
+            CountDraw::Alias { .. }
+        ));
+        let alias = {
+            let draw = CountDraw::Alias {
+                n: 600,
+                table: Alias::new(&freq),
+            };
+            let values: Vec<f64> = (0..20_000)
+                .map(|r| {
+                    let mut rng = Rng::new(99 + r as u64);
+                    let mut counts = vec![0u64; 3];
+                    draw.fill(&mut rng, &mut counts);
+                    stat(&counts)[0]
+                })
+                .collect();
+            percentile_interval(values, 0.95)
+        };
+        // Exact: ±1.96·sqrt(Var(d)/n) with Var(d) = 2/6 − 0 → half-width 0.0462.
+        for (b, a) in [binomial.0, binomial.1].iter().zip(alias) {
+            assert!((b - a).abs() < 0.004, "binomials {binomial:?}, alias {a}");
+        }
+        assert!(
+            ((binomial.1 - binomial.0) / 2.0 - 0.0462).abs() < 0.003,
+            "{binomial:?}"
+        );
     }
 
     #[test]

@@ -15,16 +15,32 @@ use qgate_eval::{evaluate_pair, EvalOptions};
 use qgate_runtime::{load, LoadOptions, ModelSpec};
 use tract_onnx::prelude::*;
 
-/// Metrics of both models, McNemar, flips and a 1 000-resample paired bootstrap over
-/// 1 000 000 predictions of 100 classes.
+/// Metrics of both models, McNemar, flips and a paired bootstrap: 1 000 resamples over
+/// 1 000 000 predictions of 100 classes, and the default 2 000 over 540 predictions of 10
+/// classes (the size of the evaluation benchmark below, where it runs after inference).
 fn statistics(c: &mut Criterion) {
-    const N: usize = 1_000_000;
-    const CLASSES: usize = 100;
+    let mut group = c.benchmark_group("statistics");
+    group.sample_size(10);
+    pair_statistics(&mut group, 1_000_000, 100, 5, 1000);
+    group.sample_size(50);
+    pair_statistics(&mut group, 540, 10, 3, 2000);
+    group.finish();
+}
+
+/// Synthetic labels and two models' predictions (10 % wrong, the candidate changing 2 %
+/// of them), compared as `qgate compare` does.
+fn pair_statistics(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+    classes: usize,
+    top_k: usize,
+    resamples: usize,
+) {
     let mut rng = Rng::new(42);
-    let labels: Vec<usize> = (0..N).map(|_| rng.below(CLASSES)).collect();
+    let labels: Vec<usize> = (0..n).map(|_| rng.below(classes)).collect();
     let noisy = |rng: &mut Rng, y: usize, p_wrong: f64| {
         if rng.unit() < p_wrong {
-            Some(rng.below(CLASSES))
+            Some(rng.below(classes))
         } else {
             Some(y)
         }
@@ -48,25 +64,24 @@ fn statistics(c: &mut Criterion) {
             .collect(),
         rows: None,
     };
-    let ids = qgate_core::Ids::indices(N);
-    let mut group = c.benchmark_group("statistics");
-    group.sample_size(10);
-    group.bench_function("1M predictions, 100 classes, 1000 resamples", |b| {
+    let ids = qgate_core::Ids::indices(n);
+    let name = format!("{n} predictions, {classes} classes, {resamples} resamples");
+    group.bench_function(name, |b| {
         b.iter(|| {
-            let bm = Metrics::compute(&labels, &base.predictions, None, CLASSES, 5, &[]);
-            let cm = Metrics::compute(&labels, &cand.predictions, None, CLASSES, 5, &[]);
+            let bm = Metrics::compute(&labels, &base.predictions, None, classes, top_k, &[]);
+            let cm = Metrics::compute(&labels, &cand.predictions, None, classes, top_k, &[]);
             let input = PairInput {
                 labels: &labels,
                 ids: &ids,
-                n_classes: CLASSES,
-                top_k: 5,
+                n_classes: classes,
+                top_k,
                 class_names: &[],
                 baseline: &base,
                 candidate: &cand,
                 kl: None,
                 top_k_same: None,
                 bootstrap: BootstrapSettings {
-                    resamples: 1000,
+                    resamples,
                     confidence: 0.95,
                     seed: 0,
                 },
@@ -77,7 +92,6 @@ fn statistics(c: &mut Criterion) {
             Comparison::compute(&input, &bm, &cm)
         })
     });
-    group.finish();
 }
 
 fn fixtures() -> std::path::PathBuf {
