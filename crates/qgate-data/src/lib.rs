@@ -159,13 +159,7 @@ impl Dataset {
                 });
             }
         }
-        let ids = match ids {
-            Some(ids) => {
-                unique_ids(&path, "id", &ids)?;
-                Ids::from(ids)
-            }
-            None => Ids::indices(n),
-        };
+        let ids = packed_ids(&path, "id", ids, n)?;
         Ok(Dataset {
             source: source.to_string(),
             ids,
@@ -586,13 +580,7 @@ pub fn load_npz_streaming(
             });
         }
     }
-    let ids = match ids {
-        Some(ids) => {
-            unique_ids(path, id_key.as_deref().unwrap_or("id"), &ids)?;
-            Ids::from(ids)
-        }
-        None => Ids::indices(n),
-    };
+    let ids = packed_ids(path, id_key.as_deref().unwrap_or("id"), ids, n)?;
     let ds = Dataset {
         source: path.display().to_string(),
         ids,
@@ -688,6 +676,22 @@ pub fn labels_from_array(path: &Path, key: &str, a: &Array) -> Result<Vec<i64>, 
             "labels must be integers, found {t} (map class names to indices first)"
         )),
     })
+}
+
+/// The data's own ids (array `key`), checked unique, or the sample indices of `n` samples.
+fn packed_ids(
+    path: &Path,
+    key: &str,
+    ids: Option<Vec<String>>,
+    n: usize,
+) -> Result<Ids, DataError> {
+    match ids {
+        Some(ids) => {
+            unique_ids(path, key, &ids)?;
+            Ok(Ids::from(ids))
+        }
+        None => Ok(Ids::indices(n)),
+    }
 }
 
 /// Ids key flips, saved outputs and reports: two samples with one id would be confused
