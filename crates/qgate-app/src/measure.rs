@@ -80,7 +80,7 @@ pub fn measure(
         Some(d) => {
             let path = workers.scratch.join("inputs.npz");
             let arrays = d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
-            write_with_ids(&path, arrays, &d.ids)?;
+            write_with_ids(&path, arrays, d.ids.to_vec())?;
             Some(path)
         }
         None => None,

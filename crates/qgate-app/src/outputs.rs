@@ -36,11 +36,8 @@ pub fn save_outputs(
             .first()
             .map_or(data.len(), |(_, a)| a.n_rows())
             .min(data.len());
-        write_with_ids(
-            &dir.join(format!("{name}.npz")),
-            arrays,
-            &data.ids.range(0..rows),
-        )?;
+        let ids = data.ids.iter().take(rows).map(str::to_string).collect();
+        write_with_ids(&dir.join(format!("{name}.npz")), arrays, ids)?;
     }
     Ok(())
 }
@@ -49,11 +46,11 @@ pub fn save_outputs(
 pub fn write_with_ids(
     path: &Path,
     arrays: Vec<(&str, &Array)>,
-    ids: &qgate_data::Ids,
+    ids: Vec<String>,
 ) -> Result<(), AppError> {
     let ids = Array {
         shape: vec![ids.len()],
-        data: ArrayData::Str(ids.to_vec()),
+        data: ArrayData::Str(ids),
     };
     let mut arrays = arrays;
     arrays.push(("id", &ids));

@@ -132,6 +132,15 @@ macro_rules! each_numeric {
     };
 }
 
+/// Replaces `out` with rows `indices` (each `row` values long) of `v`, in that order.
+fn pick_rows<T: Clone>(v: &[T], indices: &[usize], row: usize, out: &mut Vec<T>) {
+    out.clear();
+    out.reserve(indices.len() * row);
+    for &i in indices {
+        out.extend_from_slice(&v[i * row..(i + 1) * row]);
+    }
+}
+
 /// An n-dimensional array: plain data with no runtime attached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
@@ -242,18 +251,11 @@ impl Array {
             *out = self.clone();
             return;
         }
-        fn pick<T: Clone>(v: &[T], indices: &[usize], row: usize, out: &mut Vec<T>) {
-            out.clear();
-            out.reserve(indices.len() * row);
-            for &i in indices {
-                out.extend_from_slice(&v[i * row..(i + 1) * row]);
-            }
-        }
         match (&self.data, &mut out.data) {
-            (ArrayData::F32(v), ArrayData::F32(o)) => pick(v, indices, row, o),
-            (ArrayData::F64(v), ArrayData::F64(o)) => pick(v, indices, row, o),
-            (ArrayData::U8(v), ArrayData::U8(o)) => pick(v, indices, row, o),
-            (ArrayData::I64(v), ArrayData::I64(o)) => pick(v, indices, row, o),
+            (ArrayData::F32(v), ArrayData::F32(o)) => pick_rows(v, indices, row, o),
+            (ArrayData::F64(v), ArrayData::F64(o)) => pick_rows(v, indices, row, o),
+            (ArrayData::U8(v), ArrayData::U8(o)) => pick_rows(v, indices, row, o),
+            (ArrayData::I64(v), ArrayData::I64(o)) => pick_rows(v, indices, row, o),
             _ => {
                 *out = self.select_rows(indices);
                 return;
@@ -273,10 +275,8 @@ impl Array {
         }
         shape[0] = indices.len();
         fn pick<T: Clone>(v: &[T], indices: &[usize], row: usize) -> Vec<T> {
-            let mut out = Vec::with_capacity(indices.len() * row);
-            for &i in indices {
-                out.extend_from_slice(&v[i * row..(i + 1) * row]);
-            }
+            let mut out = Vec::new();
+            pick_rows(v, indices, row, &mut out);
             out
         }
         let data = match &self.data {

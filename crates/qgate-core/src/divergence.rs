@@ -220,25 +220,21 @@ pub fn top_k_agreement(base: &Scores, cand: &Scores, k: usize) -> f64 {
     same as f64 / base.n_samples as f64
 }
 
-/// Whether two rows are both finite and have the same set of `k` highest values (ties at
-/// the k-th place keep the lower index, as `numpy.argsort`): one sample of
-/// [`top_k_agreement`].
+/// Whether two rows are both finite and have the same set of `k` highest values: one
+/// sample of [`top_k_agreement`].
 pub fn same_top_k(p: &[f64], q: &[f64], k: usize) -> bool {
-    if !p.iter().chain(q).all(|v| v.is_finite()) {
-        return false;
-    }
-    let mut a = top_k_lower_first(p, k);
-    let mut b = top_k_lower_first(q, k);
-    a.sort_unstable();
-    b.sort_unstable();
-    a == b
+    matches!((top_k_set(p, k), top_k_set(q, k)), (Some(a), Some(b)) if a == b)
 }
 
-pub(crate) fn top_k_lower_first(row: &[f64], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
+/// The indices of the `k` highest values of a finite row, ascending (ties at the k-th
+/// place keep the lower index, as `numpy.argsort`); `None` when a value is not finite.
+pub fn top_k_set(row: &[f64], k: usize) -> Option<Vec<usize>> {
+    if !row.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let mut set = crate::metrics::top_k_ordered(row, k, true);
+    set.sort_unstable();
+    Some(set)
 }
 
 #[cfg(test)]

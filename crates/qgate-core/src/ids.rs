@@ -2,7 +2,7 @@
 //! samples keeps its ids ("0" … "49999" when it names none) in about 13 bytes a sample,
 //! where a `Vec<String>` takes about 56.
 
-use std::ops::{Index, Range};
+use std::ops::Index;
 
 /// One id per sample, in sample order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,11 +64,6 @@ impl Ids {
         idx.iter().map(|&i| &self[i]).collect()
     }
 
-    /// The ids at positions `range`.
-    pub fn range(&self, range: Range<usize>) -> Ids {
-        range.map(|i| &self[i]).collect()
-    }
-
     /// The ids as owned strings (for arrays and files that need them).
     pub fn to_vec(&self) -> Vec<String> {
         self.iter().map(str::to_string).collect()
@@ -117,13 +112,12 @@ mod tests {
     }
 
     #[test]
-    fn named_ids_select_and_range() {
+    fn named_ids_select() {
         let ids: Ids = ["a", "", "ccc", "dd"].into_iter().collect();
         assert_eq!(ids.len(), 4);
         assert_eq!(&ids[1], "");
         assert_eq!(ids.get(4), None);
         assert_eq!(ids.select(&[3, 0, 3]).to_vec(), vec!["dd", "a", "dd"]);
-        assert_eq!(ids.range(1..3).to_vec(), vec!["", "ccc"]);
         assert_eq!(Ids::from(ids.to_vec()), ids);
     }
 }

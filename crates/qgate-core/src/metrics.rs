@@ -75,9 +75,25 @@ pub fn softmax(row: &[f64]) -> Vec<f64> {
 /// The `k` class indices with the highest scores, highest first. Ties rank the higher index
 /// first, as scikit-learn's `top_k_accuracy_score` (stable ascending sort, reversed).
 pub fn top_k(row: &[f64], k: usize) -> Vec<usize> {
+    top_k_ordered(row, k, false)
+}
+
+/// The `k` indices with the highest values, highest first; ties rank the lower index first
+/// with `lower_first`, else the higher. A partial selection (O(n)) picks them, then only
+/// those `k` are sorted.
+pub(crate) fn top_k_ordered(row: &[f64], k: usize, lower_first: bool) -> Vec<usize> {
+    let order = |a: &usize, b: &usize| {
+        let by_index = if lower_first { a.cmp(b) } else { b.cmp(a) };
+        row[*b].total_cmp(&row[*a]).then(by_index)
+    };
     let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(b.cmp(&a)));
-    idx.truncate(k);
+    if k < idx.len() {
+        if k > 0 {
+            idx.select_nth_unstable_by(k - 1, order);
+        }
+        idx.truncate(k);
+    }
+    idx.sort_by(order);
     idx
 }
 

@@ -117,9 +117,16 @@ impl Rng {
         let alpha = (2.83 + 5.1 / b) * spq;
         let lpq = (p / q).ln();
         let m = ((nf + 1.0) * p).floor();
-        let ln_fact = |k: f64| match table.get(k as usize) {
-            Some(&v) if (n as usize) < table.len() => v,
-            _ => libm::lgamma(k + 1.0),
+        let table = if (n as usize) < table.len() {
+            table
+        } else {
+            &[]
+        };
+        let ln_fact = |k: f64| {
+            table
+                .get(k as usize)
+                .copied()
+                .unwrap_or_else(|| libm::lgamma(k + 1.0))
         };
         let h = ln_fact(m) + ln_fact(nf - m);
         loop {
@@ -430,17 +437,10 @@ impl CountDraw {
             .collect();
         if order.len() * Self::BINOMIAL_COST <= n {
             order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut ln_fact = Vec::with_capacity(n + 1);
-            let mut sum = 0.0;
-            ln_fact.push(0.0);
-            for k in 1..=n {
-                sum += (k as f64).ln();
-                ln_fact.push(sum);
-            }
             CountDraw::Binomials {
                 n: n as u64,
                 order,
-                ln_fact,
+                ln_fact: ln_factorials(n),
             }
         } else {
             CountDraw::Alias {
@@ -475,6 +475,16 @@ impl CountDraw {
             }
         }
     }
+}
+
+/// `ln k!` for k = 0..=n, by running sums of logarithms.
+fn ln_factorials(n: usize) -> Vec<f64> {
+    std::iter::once(0.0)
+        .chain((1..=n).scan(0.0, |sum, k| {
+            *sum += (k as f64).ln();
+            Some(*sum)
+        }))
+        .collect()
 }
 
 /// Walker/Vose alias table: draws index `i` with probability `weights[i] / Σ weights`.
@@ -609,13 +619,8 @@ mod tests {
     fn assert_binomial(n: u64, p: f64, draws: usize, seed: u64, table: bool) {
         use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, Discrete};
         let mut rng = Rng::new(seed);
-        let ln_fact: Vec<f64> = if table {
-            (0..=n)
-                .scan(0.0, |s, k| {
-                    *s += if k == 0 { 0.0 } else { (k as f64).ln() };
-                    Some(*s)
-                })
-                .collect()
+        let ln_fact = if table {
+            ln_factorials(n as usize)
         } else {
             Vec::new()
         };

@@ -529,17 +529,19 @@ impl PixelSpace {
         array: &qgate_core::Array,
         ids: &qgate_core::Ids,
     ) -> Result<(), String> {
-        let brightest = self.check_chunk(name, array, ids)?;
+        let brightest = self.check_chunk(name, array, ids, 0)?;
         self.check_brightest(name, array.n_rows(), brightest)
     }
 
-    /// [`PixelSpace::check_values`] on some rows of the array (`ids` theirs): the brightest
-    /// pixel among them, or the first error. Finish with [`PixelSpace::check_brightest`].
+    /// [`PixelSpace::check_values`] on some rows of the array, row `i` being sample
+    /// `first + i` of `ids`: the brightest pixel among them, or the first error. Finish
+    /// with [`PixelSpace::check_brightest`].
     pub fn check_chunk(
         &self,
         name: &str,
         array: &qgate_core::Array,
         ids: &qgate_core::Ids,
+        first: usize,
     ) -> Result<f32, String> {
         if let Some(s) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
             return Err(format!(
@@ -563,7 +565,7 @@ impl PixelSpace {
                 if !(-RANGE_SLACK..=1.0 + RANGE_SLACK).contains(&p) {
                     return Err(format!(
                         "array '{name}': sample '{}' has a value that is pixel {p} in the declared pixel space (range {}, mean {:?}, std {:?}), outside [0, 1]; declare how the array holds pixels with --input-range 0,1|0,255 and --image-mean/--image-std",
-                        ids.get(i).unwrap_or("?"),
+                        ids.get(first + i).unwrap_or("?"),
                         self.range,
                         self.mean,
                         self.std

@@ -161,18 +161,28 @@ impl Dataset {
         }
         let ids = packed_ids(&path, "id", ids, n)?;
         Ok(Dataset {
-            source: source.to_string(),
-            ids,
             arrays: map,
-            stored: BTreeMap::new(),
             labels,
+            ..Dataset::of_samples(source.to_string(), ids)
+        })
+    }
+
+    /// A data set of the samples `ids`, in file order, with no arrays, labels or tags yet.
+    fn of_samples(source: String, ids: Ids) -> Dataset {
+        let n = ids.len();
+        Dataset {
+            source,
+            ids,
+            arrays: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            labels: None,
             label_key: None,
             class_names: Vec::new(),
             unusable: BTreeMap::new(),
             rows: (0..n).collect(),
             file_rows: n,
             slices: Slices::default(),
-        })
+        }
     }
 
     /// Number of samples.
@@ -420,12 +430,8 @@ pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
             Dataset::from_arrays(&path.display().to_string(), vec![(stem, array)], None, None)?
         }
         Member::Stored(s) => {
-            let n = s.shape()[0];
-            let source = path.display().to_string();
-            let mut ds = Dataset::from_arrays(&source, Vec::new(), None, None)?;
-            ds.ids = Ids::indices(n);
-            ds.rows = (0..n).collect();
-            ds.file_rows = n;
+            let ids = Ids::indices(s.shape()[0]);
+            let mut ds = Dataset::of_samples(path.display().to_string(), ids);
             ds.stored.insert(stem, s);
             ds
         }
@@ -582,17 +588,14 @@ pub fn load_npz_streaming(
     }
     let ids = packed_ids(path, id_key.as_deref().unwrap_or("id"), ids, n)?;
     let ds = Dataset {
-        source: path.display().to_string(),
-        ids,
         arrays,
         stored,
         labels,
         label_key,
         class_names,
         unusable,
-        rows: (0..n).collect(),
-        file_rows: n,
         slices,
+        ..Dataset::of_samples(path.display().to_string(), ids)
     };
     non_empty(ds, path)
 }

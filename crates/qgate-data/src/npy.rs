@@ -103,15 +103,13 @@ impl NpyHeader {
         let rows = bytes.len() / self.row_bytes().max(1);
         let reused = match (self.kind, self.size, &mut out.data) {
             (Kind::Float, 4, ArrayData::F32(v)) => {
-                v.clear();
-                v.extend(bytes.chunks_exact(4).map(|c| {
-                    let b = [c[0], c[1], c[2], c[3]];
-                    if self.big_endian {
-                        f32::from_be_bytes(b)
-                    } else {
-                        f32::from_le_bytes(b)
-                    }
-                }));
+                fill_num(
+                    bytes,
+                    self.big_endian,
+                    f32::from_be_bytes,
+                    f32::from_le_bytes,
+                    v,
+                );
                 true
             }
             (Kind::Uint, 1, ArrayData::U8(v)) => {
@@ -132,6 +130,26 @@ impl NpyHeader {
         }
         Ok(())
     }
+}
+
+/// Replaces `out` with the `N`-byte values of `data`, in the file's byte order.
+fn fill_num<T, const N: usize>(
+    data: &[u8],
+    big: bool,
+    from_be: fn([u8; N]) -> T,
+    from_le: fn([u8; N]) -> T,
+    out: &mut Vec<T>,
+) {
+    out.clear();
+    out.extend(data.chunks_exact(N).map(|c| {
+        let mut b = [0u8; N];
+        b.copy_from_slice(c);
+        if big {
+            from_be(b)
+        } else {
+            from_le(b)
+        }
+    }));
 }
 
 /// Parses the header at the start of `.npy` bytes (the data may be absent).
@@ -304,33 +322,25 @@ fn decode(
     descr: &str,
 ) -> Result<ArrayData, NpyError> {
     macro_rules! num {
-        ($t:ty, $n:expr) => {{
-            data.chunks_exact($n)
-                .map(|c| {
-                    let mut b = [0u8; $n];
-                    b.copy_from_slice(c);
-                    if big {
-                        <$t>::from_be_bytes(b)
-                    } else {
-                        <$t>::from_le_bytes(b)
-                    }
-                })
-                .collect::<Vec<$t>>()
+        ($t:ty) => {{
+            let mut v = Vec::new();
+            fill_num(data, big, <$t>::from_be_bytes, <$t>::from_le_bytes, &mut v);
+            v
         }};
     }
     Ok(match (kind, size) {
         (Kind::Bool, 1) => ArrayData::Bool(data.iter().map(|&b| b != 0).collect()),
         (Kind::Int, 1) => ArrayData::I8(data.iter().map(|&b| b as i8).collect()),
-        (Kind::Int, 2) => ArrayData::I16(num!(i16, 2)),
-        (Kind::Int, 4) => ArrayData::I32(num!(i32, 4)),
-        (Kind::Int, 8) => ArrayData::I64(num!(i64, 8)),
+        (Kind::Int, 2) => ArrayData::I16(num!(i16)),
+        (Kind::Int, 4) => ArrayData::I32(num!(i32)),
+        (Kind::Int, 8) => ArrayData::I64(num!(i64)),
         (Kind::Uint, 1) => ArrayData::U8(data.to_vec()),
-        (Kind::Uint, 2) => ArrayData::U16(num!(u16, 2)),
-        (Kind::Uint, 4) => ArrayData::U32(num!(u32, 4)),
-        (Kind::Uint, 8) => ArrayData::U64(num!(u64, 8)),
-        (Kind::Float, 2) => ArrayData::F32(num!(u16, 2).into_iter().map(f16_to_f32).collect()),
-        (Kind::Float, 4) => ArrayData::F32(num!(f32, 4)),
-        (Kind::Float, 8) => ArrayData::F64(num!(f64, 8)),
+        (Kind::Uint, 2) => ArrayData::U16(num!(u16)),
+        (Kind::Uint, 4) => ArrayData::U32(num!(u32)),
+        (Kind::Uint, 8) => ArrayData::U64(num!(u64)),
+        (Kind::Float, 2) => ArrayData::F32(num!(u16).into_iter().map(f16_to_f32).collect()),
+        (Kind::Float, 4) => ArrayData::F32(num!(f32)),
+        (Kind::Float, 8) => ArrayData::F64(num!(f64)),
         (Kind::Unicode, s) if s > 0 => ArrayData::Str(
             data.chunks_exact(s)
                 .map(|c| {

@@ -149,7 +149,7 @@ pub(crate) fn pick_array(
             .map_err(|e| err(e.to_string()))?;
         let b = plan
             .pixels
-            .check_chunk(&array, &a, &data.ids.range(start..start + idx.len()))
+            .check_chunk(&array, &a, &data.ids, start)
             .map_err(|e| err(format!("{}: {e}", data.source)))?;
         brightest = brightest.max(b);
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use qgate_core::compare::Predicted;
-use qgate_core::divergence::{kl_divergence, same_top_k, DivergenceSums};
+use qgate_core::divergence::{kl_divergence, top_k_set, DivergenceSums};
 use qgate_core::metrics::{argmax, softmax};
 use qgate_core::rows::RowStats;
 use qgate_core::Array;
@@ -430,21 +430,22 @@ fn reduce_batch(
             Err(()) => return Ok(Some(Restart(k))),
         }
     }
+    // The baseline's top-k sets, once for every candidate.
+    let base_top: Option<Vec<Option<Vec<usize>>>> = probs[0].as_ref().map(|(pb, wb)| {
+        pb.chunks(*wb)
+            .map(|r| top_k_set(r, ctx.opts.top_k))
+            .collect()
+    });
     for (c, pair) in pairs.iter_mut().enumerate() {
         let k = c + 1;
-        if let (Some((pb, wb)), Some((pc, wc))) = (&probs[0], &probs[k]) {
+        if let (Some((pb, wb)), Some((pc, wc)), Some(base_top)) = (&probs[0], &probs[k], &base_top)
+        {
             let kl = pair.kl.get_or_insert_with(|| Vec::with_capacity(n));
-            kl.extend(
-                pb.chunks(*wb)
-                    .zip(pc.chunks(*wc))
-                    .map(|(p, q)| kl_divergence(p, q)),
-            );
             let same = pair.top_k_same.get_or_insert_with(|| Vec::with_capacity(n));
-            same.extend(
-                pb.chunks(*wb)
-                    .zip(pc.chunks(*wc))
-                    .map(|(p, q)| same_top_k(p, q, ctx.opts.top_k)),
-            );
+            for ((p, q), top) in pb.chunks(*wb).zip(pc.chunks(*wc)).zip(base_top) {
+                kl.push(kl_divergence(p, q));
+                same.push(top.is_some() && *top == top_k_set(q, ctx.opts.top_k));
+            }
         }
         if ctx.opts.divergence {
             sum_divergence(pair, &members[0], &members[k], &outs[0], &outs[k], n)?;
