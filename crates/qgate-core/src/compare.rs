@@ -484,12 +484,13 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
             })
         })
         .collect();
-    let stats = |counts: &[u64]| -> Vec<f64> {
-        let mut support = vec![0u64; c];
-        let mut tp_b = vec![0u64; c];
-        let mut tp_c = vec![0u64; c];
-        let mut pred_b = vec![0u64; c + 1];
-        let mut pred_c = vec![0u64; c + 1];
+    let stats = |counts: &[u64], scratch: &mut Vec<u64>| -> [f64; 2] {
+        scratch.clear();
+        scratch.resize(5 * c + 2, 0);
+        let (support, rest) = scratch.split_at_mut(c);
+        let (tp_b, rest) = rest.split_at_mut(c);
+        let (tp_c, rest) = rest.split_at_mut(c);
+        let (pred_b, pred_c) = rest.split_at_mut(c + 1);
         let mut n = 0u64;
         for (&(y, b, cc), &k) in triples.iter().zip(counts) {
             if k == 0 {
@@ -508,15 +509,12 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
         }
         let acc_b = tp_b.iter().sum::<u64>() as f64 / n as f64;
         let acc_c = tp_c.iter().sum::<u64>() as f64 / n as f64;
-        let f1_b = macro_f1_from_counts(&tp_b, &pred_b[..c], &support);
-        let f1_c = macro_f1_from_counts(&tp_c, &pred_c[..c], &support);
-        vec![acc_c - acc_b, f1_c - f1_b]
+        let f1_b = macro_f1_from_counts(tp_b, &pred_b[..c], support);
+        let f1_c = macro_f1_from_counts(tp_c, &pred_c[..c], support);
+        [acc_c - acc_b, f1_c - f1_b]
     };
-    let ci = paired_bootstrap(&codes, triples.len(), input.bootstrap, stats);
-    match ci.as_slice() {
-        [a, f] => [[a.0, a.1], [f.0, f.1]],
-        _ => [[f64::NAN; 2]; 2],
-    }
+    let [a, f] = paired_bootstrap(&codes, triples.len(), input.bootstrap, stats);
+    [[a.0, a.1], [f.0, f.1]]
 }
 
 #[cfg(test)]

@@ -252,12 +252,12 @@ pub fn macro_f1_from_counts(tp: &[u64], predicted_as: &[u64], support: &[u64]) -
     if n == 0 {
         return 0.0;
     }
+    // F1 = 2·P·R / (P + R) = 2·TP / (predicted + support) where TP > 0, else 0: one
+    // division per class (this runs for every bootstrap resample).
     let mut sum = 0.0;
     for c in 0..n {
-        let p = ratio(tp[c] as f64, predicted_as[c] as f64);
-        let r = ratio(tp[c] as f64, support[c] as f64);
-        if p + r > 0.0 {
-            sum += 2.0 * p * r / (p + r);
+        if tp[c] > 0 {
+            sum += 2.0 * tp[c] as f64 / (predicted_as[c] + support[c]) as f64;
         }
     }
     sum / n as f64

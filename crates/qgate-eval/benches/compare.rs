@@ -1,5 +1,6 @@
 //! Benchmarks of `qgate compare`'s work: the statistics on a million synthetic predictions,
-//! and a whole evaluation against bare tract loops over the same models and data.
+//! and a whole evaluation against bare tract loops (and bare `ort` loops) over the same
+//! models and data; an interleaved arm prints the speed ratio of each pair of runs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -155,20 +156,19 @@ fn compare_against_bare_loops(c: &mut Criterion) {
     let mut qc = load(&spec(cand_name), &LoadOptions::default()).unwrap();
     let mut group = c.benchmark_group(format!("compare {base_name} vs {cand_name}, 540 samples"));
     group.sample_size(20);
-    group.bench_function("bare tract loops", |b| {
-        b.iter(|| {
-            for model in &bare {
-                for t in &batches {
-                    let plan = if t.shape()[0] == batch {
-                        &model.plans[0]
-                    } else {
-                        &model.plans[1]
-                    };
-                    std::hint::black_box(plan.run(tvec![t.clone().into_tvalue()]).unwrap());
-                }
+    let bare_loops = || {
+        for model in &bare {
+            for t in &batches {
+                let plan = if t.shape()[0] == batch {
+                    &model.plans[0]
+                } else {
+                    &model.plans[1]
+                };
+                std::hint::black_box(plan.run(tvec![t.clone().into_tvalue()]).unwrap());
             }
-        })
-    });
+        }
+    };
+    group.bench_function("bare tract loops", |b| b.iter(bare_loops));
     let arrays: Vec<qgate_core::Array> = (0..n)
         .step_by(batch)
         .map(|s| images.slice_rows(s, (s + batch).min(n)))
@@ -182,26 +182,97 @@ fn compare_against_bare_loops(c: &mut Criterion) {
             }
         })
     });
-    evaluate_arm(&mut group, [qb.as_mut(), qc.as_mut()], &data, batch);
+    evaluate_arms(
+        &mut group,
+        [qb.as_mut(), qc.as_mut()],
+        &data,
+        batch,
+        bare_loops,
+    );
     group.finish();
 }
 
 /// `qgate compare`'s evaluation of the pair (default policy, `batch` samples per call) as
-/// an arm of `group`.
-fn evaluate_arm(
+/// an arm of `group`, then again interleaved with `bare` (see [`Interleaved`]).
+fn evaluate_arms(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     [qb, qc]: [&mut dyn qgate_runtime::Model; 2],
     data: &qgate_data::Dataset,
     batch: usize,
+    mut bare: impl FnMut(),
 ) {
     let opts = EvalOptions {
         batch_size: batch,
         ..EvalOptions::default()
     };
     let policy = Policy::default();
-    group.bench_function("qgate evaluate_pair", |b| {
-        b.iter(|| evaluate_pair(qb, qc, data, &policy, &opts, &mut |_, _, _| {}).unwrap())
-    });
+    let mut evaluate = || evaluate_pair(qb, qc, data, &policy, &opts, &mut |_, _, _| {}).unwrap();
+    group.bench_function("qgate evaluate_pair", |b| b.iter(&mut evaluate));
+    let mut paired = Interleaved::default();
+    group.bench_function(
+        "qgate evaluate_pair, interleaved with the bare loops",
+        |b| b.iter_custom(|iters| paired.rounds(iters, &mut bare, &mut evaluate)),
+    );
+    paired.report();
+}
+
+/// The speed ratio measured in rounds that run the bare loop and qgate back to back,
+/// alternating which goes first, so that both see the same state of the machine (clock,
+/// caches, neighbours). Separate criterion arms run seconds apart and drift by a few per
+/// cent on a shared machine; the per-round ratios do not. Criterion times qgate's runs;
+/// [`Interleaved::report`] prints the median ratio and its quartiles.
+#[derive(Default)]
+struct Interleaved {
+    /// bare seconds ÷ qgate seconds, one per round (warm-up rounds included).
+    ratios: Vec<f64>,
+}
+
+impl Interleaved {
+    fn rounds<R>(
+        &mut self,
+        iters: u64,
+        bare: &mut impl FnMut(),
+        qgate: &mut impl FnMut() -> R,
+    ) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..iters {
+            let time_bare = |bare: &mut dyn FnMut()| {
+                let start = std::time::Instant::now();
+                bare();
+                start.elapsed()
+            };
+            let (b, q) = if self.ratios.len().is_multiple_of(2) {
+                let b = time_bare(bare);
+                let start = std::time::Instant::now();
+                std::hint::black_box(qgate());
+                (b, start.elapsed())
+            } else {
+                let start = std::time::Instant::now();
+                std::hint::black_box(qgate());
+                let q = start.elapsed();
+                (time_bare(bare), q)
+            };
+            total += q;
+            self.ratios.push(b.as_secs_f64() / q.as_secs_f64());
+        }
+        total
+    }
+
+    fn report(&self) {
+        if self.ratios.is_empty() {
+            return;
+        }
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        let q = |p: f64| qgate_core::stats::percentile_sorted(&r, p);
+        println!(
+            "qgate's speed against the bare loops, interleaved: median {:.3}× (quartiles {:.3}–{:.3}) over {} rounds",
+            q(50.0),
+            q(25.0),
+            q(75.0),
+            r.len()
+        );
+    }
 }
 
 /// The same evaluation with both models in ONNX Runtime (1 intra-op thread, full graph
@@ -260,19 +331,23 @@ fn compare_ort_against_bare_loop(c: &mut Criterion) {
         "compare ort {base_name} vs {cand_name}, 540 samples"
     ));
     group.sample_size(20);
-    group.bench_function("bare ort loop", |b| {
-        b.iter(|| {
-            for session in &mut bare {
-                for (shape, values) in &batches {
-                    let input =
-                        TensorRef::from_array_view((shape.clone(), values.as_slice())).unwrap();
-                    let out = session.run(ort::inputs!["image" => input]).unwrap();
-                    std::hint::black_box(&out);
-                }
+    let mut bare_loop = || {
+        for session in &mut bare {
+            for (shape, values) in &batches {
+                let input = TensorRef::from_array_view((shape.clone(), values.as_slice())).unwrap();
+                let out = session.run(ort::inputs!["image" => input]).unwrap();
+                std::hint::black_box(&out);
             }
-        })
-    });
-    evaluate_arm(&mut group, [qb.as_mut(), qc.as_mut()], &data, batch);
+        }
+    };
+    group.bench_function("bare ort loop", |b| b.iter(&mut bare_loop));
+    evaluate_arms(
+        &mut group,
+        [qb.as_mut(), qc.as_mut()],
+        &data,
+        batch,
+        bare_loop,
+    );
     group.finish();
 }
 
