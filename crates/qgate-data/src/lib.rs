@@ -18,6 +18,7 @@ pub mod corrupt;
 mod csv_table;
 mod images;
 pub mod npy;
+mod row_map;
 pub mod slices;
 mod stored;
 
@@ -30,6 +31,7 @@ use qgate_core::{Array, ArrayData, ElemType, NotIntegers};
 
 pub use csv_table::CsvOptions;
 pub use images::{ColorMode, ImagePreprocess, Layout};
+pub use row_map::RowMap;
 pub use slices::{SliceTag, Slices};
 use stored::Member;
 pub use stored::{StoredArray, STREAM_MIN_BYTES};
@@ -112,7 +114,7 @@ pub struct Dataset {
     pub unusable: BTreeMap<String, String>,
     /// Each sample's row in the file, which `--limit`/`--seed` keep while they select rows:
     /// saved outputs without ids are matched to samples by it.
-    pub rows: Vec<usize>,
+    pub rows: RowMap,
     /// Samples in the file before any selection.
     pub file_rows: usize,
     /// Tags of samples (`slice_*` arrays of an archive, or a manifest attached with
@@ -179,7 +181,7 @@ impl Dataset {
             label_key: None,
             class_names: Vec::new(),
             unusable: BTreeMap::new(),
-            rows: (0..n).collect(),
+            rows: RowMap::Identity(n),
             file_rows: n,
             slices: Slices::default(),
         }
@@ -309,7 +311,7 @@ impl Dataset {
             key: name.to_string(),
             available: self.array_names().join(", "),
         })?;
-        let rows: Vec<usize> = idx.iter().map(|&i| self.rows[i]).collect();
+        let rows = self.rows.file_rows(idx);
         s.read_rows_into(&rows, scratch, out)
             .map_err(|message| DataError::Array {
                 path: s.path().to_path_buf(),
@@ -336,7 +338,7 @@ impl Dataset {
             *a = a.select_rows(idx);
         }
         self.ids = self.ids.select(idx);
-        self.rows = idx.iter().map(|&i| self.rows[i]).collect();
+        self.rows = self.rows.select(idx);
         if let Some(l) = &self.labels {
             self.labels = Some(idx.iter().map(|&i| l[i]).collect());
         }

@@ -382,7 +382,7 @@ fn cell_thumbnails(
             };
             let mut img = plan.pixels.to_image(values, shape, 0);
             img.pixels.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
-            let mut rng = sample_rng(plan.seed, c, s, data.rows[i]);
+            let mut rng = sample_rng(plan.seed, c, s, data.rows.file_row(i));
             apply(&mut img, c, s, &mut rng).ok()?;
             pixel_thumbnail(&img, &format!("{} · {c}:{s}", &data.ids[i]))
         })

@@ -61,7 +61,7 @@ pub fn run_model(
         let t = Instant::now();
         let outputs = if model.keyed_by_sample() {
             let ids: Vec<String> = idx.iter().map(|&i| data.ids[i].to_string()).collect();
-            let rows: Vec<usize> = idx.iter().map(|&i| data.rows[i]).collect();
+            let rows = data.rows.file_rows(&idx);
             model.run_samples(&ids, &rows)?
         } else {
             let inputs = read_batch(data, &names, &idx, None)?;
@@ -175,7 +175,7 @@ pub(crate) fn read_batch_into(
         message,
     };
     let rows: Vec<usize> = match transform {
-        Some(_) => idx.iter().map(|&i| data.rows[i]).collect(),
+        Some(_) => data.rows.file_rows(idx),
         None => Vec::new(),
     };
     out.resize_with(names.len(), Array::empty_f32);

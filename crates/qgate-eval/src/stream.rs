@@ -138,10 +138,33 @@ pub(crate) fn stream(
     }
 }
 
+/// Predicted classes while the stream runs, 4 bytes each instead of 16 (`u32::MAX` for
+/// none): the stream's peak memory is reached at its end, with a window of inputs still
+/// held; [`PackedPredictions::unpack`] widens them once the windows are gone.
+struct PackedPredictions(Vec<u32>);
+
+impl PackedPredictions {
+    const NONE: u32 = u32::MAX;
+
+    /// A class index beyond `u32::MAX − 1` (which no model has) is kept as `u32::MAX − 1`:
+    /// still no class, so still a wrong answer.
+    fn push(&mut self, p: Option<usize>) {
+        self.0
+            .push(p.map_or(Self::NONE, |c| c.min(Self::NONE as usize - 1) as u32));
+    }
+
+    fn unpack(self) -> Vec<Option<usize>> {
+        self.0
+            .into_iter()
+            .map(|c| (c != Self::NONE).then_some(c as usize))
+            .collect()
+    }
+}
+
 /// Per-member state of one pass.
 struct SideState {
     reading: Option<Reading>,
-    predictions: Vec<Option<usize>>,
+    predictions: PackedPredictions,
     rows: Option<RowStats>,
     seconds: f64,
     parts: Vec<Vec<Array>>,
@@ -173,7 +196,7 @@ fn pass(
         .iter()
         .map(|m| SideState {
             reading: None,
-            predictions: Vec::with_capacity(n),
+            predictions: PackedPredictions(Vec::with_capacity(n)),
             rows: None,
             seconds: 0.0,
             parts: vec![Vec::new(); m.model.info().outputs.len()],
@@ -377,7 +400,7 @@ fn finish(
                 probs: None,
             },
             predicted: Predicted {
-                predictions: st.predictions,
+                predictions: st.predictions.unpack(),
                 rows: st.rows,
             },
             seconds: st.seconds,
@@ -483,7 +506,7 @@ fn run_member(
     let real = end - start;
     if m.model.keyed_by_sample() {
         let ids: Vec<String> = (start..end).map(|i| data.ids[i].to_string()).collect();
-        let rows: Vec<usize> = (start..end).map(|i| data.rows[i]).collect();
+        let rows: Vec<usize> = (start..end).map(|i| data.rows.file_row(i)).collect();
         let out = m.model.run_samples(&ids, &rows).map_err(runtime)?;
         check_outputs(m, &info, &out, real)?;
         return Ok(out);
@@ -673,8 +696,9 @@ fn reduce(
                 ),
             });
         }
-        st.predictions
-            .extend(values.iter().map(|&v| v.is_finite().then_some(v as usize)));
+        for &v in &values {
+            st.predictions.push(v.is_finite().then_some(v as usize));
+        }
         return Ok(Ok(None));
     }
     let w = reading.n_classes.max(1);
