@@ -198,7 +198,8 @@ pub fn percentile_select(values: &mut [f64], q: f64) -> f64 {
     if frac == 0.0 || above.is_empty() {
         return a;
     }
-    let b = above.iter().copied().fold(f64::INFINITY, f64::min);
+    // The next value in the same total order as the sort's (NaN last).
+    let b = above.iter().copied().min_by(f64::total_cmp).unwrap_or(a);
     a + (b - a) * frac
 }
 
@@ -414,11 +415,10 @@ where
 /// The central `confidence` interval of resampled values: their `(1 − confidence) / 2` and
 /// `(1 + confidence) / 2` percentiles (the percentile bootstrap interval).
 pub fn percentile_interval(mut values: Vec<f64>, confidence: f64) -> [f64; 2] {
-    values.sort_by(f64::total_cmp);
     let alpha = (1.0 - confidence) / 2.0;
     [
-        percentile_sorted(&values, alpha * 100.0),
-        percentile_sorted(&values, (1.0 - alpha) * 100.0),
+        percentile_select(&mut values, alpha * 100.0),
+        percentile_select(&mut values, (1.0 - alpha) * 100.0),
     ]
 }
 
@@ -578,7 +578,7 @@ mod tests {
         let mut rng = Rng::new(3);
         for n in [1usize, 2, 7, 100, 1001] {
             let v: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
-            for q in [0.0, 50.0, 90.0, 99.0, 100.0] {
+            for q in [0.0, 2.5, 50.0, 90.0, 97.5, 99.0, 100.0] {
                 let mut w = v.clone();
                 assert_eq!(
                     percentile_select(&mut w, q),
@@ -587,6 +587,17 @@ mod tests {
                 );
             }
         }
+        // Ties and NaN (sorted last) select what the sort gives, bit for bit.
+        let v = vec![0.5, f64::NAN, 0.25, 0.5, -0.0, 0.0, f64::NAN, 0.75];
+        for q in [0.0, 10.0, 50.0, 70.0, 80.0, 100.0] {
+            let (a, b) = (percentile_select(&mut v.clone(), q), percentile(&v, q));
+            assert!(a.to_bits() == b.to_bits(), "q {q}: {a} against {b}");
+        }
+        let interval = percentile_interval(v.clone(), 0.5);
+        assert_eq!(
+            interval.map(f64::to_bits),
+            [25.0, 75.0].map(|q| percentile(&v, q).to_bits())
+        );
     }
 
     #[test]
