@@ -1,11 +1,13 @@
 //! A folder of images, one subfolder per class (the torchvision `ImageFolder` layout),
-//! turned into one float32 array by declared preprocessing.
+//! turned into one float32 array by declared preprocessing: decoded whole when small,
+//! else a batch at a time from the files.
 
 use std::path::Path;
 
 use qgate_core::{Array, ArrayData};
 use serde::{Deserialize, Serialize};
 
+use crate::stored::{ImageRows, StoredArray};
 use crate::{DataError, Dataset};
 
 /// Channel order of the produced array.
@@ -70,35 +72,100 @@ impl Default for ImagePreprocess {
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
+/// Loads a folder of images: decoded whole when they take less than
+/// [`crate::STREAM_MIN_BYTES`] as float32, else left in their files and decoded a batch at
+/// a time ([`load_image_folder_streaming`]).
 pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dataset, DataError> {
+    load_image_folder_streaming(dir, pre, crate::STREAM_MIN_BYTES)
+}
+
+/// A folder of images, one subfolder per class. When the images take at least `min_bytes`
+/// as float32 (`0`: always), they stay in their files: each image's header is read now
+/// (every size must match, or `pre` resizes them), and its pixels when a batch asks for it
+/// (`Dataset::read_rows`), so memory does not grow with the folder.
+pub fn load_image_folder_streaming(
+    dir: &Path,
+    pre: &ImagePreprocess,
+    min_bytes: u64,
+) -> Result<Dataset, DataError> {
     let classes = class_folders(dir)?;
     let channels = check_preprocessing(dir, pre)?;
-    let mut stack = Stack {
-        dir,
-        pre,
-        channels,
-        values: Vec::new(),
-        size: None,
-    };
+    let mut files = Vec::new();
     let mut labels = Vec::new();
     let mut ids = Vec::new();
     let mut empty: Vec<String> = Vec::new();
     for (class, name) in classes.iter().enumerate() {
-        let files = image_files(&dir.join(name))?;
-        if files.is_empty() {
+        let found = image_files(&dir.join(name))?;
+        if found.is_empty() {
             empty.push(name.clone());
         }
-        for file in files {
-            stack.push(&file)?;
+        for file in found {
             labels.push(class as i64);
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
             ids.push(format!("{name}/{stem}"));
+            files.push(file);
         }
     }
-    let Some((w, h)) = stack.size else {
+    let Some(first) = files.first() else {
         return Err(DataError::Empty {
             path: dir.to_path_buf(),
         });
+    };
+    let size = match pre.resize {
+        Some([w, h]) => (w, h),
+        None => dimensions(first)?,
+    };
+    let n = files.len();
+    let bytes = n as u128 * u128::from(size.0) * u128::from(size.1) * channels as u128 * 4;
+    let (arrays, stored) = if bytes < u128::from(min_bytes) {
+        let mut stack = Stack {
+            dir,
+            pre,
+            channels,
+            values: Vec::new(),
+            size: None,
+        };
+        for file in &files {
+            stack.push(file)?;
+        }
+        let array = Array {
+            shape: shape_of(pre.layout, n, size, channels),
+            data: ArrayData::F32(stack.values),
+        };
+        (vec![(pre.array_name.clone(), array)], None)
+    } else {
+        // One image at a time, but that one must fit: its float32 row, and the resize target
+        // or the decoded pixels, checked before any is allocated.
+        let one = u128::from(size.0) * u128::from(size.1) * channels as u128 * 4;
+        let what = match pre.resize {
+            Some([w, h]) => format!("--image-size {w}x{h} for one image"),
+            None => format!("one of {}'s images as float32", dir.display()),
+        };
+        qgate_core::memory::check(2 * one, &what).map_err(|message| DataError::Format {
+            path: dir.to_path_buf(),
+            message,
+        })?;
+        for file in &files {
+            let found = dimensions(file)?;
+            if pre.resize.is_none() && found != size {
+                return Err(format_error(
+                    file,
+                    format!(
+                        "image is {}×{} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
+                        found.0, found.1, size.0, size.1
+                    ),
+                ));
+            }
+        }
+        let rows = ImageRows {
+            dir: dir.to_path_buf(),
+            shape: shape_of(pre.layout, n, size, channels),
+            files,
+            pre: pre.clone(),
+            channels,
+            size,
+        };
+        (Vec::new(), Some(StoredArray::images(rows)))
     };
     if !empty.is_empty() && !pre.allow_empty_classes {
         return Err(DataError::Format {
@@ -109,25 +176,35 @@ pub(crate) fn load_image_folder(dir: &Path, pre: &ImagePreprocess) -> Result<Dat
             ),
         });
     }
-    let n = ids.len();
-    let (w, h, c) = (w as usize, h as usize, channels);
-    let shape = match pre.layout {
-        Layout::Nchw => vec![n, c, h, w],
-        Layout::Nhwc => vec![n, h, w, c],
+    let mut ds = match stored {
+        None => Dataset::from_arrays(&dir.display().to_string(), arrays, Some(labels), Some(ids))?,
+        Some(stored) => Dataset {
+            stored: [(pre.array_name.clone(), stored)].into_iter().collect(),
+            labels: Some(labels),
+            ..Dataset::of_samples(
+                dir.display().to_string(),
+                crate::packed_ids(dir, "id", Some(ids), n)?,
+            )
+        },
     };
-    let array = Array {
-        shape,
-        data: ArrayData::F32(stack.values),
-    };
-    let mut ds = Dataset::from_arrays(
-        &dir.display().to_string(),
-        vec![(pre.array_name.clone(), array)],
-        Some(labels),
-        Some(ids),
-    )?;
     ds.class_names = classes;
     ds.label_key = Some("folder".into());
     Ok(ds)
+}
+
+/// `[N, C, H, W]` or `[N, H, W, C]` of `n` images of `size` (width, height).
+fn shape_of(layout: Layout, n: usize, (w, h): (u32, u32), c: usize) -> Vec<usize> {
+    let (w, h) = (w as usize, h as usize);
+    match layout {
+        Layout::Nchw => vec![n, c, h, w],
+        Layout::Nhwc => vec![n, h, w, c],
+    }
+}
+
+/// Width and height from an image file's header (its pixels are not decoded).
+fn dimensions(file: &Path) -> Result<(u32, u32), DataError> {
+    image::image_dimensions(file)
+        .map_err(|e| format_error(file, format!("cannot decode image: {e}")))
 }
 
 /// The class subfolders of `dir`, sorted (their order is the class index).
@@ -212,10 +289,6 @@ impl Stack<'_> {
     /// against the memory limit before it is allocated.
     fn push(&mut self, file: &Path) -> Result<(), DataError> {
         let (pre, channels) = (self.pre, self.channels);
-        let format_error = |message: String| DataError::Format {
-            path: file.to_path_buf(),
-            message,
-        };
         // The stack as float32 with one more w×h image on it, checked before that image's
         // buffer exists: before decoding when the size is known (`--image-size`: resizing
         // allocates the target), else right after.
@@ -224,56 +297,99 @@ impl Stack<'_> {
                 (self.values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
                 &what,
             )
-            .map_err(format_error)
+            .map_err(|message| format_error(file, message))
         };
         if let Some([w, h]) = pre.resize {
             let images = self.values.len() / (w as usize * h as usize * channels).max(1) + 1;
             fits(w, h, format!("--image-size {w}x{h} for {images} image(s)"))?;
         }
-        let img =
-            image::open(file).map_err(|e| format_error(format!("cannot decode image: {e}")))?;
-        let img = match pre.resize {
-            Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
-            None => img,
-        };
+        let img = decode(file, pre, self.size)?;
         let (w, h) = (img.width(), img.height());
-        match self.size {
-            None => self.size = Some((w, h)),
-            Some(s) if s != (w, h) => {
-                return Err(format_error(format!(
-                    "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
-                    s.0, s.1
-                )))
-            }
-            _ => {}
+        if self.size.is_none() {
+            self.size = Some((w, h));
         }
         if pre.resize.is_none() {
             fits(w, h, format!("{}'s images as float32", self.dir.display()))?;
         }
-        let pixels: Vec<u8> = match pre.color {
-            ColorMode::Rgb => img.to_rgb8().into_raw(),
-            ColorMode::Gray => img.to_luma8().into_raw(),
-        };
-        let hw = (w * h) as usize;
-        let norm = |c: usize, p: u8| {
-            let m = pre.mean[if pre.mean.len() == 1 { 0 } else { c }];
-            let s = pre.std[if pre.std.len() == 1 { 0 } else { c }];
-            (p as f32 * pre.scale - m) / s
-        };
-        match pre.layout {
-            Layout::Nhwc => self.values.extend(
-                pixels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &p)| norm(i % channels, p)),
-            ),
-            Layout::Nchw => {
-                for c in 0..channels {
-                    self.values
-                        .extend((0..hw).map(|i| norm(c, pixels[i * channels + c])));
-                }
-            }
-        }
+        normalise_onto(&img, pre, channels, &mut self.values);
         Ok(())
     }
+}
+
+fn format_error(file: &Path, message: String) -> DataError {
+    DataError::Format {
+        path: file.to_path_buf(),
+        message,
+    }
+}
+
+/// Decodes `file` and resizes it as `pre` says; its size must be `expect` when given.
+fn decode(
+    file: &Path,
+    pre: &ImagePreprocess,
+    expect: Option<(u32, u32)>,
+) -> Result<image::DynamicImage, DataError> {
+    let img =
+        image::open(file).map_err(|e| format_error(file, format!("cannot decode image: {e}")))?;
+    let img = match pre.resize {
+        Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
+        None => img,
+    };
+    let (w, h) = (img.width(), img.height());
+    match expect {
+        Some(s) if s != (w, h) => Err(format_error(
+            file,
+            format!(
+                "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
+                s.0, s.1
+            ),
+        )),
+        _ => Ok(img),
+    }
+}
+
+/// One decoded image's pixels, normalised, appended to `values` in `pre`'s layout.
+fn normalise_onto(
+    img: &image::DynamicImage,
+    pre: &ImagePreprocess,
+    channels: usize,
+    values: &mut Vec<f32>,
+) {
+    let pixels: Vec<u8> = match pre.color {
+        ColorMode::Rgb => img.to_rgb8().into_raw(),
+        ColorMode::Gray => img.to_luma8().into_raw(),
+    };
+    let hw = (img.width() * img.height()) as usize;
+    let norm = |c: usize, p: u8| {
+        let m = pre.mean[if pre.mean.len() == 1 { 0 } else { c }];
+        let s = pre.std[if pre.std.len() == 1 { 0 } else { c }];
+        (p as f32 * pre.scale - m) / s
+    };
+    match pre.layout {
+        Layout::Nhwc => values.extend(
+            pixels
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| norm(i % channels, p)),
+        ),
+        Layout::Nchw => {
+            for c in 0..channels {
+                values.extend((0..hw).map(|i| norm(c, pixels[i * channels + c])));
+            }
+        }
+    }
+}
+
+/// Decodes `file` (which must be `size` once resized) onto `values`: a streamed folder's
+/// read of one row.
+pub(crate) fn decode_onto(
+    file: &Path,
+    pre: &ImagePreprocess,
+    channels: usize,
+    size: Option<(u32, u32)>,
+    values: &mut Vec<f32>,
+) -> Result<(), DataError> {
+    let img = decode(file, pre, size)?;
+    normalise_onto(&img, pre, channels, values);
+    Ok(())
 }

@@ -30,7 +30,7 @@ pub use qgate_core::Ids;
 use qgate_core::{Array, ArrayData, ElemType, NotIntegers};
 
 pub use csv_table::CsvOptions;
-pub use images::{ColorMode, ImagePreprocess, Layout};
+pub use images::{load_image_folder_streaming, ColorMode, ImagePreprocess, Layout};
 pub use row_map::RowMap;
 pub use slices::{SliceTag, Slices};
 use stored::Member;

@@ -2,15 +2,19 @@
 //! does not grow with its size.
 //!
 //! A `.npy` file, or an `.npz` member stored without compression (`numpy.savez`), is read
-//! by seeking to the rows asked for: no memory map, no copy of the whole array. Small
-//! arrays, deflated members (`numpy.savez_compressed`: no seeking inside them), Fortran-order
+//! by seeking to the rows asked for: no memory map, no copy of the whole array. A large
+//! image folder is read by decoding the images of the rows asked for. Small arrays,
+//! deflated members (`numpy.savez_compressed`: no seeking inside them), Fortran-order
 //! arrays and text are read whole, as before.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use qgate_core::{Array, ElemType};
+use qgate_core::{Array, ArrayData, ElemType};
+
+use crate::images::ImagePreprocess;
 
 use crate::npy::{parse_header, parse_npy, NpyError, NpyHeader};
 
@@ -20,11 +24,34 @@ pub const STREAM_MIN_BYTES: u64 = 16 << 20;
 /// An array read from its file a batch of rows at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredArray {
-    path: PathBuf,
-    /// Offset of the first data byte in the file.
-    offset: u64,
-    header: NpyHeader,
+    source: Source,
     elem: ElemType,
+}
+
+/// Where a stored array's rows come from.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// `.npy` data: the rows of `header`'s shape, from byte `offset` of `path`.
+    Npy {
+        path: PathBuf,
+        offset: u64,
+        header: NpyHeader,
+    },
+    /// One image file per row, decoded and preprocessed as it is read.
+    Images(Arc<ImageRows>),
+}
+
+/// The images of a folder, in sample order, and how each becomes a row.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ImageRows {
+    pub(crate) dir: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) pre: ImagePreprocess,
+    pub(crate) channels: usize,
+    /// Width and height every image has (or is resized to).
+    pub(crate) size: (u32, u32),
+    /// `[N, C, H, W]` or `[N, H, W, C]`.
+    pub(crate) shape: Vec<usize>,
 }
 
 /// One array of a file: read whole, or left in the file.
@@ -35,9 +62,20 @@ pub(crate) enum Member {
 }
 
 impl StoredArray {
+    /// A folder's images, decoded a batch at a time.
+    pub(crate) fn images(rows: ImageRows) -> StoredArray {
+        StoredArray {
+            source: Source::Images(Arc::new(rows)),
+            elem: ElemType::F32,
+        }
+    }
+
     /// Shape in the file (all its rows).
     pub fn shape(&self) -> &[usize] {
-        &self.header.shape
+        match &self.source {
+            Source::Npy { header, .. } => &header.shape,
+            Source::Images(images) => &images.shape,
+        }
     }
 
     /// The element type rows are read as (float16 widens to float32).
@@ -45,9 +83,12 @@ impl StoredArray {
         self.elem
     }
 
-    /// The file it is read from.
+    /// The file it is read from (the folder, for images).
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.source {
+            Source::Npy { path, .. } => path,
+            Source::Images(images) => &images.dir,
+        }
     }
 
     /// Reads the rows `rows` of the file (in that order) into one array.
@@ -65,13 +106,20 @@ impl StoredArray {
         scratch: &mut Vec<u8>,
         out: &mut Array,
     ) -> Result<(), String> {
-        let row_bytes = self.header.row_bytes();
-        let n_rows = self.header.shape.first().copied().unwrap_or(0);
+        let n_rows = self.shape().first().copied().unwrap_or(0);
         if let Some(&r) = rows.iter().find(|&&r| r >= n_rows) {
             return Err(format!("row {r} is past the array's {n_rows} rows"));
         }
-        let mut file =
-            File::open(&self.path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
+        let (path, offset, header) = match &self.source {
+            Source::Npy {
+                path,
+                offset,
+                header,
+            } => (path, *offset, header),
+            Source::Images(images) => return images.read_rows_into(rows, out),
+        };
+        let row_bytes = header.row_bytes();
+        let mut file = File::open(path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
         scratch.clear();
         scratch.resize(rows.len() * row_bytes, 0);
         let mut at = 0;
@@ -83,23 +131,26 @@ impl StoredArray {
                 j += 1;
             }
             let len = (j - i) * row_bytes;
-            file.seek(SeekFrom::Start(self.offset + (rows[i] * row_bytes) as u64))
+            file.seek(SeekFrom::Start(offset + (rows[i] * row_bytes) as u64))
                 .and_then(|_| file.read_exact(&mut scratch[at..at + len]))
                 .map_err(|e| format!("cannot read rows {}..{}: {e}", rows[i], rows[j - 1] + 1))?;
             at += len;
             i = j;
         }
-        self.header
+        header
             .decode_rows_into(scratch, out)
             .map_err(|e| e.to_string())
     }
 
     /// Reads every row.
     pub fn read_all(&self) -> Result<Array, String> {
-        let n = self.header.shape.first().copied().unwrap_or(0);
+        let shape = self.shape();
+        let n = shape.first().copied().unwrap_or(0);
+        let bytes =
+            shape.iter().map(|&d| d as u128).product::<u128>() * self.elem.size_bytes() as u128;
         qgate_core::memory::check(
-            self.header.data_bytes() as u128,
-            &format!("array of {} (read whole)", self.path.display()),
+            bytes,
+            &format!("array of {} (read whole)", self.path().display()),
         )?;
         self.read_rows(&(0..n).collect::<Vec<_>>())
     }
@@ -145,9 +196,11 @@ pub(crate) fn read_member<R: Read + Seek>(
                     .map(|a| a.elem_type())
                     .unwrap_or(ElemType::F32);
                 return Ok(Ok(Member::Stored(StoredArray {
-                    path: path.to_path_buf(),
-                    offset: start + header.data_offset as u64,
-                    header,
+                    source: Source::Npy {
+                        path: path.to_path_buf(),
+                        offset: start + header.data_offset as u64,
+                        header,
+                    },
                     elem,
                 })));
             }
@@ -199,4 +252,39 @@ pub(crate) fn read_npz_file(path: &Path, min_bytes: u64) -> Result<Members, Stri
         out.push((key, parse_npy(&bytes).map(Member::Loaded)));
     }
     Ok(out)
+}
+
+impl ImageRows {
+    /// Decodes the images of `rows` (in that order) into `out` as float32, reusing its
+    /// buffer when it holds float32 already.
+    fn read_rows_into(&self, rows: &[usize], out: &mut Array) -> Result<(), String> {
+        let mut values = match std::mem::replace(&mut out.data, ArrayData::F32(Vec::new())) {
+            ArrayData::F32(mut v) => {
+                v.clear();
+                v
+            }
+            _ => Vec::new(),
+        };
+        let row_len: usize = self.shape[1..].iter().product();
+        qgate_core::memory::check(
+            (rows.len() * row_len) as u128 * 4,
+            &format!("a batch of {} images of {}", rows.len(), self.dir.display()),
+        )?;
+        values.reserve(rows.len() * row_len);
+        for &r in rows {
+            crate::images::decode_onto(
+                &self.files[r],
+                &self.pre,
+                self.channels,
+                Some(self.size),
+                &mut values,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        out.shape.clear();
+        out.shape.push(rows.len());
+        out.shape.extend_from_slice(&self.shape[1..]);
+        out.data = ArrayData::F32(values);
+        Ok(())
+    }
 }

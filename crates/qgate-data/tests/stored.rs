@@ -118,3 +118,95 @@ fn large_uncompressed_arrays_stay_in_the_file() {
         .to_string();
     assert!(err.contains("x.npy") && err.contains("truncated"), "{err}");
 }
+
+/// A folder of PNGs in three classes; image `k` of class `c` has pixels that depend on
+/// both, so a row read from the wrong file shows.
+fn image_folder(dir: &std::path::Path, size: (u32, u32)) {
+    for (c, class) in ["cat", "dog", "eel"].iter().enumerate() {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for k in 0..4u32 {
+            let img = image::RgbImage::from_fn(size.0, size.1, |x, y| {
+                image::Rgb([
+                    (x * 13 + k * 40) as u8,
+                    (y * 29 + c as u32 * 70) as u8,
+                    (x * y + k * 7) as u8,
+                ])
+            });
+            img.save(dir.join(class).join(format!("im{k}.png")))
+                .unwrap();
+        }
+    }
+}
+
+/// Images left in their files are decoded a batch at a time into exactly the rows the
+/// whole decode gives, in both layouts, through selections, and with resizing.
+#[test]
+fn streamed_image_folders_read_the_rows_decoded_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    image_folder(dir.path(), (7, 5));
+    for pre in [
+        ImagePreprocess::default(),
+        ImagePreprocess {
+            layout: qgate_data::Layout::Nhwc,
+            mean: vec![0.5, 0.4, 0.3],
+            std: vec![0.2, 0.25, 0.3],
+            ..ImagePreprocess::default()
+        },
+        ImagePreprocess {
+            resize: Some([4, 6]),
+            color: qgate_data::ColorMode::Gray,
+            ..ImagePreprocess::default()
+        },
+    ] {
+        let whole = qgate_data::load_image_folder_streaming(dir.path(), &pre, u64::MAX).unwrap();
+        let mut lazy = qgate_data::load_image_folder_streaming(dir.path(), &pre, 0).unwrap();
+        assert!(lazy.arrays.is_empty() && whole.stored.is_empty());
+        assert_eq!((&lazy.ids, &lazy.labels), (&whole.ids, &whole.labels));
+        assert_eq!(lazy.class_names, whole.class_names);
+        let image = &whole.arrays["image"];
+        assert_eq!(
+            lazy.array_meta("image"),
+            Some((image.shape.clone(), image.elem_type()))
+        );
+        let idx = [11, 0, 1, 5, 5];
+        assert_eq!(
+            lazy.read_rows("image", &idx).unwrap(),
+            image.select_rows(&idx)
+        );
+        let mut sub = whole.clone();
+        sub.subset(Some(5), Some(3));
+        lazy.subset(Some(5), Some(3));
+        lazy.materialize().unwrap();
+        assert_eq!(lazy.arrays["image"], sub.arrays["image"]);
+    }
+}
+
+/// A streamed folder checks every image's size when it loads (from the headers), and an
+/// image whose pixels do not decode is an error naming its file when its batch is read.
+#[test]
+fn streamed_image_folders_name_the_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    image_folder(dir.path(), (6, 6));
+    let odd = dir.path().join("dog").join("odd.png");
+    image::RgbImage::new(5, 6).save(&odd).unwrap();
+    let pre = ImagePreprocess::default();
+    let e = qgate_data::load_image_folder_streaming(dir.path(), &pre, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("odd.png") && e.contains("earlier images are 6×6"),
+        "{e}"
+    );
+    std::fs::remove_file(&odd).unwrap();
+    // A PNG cut after its header: the size reads, the pixels do not.
+    let cut = dir.path().join("eel").join("im2.png");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let lazy = qgate_data::load_image_folder_streaming(dir.path(), &pre, 0).unwrap();
+    assert!(lazy.read_rows("image", &[0, 1]).is_ok());
+    let e = lazy.read_rows("image", &[9, 10]).unwrap_err().to_string();
+    assert!(
+        e.contains("im2.png") && e.contains("cannot decode image"),
+        "{e}"
+    );
+}

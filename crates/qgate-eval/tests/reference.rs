@@ -362,3 +362,45 @@ fn streamed_data_gives_the_same_evaluation() {
         qgate_core::divergence::top_k_agreement(&pb, &pc, 5)
     );
 }
+
+/// An image folder left in its files (decoded a batch at a time) gives the evaluation the
+/// folder decoded whole gives.
+#[test]
+fn streamed_image_folder_gives_the_same_evaluation() {
+    let spec =
+        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
+    let mut base = load(&spec("cnn_fp32"), &LoadOptions::default()).unwrap();
+    let mut cand = load(&spec("cnn_int8_dynamic"), &LoadOptions::default()).unwrap();
+    let pre = qgate_data::ImagePreprocess {
+        color: qgate_data::ColorMode::Gray,
+        scale: 0.004166667,
+        ..qgate_data::ImagePreprocess::default()
+    };
+    let dir = fixtures().join("images");
+    let whole = qgate_data::load_image_folder_streaming(&dir, &pre, u64::MAX).unwrap();
+    let lazy = qgate_data::load_image_folder_streaming(&dir, &pre, 0).unwrap();
+    assert!(lazy.stored.contains_key("image") && lazy.arrays.is_empty());
+    let mut figures = |data: &Dataset| {
+        let opts = EvalOptions {
+            batch_size: 16,
+            ..EvalOptions::default()
+        };
+        let e = evaluate_pair(
+            base.as_mut(),
+            cand.as_mut(),
+            data,
+            &Policy::default(),
+            &opts,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        let mut v = serde_json::to_value(&e).unwrap();
+        for side in ["baseline", "candidate"] {
+            v[side]["inference_seconds"] = Value::Null;
+        }
+        v
+    };
+    let want = figures(&whole);
+    assert_eq!(want["n_samples"], 50);
+    assert_eq!(figures(&lazy), want);
+}
