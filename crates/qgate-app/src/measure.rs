@@ -68,6 +68,25 @@ pub fn output_tolerance(spec: &ModelSpec, load: &LoadOptions) -> Tolerance {
     }
 }
 
+/// Writes every array of `d` (with its ids) to `path` for the worker processes. Arrays left
+/// in their files (large `.npy` data, big image folders) are read here: a benchmark's data
+/// is a few samples.
+fn write_inputs(path: &Path, d: &Dataset) -> Result<(), AppError> {
+    let all: Vec<usize> = (0..d.len()).collect();
+    let stored = d
+        .stored
+        .keys()
+        .map(|k| Ok((k.as_str(), d.read_rows(k, &all)?)))
+        .collect::<Result<Vec<_>, qgate_data::DataError>>()?;
+    let arrays = d
+        .arrays
+        .iter()
+        .map(|(k, a)| (k.as_str(), a))
+        .chain(stored.iter().map(|(k, a)| (*k, a)))
+        .collect();
+    write_with_ids(path, arrays, d.ids.to_vec())
+}
+
 /// Runs the benchmark of `pair` and judges `policy`'s performance keys.
 pub fn measure(
     pair: &Pair,
@@ -79,8 +98,7 @@ pub fn measure(
     let data_npz: Option<PathBuf> = match pair.data {
         Some(d) => {
             let path = workers.scratch.join("inputs.npz");
-            let arrays = d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
-            write_with_ids(&path, arrays, d.ids.to_vec())?;
+            write_inputs(&path, d)?;
             Some(path)
         }
         None => None,
@@ -122,4 +140,28 @@ pub fn measure(
     let perf = run_pair(&mut b, &mut c, &plan, env, progress)?;
     let criteria = Gate::evaluate_performance(policy, &qgate_bench::observations(&perf));
     Ok((perf, criteria))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qgate_data::ArrayKeys;
+
+    /// The workers' inputs hold the arrays a data set left in its file, as numpy wrote
+    /// them, through a `--limit`/`--seed` subset.
+    #[test]
+    fn workers_get_the_arrays_left_in_the_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits/test.npz");
+        let mut whole = qgate_data::load_npz(&path, &ArrayKeys::default()).unwrap();
+        let mut lazy = qgate_data::load_npz_streaming(&path, &ArrayKeys::default(), 0).unwrap();
+        assert!(lazy.arrays.is_empty());
+        whole.subset(Some(40), Some(3));
+        lazy.subset(Some(40), Some(3));
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("inputs.npz");
+        write_inputs(&out, &lazy).unwrap();
+        let written = qgate_data::load_npz(&out, &ArrayKeys::default()).unwrap();
+        assert_eq!(written.ids, whole.ids);
+        assert_eq!(written.arrays, whole.arrays);
+    }
 }

@@ -731,7 +731,7 @@ mod tests {
         let freq = [400u64, 100, 0, 60, 13, 12, 5, 3, 3, 2, 1, 1];
         let n: u64 = freq.iter().sum();
         let draws = 40_000;
-        // All binomials, the default split (codes above 12), all alias draws.
+        // All binomials, the default split (codes above 32), all alias draws.
         for cutoff in [0, CountDraw::BINOMIAL_COST, u64::MAX] {
             let draw = CountDraw::with_cutoff(&freq, n as usize, cutoff);
             assert_eq!(

@@ -319,24 +319,7 @@ fn streamed_data_gives_the_same_evaluation() {
             .unwrap();
     assert!(lazy.stored.contains_key("image") && lazy.arrays.is_empty());
     let mut figures = |data: &Dataset, batch_size: usize, keep: usize| {
-        let opts = EvalOptions {
-            batch_size,
-            keep_outputs: keep,
-            ..EvalOptions::default()
-        };
-        let e = evaluate_pair(
-            base.as_mut(),
-            cand.as_mut(),
-            data,
-            &Policy::default(),
-            &opts,
-            &mut |_, _, _| {},
-        )
-        .unwrap();
-        let mut v = serde_json::to_value(&e).unwrap();
-        for side in ["baseline", "candidate"] {
-            v[side]["inference_seconds"] = Value::Null;
-        }
+        let (mut v, e) = evaluation_figures([base.as_mut(), cand.as_mut()], data, batch_size, keep);
         v["batch_size"] = Value::Null;
         (v, e)
     };
@@ -380,27 +363,38 @@ fn streamed_image_folder_gives_the_same_evaluation() {
     let whole = qgate_data::load_image_folder_streaming(&dir, &pre, u64::MAX).unwrap();
     let lazy = qgate_data::load_image_folder_streaming(&dir, &pre, 0).unwrap();
     assert!(lazy.stored.contains_key("image") && lazy.arrays.is_empty());
-    let mut figures = |data: &Dataset| {
-        let opts = EvalOptions {
-            batch_size: 16,
-            ..EvalOptions::default()
-        };
-        let e = evaluate_pair(
-            base.as_mut(),
-            cand.as_mut(),
-            data,
-            &Policy::default(),
-            &opts,
-            &mut |_, _, _| {},
-        )
-        .unwrap();
-        let mut v = serde_json::to_value(&e).unwrap();
-        for side in ["baseline", "candidate"] {
-            v[side]["inference_seconds"] = Value::Null;
-        }
-        v
-    };
+    let mut figures =
+        |data: &Dataset| evaluation_figures([base.as_mut(), cand.as_mut()], data, 16, 0).0;
     let want = figures(&whole);
     assert_eq!(want["n_samples"], 50);
     assert_eq!(figures(&lazy), want);
+}
+
+/// `evaluate_pair` with the default policy, as JSON without the timings (which differ from
+/// run to run), and the evaluation itself.
+fn evaluation_figures(
+    [base, cand]: [&mut dyn qgate_runtime::Model; 2],
+    data: &Dataset,
+    batch_size: usize,
+    keep_outputs: usize,
+) -> (Value, qgate_eval::Evaluation) {
+    let opts = EvalOptions {
+        batch_size,
+        keep_outputs,
+        ..EvalOptions::default()
+    };
+    let e = evaluate_pair(
+        base,
+        cand,
+        data,
+        &Policy::default(),
+        &opts,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let mut v = serde_json::to_value(&e).unwrap();
+    for side in ["baseline", "candidate"] {
+        v[side]["inference_seconds"] = Value::Null;
+    }
+    (v, e)
 }
