@@ -116,27 +116,27 @@ pub fn load_image_folder_streaming(
         None => dimensions(first)?,
     };
     let n = files.len();
-    let bytes = n as u128 * u128::from(size.0) * u128::from(size.1) * channels as u128 * 4;
-    let (arrays, stored) = if bytes < u128::from(min_bytes) {
+    let shape = shape_of(pre.layout, n, size, channels);
+    let (arrays, stored) = if qgate_core::memory::bytes_of(&shape, 4) < u128::from(min_bytes) {
         let mut stack = Stack {
             dir,
             pre,
             channels,
             values: Vec::new(),
-            size: None,
+            size,
         };
         for file in &files {
             stack.push(file)?;
         }
         let array = Array {
-            shape: shape_of(pre.layout, n, size, channels),
+            shape,
             data: ArrayData::F32(stack.values),
         };
         (vec![(pre.array_name.clone(), array)], None)
     } else {
         // One image at a time, but that one must fit: its float32 row, and the resize target
         // or the decoded pixels, checked before any is allocated.
-        let one = u128::from(size.0) * u128::from(size.1) * channels as u128 * 4;
+        let one = qgate_core::memory::bytes_of(&shape[1..], 4);
         let what = match pre.resize {
             Some([w, h]) => format!("--image-size {w}x{h} for one image"),
             None => format!("one of {}'s images as float32", dir.display()),
@@ -148,18 +148,12 @@ pub fn load_image_folder_streaming(
         for file in &files {
             let found = dimensions(file)?;
             if pre.resize.is_none() && found != size {
-                return Err(format_error(
-                    file,
-                    format!(
-                        "image is {}×{} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
-                        found.0, found.1, size.0, size.1
-                    ),
-                ));
+                return Err(size_mismatch(file, found, size));
             }
         }
         let rows = ImageRows {
             dir: dir.to_path_buf(),
-            shape: shape_of(pre.layout, n, size, channels),
+            shape,
             files,
             pre: pre.clone(),
             channels,
@@ -176,17 +170,10 @@ pub fn load_image_folder_streaming(
             ),
         });
     }
-    let mut ds = match stored {
-        None => Dataset::from_arrays(&dir.display().to_string(), arrays, Some(labels), Some(ids))?,
-        Some(stored) => Dataset {
-            stored: [(pre.array_name.clone(), stored)].into_iter().collect(),
-            labels: Some(labels),
-            ..Dataset::of_samples(
-                dir.display().to_string(),
-                crate::packed_ids(dir, "id", Some(ids), n)?,
-            )
-        },
-    };
+    let mut ds = Dataset::from_arrays(&dir.display().to_string(), arrays, Some(labels), Some(ids))?;
+    if let Some(stored) = stored {
+        ds.stored.insert(pre.array_name.clone(), stored);
+    }
     ds.class_names = classes;
     ds.label_key = Some("folder".into());
     Ok(ds)
@@ -280,8 +267,8 @@ struct Stack<'a> {
     pre: &'a ImagePreprocess,
     channels: usize,
     values: Vec<f32>,
-    /// Width and height of the first image; every other must match.
-    size: Option<(u32, u32)>,
+    /// Width and height every image must have (once resized).
+    size: (u32, u32),
 }
 
 impl Stack<'_> {
@@ -292,24 +279,21 @@ impl Stack<'_> {
         // The stack as float32 with one more w×h image on it, checked before that image's
         // buffer exists: before decoding when the size is known (`--image-size`: resizing
         // allocates the target), else right after.
-        let fits = |w: u32, h: u32, what: String| {
+        let (w, h) = self.size;
+        let fits = |what: String| {
             qgate_core::memory::check(
                 (self.values.len() as u128 + u128::from(w) * u128::from(h) * channels as u128) * 4,
                 &what,
             )
             .map_err(|message| format_error(file, message))
         };
-        if let Some([w, h]) = pre.resize {
+        if pre.resize.is_some() {
             let images = self.values.len() / (w as usize * h as usize * channels).max(1) + 1;
-            fits(w, h, format!("--image-size {w}x{h} for {images} image(s)"))?;
+            fits(format!("--image-size {w}x{h} for {images} image(s)"))?;
         }
         let img = decode(file, pre, self.size)?;
-        let (w, h) = (img.width(), img.height());
-        if self.size.is_none() {
-            self.size = Some((w, h));
-        }
         if pre.resize.is_none() {
-            fits(w, h, format!("{}'s images as float32", self.dir.display()))?;
+            fits(format!("{}'s images as float32", self.dir.display()))?;
         }
         normalise_onto(&img, pre, channels, &mut self.values);
         Ok(())
@@ -323,11 +307,22 @@ fn format_error(file: &Path, message: String) -> DataError {
     }
 }
 
-/// Decodes `file` and resizes it as `pre` says; its size must be `expect` when given.
+/// An image whose size is not the folder's.
+fn size_mismatch(file: &Path, (w, h): (u32, u32), earlier: (u32, u32)) -> DataError {
+    format_error(
+        file,
+        format!(
+            "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
+            earlier.0, earlier.1
+        ),
+    )
+}
+
+/// Decodes `file` and resizes it as `pre` says; it must then be `size`.
 fn decode(
     file: &Path,
     pre: &ImagePreprocess,
-    expect: Option<(u32, u32)>,
+    size: (u32, u32),
 ) -> Result<image::DynamicImage, DataError> {
     let img =
         image::open(file).map_err(|e| format_error(file, format!("cannot decode image: {e}")))?;
@@ -335,17 +330,11 @@ fn decode(
         Some([w, h]) => img.resize_exact(w, h, image::imageops::FilterType::Triangle),
         None => img,
     };
-    let (w, h) = (img.width(), img.height());
-    match expect {
-        Some(s) if s != (w, h) => Err(format_error(
-            file,
-            format!(
-                "image is {w}×{h} but earlier images are {}×{}; give --image-size WxH to resize every image to one size",
-                s.0, s.1
-            ),
-        )),
-        _ => Ok(img),
+    let found = (img.width(), img.height());
+    if found != size {
+        return Err(size_mismatch(file, found, size));
     }
+    Ok(img)
 }
 
 /// One decoded image's pixels, normalised, appended to `values` in `pre`'s layout.
@@ -386,7 +375,7 @@ pub(crate) fn decode_onto(
     file: &Path,
     pre: &ImagePreprocess,
     channels: usize,
-    size: Option<(u32, u32)>,
+    size: (u32, u32),
     values: &mut Vec<f32>,
 ) -> Result<(), DataError> {
     let img = decode(file, pre, size)?;

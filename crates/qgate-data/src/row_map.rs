@@ -31,19 +31,6 @@ impl RowMap {
     pub fn select(&self, idx: &[usize]) -> RowMap {
         RowMap::Selected(self.file_rows(idx))
     }
-
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        match self {
-            RowMap::Identity(n) => *n,
-            RowMap::Selected(rows) => rows.len(),
-        }
-    }
-
-    /// Whether there is no sample.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -55,7 +42,7 @@ mod tests {
         let all = RowMap::Identity(6);
         assert_eq!(all.file_rows(&[0, 5]), vec![0, 5]);
         let some = all.select(&[4, 1, 3]);
-        assert_eq!(some.len(), 3);
+        assert_eq!(some, RowMap::Selected(vec![4, 1, 3]));
         assert_eq!(some.select(&[2, 0]).file_rows(&[0, 1]), vec![3, 4]);
     }
 

@@ -144,12 +144,9 @@ impl StoredArray {
 
     /// Reads every row.
     pub fn read_all(&self) -> Result<Array, String> {
-        let shape = self.shape();
-        let n = shape.first().copied().unwrap_or(0);
-        let bytes =
-            shape.iter().map(|&d| d as u128).product::<u128>() * self.elem.size_bytes() as u128;
+        let n = self.shape().first().copied().unwrap_or(0);
         qgate_core::memory::check(
-            bytes,
+            qgate_core::memory::bytes_of(self.shape(), self.elem.size_bytes()),
             &format!("array of {} (read whole)", self.path().display()),
         )?;
         self.read_rows(&(0..n).collect::<Vec<_>>())
@@ -267,7 +264,7 @@ impl ImageRows {
         };
         let row_len: usize = self.shape[1..].iter().product();
         qgate_core::memory::check(
-            (rows.len() * row_len) as u128 * 4,
+            qgate_core::memory::bytes_of(&[rows.len(), row_len], 4),
             &format!("a batch of {} images of {}", rows.len(), self.dir.display()),
         )?;
         values.reserve(rows.len() * row_len);
@@ -276,7 +273,7 @@ impl ImageRows {
                 &self.files[r],
                 &self.pre,
                 self.channels,
-                Some(self.size),
+                self.size,
                 &mut values,
             )
             .map_err(|e| e.to_string())?;

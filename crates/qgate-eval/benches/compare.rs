@@ -234,23 +234,19 @@ impl Interleaved {
         bare: &mut impl FnMut(),
         qgate: &mut impl FnMut() -> R,
     ) -> std::time::Duration {
+        fn timed<R>(f: &mut impl FnMut() -> R) -> std::time::Duration {
+            let start = std::time::Instant::now();
+            std::hint::black_box(f());
+            start.elapsed()
+        }
         let mut total = std::time::Duration::ZERO;
         for _ in 0..iters {
-            let time_bare = |bare: &mut dyn FnMut()| {
-                let start = std::time::Instant::now();
-                bare();
-                start.elapsed()
-            };
             let (b, q) = if self.ratios.len().is_multiple_of(2) {
-                let b = time_bare(bare);
-                let start = std::time::Instant::now();
-                std::hint::black_box(qgate());
-                (b, start.elapsed())
+                let b = timed(bare);
+                (b, timed(qgate))
             } else {
-                let start = std::time::Instant::now();
-                std::hint::black_box(qgate());
-                let q = start.elapsed();
-                (time_bare(bare), q)
+                let q = timed(qgate);
+                (timed(bare), q)
             };
             total += q;
             self.ratios.push(b.as_secs_f64() / q.as_secs_f64());
@@ -262,15 +258,13 @@ impl Interleaved {
         if self.ratios.is_empty() {
             return;
         }
-        let mut r = self.ratios.clone();
-        r.sort_by(f64::total_cmp);
-        let q = |p: f64| qgate_core::stats::percentile_sorted(&r, p);
+        let q = |p: f64| qgate_core::stats::percentile(&self.ratios, p);
         println!(
             "qgate's speed against the bare loops, interleaved: median {:.3}× (quartiles {:.3}–{:.3}) over {} rounds",
             q(50.0),
             q(25.0),
             q(75.0),
-            r.len()
+            self.ratios.len()
         );
     }
 }

@@ -256,10 +256,7 @@ fn bootstrap_is_reproducible_and_seed_dependent() {
 fn end_to_end_through_tract_equals_the_reference() {
     let r = reference();
     let want = &r["pairs"]["mlp_fp32__vs__mlp_int8_dynamic"];
-    let spec =
-        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
-    let mut base = load(&spec("mlp_fp32"), &LoadOptions::default()).unwrap();
-    let mut cand = load(&spec("mlp_int8_dynamic"), &LoadOptions::default()).unwrap();
+    let (mut base, mut cand) = (fixture_model("mlp_fp32"), fixture_model("mlp_int8_dynamic"));
     let opts = EvalOptions {
         batch_size: 540,
         top_k: 3,
@@ -310,10 +307,7 @@ fn end_to_end_through_tract_equals_the_reference() {
 /// and the lockstep's divergence sums equal the divergence of the whole output tensors.
 #[test]
 fn streamed_data_gives_the_same_evaluation() {
-    let spec =
-        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
-    let mut base = load(&spec("cnn_fp32"), &LoadOptions::default()).unwrap();
-    let mut cand = load(&spec("cnn_int8_qdq"), &LoadOptions::default()).unwrap();
+    let (mut base, mut cand) = (fixture_model("cnn_fp32"), fixture_model("cnn_int8_qdq"));
     let lazy =
         qgate_data::load_npz_streaming(&fixtures().join("test.npz"), &ArrayKeys::default(), 0)
             .unwrap();
@@ -350,10 +344,7 @@ fn streamed_data_gives_the_same_evaluation() {
 /// folder decoded whole gives.
 #[test]
 fn streamed_image_folder_gives_the_same_evaluation() {
-    let spec =
-        |v: &str| ModelSpec::parse(fixtures().join(format!("{v}.onnx")).to_str().unwrap()).unwrap();
-    let mut base = load(&spec("cnn_fp32"), &LoadOptions::default()).unwrap();
-    let mut cand = load(&spec("cnn_int8_dynamic"), &LoadOptions::default()).unwrap();
+    let (mut base, mut cand) = (fixture_model("cnn_fp32"), fixture_model("cnn_int8_dynamic"));
     let pre = qgate_data::ImagePreprocess {
         color: qgate_data::ColorMode::Gray,
         scale: 0.004166667,
@@ -368,6 +359,16 @@ fn streamed_image_folder_gives_the_same_evaluation() {
     let want = figures(&whole);
     assert_eq!(want["n_samples"], 50);
     assert_eq!(figures(&lazy), want);
+}
+
+/// A fixture model (`fixtures/digits/{variant}.onnx`) loaded with the default options.
+fn fixture_model(variant: &str) -> Box<dyn qgate_runtime::Model> {
+    let path = fixtures().join(format!("{variant}.onnx"));
+    load(
+        &ModelSpec::parse(path.to_str().unwrap()).unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
 }
 
 /// `evaluate_pair` with the default policy, as JSON without the timings (which differ from
