@@ -29,7 +29,7 @@ use qgate_core::stats::Rng;
 pub use qgate_core::Ids;
 use qgate_core::{Array, ArrayData, ElemType, NotIntegers};
 
-pub use csv_table::CsvOptions;
+pub use csv_table::{load_csv_streaming, CsvOptions};
 pub use images::{load_image_folder_streaming, ColorMode, ImagePreprocess, Layout};
 pub use row_map::RowMap;
 pub use slices::{SliceTag, Slices};

@@ -2,18 +2,21 @@
 //! does not grow with its size.
 //!
 //! A `.npy` file, or an `.npz` member stored without compression (`numpy.savez`), is read
-//! by seeking to the rows asked for: no memory map, no copy of the whole array. A large
-//! image folder is read by decoding the images of the rows asked for. Small arrays,
-//! deflated members (`numpy.savez_compressed`: no seeking inside them), Fortran-order
-//! arrays and text are read whole, as before.
+//! by seeking to the rows asked for: no memory map, no copy of the whole array. A deflated
+//! member (`numpy.savez_compressed`) cannot be sought in: it is decompressed once at load to
+//! check it (its CRC and length), then read forward a batch at a time, the stream restarted
+//! only when rows go backwards. A large image folder is read by decoding the images of the
+//! rows asked for, a large CSV table by parsing the records of the rows asked for. Small
+//! arrays, Fortran-order arrays and text are read whole.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use qgate_core::{Array, ArrayData, ElemType};
 
+use crate::csv_table::CsvRows;
 use crate::images::ImagePreprocess;
 
 use crate::npy::{parse_header, parse_npy, NpyError, NpyHeader};
@@ -37,8 +40,12 @@ enum Source {
         offset: u64,
         header: NpyHeader,
     },
+    /// A deflated `.npz` member, decompressed forward as rows are read.
+    Deflated(Arc<DeflatedRows>),
     /// One image file per row, decoded and preprocessed as it is read.
     Images(Arc<ImageRows>),
+    /// One CSV record per row, its feature cells parsed as it is read.
+    Csv(Arc<CsvRows>),
 }
 
 /// The images of a folder, in sample order, and how each becomes a row.
@@ -70,11 +77,21 @@ impl StoredArray {
         }
     }
 
+    /// A CSV table's feature columns, parsed a batch at a time.
+    pub(crate) fn csv(rows: CsvRows) -> StoredArray {
+        StoredArray {
+            source: Source::Csv(Arc::new(rows)),
+            elem: ElemType::F32,
+        }
+    }
+
     /// Shape in the file (all its rows).
     pub fn shape(&self) -> &[usize] {
         match &self.source {
             Source::Npy { header, .. } => &header.shape,
+            Source::Deflated(member) => &member.header.shape,
             Source::Images(images) => &images.shape,
+            Source::Csv(table) => &table.shape,
         }
     }
 
@@ -87,7 +104,9 @@ impl StoredArray {
     pub fn path(&self) -> &Path {
         match &self.source {
             Source::Npy { path, .. } => path,
+            Source::Deflated(member) => &member.path,
             Source::Images(images) => &images.dir,
+            Source::Csv(table) => &table.path,
         }
     }
 
@@ -116,26 +135,23 @@ impl StoredArray {
                 offset,
                 header,
             } => (path, *offset, header),
+            Source::Deflated(member) => return member.read_rows_into(rows, scratch, out),
             Source::Images(images) => return images.read_rows_into(rows, out),
+            Source::Csv(table) => return table.read_rows_into(rows, out),
         };
         let row_bytes = header.row_bytes();
         let mut file = File::open(path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
         scratch.clear();
         scratch.resize(rows.len() * row_bytes, 0);
         let mut at = 0;
-        let mut i = 0;
-        while i < rows.len() {
+        for run in runs(rows) {
             // One read per run of consecutive rows.
-            let mut j = i + 1;
-            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
-                j += 1;
-            }
-            let len = (j - i) * row_bytes;
-            file.seek(SeekFrom::Start(offset + (rows[i] * row_bytes) as u64))
+            let (first, last) = (rows[run.start], rows[run.end - 1]);
+            let len = run.len() * row_bytes;
+            file.seek(SeekFrom::Start(offset + (first * row_bytes) as u64))
                 .and_then(|_| file.read_exact(&mut scratch[at..at + len]))
-                .map_err(|e| format!("cannot read rows {}..{}: {e}", rows[i], rows[j - 1] + 1))?;
+                .map_err(|e| format!("cannot read rows {first}..{}: {e}", last + 1))?;
             at += len;
-            i = j;
         }
         header
             .decode_rows_into(scratch, out)
@@ -153,6 +169,23 @@ impl StoredArray {
     }
 }
 
+/// The runs of consecutive rows in `rows`, as ranges of positions in it: `[4, 5, 6, 9]`
+/// gives `0..3` and `3..4`.
+pub(crate) fn runs(rows: &[usize]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= rows.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        while i < rows.len() && rows[i] == rows[i - 1] + 1 {
+            i += 1;
+        }
+        Some(start..i)
+    })
+}
+
 /// Reads one `.npy` array of `size` bytes starting at `start` of `file` (a whole `.npy` file
 /// or a stored `.npz` member): left in the file when it is large and can be read by rows,
 /// else read whole.
@@ -165,42 +198,23 @@ pub(crate) fn read_member<R: Read + Seek>(
 ) -> Result<Result<Member, NpyError>, std::io::Error> {
     if size >= min_bytes {
         file.seek(SeekFrom::Start(start))?;
-        let mut head = vec![0u8; 12.min(size as usize)];
-        file.read_exact(&mut head)?;
-        let header_len = match head.get(6) {
-            Some(1) => 10 + u16::from_le_bytes([head[8], head[9]]) as u64,
-            Some(2 | 3) if head.len() >= 12 => {
-                12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64
-            }
-            _ => 12,
-        };
-        let mut head = vec![0u8; header_len.min(size) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut head)?;
+        let head = header_bytes(file, size)?;
         let header = match parse_header(&head) {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
-        if header.is_numeric() && !(header.fortran && header.shape.len() > 1) {
+        if by_rows(&header) {
             let expected = header.data_bytes();
             let actual = (size - header.data_offset as u64) as usize;
             if actual < expected {
                 return Ok(Err(NpyError::Truncated { expected, actual }));
             }
-            if !header.shape.is_empty() {
-                let elem = header
-                    .decode_rows(&[])
-                    .map(|a| a.elem_type())
-                    .unwrap_or(ElemType::F32);
-                return Ok(Ok(Member::Stored(StoredArray {
-                    source: Source::Npy {
-                        path: path.to_path_buf(),
-                        offset: start + header.data_offset as u64,
-                        header,
-                    },
-                    elem,
-                })));
-            }
+            let offset = start + header.data_offset as u64;
+            return Ok(Ok(Member::Stored(StoredArray::of(Source::Npy {
+                path: path.to_path_buf(),
+                offset,
+                header,
+            }))));
         }
     }
     file.seek(SeekFrom::Start(start))?;
@@ -212,6 +226,44 @@ pub(crate) fn read_member<R: Read + Seek>(
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(size).read_to_end(&mut bytes)?;
     Ok(parse_npy(&bytes).map(Member::Loaded))
+}
+
+/// The `.npy` header at the start of `r` (at most `size` bytes): magic, version, length and
+/// the dictionary, read forward (a decompressing reader cannot seek back).
+fn header_bytes<R: Read>(r: &mut R, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 12.min(size as usize)];
+    r.read_exact(&mut head)?;
+    let header_len = match head.get(6) {
+        Some(1) => 10 + u16::from_le_bytes([head[8], head[9]]) as u64,
+        Some(2 | 3) if head.len() >= 12 => {
+            12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64
+        }
+        _ => 12,
+    };
+    let rest = header_len.min(size).saturating_sub(head.len() as u64);
+    r.take(rest).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Whether an array with this header can be read a row at a time: numbers in C order (or
+/// one-dimensional), with a sample axis.
+fn by_rows(header: &NpyHeader) -> bool {
+    header.is_numeric() && !(header.fortran && header.shape.len() > 1) && !header.shape.is_empty()
+}
+
+impl StoredArray {
+    /// The array of an `.npy` source, read as its header's element type.
+    fn of(source: Source) -> StoredArray {
+        let header = match &source {
+            Source::Npy { header, .. } => Some(header),
+            Source::Deflated(member) => Some(&member.header),
+            Source::Images(_) | Source::Csv(_) => None,
+        };
+        let elem = header
+            .and_then(|h| h.decode_rows(&[]).ok())
+            .map_or(ElemType::F32, |a| a.elem_type());
+        StoredArray { source, elem }
+    }
 }
 
 /// Each member of an `.npz` file: its name (without `.npy`) and its array, or why it
@@ -245,10 +297,164 @@ pub(crate) fn read_npz_file(path: &Path, min_bytes: u64) -> Result<Members, Stri
             out.push((key, read));
             continue;
         }
+        if member.compression() == zip::CompressionMethod::Deflated && size >= min_bytes {
+            let found = deflated_member(path, &mut member)
+                .map_err(|e| format!("cannot read archive member '{name}': {e}"))?;
+            if let Some(found) = found {
+                out.push((key, found));
+                continue;
+            }
+            // Not readable by rows (text, Fortran order): read whole from the start.
+            drop(member);
+            member = zip
+                .by_index(i)
+                .map_err(|e| format!("cannot read archive member {i}: {e}"))?;
+        }
         let bytes = crate::npy::member_bytes(&mut member, &name)?;
         out.push((key, parse_npy(&bytes).map(Member::Loaded)));
     }
     Ok(out)
+}
+
+/// A deflated member left in the archive when it can be read by rows (`None` when it cannot:
+/// its header has been read, so the caller reopens it). The whole member is decompressed
+/// once here, into nothing, so that a corrupt or short member (the zip reader checks the
+/// CRC at its end) is an error at load rather than after part of a run.
+fn deflated_member<R: Read>(
+    path: &Path,
+    member: &mut zip::read::ZipFile<'_, R>,
+) -> std::io::Result<Option<Result<Member, NpyError>>> {
+    let head = header_bytes(member, member.size())?;
+    let header = match parse_header(&head) {
+        Ok(h) if by_rows(&h) => h,
+        Ok(_) => return Ok(None),
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let actual = std::io::copy(member, &mut std::io::sink())? as usize;
+    let expected = header.data_bytes();
+    if actual < expected {
+        return Ok(Some(Err(NpyError::Truncated { expected, actual })));
+    }
+    let rows = DeflatedRows {
+        path: path.to_path_buf(),
+        start: member.data_start(),
+        compressed: member.compressed_size(),
+        skip: header.data_offset as u64,
+        header,
+        cursor: Mutex::new(None),
+    };
+    Ok(Some(Ok(Member::Stored(StoredArray::of(Source::Deflated(
+        Arc::new(rows),
+    ))))))
+}
+
+/// A deflated `.npz` member: where its compressed bytes lie in the archive, and the
+/// decompressor left where the last rows read ended.
+pub(crate) struct DeflatedRows {
+    path: PathBuf,
+    /// Offset and length of the compressed bytes in the archive.
+    start: u64,
+    compressed: u64,
+    /// Decompressed bytes of the `.npy` header before the first row.
+    skip: u64,
+    header: NpyHeader,
+    /// The decompressor and the row it reads next.
+    cursor: Mutex<Option<(Inflater, usize)>>,
+}
+
+type Inflater = flate2::read::DeflateDecoder<std::io::BufReader<std::io::Take<File>>>;
+
+impl std::fmt::Debug for DeflatedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeflatedRows")
+            .field("path", &self.path)
+            .field("start", &self.start)
+            .field("compressed", &self.compressed)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for DeflatedRows {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.path,
+            self.start,
+            self.compressed,
+            self.skip,
+            &self.header,
+        ) == (
+            &other.path,
+            other.start,
+            other.compressed,
+            other.skip,
+            &other.header,
+        )
+    }
+}
+
+impl DeflatedRows {
+    /// A decompressor at the member's first row.
+    fn open(&self) -> std::io::Result<(Inflater, usize)> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.start))?;
+        let mut inflater =
+            flate2::read::DeflateDecoder::new(std::io::BufReader::new(file.take(self.compressed)));
+        skip(&mut inflater, self.skip)?;
+        Ok((inflater, 0))
+    }
+
+    /// Reads rows `rows` (in that order) into `out`, decompressing forward from where the
+    /// last read ended, or from the start when a row lies behind it.
+    fn read_rows_into(
+        &self,
+        rows: &[usize],
+        scratch: &mut Vec<u8>,
+        out: &mut Array,
+    ) -> Result<(), String> {
+        let row_bytes = self.header.row_bytes();
+        let mut guard = self
+            .cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Taken out: after an error the next read starts afresh.
+        let mut cursor = guard.take();
+        scratch.clear();
+        scratch.resize(rows.len() * row_bytes, 0);
+        let mut at = 0;
+        for run in runs(rows) {
+            let (first, last) = (rows[run.start], rows[run.end - 1]);
+            let len = run.len() * row_bytes;
+            let (mut inflater, next) = match cursor.take() {
+                Some((inflater, next)) if next <= first => (inflater, next),
+                _ => self
+                    .open()
+                    .map_err(|e| format!("cannot reopen to read rows: {e}"))?,
+            };
+            skip(&mut inflater, ((first - next) * row_bytes) as u64)
+                .and_then(|_| inflater.read_exact(&mut scratch[at..at + len]))
+                .map_err(|e| format!("cannot read rows {first}..{}: {e}", last + 1))?;
+            cursor = Some((inflater, last + 1));
+            at += len;
+        }
+        *guard = cursor;
+        drop(guard);
+        self.header
+            .decode_rows_into(scratch, out)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Reads and drops `n` bytes of `r`; an error if it ends first.
+fn skip<R: Read>(r: &mut R, n: u64) -> std::io::Result<()> {
+    let skipped = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+    if skipped < n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the data ends {} bytes early", n - skipped),
+        ));
+    }
+    Ok(())
 }
 
 impl ImageRows {
@@ -283,5 +489,18 @@ impl ImageRows {
         out.shape.extend_from_slice(&self.shape[1..]);
         out.data = ArrayData::F32(values);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_split_at_every_break_in_consecutive_rows() {
+        let rows = [4, 5, 6, 9, 3, 4, 4, 0];
+        let got: Vec<_> = runs(&rows).collect();
+        assert_eq!(got, [0..3, 3..4, 4..6, 6..7, 7..8]);
+        assert_eq!(runs(&[]).count(), 0);
     }
 }

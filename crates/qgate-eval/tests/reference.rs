@@ -361,6 +361,33 @@ fn streamed_image_folder_gives_the_same_evaluation() {
     assert_eq!(figures(&lazy), want);
 }
 
+/// A table left in its CSV file (records parsed a batch at a time) and an archive's
+/// deflated members (decompressed forward a batch at a time) give the evaluation their data
+/// read whole gives.
+#[test]
+fn streamed_csv_and_deflated_members_give_the_same_evaluation() {
+    let (mut base, mut cand) = (fixture_model("mlp_fp32"), fixture_model("mlp_int8_dynamic"));
+    let path = fixtures().join("test.csv");
+    let whole = Dataset::load(&path, &ArrayKeys::default(), &Default::default()).unwrap();
+    let lazy = qgate_data::load_csv_streaming(&path, &Default::default(), 0).unwrap();
+    assert!(lazy.stored.contains_key("features") && lazy.arrays.is_empty());
+    let mut figures =
+        |data: &Dataset| evaluation_figures([base.as_mut(), cand.as_mut()], data, 32, 0).0;
+    let want = figures(&whole);
+    assert_eq!(want["n_samples"], 540);
+    assert_eq!(figures(&lazy), want);
+
+    let (mut base, mut cand) = (fixture_model("cnn_fp32"), fixture_model("cnn_int8_qdq"));
+    let path = fixtures().join("test_compressed.npz");
+    let mut lazy = qgate_data::load_npz_streaming(&path, &ArrayKeys::default(), 0).unwrap();
+    assert!(lazy.stored.contains_key("image") && lazy.arrays.is_empty());
+    let whole = test_set();
+    lazy.source = whole.source.clone();
+    let mut figures =
+        |data: &Dataset| evaluation_figures([base.as_mut(), cand.as_mut()], data, 32, 0).0;
+    assert_eq!(figures(&lazy), figures(&whole));
+}
+
 /// A fixture model (`fixtures/digits/{variant}.onnx`) loaded with the default options.
 fn fixture_model(variant: &str) -> Box<dyn qgate_runtime::Model> {
     let path = fixtures().join(format!("{variant}.onnx"));
