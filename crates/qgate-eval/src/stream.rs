@@ -93,6 +93,10 @@ struct Reading {
     /// Detected as probabilities: every later row must be a distribution too, else the
     /// run restarts reading the output as logits.
     verify: bool,
+    /// No row seen so far was finite, so nothing told logits from probabilities: read as
+    /// logits until a batch with a finite row decides (the rows before it are non-finite
+    /// samples whatever the kind).
+    undecided: bool,
 }
 
 /// A probabilities-looking output that turned out not to be: the run restarts with this
@@ -382,6 +386,7 @@ fn finish(
             kind_by: KindBy::NotDistributions,
             n_classes: 0,
             verify: false,
+            undecided: false,
         });
         let outputs = if keep_outputs > 0 {
             stack(m, st.parts)?
@@ -436,7 +441,11 @@ fn reduce_batch(
 ) -> Result<Option<Restart>, EvalError> {
     let (start, end, n) = (ctx.start, ctx.end, ctx.n);
     for (k, (m, st)) in members.iter().zip(sides.iter_mut()).enumerate() {
-        if st.reading.is_none() {
+        let again = st
+            .reading
+            .as_ref()
+            .is_none_or(|r| r.undecided && has_finite_row(&outs[k][r.index]));
+        if again {
             st.reading = Some(decide(m, &outs[k], ctx.opts, ctx.as_logits[k])?);
         }
     }
@@ -622,6 +631,7 @@ fn decide(
     let (index, chosen_by) = choose_output(&named, wanted).map_err(err)?;
     let (name, array) = (&named[index].0, named[index].1);
     let is_labels_shape = array.shape.len() == 1 || (array.shape.len() == 2 && array.shape[1] == 1);
+    let mut undecided = false;
     let (kind, kind_by) = match kind {
         Some(k) => (k, KindBy::KindFlag),
         None if is_labels_shape && array.elem_type().is_integer() => {
@@ -632,6 +642,7 @@ fn decide(
             let values = array
                 .to_f64()
                 .ok_or_else(|| err(format!("output '{name}' is not numeric")))?;
+            undecided = !has_finite_row(array);
             detect_kind(&values, array.row_len())
         }
     };
@@ -659,6 +670,16 @@ fn decide(
             array.shape[1]
         },
         verify: kind_by == KindBy::RowsSumToOne,
+        undecided,
+    })
+}
+
+/// Whether any row of a `[N, C]` (or `[N]`) output is finite throughout.
+fn has_finite_row(array: &Array) -> bool {
+    array.to_f64().is_some_and(|values| {
+        values
+            .chunks(array.row_len().max(1))
+            .any(|r| r.iter().all(|v| v.is_finite()))
     })
 }
 

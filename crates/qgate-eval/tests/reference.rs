@@ -388,6 +388,55 @@ fn streamed_csv_and_deflated_members_give_the_same_evaluation() {
     assert_eq!(figures(&lazy), figures(&whole));
 }
 
+/// A probabilities output whose first batch holds no finite row (its samples' images are
+/// infinite) is still read as probabilities once a batch with finite rows shows it: the same
+/// kind, confidences and Brier score as when the first batch decides (one batch of all
+/// 540), instead of a softmax over probabilities.
+#[test]
+fn a_first_batch_without_a_finite_row_does_not_decide_the_output_kind() {
+    let (mut base, mut cand) = (
+        fixture_model("cnn_probs_fp32"),
+        fixture_model("cnn_probs_int8_qdq"),
+    );
+    let mut data = test_set();
+    let image = data.arrays.get_mut("image").unwrap();
+    let row = image.row_len();
+    let qgate_core::ArrayData::F32(values) = &mut image.data else {
+        panic!("image is float32");
+    };
+    values[..32 * row]
+        .iter_mut()
+        .for_each(|v| *v = f32::INFINITY);
+    let mut run =
+        |batch: usize| evaluation_figures([base.as_mut(), cand.as_mut()], &data, batch, 0).1;
+    let (late, whole) = (run(32), run(540));
+    // The FP32 model's infinite inputs give NaN rows; the INT8 model clips them when it
+    // quantizes its input (and tract's quantized Softmax rows do not sum to 1: logits).
+    assert_eq!(late.baseline.scores.kind, qgate_eval::OutputKind::Probs);
+    assert_eq!(late.baseline.non_finite_samples, 32);
+    for (side, want) in [
+        (&late.baseline, &whole.baseline),
+        (&late.candidate, &whole.candidate),
+    ] {
+        assert_eq!(side.scores.kind, want.scores.kind);
+        assert_eq!(side.scores.kind_by, want.scores.kind_by);
+        assert_eq!(side.metrics.accuracy, want.metrics.accuracy);
+    }
+    let (got, want) = (
+        late.calibration.as_ref().unwrap(),
+        whole.calibration.as_ref().unwrap(),
+    );
+    for (g, w) in [
+        (&got.baseline, &want.baseline),
+        (&got.candidate, &want.candidate),
+    ] {
+        assert_eq!(g.samples, 540 - 32);
+        for (a, b) in [(g.brier, w.brier), (g.mean_confidence, w.mean_confidence)] {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+}
+
 /// A fixture model (`fixtures/digits/{variant}.onnx`) loaded with the default options.
 fn fixture_model(variant: &str) -> Box<dyn qgate_runtime::Model> {
     let path = fixtures().join(format!("{variant}.onnx"));
