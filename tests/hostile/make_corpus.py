@@ -419,7 +419,9 @@ def data_files():
         name = f"{cid}.npz"
         p = raw_file(f"data/{name}", buf.getvalue())
         case(f"data/{cid}", "data", compare(data=p), 2, [name])
-    # A deflate bomb: 100 MiB of zeros in ~100 KiB; refused under a 50 MiB limit.
+    # A deflate bomb: 100 MiB of zeros in ~100 KiB, under a 50 MiB limit. Deflated members
+    # are streamed (decompressed once at load into nothing): memory stays flat, and its
+    # 409 600 rows are refused against the 60 labels.
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         hdr = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118)
@@ -430,8 +432,9 @@ def data_files():
         z.writestr(member("label.npy", zipfile.ZIP_DEFLATED), members["label.npy"])
     p = raw_file("data/deflate_bomb.npz", buf.getvalue())
     case("data/deflate-bomb", "data", compare(data=p, extra=["--max-memory", "50MiB"]), 2,
-         ["deflate_bomb.npz", "x.npy", "--max-memory"])
-    # A zip whose header claims a member of 2^60 bytes.
+         ["deflate_bomb.npz", "'x'", "[409600, 64]", "60 samples"])
+    # A zip whose directory claims members of 2 GiB: nothing is allocated by that size, and
+    # a member that decompresses to less is a damaged archive (as numpy.load finds too).
     lie = bytearray(npz_bytes({"x": x, "label": y}))
     i = lie.find(b"PK\x01\x02")
     while i >= 0:
@@ -439,7 +442,7 @@ def data_files():
         i = lie.find(b"PK\x01\x02", i + 4)
     p = raw_file("data/size_lie.npz", bytes(lie))
     case("data/zip-size-lie", "data", compare(data=p, extra=["--max-memory", "1GiB"]), 2,
-         ["size_lie.npz", "--max-memory"])
+         ["size_lie.npz", "directory says 2147483647", "damaged"])
     # .npy alone (no labels), wrong extensions, missing paths.
     buf = io.BytesIO()
     np.save(buf, x)

@@ -139,23 +139,12 @@ impl StoredArray {
             Source::Images(images) => return images.read_rows_into(rows, out),
             Source::Csv(table) => return table.read_rows_into(rows, out),
         };
-        let row_bytes = header.row_bytes();
         let mut file = File::open(path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
-        scratch.clear();
-        scratch.resize(rows.len() * row_bytes, 0);
-        let mut at = 0;
-        for run in runs(rows) {
-            // One read per run of consecutive rows.
-            let (first, last) = (rows[run.start], rows[run.end - 1]);
-            let len = run.len() * row_bytes;
-            file.seek(SeekFrom::Start(offset + (first * row_bytes) as u64))
-                .and_then(|_| file.read_exact(&mut scratch[at..at + len]))
-                .map_err(|e| format!("cannot read rows {first}..{}: {e}", last + 1))?;
-            at += len;
-        }
-        header
-            .decode_rows_into(scratch, out)
-            .map_err(|e| e.to_string())
+        let row_bytes = header.row_bytes();
+        read_runs(header, path, rows, scratch, out, |first, buf| {
+            file.seek(SeekFrom::Start(offset + (first * row_bytes) as u64))?;
+            file.read_exact(buf)
+        })
     }
 
     /// Reads every row.
@@ -167,6 +156,37 @@ impl StoredArray {
         )?;
         self.read_rows(&(0..n).collect::<Vec<_>>())
     }
+}
+
+/// Reads the bytes of `rows` of an `.npy` array (in that order) into `scratch`, one
+/// `read(first row, bytes)` per run of consecutive rows, and decodes them into `out`. The
+/// batch is checked against the memory limit first: a file's rows can be any size.
+fn read_runs(
+    header: &NpyHeader,
+    path: &Path,
+    rows: &[usize],
+    scratch: &mut Vec<u8>,
+    out: &mut Array,
+    mut read: impl FnMut(usize, &mut [u8]) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let row_bytes = header.row_bytes();
+    qgate_core::memory::check(
+        u128::from(row_bytes as u64) * rows.len() as u128,
+        &format!("a batch of {} rows of {}", rows.len(), path.display()),
+    )?;
+    scratch.clear();
+    scratch.resize(rows.len() * row_bytes, 0);
+    let mut at = 0;
+    for run in runs(rows) {
+        let (first, last) = (rows[run.start], rows[run.end - 1]);
+        let len = run.len() * row_bytes;
+        read(first, &mut scratch[at..at + len])
+            .map_err(|e| format!("cannot read rows {first}..{}: {e}", last + 1))?;
+        at += len;
+    }
+    header
+        .decode_rows_into(scratch, out)
+        .map_err(|e| e.to_string())
 }
 
 /// The runs of consecutive rows in `rows`, as ranges of positions in it: `[4, 5, 6, 9]`
@@ -330,8 +350,21 @@ fn deflated_member<R: Read>(
         Ok(_) => return Ok(None),
         Err(e) => return Ok(Some(Err(e))),
     };
-    let actual = std::io::copy(member, &mut std::io::sink())? as usize;
-    let expected = header.data_bytes();
+    let actual = std::io::copy(member, &mut std::io::sink())?;
+    // Python's zipfile (and so numpy.load) refuses a member that ends before the size the
+    // archive's directory gives it; nothing here is read by that size, but a directory that
+    // lies about it is a damaged archive.
+    let whole = head.len() as u64 + actual;
+    if whole != member.size() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it decompresses to {whole} bytes, the archive's directory says {}: the archive is damaged",
+                member.size()
+            ),
+        ));
+    }
+    let (actual, expected) = (actual as usize, header.data_bytes());
     if actual < expected {
         return Ok(Some(Err(NpyError::Truncated { expected, actual })));
     }
@@ -419,29 +452,25 @@ impl DeflatedRows {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Taken out: after an error the next read starts afresh.
         let mut cursor = guard.take();
-        scratch.clear();
-        scratch.resize(rows.len() * row_bytes, 0);
-        let mut at = 0;
-        for run in runs(rows) {
-            let (first, last) = (rows[run.start], rows[run.end - 1]);
-            let len = run.len() * row_bytes;
-            let (mut inflater, next) = match cursor.take() {
-                Some((inflater, next)) if next <= first => (inflater, next),
-                _ => self
-                    .open()
-                    .map_err(|e| format!("cannot reopen to read rows: {e}"))?,
-            };
-            skip(&mut inflater, ((first - next) * row_bytes) as u64)
-                .and_then(|_| inflater.read_exact(&mut scratch[at..at + len]))
-                .map_err(|e| format!("cannot read rows {first}..{}: {e}", last + 1))?;
-            cursor = Some((inflater, last + 1));
-            at += len;
-        }
+        read_runs(
+            &self.header,
+            &self.path,
+            rows,
+            scratch,
+            out,
+            |first, buf| {
+                let (mut inflater, next) = match cursor.take() {
+                    Some((inflater, next)) if next <= first => (inflater, next),
+                    _ => self.open()?,
+                };
+                skip(&mut inflater, ((first - next) * row_bytes) as u64)?;
+                inflater.read_exact(buf)?;
+                cursor = Some((inflater, first + buf.len() / row_bytes.max(1)));
+                Ok(())
+            },
+        )?;
         *guard = cursor;
-        drop(guard);
-        self.header
-            .decode_rows_into(scratch, out)
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 }
 

@@ -176,7 +176,14 @@ fn reserved_window(data: &Dataset, arrays: &[&str], w: &[(usize, usize)]) -> Vec
                     let Some((shape, elem)) = data.array_meta(name) else {
                         return Array::empty_f32();
                     };
-                    let len = (end - start) * shape.iter().skip(1).product::<usize>();
+                    let row: usize = shape.iter().skip(1).product();
+                    let len = (end - start) * row;
+                    // A batch past the memory limit: the reader names it.
+                    let bytes =
+                        qgate_core::memory::bytes_of(&[end - start, row], elem.size_bytes());
+                    if qgate_core::memory::check(bytes, name).is_err() {
+                        return Array::empty_f32();
+                    }
                     let values = match elem {
                         ElemType::F32 => ArrayData::F32(Vec::with_capacity(len)),
                         ElemType::F64 => ArrayData::F64(Vec::with_capacity(len)),
@@ -201,11 +208,16 @@ fn reserved_scratch(data: &Dataset, arrays: &[&str], batch: usize) -> Vec<u8> {
         .filter(|name| data.stored.contains_key(**name))
         .filter_map(|name| data.array_meta(name))
         .map(|(shape, elem)| {
-            batch.min(data.len()) * shape.iter().skip(1).product::<usize>() * elem.size_bytes()
+            let rows = batch.min(data.len());
+            qgate_core::memory::bytes_of(&[rows, shape.iter().skip(1).product()], elem.size_bytes())
         })
         .max()
         .unwrap_or(0);
-    Vec::with_capacity(most)
+    // Past the memory limit: left for the reader, which names the batch.
+    match qgate_core::memory::check(most, "scratch") {
+        Ok(()) => Vec::with_capacity(most as usize),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Per-member state of one pass.
