@@ -95,6 +95,16 @@ impl StoredArray {
         }
     }
 
+    /// Bytes one row takes in the file, for arrays read as file bytes then decoded (`.npy`
+    /// data and `.npz` members; `None` for images and CSV tables, parsed as they are read).
+    pub fn row_file_bytes(&self) -> Option<usize> {
+        match &self.source {
+            Source::Npy { header, .. } => Some(header.row_bytes()),
+            Source::Deflated(member) => Some(member.header.row_bytes()),
+            Source::Images(_) | Source::Csv(_) => None,
+        }
+    }
+
     /// The element type rows are read as (float16 widens to float32).
     pub fn elem_type(&self) -> ElemType {
         self.elem
@@ -350,18 +360,22 @@ fn deflated_member<R: Read>(
         Ok(_) => return Ok(None),
         Err(e) => return Ok(Some(Err(e))),
     };
-    let actual = std::io::copy(member, &mut std::io::sink())?;
-    // Python's zipfile (and so numpy.load) refuses a member that ends before the size the
-    // archive's directory gives it; nothing here is read by that size, but a directory that
-    // lies about it is a damaged archive.
-    let whole = head.len() as u64 + actual;
-    if whole != member.size() {
+    // Python's zipfile (and so numpy.load) refuses a member whose data ends before or runs
+    // past the size the archive's directory gives it: a damaged archive. Decompressing stops
+    // one byte past that size, so a bomb costs no more time than its declared size.
+    let left = member.size().saturating_sub(head.len() as u64);
+    let actual = std::io::copy(&mut (&mut *member).take(left + 1), &mut std::io::sink())?;
+    if actual != left {
+        let size = member.size();
+        let message = if actual > left {
+            format!("it decompresses to more than the {size} bytes the archive's directory says: the archive is damaged")
+        } else {
+            let whole = head.len() as u64 + actual;
+            format!("it decompresses to {whole} bytes, the archive's directory says {size}: the archive is damaged")
+        };
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!(
-                "it decompresses to {whole} bytes, the archive's directory says {}: the archive is damaged",
-                member.size()
-            ),
+            message,
         ));
     }
     let (actual, expected) = (actual as usize, header.data_bytes());

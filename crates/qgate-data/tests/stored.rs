@@ -385,6 +385,19 @@ fn a_damaged_deflated_member_is_an_error_at_load() {
         "{err}"
     );
 
+    // The archive's directory says the member is smaller than it decompresses to (a bomb
+    // declares little): decompressing stops past the declared size, an error at load.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let central = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    bytes[central + 24..central + 28].copy_from_slice(&1000u32.to_le_bytes());
+    let small = dir.path().join("small.npz");
+    std::fs::write(&small, &bytes).unwrap();
+    let err = load(&small).unwrap_err().to_string();
+    assert!(
+        err.contains("small.npz") && err.contains("more than the 1000 bytes"),
+        "{err}"
+    );
+
     // The header promises 300 rows, the member holds 299.
     let npy = encode_npy(&x);
     let short = dir.path().join("short.npz");

@@ -93,9 +93,9 @@ struct Reading {
     /// Detected as probabilities: every later row must be a distribution too, else the
     /// run restarts reading the output as logits.
     verify: bool,
-    /// No row seen so far was finite, so nothing told logits from probabilities: read as
-    /// logits until a batch with a finite row decides (the rows before it are non-finite
-    /// samples whatever the kind).
+    /// No row seen so far could tell logits from probabilities (every one held a NaN or a
+    /// +∞): read as logits until a batch with such a row decides (the rows before it are
+    /// non-finite samples whatever the kind).
     undecided: bool,
 }
 
@@ -201,16 +201,12 @@ fn reserved_window(data: &Dataset, arrays: &[&str], w: &[(usize, usize)]) -> Vec
         .collect()
 }
 
-/// Room for the bytes of one batch of the largest array left in its file.
+/// Room for the file bytes of one batch of the largest array read from its file as bytes.
 fn reserved_scratch(data: &Dataset, arrays: &[&str], batch: usize) -> Vec<u8> {
     let most = arrays
         .iter()
-        .filter(|name| data.stored.contains_key(**name))
-        .filter_map(|name| data.array_meta(name))
-        .map(|(shape, elem)| {
-            let rows = batch.min(data.len());
-            qgate_core::memory::bytes_of(&[rows, shape.iter().skip(1).product()], elem.size_bytes())
-        })
+        .filter_map(|name| data.stored.get(*name)?.row_file_bytes())
+        .map(|row| qgate_core::memory::bytes_of(&[batch.min(data.len()), row], 1))
         .max()
         .unwrap_or(0);
     // Past the memory limit: left for the reader, which names the batch.
@@ -506,7 +502,7 @@ fn reduce_batch(
         let again = st
             .reading
             .as_ref()
-            .is_none_or(|r| r.undecided && has_finite_row(&outs[k][r.index]));
+            .is_none_or(|r| r.undecided && has_deciding_row(&outs[k][r.index]));
         if again {
             st.reading = Some(decide(m, &outs[k], ctx.opts, ctx.as_logits[k])?);
         }
@@ -704,7 +700,7 @@ fn decide(
             let values = array
                 .to_f64()
                 .ok_or_else(|| err(format!("output '{name}' is not numeric")))?;
-            undecided = !has_finite_row(array);
+            undecided = !has_deciding_row(array);
             detect_kind(&values, array.row_len())
         }
     };
@@ -736,12 +732,14 @@ fn decide(
     })
 }
 
-/// Whether any row of a `[N, C]` (or `[N]`) output is finite throughout.
-fn has_finite_row(array: &Array) -> bool {
+/// Whether any row of a `[N, C]` (or `[N]`) output can tell logits from probabilities: one
+/// with no NaN and no +∞. (A −∞ is a masked logit, never a probability: such a row decides
+/// for logits, as its softmax is a finite row.)
+fn has_deciding_row(array: &Array) -> bool {
     array.to_f64().is_some_and(|values| {
         values
             .chunks(array.row_len().max(1))
-            .any(|r| r.iter().all(|v| v.is_finite()))
+            .any(|r| r.iter().all(|v| !v.is_nan() && *v != f64::INFINITY))
     })
 }
 
@@ -878,4 +876,26 @@ fn sum_divergence(
     }
     pair.decided = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_deciding_row;
+    use qgate_core::{Array, ArrayData};
+
+    fn rows(values: Vec<f32>) -> Array {
+        Array {
+            shape: vec![values.len() / 3, 3],
+            data: ArrayData::F32(values),
+        }
+    }
+
+    #[test]
+    fn a_row_with_nan_or_plus_infinity_cannot_decide_the_kind_but_a_masked_logit_can() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        assert!(!has_deciding_row(&rows(vec![nan, 0.5, 0.5, 0.2, inf, 0.1])));
+        assert!(has_deciding_row(&rows(vec![nan, 0.5, 0.5, 0.0, -inf, 5.0])));
+        assert!(has_deciding_row(&rows(vec![0.2, 0.3, 0.5])));
+        assert!(!has_deciding_row(&rows(Vec::new())));
+    }
 }
