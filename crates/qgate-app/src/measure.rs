@@ -72,18 +72,9 @@ pub fn output_tolerance(spec: &ModelSpec, load: &LoadOptions) -> Tolerance {
 /// in their files (large `.npy` data, big image folders) are read here: a benchmark's data
 /// is a few samples.
 fn write_inputs(path: &Path, d: &Dataset) -> Result<(), AppError> {
-    let all: Vec<usize> = (0..d.len()).collect();
-    let stored = d
-        .stored
-        .keys()
-        .map(|k| Ok((k.as_str(), d.read_rows(k, &all)?)))
-        .collect::<Result<Vec<_>, qgate_data::DataError>>()?;
-    let arrays = d
-        .arrays
-        .iter()
-        .map(|(k, a)| (k.as_str(), a))
-        .chain(stored.iter().map(|(k, a)| (*k, a)))
-        .collect();
+    let mut d = d.clone();
+    d.materialize()?;
+    let arrays = d.arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
     write_with_ids(path, arrays, d.ids.to_vec())
 }
 

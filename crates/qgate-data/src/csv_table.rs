@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use qgate_core::{Array, ArrayData, Ids};
+use qgate_core::{Array, Ids};
 
-use crate::stored::{runs, StoredArray};
+use crate::stored::{fill_f32_rows, runs, StoredArray};
 use crate::{DataError, Dataset, LABEL_KEYS, STREAM_MIN_BYTES};
 
 /// Which columns hold labels and ids.
@@ -308,18 +308,14 @@ impl CsvRows {
     /// Parses the feature cells of records `rows` (in that order) into `out` as float32,
     /// reusing its buffer when it holds float32 already.
     pub(crate) fn read_rows_into(&self, rows: &[usize], out: &mut Array) -> Result<(), String> {
-        let mut values = match std::mem::replace(&mut out.data, ArrayData::F32(Vec::new())) {
-            ArrayData::F32(mut v) => {
-                v.clear();
-                v
-            }
-            _ => Vec::new(),
-        };
-        qgate_core::memory::check(
-            qgate_core::memory::bytes_of(&[rows.len(), self.columns.len()], 4),
-            &format!("a batch of {} rows of {}", rows.len(), self.path.display()),
-        )?;
-        values.reserve(rows.len() * self.columns.len());
+        let what = format!("a batch of {} rows of {}", rows.len(), self.path.display());
+        fill_f32_rows(out, rows.len(), &self.shape[1..], &what, |values| {
+            self.parse_rows(rows, values)
+        })
+    }
+
+    /// Appends the feature cells of records `rows` (in that order) to `values`.
+    fn parse_rows(&self, rows: &[usize], values: &mut Vec<f32>) -> Result<(), String> {
         let file =
             File::open(&self.path).map_err(|e| format!("cannot reopen to read rows: {e}"))?;
         let mut reader = csv::ReaderBuilder::new()
@@ -361,10 +357,6 @@ impl CsvRows {
                 }
             }
         }
-        out.shape.clear();
-        out.shape
-            .extend_from_slice(&[rows.len(), self.columns.len()]);
-        out.data = ArrayData::F32(values);
         Ok(())
     }
 }

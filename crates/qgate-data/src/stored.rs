@@ -71,18 +71,12 @@ pub(crate) enum Member {
 impl StoredArray {
     /// A folder's images, decoded a batch at a time.
     pub(crate) fn images(rows: ImageRows) -> StoredArray {
-        StoredArray {
-            source: Source::Images(Arc::new(rows)),
-            elem: ElemType::F32,
-        }
+        StoredArray::of(Source::Images(Arc::new(rows)))
     }
 
     /// A CSV table's feature columns, parsed a batch at a time.
     pub(crate) fn csv(rows: CsvRows) -> StoredArray {
-        StoredArray {
-            source: Source::Csv(Arc::new(rows)),
-            elem: ElemType::F32,
-        }
+        StoredArray::of(Source::Csv(Arc::new(rows)))
     }
 
     /// Shape in the file (all its rows).
@@ -98,11 +92,7 @@ impl StoredArray {
     /// Bytes one row takes in the file, for arrays read as file bytes then decoded (`.npy`
     /// data and `.npz` members; `None` for images and CSV tables, parsed as they are read).
     pub fn row_file_bytes(&self) -> Option<usize> {
-        match &self.source {
-            Source::Npy { header, .. } => Some(header.row_bytes()),
-            Source::Deflated(member) => Some(member.header.row_bytes()),
-            Source::Images(_) | Source::Csv(_) => None,
-        }
+        self.source.npy_header().map(NpyHeader::row_bytes)
     }
 
     /// The element type rows are read as (float16 widens to float32).
@@ -181,7 +171,7 @@ fn read_runs(
 ) -> Result<(), String> {
     let row_bytes = header.row_bytes();
     qgate_core::memory::check(
-        u128::from(row_bytes as u64) * rows.len() as u128,
+        qgate_core::memory::bytes_of(&[rows.len(), row_bytes], 1),
         &format!("a batch of {} rows of {}", rows.len(), path.display()),
     )?;
     scratch.clear();
@@ -281,15 +271,22 @@ fn by_rows(header: &NpyHeader) -> bool {
     header.is_numeric() && !(header.fortran && header.shape.len() > 1) && !header.shape.is_empty()
 }
 
-impl StoredArray {
-    /// The array of an `.npy` source, read as its header's element type.
-    fn of(source: Source) -> StoredArray {
-        let header = match &source {
+impl Source {
+    /// The `.npy` header of data read as file bytes then decoded.
+    fn npy_header(&self) -> Option<&NpyHeader> {
+        match self {
             Source::Npy { header, .. } => Some(header),
             Source::Deflated(member) => Some(&member.header),
             Source::Images(_) | Source::Csv(_) => None,
-        };
-        let elem = header
+        }
+    }
+}
+
+impl StoredArray {
+    /// The array of a source, read as its header's element type (float32 without one).
+    fn of(source: Source) -> StoredArray {
+        let elem = source
+            .npy_header()
             .and_then(|h| h.decode_rows(&[]).ok())
             .map_or(ElemType::F32, |a| a.elem_type());
         StoredArray { source, elem }
@@ -386,7 +383,6 @@ fn deflated_member<R: Read>(
         path: path.to_path_buf(),
         start: member.data_start(),
         compressed: member.compressed_size(),
-        skip: header.data_offset as u64,
         header,
         cursor: Mutex::new(None),
     };
@@ -402,8 +398,6 @@ pub(crate) struct DeflatedRows {
     /// Offset and length of the compressed bytes in the archive.
     start: u64,
     compressed: u64,
-    /// Decompressed bytes of the `.npy` header before the first row.
-    skip: u64,
     header: NpyHeader,
     /// The decompressor and the row it reads next.
     cursor: Mutex<Option<(Inflater, usize)>>,
@@ -424,19 +418,8 @@ impl std::fmt::Debug for DeflatedRows {
 
 impl PartialEq for DeflatedRows {
     fn eq(&self, other: &Self) -> bool {
-        (
-            &self.path,
-            self.start,
-            self.compressed,
-            self.skip,
-            &self.header,
-        ) == (
-            &other.path,
-            other.start,
-            other.compressed,
-            other.skip,
-            &other.header,
-        )
+        (&self.path, self.start, self.compressed, &self.header)
+            == (&other.path, other.start, other.compressed, &other.header)
     }
 }
 
@@ -447,7 +430,8 @@ impl DeflatedRows {
         file.seek(SeekFrom::Start(self.start))?;
         let mut inflater =
             flate2::read::DeflateDecoder::new(std::io::BufReader::new(file.take(self.compressed)));
-        skip(&mut inflater, self.skip)?;
+        // The `.npy` header, before the first row.
+        skip(&mut inflater, self.header.data_offset as u64)?;
         Ok((inflater, 0))
     }
 
@@ -504,35 +488,49 @@ impl ImageRows {
     /// Decodes the images of `rows` (in that order) into `out` as float32, reusing its
     /// buffer when it holds float32 already.
     fn read_rows_into(&self, rows: &[usize], out: &mut Array) -> Result<(), String> {
-        let mut values = match std::mem::replace(&mut out.data, ArrayData::F32(Vec::new())) {
-            ArrayData::F32(mut v) => {
-                v.clear();
-                v
+        let what = format!("a batch of {} images of {}", rows.len(), self.dir.display());
+        fill_f32_rows(out, rows.len(), &self.shape[1..], &what, |values| {
+            for &r in rows {
+                crate::images::decode_onto(
+                    &self.files[r],
+                    &self.pre,
+                    self.channels,
+                    self.size,
+                    values,
+                )
+                .map_err(|e| e.to_string())?;
             }
-            _ => Vec::new(),
-        };
-        let row_len: usize = self.shape[1..].iter().product();
-        qgate_core::memory::check(
-            qgate_core::memory::bytes_of(&[rows.len(), row_len], 4),
-            &format!("a batch of {} images of {}", rows.len(), self.dir.display()),
-        )?;
-        values.reserve(rows.len() * row_len);
-        for &r in rows {
-            crate::images::decode_onto(
-                &self.files[r],
-                &self.pre,
-                self.channels,
-                self.size,
-                &mut values,
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        out.shape.clear();
-        out.shape.push(rows.len());
-        out.shape.extend_from_slice(&self.shape[1..]);
-        out.data = ArrayData::F32(values);
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+/// Fills `out` with `rows` float32 rows of shape `row_shape` by `fill`, which appends them
+/// to the (empty) values: `out`'s buffer is reused when it holds float32 already, and the
+/// batch (`what`) is checked against the memory limit before it is reserved.
+pub(crate) fn fill_f32_rows(
+    out: &mut Array,
+    rows: usize,
+    row_shape: &[usize],
+    what: &str,
+    fill: impl FnOnce(&mut Vec<f32>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut values = match std::mem::replace(&mut out.data, ArrayData::F32(Vec::new())) {
+        ArrayData::F32(mut v) => {
+            v.clear();
+            v
+        }
+        _ => Vec::new(),
+    };
+    let row_len: usize = row_shape.iter().product();
+    qgate_core::memory::check(qgate_core::memory::bytes_of(&[rows, row_len], 4), what)?;
+    values.reserve(rows * row_len);
+    fill(&mut values)?;
+    out.shape.clear();
+    out.shape.push(rows);
+    out.shape.extend_from_slice(row_shape);
+    out.data = ArrayData::F32(values);
+    Ok(())
 }
 
 #[cfg(test)]
