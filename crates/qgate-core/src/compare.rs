@@ -484,6 +484,13 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
             })
         })
         .collect();
+    // Per code: its label, both predictions, and whether each model is right (1 or 0), so a
+    // resample's tallies are branch-free adds (a code's count is often 0 or 1 at random:
+    // a test on it would be mispredicted half the time).
+    let tallied: Vec<[usize; 5]> = triples
+        .iter()
+        .map(|&(y, b, cc)| [y, b, cc, usize::from(b == y), usize::from(cc == y)])
+        .collect();
     let stats = |counts: &[u64], scratch: &mut Vec<u64>| -> [f64; 2] {
         scratch.clear();
         scratch.resize(5 * c + 2, 0);
@@ -491,24 +498,20 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
         let (tp_b, rest) = rest.split_at_mut(c);
         let (tp_c, rest) = rest.split_at_mut(c);
         let (pred_b, pred_c) = rest.split_at_mut(c + 1);
-        let mut n = 0u64;
-        for (&(y, b, cc), &k) in triples.iter().zip(counts) {
-            if k == 0 {
-                continue;
-            }
+        let (mut n, mut right_b, mut right_c) = (0u64, 0u64, 0u64);
+        for (&[y, b, cc, b_right, c_right], &k) in tallied.iter().zip(counts) {
             n += k;
             support[y] += k;
             pred_b[b] += k;
             pred_c[cc] += k;
-            if b == y {
-                tp_b[y] += k;
-            }
-            if cc == y {
-                tp_c[y] += k;
-            }
+            let (kb, kc) = (k * b_right as u64, k * c_right as u64);
+            tp_b[y] += kb;
+            tp_c[y] += kc;
+            right_b += kb;
+            right_c += kc;
         }
-        let acc_b = tp_b.iter().sum::<u64>() as f64 / n as f64;
-        let acc_c = tp_c.iter().sum::<u64>() as f64 / n as f64;
+        let acc_b = right_b as f64 / n as f64;
+        let acc_c = right_c as f64 / n as f64;
         let f1_b = macro_f1_from_counts(tp_b, &pred_b[..c], support);
         let f1_c = macro_f1_from_counts(tp_c, &pred_c[..c], support);
         [acc_c - acc_b, f1_c - f1_b]

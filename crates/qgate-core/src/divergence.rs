@@ -229,12 +229,20 @@ pub fn same_top_k(p: &[f64], q: &[f64], k: usize) -> bool {
 /// The indices of the `k` highest values of a finite row, ascending (ties at the k-th
 /// place keep the lower index, as `numpy.argsort`); `None` when a value is not finite.
 pub fn top_k_set(row: &[f64], k: usize) -> Option<Vec<usize>> {
+    let mut set = Vec::with_capacity(row.len());
+    top_k_set_into(row, k, &mut set).then_some(set)
+}
+
+/// [`top_k_set`] into `set` (cleared first, its room kept for the next row); `false`, with
+/// `set` empty, where `top_k_set` gives `None`.
+pub fn top_k_set_into(row: &[f64], k: usize, set: &mut Vec<usize>) -> bool {
+    set.clear();
     if !row.iter().all(|v| v.is_finite()) {
-        return None;
+        return false;
     }
-    let mut set = crate::metrics::top_k_ordered(row, k, true);
+    crate::metrics::top_k_ordered_into(row, k, true, set);
     set.sort_unstable();
-    Some(set)
+    true
 }
 
 #[cfg(test)]

@@ -66,10 +66,21 @@ pub fn argmax(row: &[f64]) -> Option<usize> {
 
 /// Softmax of one row.
 pub fn softmax(row: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(row.len());
+    softmax_into(row, &mut out);
+    out
+}
+
+/// Softmax of one row appended to `out` (the same values as [`softmax`], without an
+/// allocation per row).
+pub fn softmax_into(row: &[f64], out: &mut Vec<f64>) {
     let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
+    let from = out.len();
+    out.extend(row.iter().map(|v| (v - max).exp()));
+    let sum: f64 = out[from..].iter().sum();
+    for e in &mut out[from..] {
+        *e /= sum;
+    }
 }
 
 /// The `k` class indices with the highest scores, highest first. Ties rank the higher index
@@ -78,15 +89,42 @@ pub fn top_k(row: &[f64], k: usize) -> Vec<usize> {
     top_k_ordered(row, k, false)
 }
 
+/// Whether class `y` is among [`top_k`]`(row, k)`, without ranking the row: it is when
+/// fewer than `k` classes rank above it (a higher score, or an equal one at a higher
+/// index). `false` for a `y` outside the row.
+pub fn in_top_k(row: &[f64], y: usize, k: usize) -> bool {
+    let Some(v) = row.get(y) else {
+        return false;
+    };
+    let above = row
+        .iter()
+        .enumerate()
+        .filter(|&(j, w)| match w.total_cmp(v) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => j > y,
+            std::cmp::Ordering::Less => false,
+        })
+        .count();
+    above < k
+}
+
 /// The `k` indices with the highest values, highest first; ties rank the lower index first
 /// with `lower_first`, else the higher. A partial selection (O(n)) picks them, then only
 /// those `k` are sorted.
 pub(crate) fn top_k_ordered(row: &[f64], k: usize, lower_first: bool) -> Vec<usize> {
+    let mut idx = Vec::with_capacity(row.len());
+    top_k_ordered_into(row, k, lower_first, &mut idx);
+    idx
+}
+
+/// [`top_k_ordered`] into `idx` (cleared first), which keeps its room for the next row.
+pub(crate) fn top_k_ordered_into(row: &[f64], k: usize, lower_first: bool, idx: &mut Vec<usize>) {
     let order = |a: &usize, b: &usize| {
         let by_index = if lower_first { a.cmp(b) } else { b.cmp(a) };
         row[*b].total_cmp(&row[*a]).then(by_index)
     };
-    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.clear();
+    idx.extend(0..row.len());
     if k < idx.len() {
         if k > 0 {
             idx.select_nth_unstable_by(k - 1, order);
@@ -94,7 +132,6 @@ pub(crate) fn top_k_ordered(row: &[f64], k: usize, lower_first: bool) -> Vec<usi
         idx.truncate(k);
     }
     idx.sort_by(order);
-    idx
 }
 
 /// Precision, recall, F1 and support of one class.
@@ -266,6 +303,38 @@ pub fn macro_f1_from_counts(tp: &[u64], predicted_as: &[u64], support: &[u64]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_in_the_top_k_agrees_with_the_ranking() {
+        let mut rng = crate::stats::Rng::new(5);
+        for _ in 0..2000 {
+            let c = 1 + rng.below(12);
+            // Few distinct values, so that ties (and -0.0 against 0.0) are common.
+            let row: Vec<f64> = (0..c)
+                .map(|_| [-1.0, -0.0, 0.0, 0.5, 2.0, f64::NEG_INFINITY][rng.below(6)])
+                .collect();
+            let k = rng.below(c + 2);
+            for y in 0..c + 1 {
+                assert_eq!(
+                    in_top_k(&row, y, k),
+                    top_k(&row, k).contains(&y),
+                    "{row:?} y={y} k={k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_into_appends_the_softmax() {
+        let mut out = vec![7.0];
+        softmax_into(&[1.0, 2.0, 3.0], &mut out);
+        let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| (v - 3.0).exp()).collect();
+        let s: f64 = e.iter().sum();
+        assert_eq!(out[0], 7.0);
+        for (a, b) in out[1..].iter().zip(&e) {
+            assert_eq!(*a, b / s);
+        }
+    }
 
     #[test]
     fn small_hand_checked_example() {

@@ -1,7 +1,7 @@
 //! One model's class scores reduced, sample by sample, to what the statistics read, so an
 //! evaluation keeps a few numbers per sample rather than every output row.
 
-use crate::metrics::{argmax, top_k, Scores};
+use crate::metrics::{argmax, in_top_k, Scores};
 
 /// Per-sample figures of one model's scores and class probabilities: top-k accuracy and
 /// calibration are computed from these alone. (Top-k agreement compares two models, so
@@ -57,7 +57,7 @@ impl RowStats {
         let finite = probs.iter().all(|v| v.is_finite());
         self.finite.push(finite);
         self.top_k_hit
-            .push(scores_finite && label.is_some_and(|y| top_k(scores, self.k).contains(&y)));
+            .push(scores_finite && label.is_some_and(|y| in_top_k(scores, y, self.k)));
         match argmax(probs).filter(|_| finite) {
             Some(pred) => {
                 self.confidence.push(probs[pred]);

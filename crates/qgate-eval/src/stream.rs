@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use qgate_core::compare::Predicted;
-use qgate_core::divergence::{kl_divergence, top_k_set, DivergenceSums};
-use qgate_core::metrics::{argmax, softmax};
+use qgate_core::divergence::{kl_divergence, top_k_set_into, DivergenceSums};
+use qgate_core::metrics::{argmax, softmax_into};
 use qgate_core::rows::RowStats;
 use qgate_core::{Array, ArrayData, ElemType};
 use qgate_data::Dataset;
-use qgate_runtime::{Model, ModelInfo, RuntimeError};
+use qgate_runtime::{Model, RuntimeError};
 
 use crate::outputs::{choose_output, detect_kind, is_distribution, normalise, ChosenBy, KindBy};
 use crate::run::{
@@ -32,6 +32,30 @@ pub(crate) struct Member<'m> {
     pub bindings: &'m [InputBinding],
     /// The score output and its kind, when fixed (a corrupted copy reads the clean run's).
     pub forced: Option<(String, OutputKind)>,
+}
+
+/// What the reduction needs of a member (it runs on its own thread, apart from the model).
+struct Facts {
+    side: String,
+    /// Output names, in declaration order.
+    outputs: Vec<String>,
+    forced: Option<(String, OutputKind)>,
+}
+
+impl Facts {
+    fn of(m: &Member<'_>) -> Facts {
+        Facts {
+            side: m.side.clone(),
+            outputs: m
+                .model
+                .info()
+                .outputs
+                .iter()
+                .map(|o| o.name.clone())
+                .collect(),
+            forced: m.forced.clone(),
+        }
+    }
 }
 
 /// What a run asks for beyond the per-sample figures.
@@ -167,7 +191,7 @@ impl PackedPredictions {
 
 /// Empty arrays with room for the rows of each batch of window `w`, in the element type
 /// each array is read as (other types start empty and are allocated by the reader).
-fn reserved_window(data: &Dataset, arrays: &[&str], w: &[(usize, usize)]) -> Vec<Vec<Array>> {
+fn reserved_window(data: &Dataset, arrays: &[&str], w: &[(usize, usize)]) -> Buffers {
     w.iter()
         .map(|&(start, end)| {
             arrays
@@ -247,32 +271,13 @@ fn pass(
     let n = data.len();
     let (arrays, batches, per_window) = plan(members, data, opts.batch_size);
     let windows: Vec<&[(usize, usize)]> = batches.chunks(per_window).collect();
-    let mut sides: Vec<SideState> = members
-        .iter()
-        .map(|m| SideState {
-            reading: None,
-            predictions: PackedPredictions(Vec::with_capacity(n)),
-            rows: None,
-            seconds: 0.0,
-            parts: vec![Vec::new(); m.model.info().outputs.len()],
-        })
-        .collect();
-    let mut pairs: Vec<PairState> = (1..members.len())
-        .map(|_| PairState {
-            kl: None,
-            top_k_same: None,
-            sums: Vec::new(),
-            skipped: Vec::new(),
-            decided: false,
-        })
-        .collect();
+    let facts: Vec<Facts> = members.iter().map(Facts::of).collect();
     progress(label, 0, n);
-    let outcome = std::thread::scope(|scope| -> Result<Option<Restart>, EvalError> {
-        type Window = Result<Vec<Vec<Array>>, String>;
+    let (reduced, seconds) = std::thread::scope(|scope| -> Result<_, EvalError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Window>(0);
         // Windows the models are done with come back to the reader, which reads the next
         // ones into the same buffers: once two windows exist, no batch allocates.
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Vec<Array>>>();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Buffers>();
         // The first two windows' buffers (and the reader's scratch) are allocated here, on
         // this thread: glibc keeps freed memory in the arena of the thread that allocated
         // it, so once the pass ends the statistics that follow reuse the windows' memory
@@ -310,58 +315,165 @@ fn pass(
                 }
             });
         }
-        for w in &windows {
-            let read = rx.recv().map_err(|_| EvalError::Inputs {
-                side: data.source.clone(),
-                message: "the thread reading batches stopped".into(),
-            })?;
-            let read = read.map_err(|message| EvalError::Inputs {
-                side: data.source.clone(),
-                message,
-            })?;
-            let by_name: Vec<BTreeMap<&str, &Array>> = read
-                .iter()
-                .map(|batch| arrays.iter().copied().zip(batch.iter()).collect())
-                .collect();
-            // [member][batch of the window]
-            let mut outs: Vec<Vec<Vec<Array>>> = Vec::with_capacity(members.len());
-            for (m, st) in members.iter_mut().zip(sides.iter_mut()) {
-                let mut mine = Vec::with_capacity(w.len());
-                for (&(start, end), inputs) in w.iter().zip(&by_name) {
-                    let t = Instant::now();
-                    mine.push(run_member(m, data, inputs, start, end)?);
-                    st.seconds += t.elapsed().as_secs_f64();
+        // Each batch every member has run goes to the reducer thread, which reduces it while
+        // the models run the next ones (two batches may wait: the outputs held stay about
+        // one window's).
+        let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Finished>(2);
+        let facts = &facts;
+        let reducer = scope.spawn(move || reduce_all(facts, out_rx, labels, opts, as_logits, n));
+        let lanes = Lanes {
+            inputs: rx,
+            spent: back_tx,
+            finished: out_tx,
+        };
+        let ran = run_windows(members, data, &windows, &arrays, lanes, label, progress);
+        let reduced = reducer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A restart or an error the reducer met concerns an earlier batch than any the
+        // models could have failed on since (they stop at the next batch it refuses), so it
+        // comes first: the outcome does not depend on timing.
+        match reduced {
+            Ok(Ok(state)) => ran.map(|seconds| (Ok(state), seconds)),
+            Ok(Err(restart)) => Ok((Err(restart), Vec::new())),
+            Err(e) => Err(e),
+        }
+    })?;
+    let (mut sides, pairs) = match reduced {
+        Ok(state) => state,
+        Err(restart) => return Ok(Err(restart)),
+    };
+    for (st, s) in sides.iter_mut().zip(seconds) {
+        st.seconds = s;
+    }
+    finish(members, sides, pairs, opts.keep_outputs).map(Ok)
+}
+
+/// The arrays of each batch of a window, in `plan`'s order of arrays.
+type Buffers = Vec<Vec<Array>>;
+
+/// A window read by the reader thread, or why it could not be.
+type Window = Result<Buffers, String>;
+
+/// One batch every member has run: `(start, end, outputs[member])`.
+type Finished = (usize, usize, Vec<Vec<Array>>);
+
+/// The models' thread's channels: windows in from the reader, their buffers back to it,
+/// finished batches out to the reducer.
+struct Lanes {
+    inputs: std::sync::mpsc::Receiver<Window>,
+    spent: std::sync::mpsc::Sender<Buffers>,
+    finished: std::sync::mpsc::SyncSender<Finished>,
+}
+
+/// Every member's and every pair's reduced state after a whole pass, or the restart a
+/// member's output asks for.
+type Reduced = Result<(Vec<SideState>, Vec<PairState>), Restart>;
+
+/// Runs the members over every window, each member a whole window before the next (its
+/// weights stay in cache), and sends each batch on once every member has run it; returns
+/// each member's inference seconds. Stops early, with `Ok`, when the reducer stops taking
+/// batches.
+fn run_windows(
+    members: &mut [Member<'_>],
+    data: &Dataset,
+    windows: &[&[(usize, usize)]],
+    arrays: &[&str],
+    lanes: Lanes,
+    label: &str,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<f64>, EvalError> {
+    let n = data.len();
+    let last = members.len() - 1;
+    let mut seconds = vec![0.0; members.len()];
+    for w in windows {
+        let read = lanes.inputs.recv().map_err(|_| EvalError::Inputs {
+            side: data.source.clone(),
+            message: "the thread reading batches stopped".into(),
+        })?;
+        let read = read.map_err(|message| EvalError::Inputs {
+            side: data.source.clone(),
+            message,
+        })?;
+        let by_name: Vec<BTreeMap<&str, &Array>> = read
+            .iter()
+            .map(|batch| arrays.iter().copied().zip(batch.iter()).collect())
+            .collect();
+        // [member][batch of the window]; the last member's batches go out as they finish.
+        let mut outs: Vec<Vec<Vec<Array>>> = Vec::with_capacity(last);
+        for (k, m) in members.iter_mut().enumerate() {
+            let mut mine = Vec::with_capacity(w.len());
+            for (b, (&(start, end), inputs)) in w.iter().zip(&by_name).enumerate() {
+                let t = Instant::now();
+                let ran = run_member(m, data, inputs, start, end)?;
+                seconds[k] += t.elapsed().as_secs_f64();
+                if k < last {
+                    mine.push(ran);
+                    continue;
                 }
-                outs.push(mine);
-            }
-            for (b, &(start, end)) in w.iter().enumerate() {
                 let batch: Vec<Vec<Array>> = outs
                     .iter_mut()
                     .map(|per_batch| std::mem::take(&mut per_batch[b]))
+                    .chain(std::iter::once(ran))
                     .collect();
-                let ctx = BatchContext {
-                    labels,
-                    opts,
-                    as_logits,
-                    start,
-                    end,
-                    n,
-                };
-                if let Some(restart) = reduce_batch(members, &mut sides, &mut pairs, batch, &ctx)? {
-                    return Ok(Some(restart));
+                if lanes.finished.send((start, end, batch)).is_err() {
+                    return Ok(seconds);
                 }
             }
-            drop(by_name);
-            // The reader may have finished: then the buffers are simply dropped.
-            let _ = back_tx.send(read);
-            progress(label, w.last().map_or(0, |b| b.1), n);
+            if k < last {
+                outs.push(mine);
+            }
         }
-        Ok(None)
-    })?;
-    if let Some(restart) = outcome {
-        return Ok(Err(restart));
+        drop(by_name);
+        // The reader may have finished: then the buffers are simply dropped.
+        let _ = lanes.spent.send(read);
+        progress(label, w.last().map_or(0, |b| b.1), n);
     }
-    finish(members, sides, pairs, opts.keep_outputs).map(Ok)
+    Ok(seconds)
+}
+
+/// The reducer thread: reduces each finished batch in order until the models are done.
+fn reduce_all(
+    facts: &[Facts],
+    batches: std::sync::mpsc::Receiver<Finished>,
+    labels: &[i64],
+    opts: &StreamOptions<'_>,
+    as_logits: &[bool],
+    n: usize,
+) -> Result<Reduced, EvalError> {
+    let mut sides: Vec<SideState> = facts
+        .iter()
+        .map(|f| SideState {
+            reading: None,
+            predictions: PackedPredictions(Vec::with_capacity(n)),
+            rows: None,
+            seconds: 0.0,
+            parts: vec![Vec::new(); f.outputs.len()],
+        })
+        .collect();
+    let mut pairs: Vec<PairState> = (1..facts.len())
+        .map(|_| PairState {
+            kl: None,
+            top_k_same: None,
+            sums: Vec::new(),
+            skipped: Vec::new(),
+            decided: false,
+        })
+        .collect();
+    for (start, end, batch) in batches {
+        let ctx = BatchContext {
+            labels,
+            opts,
+            as_logits,
+            start,
+            end,
+            n,
+        };
+        if let Some(restart) = reduce_batch(facts, &mut sides, &mut pairs, batch, &ctx)? {
+            return Ok(Err(restart));
+        }
+    }
+    Ok(Ok((sides, pairs)))
 }
 
 /// The arrays any member reads (each read once per batch), the lockstep batches
@@ -491,7 +603,7 @@ struct BatchContext<'a> {
 /// and divergence per pair, and the outputs kept. `Some(Restart)` when a member's output
 /// read as probabilities turns out not to be.
 fn reduce_batch(
-    members: &[Member<'_>],
+    members: &[Facts],
     sides: &mut [SideState],
     pairs: &mut [PairState],
     outs: Vec<Vec<Array>>,
@@ -520,21 +632,35 @@ fn reduce_batch(
             Err(()) => return Ok(Some(Restart(k))),
         }
     }
-    // The baseline's top-k sets, once for every candidate.
-    let base_top: Option<Vec<Option<Vec<usize>>>> = probs[0].as_ref().map(|(pb, wb)| {
-        pb.chunks(*wb)
-            .map(|r| top_k_set(r, ctx.opts.top_k))
-            .collect()
+    // The baseline's top-k sets, once for every candidate: `None` for a row that is not
+    // finite, else its set's range in `flat`.
+    let mut set = Vec::new();
+    type Sets = (Vec<usize>, Vec<Option<(usize, usize)>>);
+    let base_top: Option<Sets> = probs[0].as_ref().map(|(pb, wb)| {
+        let mut flat = Vec::with_capacity(pb.len());
+        let spans = pb
+            .chunks(*wb)
+            .map(|r| {
+                top_k_set_into(r, ctx.opts.top_k, &mut set).then(|| {
+                    flat.extend_from_slice(&set);
+                    (flat.len() - set.len(), flat.len())
+                })
+            })
+            .collect();
+        (flat, spans)
     });
     for (c, pair) in pairs.iter_mut().enumerate() {
         let k = c + 1;
-        if let (Some((pb, wb)), Some((pc, wc)), Some(base_top)) = (&probs[0], &probs[k], &base_top)
+        if let (Some((pb, wb)), Some((pc, wc)), Some((flat, spans))) =
+            (&probs[0], &probs[k], &base_top)
         {
             let kl = pair.kl.get_or_insert_with(|| Vec::with_capacity(n));
             let same = pair.top_k_same.get_or_insert_with(|| Vec::with_capacity(n));
-            for ((p, q), top) in pb.chunks(*wb).zip(pc.chunks(*wc)).zip(base_top) {
+            for ((p, q), span) in pb.chunks(*wb).zip(pc.chunks(*wc)).zip(spans) {
                 kl.push(kl_divergence(p, q));
-                same.push(top.is_some() && *top == top_k_set(q, ctx.opts.top_k));
+                same.push(span.is_some_and(|(a, b)| {
+                    top_k_set_into(q, ctx.opts.top_k, &mut set) && set == flat[a..b]
+                }));
             }
         }
         if ctx.opts.divergence {
@@ -569,13 +695,12 @@ fn run_member(
         side: m.side.clone(),
         source,
     };
-    let info = m.model.info().clone();
     let real = end - start;
     if m.model.keyed_by_sample() {
         let ids: Vec<String> = (start..end).map(|i| data.ids[i].to_string()).collect();
         let rows: Vec<usize> = (start..end).map(|i| data.rows.file_row(i)).collect();
         let out = m.model.run_samples(&ids, &rows).map_err(runtime)?;
-        check_outputs(m, &info, &out, real)?;
+        check_outputs(m, &out, real)?;
         return Ok(out);
     }
     let inputs: Vec<&Array> = m
@@ -583,7 +708,7 @@ fn run_member(
         .iter()
         .filter_map(|b| by_name.get(b.array.as_str()).copied())
         .collect();
-    let Some(fixed) = fixed_batch_of(&info).filter(|&f| f != real) else {
+    let Some(fixed) = fixed_batch_of(m.model.info()).filter(|&f| f != real) else {
         let owned: Vec<Array>;
         let out = if inputs.len() == 1 {
             m.model.run(std::slice::from_ref(inputs[0]))
@@ -592,17 +717,17 @@ fn run_member(
             m.model.run(&owned)
         }
         .map_err(runtime)?;
-        check_outputs(m, &info, &out, real)?;
+        check_outputs(m, &out, real)?;
         return Ok(out);
     };
-    let mut parts: Vec<Vec<Array>> = vec![Vec::new(); info.outputs.len()];
+    let mut parts: Vec<Vec<Array>> = vec![Vec::new(); m.model.info().outputs.len()];
     for s in (0..real).step_by(fixed) {
         let e = (s + fixed).min(real);
         let mut idx: Vec<usize> = (s..e).collect();
         idx.resize(fixed, e - 1);
         let chunk: Vec<Array> = inputs.iter().map(|a| a.select_rows(&idx)).collect();
         let out = m.model.run(&chunk).map_err(runtime)?;
-        check_outputs(m, &info, &out, fixed)?;
+        check_outputs(m, &out, fixed)?;
         for (slot, o) in parts.iter_mut().zip(out) {
             slot.push(if e - s < fixed {
                 o.slice_rows(0, e - s)
@@ -611,16 +736,11 @@ fn run_member(
             });
         }
     }
-    stack_parts(m, &info, parts)
+    stack_parts(m, parts)
 }
 
-fn check_outputs(
-    m: &Member<'_>,
-    info: &ModelInfo,
-    out: &[Array],
-    rows: usize,
-) -> Result<(), EvalError> {
-    qgate_runtime::check_batch_outputs(info, out, Some(rows)).map_err(|message| {
+fn check_outputs(m: &Member<'_>, out: &[Array], rows: usize) -> Result<(), EvalError> {
+    qgate_runtime::check_batch_outputs(m.model.info(), out, Some(rows)).map_err(|message| {
         EvalError::Runtime {
             side: m.side.clone(),
             source: RuntimeError::Run {
@@ -631,12 +751,10 @@ fn check_outputs(
     })
 }
 
-fn stack_parts(
-    m: &Member<'_>,
-    info: &ModelInfo,
-    parts: Vec<Vec<Array>>,
-) -> Result<Vec<Array>, EvalError> {
-    info.outputs
+fn stack_parts(m: &Member<'_>, parts: Vec<Vec<Array>>) -> Result<Vec<Array>, EvalError> {
+    m.model
+        .info()
+        .outputs
         .iter()
         .zip(parts)
         .map(|(o, part)| {
@@ -653,9 +771,9 @@ fn stack_parts(
 
 /// Every kept output of a member, stacked over the batches.
 fn stack(m: &Member<'_>, parts: Vec<Vec<Array>>) -> Result<Vec<(String, Array)>, EvalError> {
-    let info = m.model.info().clone();
-    let stacked = stack_parts(m, &info, parts)?;
-    Ok(info
+    let stacked = stack_parts(m, parts)?;
+    Ok(m.model
+        .info()
         .outputs
         .iter()
         .map(|o| o.name.clone())
@@ -665,7 +783,7 @@ fn stack(m: &Member<'_>, parts: Vec<Vec<Array>>) -> Result<Vec<(String, Array)>,
 
 /// Chooses the score output and its kind from the first batch's outputs.
 fn decide(
-    m: &Member<'_>,
+    m: &Facts,
     outs: &[Array],
     opts: &StreamOptions<'_>,
     as_logits: bool,
@@ -674,14 +792,7 @@ fn decide(
         side: m.side.clone(),
         message,
     };
-    let named: Vec<(String, &Array)> = m
-        .model
-        .info()
-        .outputs
-        .iter()
-        .map(|o| o.name.clone())
-        .zip(outs.iter())
-        .collect();
+    let named: Vec<(String, &Array)> = m.outputs.iter().cloned().zip(outs.iter()).collect();
     let (wanted, kind) = match &m.forced {
         Some((name, kind)) => (Some(name.as_str()), Some(*kind)),
         None => (opts.output, opts.output_kind),
@@ -748,7 +859,7 @@ fn has_deciding_row(array: &Array) -> bool {
 /// read as probabilities holds a row that is not a distribution.
 #[allow(clippy::type_complexity)]
 fn reduce(
-    m: &Member<'_>,
+    m: &Facts,
     st: &mut SideState,
     reading: &Reading,
     array: &Array,
@@ -797,16 +908,16 @@ fn reduce(
     let mut probs = Vec::with_capacity(values.len());
     for (i, row) in values.chunks(w).enumerate() {
         st.predictions.push(argmax(row));
-        let p = match reading.kind {
-            OutputKind::Logits => softmax(row),
-            _ => normalise(row),
-        };
+        let from = probs.len();
+        match reading.kind {
+            OutputKind::Logits => softmax_into(row, &mut probs),
+            _ => probs.extend(normalise(row)),
+        }
         let y = labels
             .get(start + i)
             .and_then(|&y| usize::try_from(y).ok())
             .filter(|&y| y < reading.n_classes);
-        rows.push(row, &p, y);
-        probs.extend(p);
+        rows.push(row, &probs[from..], y);
     }
     Ok(Ok(Some((probs, w))))
 }
@@ -816,19 +927,13 @@ fn reduce(
 /// the shapes named in a skip reason).
 fn sum_divergence(
     pair: &mut PairState,
-    base: &Member<'_>,
-    cand: &Member<'_>,
+    base: &Facts,
+    cand: &Facts,
     base_out: &[Array],
     cand_out: &[Array],
     n: usize,
 ) -> Result<(), EvalError> {
-    let cand_names: Vec<&str> = cand
-        .model
-        .info()
-        .outputs
-        .iter()
-        .map(|o| o.name.as_str())
-        .collect();
+    let cand_names = &cand.outputs;
     let full = |a: &Array| {
         let mut s = a.shape.clone();
         if let Some(f) = s.first_mut() {
@@ -836,8 +941,8 @@ fn sum_divergence(
         }
         s
     };
-    for (o, a) in base.model.info().outputs.iter().zip(base_out) {
-        let name = o.name.as_str();
+    for (name, a) in base.outputs.iter().zip(base_out) {
+        let name = name.as_str();
         let Some(j) = cand_names.iter().position(|c| *c == name) else {
             if !pair.decided {
                 pair.skipped.push((

@@ -75,6 +75,22 @@ fn logits_of(inputs: &[Array]) -> Array {
     Array::from_f32(vec![a.len(), 3], v).unwrap()
 }
 
+/// `evaluate_pair` of two mocks on [`data`] with the default policy.
+fn evaluate(
+    base: &mut MockModel,
+    cand: &mut MockModel,
+    opts: &EvalOptions,
+) -> Result<qgate_eval::Evaluation, qgate_eval::EvalError> {
+    evaluate_pair(
+        base,
+        cand,
+        &data(),
+        &Policy::default(),
+        opts,
+        &mut |_, _, _| {},
+    )
+}
+
 #[test]
 fn fixed_batch_models_get_padded_batches() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -364,15 +380,7 @@ fn outputs_are_kept_only_on_request() {
             keep_outputs: keep,
             ..EvalOptions::default()
         };
-        evaluate_pair(
-            &mut base,
-            &mut cand,
-            &data(),
-            &Policy::default(),
-            &opts,
-            &mut |_, _, _| {},
-        )
-        .unwrap()
+        evaluate(&mut base, &mut cand, &opts).unwrap()
     };
     assert!(run(0).baseline.outputs.is_empty());
     let some = run(6);
@@ -386,4 +394,47 @@ fn outputs_are_kept_only_on_request() {
         serde_json::to_value(&run(0).divergence).unwrap(),
         serde_json::to_value(&all.divergence).unwrap()
     );
+}
+
+/// Batches are reduced on their own thread while the models run on: an output the
+/// reduction refuses (a label of -1 at sample 2) stops the models, and its error comes
+/// before a model's failure at a later batch (from sample 3 on, which the models reach
+/// before the reducer has looked at sample 2), every time.
+#[test]
+fn a_refused_output_comes_before_a_later_failure_of_the_model() {
+    let labels_info = info(
+        &[("a", vec![n(), Dim::Fixed(1)])],
+        &[("label", ElemType::I64, vec![n()])],
+    );
+    let opts = EvalOptions {
+        batch_size: 1,
+        ..EvalOptions::default()
+    };
+    for round in 0..50 {
+        let labels = |inp: &[Array]| {
+            let v: Vec<i64> = inp[0].to_f64().unwrap().iter().map(|&x| x as i64).collect();
+            Ok(vec![Array::new(vec![v.len()], ArrayData::I64(v)).unwrap()])
+        };
+        let mut base = MockModel::new(labels_info.clone(), labels);
+        let mut calls = 0usize;
+        let mut cand = MockModel::new(labels_info.clone(), move |inp: &[Array]| {
+            calls += 1;
+            match calls {
+                3 => Ok(vec![Array::new(vec![1], ArrayData::I64(vec![-1])).unwrap()]),
+                4.. => Err(qgate_runtime::RuntimeError::Run {
+                    path: "mock".into(),
+                    message: "the device went away".into(),
+                }),
+                _ => labels(inp),
+            }
+        });
+        let err = evaluate(&mut base, &mut cand, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("round {round}: a label of -1 was scored"))
+            .to_string();
+        assert!(
+            err.contains("sample 2 has -1") && !err.contains("went away"),
+            "round {round}: {err}"
+        );
+    }
 }
