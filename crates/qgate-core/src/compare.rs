@@ -465,7 +465,10 @@ fn fraction_true(v: &[bool]) -> f64 {
 fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
     let c = input.n_classes;
     let invalid = c; // code of an invalid prediction
-    let mut triples: Vec<(usize, usize, usize)> = Vec::new();
+                     // Per code: its label, both predictions, and whether each model is right (1 or 0), so a
+                     // resample's tallies are branch-free adds (a code's count is often 0 or 1 at random:
+                     // a test on it would be mispredicted half the time).
+    let mut tallied: Vec<[usize; 5]> = Vec::new();
     let mut index: HashMap<(usize, usize, usize), u32> = HashMap::new();
     let codes: Vec<u32> = (0..input.labels.len())
         .map(|i| {
@@ -479,17 +482,11 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
                     .min(invalid),
             );
             *index.entry(t).or_insert_with(|| {
-                triples.push(t);
-                (triples.len() - 1) as u32
+                let (y, b, cc) = t;
+                tallied.push([y, b, cc, usize::from(b == y), usize::from(cc == y)]);
+                (tallied.len() - 1) as u32
             })
         })
-        .collect();
-    // Per code: its label, both predictions, and whether each model is right (1 or 0), so a
-    // resample's tallies are branch-free adds (a code's count is often 0 or 1 at random:
-    // a test on it would be mispredicted half the time).
-    let tallied: Vec<[usize; 5]> = triples
-        .iter()
-        .map(|&(y, b, cc)| [y, b, cc, usize::from(b == y), usize::from(cc == y)])
         .collect();
     let stats = |counts: &[u64], scratch: &mut Vec<u64>| -> [f64; 2] {
         scratch.clear();
@@ -516,7 +513,7 @@ fn bootstrap_deltas(input: &PairInput<'_>) -> [[f64; 2]; 2] {
         let f1_c = macro_f1_from_counts(tp_c, &pred_c[..c], support);
         [acc_c - acc_b, f1_c - f1_b]
     };
-    let [a, f] = paired_bootstrap(&codes, triples.len(), input.bootstrap, stats);
+    let [a, f] = paired_bootstrap(&codes, tallied.len(), input.bootstrap, stats);
     [[a.0, a.1], [f.0, f.1]]
 }
 

@@ -373,13 +373,20 @@ fn a_damaged_deflated_member_is_an_error_at_load() {
     write(&good, &encode_npy(&x));
     assert_eq!(load(&good).unwrap().unwrap(), x.select_rows(&[299]));
 
+    // The error of loading a copy of the good archive named `name`, changed by `damage`.
+    let damaged_copy = |name: &str, damage: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = std::fs::read(&good).unwrap();
+        damage(&mut bytes);
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        load(&path).unwrap_err().to_string()
+    };
+
     // A byte of the compressed stream flipped: the CRC (or the stream) is wrong.
-    let mut bytes = std::fs::read(&good).unwrap();
-    let mid = bytes.len() * 3 / 4;
-    bytes[mid] ^= 0x55;
-    let damaged = dir.path().join("damaged.npz");
-    std::fs::write(&damaged, &bytes).unwrap();
-    let err = load(&damaged).unwrap_err().to_string();
+    let err = damaged_copy("damaged.npz", &|bytes| {
+        let mid = bytes.len() * 3 / 4;
+        bytes[mid] ^= 0x55;
+    });
     assert!(
         err.contains("damaged.npz") && err.contains("'x.npy'"),
         "{err}"
@@ -387,12 +394,10 @@ fn a_damaged_deflated_member_is_an_error_at_load() {
 
     // The archive's directory says the member is smaller than it decompresses to (a bomb
     // declares little): decompressing stops past the declared size, an error at load.
-    let mut bytes = std::fs::read(&good).unwrap();
-    let central = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
-    bytes[central + 24..central + 28].copy_from_slice(&1000u32.to_le_bytes());
-    let small = dir.path().join("small.npz");
-    std::fs::write(&small, &bytes).unwrap();
-    let err = load(&small).unwrap_err().to_string();
+    let err = damaged_copy("small.npz", &|bytes| {
+        let central = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+        bytes[central + 24..central + 28].copy_from_slice(&1000u32.to_le_bytes());
+    });
     assert!(
         err.contains("small.npz") && err.contains("more than the 1000 bytes"),
         "{err}"

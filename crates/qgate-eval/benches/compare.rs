@@ -169,7 +169,6 @@ fn compare_against_bare_loops(c: &mut Criterion) {
         }
     };
     group.bench_function("bare tract loops", |b| b.iter(bare_loops));
-    models_arm(&mut group, [qb.as_mut(), qc.as_mut()], &images, batch);
     evaluate_arms(
         &mut group,
         [qb.as_mut(), qc.as_mut()],
@@ -205,8 +204,9 @@ fn models_arm(
     });
 }
 
-/// `qgate compare`'s evaluation of the pair (default policy, `batch` samples per call) as
-/// an arm of `group`, then again interleaved with `bare` (see [`Interleaved`]).
+/// qgate's arms of `group`: its two models alone over `data`'s images (see [`models_arm`]),
+/// then `qgate compare`'s evaluation of the pair (default policy, `batch` samples per call),
+/// then that evaluation interleaved with `bare` (see [`Interleaved`]).
 fn evaluate_arms(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     [qb, qc]: [&mut dyn qgate_runtime::Model; 2],
@@ -214,6 +214,7 @@ fn evaluate_arms(
     batch: usize,
     mut bare: impl FnMut(),
 ) {
+    models_arm(group, [&mut *qb, &mut *qc], &data.arrays["image"], batch);
     let opts = EvalOptions {
         batch_size: batch,
         ..EvalOptions::default()
@@ -348,7 +349,6 @@ fn compare_ort_against_bare_loop(c: &mut Criterion) {
         }
     };
     group.bench_function("bare ort loop", |b| b.iter(&mut bare_loop));
-    models_arm(&mut group, [qb.as_mut(), qc.as_mut()], &images, batch);
     evaluate_arms(
         &mut group,
         [qb.as_mut(), qc.as_mut()],

@@ -245,7 +245,6 @@ struct SideState {
     reading: Option<Reading>,
     predictions: PackedPredictions,
     rows: Option<RowStats>,
-    seconds: f64,
     parts: Vec<Vec<Array>>,
 }
 
@@ -339,14 +338,11 @@ fn pass(
             Err(e) => Err(e),
         }
     })?;
-    let (mut sides, pairs) = match reduced {
+    let (sides, pairs) = match reduced {
         Ok(state) => state,
         Err(restart) => return Ok(Err(restart)),
     };
-    for (st, s) in sides.iter_mut().zip(seconds) {
-        st.seconds = s;
-    }
-    finish(members, sides, pairs, opts.keep_outputs).map(Ok)
+    finish(members, sides, pairs, &seconds, opts.keep_outputs).map(Ok)
 }
 
 /// The arrays of each batch of a window, in `plan`'s order of arrays.
@@ -447,7 +443,6 @@ fn reduce_all(
             reading: None,
             predictions: PackedPredictions(Vec::with_capacity(n)),
             rows: None,
-            seconds: 0.0,
             parts: vec![Vec::new(); f.outputs.len()],
         })
         .collect();
@@ -522,6 +517,7 @@ fn finish(
     members: &[Member<'_>],
     sides: Vec<SideState>,
     pairs: Vec<PairState>,
+    seconds: &[f64],
     keep_outputs: usize,
 ) -> Result<Streamed, EvalError> {
     let score_name = sides[0]
@@ -547,7 +543,7 @@ fn finish(
         })
         .collect();
     let mut out = Vec::with_capacity(sides.len());
-    for (m, st) in members.iter().zip(sides) {
+    for ((m, st), &seconds) in members.iter().zip(sides).zip(seconds) {
         let reading = st.reading.unwrap_or(Reading {
             name: String::new(),
             index: 0,
@@ -578,7 +574,7 @@ fn finish(
                 predictions: st.predictions.unpack(),
                 rows: st.rows,
             },
-            seconds: st.seconds,
+            seconds,
             outputs: Arc::new(outputs),
         });
     }
@@ -811,7 +807,7 @@ fn decide(
             let values = array
                 .to_f64()
                 .ok_or_else(|| err(format!("output '{name}' is not numeric")))?;
-            undecided = !has_deciding_row(array);
+            undecided = !deciding_row_in(&values, array.row_len());
             detect_kind(&values, array.row_len())
         }
     };
@@ -847,11 +843,16 @@ fn decide(
 /// with no NaN and no +∞. (A −∞ is a masked logit, never a probability: such a row decides
 /// for logits, as its softmax is a finite row.)
 fn has_deciding_row(array: &Array) -> bool {
-    array.to_f64().is_some_and(|values| {
-        values
-            .chunks(array.row_len().max(1))
-            .any(|r| r.iter().all(|v| !v.is_nan() && *v != f64::INFINITY))
-    })
+    array
+        .to_f64()
+        .is_some_and(|values| deciding_row_in(&values, array.row_len()))
+}
+
+/// [`has_deciding_row`] of an output's values, `row_len` to a row.
+fn deciding_row_in(values: &[f64], row_len: usize) -> bool {
+    values
+        .chunks(row_len.max(1))
+        .any(|r| r.iter().all(|v| !v.is_nan() && *v != f64::INFINITY))
 }
 
 /// Adds one batch of a member's score output (samples from `start`) to its per-sample
